@@ -1,0 +1,143 @@
+"""Backend registry.
+
+A backend is a module that implements the contract of ``CONTRACT.md``
+(``layer_forward``, ``layer_backward``, ``cell_forward``, ``cell_backward``).
+``auto`` picks the first importable one of :data:`PREFERENCE`. A user forces
+one per layer (``backend=``), globally (:func:`set_backend`) or with the
+environment variable ``FASTRNN_BACKEND``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import warnings
+
+#: Backend names in the order ``auto`` tries them.
+PREFERENCE = ("cpp", "numba", "numpy")
+_MODULES = {"cpp": "fastrnn.backends.cpp", "numba": "fastrnn.backends.numba", "numpy": "fastrnn.backends.reference"}
+_ALIASES = {"reference": "numpy", "c++": "cpp"}
+
+_lock = threading.Lock()
+_loaded: dict = {}
+_errors: dict = {}
+_global_choice: str | None = None
+_warned_fallback = False
+_num_threads: int | None = None
+
+
+def _load(name):
+    """Import backend ``name`` once; remember why it failed if it did."""
+    with _lock:
+        if name in _loaded:
+            return _loaded[name]
+        if name in _errors:
+            return None
+        try:
+            mod = importlib.import_module(_MODULES[name])
+        except ImportError as exc:  # the backend is not there on this install
+            _errors[name] = f"{type(exc).__name__}: {exc}"
+            return None
+        _loaded[name] = mod
+        if _num_threads is not None and hasattr(mod, "set_num_threads"):
+            mod.set_num_threads(_num_threads)
+        return mod
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that import on this install, best first."""
+    return [name for name in PREFERENCE if _load(name) is not None]
+
+
+def unavailable_backends() -> dict[str, str]:
+    """Backends that failed to import, with the reason."""
+    available_backends()
+    return dict(_errors)
+
+
+def _canonical(name):
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a string such as 'auto', 'cpp', 'numba' or 'numpy', got {type(name).__name__}")
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key != "auto" and key not in _MODULES:
+        raise ValueError(f"unknown backend {name!r}; expected 'auto' or one of {list(PREFERENCE)}")
+    return key
+
+
+def check_backend(name):
+    """Validate a backend name now: return its canonical form, or raise if it is not available."""
+    if name is None:
+        return None
+    key = _canonical(name)
+    if key != "auto" and _load(key) is None:
+        raise ValueError(
+            f"backend {name!r} is not available ({_errors.get(key, 'not importable')}); "
+            f"available backends: {available_backends()}"
+        )
+    return key
+
+
+def _auto():
+    global _warned_fallback
+    for name in PREFERENCE:
+        mod = _load(name)
+        if mod is not None:
+            if name != "cpp" and not _warned_fallback and "cpp" in _errors:
+                _warned_fallback = True
+                warnings.warn(
+                    f"fastrnn: the compiled extension is not available ({_errors['cpp']}); "
+                    f"using the {name!r} backend instead",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return mod
+    raise RuntimeError("no fastrnn backend could be imported")  # the numpy reference always imports
+
+
+def get_backend(name=None):
+    """The backend module for ``name`` (None: the global choice, then FASTRNN_BACKEND, then auto)."""
+    if name is None:
+        name = _global_choice or os.environ.get("FASTRNN_BACKEND") or "auto"
+    key = check_backend(name)
+    if key == "auto":
+        return _auto()
+    return _loaded[key]
+
+
+def set_backend(name):
+    """Choose the backend every layer without its own ``backend=`` uses ('auto' or None resets)."""
+    global _global_choice
+    _global_choice = None if name is None else check_backend(name)
+    if _global_choice == "auto":
+        _global_choice = None
+
+
+def default_num_threads() -> int:
+    env = os.environ.get("FASTRNN_NUM_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"FASTRNN_NUM_THREADS must be a positive integer, got {env!r}") from None
+        if n >= 1:
+            return n
+        raise ValueError(f"FASTRNN_NUM_THREADS must be a positive integer, got {env!r}")
+    return os.cpu_count() or 1
+
+
+def set_num_threads(n: int) -> None:
+    """Number of threads fastrnn's kernels use (all backends that thread)."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    _num_threads = n
+    for mod in list(_loaded.values()):
+        if hasattr(mod, "set_num_threads"):
+            mod.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Number of threads fastrnn's kernels use."""
+    return _num_threads if _num_threads is not None else default_num_threads()

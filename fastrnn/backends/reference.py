@@ -1,0 +1,239 @@
+"""The NumPy reference backend: the specification of fastrnn's math.
+
+Short and readable, one equation a line; every other backend is tested
+against it. It computes in the dtype it is given (float32 or float64). The
+functions here are the backend contract described in ``CONTRACT.md``.
+
+Notation per step (B rows of a batch, H hidden units, G gates)::
+
+    gx = x @ W_ih.T + b_ih          [B, G*H]   input projection (all steps in one GEMM)
+    gh = h @ W_hh.T + b_hh          [B, G*H]   recurrent projection
+
+and the gate blocks follow PyTorch's order: LSTM (i, f, g, o), GRU (r, z, n).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit as sigmoid
+
+NAME = "numpy"
+KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig")
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
+
+
+def _split(a, n):
+    """Split the last axis of ``a`` into ``n`` equal gate blocks."""
+    return np.split(a, n, axis=-1)
+
+
+# --------------------------------------------------------------------------
+# One step: forward and backward of the recurrence given the input projection
+# --------------------------------------------------------------------------
+
+
+def _step_forward(kind, gx, h, c, w_hh, b_hh):
+    """One recurrent step. Returns (h_new, c_new, saved-for-backward)."""
+    gh = h @ w_hh.T
+    if b_hh is not None:
+        gh = gh + b_hh
+    if kind == "rnn_tanh":
+        h_new = np.tanh(gx + gh)
+        return h_new, None, (h_new,)
+    if kind == "rnn_relu":
+        h_new = np.maximum(gx + gh, 0)
+        return h_new, None, (h_new,)
+    if kind == "lstm":
+        xi, xf, xg, xo = _split(gx + gh, 4)
+        i = sigmoid(xi)
+        f = sigmoid(xf)
+        g = np.tanh(xg)
+        o = sigmoid(xo)
+        c_new = f * c + i * g
+        tc = np.tanh(c_new)
+        h_new = o * tc
+        return h_new, c_new, (i, f, g, o, tc)
+    if kind == "gru":
+        xr, xz, xn = _split(gx, 3)
+        hr, hz, hn = _split(gh, 3)
+        r = sigmoid(xr + hr)
+        z = sigmoid(xz + hz)
+        n = np.tanh(xn + r * hn)
+        h_new = (1 - z) * n + z * h
+        return h_new, None, (r, z, n, hn)
+    if kind == "gru_orig":
+        xr, xz, xn = _split(gx, 3)
+        hr, hz, _ = _split(gh, 3)
+        H = h.shape[-1]
+        r = sigmoid(xr + hr)
+        z = sigmoid(xz + hz)
+        rh = r * h
+        bn = 0 if b_hh is None else b_hh[2 * H:]
+        n = np.tanh(xn + rh @ w_hh[2 * H:].T + bn)
+        h_new = (1 - z) * n + z * h
+        return h_new, None, (r, z, n, rh)
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def _step_backward(kind, saved, dh, dc, h, c, w_hh):
+    """Backward of one step.
+
+    ``dh``/``dc`` are the gradients w.r.t. the step's new h/c; ``h``/``c``
+    are the step's input states. Returns (dgx, dW_hh, dgh_bias, dh_prev,
+    dc_prev) where dgx is the gradient of the gate pre-activations coming
+    from the input projection (so dW_ih = dgx.T @ x, db_ih = sum dgx).
+    """
+    if kind in ("rnn_tanh", "rnn_relu"):
+        (h_new,) = saved
+        if kind == "rnn_tanh":
+            da = dh * (1 - h_new * h_new)
+        else:
+            da = dh * (h_new > 0)
+        return da, da.T @ h, da, da @ w_hh, None
+    if kind == "lstm":
+        i, f, g, o, tc = saved
+        do = dh * tc
+        dcn = dc + dh * o * (1 - tc * tc)
+        di = dcn * g
+        df = dcn * c
+        dg = dcn * i
+        dc_prev = dcn * f
+        da = np.concatenate(
+            [di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)], axis=-1
+        )
+        return da, da.T @ h, da, da @ w_hh, dc_prev
+    if kind == "gru":
+        r, z, n, hn = saved
+        dn = dh * (1 - z) * (1 - n * n)
+        dz = dh * (h - n) * z * (1 - z)
+        dr = dn * hn * r * (1 - r)
+        dgx = np.concatenate([dr, dz, dn], axis=-1)
+        dgh = np.concatenate([dr, dz, dn * r], axis=-1)
+        dh_prev = dh * z + dgh @ w_hh
+        return dgx, dgh.T @ h, dgh, dh_prev, None
+    if kind == "gru_orig":
+        r, z, n, rh = saved
+        H = h.shape[-1]
+        dn = dh * (1 - z) * (1 - n * n)
+        dz = dh * (h - n) * z * (1 - z)
+        drh = dn @ w_hh[2 * H:]
+        dr = drh * h * r * (1 - r)
+        drz = np.concatenate([dr, dz], axis=-1)
+        dgx = np.concatenate([dr, dz, dn], axis=-1)
+        dW_hh = np.concatenate([drz.T @ h, dn.T @ rh], axis=0)
+        dh_prev = dh * z + drh * r + drz @ w_hh[: 2 * H]
+        return dgx, dW_hh, dgx, dh_prev, None
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+# --------------------------------------------------------------------------
+# Whole sequence, one layer, one direction
+# --------------------------------------------------------------------------
+
+
+def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep):
+    """Run one layer over ``x [T, B, I]``; see CONTRACT.md."""
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    gx_all = x.reshape(T * B, -1) @ w_ih.T
+    if b_ih is not None:
+        gx_all = gx_all + b_ih
+    gx_all = gx_all.reshape(T, B, -1)
+    out = np.zeros((T, B, H), dtype=x.dtype)
+    steps = range(T - 1, -1, -1) if reverse else range(T)
+    h, c = h0, c0
+    saved = [None] * T
+    states = [None] * T
+    for t in steps:
+        h_step, c_step, saved_t = _step_forward(kind, gx_all[t], h, c, w_hh, b_hh)
+        if keep:
+            saved[t] = saved_t
+            states[t] = (h, c)
+        if lengths is not None:
+            valid = (t < lengths)[:, None]
+            h_step = np.where(valid, h_step, h)
+            if c is not None:
+                c_step = np.where(valid, c_step, c)
+            out[t] = np.where(valid, h_step, 0)
+        else:
+            out[t] = h_step
+        h, c = h_step, c_step
+    ws = None
+    if keep:
+        ws = dict(kind=kind, x=x, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None,
+                  lengths=lengths, reverse=reverse, saved=saved, states=states)
+    return out, h, c, ws
+
+
+def layer_backward(ws, grad_out, grad_h_n, grad_c_n):
+    """Gradients of a ``layer_forward(..., keep=True)``; see CONTRACT.md."""
+    kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
+    lengths = ws["lengths"]
+    T = x.shape[0]
+    steps = range(T) if ws["reverse"] else range(T - 1, -1, -1)
+    dgx_all = np.zeros((T,) + grad_out.shape[1:-1] + (w_ih.shape[0],), dtype=x.dtype)
+    dW_hh = np.zeros_like(w_hh)
+    db_hh = np.zeros(w_hh.shape[0], dtype=x.dtype)
+    dh, dc = grad_h_n, grad_c_n
+    for t in steps:
+        h, c = ws["states"][t]
+        dh_step = dh + grad_out[t]
+        if lengths is not None:
+            valid = (t < lengths)[:, None]
+            dh_step = np.where(valid, dh_step, 0)
+            dc_step = None if dc is None else np.where(valid, dc, 0)
+        else:
+            dc_step = dc
+        dgx, dW, dgh, dh_prev, dc_prev = _step_backward(kind, ws["saved"][t], dh_step, dc_step, h, c, w_hh)
+        if lengths is not None:
+            dgx = np.where(valid, dgx, 0)
+            dh_prev = np.where(valid, dh_prev, dh)
+            if dc is not None:
+                dc_prev = np.where(valid, dc_prev, dc)
+        dgx_all[t] = dgx
+        dW_hh += dW
+        db_hh += dgh.sum(axis=0)
+        dh, dc = dh_prev, dc_prev
+    dgx_flat = dgx_all.reshape(T * x.shape[1], -1)
+    grads = dict(
+        x=(dgx_flat @ w_ih).reshape(x.shape),
+        h0=dh,
+        c0=dc,
+        w_ih=dgx_flat.T @ x.reshape(-1, x.shape[2]),
+        w_hh=dW_hh,
+        b_ih=dgx_flat.sum(axis=0) if ws["bias"] else None,
+        b_hh=db_hh if ws["bias"] else None,
+    )
+    return grads
+
+
+# --------------------------------------------------------------------------
+# One step (cell)
+# --------------------------------------------------------------------------
+
+
+def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
+    """One step of a cell on ``x [B, I]``; see CONTRACT.md."""
+    gx = x @ w_ih.T
+    if b_ih is not None:
+        gx = gx + b_ih
+    h_new, c_new, saved = _step_forward(kind, gx, h, c, w_hh, b_hh)
+    ws = None
+    if keep:
+        ws = dict(kind=kind, x=x, h=h, c=c, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None, saved=saved)
+    return h_new, c_new, ws
+
+
+def cell_backward(ws, grad_h, grad_c):
+    """Gradients of a ``cell_forward(..., keep=True)``; see CONTRACT.md."""
+    x, w_ih = ws["x"], ws["w_ih"]
+    dgx, dW_hh, dgh, dh, dc = _step_backward(ws["kind"], ws["saved"], grad_h, grad_c, ws["h"], ws["c"], ws["w_hh"])
+    return dict(
+        x=dgx @ w_ih,
+        h=dh,
+        c=dc,
+        w_ih=dgx.T @ x,
+        w_hh=dW_hh,
+        b_ih=dgx.sum(axis=0) if ws["bias"] else None,
+        b_hh=dgh.sum(axis=0) if ws["bias"] else None,
+    )

@@ -1,0 +1,106 @@
+"""``Module``: parameters as NumPy arrays under PyTorch's names, with gradients."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from ._validate import to_numpy
+
+
+class Module:
+    """Base of fastrnn's layers: named parameters, their gradients, train/eval.
+
+    Parameters live in ``self._params`` (name -> array, in PyTorch's order);
+    ``self.grads`` holds an array of the same shape per name, accumulated by
+    ``backward`` and cleared by :meth:`zero_grad`.
+    """
+
+    def __init__(self):
+        self._params: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.grads: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.training = True
+
+    # parameters --------------------------------------------------------
+    def _register(self, name, array):
+        self._params[name] = array
+        self.grads[name] = np.zeros_like(array)
+
+    def __getattr__(self, name):
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            self._assign(name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def _assign(self, name, value):
+        """Copy ``value`` into parameter ``name`` in place (shape checked, cast to the layer's dtype)."""
+        target = self._params[name]
+        arr = to_numpy(value)
+        if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+            raise TypeError(f"parameter {name!r} must be a real numeric array, got dtype {arr.dtype}")
+        if arr.shape != target.shape:
+            raise ValueError(f"parameter {name!r} must have shape {target.shape}, got {tuple(arr.shape)}")
+        np.copyto(target, arr, casting="unsafe")
+
+    def named_parameters(self):
+        """(name, array) pairs in PyTorch's order."""
+        return iter(self._params.items())
+
+    def parameters(self):
+        return list(self._params.values())
+
+    def state_dict(self):
+        """A copy of every parameter under its PyTorch name."""
+        return OrderedDict((k, v.copy()) for k, v in self._params.items())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Load parameters from NumPy arrays or torch tensors (torch is not imported).
+
+        Missing or unexpected keys (with ``strict``) and wrong shapes are errors;
+        nothing is changed unless every entry is valid.
+        """
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
+        keys = set(state_dict.keys())
+        missing = [k for k in self._params if k not in keys]
+        unexpected = sorted(k for k in keys if k not in self._params)
+        if strict and (missing or unexpected):
+            raise KeyError(
+                f"error loading state_dict into {type(self).__name__}: missing keys {missing}, unexpected keys {unexpected}"
+            )
+        staged = {}
+        for name, target in self._params.items():
+            if name not in keys:
+                continue
+            arr = to_numpy(state_dict[name])
+            if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+                raise TypeError(f"state_dict[{name!r}] must be a real numeric array, got dtype {arr.dtype}")
+            if arr.shape != target.shape:
+                raise ValueError(f"state_dict[{name!r}] must have shape {target.shape}, got {tuple(arr.shape)}")
+            staged[name] = arr
+        for name, arr in staged.items():
+            np.copyto(self._params[name], arr, casting="unsafe")
+        return missing, unexpected
+
+    def zero_grad(self):
+        for g in self.grads.values():
+            g.fill(0)
+
+    # modes -------------------------------------------------------------
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)

@@ -1,0 +1,488 @@
+"""Recurrent layers and cells, drop-in compatible with PyTorch's ``nn.RNN``,
+``nn.LSTM``, ``nn.GRU``, ``nn.RNNCell``, ``nn.LSTMCell`` and ``nn.GRUCell``.
+
+The layers validate input, compose layers x directions and keep parameters
+and gradients; the math runs in a backend (see ``backends/CONTRACT.md``),
+which these classes never name.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import backends as _backends
+from ._grad_mode import is_grad_enabled
+from ._validate import as_dtype, float_array, lengths_array, positive_int
+from .module import Module
+
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
+
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "GradientError"]
+
+
+class GradientError(ValueError, RuntimeError):
+    """``backward`` cannot run: no forward to differentiate, or it kept nothing (``no_grad``)."""
+
+
+def _generator(seed):
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
+        return np.random.default_rng(seed)
+    raise TypeError(f"seed must be None, an integer or a numpy.random.Generator, got {type(seed).__name__}")
+
+
+def _rnn_kind(nonlinearity):
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    return "rnn_" + nonlinearity
+
+
+def _gru_kind(linear_before_reset):
+    if not isinstance(linear_before_reset, (bool, np.bool_)):
+        raise TypeError(f"linear_before_reset must be a bool, got {type(linear_before_reset).__name__}")
+    return "gru" if linear_before_reset else "gru_orig"
+
+
+def _zeros_if_none(value, shape, dtype, name):
+    if value is None:
+        return np.zeros(shape, dtype=dtype)
+    return float_array(value, name, dtype, shapes=[shape])
+
+
+class _Recurrent(Module):
+    """What layers and cells share: kind, sizes, dtype, backend, initialisation."""
+
+    def _setup(self, kind, input_size, hidden_size, bias, dtype, backend, seed):
+        Module.__init__(self)
+        self.kind = kind
+        self.input_size = positive_int(input_size, "input_size")
+        self.hidden_size = positive_int(hidden_size, "hidden_size")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
+        self.bias = bool(bias)
+        self.dtype = as_dtype(dtype)
+        self.backend = _backends.check_backend(backend)
+        self._rng = _generator(seed)
+        self._gates = GATES[kind]
+
+    def _new_param(self, name, shape):
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        self._register(name, self._rng.uniform(-bound, bound, size=shape).astype(self.dtype))
+
+    def _backend(self):
+        return _backends.get_backend(self.backend)
+
+    @property
+    def mode(self):
+        return {"rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU", "lstm": "LSTM", "gru": "GRU", "gru_orig": "GRU"}[self.kind]
+
+
+# ----------------------------------------------------------------------------
+# Sequence layers
+# ----------------------------------------------------------------------------
+
+
+class _RNNBase(_Recurrent):
+    def __init__(self, kind, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, dtype=None, backend=None, seed=None):
+        self._setup(kind, input_size, hidden_size, bias, dtype, backend, seed)
+        self.num_layers = positive_int(num_layers, "num_layers")
+        self.batch_first = bool(batch_first)
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
+            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self._dirs = 2 if self.bidirectional else 1
+        G, H = self._gates, self.hidden_size
+        for layer in range(self.num_layers):
+            for d in range(self._dirs):
+                sfx = self._suffix(layer, d)
+                in_size = self.input_size if layer == 0 else H * self._dirs
+                self._new_param("weight_ih" + sfx, (G * H, in_size))
+                self._new_param("weight_hh" + sfx, (G * H, H))
+                if self.bias:
+                    self._new_param("bias_ih" + sfx, (G * H,))
+                    self._new_param("bias_hh" + sfx, (G * H,))
+        self._record = None
+        self._record_note = "no forward has run yet"
+
+    @staticmethod
+    def _suffix(layer, direction):
+        return f"_l{layer}" + ("_reverse" if direction else "")
+
+    def _weights(self, layer, direction):
+        sfx = self._suffix(layer, direction)
+        p = self._params
+        if self.bias:
+            return p["weight_ih" + sfx], p["weight_hh" + sfx], p["bias_ih" + sfx], p["bias_hh" + sfx]
+        return p["weight_ih" + sfx], p["weight_hh" + sfx], None, None
+
+    def flatten_parameters(self):
+        """No-op, for PyTorch compatibility (parameters are always contiguous here)."""
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.kind == "rnn_relu":
+            s += ", nonlinearity='relu'"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if self.kind == "gru_orig":
+            s += ", linear_before_reset=False"
+        return s + f", dtype={self.dtype}"
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    # forward -----------------------------------------------------------
+    def _states(self, hx, batch, unbatched):
+        """Initial states as [L*D, B, H] arrays (zeros where not given)."""
+        n = self.num_layers * self._dirs
+        shape = (n, self.hidden_size) if unbatched else (n, batch, self.hidden_size)
+        lstm = self.kind == "lstm"
+        if lstm:
+            if hx is None:
+                hx = (None, None)
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError("hx of an LSTM must be a pair (h_0, c_0) or None")
+            h0 = _zeros_if_none(hx[0], shape, self.dtype, "h_0")
+            c0 = _zeros_if_none(hx[1], shape, self.dtype, "c_0")
+        else:
+            if isinstance(hx, (tuple, list)):
+                raise TypeError(f"hx of a {type(self).__name__} must be an array or None, not a {type(hx).__name__}")
+            h0 = _zeros_if_none(hx, shape, self.dtype, "h_0")
+            c0 = None
+        if unbatched:
+            h0 = h0[:, None, :]
+            c0 = None if c0 is None else c0[:, None, :]
+        return h0, c0
+
+    def forward(self, x, hx=None, lengths=None):
+        """Run the stack over ``x``.
+
+        ``x``: ``[T, B, I]`` (``[B, T, I]`` with batch_first) or unbatched ``[T, I]``.
+        ``hx``: ``h_0 [L*D, B, H]`` (LSTM: a pair ``(h_0, c_0)``), or None for zeros.
+        ``lengths``: ``[B]`` integers in [1, T] for a padded batch, or None.
+        Returns ``out, h_n`` (LSTM: ``out, (h_n, c_n)``).
+        """
+        backend = self._backend()
+        x = float_array(x, "x", self.dtype, shapes=[(None, None), (None, None, None)])
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"x must have input_size={self.input_size} features in its last axis, got shape {x.shape}")
+        unbatched = x.ndim == 2
+        if unbatched:
+            x3 = x[:, None, :]
+        elif self.batch_first:
+            x3 = np.ascontiguousarray(x.transpose(1, 0, 2))
+        else:
+            x3 = x
+        T, B = x3.shape[0], x3.shape[1]
+        if T == 0:
+            raise ValueError(f"x must have at least one time step, got shape {x.shape}")
+        if B == 0:
+            raise ValueError(f"x must have at least one sequence in its batch, got shape {x.shape}")
+        if lengths is not None:
+            if unbatched:
+                raise ValueError("lengths applies to a batch; x is unbatched ([T, I])")
+            lengths = lengths_array(lengths, B, T)
+            if np.all(lengths == T):
+                lengths = None  # nothing is padded
+        h0, c0 = self._states(hx, B, unbatched)
+
+        keep = is_grad_enabled()
+        self._record = None
+        self._record_note = "the last forward failed"
+        kind, H, D = self.kind, self.hidden_size, self._dirs
+        drop = self.dropout if (self.training and self.num_layers > 1) else 0.0
+        inp = x3
+        h_n = np.empty((self.num_layers * D, B, H), dtype=self.dtype)
+        c_n = np.empty_like(h_n) if kind == "lstm" else None
+        workspaces, masks = [], []
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(D):
+                i = layer * D + d
+                out, h, c, ws = backend.layer_forward(
+                    kind, inp, h0[i], None if c0 is None else c0[i], *self._weights(layer, d), lengths, bool(d), keep
+                )
+                outs.append(out)
+                h_n[i] = h
+                if c_n is not None:
+                    c_n[i] = c
+                workspaces.append(ws)
+            out = outs[0] if D == 1 else np.concatenate(outs, axis=2)
+            mask = None
+            if drop > 0 and layer < self.num_layers - 1:
+                mask = (self._rng.random(out.shape) >= drop).astype(self.dtype)
+                mask *= self.dtype.type(1.0 / (1.0 - drop)) if drop < 1 else 0
+                out = out * mask
+            masks.append(mask)
+            inp = out
+
+        if keep:
+            self._record = dict(backend=backend, ws=workspaces, masks=masks, shape=x.shape, T=T, B=B,
+                                unbatched=unbatched)
+        else:
+            self._record_note = "the last forward ran under fastrnn.no_grad() and kept nothing for backward"
+
+        if unbatched:
+            out, h_n = out[:, 0, :], h_n[:, 0, :]
+            c_n = None if c_n is None else c_n[:, 0, :]
+        elif self.batch_first:
+            out = np.ascontiguousarray(out.transpose(1, 0, 2))
+        if kind == "lstm":
+            return out, (h_n, c_n)
+        return out, h_n
+
+    # backward ----------------------------------------------------------
+    def backward(self, grad_output, grad_hx=None):
+        """Differentiate the most recent forward.
+
+        ``grad_output``: gradient w.r.t. ``out`` (same shape), or None for zero.
+        ``grad_hx``: gradient w.r.t. ``h_n`` (LSTM: a pair for ``(h_n, c_n)``,
+        either may be None), or None for zero.
+        Returns ``dx, dh_0`` (LSTM: ``dx, (dh_0, dc_0)``) in the layouts of
+        the forward's ``x`` and states; parameter gradients accumulate in
+        ``self.grads``.
+        """
+        rec = self._record
+        if rec is None:
+            raise GradientError(f"{type(self).__name__}.backward: nothing to differentiate ({self._record_note})")
+        H, D, L = self.hidden_size, self._dirs, self.num_layers
+        T, B, unbatched = rec["T"], rec["B"], rec["unbatched"]
+        out_shape = rec["shape"][:-1] + (D * H,)
+        state_shape = (L * D, H) if unbatched else (L * D, B, H)
+
+        g = _zeros_if_none(grad_output, out_shape, self.dtype, "grad_output")
+        if unbatched:
+            g = g[:, None, :]
+        elif self.batch_first:
+            g = g.transpose(1, 0, 2)
+        if self.kind == "lstm":
+            if grad_hx is None:
+                grad_hx = (None, None)
+            if not isinstance(grad_hx, (tuple, list)) or len(grad_hx) != 2:
+                raise TypeError("grad_hx of an LSTM must be a pair (grad_h_n, grad_c_n) or None")
+            gh = _zeros_if_none(grad_hx[0], state_shape, self.dtype, "grad_h_n")
+            gc = _zeros_if_none(grad_hx[1], state_shape, self.dtype, "grad_c_n")
+        else:
+            if isinstance(grad_hx, (tuple, list)):
+                raise TypeError(f"grad_hx of a {type(self).__name__} must be an array or None")
+            gh = _zeros_if_none(grad_hx, state_shape, self.dtype, "grad_h_n")
+            gc = None
+        if unbatched:
+            gh = gh[:, None, :]
+            gc = None if gc is None else gc[:, None, :]
+
+        self._record = None
+        self._record_note = "backward already consumed the last forward"
+        backend = rec["backend"]
+        dh0 = np.empty((L * D, B, H), dtype=self.dtype)
+        dc0 = np.empty_like(dh0) if gc is not None else None
+        for layer in range(L - 1, -1, -1):
+            dx = None
+            for d in range(D):
+                i = layer * D + d
+                g_d = np.ascontiguousarray(g[:, :, d * H:(d + 1) * H])
+                grads = backend.layer_backward(rec["ws"][i], g_d, np.ascontiguousarray(gh[i]),
+                                               None if gc is None else np.ascontiguousarray(gc[i]))
+                sfx = self._suffix(layer, d)
+                self.grads["weight_ih" + sfx] += grads["w_ih"]
+                self.grads["weight_hh" + sfx] += grads["w_hh"]
+                if self.bias:
+                    self.grads["bias_ih" + sfx] += grads["b_ih"]
+                    self.grads["bias_hh" + sfx] += grads["b_hh"]
+                dh0[i] = grads["h0"]
+                if dc0 is not None:
+                    dc0[i] = grads["c0"]
+                dx = grads["x"] if dx is None else dx + grads["x"]
+            if layer > 0:
+                mask = rec["masks"][layer - 1]
+                g = dx if mask is None else dx * mask
+        if unbatched:
+            dx, dh0 = dx[:, 0, :], dh0[:, 0, :]
+            dc0 = None if dc0 is None else dc0[:, 0, :]
+        elif self.batch_first:
+            dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
+        if self.kind == "lstm":
+            return dx, (dh0, dc0)
+        return dx, dh0
+
+
+class RNN(_RNNBase):
+    """Elman RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (or relu), as ``torch.nn.RNN``."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, dtype=None, backend=None, seed=None):
+        self.nonlinearity = nonlinearity
+        super().__init__(_rnn_kind(nonlinearity), input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype=dtype, backend=backend, seed=seed)
+
+
+class LSTM(_RNNBase):
+    """LSTM with gates (i, f, g, o), as ``torch.nn.LSTM`` (``proj_size`` is not supported)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, proj_size=0, *, dtype=None, backend=None, seed=None):
+        if proj_size != 0:
+            raise ValueError(f"proj_size is not supported by fastrnn (must be 0), got {proj_size!r}")
+        self.proj_size = 0
+        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         dtype=dtype, backend=backend, seed=seed)
+
+
+class GRU(_RNNBase):
+    """GRU with gates (r, z, n), as ``torch.nn.GRU``.
+
+    ``linear_before_reset=True`` (PyTorch, cuDNN, ONNX's ``linear_before_reset=1``):
+    ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``; False: the original paper's
+    ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, *, linear_before_reset=True, dtype=None, backend=None, seed=None):
+        self.linear_before_reset = bool(linear_before_reset)
+        super().__init__(_gru_kind(linear_before_reset), input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, dtype=dtype, backend=backend, seed=seed)
+
+
+# ----------------------------------------------------------------------------
+# Cells
+# ----------------------------------------------------------------------------
+
+
+class _CellBase(_Recurrent):
+    def __init__(self, kind, input_size, hidden_size, bias=True, *, dtype=None, backend=None, seed=None):
+        self._setup(kind, input_size, hidden_size, bias, dtype, backend, seed)
+        G, H = self._gates, self.hidden_size
+        self._new_param("weight_ih", (G * H, self.input_size))
+        self._new_param("weight_hh", (G * H, H))
+        if self.bias:
+            self._new_param("bias_ih", (G * H,))
+            self._new_param("bias_hh", (G * H,))
+        self._tape = []
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}, dtype={self.dtype})"
+
+    def _weights(self):
+        p = self._params
+        if self.bias:
+            return p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]
+        return p["weight_ih"], p["weight_hh"], None, None
+
+    def clear_tape(self):
+        """Forget recorded forward calls that were never back-propagated."""
+        self._tape.clear()
+
+    def forward(self, x, hx=None):
+        """One step: ``x [B, I]`` or ``[I]``; returns ``h'`` (LSTM: ``(h', c')``)."""
+        backend = self._backend()
+        x = float_array(x, "input", self.dtype, shapes=[(None,), (None, None)])
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"input must have input_size={self.input_size} features in its last axis, got shape {x.shape}")
+        unbatched = x.ndim == 1
+        x2 = x[None, :] if unbatched else x
+        B = x2.shape[0]
+        if B == 0:
+            raise ValueError(f"input must have at least one row, got shape {x.shape}")
+        shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)
+        if self.kind == "lstm":
+            if hx is None:
+                hx = (None, None)
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError("hx of an LSTMCell must be a pair (h, c) or None")
+            h = _zeros_if_none(hx[0], shape, self.dtype, "h")
+            c = _zeros_if_none(hx[1], shape, self.dtype, "c")
+        else:
+            if isinstance(hx, (tuple, list)):
+                raise TypeError(f"hx of a {type(self).__name__} must be an array or None")
+            h = _zeros_if_none(hx, shape, self.dtype, "hx")
+            c = None
+        if unbatched:
+            h = h[None, :]
+            c = None if c is None else c[None, :]
+        keep = is_grad_enabled()
+        h_new, c_new, ws = backend.cell_forward(self.kind, x2, h, c, *self._weights(), keep)
+        if keep:
+            self._tape.append((backend, ws, unbatched, B))
+        if unbatched:
+            h_new = h_new[0]
+            c_new = None if c_new is None else c_new[0]
+        return (h_new, c_new) if self.kind == "lstm" else h_new
+
+    def backward(self, grad):
+        """Back-propagate the most recent unconsumed forward call (LIFO).
+
+        ``grad``: gradient w.r.t. ``h'`` (LSTM: a pair for ``(h', c')``, either
+        may be None). Returns ``dx, dh`` (LSTM: ``dx, (dh, dc)``); parameter
+        gradients accumulate in ``self.grads``.
+        """
+        if not self._tape:
+            raise GradientError(f"{type(self).__name__}.backward: no recorded forward call to differentiate "
+                                "(none ran, all were consumed, or they ran under fastrnn.no_grad())")
+        backend, ws, unbatched, B = self._tape[-1]
+        shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)
+        if self.kind == "lstm":
+            if grad is None:
+                grad = (None, None)
+            if not isinstance(grad, (tuple, list)) or len(grad) != 2:
+                raise TypeError("grad of an LSTMCell must be a pair (grad_h, grad_c)")
+            gh = _zeros_if_none(grad[0], shape, self.dtype, "grad_h")
+            gc = _zeros_if_none(grad[1], shape, self.dtype, "grad_c")
+        else:
+            if isinstance(grad, (tuple, list)):
+                raise TypeError(f"grad of a {type(self).__name__} must be an array or None")
+            gh = _zeros_if_none(grad, shape, self.dtype, "grad_h")
+            gc = None
+        if unbatched:
+            gh = gh[None, :]
+            gc = None if gc is None else gc[None, :]
+        self._tape.pop()
+        grads = backend.cell_backward(ws, gh, gc)
+        self.grads["weight_ih"] += grads["w_ih"]
+        self.grads["weight_hh"] += grads["w_hh"]
+        if self.bias:
+            self.grads["bias_ih"] += grads["b_ih"]
+            self.grads["bias_hh"] += grads["b_hh"]
+        dx, dh, dc = grads["x"], grads["h"], grads["c"]
+        if unbatched:
+            dx, dh = dx[0], dh[0]
+            dc = None if dc is None else dc[0]
+        return (dx, (dh, dc)) if self.kind == "lstm" else (dx, dh)
+
+
+class RNNCell(_CellBase):
+    """One Elman RNN step, as ``torch.nn.RNNCell``."""
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", *, dtype=None, backend=None, seed=None):
+        self.nonlinearity = nonlinearity
+        super().__init__(_rnn_kind(nonlinearity), input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
+
+
+class LSTMCell(_CellBase):
+    """One LSTM step, as ``torch.nn.LSTMCell``."""
+
+    def __init__(self, input_size, hidden_size, bias=True, *, dtype=None, backend=None, seed=None):
+        super().__init__("lstm", input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
+
+
+class GRUCell(_CellBase):
+    """One GRU step, as ``torch.nn.GRUCell`` (``linear_before_reset`` as in :class:`GRU`)."""
+
+    def __init__(self, input_size, hidden_size, bias=True, *, linear_before_reset=True, dtype=None, backend=None,
+                 seed=None):
+        self.linear_before_reset = bool(linear_before_reset)
+        super().__init__(_gru_kind(linear_before_reset), input_size, hidden_size, bias, dtype=dtype, backend=backend,
+                         seed=seed)
