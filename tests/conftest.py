@@ -1,0 +1,33 @@
+"""Shared fixtures: every backend-dependent test runs on every available backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastrnn
+
+BACKENDS = fastrnn.available_backends()
+DTYPES = [np.float64, np.float32]
+
+# Tolerances of the suite: float64 to 1e-10, float32 to 1e-5.
+TOL = {np.dtype(np.float64): dict(rtol=1e-10, atol=1e-10), np.dtype(np.float32): dict(rtol=1e-5, atol=1e-5)}
+
+
+def tol(dtype):
+    return TOL[np.dtype(dtype)]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Name of one available backend."""
+    return request.param
+
+
+@pytest.fixture(params=DTYPES, ids=["f64", "f32"])
+def dtype(request):
+    return np.dtype(request.param)
+
+
+def torch_or_skip():
+    return pytest.importorskip("torch", reason="PyTorch is not installed (pip install '.[compare]')")

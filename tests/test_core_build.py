@@ -1,0 +1,22 @@
+"""The compiled extension is built and importable (unless the build was switched off on purpose)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+NO_EXTENSION = os.environ.get("FASTRNN_NO_EXTENSION", "").lower() not in ("", "0", "false", "no")
+
+
+@pytest.mark.skipif(NO_EXTENSION, reason="installed with FASTRNN_NO_EXTENSION: the pure-Python package is under test")
+def test_core_imports_and_reports_build_facts():
+    import fastrnn._core as core
+
+    info = core.build_info()
+    assert set(info) >= {"version", "compiler", "cxx_flags", "build_type", "openmp", "simd"}
+    import fastrnn
+
+    assert info["version"] == fastrnn.__version__
+    assert "-ffast-math" not in info["cxx_flags"]
+    assert isinstance(info["openmp"], bool)
