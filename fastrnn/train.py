@@ -1,0 +1,189 @@
+"""Training loop and autoregressive forecasting for :class:`fastrnn.nn.SequenceModel`.
+
+- :func:`fit`: epochs of (mini-)batch training with any optimizer of
+  :mod:`fastrnn.optim`, MSE loss, optional gradient clipping and validation,
+  a tqdm progress bar; returns the loss history.
+- :func:`evaluate`: the loss of a model on a data set, under ``no_grad``.
+- :func:`forecast`: continue sequences autoregressively, carrying the
+  recurrent state one step at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+import time
+
+import numpy as np
+
+from ._grad_mode import no_grad
+from .nn import mse_loss
+from .optim import LBFGS, Adam, Optimizer, clip_grad_norm_
+
+__all__ = ["fit", "evaluate", "forecast"]
+
+
+def _batch_axis(model):
+    return 0 if getattr(model, "batch_first", False) else 1
+
+
+def evaluate(model, x, y, loss_fn=mse_loss):
+    """``loss_fn(model(x), y)`` under ``no_grad`` (the loss only)."""
+    with no_grad():
+        pred = model.forward(x)
+    return loss_fn(pred, y)[0]
+
+
+def _progress_enabled(progress):
+    if not progress:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=None, clip=None, loss_fn=mse_loss,
+        progress=True, callback=None, seed=None):
+    """Train ``model`` on inputs ``x`` and targets ``y``; return the history.
+
+    - ``x``, ``y``: arrays in the model's layout (``[T, B, I]`` and
+      ``[T, B, O]``, or batch-first).
+    - ``optimizer``: an optimizer of :mod:`fastrnn.optim` built on ``model``
+      (default ``Adam(model, lr=1e-3)``). With :class:`~fastrnn.optim.LBFGS`
+      each batch is one L-BFGS run (``optimizer.step(closure)``).
+    - ``epochs``: passes over the data.
+    - ``validation``: optional ``(x_val, y_val)``, evaluated after every epoch.
+    - ``batch_size``: sequences per batch (None: the whole batch at once, as
+      the classic full-batch sine exercise); batches are shuffled each epoch
+      with ``seed``.
+    - ``clip``: max global gradient norm (:func:`~fastrnn.optim.clip_grad_norm_`),
+      or None. Not allowed with L-BFGS (it would break the line search).
+    - ``progress``: a tqdm bar over epochs showing the loss; off when False or
+      when stderr is not a terminal.
+    - ``callback(epoch, record)``: called after every epoch with a dict of
+      that epoch's figures (``loss``, ``val_loss``, ``time``).
+
+    Returns a dict: ``loss`` (per epoch: the mean loss of the epoch's batches
+    before their updates; with L-BFGS the loss where the run ended),
+    ``val_loss`` (per epoch, empty without validation) and ``time`` (seconds
+    per epoch, excluding validation).
+    """
+    if optimizer is None:
+        optimizer = Adam(model, lr=1e-3)
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a fastrnn.optim optimizer, got {type(optimizer).__name__}")
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
+        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    lbfgs = isinstance(optimizer, LBFGS)
+    if clip is not None:
+        if isinstance(clip, bool) or not isinstance(clip, numbers.Real) or not clip > 0:
+            raise ValueError(f"clip must be a positive number (a max gradient norm) or None, got {clip!r}")
+        if lbfgs:
+            raise ValueError("gradient clipping cannot be combined with L-BFGS (it would break its line search)")
+    x = np.asarray(x)
+    y = np.asarray(y)
+    axis = _batch_axis(model)
+    if x.ndim != 3 or y.ndim != 3 or x.shape[:2] != y.shape[:2]:
+        raise ValueError(f"x and y must be 3-d arrays sharing their time and batch axes, got {x.shape} and {y.shape}")
+    n = x.shape[axis]
+    if batch_size is None:
+        batch_size = n
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise TypeError("validation must be a pair (x_val, y_val) or None")
+    rng = np.random.default_rng(seed)
+
+    history = {"loss": [], "val_loss": [], "time": []}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(epochs), desc="training", unit="epoch", disable=not _progress_enabled(progress),
+               dynamic_ncols=True, leave=True)
+    model.train()
+    for epoch in bar:
+        t0 = time.perf_counter()
+        if batch_size >= n:
+            batches = [None]
+        else:
+            order = rng.permutation(n)
+            batches = [np.sort(order[i:i + batch_size]) for i in range(0, n, batch_size)]
+        losses, weights = [], []
+        for idx in batches:
+            xb = x if idx is None else np.take(x, idx, axis=axis)
+            yb = y if idx is None else np.take(y, idx, axis=axis)
+
+            def closure(xb=xb, yb=yb):
+                model.zero_grad()
+                pred = model.forward(xb)
+                loss, grad = loss_fn(pred, yb)
+                model.backward(grad)
+                return loss
+
+            if lbfgs:
+                optimizer.step(closure)
+                loss = float(optimizer.last_result.fun)
+            else:
+                loss = closure()
+                if clip is not None:
+                    clip_grad_norm_(model.grads, clip)
+                optimizer.step()
+            if not math.isfinite(loss):
+                bar.close()
+                raise FloatingPointError(f"the training loss became {loss} at epoch {epoch + 1}; "
+                                         "try a smaller learning rate or gradient clipping")
+            losses.append(loss)
+            weights.append(xb.shape[axis])
+        epoch_loss = float(np.average(losses, weights=weights))
+        dt = time.perf_counter() - t0
+        history["loss"].append(epoch_loss)
+        history["time"].append(dt)
+        record = {"epoch": epoch + 1, "loss": epoch_loss, "time": dt}
+        postfix = {"loss": f"{epoch_loss:.3g}"}
+        if validation is not None:
+            model.eval()
+            val = evaluate(model, validation[0], validation[1], loss_fn)
+            model.train()
+            history["val_loss"].append(val)
+            record["val_loss"] = val
+            postfix["val"] = f"{val:.3g}"
+        bar.set_postfix(postfix)
+        if callback is not None:
+            callback(epoch + 1, record)
+    bar.close()
+    model.eval()
+    return history
+
+
+def forecast(model, warmup, steps, state=None, return_state=False):
+    """Continue sequences autoregressively for ``steps`` samples after ``warmup``.
+
+    ``warmup``: ``[T, B, I]`` (batch-first models: ``[B, T, I]``); the model's
+    output size must equal its input size, since each prediction is fed back as
+    the next input. The warm-up runs once through the sequence layers (from
+    ``state``, or zeros); its last prediction is the first forecast sample, and
+    every further one comes from :meth:`~fastrnn.nn.SequenceModel.step` on the
+    previous prediction with the carried recurrent state, under ``no_grad``.
+
+    Returns ``[steps, B, O]`` (``[B, steps, O]`` batch-first); with
+    ``return_state`` also the final recurrent state.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if model.output_size != model.input_size:
+        raise ValueError(f"forecast feeds predictions back as inputs, so output_size ({model.output_size}) must "
+                         f"equal input_size ({model.input_size})")
+    bf = getattr(model, "batch_first", False)
+    with no_grad():
+        pred, state = model.forward(warmup, state, return_state=True)
+        y = pred[:, -1, :] if bf else pred[-1]
+        out = np.empty((steps,) + y.shape, dtype=y.dtype)
+        out[0] = y
+        for k in range(1, steps):
+            y, state = model.step(y, state)
+            out[k] = y
+    if bf:
+        out = np.ascontiguousarray(out.transpose(1, 0, 2))
+    return (out, state) if return_state else out
