@@ -1,0 +1,564 @@
+"""The Numba backend: the fallback where the compiled extension is missing.
+
+Same contract (``CONTRACT.md``) and same results (within float tolerance) as
+the NumPy reference, with the fast-path structure of the C++ backend:
+
+* forward: ONE GEMM for the input projection of all T steps (biases folded
+  in, NumPy ``@``), then a jitted time loop doing per step only the recurrent
+  product (``np.dot`` -> BLAS, into a preallocated buffer) and ONE fused
+  pointwise pass (bias, activations, state update, output) - no allocation
+  inside the loop;
+* backward: a jitted time loop doing per step only the pointwise gate
+  gradients and ``dh = dG @ W_hh``; ``dW_ih``, ``dW_hh``, ``dx`` and the bias
+  gradients are a few large GEMMs / reductions over all T*B rows afterwards.
+
+Everything is computed in the dtype it is given (float32 or float64): the
+kernels receive the constant one as a scalar of that dtype so that no float64
+literal promotes float32 arithmetic. No ``fastmath``: NaN and Inf propagate,
+the sigmoid is ``1 / (1 + exp(-x))`` with the libm ``exp``.
+
+The kernels are compiled lazily on their first call (``cache=True`` keeps the
+machine code in ``__pycache__`` for the next process), one specialisation per
+(kernel, dtype): kind flags, ``keep`` and ``reverse`` are run-time arguments,
+absent optional arrays are passed as empty arrays of the same type.
+"""
+
+from __future__ import annotations
+
+try:
+    import numba as _numba
+except ImportError as exc:  # pragma: no cover - exercised by tests/test_fallback.py in a subprocess
+    raise ImportError(f"the 'numba' backend needs the numba package ({exc})") from exc
+
+import numpy as np
+
+NAME = "numba"
+KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig")
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
+
+_jit = _numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for Numba's parallel regions (clamped to ``numba.config.NUMBA_NUM_THREADS``).
+
+    The kernels here are serial per step (the per-step work is too small to
+    share across threads with a barrier each step); the big products run in
+    the BLAS of NumPy/SciPy, whose thread count this does not change.
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    _numba.set_num_threads(min(n, _numba.config.NUMBA_NUM_THREADS))
+
+
+# ==========================================================================
+# Jitted kernels. Notation: t is the time index, b the batch row, j the hidden
+# unit; gx [T, B, G*H] is the input projection with biases folded in.
+# `lengths` [B] int64 (T where a sequence is not padded); a row b is valid at
+# step t iff t < lengths[b]. `one` is 1 in the dtype of the arrays.
+# ==========================================================================
+
+
+@_jit
+def _sigmoid(x, one):
+    return one / (one + np.exp(-x))
+
+
+@_jit
+def _fwd_rnn(gx, h, wt, lengths, reverse, relu, keep, one, out, gh, y_s, hp_s):
+    """Elman RNN forward. h [B,H] (in: h0, out: h_n), wt = W_hh.T [H,H]; gh [B,H] scratch.
+    keep: y_s[t] = h_new, hp_s[t] = h before step t."""
+    T, B, H = gx.shape
+    zero = one - one
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        np.dot(h, wt, gh)
+        for b in range(B):
+            if keep:
+                for j in range(H):
+                    hp_s[t, b, j] = h[b, j]
+            if t >= lengths[b]:
+                for j in range(H):
+                    out[t, b, j] = zero
+                continue
+            for j in range(H):
+                a = gx[t, b, j] + gh[b, j]
+                if relu:
+                    v = zero if a < zero else a  # NaN stays NaN
+                else:
+                    v = np.tanh(a)
+                h[b, j] = v
+                out[t, b, j] = v
+                if keep:
+                    y_s[t, b, j] = v
+
+
+@_jit
+def _fwd_lstm(gx, h, c, wt, lengths, reverse, keep, one, out, gh, gates_s, tc_s, hp_s, cp_s):
+    """LSTM forward, gates (i, f, g, o). wt = W_hh.T [H,4H]; gh [B,4H] scratch.
+    keep: gates_s [T,B,4H] post-activation, tc_s = tanh(c_new), hp_s/cp_s the step's input states."""
+    T, B, G = gx.shape
+    H = G // 4
+    zero = one - one
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        np.dot(h, wt, gh)
+        for b in range(B):
+            if keep:
+                for j in range(H):
+                    hp_s[t, b, j] = h[b, j]
+                    cp_s[t, b, j] = c[b, j]
+            if t >= lengths[b]:
+                for j in range(H):
+                    out[t, b, j] = zero
+                continue
+            for j in range(H):
+                ig = _sigmoid(gx[t, b, j] + gh[b, j], one)
+                fg = _sigmoid(gx[t, b, H + j] + gh[b, H + j], one)
+                gg = np.tanh(gx[t, b, 2 * H + j] + gh[b, 2 * H + j])
+                og = _sigmoid(gx[t, b, 3 * H + j] + gh[b, 3 * H + j], one)
+                cn = fg * c[b, j] + ig * gg
+                tc = np.tanh(cn)
+                hv = og * tc
+                c[b, j] = cn
+                h[b, j] = hv
+                out[t, b, j] = hv
+                if keep:
+                    gates_s[t, b, j] = ig
+                    gates_s[t, b, H + j] = fg
+                    gates_s[t, b, 2 * H + j] = gg
+                    gates_s[t, b, 3 * H + j] = og
+                    tc_s[t, b, j] = tc
+
+
+@_jit
+def _fwd_gru(gx, h, wt, bhn, lengths, reverse, keep, one, out, gh, gates_s, hn_s, hp_s):
+    """GRU forward, PyTorch form: n = tanh(gx_n + r * (W_hn h + b_hn)).
+    gx holds b_ih and b_hr, b_hz; bhn [H] is b_hn. wt = W_hh.T [H,3H].
+    keep: gates_s (r, z, n), hn_s = W_hn h + b_hn, hp_s the step's input state."""
+    T, B, G = gx.shape
+    H = G // 3
+    zero = one - one
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        np.dot(h, wt, gh)
+        for b in range(B):
+            if keep:
+                for j in range(H):
+                    hp_s[t, b, j] = h[b, j]
+            if t >= lengths[b]:
+                for j in range(H):
+                    out[t, b, j] = zero
+                continue
+            for j in range(H):
+                r = _sigmoid(gx[t, b, j] + gh[b, j], one)
+                z = _sigmoid(gx[t, b, H + j] + gh[b, H + j], one)
+                hn = gh[b, 2 * H + j] + bhn[j]
+                n = np.tanh(gx[t, b, 2 * H + j] + r * hn)
+                hv = (one - z) * n + z * h[b, j]
+                h[b, j] = hv
+                out[t, b, j] = hv
+                if keep:
+                    gates_s[t, b, j] = r
+                    gates_s[t, b, H + j] = z
+                    gates_s[t, b, 2 * H + j] = n
+                    hn_s[t, b, j] = hn
+
+
+@_jit
+def _fwd_gru_orig(gx, h, wt_rz, wt_n, lengths, reverse, keep, one, out, ghrz, rh, ghn, gates_s, rh_s, hp_s):
+    """GRU forward, original form: n = tanh(gx_n + W_hn (r * h)); gx holds all biases.
+    wt_rz = W_hh[:2H].T [H,2H], wt_n = W_hh[2H:].T [H,H]; ghrz [B,2H], rh, ghn [B,H] scratch.
+    keep: gates_s (r, z, n), rh_s = r * h, hp_s the step's input state."""
+    T, B, G = gx.shape
+    H = G // 3
+    zero = one - one
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        np.dot(h, wt_rz, ghrz)
+        for b in range(B):
+            for j in range(H):
+                r = _sigmoid(gx[t, b, j] + ghrz[b, j], one)
+                ghrz[b, j] = r  # keep r for the second pass
+                rh[b, j] = r * h[b, j]
+        np.dot(rh, wt_n, ghn)
+        for b in range(B):
+            if keep:
+                for j in range(H):
+                    hp_s[t, b, j] = h[b, j]
+                    rh_s[t, b, j] = rh[b, j]  # also at padded steps: dW_hh reads every row
+            if t >= lengths[b]:
+                for j in range(H):
+                    out[t, b, j] = zero
+                continue
+            for j in range(H):
+                r = ghrz[b, j]
+                z = _sigmoid(gx[t, b, H + j] + ghrz[b, H + j], one)
+                n = np.tanh(gx[t, b, 2 * H + j] + ghn[b, j])
+                hv = (one - z) * n + z * h[b, j]
+                if keep:
+                    gates_s[t, b, j] = r
+                    gates_s[t, b, H + j] = z
+                    gates_s[t, b, 2 * H + j] = n
+                h[b, j] = hv
+                out[t, b, j] = hv
+
+
+@_jit
+def _bwd_rnn(y_s, w, lengths, reverse, relu, one, grad_out, dh, dg, dtmp):
+    """Elman RNN backward. dh [B,H] (in: grad h_n, out: grad h0); w = W_hh [H,H];
+    dg [T,B,H] receives the pre-activation gradients (zero at padded steps)."""
+    T, B, H = y_s.shape
+    zero = one - one
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        for b in range(B):
+            if t >= lengths[b]:
+                for j in range(H):
+                    dg[t, b, j] = zero
+                continue
+            for j in range(H):
+                d = dh[b, j] + grad_out[t, b, j]
+                y = y_s[t, b, j]
+                if relu:
+                    dg[t, b, j] = d if y > zero else zero
+                else:
+                    dg[t, b, j] = d * (one - y * y)
+        np.dot(dg[t], w, dtmp)
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    dh[b, j] = dtmp[b, j]
+
+
+@_jit
+def _bwd_lstm(gates_s, tc_s, cp_s, w, lengths, reverse, one, grad_out, dh, dc, dg, dtmp):
+    """LSTM backward. dh, dc [B,H] (in: grads of h_n, c_n; out: of h0, c0); w = W_hh [4H,H];
+    dg [T,B,4H] receives the gate pre-activation gradients (zero at padded steps)."""
+    T, B, G = gates_s.shape
+    H = G // 4
+    zero = one - one
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        for b in range(B):
+            if t >= lengths[b]:
+                for j in range(G):
+                    dg[t, b, j] = zero
+                continue
+            for j in range(H):
+                ig = gates_s[t, b, j]
+                fg = gates_s[t, b, H + j]
+                gg = gates_s[t, b, 2 * H + j]
+                og = gates_s[t, b, 3 * H + j]
+                tc = tc_s[t, b, j]
+                d = dh[b, j] + grad_out[t, b, j]
+                do = d * tc
+                dcn = dc[b, j] + d * og * (one - tc * tc)
+                dg[t, b, j] = dcn * gg * ig * (one - ig)
+                dg[t, b, H + j] = dcn * cp_s[t, b, j] * fg * (one - fg)
+                dg[t, b, 2 * H + j] = dcn * ig * (one - gg * gg)
+                dg[t, b, 3 * H + j] = do * og * (one - og)
+                dc[b, j] = dcn * fg
+        np.dot(dg[t], w, dtmp)
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    dh[b, j] = dtmp[b, j]
+
+
+@_jit
+def _bwd_gru(gates_s, hn_s, hp_s, w, lengths, reverse, one, grad_out, dh, dgx, dgh, dz_h, dtmp):
+    """GRU (PyTorch form) backward. w = W_hh [3H,H]; dgx [T,B,3H] gradients of the input
+    projection, dgh [T,B,3H] of the recurrent projection (n block times r); dz_h, dtmp [B,H] scratch."""
+    T, B, G = gates_s.shape
+    H = G // 3
+    zero = one - one
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        for b in range(B):
+            if t >= lengths[b]:
+                for j in range(G):
+                    dgx[t, b, j] = zero
+                    dgh[t, b, j] = zero
+                continue
+            for j in range(H):
+                r = gates_s[t, b, j]
+                z = gates_s[t, b, H + j]
+                n = gates_s[t, b, 2 * H + j]
+                d = dh[b, j] + grad_out[t, b, j]
+                dn = d * (one - z) * (one - n * n)
+                dzz = d * (hp_s[t, b, j] - n) * z * (one - z)
+                dr = dn * hn_s[t, b, j] * r * (one - r)
+                dgx[t, b, j] = dr
+                dgx[t, b, H + j] = dzz
+                dgx[t, b, 2 * H + j] = dn
+                dgh[t, b, j] = dr
+                dgh[t, b, H + j] = dzz
+                dgh[t, b, 2 * H + j] = dn * r
+                dz_h[b, j] = d * z
+        np.dot(dgh[t], w, dtmp)
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    dh[b, j] = dz_h[b, j] + dtmp[b, j]
+
+
+@_jit
+def _bwd_gru_orig(gates_s, rh_s, hp_s, w_rz, w_n, lengths, reverse, one, grad_out, dh, dg, drz, dn_b, drh, dsum,
+                  dtmp):
+    """GRU (original form) backward. w_rz = W_hh[:2H] [2H,H], w_n = W_hh[2H:] [H,H];
+    dg [T,B,3H] gradients of the gate pre-activations (input and recurrent alike);
+    drz [B,2H], dn_b, drh, dsum, dtmp [B,H] scratch."""
+    T, B, G = gates_s.shape
+    H = G // 3
+    zero = one - one
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        for b in range(B):
+            if t >= lengths[b]:
+                for j in range(H):
+                    dn_b[b, j] = zero
+                continue
+            for j in range(H):
+                z = gates_s[t, b, H + j]
+                n = gates_s[t, b, 2 * H + j]
+                d = dh[b, j] + grad_out[t, b, j]
+                dn_b[b, j] = d * (one - z) * (one - n * n)
+                drz[b, H + j] = d * (hp_s[t, b, j] - n) * z * (one - z)
+                dsum[b, j] = d * z
+        np.dot(dn_b, w_n, drh)  # d(r*h) = dn @ W_hn
+        for b in range(B):
+            if t >= lengths[b]:
+                for j in range(G):
+                    dg[t, b, j] = zero
+                for j in range(2 * H):
+                    drz[b, j] = zero
+                continue
+            for j in range(H):
+                r = gates_s[t, b, j]
+                dr = drh[b, j] * hp_s[t, b, j] * r * (one - r)
+                drz[b, j] = dr
+                dg[t, b, j] = dr
+                dg[t, b, H + j] = drz[b, H + j]
+                dg[t, b, 2 * H + j] = dn_b[b, j]
+                dsum[b, j] += drh[b, j] * r
+        np.dot(drz, w_rz, dtmp)
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    dh[b, j] = dsum[b, j] + dtmp[b, j]
+
+
+# ==========================================================================
+# Boundary checks (so that nothing reachable from Python can crash a kernel)
+# ==========================================================================
+
+
+def _dtype_of(x):
+    dt = getattr(x, "dtype", None)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"the numba backend computes in float32 or float64, got x of dtype {dt}")
+    return np.dtype(dt)
+
+
+def _arr(a, name, dtype, shape):
+    """``a`` as a C-contiguous writeable array of ``dtype`` and ``shape`` (no copy when it already is)."""
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be a NumPy array, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise ValueError(f"{name} must have dtype {dtype} like x (no silent conversion), got {a.dtype}")
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    if not (a.flags.c_contiguous and a.flags.writeable):
+        a = np.array(a, order="C")
+    return a
+
+
+def _gates(kind):
+    try:
+        return GATES[kind]
+    except (KeyError, TypeError):
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}") from None
+
+
+def _lengths(lengths, T, B):
+    if lengths is None:
+        return np.full(B, T, dtype=np.int64), False
+    lengths = np.asarray(lengths)
+    if lengths.shape != (B,) or lengths.dtype.kind not in "iu":
+        raise ValueError(f"lengths must be integers of shape ({B},), got {lengths.dtype} of shape {lengths.shape}")
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    if lengths.min() < 1 or lengths.max() > T:
+        raise ValueError(f"lengths must be in [1, T={T}], got {lengths.tolist()}")
+    return lengths, True
+
+
+def _check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    G = _gates(kind)
+    dtype = _dtype_of(x)
+    if x.ndim != 3 or min(x.shape) < 1:
+        raise ValueError(f"x must have shape [T, B, I] with T, B, I >= 1, got {getattr(x, 'shape', None)}")
+    T, B, I = x.shape
+    if getattr(h0, "ndim", 0) != 2 or h0.shape[1] < 1:
+        raise ValueError(f"h0 must have shape [B, H], got {getattr(h0, 'shape', None)}")
+    H = h0.shape[1]
+    x = _arr(x, "x", dtype, (T, B, I))
+    h0 = _arr(h0, "h0", dtype, (B, H))
+    if kind == "lstm":
+        if c0 is None:
+            raise ValueError("c0 is required for kind 'lstm'")
+        c0 = _arr(c0, "c0", dtype, (B, H))
+    elif c0 is not None:
+        raise ValueError(f"c0 must be None for kind {kind!r}")
+    w_ih = _arr(w_ih, "w_ih", dtype, (G * H, I))
+    w_hh = _arr(w_hh, "w_hh", dtype, (G * H, H))
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih and b_hh must both be arrays or both be None")
+    if b_ih is not None:
+        b_ih = _arr(b_ih, "b_ih", dtype, (G * H,))
+        b_hh = _arr(b_hh, "b_hh", dtype, (G * H,))
+    return x, h0, c0, w_ih, w_hh, b_ih, b_hh, dtype, G
+
+
+# ==========================================================================
+# The contract
+# ==========================================================================
+
+
+def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep):
+    """Run one layer over ``x [T, B, I]``; see CONTRACT.md."""
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, dtype, G = _check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    T, B, I = x.shape
+    H = h0.shape[1]
+    lens, padded = _lengths(lengths, T, B)
+    reverse, keep = bool(reverse), bool(keep)
+    one = dtype.type(1)
+
+    # Input projection of all T steps in one GEMM; fold in every bias the step does not need apart.
+    gx = x.reshape(T * B, I) @ w_ih.T
+    bhn = None
+    if b_ih is not None:
+        bias = b_ih.copy()
+        if kind == "gru":
+            bias[: 2 * H] += b_hh[: 2 * H]
+            bhn = b_hh[2 * H:].copy()
+        else:
+            bias += b_hh
+        gx += bias
+    gx = gx.reshape(T, B, G * H)
+    if kind == "gru" and bhn is None:
+        bhn = np.zeros(H, dtype=dtype)
+
+    out = np.empty((T, B, H), dtype=dtype)
+    h = h0.copy()
+    c = None if c0 is None else c0.copy()
+    shape = (T, B, H) if keep else (0, 0, 0)
+    gshape = (T, B, G * H) if keep else (0, 0, 0)
+    hp_s = np.empty(shape, dtype=dtype)
+    saved = {}
+    if kind in ("rnn_tanh", "rnn_relu"):
+        y_s = np.empty(shape, dtype=dtype)
+        _fwd_rnn(gx, h, np.ascontiguousarray(w_hh.T), lens, reverse, kind == "rnn_relu", keep, one, out,
+                 np.empty((B, H), dtype=dtype), y_s, hp_s)
+        saved = dict(y=y_s)
+    elif kind == "lstm":
+        gates_s = np.empty(gshape, dtype=dtype)
+        tc_s = np.empty(shape, dtype=dtype)
+        cp_s = np.empty(shape, dtype=dtype)
+        _fwd_lstm(gx, h, c, np.ascontiguousarray(w_hh.T), lens, reverse, keep, one, out,
+                  np.empty((B, G * H), dtype=dtype), gates_s, tc_s, hp_s, cp_s)
+        saved = dict(gates=gates_s, tc=tc_s, cp=cp_s)
+    elif kind == "gru":
+        gates_s = np.empty(gshape, dtype=dtype)
+        hn_s = np.empty(shape, dtype=dtype)
+        _fwd_gru(gx, h, np.ascontiguousarray(w_hh.T), bhn, lens, reverse, keep, one, out,
+                 np.empty((B, G * H), dtype=dtype), gates_s, hn_s, hp_s)
+        saved = dict(gates=gates_s, hn=hn_s)
+    else:  # gru_orig
+        gates_s = np.empty(gshape, dtype=dtype)
+        rh_s = np.empty(shape, dtype=dtype)
+        _fwd_gru_orig(gx, h, np.ascontiguousarray(w_hh[: 2 * H].T), np.ascontiguousarray(w_hh[2 * H:].T), lens,
+                      reverse, keep, one, out, np.empty((B, 2 * H), dtype=dtype), np.empty((B, H), dtype=dtype),
+                      np.empty((B, H), dtype=dtype), gates_s, rh_s, hp_s)
+        saved = dict(gates=gates_s, rh=rh_s)
+    ws = None
+    if keep:
+        ws = dict(kind=kind, x=x, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None, lengths=lens, padded=padded,
+                  reverse=reverse, hp=hp_s, **saved)
+    return out, h, c, ws
+
+
+def layer_backward(ws, grad_out, grad_h_n, grad_c_n):
+    """Gradients of a ``layer_forward(..., keep=True)``; see CONTRACT.md."""
+    if not isinstance(ws, dict) or "hp" not in ws:
+        raise ValueError("ws must be the workspace of a numba layer_forward(..., keep=True)")
+    kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
+    T, B, I = x.shape
+    GH, H = w_hh.shape
+    dtype = x.dtype
+    one = dtype.type(1)
+    lens, reverse = ws["lengths"], ws["reverse"]
+    grad_out = _arr(grad_out, "grad_out", dtype, (T, B, H))
+    dh = np.array(_arr(grad_h_n, "grad_h_n", dtype, (B, H)), order="C")  # a fresh copy: the kernel updates it
+    dc = None
+    if kind == "lstm":
+        dc = np.zeros((B, H), dtype) if grad_c_n is None else np.array(_arr(grad_c_n, "grad_c_n", dtype, (B, H)))
+
+    dgx = np.empty((T, B, GH), dtype=dtype)
+    dgh = dgx  # gradient of the recurrent projection, where it differs from dgx (gru)
+    dtmp = np.empty((B, H), dtype=dtype)
+    hp = ws["hp"]
+    if kind in ("rnn_tanh", "rnn_relu"):
+        _bwd_rnn(ws["y"], w_hh, lens, reverse, kind == "rnn_relu", one, grad_out, dh, dgx, dtmp)
+    elif kind == "lstm":
+        _bwd_lstm(ws["gates"], ws["tc"], ws["cp"], w_hh, lens, reverse, one, grad_out, dh, dc, dgx, dtmp)
+    elif kind == "gru":
+        dgh = np.empty((T, B, GH), dtype=dtype)
+        _bwd_gru(ws["gates"], ws["hn"], hp, w_hh, lens, reverse, one, grad_out, dh, dgx, dgh,
+                 np.empty((B, H), dtype=dtype), dtmp)
+    else:  # gru_orig
+        _bwd_gru_orig(ws["gates"], ws["rh"], hp, np.ascontiguousarray(w_hh[: 2 * H]),
+                      np.ascontiguousarray(w_hh[2 * H:]), lens, reverse, one, grad_out, dh, dgx,
+                      np.empty((B, 2 * H), dtype=dtype), np.empty((B, H), dtype=dtype),
+                      np.empty((B, H), dtype=dtype), np.empty((B, H), dtype=dtype), dtmp)
+
+    # The big products over all T*B rows.
+    dgx_flat = dgx.reshape(T * B, GH)
+    dgh_flat = dgh.reshape(T * B, GH)
+    hp_flat = hp.reshape(T * B, H)
+    if kind == "gru_orig":
+        dw_hh = np.empty_like(w_hh)
+        np.matmul(dgx_flat[:, : 2 * H].T, hp_flat, out=dw_hh[: 2 * H])
+        np.matmul(dgx_flat[:, 2 * H:].T, ws["rh"].reshape(T * B, H), out=dw_hh[2 * H:])
+    else:
+        dw_hh = dgh_flat.T @ hp_flat
+    return dict(
+        x=(dgx_flat @ w_ih).reshape(T, B, I),
+        h0=dh,
+        c0=dc,
+        w_ih=dgx_flat.T @ x.reshape(T * B, I),
+        w_hh=dw_hh,
+        b_ih=dgx_flat.sum(axis=0) if ws["bias"] else None,
+        b_hh=dgh_flat.sum(axis=0) if ws["bias"] else None,
+    )
+
+
+def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
+    """One step of a cell on ``x [B, I]``; see CONTRACT.md."""
+    if getattr(x, "ndim", 0) != 2:
+        raise ValueError(f"x must have shape [B, I], got {getattr(x, 'shape', None)}")
+    out, h_new, c_new, ws = layer_forward(kind, x[None], h, c, w_ih, w_hh, b_ih, b_hh, None, False, keep)
+    if ws is not None:
+        ws["cell"] = True
+    return h_new, c_new, ws
+
+
+def cell_backward(ws, grad_h, grad_c):
+    """Gradients of a ``cell_forward(..., keep=True)``; see CONTRACT.md."""
+    if not isinstance(ws, dict) or not ws.get("cell"):
+        raise ValueError("ws must be the workspace of a numba cell_forward(..., keep=True)")
+    B, H = ws["hp"].shape[1:]
+    zeros = np.zeros((1, B, H), dtype=ws["x"].dtype)
+    g = layer_backward(ws, zeros, grad_h, grad_c)
+    return dict(x=g["x"][0], h=g["h0"], c=g["c0"], w_ih=g["w_ih"], w_hh=g["w_hh"], b_ih=g["b_ih"], b_hh=g["b_hh"])
