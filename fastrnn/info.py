@@ -1,0 +1,118 @@
+"""``fastrnn info``: what this install of fastrnn is and runs with.
+
+Version, backends (available, the one ``auto`` picks, the unavailable ones and
+why), thread count, how the compiled extension was built, the BLAS libraries
+NumPy and SciPy use, and the versions of the optional peers. ``--json`` prints
+the same as JSON (the benchmark suite stores it with its results).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import warnings
+
+#: Packages whose versions are reported (read from their metadata, not imported).
+PACKAGES = ("numpy", "scipy", "numba", "threadpoolctl", "torch", "onnx", "onnxruntime")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def build_info() -> dict:
+    """The compiled extension's build facts, or ``{"available": False, "error": ...}``."""
+    try:
+        from . import _core
+    except ImportError as exc:
+        return {"available": False, "error": f"{type(exc).__name__}: {exc}"}
+    facts = getattr(_core, "build_info", None)
+    if facts is None:
+        return {"available": True, "error": "fastrnn._core has no build_info()"}
+    return {"available": True, **dict(facts())}
+
+
+def blas_info() -> list[dict]:
+    """Native thread pools loaded now (NumPy's and SciPy's BLAS, OpenMP), from threadpoolctl."""
+    import numpy  # noqa: F401 - make sure the BLAS libraries are loaded
+    import scipy.linalg  # noqa: F401
+
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    keys = ("user_api", "internal_api", "version", "num_threads", "threading_layer", "architecture", "filepath")
+    return [{k: pool.get(k) for k in keys if k in pool} for pool in threadpool_info()]
+
+
+def info() -> dict:
+    """Everything ``fastrnn info`` prints, as a JSON-serializable dict."""
+    import fastrnn
+    from fastrnn import backends
+
+    available = backends.available_backends()
+    try:
+        with warnings.catch_warnings():  # the fallback warning: reported below as an unavailable backend
+            warnings.simplefilter("ignore", RuntimeWarning)
+            auto = backends.get_backend("auto").NAME
+    except Exception as exc:  # noqa: BLE001 - report, do not fail, in a diagnostic command
+        auto = f"error: {exc}"
+    return {
+        "fastrnn": fastrnn.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "backends": {
+            "available": available,
+            "auto": auto,
+            "unavailable": backends.unavailable_backends(),
+        },
+        "num_threads": fastrnn.get_num_threads(),
+        "build": build_info(),
+        "blas": blas_info(),
+        "packages": {name: _version(name) for name in PACKAGES},
+    }
+
+
+def format_info(d: dict) -> str:
+    """The human-readable text of :func:`info`."""
+    lines = [f"fastrnn {d['fastrnn']} (Python {d['python']}, {d['platform']})"]
+    b = d["backends"]
+    lines.append(f"backends: available {', '.join(b['available']) or 'none'}; auto -> {b['auto']}")
+    for name, reason in b["unavailable"].items():
+        lines.append(f"  {name}: unavailable ({reason})")
+    lines.append(f"threads: {d['num_threads']}")
+    build = d["build"]
+    if not build.get("available"):
+        lines.append(f"extension: not available ({build.get('error')})")
+    elif "error" in build:
+        lines.append(f"extension: {build['error']}")
+    else:
+        lines.append("extension: " + ", ".join(f"{k} {build[k]}" for k in build if k != "available"))
+    if d["blas"]:
+        lines.append("native thread pools:")
+        for pool in d["blas"]:
+            lines.append(
+                f"  {pool.get('internal_api')} {pool.get('version') or ''} ({pool.get('user_api')}, "
+                f"{pool.get('num_threads')} threads) {pool.get('filepath')}"
+            )
+    lines.append("packages: " + ", ".join(f"{k} {v or '-'}" for k, v in d["packages"].items()))
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    d = info()
+    print(json.dumps(d, indent=2) if args.json else format_info(d))
+    return 0
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("info", help="version, backends, threads, build and BLAS of this install",
+                                   description=__doc__.split("\n\n")[1].replace("\n", " "))
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(func=main)
+    return parser

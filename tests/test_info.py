@@ -1,0 +1,88 @@
+"""``fastrnn info``: the dict, the text, the CLI and its --json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+
+import fastrnn
+from fastrnn import info as info_mod
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "fastrnn", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_info_dict_describes_this_install():
+    d = info_mod.info()
+    assert d["fastrnn"] == fastrnn.__version__
+    assert d["backends"]["available"] == fastrnn.available_backends()
+    assert "numpy" in d["backends"]["available"]  # the reference always imports
+    assert d["backends"]["auto"] == fastrnn.get_backend("auto").NAME
+    assert d["backends"]["auto"] in d["backends"]["available"]
+    for name, reason in d["backends"]["unavailable"].items():
+        assert name not in d["backends"]["available"] and reason
+    assert d["num_threads"] == fastrnn.get_num_threads()
+    assert set(d["packages"]) >= {"numpy", "scipy", "numba", "torch", "onnxruntime"}
+    assert isinstance(d["blas"], list)
+    json.dumps(d)  # JSON-serializable as it is
+
+
+def test_info_text_names_the_essentials():
+    d = info_mod.info()
+    text = info_mod.format_info(d)
+    assert f"fastrnn {fastrnn.__version__}" in text
+    assert f"auto -> {d['backends']['auto']}" in text
+    assert f"threads: {d['num_threads']}" in text
+    for name in d["backends"]["unavailable"]:
+        assert f"{name}: unavailable" in text
+
+
+def test_build_info_present_has_the_documented_fields():
+    facts = info_mod.build_info()
+    if not facts["available"]:
+        pytest.skip(f"extension not built: {facts['error']}")
+    assert {"version", "compiler", "cxx_flags", "build_type", "openmp", "simd"} <= set(facts)
+
+
+def test_build_info_without_the_extension(monkeypatch):
+    monkeypatch.delattr(fastrnn, "_core", raising=False)
+    monkeypatch.setitem(sys.modules, "fastrnn._core", None)  # import now fails
+    facts = info_mod.build_info()
+    assert facts["available"] is False and "fastrnn._core" in facts["error"]
+    text = info_mod.format_info({**info_mod.info(), "build": facts})
+    assert "extension: not available" in text
+
+
+def test_build_info_of_an_extension_without_build_info(monkeypatch):
+    monkeypatch.setattr(fastrnn, "_core", types.ModuleType("fastrnn._core"), raising=False)
+    monkeypatch.setitem(sys.modules, "fastrnn._core", fastrnn._core)
+    facts = info_mod.build_info()
+    assert facts["available"] is True and "no build_info" in facts["error"]
+
+
+def test_info_does_not_import_torch():
+    code = "import sys, fastrnn.info as i; i.info(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_cli_info_text():
+    out = run_cli("info")
+    assert out.returncode == 0, out.stderr
+    assert f"fastrnn {fastrnn.__version__}" in out.stdout
+    assert "backends: available" in out.stdout
+
+
+def test_cli_info_json_parses():
+    out = run_cli("info", "--json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert d["fastrnn"] == fastrnn.__version__
+    assert "numpy" in d["backends"]["available"]
+    assert isinstance(d["num_threads"], int) and d["num_threads"] >= 1
