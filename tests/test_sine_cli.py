@@ -1,0 +1,70 @@
+"""``python -m fastrnn sine`` end to end on a tiny configuration, and its handling of bad options."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+TINY = ["--waves", "5", "--length", "40", "--hidden", "8", "--epochs", "2", "--future", "150", "--no-progress"]
+
+
+def _run(args, cwd):
+    return subprocess.run([sys.executable, "-m", "fastrnn", "sine", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("extra", [[], ["--cell", "gru", "--optimizer", "adam", "--dtype", "float32", "--layers", "1"]])
+def test_sine_end_to_end(tmp_path, extra):
+    out = tmp_path / "result"
+    proc = _run([*TINY, "--out", str(out), *extra], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    text = proc.stdout
+    assert "epoch   1/2" in text and "epoch   2/2" in text
+    assert "final next-step test MSE" in text and "forecast MSE over one period" in text
+    assert "time per epoch" in text
+    for name in ("forecast.png", "loss.png"):
+        data = (out / name).read_bytes()
+        assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("backend", "test_mse", "forecast_mse_period", "forecast_mse", "time_per_epoch", "wall_time",
+                "train_loss", "test_loss"):
+        assert key in metrics, key
+    for key in ("test_mse", "forecast_mse_period", "forecast_mse", "time_per_epoch", "wall_time"):
+        assert math.isfinite(metrics[key]) and metrics[key] >= 0, key
+    assert len(metrics["train_loss"]) == len(metrics["test_loss"]) == 2
+    assert all(math.isfinite(v) for v in metrics["train_loss"] + metrics["test_loss"])
+    assert metrics["forecast_period_samples"] == 126
+    assert metrics["dtype"] == ("float32" if extra else "float64")
+
+
+def test_help_explains_options(tmp_path):
+    proc = _run(["--help"], cwd=tmp_path)
+    assert proc.returncode == 0
+    for opt in ("--cell", "--hidden", "--layers", "--optimizer", "--epochs", "--lr", "--backend", "--dtype",
+                "--threads", "--seed", "--out", "--waves", "--length", "--no-progress"):
+        assert opt in proc.stdout, opt
+
+
+@pytest.mark.parametrize("bad,needle", [
+    (["--cell", "foo"], "--cell"),
+    (["--hidden", "-3"], "--hidden"),
+    (["--hidden", "abc"], "--hidden"),
+    (["--epochs", "0"], "--epochs"),
+    (["--optimizer", "rmsprop"], "--optimizer"),
+    (["--dtype", "float16"], "--dtype"),
+    (["--lr", "-1", "--optimizer", "adam"], "--lr"),
+    (["--lr", "0.8"], "lbfgs"),  # L-BFGS takes no learning rate: a clear error, not a silent no-op
+    (["--waves", "3"], "--waves"),
+    (["--threads", "0"], "--threads"),
+])
+def test_bad_options_exit_nonzero_without_traceback(tmp_path, bad, needle):
+    proc = _run([*TINY, "--out", str(tmp_path / "o"), *bad], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert needle in proc.stderr
+    assert not (tmp_path / "o" / "metrics.json").exists()
