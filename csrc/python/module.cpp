@@ -7,9 +7,11 @@ namespace py = pybind11;
 
 namespace fastrnn::python {
 void bind_info(py::module_& m);
+void bind_rnn(py::module_& m);
 }  // namespace fastrnn::python
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fastrnn compiled kernels";
     fastrnn::python::bind_info(m);
+    fastrnn::python::bind_rnn(m);
 }

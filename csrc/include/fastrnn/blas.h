@@ -1,0 +1,35 @@
+// Matrix products used by the kernels. No Python here: the binding layer
+// resolves the BLAS (SciPy's, through scipy.linalg.cython_blas) and hands the
+// function pointers to set_blas(); without them a portable built-in GEMM is
+// used.
+#pragma once
+
+#include <cstdint>
+
+namespace fastrnn {
+
+// Fortran BLAS interface: column-major, every argument by pointer.
+using sgemm_fn = void (*)(const char* transa, const char* transb, const int* m, const int* n,
+                          const int* k, const float* alpha, const float* a, const int* lda,
+                          const float* b, const int* ldb, const float* beta, float* c,
+                          const int* ldc);
+using dgemm_fn = void (*)(const char* transa, const char* transb, const int* m, const int* n,
+                          const int* k, const double* alpha, const double* a, const int* lda,
+                          const double* b, const int* ldb, const double* beta, double* c,
+                          const int* ldc);
+
+// Install (or, with nullptrs, remove) the BLAS used for large products.
+void set_blas(sgemm_fn sgemm, dgemm_fn dgemm);
+bool have_blas();
+
+// Row-major C[M, N] = alpha * op(A)[M, K] · op(B)[K, N] + beta * C.
+//   A: [M, K] (lda >= K) or, with trans_a, [K, M] (lda >= M)
+//   B: [K, N] (ldb >= N) or, with trans_b, [N, K] (ldb >= K)
+//   C: [M, N] (ldc >= N)
+// Dimensions must fit a 32-bit int (checked by the callers). Call only from
+// outside parallel regions: the BLAS may start its own threads.
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+          int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+}  // namespace fastrnn

@@ -1,0 +1,145 @@
+// fastrnn kernels: fused recurrent layers (vanilla RNN, LSTM, GRU) on the CPU.
+//
+// Pure C++17, no Python. Every kernel is templated on the scalar type T and
+// explicitly instantiated for float and double. All arrays are dense,
+// row-major (C order); the shape of every pointer argument is documented
+// beside it in haste style, e.g. `x: [T, B, I]`.
+//
+// Symbols used in the shapes:
+//   T  time steps          B  batch            I  input features
+//   H  hidden units        G  gates (1 rnn, 4 lstm, 3 gru)
+//   K  columns kept per step for backward: kept_gates(kind) * H
+//
+// Gate order follows PyTorch: LSTM i, f, g, o; GRU r, z, n.
+//
+// Preconditions (checked by the callers in csrc/python, not here): all sizes
+// >= 1, pointers non-null unless documented as optional, 1 <= lengths[b] <= T,
+// no aliasing between inputs and outputs unless documented.
+#pragma once
+
+#include <cstdint>
+
+namespace fastrnn {
+
+enum class Kind : int {
+    rnn_tanh = 0,  // h' = tanh(W_ih x + b_ih + W_hh h + b_hh)
+    rnn_relu = 1,  // h' = relu(W_ih x + b_ih + W_hh h + b_hh)
+    lstm = 2,      // c' = f*c + i*g ; h' = o*tanh(c')
+    gru = 3,       // n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h' = (1-z)*n + z*h
+    gru_orig = 4,  // n = tanh(W_in x + b_in + W_hn (r*h) + b_hn); h' = (1-z)*n + z*h
+};
+
+// Number of gates G (row blocks of H in the weight matrices).
+constexpr int num_gates(Kind k) {
+    return k == Kind::lstm ? 4 : (k == Kind::gru || k == Kind::gru_orig) ? 3 : 1;
+}
+
+// Number of H-wide blocks kept per step for backward (training forward):
+//   rnn:      [h']                      (post-activation)
+//   lstm:     [i, f, g, o]              (post-activation)
+//   gru:      [r, z, n, W_hn h + b_hn]
+//   gru_orig: [r, z, n, r*h]
+constexpr int kept_gates(Kind k) {
+    return k == Kind::lstm ? 4 : (k == Kind::gru || k == Kind::gru_orig) ? 4 : 1;
+}
+
+// Parse "rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig". Returns false on
+// an unknown name.
+bool parse_kind(const char* name, Kind* out);
+
+// ---------------------------------------------------------------------------
+// Whole sequence, one layer, one direction.
+//
+// Forward. Sequence b is valid at steps t < lengths[b]; at padded steps its
+// state is carried unchanged and out[t, b] = 0. With `reverse`, steps run
+// t = T-1 .. 0 and sequence b starts from h0 at its own last step.
+// With ws_gates == nullptr nothing for backward is stored (inference).
+template <typename T>
+void layer_forward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
+                   const T* x,             // x: [T, B, I]
+                   const T* h0,            // h0: [B, H]
+                   const T* c0,            // c0: [B, H] (lstm), else ignored
+                   const T* w_ih,          // w_ih: [G*H, I]
+                   const T* w_hh,          // w_hh: [G*H, H]
+                   const T* b_ih,          // b_ih: [G*H] or nullptr (no bias; then b_hh too)
+                   const T* b_hh,          // b_hh: [G*H] or nullptr
+                   const int64_t* lengths, // lengths: [B] or nullptr (all T)
+                   bool reverse,
+                   T* out,                 // out: [T, B, H]
+                   T* h_n,                 // h_n: [B, H]
+                   T* c_n,                 // c_n: [B, H] (lstm), else ignored
+                   T* ws_gates,            // ws_gates: [T, B, K] or nullptr (inference)
+                   T* ws_h,                // ws_h: [T, B, H] state entering each step (training)
+                   T* ws_c);               // ws_c: [T, B, H] lstm cell after each step (training)
+
+// Backward of layer_forward (called with the same inputs and its ws_*).
+// Gradients are written, not accumulated. Padded steps give zero gradient
+// into dx and ignore grad_out.
+template <typename T>
+void layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
+                    const T* x,              // x: [T, B, I]
+                    const T* c0,             // c0: [B, H] (lstm), else ignored
+                    const T* w_ih,           // w_ih: [G*H, I]
+                    const T* w_hh,           // w_hh: [G*H, H]
+                    const int64_t* lengths,  // lengths: [B] or nullptr
+                    bool reverse,
+                    const T* ws_gates,       // ws_gates: [T, B, K]
+                    const T* ws_h,           // ws_h: [T, B, H]
+                    const T* ws_c,           // ws_c: [T, B, H] (lstm)
+                    const T* grad_out,       // grad_out: [T, B, H] or nullptr (zeros)
+                    const T* grad_h_n,       // grad_h_n: [B, H] or nullptr (zeros)
+                    const T* grad_c_n,       // grad_c_n: [B, H] (lstm) or nullptr (zeros)
+                    T* dx,                   // dx: [T, B, I]
+                    T* dh0,                  // dh0: [B, H]
+                    T* dc0,                  // dc0: [B, H] (lstm), else ignored
+                    T* dw_ih,                // dw_ih: [G*H, I]
+                    T* dw_hh,                // dw_hh: [G*H, H]
+                    T* db_ih,                // db_ih: [G*H] or nullptr (no bias)
+                    T* db_hh);               // db_hh: [G*H] or nullptr
+
+// ---------------------------------------------------------------------------
+// One step (cell). Same equations as one step of the layer, no lengths.
+template <typename T>
+void cell_forward(Kind kind, int64_t B, int64_t I, int64_t H,
+                  const T* x,      // x: [B, I]
+                  const T* h,      // h: [B, H]
+                  const T* c,      // c: [B, H] (lstm), else ignored
+                  const T* w_ih,   // w_ih: [G*H, I]
+                  const T* w_hh,   // w_hh: [G*H, H]
+                  const T* b_ih,   // b_ih: [G*H] or nullptr
+                  const T* b_hh,   // b_hh: [G*H] or nullptr
+                  T* h_new,        // h_new: [B, H]
+                  T* c_new,        // c_new: [B, H] (lstm), else ignored
+                  T* ws_gates);    // ws_gates: [B, K] or nullptr (inference)
+
+template <typename T>
+void cell_backward(Kind kind, int64_t B, int64_t I, int64_t H,
+                   const T* x,         // x: [B, I]
+                   const T* h,         // h: [B, H]
+                   const T* c,         // c: [B, H] (lstm), else ignored
+                   const T* c_new,     // c_new: [B, H] (lstm), else ignored
+                   const T* w_ih,      // w_ih: [G*H, I]
+                   const T* w_hh,      // w_hh: [G*H, H]
+                   const T* ws_gates,  // ws_gates: [B, K]
+                   const T* grad_h,    // grad_h: [B, H] or nullptr (zeros)
+                   const T* grad_c,    // grad_c: [B, H] (lstm) or nullptr (zeros)
+                   T* dx,              // dx: [B, I]
+                   T* dh,              // dh: [B, H]
+                   T* dc,              // dc: [B, H] (lstm), else ignored
+                   T* dw_ih,           // dw_ih: [G*H, I]
+                   T* dw_hh,           // dw_hh: [G*H, H]
+                   T* db_ih,           // db_ih: [G*H] or nullptr
+                   T* db_hh);          // db_hh: [G*H] or nullptr
+
+// Name of the SIMD code path chosen at runtime ("avx512", "avx2", "generic").
+const char* simd_path();
+
+}  // namespace fastrnn
+
+namespace fastrnn {
+// The vectorized activations of the kernels applied elementwise (for tests
+// of their accuracy): which = 0 sigmoid, 1 tanh, 2 exp.
+//   in: [n], out: [n]
+template <typename T>
+void apply_activation(int which, const T* in, T* out, int64_t n);
+}  // namespace fastrnn

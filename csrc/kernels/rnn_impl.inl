@@ -1,0 +1,1260 @@
+// Implementation of the recurrent kernels, compiled once per instruction set.
+//
+// This file is included by rnn_generic.cpp, rnn_avx2.cpp and rnn_avx512.cpp,
+// each compiled with its own target flags and defining FASTRNN_ISA_NS, the
+// namespace its copy lives in. rnn.cpp picks one at runtime
+// (__builtin_cpu_supports). SIMD is written with GCC/Clang vector extensions
+// so one source serves every width.
+//
+// Layout of the fast path (see DESIGN.md, "How the fast path gets its speed"):
+//  * Gx = x · W_ih^T + bias for all T steps: one BLAS GEMM before the loop.
+//    In training it is written straight into the workspace and each step's
+//    pointwise pass overwrites the pre-activations with the post-activations.
+//  * W_hh is packed once per call into panels of NR = 2 vectors columns,
+//    [K, NR] each, so the per-step product streams each panel contiguously
+//    and keeps an MR x NR tile of results in registers.
+//  * Per step: the recurrent product into S (panel-interleaved layout, still
+//    in L1/L2), then one fused pointwise pass that reads Gx and S, applies
+//    the activations and writes the new state, the output and the kept gates.
+//  * Threads: over batch rows (no barrier at all) or over panels of hidden
+//    units (one barrier per step; two for gru_orig), or one thread. Each
+//    result element is computed by the same sequence of operations whatever
+//    the partition, so results do not depend on the thread count.
+//  * Backward: per step the pointwise gate gradients dG and dh = dG · W_hh;
+//    dx, dW_ih, dW_hh as BLAS GEMMs over all T*B rows and bias gradients as
+//    column sums after the loop.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <new>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "fastrnn/blas.h"
+#include "fastrnn/rnn.h"
+#include "fastrnn/threads.h"
+
+#if defined(__AVX512F__)
+#define FR_VB 64
+#elif defined(__AVX__)
+#define FR_VB 32
+#else
+#define FR_VB 16
+#endif
+
+namespace fastrnn {
+namespace FASTRNN_ISA_NS {
+
+namespace {
+
+// ---------------------------------------------------------------- vectors
+template <class T>
+struct V;
+template <>
+struct V<float> {
+    typedef float v __attribute__((vector_size(FR_VB)));
+    typedef float vu __attribute__((vector_size(FR_VB), aligned(4), may_alias));
+    typedef int32_t vi __attribute__((vector_size(FR_VB)));
+    static constexpr int W = FR_VB / 4;
+};
+template <>
+struct V<double> {
+    typedef double v __attribute__((vector_size(FR_VB)));
+    typedef double vu __attribute__((vector_size(FR_VB), aligned(8), may_alias));
+    typedef int64_t vi __attribute__((vector_size(FR_VB)));
+    static constexpr int W = FR_VB / 8;
+};
+
+typedef V<float>::v vf;
+typedef V<float>::vi vfi;
+typedef V<double>::v vd;
+typedef V<double>::vi vdi;
+
+template <class T>
+inline typename V<T>::v vload(const T* p) {
+    return *reinterpret_cast<const typename V<T>::vu*>(p);
+}
+template <class T>
+inline void vstore(T* p, typename V<T>::v x) {
+    *reinterpret_cast<typename V<T>::vu*>(p) = x;
+}
+// Load n <= W elements, zero-fill the rest.
+template <class T>
+inline typename V<T>::v vloadn(const T* p, int n) {
+    if (n == V<T>::W) return vload(p);
+    typename V<T>::v r = {};
+    std::memcpy(&r, p, sizeof(T) * n);
+    return r;
+}
+template <class T>
+inline void vstoren(T* p, typename V<T>::v x, int n) {
+    if (n == V<T>::W) {
+        vstore(p, x);
+        return;
+    }
+    std::memcpy(p, &x, sizeof(T) * n);
+}
+template <class T>
+inline typename V<T>::v vbc(T s) {
+    typename V<T>::v r = {};
+    return r + s;
+}
+
+// ---------------------------------------------------------------- math
+// exp with Cody-Waite reduction; float: Cephes minimax polynomial (< 1 ulp
+// on the reduced range), double: Taylor series to r^13 (< 1 ulp). The result
+// is built as p * 2^(n-1) * 2 so that the exponent field never overflows.
+// NaN propagates, exp(+inf) = inf, exp(-inf) = 0. Arguments below -86.5
+// (float) / -707 (double) flush to 0 (absolute error < 3e-38 / 1e-307).
+inline vf vexp(vf x) {
+    const vf hi = vbc(88.7f), lo = vbc(-86.5f);
+    vf xc = x > hi ? hi : x;
+    xc = xc < lo ? lo : xc;
+    const float magic = 12582912.0f;  // 1.5 * 2^23
+    vf kd = xc * 1.44269504088896341f + magic;
+    vfi ki = (vfi)kd;
+    kd = kd - magic;
+    vf r = xc - kd * 0.693359375f;
+    r = r - kd * -2.12194440e-4f;
+    vf p = vbc(1.9875691500E-4f);
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    p = p * (r * r) + r + 1.0f;
+    vfi n = ki - 0x4B400000;
+    vf s = (vf)((n + 126) << 23);
+    vf res = p * s * 2.0f;
+    res = x > hi ? vbc(std::numeric_limits<float>::infinity()) : res;
+    res = x < lo ? vbc(0.0f) : res;
+    res = x != x ? x : res;
+    return res;
+}
+
+inline vd vexp(vd x) {
+    const vd hi = vbc(709.0), lo = vbc(-707.0);
+    vd xc = x > hi ? hi : x;
+    xc = xc < lo ? lo : xc;
+    const double magic = 6755399441055744.0;  // 1.5 * 2^52
+    vd kd = xc * 1.4426950408889634074 + magic;
+    vdi ki = (vdi)kd;
+    kd = kd - magic;
+    vd r = xc - kd * 6.93145751953125E-1;
+    r = r - kd * 1.42860682030941723212E-6;
+    vd p = vbc(1.0 / 6227020800.0);
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * (r * r) + r + 1.0;
+    vdi n = ki - (vdi)(vbc(magic));
+    vd s = (vd)((n + 1022) << 52);
+    vd res = p * s * 2.0;
+    res = x > hi ? vbc(std::numeric_limits<double>::infinity()) : res;
+    res = x < lo ? vbc(0.0) : res;
+    res = x != x ? x : res;
+    return res;
+}
+
+template <class VT>
+inline VT vsigmoid(VT x) {
+    return 1 / (1 + vexp(-x));
+}
+
+inline vf vabs(vf x) { return (vf)((vfi)x & 0x7fffffff); }
+inline vd vabs(vd x) { return (vd)((vdi)x & 0x7fffffffffffffffLL); }
+
+// tanh: |x| < 0.625 odd polynomial / rational (Cephes tanhf / tanh, < 1 ulp),
+// else 1 - 2 / (exp(2|x|) + 1) with the sign restored. NaN propagates.
+inline vf vtanh(vf x) {
+    vf ax = vabs(x);
+    vf e = vexp(ax * 2.0f);
+    vf big = 1.0f - 2.0f / (e + 1.0f);
+    big = x < 0 ? -big : big;
+    vf z = x * x;
+    vf p = vbc(-5.70498872745E-3f);
+    p = p * z + 2.06390887954E-2f;
+    p = p * z - 5.37397155531E-2f;
+    p = p * z + 1.33314422036E-1f;
+    p = p * z - 3.33332819422E-1f;
+    vf small = p * z * x + x;
+    return ax < 0.625f ? small : big;
+}
+
+inline vd vtanh(vd x) {
+    vd ax = vabs(x);
+    vd e = vexp(ax * 2.0);
+    vd big = 1.0 - 2.0 / (e + 1.0);
+    big = x < 0 ? -big : big;
+    vd z = x * x;
+    vd p = (vbc(-9.64399179425052238628E-1) * z - 9.92877231001918586564E1) * z -
+           1.61468768441708447952E3;
+    vd q = ((z + 1.12811678491632931402E2) * z + 2.23548839060100448583E3) * z +
+           4.84406305325125486048E3;
+    vd small = x + x * z * (p / q);
+    return ax < 0.625 ? small : big;
+}
+
+template <class VT>
+inline VT vrelu(VT x) {
+    return x < 0 ? VT{} : x;  // NaN stays NaN
+}
+
+// ---------------------------------------------------------------- buffers
+template <class T>
+struct Buf {
+    T* p = nullptr;
+    Buf() = default;
+    explicit Buf(size_t n) { alloc(n); }
+    void alloc(size_t n) {
+        free();
+        if (n == 0) n = 1;
+        if (n > (std::numeric_limits<size_t>::max() - 64) / sizeof(T)) throw std::bad_alloc();
+        size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+        p = static_cast<T*>(std::aligned_alloc(64, bytes));
+        if (!p) throw std::bad_alloc();
+    }
+    void zero(size_t n) { std::memset(p, 0, n * sizeof(T)); }
+    void free() {
+        std::free(p);
+        p = nullptr;
+    }
+    ~Buf() { free(); }
+    Buf(const Buf&) = delete;
+    Buf& operator=(const Buf&) = delete;
+};
+
+inline size_t mul(size_t a, size_t b) {
+    size_t r;
+    if (__builtin_mul_overflow(a, b, &r)) throw std::bad_alloc();
+    return r;
+}
+
+// ---------------------------------------------------------------- step product
+// Register tile: C[m, panel p] = sum_k A[m, k] * P_p[k, 0..NR) for MR rows and
+// NP panels; every output element accumulates over k in order 0..K-1.
+template <class T, int MR, int NP>
+inline void micro(int64_t K, const T* __restrict A, int64_t lda, const T* const* P, T* const* C,
+                  int64_t ldc) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    constexpr int NR = 2 * W;
+    v acc[MR][NP][2];
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 16
+        for (int p = 0; p < NP; ++p) acc[m][p][0] = acc[m][p][1] = v{};
+    const T* pp[NP];
+#pragma GCC unroll 16
+    for (int p = 0; p < NP; ++p) pp[p] = P[p];
+    for (int64_t k = 0; k < K; ++k) {
+        v b[NP][2];
+#pragma GCC unroll 16
+        for (int p = 0; p < NP; ++p) {
+            b[p][0] = vload(pp[p] + k * NR);
+            b[p][1] = vload(pp[p] + k * NR + W);
+        }
+#pragma GCC unroll 16
+        for (int m = 0; m < MR; ++m) {
+            v a = vbc(A[m * lda + k]);
+#pragma GCC unroll 16
+            for (int p = 0; p < NP; ++p) {
+                acc[m][p][0] += a * b[p][0];
+                acc[m][p][1] += a * b[p][1];
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 16
+        for (int p = 0; p < NP; ++p) {
+            vstore(C[p] + m * ldc, acc[m][p][0]);
+            vstore(C[p] + m * ldc + W, acc[m][p][1]);
+        }
+}
+
+template <class T, int NP>
+inline void micro_rows(int mr, int64_t K, const T* A, int64_t lda, const T* const* P, T* const* C,
+                       int64_t ldc) {
+    switch (mr) {
+        case 4: micro<T, 4, NP>(K, A, lda, P, C, ldc); break;
+        case 3: micro<T, 3, NP>(K, A, lda, P, C, ldc); break;
+        case 2: micro<T, 2, NP>(K, A, lda, P, C, ldc); break;
+        default: micro<T, 1, NP>(K, A, lda, P, C, ldc); break;
+    }
+}
+
+// Weights packed into panels: panel p holds columns [p*NR, p*NR+NR) of the
+// logical [Ktot, ncols] matrix as a contiguous [Ktot, NR] block.
+template <class T>
+struct Packed {
+    Buf<T> data;
+    int64_t ktot = 0;
+    int64_t npanels = 0;
+    const T* panel(int64_t p, int64_t k0) const {
+        return data.p + (p * ktot + k0) * (2 * V<T>::W);
+    }
+};
+
+// S[m, p*NR + c] = sum_{k<K} A[m, k] * panel_p[k0 + k, c] for rows [m0, m1)
+// and the panels in plist. Panels outer so each panel group stays in L1
+// while all rows stream past it.
+template <class T>
+void panels_gemm(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t lda, const Packed<T>& pk,
+                 int64_t k0, const int* plist, int np, T* S, int64_t lds) {
+    constexpr int NR = 2 * V<T>::W;
+    const int64_t rows = m1 - m0;
+    if (rows <= 0) return;
+#if FR_VB == 64
+    const int npw = rows >= 4 ? 2 : (rows >= 2 ? 2 : 4);
+#else
+    const int npw = rows >= 3 ? 1 : (rows == 2 ? 2 : 4);
+#endif
+    const T* P[4];
+    T* C[4];
+    int i = 0;
+    while (i < np) {
+        int g = np - i;
+        g = g >= npw ? npw : (g >= 2 && npw >= 2 ? 2 : 1);
+        for (int q = 0; q < g; ++q) P[q] = pk.panel(plist[i + q], k0);
+        for (int64_t m = m0; m < m1; m += 4) {
+            int mr = (int)std::min<int64_t>(4, m1 - m);
+            for (int q = 0; q < g; ++q) C[q] = S + m * lds + (int64_t)plist[i + q] * NR;
+            const T* a = A + m * lda;
+            if (g == 4)
+                micro_rows<T, 4>(mr, K, a, lda, P, C, lds);
+            else if (g == 2)
+                micro_rows<T, 2>(mr, K, a, lda, P, C, lds);
+            else
+                micro_rows<T, 1>(mr, K, a, lda, P, C, lds);
+        }
+        i += g;
+    }
+}
+
+// ---------------------------------------------------------------- small products
+// For cells (one step): no packing, direct loops over the row-major weights.
+
+// C[m, n] = (acc ? C[m, n] : 0) + sum_k A[m, k] * W[n, k]     (C = A · W^T)
+template <class T>
+void small_nt(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Wt, int64_t ldw,
+              T* C, int64_t ldc, bool acc) {
+    if (M > 4 && have_blas()) {
+        gemm<T>(false, true, M, N, K, T(1), A, lda, Wt, ldw, acc ? T(1) : T(0), C, ldc);
+        return;
+    }
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t m = 0; m < M; ++m) {
+        const T* a = A + m * lda;
+        T* c = C + m * ldc;
+        int64_t n = 0;
+        for (; n + 4 <= N; n += 4) {
+            v s0 = {}, s1 = {}, s2 = {}, s3 = {};
+            const T* w0 = Wt + n * ldw;
+            for (int64_t k = 0; k < K; k += W) {
+                int cnt = (int)std::min<int64_t>(W, K - k);
+                v av = vloadn(a + k, cnt);
+                s0 += av * vloadn(w0 + k, cnt);
+                s1 += av * vloadn(w0 + ldw + k, cnt);
+                s2 += av * vloadn(w0 + 2 * ldw + k, cnt);
+                s3 += av * vloadn(w0 + 3 * ldw + k, cnt);
+            }
+            T r0 = 0, r1 = 0, r2 = 0, r3 = 0;
+            for (int l = 0; l < W; ++l) {
+                r0 += s0[l];
+                r1 += s1[l];
+                r2 += s2[l];
+                r3 += s3[l];
+            }
+            if (acc) {
+                c[n] += r0; c[n + 1] += r1; c[n + 2] += r2; c[n + 3] += r3;
+            } else {
+                c[n] = r0; c[n + 1] = r1; c[n + 2] = r2; c[n + 3] = r3;
+            }
+        }
+        for (; n < N; ++n) {
+            v s0 = {};
+            const T* w0 = Wt + n * ldw;
+            for (int64_t k = 0; k < K; k += W) {
+                int cnt = (int)std::min<int64_t>(W, K - k);
+                s0 += vloadn(a + k, cnt) * vloadn(w0 + k, cnt);
+            }
+            T r0 = 0;
+            for (int l = 0; l < W; ++l) r0 += s0[l];
+            c[n] = acc ? c[n] + r0 : r0;
+        }
+    }
+}
+
+// C[m, :] = (acc ? C[m, :] : 0) + sum_k A[m, k] * W[k, :]     (C = A · W)
+template <class T>
+void small_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Wm, int64_t ldw,
+              T* C, int64_t ldc, bool acc) {
+    if (M > 4 && have_blas()) {
+        gemm<T>(false, false, M, N, K, T(1), A, lda, Wm, ldw, acc ? T(1) : T(0), C, ldc);
+        return;
+    }
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t m = 0; m < M; ++m) {
+        T* c = C + m * ldc;
+        const T* a = A + m * lda;
+        for (int64_t n = 0; n < N; n += W) {
+            int cnt = (int)std::min<int64_t>(W, N - n);
+            v s = acc ? vloadn(c + n, cnt) : v{};
+            for (int64_t k = 0; k < K; ++k) s += vbc(a[k]) * vloadn(Wm + k * ldw + n, cnt);
+            vstoren(c + n, s, cnt);
+        }
+    }
+}
+
+// C[n, :] = sum_m A[m, n] * X[m, :]     (C = A^T · X), C: [N, L]
+template <class T>
+void small_tn(int64_t M, int64_t N, int64_t L, const T* A, int64_t lda, const T* X, int64_t ldx,
+              T* C, int64_t ldc) {
+    if (M > 4 && have_blas()) {
+        gemm<T>(true, false, N, L, M, T(1), A, lda, X, ldx, T(0), C, ldc);
+        return;
+    }
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t n = 0; n < N; ++n) {
+        T* c = C + n * ldc;
+        for (int64_t l = 0; l < L; l += W) {
+            int cnt = (int)std::min<int64_t>(W, L - l);
+            v s = {};
+            for (int64_t m = 0; m < M; ++m) s += vbc(A[m * lda + n]) * vloadn(X + m * ldx + l, cnt);
+            vstoren(c + l, s, cnt);
+        }
+    }
+}
+
+// db[n] = sum_r A[r, n], rows in order.
+template <class T>
+void colsum(int64_t R, int64_t N, const T* A, int64_t lda, T* out) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    constexpr int CB = 8 * W;  // column block kept in registers
+    for (int64_t n0 = 0; n0 < N; n0 += CB) {
+        int64_t n1 = std::min<int64_t>(N, n0 + CB);
+        if (n1 - n0 == CB) {
+            v s[8] = {};
+            for (int64_t r = 0; r < R; ++r) {
+                const T* a = A + r * lda + n0;
+#pragma GCC unroll 8
+                for (int q = 0; q < 8; ++q) s[q] += vload(a + q * W);
+            }
+            for (int q = 0; q < 8; ++q) vstore(out + n0 + q * W, s[q]);
+        } else {
+            for (int64_t n = n0; n < n1; ++n) out[n] = 0;
+            for (int64_t r = 0; r < R; ++r) {
+                const T* a = A + r * lda;
+                for (int64_t n = n0; n < n1; ++n) out[n] += a[n];
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- pointwise rows
+// Each function handles units [u0, u1) of one batch row in chunks of W lanes.
+// `gx` is the row of pre-activations (x·W_ih^T + folded bias), gate g at
+// gx[g*H + j]; in training (keep) the post-activations overwrite it. The
+// recurrent product of gate g for unit j sits at s[jp*sA + g*sB + c] with
+// jp = j / NR, c = j % NR (panel layout: sA = G*NR, sB = NR; natural layout:
+// sA = NR, sB = H).
+template <class T>
+struct SL {
+    const T* s;
+    int64_t sA, sB;
+    const T* at(int64_t j, int g) const {
+        constexpr int NR = 2 * V<T>::W;
+        int64_t jp = j / NR;
+        return s + jp * sA + g * sB + (j - jp * NR);
+    }
+};
+
+template <class T>
+void rnn_fwd_row(bool relu, int64_t u0, int64_t u1, T* gx, bool keep, SL<T> s, T* hnew, T* out) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t j = u0; j < u1; j += W) {
+        int n = (int)std::min<int64_t>(W, u1 - j);
+        v a = vloadn(gx + j, n) + vloadn(s.at(j, 0), n);
+        v h = relu ? vrelu(a) : vtanh(a);
+        vstoren(hnew + j, h, n);
+        if (out) vstoren(out + j, h, n);
+        if (keep) vstoren(gx + j, h, n);
+    }
+}
+
+template <class T>
+void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, T* gx, bool keep, SL<T> s, T* c, T* hnew,
+                  T* out, T* ckeep) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t j = u0; j < u1; j += W) {
+        int n = (int)std::min<int64_t>(W, u1 - j);
+        v i = vsigmoid(vloadn(gx + j, n) + vloadn(s.at(j, 0), n));
+        v f = vsigmoid(vloadn(gx + H + j, n) + vloadn(s.at(j, 1), n));
+        v g = vtanh(vloadn(gx + 2 * H + j, n) + vloadn(s.at(j, 2), n));
+        v o = vsigmoid(vloadn(gx + 3 * H + j, n) + vloadn(s.at(j, 3), n));
+        v cn = f * vloadn(c + j, n) + i * g;
+        v h = o * vtanh(cn);
+        vstoren(c + j, cn, n);
+        vstoren(hnew + j, h, n);
+        if (out) vstoren(out + j, h, n);
+        if (keep) {
+            vstoren(gx + j, i, n);
+            vstoren(gx + H + j, f, n);
+            vstoren(gx + 2 * H + j, g, n);
+            vstoren(gx + 3 * H + j, o, n);
+        }
+        if (ckeep) vstoren(ckeep + j, cn, n);
+    }
+}
+
+// PyTorch GRU. bhn: [H] recurrent bias of the n gate or nullptr.
+template <class T>
+void gru_fwd_row(int64_t H, int64_t u0, int64_t u1, T* gx, bool keep, SL<T> s, const T* bhn,
+                 const T* hprev, T* hnew, T* out) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t j = u0; j < u1; j += W) {
+        int n = (int)std::min<int64_t>(W, u1 - j);
+        v r = vsigmoid(vloadn(gx + j, n) + vloadn(s.at(j, 0), n));
+        v z = vsigmoid(vloadn(gx + H + j, n) + vloadn(s.at(j, 1), n));
+        v hn = vloadn(s.at(j, 2), n);
+        if (bhn) hn += vloadn(bhn + j, n);
+        v nn = vtanh(vloadn(gx + 2 * H + j, n) + r * hn);
+        v hp = vloadn(hprev + j, n);
+        v h = nn + z * (hp - nn);
+        vstoren(hnew + j, h, n);
+        if (out) vstoren(out + j, h, n);
+        if (keep) {
+            vstoren(gx + j, r, n);
+            vstoren(gx + H + j, z, n);
+            vstoren(gx + 2 * H + j, nn, n);
+            vstoren(gx + 3 * H + j, hn, n);
+        }
+    }
+}
+
+// gru_orig, phase 1: r, z (stored in place) and rh = r*h.
+template <class T>
+void gruo_fwd_row1(int64_t H, int64_t u0, int64_t u1, T* gx, SL<T> s, const T* hprev, T* rh) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t j = u0; j < u1; j += W) {
+        int n = (int)std::min<int64_t>(W, u1 - j);
+        v r = vsigmoid(vloadn(gx + j, n) + vloadn(s.at(j, 0), n));
+        v z = vsigmoid(vloadn(gx + H + j, n) + vloadn(s.at(j, 1), n));
+        vstoren(gx + j, r, n);
+        vstoren(gx + H + j, z, n);
+        vstoren(rh + j, r * vloadn(hprev + j, n), n);
+    }
+}
+
+// gru_orig, phase 2: n from W_hn (r*h), state update.
+template <class T>
+void gruo_fwd_row2(int64_t H, int64_t u0, int64_t u1, T* gx, bool keep, SL<T> s, const T* hprev,
+                   T* hnew, T* out) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t j = u0; j < u1; j += W) {
+        int n = (int)std::min<int64_t>(W, u1 - j);
+        v nn = vtanh(vloadn(gx + 2 * H + j, n) + vloadn(s.at(j, 2), n));
+        v z = vloadn(gx + H + j, n);
+        v hp = vloadn(hprev + j, n);
+        v h = nn + z * (hp - nn);
+        vstoren(hnew + j, h, n);
+        if (out) vstoren(out + j, h, n);
+        if (keep) vstoren(gx + 2 * H + j, nn, n);
+    }
+}
+
+// ---- backward rows. dh = dd + s + go (s, go may be null: zero). `dg` is the
+// row of pre-activation gradients (ld G*H); `dgh` the gradients seen by the
+// recurrent product (gru: n block is dan*r), may alias dg.
+template <class T>
+inline typename V<T>::v load_dh(const T* dd, const T* s, const T* go, int64_t j, int n) {
+    typename V<T>::v dh = vloadn(dd + j, n);
+    if (s) dh += vloadn(s + j, n);
+    if (go) dh += vloadn(go + j, n);
+    return dh;
+}
+
+template <class T>
+void rnn_bwd_row(bool relu, int64_t u0, int64_t u1, const T* gk, const T* s, const T* go, T* dd,
+                 T* dg) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t j = u0; j < u1; j += W) {
+        int n = (int)std::min<int64_t>(W, u1 - j);
+        v dh = load_dh(dd, s, go, j, n);
+        v h = vloadn(gk + j, n);
+        v da = relu ? (h > 0 ? dh : v{}) : dh * (1 - h * h);
+        vstoren(dg + j, da, n);
+        vstoren(dd + j, v{}, n);
+    }
+}
+
+template <class T>
+void lstm_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* gk, const T* cprev, const T* ct,
+                  const T* s, const T* go, T* dd, T* dc, T* dg) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t j = u0; j < u1; j += W) {
+        int n = (int)std::min<int64_t>(W, u1 - j);
+        v dh = load_dh(dd, s, go, j, n);
+        v i = vloadn(gk + j, n), f = vloadn(gk + H + j, n);
+        v g = vloadn(gk + 2 * H + j, n), o = vloadn(gk + 3 * H + j, n);
+        v tc = vtanh(vloadn(ct + j, n));
+        v dcv = vloadn(dc + j, n) + dh * o * (1 - tc * tc);
+        v di = dcv * g, dgg = dcv * i, df = dcv * vloadn(cprev + j, n), dov = dh * tc;
+        vstoren(dc + j, dcv * f, n);
+        vstoren(dg + j, di * i * (1 - i), n);
+        vstoren(dg + H + j, df * f * (1 - f), n);
+        vstoren(dg + 2 * H + j, dgg * (1 - g * g), n);
+        vstoren(dg + 3 * H + j, dov * o * (1 - o), n);
+        vstoren(dd + j, v{}, n);
+    }
+}
+
+template <class T>
+void gru_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* gk, const T* hprev, const T* s,
+                 const T* go, T* dd, T* dg, T* dgh) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t j = u0; j < u1; j += W) {
+        int n = (int)std::min<int64_t>(W, u1 - j);
+        v dh = load_dh(dd, s, go, j, n);
+        v r = vloadn(gk + j, n), z = vloadn(gk + H + j, n);
+        v nn = vloadn(gk + 2 * H + j, n), hn = vloadn(gk + 3 * H + j, n);
+        v hp = vloadn(hprev + j, n);
+        v dn = dh * (1 - z);
+        v dz = dh * (hp - nn);
+        v dan = dn * (1 - nn * nn);
+        v dar = dan * hn * r * (1 - r);
+        v daz = dz * z * (1 - z);
+        vstoren(dd + j, dh * z, n);
+        vstoren(dg + j, dar, n);
+        vstoren(dg + H + j, daz, n);
+        vstoren(dg + 2 * H + j, dan, n);
+        vstoren(dgh + j, dar, n);
+        vstoren(dgh + H + j, daz, n);
+        vstoren(dgh + 2 * H + j, dan * r, n);
+    }
+}
+
+// gru_orig backward, phase A: z and n gates, dd = dh*z.
+template <class T>
+void gruo_bwd_rowA(int64_t H, int64_t u0, int64_t u1, const T* gk, const T* hprev, const T* s,
+                   const T* go, T* dd, T* dg) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t j = u0; j < u1; j += W) {
+        int n = (int)std::min<int64_t>(W, u1 - j);
+        v dh = load_dh(dd, s, go, j, n);
+        v z = vloadn(gk + H + j, n), nn = vloadn(gk + 2 * H + j, n);
+        v hp = vloadn(hprev + j, n);
+        v dn = dh * (1 - z);
+        v dz = dh * (hp - nn);
+        vstoren(dd + j, dh * z, n);
+        vstoren(dg + H + j, dz * z * (1 - z), n);
+        vstoren(dg + 2 * H + j, dn * (1 - nn * nn), n);
+    }
+}
+
+// gru_orig backward, phase B: drh = dan · W_hn (in s2); r gate, dd += drh*r.
+template <class T>
+void gruo_bwd_rowB(int64_t u0, int64_t u1, const T* gk, const T* hprev, const T* s2, T* dd,
+                   T* dg) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t j = u0; j < u1; j += W) {
+        int n = (int)std::min<int64_t>(W, u1 - j);
+        v drh = vloadn(s2 + j, n);
+        v r = vloadn(gk + j, n);
+        v dr = drh * vloadn(hprev + j, n);
+        vstoren(dg + j, dr * r * (1 - r), n);
+        vstoren(dd + j, vloadn(dd + j, n) + drh * r, n);
+    }
+}
+
+// Padded step of a row in backward: dh carried, no gate gradient.
+template <class T>
+void pad_bwd_row(int64_t u0, int64_t u1, const T* s, T* dd) {
+    if (s)
+        for (int64_t j = u0; j < u1; ++j) dd[j] += s[j];
+}
+
+// ---------------------------------------------------------------- threading plan
+enum class Mode { serial, batch, units };
+
+struct Plan {
+    Mode mode = Mode::serial;
+    int nthreads = 1;
+};
+
+// work: multiply-adds of one step's recurrent product; wbytes: packed weights.
+inline Plan make_plan(int64_t B, int64_t npg, int64_t work, int64_t wbytes) {
+    Plan p;
+#ifdef _OPENMP
+    int P = get_num_threads();
+    if (P <= 1 || work < 24576) return p;
+    const bool fits = wbytes <= (int64_t)1536 * 1024;
+    if (B >= 4 * P && fits) {
+        p.mode = Mode::batch;
+        p.nthreads = P;
+    } else if (npg >= P) {
+        p.mode = Mode::units;
+        p.nthreads = P;
+    } else if (B >= P) {
+        p.mode = Mode::batch;
+        p.nthreads = (int)std::min<int64_t>(P, B);
+    }
+#else
+    (void)B; (void)npg; (void)work; (void)wbytes;
+#endif
+    return p;
+}
+
+inline int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+inline void barrier(const Plan& pl) {
+#ifdef _OPENMP
+    if (pl.mode == Mode::units) {
+#pragma omp barrier
+    }
+#else
+    (void)pl;
+#endif
+}
+
+inline void split(int64_t n, int parts, int id, int64_t* lo, int64_t* hi) {
+    int64_t q = n / parts, r = n % parts;
+    *lo = id * q + std::min<int64_t>(id, r);
+    *hi = *lo + q + (id < r ? 1 : 0);
+}
+
+// Pack W (logical [ktot, ncols] accessed through `get`) into panels. For the
+// forward pass panel p = jp*G + g holds units [jp*NR, jp*NR+NR) of gate g.
+template <class T>
+void pack_forward(const T* w_hh, int64_t H, int G, Packed<T>& pk, int id, int nt) {
+    constexpr int NR = 2 * V<T>::W;
+    const int64_t npg = (H + NR - 1) / NR;
+    int64_t p0, p1;
+    split(npg * G, nt, id, &p0, &p1);
+    for (int64_t p = p0; p < p1; ++p) {
+        int64_t jp = p / G, g = p % G;
+        T* dst = pk.data.p + p * H * NR;
+        for (int64_t c = 0; c < NR; ++c) {
+            int64_t j = jp * NR + c;
+            if (j < H) {
+                const T* src = w_hh + (g * H + j) * H;
+                for (int64_t k = 0; k < H; ++k) dst[k * NR + c] = src[k];
+            } else {
+                for (int64_t k = 0; k < H; ++k) dst[k * NR + c] = 0;
+            }
+        }
+    }
+}
+
+// Backward: panel jp holds columns [jp*NR, jp*NR+NR) of W_hh [G*H, H].
+template <class T>
+void pack_backward(const T* w_hh, int64_t GH, int64_t H, Packed<T>& pk, int id, int nt) {
+    constexpr int NR = 2 * V<T>::W;
+    const int64_t npg = (H + NR - 1) / NR;
+    int64_t p0, p1;
+    split(npg, nt, id, &p0, &p1);
+    for (int64_t jp = p0; jp < p1; ++jp) {
+        T* dst = pk.data.p + jp * GH * NR;
+        int64_t nc = std::min<int64_t>(NR, H - jp * NR);
+        for (int64_t k = 0; k < GH; ++k) {
+            const T* src = w_hh + k * H + jp * NR;
+            T* d = dst + k * NR;
+            int64_t c = 0;
+            for (; c < nc; ++c) d[c] = src[c];
+            for (; c < NR; ++c) d[c] = 0;
+        }
+    }
+}
+
+// Fill rows of gx (ld) with the folded bias, then gx += x · W_ih^T.
+template <class T>
+void input_projection(Kind kind, int64_t rows, int64_t I, int64_t H, const T* x, const T* w_ih,
+                      const T* b_ih, const T* b_hh, T* gx, int64_t ld) {
+    const int G = num_gates(kind);
+    const int64_t GH = G * H;
+    const bool bias = b_ih != nullptr;
+    if (bias) {
+        std::vector<T> b(GH);
+        for (int64_t n = 0; n < GH; ++n) b[n] = b_ih[n] + b_hh[n];
+        if (kind == Kind::gru)  // b_hn stays inside r * (W_hn h + b_hn)
+            for (int64_t n = 2 * H; n < 3 * H; ++n) b[n] = b_ih[n];
+        for (int64_t r = 0; r < rows; ++r) std::memcpy(gx + r * ld, b.data(), GH * sizeof(T));
+    }
+    if (rows <= 4) {
+        if (!bias)
+            for (int64_t r = 0; r < rows; ++r) std::memset(gx + r * ld, 0, GH * sizeof(T));
+        small_nt<T>(rows, GH, I, x, I, w_ih, I, gx, ld, true);
+    } else {
+        gemm<T>(false, true, rows, GH, I, T(1), x, I, w_ih, I, bias ? T(1) : T(0), gx, ld);
+    }
+}
+
+// ================================================================ layer forward
+template <class T>
+void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, const T* x,
+                        const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* b_ih,
+                        const T* b_hh, const int64_t* lengths, bool reverse, T* out, T* h_n,
+                        T* c_n, T* ws_gates, T* ws_h, T* ws_c) {
+    constexpr int NR = 2 * V<T>::W;
+    const int G = num_gates(kind);
+    const int64_t GH = G * H;
+    const bool keep = ws_gates != nullptr;
+    const int64_t ldg = keep ? kept_gates(kind) * H : GH;
+    const bool lstm = kind == Kind::lstm, gruk = kind == Kind::gru, gruo = kind == Kind::gru_orig;
+    const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
+
+    Buf<T> gxbuf;
+    T* gx = ws_gates;
+    if (!keep) {
+        gxbuf.alloc(mul(mul(Tn, B), GH));
+        gx = gxbuf.p;
+    }
+    input_projection(kind, Tn * B, I, H, x, w_ih, b_ih, b_hh, gx, ldg);
+    const T* bhn = (gruk && b_hh) ? b_hh + 2 * H : nullptr;
+
+    const int64_t npg = (H + NR - 1) / NR;
+    const int64_t Hp = npg * NR;
+    const int64_t lds = G * Hp;
+    Packed<T> pk;
+    pk.ktot = H;
+    pk.npanels = npg * G;
+    pk.data.alloc(mul(mul(pk.npanels, H), NR));
+
+    Buf<T> hbuf(mul(2 * B, H)), cbuf(lstm ? mul(B, H) : 1), S(mul(B, lds));
+    Buf<T> rhbuf((gruo && !keep) ? mul(B, H) : 1);
+    std::memcpy(hbuf.p, h0, B * H * sizeof(T));
+    if (lstm) std::memcpy(cbuf.p, c0, B * H * sizeof(T));
+
+    const Plan pl = make_plan(B, npg, B * GH * H, pk.npanels * H * NR * (int64_t)sizeof(T));
+    // No allocation (nor anything that may throw) inside the parallel region.
+    std::vector<int> lists((size_t)pl.nthreads * 3 * pk.npanels);
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(pl.nthreads) if (pl.nthreads > 1)
+#endif
+    {
+        const int id = thread_id();
+        const int nt = pl.nthreads;
+        pack_forward(w_hh, H, G, pk, id, nt);
+        int64_t m0 = 0, m1 = B, jp0 = 0, jp1 = npg;
+        if (pl.mode == Mode::batch) split(B, nt, id, &m0, &m1);
+        if (pl.mode == Mode::units) split(npg, nt, id, &jp0, &jp1);
+        const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
+        // Panel lists: all gates (phase 1 of gru_orig: r, z; phase 2: n).
+        int* pl_all = lists.data() + (size_t)id * 3 * pk.npanels;
+        int* pl_rz = pl_all + pk.npanels;
+        int* pl_n = pl_rz + pk.npanels;
+        int n_all = 0, n_rz = 0, n_n = 0;
+        for (int64_t jp = jp0; jp < jp1; ++jp)
+            for (int g = 0; g < G; ++g) {
+                pl_all[n_all++] = (int)(jp * G + g);
+                if (g < 2)
+                    pl_rz[n_rz++] = (int)(jp * G + g);
+                else
+                    pl_n[n_n++] = (int)(jp * G + g);
+            }
+#ifdef _OPENMP
+        if (nt > 1) {
+#pragma omp barrier
+        }
+#endif
+        const SL<T> sl{S.p, G * NR, NR};
+        for (int64_t st = 0; st < Tn; ++st) {
+            const int64_t t = reverse ? Tn - 1 - st : st;
+            const T* hp = hbuf.p + (st & 1) * B * H;
+            T* hn = hbuf.p + ((st + 1) & 1) * B * H;
+            T* gxt = gx + t * B * ldg;
+            T* outt = out + t * B * H;
+            if (!gruo)
+                panels_gemm<T>(m0, m1, H, hp, H, pk, 0, pl_all, n_all, S.p, lds);
+            else
+                panels_gemm<T>(m0, m1, H, hp, H, pk, 0, pl_rz, n_rz, S.p, lds);
+            for (int64_t b = m0; b < m1; ++b) {
+                const bool active = !lengths || t < lengths[b];
+                T* g = gxt + b * ldg;
+                const SL<T> sb{sl.s + b * lds, sl.sA, sl.sB};
+                const T* hpb = hp + b * H;
+                T* hnb = hn + b * H;
+                if (keep) std::memcpy(ws_h + (t * B + b) * H + u0, hpb + u0, (u1 - u0) * sizeof(T));
+                if (!active) {
+                    std::memcpy(hnb + u0, hpb + u0, (u1 - u0) * sizeof(T));
+                    std::memset(outt + b * H + u0, 0, (u1 - u0) * sizeof(T));
+                    if (keep && lstm)
+                        std::memcpy(ws_c + (t * B + b) * H + u0, cbuf.p + b * H + u0,
+                                    (u1 - u0) * sizeof(T));
+                    if (keep && gruo) std::memset(g + 3 * H + u0, 0, (u1 - u0) * sizeof(T));
+                    continue;
+                }
+                if (rnn)
+                    rnn_fwd_row<T>(relu, u0, u1, g, keep, sb, hnb, outt + b * H);
+                else if (lstm)
+                    lstm_fwd_row<T>(H, u0, u1, g, keep, sb, cbuf.p + b * H, hnb, outt + b * H,
+                                    keep ? ws_c + (t * B + b) * H : nullptr);
+                else if (gruk)
+                    gru_fwd_row<T>(H, u0, u1, g, keep, sb, bhn, hpb, hnb, outt + b * H);
+                else
+                    gruo_fwd_row1<T>(H, u0, u1, g, sb, hpb, keep ? g + 3 * H : rhbuf.p + b * H);
+            }
+            if (gruo) {
+                barrier(pl);
+                const T* rh = keep ? gxt + 3 * H : rhbuf.p;
+                const int64_t ldrh = keep ? ldg : H;
+                panels_gemm<T>(m0, m1, H, rh, ldrh, pk, 0, pl_n, n_n, S.p, lds);
+                for (int64_t b = m0; b < m1; ++b) {
+                    if (lengths && t >= lengths[b]) continue;
+                    const SL<T> sb{sl.s + b * lds, sl.sA, sl.sB};
+                    gruo_fwd_row2<T>(H, u0, u1, gxt + b * ldg, keep, sb, hp + b * H, hn + b * H,
+                                     outt + b * H);
+                }
+            }
+            barrier(pl);
+        }
+    }
+    std::memcpy(h_n, hbuf.p + (Tn & 1) * B * H, B * H * sizeof(T));
+    if (lstm) std::memcpy(c_n, cbuf.p, B * H * sizeof(T));
+}
+
+// ================================================================ layer backward
+template <class T>
+void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, const T* x,
+                         const T* c0, const T* w_ih, const T* w_hh, const int64_t* lengths,
+                         bool reverse, const T* ws_gates, const T* ws_h, const T* ws_c,
+                         const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0,
+                         T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) {
+    constexpr int NR = 2 * V<T>::W;
+    const int G = num_gates(kind);
+    const int64_t GH = G * H;
+    const int64_t ldg = kept_gates(kind) * H;
+    const bool lstm = kind == Kind::lstm, gruk = kind == Kind::gru, gruo = kind == Kind::gru_orig;
+    const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
+    const int64_t TB = Tn * B;
+
+    Buf<T> dG(mul(TB, GH));
+    Buf<T> dGhb(gruk ? mul(TB, GH) : 1);
+    T* dGh = gruk ? dGhb.p : dG.p;
+
+    const int64_t npg = (H + NR - 1) / NR;
+    const int64_t Hp = npg * NR;
+    Packed<T> pk;
+    pk.ktot = GH;
+    pk.npanels = npg;
+    pk.data.alloc(mul(mul(npg, GH), NR));
+
+    Buf<T> dd(mul(B, H)), S(mul(B, Hp)), S2(gruo ? mul(B, Hp) : 1), dc(lstm ? mul(B, H) : 1);
+    if (grad_h_n)
+        std::memcpy(dd.p, grad_h_n, B * H * sizeof(T));
+    else
+        dd.zero(B * H);
+    S.zero(B * Hp);
+    if (lstm) {
+        if (grad_c_n)
+            std::memcpy(dc.p, grad_c_n, B * H * sizeof(T));
+        else
+            dc.zero(B * H);
+    }
+
+    const Plan pl = make_plan(B, npg, B * GH * H, npg * GH * NR * (int64_t)sizeof(T));
+    std::vector<int> lists((size_t)pl.nthreads * npg);
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(pl.nthreads) if (pl.nthreads > 1)
+#endif
+    {
+        const int id = thread_id();
+        const int nt = pl.nthreads;
+        pack_backward(w_hh, GH, H, pk, id, nt);
+        int64_t m0 = 0, m1 = B, jp0 = 0, jp1 = npg;
+        if (pl.mode == Mode::batch) split(B, nt, id, &m0, &m1);
+        if (pl.mode == Mode::units) split(npg, nt, id, &jp0, &jp1);
+        const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
+        int* plist = lists.data() + (size_t)id * npg;
+        int np = 0;
+        for (int64_t jp = jp0; jp < jp1; ++jp) plist[np++] = (int)jp;
+#ifdef _OPENMP
+        if (nt > 1) {
+#pragma omp barrier
+        }
+#endif
+        for (int64_t st = Tn - 1; st >= 0; --st) {
+            const int64_t t = reverse ? Tn - 1 - st : st;
+            const int64_t tprev = reverse ? t + 1 : t - 1;  // step processed before t
+            const T* gkt = ws_gates + t * B * ldg;
+            const T* go = grad_out ? grad_out + t * B * H : nullptr;
+            T* dgt = dG.p + t * B * GH;
+            T* dght = dGh + t * B * GH;
+            for (int64_t b = m0; b < m1; ++b) {
+                const bool active = !lengths || t < lengths[b];
+                const T* sb = S.p + b * Hp;
+                T* ddb = dd.p + b * H;
+                if (!active) {
+                    pad_bwd_row<T>(u0, u1, sb, ddb);
+                    for (int g = 0; g < G; ++g) {
+                        std::memset(dgt + b * GH + g * H + u0, 0, (u1 - u0) * sizeof(T));
+                        if (gruk) std::memset(dght + b * GH + g * H + u0, 0, (u1 - u0) * sizeof(T));
+                    }
+                    continue;
+                }
+                const T* gob = go ? go + b * H : nullptr;
+                const T* gk = gkt + b * ldg;
+                if (rnn)
+                    rnn_bwd_row<T>(relu, u0, u1, gk, sb, gob, ddb, dgt + b * GH);
+                else if (lstm) {
+                    const T* cprev = st == 0 ? c0 + b * H : ws_c + (tprev * B + b) * H;
+                    lstm_bwd_row<T>(H, u0, u1, gk, cprev, ws_c + (t * B + b) * H, sb, gob, ddb,
+                                    dc.p + b * H, dgt + b * GH);
+                } else if (gruk)
+                    gru_bwd_row<T>(H, u0, u1, gk, ws_h + (t * B + b) * H, sb, gob, ddb,
+                                   dgt + b * GH, dght + b * GH);
+                else
+                    gruo_bwd_rowA<T>(H, u0, u1, gk, ws_h + (t * B + b) * H, sb, gob, ddb,
+                                     dgt + b * GH);
+            }
+            if (gruo) {
+                barrier(pl);
+                // drh = dan · W_hn
+                panels_gemm<T>(m0, m1, H, dgt + 2 * H, GH, pk, 2 * H, plist, np, S2.p, Hp);
+                for (int64_t b = m0; b < m1; ++b) {
+                    if (lengths && t >= lengths[b]) continue;
+                    gruo_bwd_rowB<T>(u0, u1, gkt + b * ldg, ws_h + (t * B + b) * H, S2.p + b * Hp,
+                                     dd.p + b * H, dgt + b * GH);
+                }
+            }
+            barrier(pl);
+            // S = dGh_t · W_hh (gru_orig: r, z rows only; n went through drh)
+            panels_gemm<T>(m0, m1, gruo ? 2 * H : GH, dght, GH, pk, 0, plist, np, S.p, Hp);
+        }
+        // dh0 = dd + S (own rows / units)
+        for (int64_t b = m0; b < m1; ++b)
+            for (int64_t j = u0; j < u1; ++j) dh0[b * H + j] = dd.p[b * H + j] + S.p[b * Hp + j];
+    }
+    if (lstm) std::memcpy(dc0, dc.p, B * H * sizeof(T));
+
+    // Big products over all T*B rows.
+    gemm<T>(false, false, TB, I, GH, T(1), dG.p, GH, w_ih, I, T(0), dx, I);
+    gemm<T>(true, false, GH, I, TB, T(1), dG.p, GH, x, I, T(0), dw_ih, I);
+    if (gruo) {
+        gemm<T>(true, false, 2 * H, H, TB, T(1), dG.p, GH, ws_h, H, T(0), dw_hh, H);
+        gemm<T>(true, false, H, H, TB, T(1), dG.p + 2 * H, GH, ws_gates + 3 * H, ldg, T(0),
+                dw_hh + 2 * H * H, H);
+    } else {
+        gemm<T>(true, false, GH, H, TB, T(1), dGh, GH, ws_h, H, T(0), dw_hh, H);
+    }
+    if (db_ih) {
+        colsum<T>(TB, GH, dG.p, GH, db_ih);
+        if (gruk)
+            colsum<T>(TB, GH, dGh, GH, db_hh);
+        else
+            std::memcpy(db_hh, db_ih, GH * sizeof(T));
+    }
+}
+
+// ================================================================ cells
+template <class T>
+void cell_forward_impl(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h,
+                       const T* c, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,
+                       T* h_new, T* c_new, T* ws_gates) {
+    constexpr int NR = 2 * V<T>::W;
+    const int G = num_gates(kind);
+    const int64_t GH = G * H;
+    const bool keep = ws_gates != nullptr;
+    const int64_t ldg = keep ? kept_gates(kind) * H : GH;
+    const bool lstm = kind == Kind::lstm, gruk = kind == Kind::gru, gruo = kind == Kind::gru_orig;
+    const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
+
+    Buf<T> gxbuf;
+    T* gx = ws_gates;
+    if (!keep) {
+        gxbuf.alloc(mul(B, GH));
+        gx = gxbuf.p;
+    }
+    input_projection(kind, B, I, H, x, w_ih, b_ih, b_hh, gx, ldg);
+    Buf<T> S(mul(B, GH));
+    small_nt<T>(B, gruo ? 2 * H : GH, H, h, H, w_hh, H, S.p, GH, false);
+    const T* bhn = (gruk && b_hh) ? b_hh + 2 * H : nullptr;
+    if (lstm) std::memcpy(c_new, c, B * H * sizeof(T));
+    Buf<T> rhbuf(gruo && !keep ? mul(B, H) : 1);
+    for (int64_t b = 0; b < B; ++b) {
+        T* g = gx + b * ldg;
+        const SL<T> sb{S.p + b * GH, NR, H};
+        if (rnn)
+            rnn_fwd_row<T>(relu, 0, H, g, keep, sb, h_new + b * H, nullptr);
+        else if (lstm)
+            lstm_fwd_row<T>(H, 0, H, g, keep, sb, c_new + b * H, h_new + b * H, nullptr, nullptr);
+        else if (gruk)
+            gru_fwd_row<T>(H, 0, H, g, keep, sb, bhn, h + b * H, h_new + b * H, nullptr);
+        else
+            gruo_fwd_row1<T>(H, 0, H, g, sb, h + b * H, keep ? g + 3 * H : rhbuf.p + b * H);
+    }
+    if (gruo) {
+        const T* rh = keep ? gx + 3 * H : rhbuf.p;
+        small_nt<T>(B, H, H, rh, keep ? ldg : H, w_hh + 2 * H * H, H, S.p + 2 * H, GH, false);
+        for (int64_t b = 0; b < B; ++b) {
+            const SL<T> sb{S.p + b * GH, NR, H};
+            gruo_fwd_row2<T>(H, 0, H, gx + b * ldg, keep, sb, h + b * H, h_new + b * H, nullptr);
+        }
+    }
+}
+
+template <class T>
+void cell_backward_impl(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h,
+                        const T* c, const T* c_new, const T* w_ih, const T* w_hh,
+                        const T* ws_gates, const T* grad_h, const T* grad_c, T* dx, T* dh, T* dc,
+                        T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) {
+    const int G = num_gates(kind);
+    const int64_t GH = G * H;
+    const int64_t ldg = kept_gates(kind) * H;
+    const bool lstm = kind == Kind::lstm, gruk = kind == Kind::gru, gruo = kind == Kind::gru_orig;
+    const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
+
+    Buf<T> dG(mul(B, GH));
+    Buf<T> dGhb(gruk ? mul(B, GH) : 1);
+    T* dGh = gruk ? dGhb.p : dG.p;
+    Buf<T> dd(mul(B, H));
+    if (grad_h)
+        std::memcpy(dd.p, grad_h, B * H * sizeof(T));
+    else
+        dd.zero(B * H);
+    if (lstm) {
+        if (grad_c)
+            std::memcpy(dc, grad_c, B * H * sizeof(T));
+        else
+            std::memset(dc, 0, B * H * sizeof(T));
+    }
+    for (int64_t b = 0; b < B; ++b) {
+        const T* gk = ws_gates + b * ldg;
+        T* ddb = dd.p + b * H;
+        if (rnn)
+            rnn_bwd_row<T>(relu, 0, H, gk, nullptr, nullptr, ddb, dG.p + b * GH);
+        else if (lstm)
+            lstm_bwd_row<T>(H, 0, H, gk, c + b * H, c_new + b * H, nullptr, nullptr, ddb,
+                            dc + b * H, dG.p + b * GH);
+        else if (gruk)
+            gru_bwd_row<T>(H, 0, H, gk, h + b * H, nullptr, nullptr, ddb, dG.p + b * GH,
+                           dGh + b * GH);
+        else
+            gruo_bwd_rowA<T>(H, 0, H, gk, h + b * H, nullptr, nullptr, ddb, dG.p + b * GH);
+    }
+    if (gruo) {
+        Buf<T> S2(mul(B, H));
+        small_nn<T>(B, H, H, dG.p + 2 * H, GH, w_hh + 2 * H * H, H, S2.p, H, false);
+        for (int64_t b = 0; b < B; ++b)
+            gruo_bwd_rowB<T>(0, H, ws_gates + b * ldg, h + b * H, S2.p + b * H, dd.p + b * H,
+                             dG.p + b * GH);
+    }
+    // dh = dd + dGh · W_hh
+    std::memcpy(dh, dd.p, B * H * sizeof(T));
+    small_nn<T>(B, H, gruo ? 2 * H : GH, dGh, GH, w_hh, H, dh, H, true);
+    small_nn<T>(B, I, GH, dG.p, GH, w_ih, I, dx, I, false);
+    small_tn<T>(B, GH, I, dG.p, GH, x, I, dw_ih, I);
+    if (gruo) {
+        small_tn<T>(B, 2 * H, H, dG.p, GH, h, H, dw_hh, H);
+        small_tn<T>(B, H, H, dG.p + 2 * H, GH, ws_gates + 3 * H, ldg, dw_hh + 2 * H * H, H);
+    } else {
+        small_tn<T>(B, GH, H, dGh, GH, h, H, dw_hh, H);
+    }
+    if (db_ih) {
+        colsum<T>(B, GH, dG.p, GH, db_ih);
+        if (gruk)
+            colsum<T>(B, GH, dGh, GH, db_hh);
+        else
+            std::memcpy(db_hh, db_ih, GH * sizeof(T));
+    }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- entry table
+#define FR_INST(T)                                                                             \
+    void layer_forward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, const T* x,     \
+                       const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* b_ih,  \
+                       const T* b_hh, const int64_t* lengths, bool reverse, T* out, T* h_n,    \
+                       T* c_n, T* ws_gates, T* ws_h, T* ws_c) {                                \
+        layer_forward_impl<T>(kind, Tn, B, I, H, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,   \
+                              reverse, out, h_n, c_n, ws_gates, ws_h, ws_c);                   \
+    }                                                                                          \
+    void layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, const T* x,    \
+                        const T* c0, const T* w_ih, const T* w_hh, const int64_t* lengths,     \
+                        bool reverse, const T* ws_gates, const T* ws_h, const T* ws_c,         \
+                        const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx,        \
+                        T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) {              \
+        layer_backward_impl<T>(kind, Tn, B, I, H, x, c0, w_ih, w_hh, lengths, reverse,         \
+                               ws_gates, ws_h, ws_c, grad_out, grad_h_n, grad_c_n, dx, dh0,    \
+                               dc0, dw_ih, dw_hh, db_ih, db_hh);                               \
+    }                                                                                          \
+    void cell_forward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h,      \
+                      const T* c, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,  \
+                      T* h_new, T* c_new, T* ws_gates) {                                       \
+        cell_forward_impl<T>(kind, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new,     \
+                             ws_gates);                                                        \
+    }                                                                                          \
+    void cell_backward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h,     \
+                       const T* c, const T* c_new, const T* w_ih, const T* w_hh,               \
+                       const T* ws_gates, const T* grad_h, const T* grad_c, T* dx, T* dh,      \
+                       T* dc, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) {                        \
+        cell_backward_impl<T>(kind, B, I, H, x, h, c, c_new, w_ih, w_hh, ws_gates, grad_h,     \
+                              grad_c, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh);                 \
+    }
+
+FR_INST(float)
+FR_INST(double)
+#undef FR_INST
+
+// Vectorized activations over n elements (for tests of the math).
+void apply_act(int which, const float* in, float* out, int64_t n) {
+    constexpr int W = V<float>::W;
+    for (int64_t i = 0; i < n; i += W) {
+        int c = (int)std::min<int64_t>(W, n - i);
+        vf a = vloadn(in + i, c);
+        vstoren(out + i, which == 0 ? vsigmoid(a) : which == 1 ? vtanh(a) : vexp(a), c);
+    }
+}
+void apply_act(int which, const double* in, double* out, int64_t n) {
+    constexpr int W = V<double>::W;
+    for (int64_t i = 0; i < n; i += W) {
+        int c = (int)std::min<int64_t>(W, n - i);
+        vd a = vloadn(in + i, c);
+        vstoren(out + i, which == 0 ? vsigmoid(a) : which == 1 ? vtanh(a) : vexp(a), c);
+    }
+}
+
+}  // namespace FASTRNN_ISA_NS
+}  // namespace fastrnn
+
+#undef FR_VB

@@ -1,0 +1,603 @@
+// Bindings of the recurrent kernels (backend contract, fastrnn/backends/CONTRACT.md).
+//
+// This file only checks arrays and dispatches: every array handed in from
+// Python is checked for dtype, ndim, shape, C-contiguity and alignment, and
+// every error is raised as ValueError (std::invalid_argument) or TypeError
+// (py::type_error) naming the argument, before any kernel runs. float32 and
+// float64 are bound under one name as two overloads with noconvert(), so no
+// silent copies or dtype changes happen; a third overload taking plain
+// objects only exists to report what is wrong with the arguments.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <climits>
+#include <cstring>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "fastrnn/blas.h"
+#include "fastrnn/rnn.h"
+#include "fastrnn/threads.h"
+
+namespace py = pybind11;
+
+namespace fastrnn::python {
+
+namespace {
+
+template <class F>
+using Arr = py::array_t<F, py::array::c_style>;
+using Lengths = py::array_t<int64_t, py::array::c_style>;
+
+[[noreturn]] void value_error(const std::string& msg) { throw std::invalid_argument(msg); }
+
+std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+        if (i) s += ", ";
+        s += std::to_string(a.shape(i));
+    }
+    if (a.ndim() == 1) s += ",";
+    return s + ")";
+}
+
+std::string dims_str(std::initializer_list<int64_t> d) {
+    std::string s = "(";
+    size_t i = 0;
+    for (int64_t v : d) {
+        if (i++) s += ", ";
+        s += std::to_string(v);
+    }
+    if (d.size() == 1) s += ",";
+    return s + ")";
+}
+
+Kind get_kind(const std::string& name) {
+    Kind k;
+    if (!parse_kind(name.c_str(), &k))
+        value_error("kind must be one of 'rnn_tanh', 'rnn_relu', 'lstm', 'gru', 'gru_orig', got '" +
+                    name + "'");
+    return k;
+}
+
+bool aligned(const py::array& a) {
+    return (a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) != 0;
+}
+
+void check_shape(const py::array& a, const char* name, std::initializer_list<int64_t> dims) {
+    if (a.ndim() != (py::ssize_t)dims.size())
+        value_error(std::string(name) + " must have " + std::to_string(dims.size()) +
+                    " dimensions with shape " + dims_str(dims) + ", got shape " + shape_str(a));
+    size_t i = 0;
+    for (int64_t d : dims) {
+        if (a.shape(i) != d)
+            value_error(std::string(name) + " must have shape " + dims_str(dims) + ", got " +
+                        shape_str(a));
+        ++i;
+    }
+    if (!aligned(a)) value_error(std::string(name) + " must be an aligned array");
+}
+
+// Full check of one argument in the generic (error-reporting) overload.
+// dtype_num: the dtype every float array must share (-1 to take x's).
+void check_array_type(const py::object& o, const char* name, const py::dtype* want,
+                      bool optional) {
+    if (o.is_none()) {
+        if (optional) return;
+        throw py::type_error(std::string(name) + " must be a numpy array, got None");
+    }
+    if (!py::isinstance<py::array>(o))
+        throw py::type_error(std::string(name) + " must be a numpy array, got " +
+                             std::string(py::str(py::type::of(o).attr("__name__"))));
+    py::array a = py::reinterpret_borrow<py::array>(o);
+    if (want) {
+        if (!a.dtype().is(*want) && !a.dtype().equal(*want))
+            throw py::type_error(std::string(name) + " must have dtype " +
+                                 std::string(py::str(*want)) + " like x, got " +
+                                 std::string(py::str(a.dtype())));
+    }
+    if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_))
+        value_error(std::string(name) + " must be C-contiguous");
+}
+
+[[noreturn]] void report_bad_args(const char* fn, std::initializer_list<std::pair<const char*, py::object>> floats,
+                                  std::initializer_list<std::pair<const char*, bool>> optional,
+                                  const py::object& lengths) {
+    // The first float array fixes the dtype.
+    const py::object& first = floats.begin()->second;
+    const char* first_name = floats.begin()->first;
+    check_array_type(first, first_name, nullptr, false);
+    py::dtype dt = py::reinterpret_borrow<py::array>(first).dtype();
+    if (!dt.is(py::dtype::of<float>()) && !dt.equal(py::dtype::of<float>()) &&
+        !dt.is(py::dtype::of<double>()) && !dt.equal(py::dtype::of<double>()))
+        throw py::type_error(std::string(first_name) + " must have dtype float32 or float64, got " +
+                             std::string(py::str(dt)));
+    auto opt = optional.begin();
+    for (const auto& kv : floats) {
+        check_array_type(kv.second, kv.first, &dt, opt->second);
+        ++opt;
+    }
+    if (!lengths.is_none()) {
+        py::dtype i64 = py::dtype::of<int64_t>();
+        check_array_type(lengths, "lengths", nullptr, true);
+        py::array a = py::reinterpret_borrow<py::array>(lengths);
+        if (!a.dtype().equal(i64))
+            throw py::type_error("lengths must have dtype int64, got " + std::string(py::str(a.dtype())));
+    }
+    throw py::type_error(std::string(fn) + ": invalid argument types");
+}
+
+void check_sizes(int64_t T, int64_t B, int64_t I, int64_t H) {
+    if (T < 1 || B < 1 || I < 1 || H < 1)
+        value_error("sizes must be >= 1, got T=" + std::to_string(T) + ", B=" + std::to_string(B) +
+                    ", I=" + std::to_string(I) + ", H=" + std::to_string(H));
+    // BLAS takes 32-bit ints: rows T*B, columns up to 4*H, I.
+    const int64_t lim = INT_MAX;
+    if (T > lim / B || H > lim / 4 || I > lim)
+        value_error("sizes too large for the kernels (T*B, 4*H and I must fit a 32-bit int)");
+}
+
+void check_lengths(const std::optional<Lengths>& lengths, int64_t T, int64_t B) {
+    if (!lengths) return;
+    check_shape(*lengths, "lengths", {B});
+    const int64_t* p = lengths->data();
+    for (int64_t b = 0; b < B; ++b)
+        if (p[b] < 1 || p[b] > T)
+            value_error("lengths must satisfy 1 <= lengths[b] <= T = " + std::to_string(T) +
+                        ", got lengths[" + std::to_string(b) + "] = " + std::to_string(p[b]));
+}
+
+template <class F>
+const F* ptr_or_null(const std::optional<Arr<F>>& a) {
+    return a ? a->data() : nullptr;
+}
+
+// Shared shape checks of layer_forward / cell_forward. Returns H.
+template <class F>
+int64_t check_weights(Kind kind, int64_t B, int64_t I, const Arr<F>& h, const char* hname,
+                      const std::optional<Arr<F>>& c, const char* cname, const Arr<F>& w_ih,
+                      const Arr<F>& w_hh, const std::optional<Arr<F>>& b_ih,
+                      const std::optional<Arr<F>>& b_hh) {
+    if (h.ndim() != 2)
+        value_error(std::string(hname) + " must have 2 dimensions (B, H), got shape " + shape_str(h));
+    const int64_t H = h.shape(1);
+    if (H < 1) value_error(std::string(hname) + " must have H >= 1 columns");
+    check_shape(h, hname, {B, H});
+    const int64_t G = num_gates(kind);
+    if (H > INT_MAX / 4) value_error("hidden size too large");
+    check_shape(w_ih, "w_ih", {G * H, I});
+    check_shape(w_hh, "w_hh", {G * H, H});
+    if (kind == Kind::lstm) {
+        if (!c) value_error(std::string(cname) + " must be an array of shape (B, H) for kind 'lstm', got None");
+        check_shape(*c, cname, {B, H});
+    } else if (c) {
+        value_error(std::string(cname) + " must be None for kinds other than 'lstm'");
+    }
+    if (b_ih.has_value() != b_hh.has_value())
+        value_error("b_ih and b_hh must both be arrays or both be None");
+    if (b_ih) {
+        check_shape(*b_ih, "b_ih", {G * H});
+        check_shape(*b_hh, "b_hh", {G * H});
+    }
+    return H;
+}
+
+template <class F>
+Arr<F> empty(std::initializer_list<int64_t> dims) {
+    return Arr<F>(std::vector<py::ssize_t>(dims.begin(), dims.end()));
+}
+
+// ------------------------------------------------------------- workspaces
+// Opaque to the layers: what layer_backward needs from the forward pass.
+struct LayerWorkspace {
+    Kind kind;
+    bool is_double;
+    int64_t T, B, I, H;
+    bool reverse, bias;
+    bool consumed = false;
+    py::object x, c0, w_ih, w_hh, lengths;  // the forward inputs (references)
+    py::object gates, hs, cs;               // kept: [T,B,K], [T,B,H], [T,B,H] (lstm)
+};
+
+struct CellWorkspace {
+    Kind kind;
+    bool is_double;
+    int64_t B, I, H;
+    bool bias;
+    bool consumed = false;
+    py::object x, h, c, c_new, w_ih, w_hh, gates;
+};
+
+// ------------------------------------------------------------- BLAS
+// SciPy's BLAS through its public Cython API, resolved once (GIL held).
+void ensure_blas() {
+    static bool tried = false;
+    if (tried) return;
+    tried = true;
+    try {
+        py::module_ cb = py::module_::import("scipy.linalg.cython_blas");
+        py::dict capi = cb.attr("__pyx_capi__");
+        auto get = [&](const char* name) -> void* {
+            py::object cap = capi[name];
+            PyObject* o = cap.ptr();
+            const char* cname = PyCapsule_GetName(o);
+            void* p = PyCapsule_GetPointer(o, cname);
+            if (!p) {
+                PyErr_Clear();
+                return nullptr;
+            }
+            return p;
+        };
+        void* s = get("sgemm");
+        void* d = get("dgemm");
+        if (s && d) set_blas(reinterpret_cast<sgemm_fn>(s), reinterpret_cast<dgemm_fn>(d));
+    } catch (py::error_already_set&) {
+        // No SciPy: the built-in GEMM is used.
+    }
+}
+
+// ------------------------------------------------------------- layer
+template <class F>
+py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const Arr<F>& h0,
+                          const std::optional<Arr<F>>& c0, const Arr<F>& w_ih, const Arr<F>& w_hh,
+                          const std::optional<Arr<F>>& b_ih, const std::optional<Arr<F>>& b_hh,
+                          const std::optional<Lengths>& lengths, bool reverse, bool keep) {
+    const Kind kind = get_kind(kind_name);
+    if (x.ndim() != 3) value_error("x must have 3 dimensions (T, B, I), got shape " + shape_str(x));
+    const int64_t T = x.shape(0), B = x.shape(1), I = x.shape(2);
+    if (T < 1 || B < 1 || I < 1) value_error("x must have T, B, I >= 1, got shape " + shape_str(x));
+    if (!aligned(x)) value_error("x must be an aligned array");
+    const int64_t H = check_weights<F>(kind, B, I, h0, "h0", c0, "c0", w_ih, w_hh, b_ih, b_hh);
+    check_sizes(T, B, I, H);
+    check_lengths(lengths, T, B);
+    ensure_blas();
+    const bool lstm = kind == Kind::lstm;
+    const int64_t K = kept_gates(kind) * H;
+
+    Arr<F> out = empty<F>({T, B, H});
+    Arr<F> h_n = empty<F>({B, H});
+    std::optional<Arr<F>> c_n;
+    if (lstm) c_n = empty<F>({B, H});
+    std::optional<Arr<F>> gates, hs, cs;
+    if (keep) {
+        gates = empty<F>({T, B, K});
+        hs = empty<F>({T, B, H});
+        if (lstm) cs = empty<F>({T, B, H});
+    }
+    {
+        // The kernel touches no Python object: release the GIL so other
+        // Python threads run meanwhile (every array stays referenced here).
+        py::gil_scoped_release nogil;
+        fastrnn::layer_forward<F>(kind, T, B, I, H, x.data(), h0.data(), ptr_or_null(c0),
+                                  w_ih.data(), w_hh.data(), ptr_or_null(b_ih), ptr_or_null(b_hh),
+                                  lengths ? lengths->data() : nullptr, reverse, out.mutable_data(),
+                                  h_n.mutable_data(), c_n ? c_n->mutable_data() : nullptr,
+                                  gates ? gates->mutable_data() : nullptr,
+                                  hs ? hs->mutable_data() : nullptr,
+                                  cs ? cs->mutable_data() : nullptr);
+    }
+    py::object ws = py::none();
+    if (keep) {
+        LayerWorkspace w;
+        w.kind = kind;
+        w.is_double = std::is_same<F, double>::value;
+        w.T = T; w.B = B; w.I = I; w.H = H;
+        w.reverse = reverse;
+        w.bias = b_ih.has_value();
+        w.x = x; w.w_ih = w_ih; w.w_hh = w_hh;
+        w.c0 = c0 ? py::object(*c0) : py::none();
+        w.lengths = lengths ? py::object(*lengths) : py::none();
+        w.gates = *gates; w.hs = *hs;
+        w.cs = cs ? py::object(*cs) : py::none();
+        ws = py::cast(std::move(w));
+    }
+    return py::make_tuple(out, h_n, c_n ? py::object(*c_n) : py::none(), ws);
+}
+
+template <class F>
+py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<Arr<F>>& grad_out,
+                          const std::optional<Arr<F>>& grad_h_n,
+                          const std::optional<Arr<F>>& grad_c_n) {
+    if (ws.consumed) value_error("ws was already used by layer_backward (backward called twice)");
+    if (ws.is_double != std::is_same<F, double>::value)
+        throw py::type_error(std::string(grad_out ? "grad_out" : grad_h_n ? "grad_h_n" : "grad_c_n") +
+                             " must have dtype " + (ws.is_double ? "float64" : "float32") +
+                             " like the forward pass");
+    const int64_t T = ws.T, B = ws.B, I = ws.I, H = ws.H;
+    const Kind kind = ws.kind;
+    const bool lstm = kind == Kind::lstm;
+    if (grad_out) check_shape(*grad_out, "grad_out", {T, B, H});
+    if (grad_h_n) check_shape(*grad_h_n, "grad_h_n", {B, H});
+    if (grad_c_n) {
+        if (!lstm) value_error("grad_c_n must be None for kinds other than 'lstm'");
+        check_shape(*grad_c_n, "grad_c_n", {B, H});
+    }
+    const int64_t GH = num_gates(kind) * H;
+    // Take the workspace (it may be consumed): its arrays stay alive in these
+    // locals while the kernel runs.
+    Arr<F> x = py::reinterpret_borrow<Arr<F>>(ws.x), w_ih = py::reinterpret_borrow<Arr<F>>(ws.w_ih),
+           w_hh = py::reinterpret_borrow<Arr<F>>(ws.w_hh),
+           gates = py::reinterpret_borrow<Arr<F>>(ws.gates), hs = py::reinterpret_borrow<Arr<F>>(ws.hs);
+    py::object c0o = ws.c0, cso = ws.cs, leno = ws.lengths;
+    ws.consumed = true;
+    ws.x = ws.c0 = ws.w_ih = ws.w_hh = ws.lengths = ws.gates = ws.hs = ws.cs = py::none();
+
+    const F* c0 = lstm ? py::reinterpret_borrow<Arr<F>>(c0o).data() : nullptr;
+    const F* cs = lstm ? py::reinterpret_borrow<Arr<F>>(cso).data() : nullptr;
+    const int64_t* len = leno.is_none() ? nullptr : py::reinterpret_borrow<Lengths>(leno).data();
+
+    Arr<F> dx = empty<F>({T, B, I}), dh0 = empty<F>({B, H});
+    std::optional<Arr<F>> dc0;
+    if (lstm) dc0 = empty<F>({B, H});
+    Arr<F> dw_ih = empty<F>({GH, I}), dw_hh = empty<F>({GH, H});
+    std::optional<Arr<F>> db_ih, db_hh;
+    if (ws.bias) {
+        db_ih = empty<F>({GH});
+        db_hh = empty<F>({GH});
+    }
+    {
+        // Pure C++ from here: let other Python threads run.
+        py::gil_scoped_release nogil;
+        fastrnn::layer_backward<F>(
+            kind, T, B, I, H, x.data(), c0, w_ih.data(), w_hh.data(), len, ws.reverse,
+            gates.data(), hs.data(), cs, ptr_or_null(grad_out), ptr_or_null(grad_h_n),
+            ptr_or_null(grad_c_n), dx.mutable_data(), dh0.mutable_data(),
+            dc0 ? dc0->mutable_data() : nullptr, dw_ih.mutable_data(), dw_hh.mutable_data(),
+            db_ih ? db_ih->mutable_data() : nullptr, db_hh ? db_hh->mutable_data() : nullptr);
+    }
+    py::dict d;
+    d["x"] = dx;
+    d["h0"] = dh0;
+    d["c0"] = dc0 ? py::object(*dc0) : py::none();
+    d["w_ih"] = dw_ih;
+    d["w_hh"] = dw_hh;
+    d["b_ih"] = db_ih ? py::object(*db_ih) : py::none();
+    d["b_hh"] = db_hh ? py::object(*db_hh) : py::none();
+    return d;
+}
+
+// ------------------------------------------------------------- cell
+template <class F>
+py::tuple cell_forward_t(const std::string& kind_name, const Arr<F>& x, const Arr<F>& h,
+                         const std::optional<Arr<F>>& c, const Arr<F>& w_ih, const Arr<F>& w_hh,
+                         const std::optional<Arr<F>>& b_ih, const std::optional<Arr<F>>& b_hh,
+                         bool keep) {
+    const Kind kind = get_kind(kind_name);
+    if (x.ndim() != 2) value_error("x must have 2 dimensions (B, I), got shape " + shape_str(x));
+    const int64_t B = x.shape(0), I = x.shape(1);
+    if (B < 1 || I < 1) value_error("x must have B, I >= 1, got shape " + shape_str(x));
+    if (!aligned(x)) value_error("x must be an aligned array");
+    const int64_t H = check_weights<F>(kind, B, I, h, "h", c, "c", w_ih, w_hh, b_ih, b_hh);
+    check_sizes(1, B, I, H);
+    if (B > 4) ensure_blas();
+    const bool lstm = kind == Kind::lstm;
+    const int64_t K = kept_gates(kind) * H;
+    Arr<F> h_new = empty<F>({B, H});
+    std::optional<Arr<F>> c_new, gates;
+    if (lstm) c_new = empty<F>({B, H});
+    if (keep) gates = empty<F>({B, K});
+    {
+        // Small kernel, but still pure C++: no reason to hold the GIL.
+        py::gil_scoped_release nogil;
+        fastrnn::cell_forward<F>(kind, B, I, H, x.data(), h.data(), ptr_or_null(c), w_ih.data(),
+                                 w_hh.data(), ptr_or_null(b_ih), ptr_or_null(b_hh),
+                                 h_new.mutable_data(), c_new ? c_new->mutable_data() : nullptr,
+                                 gates ? gates->mutable_data() : nullptr);
+    }
+    py::object ws = py::none();
+    if (keep) {
+        CellWorkspace w;
+        w.kind = kind;
+        w.is_double = std::is_same<F, double>::value;
+        w.B = B; w.I = I; w.H = H;
+        w.bias = b_ih.has_value();
+        w.x = x; w.h = h; w.w_ih = w_ih; w.w_hh = w_hh; w.gates = *gates;
+        w.c = c ? py::object(*c) : py::none();
+        // Our own copy of c_new: the caller may modify the returned array.
+        w.c_new = py::none();
+        if (lstm) {
+            Arr<F> copy = empty<F>({B, H});
+            std::memcpy(copy.mutable_data(), c_new->data(), sizeof(F) * B * H);
+            w.c_new = copy;
+        }
+        ws = py::cast(std::move(w));
+    }
+    return py::make_tuple(h_new, c_new ? py::object(*c_new) : py::none(), ws);
+}
+
+template <class F>
+py::dict cell_backward_t(CellWorkspace& ws, const std::optional<Arr<F>>& grad_h,
+                         const std::optional<Arr<F>>& grad_c) {
+    if (ws.consumed) value_error("ws was already used by cell_backward (backward called twice)");
+    if (ws.is_double != std::is_same<F, double>::value)
+        throw py::type_error(std::string(grad_h ? "grad_h" : "grad_c") + " must have dtype " +
+                             (ws.is_double ? "float64" : "float32") + " like the forward pass");
+    const int64_t B = ws.B, I = ws.I, H = ws.H;
+    const Kind kind = ws.kind;
+    const bool lstm = kind == Kind::lstm;
+    if (grad_h) check_shape(*grad_h, "grad_h", {B, H});
+    if (grad_c) {
+        if (!lstm) value_error("grad_c must be None for kinds other than 'lstm'");
+        check_shape(*grad_c, "grad_c", {B, H});
+    }
+    const int64_t GH = num_gates(kind) * H;
+    Arr<F> x = py::reinterpret_borrow<Arr<F>>(ws.x), h = py::reinterpret_borrow<Arr<F>>(ws.h),
+           w_ih = py::reinterpret_borrow<Arr<F>>(ws.w_ih),
+           w_hh = py::reinterpret_borrow<Arr<F>>(ws.w_hh),
+           gates = py::reinterpret_borrow<Arr<F>>(ws.gates);
+    py::object co = ws.c, cno = ws.c_new;
+    ws.consumed = true;
+    ws.x = ws.h = ws.c = ws.c_new = ws.w_ih = ws.w_hh = ws.gates = py::none();
+    const F* c = lstm ? py::reinterpret_borrow<Arr<F>>(co).data() : nullptr;
+    const F* cn = lstm ? py::reinterpret_borrow<Arr<F>>(cno).data() : nullptr;
+
+    Arr<F> dx = empty<F>({B, I}), dh = empty<F>({B, H});
+    std::optional<Arr<F>> dc;
+    if (lstm) dc = empty<F>({B, H});
+    Arr<F> dw_ih = empty<F>({GH, I}), dw_hh = empty<F>({GH, H});
+    std::optional<Arr<F>> db_ih, db_hh;
+    if (ws.bias) {
+        db_ih = empty<F>({GH});
+        db_hh = empty<F>({GH});
+    }
+    {
+        // Pure C++: release the GIL.
+        py::gil_scoped_release nogil;
+        fastrnn::cell_backward<F>(kind, B, I, H, x.data(), h.data(), c, cn, w_ih.data(),
+                                  w_hh.data(), gates.data(), ptr_or_null(grad_h),
+                                  ptr_or_null(grad_c), dx.mutable_data(), dh.mutable_data(),
+                                  dc ? dc->mutable_data() : nullptr, dw_ih.mutable_data(),
+                                  dw_hh.mutable_data(), db_ih ? db_ih->mutable_data() : nullptr,
+                                  db_hh ? db_hh->mutable_data() : nullptr);
+    }
+    py::dict d;
+    d["x"] = dx;
+    d["h"] = dh;
+    d["c"] = dc ? py::object(*dc) : py::none();
+    d["w_ih"] = dw_ih;
+    d["w_hh"] = dw_hh;
+    d["b_ih"] = db_ih ? py::object(*db_ih) : py::none();
+    d["b_hh"] = db_hh ? py::object(*db_hh) : py::none();
+    return d;
+}
+
+template <class F>
+Arr<F> activation_t(const std::string& which, const Arr<F>& x) {
+    int w = which == "sigmoid" ? 0 : which == "tanh" ? 1 : which == "exp" ? 2 : -1;
+    if (w < 0) value_error("which must be 'sigmoid', 'tanh' or 'exp'");
+    if (!aligned(x)) value_error("x must be an aligned array");
+    std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+    Arr<F> out(shape);
+    fastrnn::apply_activation<F>(w, x.data(), out.mutable_data(), (int64_t)x.size());
+    return out;
+}
+
+}  // namespace
+
+void bind_rnn(py::module_& m) {
+    py::class_<LayerWorkspace>(m, "LayerWorkspace",
+                               "What layer_backward needs from a training layer_forward (opaque).");
+    py::class_<CellWorkspace>(m, "CellWorkspace",
+                              "What cell_backward needs from a training cell_forward (opaque).");
+
+    const char* lf_doc =
+        "layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep)"
+        " -> (out, h_n, c_n, ws)\n\nOne layer, one direction, whole sequence (see CONTRACT.md).";
+#define FR_LF(T)                                                                                  \
+    m.def("layer_forward", &layer_forward_t<T>, py::arg("kind"), py::arg("x").noconvert(),        \
+          py::arg("h0").noconvert(), py::arg("c0").noconvert().none(true),                        \
+          py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),                               \
+          py::arg("b_ih").noconvert().none(true), py::arg("b_hh").noconvert().none(true),         \
+          py::arg("lengths").noconvert().none(true), py::arg("reverse"), py::arg("keep"), lf_doc)
+    FR_LF(float);
+    FR_LF(double);
+#undef FR_LF
+    m.def(
+        "layer_forward",
+        [](const py::object&, const py::object& x, const py::object& h0, const py::object& c0,
+           const py::object& w_ih, const py::object& w_hh, const py::object& b_ih,
+           const py::object& b_hh, const py::object& lengths, const py::object&,
+           const py::object&) -> py::tuple {
+            report_bad_args("layer_forward",
+                            {{"x", x}, {"h0", h0}, {"c0", c0}, {"w_ih", w_ih}, {"w_hh", w_hh},
+                             {"b_ih", b_ih}, {"b_hh", b_hh}},
+                            {{"x", false}, {"h0", false}, {"c0", true}, {"w_ih", false},
+                             {"w_hh", false}, {"b_ih", true}, {"b_hh", true}},
+                            lengths);
+        },
+        py::arg("kind"), py::arg("x"), py::arg("h0"), py::arg("c0").none(true), py::arg("w_ih"),
+        py::arg("w_hh"), py::arg("b_ih").none(true), py::arg("b_hh").none(true),
+        py::arg("lengths").none(true), py::arg("reverse"), py::arg("keep"));
+
+#define FR_LB(T)                                                                                 \
+    m.def("layer_backward", &layer_backward_t<T>, py::arg("ws"),                                 \
+          py::arg("grad_out").noconvert().none(true), py::arg("grad_h_n").noconvert().none(true), \
+          py::arg("grad_c_n").noconvert().none(true),                                            \
+          "layer_backward(ws, grad_out, grad_h_n, grad_c_n) -> dict of gradients")
+    FR_LB(float);
+    FR_LB(double);
+#undef FR_LB
+    m.def(
+        "layer_backward",
+        [](const py::object& ws, const py::object& go, const py::object& gh,
+           const py::object& gc) -> py::dict {
+            if (!py::isinstance<LayerWorkspace>(ws))
+                throw py::type_error("ws must be the workspace returned by layer_forward(keep=True)");
+            const LayerWorkspace& w = ws.cast<const LayerWorkspace&>();
+            py::dtype dt = w.is_double ? py::dtype::of<double>() : py::dtype::of<float>();
+            check_array_type(go, "grad_out", &dt, true);
+            check_array_type(gh, "grad_h_n", &dt, true);
+            check_array_type(gc, "grad_c_n", &dt, true);
+            throw py::type_error("layer_backward: invalid argument types");
+        },
+        py::arg("ws"), py::arg("grad_out").none(true), py::arg("grad_h_n").none(true),
+        py::arg("grad_c_n").none(true));
+
+#define FR_CF(T)                                                                                   \
+    m.def("cell_forward", &cell_forward_t<T>, py::arg("kind"), py::arg("x").noconvert(),           \
+          py::arg("h").noconvert(), py::arg("c").noconvert().none(true),                           \
+          py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),                                \
+          py::arg("b_ih").noconvert().none(true), py::arg("b_hh").noconvert().none(true),          \
+          py::arg("keep"), "cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep) -> (h_new, c_new, ws)")
+    FR_CF(float);
+    FR_CF(double);
+#undef FR_CF
+    m.def(
+        "cell_forward",
+        [](const py::object&, const py::object& x, const py::object& h, const py::object& c,
+           const py::object& w_ih, const py::object& w_hh, const py::object& b_ih,
+           const py::object& b_hh, const py::object&) -> py::tuple {
+            report_bad_args("cell_forward",
+                            {{"x", x}, {"h", h}, {"c", c}, {"w_ih", w_ih}, {"w_hh", w_hh},
+                             {"b_ih", b_ih}, {"b_hh", b_hh}},
+                            {{"x", false}, {"h", false}, {"c", true}, {"w_ih", false},
+                             {"w_hh", false}, {"b_ih", true}, {"b_hh", true}},
+                            py::none());
+        },
+        py::arg("kind"), py::arg("x"), py::arg("h"), py::arg("c").none(true), py::arg("w_ih"),
+        py::arg("w_hh"), py::arg("b_ih").none(true), py::arg("b_hh").none(true), py::arg("keep"));
+
+#define FR_CB(T)                                                                                 \
+    m.def("cell_backward", &cell_backward_t<T>, py::arg("ws"),                                   \
+          py::arg("grad_h").noconvert().none(true), py::arg("grad_c").noconvert().none(true),    \
+          "cell_backward(ws, grad_h, grad_c) -> dict of gradients")
+    FR_CB(float);
+    FR_CB(double);
+#undef FR_CB
+    m.def(
+        "cell_backward",
+        [](const py::object& ws, const py::object& gh, const py::object& gc) -> py::dict {
+            if (!py::isinstance<CellWorkspace>(ws))
+                throw py::type_error("ws must be the workspace returned by cell_forward(keep=True)");
+            const CellWorkspace& w = ws.cast<const CellWorkspace&>();
+            py::dtype dt = w.is_double ? py::dtype::of<double>() : py::dtype::of<float>();
+            check_array_type(gh, "grad_h", &dt, true);
+            check_array_type(gc, "grad_c", &dt, true);
+            throw py::type_error("cell_backward: invalid argument types");
+        },
+        py::arg("ws"), py::arg("grad_h").none(true), py::arg("grad_c").none(true));
+
+    m.def("_activation", &activation_t<float>, py::arg("which"), py::arg("x").noconvert(),
+          "The kernels' vectorized sigmoid/tanh/exp, elementwise (for accuracy tests).");
+    m.def("_activation", &activation_t<double>, py::arg("which"), py::arg("x").noconvert());
+
+    m.def("set_num_threads", [](int n) {
+        if (n < 1) value_error("n must be >= 1");
+        fastrnn::set_num_threads(n);
+    }, py::arg("n"), "Set the number of threads the kernels use.");
+    m.def("get_num_threads", &fastrnn::get_num_threads,
+          "Number of threads the kernels use (default: FASTRNN_NUM_THREADS or the number of cores).");
+    m.def("simd_path", &fastrnn::simd_path, "SIMD code path chosen at runtime for this CPU.");
+    m.def(
+        "blas_info",
+        []() {
+            ensure_blas();
+            return std::string(have_blas() ? "scipy.linalg.cython_blas" : "built-in");
+        },
+        "Which GEMM the kernels use for the large products.");
+}
+
+}  // namespace fastrnn::python

@@ -1,0 +1,46 @@
+"""The compiled backend: fused C++ kernels in ``fastrnn._core``.
+
+Implements the backend contract of ``CONTRACT.md`` by forwarding straight to
+the pybind11 bindings (``csrc/python/bind_rnn.cpp``), which check every array
+at the boundary and release the GIL while the kernels run. float32 and
+float64 arrays are computed in their own dtype; mixed dtypes are an error.
+
+Importing this module raises ImportError when the extension is missing or
+was built without the recurrent kernels, so the registry falls back to the
+next backend.
+"""
+
+from __future__ import annotations
+
+try:
+    from fastrnn import _core
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(f"fastrnn._core is not available: {exc}") from exc
+
+_REQUIRED = ("layer_forward", "layer_backward", "cell_forward", "cell_backward",
+             "set_num_threads", "get_num_threads")
+_missing = [name for name in _REQUIRED if not hasattr(_core, name)]
+if _missing:
+    raise ImportError(f"fastrnn._core lacks the recurrent kernels ({', '.join(_missing)}); rebuild the extension")
+
+NAME = "cpp"
+KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig")
+
+#: layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep) -> (out, h_n, c_n, ws)
+layer_forward = _core.layer_forward
+#: layer_backward(ws, grad_out, grad_h_n, grad_c_n) -> dict(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+layer_backward = _core.layer_backward
+#: cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep) -> (h_new, c_new, ws)
+cell_forward = _core.cell_forward
+#: cell_backward(ws, grad_h, grad_c) -> dict(x, h, c, w_ih, w_hh, b_ih, b_hh)
+cell_backward = _core.cell_backward
+
+
+def set_num_threads(n: int) -> None:
+    """Number of threads the C++ kernels use (global)."""
+    _core.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    """Number of threads the C++ kernels use."""
+    return _core.get_num_threads()

@@ -1,0 +1,493 @@
+"""The compiled backend: the raw binding (fastrnn._core) and parity of
+fastrnn.backends.cpp with the NumPy reference.
+
+* Bad arrays handed straight to ``_core`` raise ValueError / TypeError naming
+  the argument, never crash.
+* Every kind, both dtypes, lengths, reverse, bias or not, cells, keep=True/False
+  agree with ``fastrnn.backends.reference`` (float64 to 1e-10, float32 to 1e-5
+  of the gradients' scale).
+* Results do not depend on the thread count; repeated runs are identical.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import numpy as np
+import pytest
+
+core = pytest.importorskip("fastrnn._core")
+if not hasattr(core, "layer_forward"):
+    pytest.skip("fastrnn._core was built without the recurrent kernels", allow_module_level=True)
+
+from fastrnn.backends import cpp  # noqa: E402
+from fastrnn.backends import reference as ref  # noqa: E402
+
+KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig")
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
+DTYPES = [np.float64, np.float32]
+TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def make(kind, T, B, I, H, dtype, bias=True, seed=0):
+    """Inputs with PyTorch's initialisation U(-1/sqrt(H), 1/sqrt(H))."""
+    rng = np.random.default_rng(seed)
+    G = GATES[kind]
+    k = 1 / np.sqrt(H)
+    u = lambda *s: rng.uniform(-k, k, s).astype(dtype)  # noqa: E731
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0 = rng.standard_normal((B, H)).astype(dtype) * dtype(0.5)
+    c0 = rng.standard_normal((B, H)).astype(dtype) * dtype(0.5) if kind == "lstm" else None
+    b_ih, b_hh = (u(G * H), u(G * H)) if bias else (None, None)
+    return dict(x=x, h0=h0, c0=c0, w_ih=u(G * H, I), w_hh=u(G * H, H), b_ih=b_ih, b_hh=b_hh)
+
+
+def lengths_for(T, B, seed=0):
+    rng = np.random.default_rng(seed + 100)
+    lengths = rng.integers(1, T + 1, size=B).astype(np.int64)
+    lengths[0] = T  # at least one full sequence
+    return lengths
+
+
+def assert_close(actual, expected, name):
+    if expected is None:
+        assert actual is None, name
+        return
+    assert actual is not None, name
+    assert actual.dtype == expected.dtype, name
+    assert actual.shape == expected.shape, name
+    tol = TOL[expected.dtype]
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, err_msg=name)
+
+
+def grads_in(kind, T, B, H, dtype, seed=0):
+    rng = np.random.default_rng(seed + 7)
+    go = rng.standard_normal((T, B, H)).astype(dtype)
+    gh = rng.standard_normal((B, H)).astype(dtype)
+    gc = rng.standard_normal((B, H)).astype(dtype) if kind == "lstm" else None
+    return go, gh, gc
+
+
+def run_layer(mod, kind, p, lengths, reverse, keep=True, grads=None):
+    out = mod.layer_forward(kind, p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"],
+                            lengths, reverse, keep)
+    g = mod.layer_backward(out[3], *grads) if keep and grads is not None else None
+    return out, g
+
+
+def check_layer(kind, T, B, I, H, dtype, reverse=False, use_lengths=False, bias=True, seed=0):
+    p = make(kind, T, B, I, H, dtype, bias, seed)
+    lengths = lengths_for(T, B, seed) if use_lengths else None
+    grads = grads_in(kind, T, B, H, dtype, seed)
+    (r_out, r_h, r_c, _), r_g = run_layer(ref, kind, p, lengths, reverse, True, grads)
+    (c_out, c_h, c_c, c_ws), c_g = run_layer(cpp, kind, p, lengths, reverse, True, grads)
+    assert_close(c_out, r_out, "out")
+    assert_close(c_h, r_h, "h_n")
+    assert_close(c_c, r_c, "c_n")
+    assert set(c_g) == {"x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"}
+    for k in r_g:
+        assert_close(c_g[k], r_g[k], f"grad {k}")
+    return c_out
+
+
+# --------------------------------------------------------------------------- parity
+
+SHAPES = [(1, 1, 1, 1), (5, 3, 4, 7), (7, 6, 5, 33), (4, 9, 3, 70), (3, 2, 8, 130)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T%d-B%d-I%d-H%d" % s)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("use_lengths", [False, True], ids=["full", "lengths"])
+def test_layer_parity(kind, dtype, shape, reverse, use_lengths):
+    check_layer(kind, *shape, dtype, reverse=reverse, use_lengths=use_lengths)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_layer_parity_no_bias(kind, dtype):
+    check_layer(kind, 6, 5, 4, 9, dtype, use_lengths=True, bias=False)
+    check_layer(kind, 6, 5, 4, 9, dtype, reverse=True, bias=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_layer_keep_false(kind, dtype):
+    p = make(kind, 6, 4, 5, 12, dtype)
+    lengths = lengths_for(6, 4)
+    (out, h, c, ws), _ = run_layer(cpp, kind, p, lengths, False, keep=False)
+    assert ws is None
+    (out2, h2, c2, ws2), _ = run_layer(cpp, kind, p, lengths, False, keep=True)
+    assert ws2 is not None
+    np.testing.assert_array_equal(out, out2)
+    np.testing.assert_array_equal(h, h2)
+    if kind == "lstm":
+        np.testing.assert_array_equal(c, c2)
+    else:
+        assert c is None and c2 is None
+    (r_out, r_h, r_c, _), _ = run_layer(ref, kind, p, lengths, False, keep=False)
+    assert_close(out, r_out, "out")
+    assert_close(h, r_h, "h_n")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("B,I,H", [(1, 1, 1), (1, 64, 128), (3, 5, 7), (4, 9, 33), (7, 3, 20), (16, 8, 40)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_cell_parity(kind, dtype, B, I, H, bias):
+    p = make(kind, 1, B, I, H, dtype, bias)
+    x = p["x"][0]
+    rng = np.random.default_rng(3)
+    gh = rng.standard_normal((B, H)).astype(dtype)
+    gc = rng.standard_normal((B, H)).astype(dtype) if kind == "lstm" else None
+    args = (kind, x, p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
+    r_h, r_c, r_ws = ref.cell_forward(*args, True)
+    c_h, c_c, c_ws = cpp.cell_forward(*args, True)
+    assert_close(c_h, r_h, "h_new")
+    assert_close(c_c, r_c, "c_new")
+    n_h, n_c, n_ws = cpp.cell_forward(*args, False)
+    assert n_ws is None
+    np.testing.assert_array_equal(n_h, c_h)
+    r_g = ref.cell_backward(r_ws, gh, gc)
+    c_g = cpp.cell_backward(c_ws, gh, gc)
+    assert set(c_g) == {"x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh"}
+    for k in r_g:
+        assert_close(c_g[k], r_g[k], f"grad {k}")
+
+
+def test_cell_ws_keeps_own_copy_of_c_new():
+    p = make("lstm", 1, 2, 3, 5, np.float64)
+    args = ("lstm", p["x"][0], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], True)
+    h, c, ws = cpp.cell_forward(*args)
+    gh = np.ones_like(h)
+    gc = np.ones_like(c)
+    expected = cpp.cell_backward(cpp.cell_forward(*args)[2], gh, gc)
+    c[...] = 123.0  # the caller may reuse the returned array
+    got = cpp.cell_backward(ws, gh, gc)
+    for k in expected:
+        if expected[k] is not None:
+            np.testing.assert_array_equal(got[k], expected[k])
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    HAVE_HYPOTHESIS = True
+except ImportError:  # pragma: no cover
+    HAVE_HYPOTHESIS = False
+
+if HAVE_HYPOTHESIS:
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        kind=st.sampled_from(KINDS),
+        dtype=st.sampled_from(DTYPES),
+        T=st.integers(1, 6),
+        B=st.integers(1, 6),
+        I=st.integers(1, 9),
+        H=st.integers(1, 40),
+        reverse=st.booleans(),
+        use_lengths=st.booleans(),
+        bias=st.booleans(),
+        seed=st.integers(0, 2**16),
+    )
+    def test_layer_parity_random(kind, dtype, T, B, I, H, reverse, use_lengths, bias, seed):
+        check_layer(kind, T, B, I, H, dtype, reverse=reverse, use_lengths=use_lengths, bias=bias, seed=seed)
+
+
+# --------------------------------------------------------------------------- threads, determinism
+
+THREAD_SHAPES = [(5, 1, 6, 200), (4, 16, 8, 64), (3, 3, 8, 130), (3, 40, 7, 45), (2, 9, 4, 300)]
+
+
+@pytest.fixture
+def restore_threads():
+    n = core.get_num_threads()
+    yield
+    core.set_num_threads(n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", THREAD_SHAPES, ids=lambda s: "T%d-B%d-I%d-H%d" % s)
+def test_thread_count_does_not_change_results(kind, dtype, shape, restore_threads):
+    T, B, I, H = shape
+    p = make(kind, T, B, I, H, dtype)
+    lengths = lengths_for(T, B)
+    grads = grads_in(kind, T, B, H, dtype)
+    results = []
+    for n in (1, 2, 3, 1):
+        core.set_num_threads(n)
+        assert core.get_num_threads() == n
+        results.append(run_layer(cpp, kind, p, lengths, True, True, grads))
+    (o0, h0, c0, _), g0 = results[0]
+    for (o, h, c, _), g in results[1:]:
+        np.testing.assert_array_equal(o, o0)
+        np.testing.assert_array_equal(h, h0)
+        if c0 is not None:
+            np.testing.assert_array_equal(c, c0)
+        for k in g0:
+            if g0[k] is None:
+                assert g[k] is None
+            else:
+                # the large GEMMs run in SciPy's BLAS, whose own threads may
+                # reorder sums: equal up to float rounding
+                np.testing.assert_allclose(g[k], g0[k], rtol=TOL[np.dtype(dtype)], atol=TOL[np.dtype(dtype)])
+    check_layer(kind, T, B, I, H, dtype, reverse=True, use_lengths=True)
+
+
+def test_set_num_threads_rejects_nonpositive(restore_threads):
+    with pytest.raises(ValueError):
+        core.set_num_threads(0)
+    with pytest.raises((TypeError, ValueError)):
+        core.set_num_threads("two")
+    cpp.set_num_threads(1)
+    assert cpp.get_num_threads() == 1
+
+
+def test_module_surface():
+    assert cpp.NAME == "cpp"
+    assert cpp.KINDS == KINDS
+    for name in ("layer_forward", "layer_backward", "cell_forward", "cell_backward"):
+        assert callable(getattr(cpp, name))
+    assert core.simd_path() in ("avx512", "avx2", "generic")
+    assert core.blas_info() in ("scipy.linalg.cython_blas", "built-in")
+
+
+def test_import_error_without_kernels(monkeypatch):
+    """The backend module refuses to import when _core lacks the kernels."""
+    import types
+
+    import fastrnn
+
+    fake = types.ModuleType("fastrnn._core")
+    monkeypatch.setitem(sys.modules, "fastrnn._core", fake)
+    monkeypatch.setattr(fastrnn, "_core", fake, raising=False)
+    monkeypatch.delitem(sys.modules, "fastrnn.backends.cpp")
+    with pytest.raises(ImportError, match="lacks the recurrent kernels"):
+        importlib.import_module("fastrnn.backends.cpp")
+    monkeypatch.undo()
+    importlib.import_module("fastrnn.backends.cpp")
+
+
+# --------------------------------------------------------------------------- special values
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_nan_inf_propagate_like_reference(kind, dtype):
+    p = make(kind, 4, 3, 5, 6, dtype)
+    p["x"][1, 0, 2] = np.nan
+    p["x"][2, 1, 0] = np.inf
+    p["x"][0, 2, 1] = -np.inf
+    with np.errstate(all="ignore"):
+        (r_out, r_h, r_c, _), _ = run_layer(ref, kind, p, None, False, keep=False)
+    (c_out, c_h, c_c, _), _ = run_layer(cpp, kind, p, None, False, keep=False)
+    np.testing.assert_array_equal(np.isnan(c_out), np.isnan(r_out))
+    np.testing.assert_array_equal(np.isnan(c_h), np.isnan(r_h))
+    fin = np.isfinite(r_out)
+    np.testing.assert_allclose(c_out[fin], r_out[fin], rtol=TOL[np.dtype(dtype)], atol=TOL[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_activations_accurate(dtype):
+    x = np.concatenate([np.linspace(-40, 40, 200001), np.linspace(-1, 1, 20001),
+                        np.geomspace(1e-20, 80, 20001), -np.geomspace(1e-20, 80, 20001)]).astype(dtype)
+    ex = x.astype(np.longdouble)
+    expected = {"sigmoid": 1 / (1 + np.exp(-ex)), "tanh": np.tanh(ex), "exp": np.exp(np.minimum(ex, 80))}
+    for which, want in expected.items():
+        arg = np.minimum(x, 80).astype(dtype) if which == "exp" else x
+        got = core._activation(which, arg).astype(np.longdouble)
+        ulp = np.spacing(np.abs(want.astype(dtype))).astype(np.longdouble)
+        ok = want != 0
+        assert np.max(np.abs(got - want)[ok] / ulp[ok]) <= 4, which
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, 1e4, -1e4], dtype=dtype)
+    np.testing.assert_array_equal(core._activation("sigmoid", special), [np.nan, 1, 0, 0.5, 1, 0])
+    np.testing.assert_array_equal(core._activation("tanh", special), [np.nan, 1, -1, 0, 1, -1])
+    np.testing.assert_array_equal(core._activation("exp", special), [np.nan, np.inf, 0, 1, np.inf, 0])
+
+
+# --------------------------------------------------------------------------- bad input to the raw binding
+
+
+def layer_args(kind="lstm", dtype=np.float32, T=3, B=2, I=4, H=5):
+    p = make(kind, T, B, I, H, dtype)
+    return dict(kind=kind, x=p["x"], h0=p["h0"], c0=p["c0"], w_ih=p["w_ih"], w_hh=p["w_hh"], b_ih=p["b_ih"],
+                b_hh=p["b_hh"], lengths=None, reverse=False, keep=True)
+
+
+def call_layer(**kw):
+    a = layer_args()
+    a.update(kw)
+    return core.layer_forward(a["kind"], a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"],
+                              a["lengths"], a["reverse"], a["keep"])
+
+
+def test_good_call_works():
+    out, h, c, ws = call_layer()
+    assert out.shape == (3, 2, 5) and h.shape == (2, 5) and c.shape == (2, 5)
+    assert type(ws).__name__ == "LayerWorkspace"
+
+
+A = layer_args()
+
+BAD_LAYER = [
+    # (override, exception, message fragment)
+    (dict(kind="lstmx"), ValueError, "kind"),
+    (dict(x=A["x"].astype(np.float64)), TypeError, "h0"),
+    (dict(h0=A["h0"].astype(np.float64)), TypeError, "h0"),
+    (dict(c0=A["c0"].astype(np.float64)), TypeError, "c0"),
+    (dict(w_ih=A["w_ih"].astype(np.float64)), TypeError, "w_ih"),
+    (dict(w_hh=A["w_hh"].astype(np.float16)), TypeError, "w_hh"),
+    (dict(b_ih=A["b_ih"].astype(np.float64)), TypeError, "b_ih"),
+    (dict(b_hh=A["b_hh"].astype(np.float64)), TypeError, "b_hh"),
+    (dict(x=A["x"].astype(np.int32), h0=A["h0"].astype(np.int32)), TypeError, "x"),
+    (dict(x=A["x"].astype(np.float16)), TypeError, "x"),
+    (dict(x=A["x"].tolist()), TypeError, "x"),
+    (dict(x=None), TypeError, "x"),
+    (dict(w_hh="weights"), TypeError, "w_hh"),
+    (dict(x=np.asfortranarray(A["x"])), ValueError, "x must be C-contiguous"),
+    (dict(w_ih=A["w_ih"].T.copy().T), ValueError, "w_ih must be C-contiguous"),
+    (dict(h0=A["h0"][:, ::2]), ValueError, "h0"),
+    (dict(x=A["x"][0]), ValueError, "x"),
+    (dict(x=np.zeros((0, 2, 4), np.float32)), ValueError, "x"),
+    (dict(x=np.zeros((3, 0, 4), np.float32), h0=np.zeros((0, 5), np.float32)), ValueError, "x"),
+    (dict(h0=A["h0"][:1].copy()), ValueError, "h0"),
+    (dict(h0=np.zeros((2, 0), np.float32)), ValueError, "h0"),
+    (dict(h0=A["h0"][None]), ValueError, "h0"),
+    (dict(c0=None), ValueError, "c0"),
+    (dict(c0=A["c0"][:, :4].copy()), ValueError, "c0"),
+    (dict(w_ih=A["w_ih"][:, :3].copy()), ValueError, "w_ih"),
+    (dict(w_ih=A["w_ih"][:15].copy()), ValueError, "w_ih"),
+    (dict(w_hh=A["w_hh"][:, :4].copy()), ValueError, "w_hh"),
+    (dict(w_hh=A["w_hh"].ravel()), ValueError, "w_hh"),
+    (dict(b_ih=None), ValueError, "b_ih and b_hh"),
+    (dict(b_hh=None), ValueError, "b_ih and b_hh"),
+    (dict(b_ih=A["b_ih"][:5].copy()), ValueError, "b_ih"),
+    (dict(b_hh=A["b_hh"][None]), ValueError, "b_hh"),
+    (dict(lengths=np.array([3, 0], np.int64)), ValueError, "lengths"),
+    (dict(lengths=np.array([4, 1], np.int64)), ValueError, "lengths"),
+    (dict(lengths=np.array([-1, 1], np.int64)), ValueError, "lengths"),
+    (dict(lengths=np.array([3, 1, 2], np.int64)), ValueError, "lengths"),
+    (dict(lengths=np.array([[3, 1]], np.int64)), ValueError, "lengths"),
+    (dict(lengths=np.array([3, 1], np.int32)), TypeError, "lengths"),
+    (dict(lengths=np.array([3.0, 1.0])), TypeError, "lengths"),
+    (dict(lengths=[3, 1]), TypeError, "lengths"),
+    (dict(lengths=np.array([3, 3, 1, 1], np.int64)[::2]), ValueError, "lengths must be C-contiguous"),
+]
+
+
+@pytest.mark.parametrize("override,exc,msg", BAD_LAYER, ids=[str(i) for i in range(len(BAD_LAYER))])
+def test_layer_forward_bad_input(override, exc, msg):
+    with pytest.raises(exc, match=msg):
+        call_layer(**override)
+
+
+def test_c0_must_be_none_for_gru():
+    a = layer_args("gru")
+    with pytest.raises(ValueError, match="c0"):
+        core.layer_forward("gru", a["x"], a["h0"], a["h0"].copy(), a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"],
+                           None, False, False)
+
+
+def test_unaligned_array_rejected():
+    a = layer_args()
+    buf = np.zeros(a["x"].size * 4 + 1, np.uint8)
+    x = np.frombuffer(buf.data, dtype=np.float32, count=a["x"].size, offset=1).reshape(a["x"].shape)
+    assert not x.flags.aligned
+    with pytest.raises(ValueError, match="aligned"):
+        call_layer(x=x)
+
+
+def test_read_only_inputs_accepted():
+    a = layer_args()
+    for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"):
+        a[k] = a[k].copy()
+        a[k].flags.writeable = False
+    out, h, c, ws = call_layer(**{k: a[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")})
+    assert np.isfinite(out).all()
+
+
+def test_layer_backward_bad_input():
+    a = layer_args()
+    out, h, c, ws = call_layer()
+    go, gh, gc = np.zeros_like(out), np.zeros_like(h), np.zeros_like(c)
+    with pytest.raises(TypeError, match="grad_out"):
+        core.layer_backward(ws, go.astype(np.float64), gh, gc)
+    with pytest.raises(TypeError, match="grad_h_n"):
+        core.layer_backward(ws, go, gh.tolist(), gc)
+    with pytest.raises(ValueError, match="grad_out"):
+        core.layer_backward(ws, go[:2].copy(), gh, gc)
+    with pytest.raises(ValueError, match="grad_c_n"):
+        core.layer_backward(ws, go, gh, gc[:, :2].copy())
+    with pytest.raises(ValueError, match="grad_h_n must be C-contiguous"):
+        core.layer_backward(ws, go, np.zeros((5, 2), np.float32).T, gc)
+    with pytest.raises(TypeError, match="ws"):
+        core.layer_backward({"not": "a workspace"}, go, gh, gc)
+    with pytest.raises(TypeError, match="ws"):
+        core.layer_backward(None, go, gh, gc)
+    g = core.layer_backward(ws, go, gh, gc)  # still usable after the failed calls
+    assert g["x"].shape == a["x"].shape
+    with pytest.raises(ValueError, match="already"):
+        core.layer_backward(ws, go, gh, gc)
+    # a float64 workspace refuses float32 gradients
+    b = layer_args(dtype=np.float64)
+    _, _, _, ws64 = core.layer_forward("lstm", b["x"], b["h0"], b["c0"], b["w_ih"], b["w_hh"], b["b_ih"],
+                                       b["b_hh"], None, False, True)
+    with pytest.raises(TypeError):
+        core.layer_backward(ws64, go, gh, gc)
+    # gru has no cell state
+    r = layer_args("gru")
+    o, hh, _, wsg = core.layer_forward("gru", r["x"], r["h0"], None, r["w_ih"], r["w_hh"], r["b_ih"], r["b_hh"],
+                                       None, False, True)
+    with pytest.raises(ValueError, match="grad_c_n"):
+        core.layer_backward(wsg, np.zeros_like(o), np.zeros_like(hh), np.zeros_like(hh))
+    assert core.layer_backward(wsg, np.zeros_like(o), np.zeros_like(hh), None)["c0"] is None
+
+
+def test_cell_bad_input():
+    p = make("gru", 1, 2, 3, 4, np.float32)
+    x, h = p["x"][0], p["h0"]
+    args = [x, h, None, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"]]
+    core.cell_forward("gru", *args, False)
+    bad = [
+        (0, x.astype(np.float64), TypeError, "h"),
+        (1, h.astype(np.float64), TypeError, "h"),
+        (1, h[:, :3].copy(), ValueError, "h"),
+        (0, x[None], ValueError, "x"),
+        (0, np.zeros((3, 2), np.float32).T, ValueError, "x must be C-contiguous"),
+        (2, h.copy(), ValueError, "c"),
+        (3, p["w_ih"][:, :2].copy(), ValueError, "w_ih"),
+        (5, None, ValueError, "b_ih and b_hh"),
+        (6, p["b_hh"].astype(np.float64), TypeError, "b_hh"),
+        (3, "w", TypeError, "w_ih"),
+    ]
+    for i, val, exc, msg in bad:
+        a = list(args)
+        a[i] = val
+        with pytest.raises(exc, match=msg):
+            core.cell_forward("gru", *a, False)
+    with pytest.raises(ValueError, match="kind"):
+        core.cell_forward("GRU", *args, False)
+    with pytest.raises(ValueError, match="c"):
+        core.cell_forward("lstm", x, h, None, np.zeros((16, 3), np.float32), np.zeros((16, 4), np.float32),
+                          None, None, False)
+    hn, cn, ws = core.cell_forward("gru", *args, True)
+    with pytest.raises(ValueError, match="grad_h"):
+        core.cell_backward(ws, hn[:1].copy(), None)
+    with pytest.raises(TypeError, match="grad_h"):
+        core.cell_backward(ws, hn.astype(np.float64), None)
+    with pytest.raises(ValueError, match="grad_c"):
+        core.cell_backward(ws, hn, hn)
+    with pytest.raises(TypeError, match="ws"):
+        core.cell_backward("ws", hn, None)
+    core.cell_backward(ws, hn, None)
+    with pytest.raises(ValueError, match="already"):
+        core.cell_backward(ws, hn, None)
