@@ -20,3 +20,11 @@ def test_core_imports_and_reports_build_facts():
     assert info["version"] == fastrnn.__version__
     assert "-ffast-math" not in info["cxx_flags"]
     assert isinstance(info["openmp"], bool)
+
+
+@pytest.mark.skipif(NO_EXTENSION, reason="installed with FASTRNN_NO_EXTENSION: no compiled module, no C ABI")
+def test_c_abi_is_exported_and_its_header_installed():
+    import fastrnn.capi as capi
+
+    assert capi.header_path().is_file()
+    assert capi.abi_version() == 1

@@ -1,0 +1,251 @@
+// The C ABI of fastrnn.h over the templated kernels of fastrnn/rnn.h.
+//
+// Every entry point checks its arguments (null pointers, kinds, sizes and
+// their products, lengths, bias pairs) before any kernel runs, and catches
+// every C++ exception: a status code comes back, never an exception.
+#include "fastrnn/fastrnn.h"
+
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <new>
+
+#include "fastrnn/build_info.h"
+#include "fastrnn/rnn.h"
+
+namespace {
+
+using fastrnn::Kind;
+
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+// Largest element count accepted for one array: its byte size must fit comfortably.
+constexpr int64_t kMaxElements = std::numeric_limits<int64_t>::max() / 16;
+
+bool valid_kind(int kind) { return kind >= FASTRNN_RNN_TANH && kind <= FASTRNN_GRU_ORIG; }
+
+// a * b, or -1 when a or b is negative or the product exceeds kMaxElements.
+int64_t mul(int64_t a, int64_t b) {
+    if (a < 0 || b < 0) return -1;
+    if (a != 0 && b > kMaxElements / a) return -1;
+    return a * b;
+}
+
+// Sizes that the kernels accept: >= 1, and every matrix dimension the kernels
+// hand to a 32-bit BLAS (T*B rows, G*H columns, I, H) within int32.
+bool valid_sizes(int kind, int64_t T, int64_t B, int64_t I, int64_t H) {
+    if (T < 1 || B < 1 || I < 1 || H < 1) return false;
+    const int64_t G = fastrnn::num_gates(static_cast<Kind>(kind));
+    const int64_t rows = mul(T, B), cols = mul(G, H);
+    if (rows < 0 || rows > kInt32Max || cols < 0 || cols > kInt32Max || I > kInt32Max) return false;
+    // the largest arrays: x [T,B,I], out [T,B,H], workspace [T,B,K+2H], weights [G*H, max(I,H)]
+    if (mul(rows, I) < 0 || mul(rows, cols + 2 * H) < 0 || mul(cols, I) < 0 || mul(cols, H) < 0) return false;
+    return true;
+}
+
+int64_t layer_ws_size(int kind, int64_t T, int64_t B, int64_t H) {
+    const Kind k = static_cast<Kind>(kind);
+    const int64_t per_row = int64_t(fastrnn::kept_gates(k)) * H + H + (k == Kind::lstm ? H : 0);
+    return mul(mul(T, B), per_row);
+}
+
+int check_lengths(const int64_t* lengths, int64_t T, int64_t B) {
+    if (!lengths) return FASTRNN_OK;
+    for (int64_t b = 0; b < B; ++b)
+        if (lengths[b] < 1 || lengths[b] > T) return FASTRNN_ERR_BAD_LENGTHS;
+    return FASTRNN_OK;
+}
+
+// Run `f`, turning any exception into a status code.
+template <typename F>
+int guarded(F&& f) noexcept {
+    try {
+        f();
+        return FASTRNN_OK;
+    } catch (const std::bad_alloc&) {
+        return FASTRNN_ERR_NO_MEMORY;
+    } catch (...) {
+        return FASTRNN_ERR_INTERNAL;
+    }
+}
+
+#define FR_REQUIRE(cond, code) \
+    do {                       \
+        if (!(cond)) return (code); \
+    } while (0)
+
+template <typename T>
+int cell_forward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,
+                 const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, T* h_new, T* c_new,
+                 T* ws) noexcept {
+    FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
+    FR_REQUIRE(valid_sizes(kind, 1, B, I, H), FASTRNN_ERR_BAD_SIZE);
+    const bool lstm = kind == FASTRNN_LSTM;
+    FR_REQUIRE(x && h && w_ih && w_hh && h_new, FASTRNN_ERR_NULL_POINTER);
+    FR_REQUIRE(!lstm || (c && c_new), FASTRNN_ERR_NULL_POINTER);
+    FR_REQUIRE((b_ih == nullptr) == (b_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
+    return guarded([&] {
+        fastrnn::cell_forward<T>(static_cast<Kind>(kind), B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh,
+                                 h_new, c_new, ws);
+    });
+}
+
+template <typename T>
+int cell_backward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,
+                  const T* c_new, const T* w_ih, const T* w_hh, const T* ws, const T* grad_h,
+                  const T* grad_c, T* dx, T* dh, T* dc, T* dw_ih, T* dw_hh, T* db_ih,
+                  T* db_hh) noexcept {
+    FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
+    FR_REQUIRE(valid_sizes(kind, 1, B, I, H), FASTRNN_ERR_BAD_SIZE);
+    const bool lstm = kind == FASTRNN_LSTM;
+    FR_REQUIRE(x && h && w_ih && w_hh && ws && dx && dh && dw_ih && dw_hh, FASTRNN_ERR_NULL_POINTER);
+    FR_REQUIRE(!lstm || (c && c_new && dc), FASTRNN_ERR_NULL_POINTER);
+    FR_REQUIRE((db_ih == nullptr) == (db_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
+    return guarded([&] {
+        fastrnn::cell_backward<T>(static_cast<Kind>(kind), B, I, H, x, h, c, c_new, w_ih, w_hh, ws,
+                                  grad_h, grad_c, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh);
+    });
+}
+
+// The layer workspace is one buffer: gates [T,B,K], then h [T,B,H], then (lstm) c [T,B,H].
+template <typename T>
+struct LayerWs {
+    T* gates;
+    T* h;
+    T* c;
+};
+
+template <typename T>
+LayerWs<T> split_ws(T* ws, int kind, int64_t T_, int64_t B, int64_t H) {
+    if (!ws) return {nullptr, nullptr, nullptr};
+    const int64_t K = int64_t(fastrnn::kept_gates(static_cast<Kind>(kind))) * H;
+    T* gates = ws;
+    T* h = gates + T_ * B * K;
+    T* c = kind == FASTRNN_LSTM ? h + T_ * B * H : nullptr;
+    return {gates, h, c};
+}
+
+template <typename T>
+int layer_forward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* h0,
+                  const T* c0, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,
+                  const int64_t* lengths, int reverse, T* out, T* h_n, T* c_n, T* ws) noexcept {
+    FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
+    FR_REQUIRE(valid_sizes(kind, T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
+    const bool lstm = kind == FASTRNN_LSTM;
+    FR_REQUIRE(x && h0 && w_ih && w_hh && out && h_n, FASTRNN_ERR_NULL_POINTER);
+    FR_REQUIRE(!lstm || (c0 && c_n), FASTRNN_ERR_NULL_POINTER);
+    FR_REQUIRE((b_ih == nullptr) == (b_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
+    const int st = check_lengths(lengths, T_, B);
+    if (st != FASTRNN_OK) return st;
+    const LayerWs<T> w = split_ws(ws, kind, T_, B, H);
+    return guarded([&] {
+        fastrnn::layer_forward<T>(static_cast<Kind>(kind), T_, B, I, H, x, h0, c0, w_ih, w_hh, b_ih,
+                                  b_hh, lengths, reverse != 0, out, h_n, c_n, w.gates, w.h, w.c);
+    });
+}
+
+template <typename T>
+int layer_backward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* c0,
+                   const T* w_ih, const T* w_hh, const int64_t* lengths, int reverse, const T* ws,
+                   const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0, T* dc0,
+                   T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) noexcept {
+    FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
+    FR_REQUIRE(valid_sizes(kind, T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
+    const bool lstm = kind == FASTRNN_LSTM;
+    FR_REQUIRE(x && w_ih && w_hh && ws && dx && dh0 && dw_ih && dw_hh, FASTRNN_ERR_NULL_POINTER);
+    FR_REQUIRE(!lstm || (c0 && dc0), FASTRNN_ERR_NULL_POINTER);
+    FR_REQUIRE((db_ih == nullptr) == (db_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
+    const int st = check_lengths(lengths, T_, B);
+    if (st != FASTRNN_OK) return st;
+    const LayerWs<const T> w = split_ws(ws, kind, T_, B, H);
+    return guarded([&] {
+        fastrnn::layer_backward<T>(static_cast<Kind>(kind), T_, B, I, H, x, c0, w_ih, w_hh, lengths,
+                                   reverse != 0, w.gates, w.h, w.c, grad_out, grad_h_n, grad_c_n, dx,
+                                   dh0, dc0, dw_ih, dw_hh, db_ih, db_hh);
+    });
+}
+
+}  // namespace
+
+extern "C" {
+
+FASTRNN_API int fastrnn_abi_version(void) { return FASTRNN_ABI_VERSION; }
+
+FASTRNN_API const char* fastrnn_version(void) {
+    static const std::string v = fastrnn::build_info().version;
+    return v.c_str();
+}
+
+FASTRNN_API const char* fastrnn_status_message(int status) {
+    switch (status) {
+        case FASTRNN_OK: return "ok";
+        case FASTRNN_ERR_NULL_POINTER: return "a required pointer argument is NULL";
+        case FASTRNN_ERR_BAD_KIND: return "kind must be one of FASTRNN_RNN_TANH, FASTRNN_RNN_RELU, FASTRNN_LSTM, FASTRNN_GRU, FASTRNN_GRU_ORIG";
+        case FASTRNN_ERR_BAD_SIZE: return "sizes must be >= 1 and their products must fit the kernels (T*B and G*H within int32)";
+        case FASTRNN_ERR_BAD_LENGTHS: return "every length must lie in [1, T]";
+        case FASTRNN_ERR_BAD_BIAS: return "b_ih and b_hh (and their gradients) must both be given or both be NULL";
+        case FASTRNN_ERR_NO_MEMORY: return "out of memory";
+        case FASTRNN_ERR_INTERNAL: return "internal error in the kernels";
+        default: return "unknown status code";
+    }
+}
+
+FASTRNN_API int64_t fastrnn_num_gates(int kind) {
+    return valid_kind(kind) ? fastrnn::num_gates(static_cast<Kind>(kind)) : -1;
+}
+
+FASTRNN_API int64_t fastrnn_cell_workspace_size(int kind, int64_t B, int64_t H) {
+    if (!valid_kind(kind) || B < 1 || H < 1) return -1;
+    return mul(B, mul(fastrnn::kept_gates(static_cast<Kind>(kind)), H));
+}
+
+FASTRNN_API int64_t fastrnn_layer_workspace_size(int kind, int64_t T, int64_t B, int64_t H) {
+    if (!valid_kind(kind) || T < 1 || B < 1 || H < 1) return -1;
+    return layer_ws_size(kind, T, B, H);
+}
+
+#define FR_CELL_FWD(SUFFIX, T)                                                                      \
+    FASTRNN_API int fastrnn_cell_forward_##SUFFIX(int kind, int64_t B, int64_t I, int64_t H,       \
+                                                  const T* x, const T* h, const T* c,              \
+                                                  const T* w_ih, const T* w_hh, const T* b_ih,      \
+                                                  const T* b_hh, T* h_new, T* c_new, T* ws) {       \
+        return cell_forward<T>(kind, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new, ws); \
+    }
+FR_CELL_FWD(f32, float)
+FR_CELL_FWD(f64, double)
+
+#define FR_CELL_BWD(SUFFIX, T)                                                                     \
+    FASTRNN_API int fastrnn_cell_backward_##SUFFIX(                                                \
+        int kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,             \
+        const T* c_new, const T* w_ih, const T* w_hh, const T* ws, const T* grad_h,                \
+        const T* grad_c, T* dx, T* dh, T* dc, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) {           \
+        return cell_backward<T>(kind, B, I, H, x, h, c, c_new, w_ih, w_hh, ws, grad_h, grad_c, dx, \
+                                dh, dc, dw_ih, dw_hh, db_ih, db_hh);                               \
+    }
+FR_CELL_BWD(f32, float)
+FR_CELL_BWD(f64, double)
+
+#define FR_LAYER_FWD(SUFFIX, T)                                                                    \
+    FASTRNN_API int fastrnn_layer_forward_##SUFFIX(                                                \
+        int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* h0,            \
+        const T* c0, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,                   \
+        const int64_t* lengths, int reverse, T* out, T* h_n, T* c_n, T* ws) {                      \
+        return layer_forward<T>(kind, T_, B, I, H, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,     \
+                                reverse, out, h_n, c_n, ws);                                        \
+    }
+FR_LAYER_FWD(f32, float)
+FR_LAYER_FWD(f64, double)
+
+#define FR_LAYER_BWD(SUFFIX, T)                                                                     \
+    FASTRNN_API int fastrnn_layer_backward_##SUFFIX(                                                \
+        int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* c0,             \
+        const T* w_ih, const T* w_hh, const int64_t* lengths, int reverse, const T* ws,             \
+        const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0, T* dc0, T* dw_ih,   \
+        T* dw_hh, T* db_ih, T* db_hh) {                                                             \
+        return layer_backward<T>(kind, T_, B, I, H, x, c0, w_ih, w_hh, lengths, reverse, ws,        \
+                                 grad_out, grad_h_n, grad_c_n, dx, dh0, dc0, dw_ih, dw_hh, db_ih,   \
+                                 db_hh);                                                            \
+    }
+FR_LAYER_BWD(f32, float)
+FR_LAYER_BWD(f64, double)
+
+}  // extern "C"

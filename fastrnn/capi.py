@@ -1,0 +1,282 @@
+"""The C ABI of fastrnn's kernels, bound with cffi (ABI mode over the built module).
+
+The header ``fastrnn/include/fastrnn.h`` (installed with the package) is the
+single source of the declarations: its block between ``FASTRNN_CDEF_BEGIN``
+and ``FASTRNN_CDEF_END`` is handed to ``ffi.cdef``, and the functions are
+resolved in the compiled module ``fastrnn._core`` that exports them.
+
+Two ways to use it:
+
+- from Python, the helpers below take NumPy arrays, check them, call the C
+  function and raise on an error status (they follow the backend contract of
+  ``fastrnn/backends/CONTRACT.md``);
+- from Numba nopython code, call ``lib.fastrnn_cell_forward_f64`` (etc.)
+  directly with ``ffi.from_buffer(array)`` pointers: no Python in the loop::
+
+      import numba, numpy as np
+      from fastrnn.capi import ffi, lib, LSTM
+
+      cell_step = lib.fastrnn_cell_forward_f64
+
+      @numba.njit(nogil=True)
+      def run(xs, h, c, w_ih, w_hh, b_ih, b_hh):
+          T, B, I = xs.shape
+          H = h.shape[1]
+          hs = np.empty((T, B, H))
+          h_new, c_new = np.empty_like(h), np.empty_like(c)
+          ws = np.empty(B * 4 * H)  # fastrnn_cell_workspace_size(LSTM, B, H)
+          for t in range(T):
+              status = cell_step(LSTM, B, I, H, ffi.from_buffer(xs[t]), ffi.from_buffer(h),
+                                 ffi.from_buffer(c), ffi.from_buffer(w_ih), ffi.from_buffer(w_hh),
+                                 ffi.from_buffer(b_ih), ffi.from_buffer(b_hh),
+                                 ffi.from_buffer(h_new), ffi.from_buffer(c_new), ffi.from_buffer(ws))
+              if status != 0:
+                  raise ValueError("fastrnn cell step failed")
+              h[:] = h_new
+              c[:] = c_new
+              hs[t] = h
+          return hs
+
+  The caller is responsible there for passing C-contiguous arrays of the
+  documented shapes: C cannot see an array's extent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from cffi import FFI
+
+__all__ = [
+    "ffi", "lib", "header_path", "abi_version", "status_message", "FastrnnCError",
+    "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "GRU_ORIG", "KIND_CODES",
+    "layer_forward", "layer_backward", "cell_forward", "cell_backward",
+]
+
+
+def _library_path() -> str:
+    spec = importlib.util.find_spec("fastrnn._core")
+    if spec is None or not spec.origin:
+        raise ImportError("fastrnn._core (the compiled extension) is not installed; the C ABI lives in it")
+    return spec.origin
+
+
+def header_path() -> Path:
+    """The installed C header (``include/fastrnn.h`` beside the compiled module)."""
+    return Path(_library_path()).parent / "include" / "fastrnn.h"
+
+
+def _cdef_text(path: Path) -> str:
+    text = path.read_text()
+    try:
+        body = text.split("FASTRNN_CDEF_BEGIN", 1)[1].split("/* FASTRNN_CDEF_END", 1)[0]
+    except IndexError:
+        raise ImportError(f"{path} has no FASTRNN_CDEF_BEGIN/END block") from None
+    body = body.split("*/", 1)[1]  # the rest of the marker's comment
+    return body.replace("FASTRNN_API ", "")
+
+
+if not header_path().exists():
+    raise ImportError(f"the C header {header_path()} is not installed (package built without the extension?)")
+
+ffi = FFI()
+ffi.cdef(_cdef_text(header_path()))
+lib = ffi.dlopen(_library_path())  # the module Python already loaded: same kernels, same state
+
+
+def _resolve_blas():
+    """Hand SciPy's BLAS to the kernels (as the pybind11 path does), so both paths run the same GEMM."""
+    import fastrnn._core as core
+
+    if hasattr(core, "blas_info"):
+        core.blas_info()
+
+
+_resolve_blas()
+
+RNN_TANH, RNN_RELU, LSTM, GRU, GRU_ORIG = (lib.FASTRNN_RNN_TANH, lib.FASTRNN_RNN_RELU, lib.FASTRNN_LSTM,
+                                           lib.FASTRNN_GRU, lib.FASTRNN_GRU_ORIG)
+#: kind name of the backend contract -> C enum value
+KIND_CODES = {"rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU, "lstm": LSTM, "gru": GRU, "gru_orig": GRU_ORIG}
+
+
+class FastrnnCError(ValueError):
+    """An error status returned by the C ABI (``status`` holds the code)."""
+
+    def __init__(self, func, status):
+        self.status = int(status)
+        super().__init__(f"{func}: {status_message(status)} (status {status})")
+
+
+def abi_version() -> int:
+    return int(lib.fastrnn_abi_version())
+
+
+def status_message(status: int) -> str:
+    return ffi.string(lib.fastrnn_status_message(int(status))).decode()
+
+
+def _raise_on(func, status):
+    if status == lib.FASTRNN_OK:
+        return
+    if status == lib.FASTRNN_ERR_NO_MEMORY:
+        raise MemoryError(f"{func}: {status_message(status)}")
+    raise FastrnnCError(func, status)
+
+
+# ---------------------------------------------------------------------------
+# NumPy helpers: check every array (C cannot), then call.
+# ---------------------------------------------------------------------------
+
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_CTYPE = {np.dtype(np.float32): "float *", np.dtype(np.float64): "double *"}
+
+
+def _kind_code(kind):
+    try:
+        return KIND_CODES[kind]
+    except (KeyError, TypeError):
+        raise ValueError(f"kind must be one of {list(KIND_CODES)}, got {kind!r}") from None
+
+
+def _arr(a, name, dtype, shape, optional=False):
+    if a is None:
+        if optional:
+            return None
+        raise TypeError(f"{name} must be an array of shape {shape}, got None")
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {a.dtype}")
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    return a
+
+
+def _ptr(a, dtype):
+    return ffi.NULL if a is None else ffi.cast(_CTYPE[dtype], a.ctypes.data)
+
+
+def _dtype_of(x):
+    if not isinstance(x, np.ndarray) or x.dtype not in _SUFFIX:
+        raise TypeError(f"x must be a float32 or float64 numpy.ndarray, got {getattr(x, 'dtype', type(x).__name__)}")
+    return x.dtype
+
+
+def _check_weights(code, dt, I, H, w_ih, w_hh, b_ih, b_hh):
+    G = int(lib.fastrnn_num_gates(code))
+    _arr(w_ih, "w_ih", dt, (G * H, I))
+    _arr(w_hh, "w_hh", dt, (G * H, H))
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih and b_hh must both be given or both be None")
+    _arr(b_ih, "b_ih", dt, (G * H,), optional=True)
+    _arr(b_hh, "b_hh", dt, (G * H,), optional=True)
+    return G
+
+
+def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
+    """One step through the C ABI; same arguments and results as the backend contract."""
+    code, dt = _kind_code(kind), _dtype_of(x)
+    if x.ndim != 2:
+        raise ValueError(f"x must have shape (B, I), got {x.shape}")
+    B, I = x.shape
+    H = h.shape[-1] if isinstance(h, np.ndarray) and h.ndim == 2 else -1
+    _arr(h, "h", dt, (B, H))
+    lstm = code == LSTM
+    if lstm:
+        _arr(c, "c", dt, (B, H))
+    _check_weights(code, dt, I, H, w_ih, w_hh, b_ih, b_hh)
+    h_new = np.empty((B, H), dt)
+    c_new = np.empty((B, H), dt) if lstm else None
+    ws = np.empty(int(lib.fastrnn_cell_workspace_size(code, B, H)), dt) if keep else None
+    fn = getattr(lib, f"fastrnn_cell_forward_{_SUFFIX[dt]}")
+    p = lambda a: _ptr(a, dt)  # noqa: E731
+    _raise_on("fastrnn_cell_forward",
+              fn(code, B, I, H, p(x), p(h), p(c if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
+                 p(h_new), p(c_new), p(ws)))
+    state = None
+    if keep:
+        state = dict(kind=kind, x=x, h=h, c=c if lstm else None, c_new=c_new, w_ih=w_ih, w_hh=w_hh,
+                     bias=b_ih is not None, ws=ws)
+    return h_new, c_new, state
+
+
+def cell_backward(state, grad_h, grad_c):
+    """Gradients of a ``cell_forward(..., keep=True)`` through the C ABI."""
+    code, x, h, c = _kind_code(state["kind"]), state["x"], state["h"], state["c"]
+    dt = x.dtype
+    B, I = x.shape
+    H = h.shape[1]
+    lstm = code == LSTM
+    _arr(grad_h, "grad_h", dt, (B, H), optional=True)
+    _arr(grad_c, "grad_c", dt, (B, H), optional=True)
+    G = int(lib.fastrnn_num_gates(code))
+    g = dict(x=np.empty_like(x), h=np.empty((B, H), dt), c=np.empty((B, H), dt) if lstm else None,
+             w_ih=np.empty((G * H, I), dt), w_hh=np.empty((G * H, H), dt),
+             b_ih=np.empty(G * H, dt) if state["bias"] else None, b_hh=np.empty(G * H, dt) if state["bias"] else None)
+    fn = getattr(lib, f"fastrnn_cell_backward_{_SUFFIX[dt]}")
+    p = lambda a: _ptr(a, dt)  # noqa: E731
+    _raise_on("fastrnn_cell_backward",
+              fn(code, B, I, H, p(x), p(h), p(c), p(state["c_new"]), p(state["w_ih"]), p(state["w_hh"]),
+                 p(state["ws"]), p(grad_h), p(grad_c if lstm else None), p(g["x"]), p(g["h"]), p(g["c"]),
+                 p(g["w_ih"]), p(g["w_hh"]), p(g["b_ih"]), p(g["b_hh"])))
+    return g
+
+
+def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep):
+    """A whole sequence through the C ABI; same arguments and results as the backend contract."""
+    code, dt = _kind_code(kind), _dtype_of(x)
+    if x.ndim != 3:
+        raise ValueError(f"x must have shape (T, B, I), got {x.shape}")
+    T, B, I = x.shape
+    H = h0.shape[-1] if isinstance(h0, np.ndarray) and h0.ndim == 2 else -1
+    _arr(h0, "h0", dt, (B, H))
+    lstm = code == LSTM
+    if lstm:
+        _arr(c0, "c0", dt, (B, H))
+    _check_weights(code, dt, I, H, w_ih, w_hh, b_ih, b_hh)
+    if lengths is not None:
+        _arr(lengths, "lengths", np.dtype(np.int64), (B,))
+    out = np.empty((T, B, H), dt)
+    h_n = np.empty((B, H), dt)
+    c_n = np.empty((B, H), dt) if lstm else None
+    ws = np.empty(int(lib.fastrnn_layer_workspace_size(code, T, B, H)), dt) if keep else None
+    fn = getattr(lib, f"fastrnn_layer_forward_{_SUFFIX[dt]}")
+    p = lambda a: _ptr(a, dt)  # noqa: E731
+    lp = ffi.NULL if lengths is None else ffi.cast("int64_t *", lengths.ctypes.data)
+    _raise_on("fastrnn_layer_forward",
+              fn(code, T, B, I, H, p(x), p(h0), p(c0 if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
+                 lp, int(bool(reverse)), p(out), p(h_n), p(c_n), p(ws)))
+    state = None
+    if keep:
+        state = dict(kind=kind, x=x, c0=c0 if lstm else None, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None,
+                     lengths=lengths, reverse=bool(reverse), ws=ws, H=H)
+    return out, h_n, c_n, state
+
+
+def layer_backward(state, grad_out, grad_h_n, grad_c_n):
+    """Gradients of a ``layer_forward(..., keep=True)`` through the C ABI."""
+    code, x, H = _kind_code(state["kind"]), state["x"], state["H"]
+    dt = x.dtype
+    T, B, I = x.shape
+    lstm = code == LSTM
+    _arr(grad_out, "grad_out", dt, (T, B, H), optional=True)
+    _arr(grad_h_n, "grad_h_n", dt, (B, H), optional=True)
+    _arr(grad_c_n, "grad_c_n", dt, (B, H), optional=True)
+    G = int(lib.fastrnn_num_gates(code))
+    g = dict(x=np.empty_like(x), h0=np.empty((B, H), dt), c0=np.empty((B, H), dt) if lstm else None,
+             w_ih=np.empty((G * H, I), dt), w_hh=np.empty((G * H, H), dt),
+             b_ih=np.empty(G * H, dt) if state["bias"] else None, b_hh=np.empty(G * H, dt) if state["bias"] else None)
+    fn = getattr(lib, f"fastrnn_layer_backward_{_SUFFIX[dt]}")
+    p = lambda a: _ptr(a, dt)  # noqa: E731
+    lengths = state["lengths"]
+    lp = ffi.NULL if lengths is None else ffi.cast("int64_t *", lengths.ctypes.data)
+    _raise_on("fastrnn_layer_backward",
+              fn(code, T, B, I, H, p(x), p(state["c0"]), p(state["w_ih"]), p(state["w_hh"]), lp,
+                 int(state["reverse"]), p(state["ws"]), p(grad_out), p(grad_h_n), p(grad_c_n if lstm else None),
+                 p(g["x"]), p(g["h0"]), p(g["c0"]), p(g["w_ih"]), p(g["w_hh"]), p(g["b_ih"]), p(g["b_hh"])))
+    return g

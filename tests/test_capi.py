@@ -1,0 +1,184 @@
+"""The C ABI through cffi: same results as the pybind11 path, clear errors, and a
+user's own @njit loop calling the C LSTM cell step with no Python in the loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn.backends import reference
+
+capi = pytest.importorskip("fastrnn.capi", reason="the compiled extension (and its C ABI) is not installed",
+                           exc_type=ImportError)
+try:
+    from fastrnn.backends import cpp
+except ImportError:  # pragma: no cover - the extension without kernels
+    cpp = None
+
+KINDS = reference.KINDS
+
+
+def _args(kind, T, B, I, H, dtype, bias=True, seed=0):
+    rng = np.random.default_rng(seed)
+    G = reference.GATES[kind]
+    a = dict(
+        x=rng.standard_normal((T, B, I)),
+        h0=rng.standard_normal((B, H)),
+        c0=rng.standard_normal((B, H)) if kind == "lstm" else None,
+        w_ih=rng.standard_normal((G * H, I)) * 0.5,
+        w_hh=rng.standard_normal((G * H, H)) * 0.5,
+        b_ih=rng.standard_normal(G * H) * 0.5 if bias else None,
+        b_hh=rng.standard_normal(G * H) * 0.5 if bias else None,
+    )
+    return {k: None if v is None else v.astype(dtype) for k, v in a.items()}
+
+
+def _grads(rng, kind, T, B, H, dtype):
+    return (rng.standard_normal((T, B, H)).astype(dtype), rng.standard_normal((B, H)).astype(dtype),
+            rng.standard_normal((B, H)).astype(dtype) if kind == "lstm" else None)
+
+
+def _same(a, b, exact):
+    assert a.keys() == b.keys() if isinstance(a, dict) else True
+    if exact:
+        np.testing.assert_array_equal(a, b)
+    else:
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_versions():
+    assert capi.abi_version() == 1
+    assert capi.ffi.string(capi.lib.fastrnn_version()).decode() == fastrnn.__version__
+    for code in range(8):
+        assert capi.status_message(code)
+    assert capi.status_message(99) == "unknown status code"
+
+
+@pytest.mark.skipif(cpp is None, reason="the cpp backend is not available")
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("lengths", [None, [5, 2, 4]], ids=["full", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_layer_cffi_equals_pybind11(kind, dtype, lengths, reverse, bias):
+    a = _args(kind, 5, 3, 4, 6, dtype, bias)
+    L = None if lengths is None else np.array(lengths, np.int64)
+    out_c, h_c, c_c, ws_c = capi.layer_forward(kind, *a.values(), L, reverse, True)
+    out_p, h_p, c_p, ws_p = cpp.layer_forward(kind, *a.values(), L, reverse, True)
+    np.testing.assert_array_equal(out_c, out_p)
+    np.testing.assert_array_equal(h_c, h_p)
+    if kind == "lstm":
+        np.testing.assert_array_equal(c_c, c_p)
+    go, gh, gc = _grads(np.random.default_rng(1), kind, 5, 3, 6, dtype)
+    g_c = capi.layer_backward(ws_c, go, gh, gc)
+    g_p = cpp.layer_backward(ws_p, go, gh, gc)
+    for k in g_p:
+        if g_p[k] is None:
+            assert g_c[k] is None
+        else:
+            np.testing.assert_array_equal(g_c[k], g_p[k], err_msg=k)
+    # and the inference path (no workspace) gives the same forward
+    out_i, *_ = capi.layer_forward(kind, *a.values(), L, reverse, False)
+    np.testing.assert_array_equal(out_i, out_c)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_cell_cffi_matches_reference_and_pybind11(kind, dtype):
+    a = _args(kind, 1, 4, 3, 5, dtype)
+    args = (a["x"][0], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"])
+    h_c, c_c, ws_c = capi.cell_forward(kind, *args, True)
+    h_r, c_r, ws_r = reference.cell_forward(kind, *args, True)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h_c, h_r, **tol)
+    rng = np.random.default_rng(2)
+    gh = rng.standard_normal((4, 5)).astype(dtype)
+    gc = rng.standard_normal((4, 5)).astype(dtype) if kind == "lstm" else None
+    g_c = capi.cell_backward(ws_c, gh, gc)
+    g_r = reference.cell_backward(ws_r, gh, gc)
+    for k in g_r:
+        if g_r[k] is not None:
+            np.testing.assert_allclose(g_c[k], g_r[k], **tol, err_msg=k)
+    if cpp is not None:
+        h_p, c_p, ws_p = cpp.cell_forward(kind, *args, True)
+        np.testing.assert_array_equal(h_c, h_p)
+        g_p = cpp.cell_backward(ws_p, gh, gc)
+        for k in g_p:
+            if g_p[k] is not None:
+                np.testing.assert_array_equal(g_c[k], g_p[k], err_msg=k)
+
+
+def test_error_codes_not_crashes():
+    lib, ffi = capi.lib, capi.ffi
+    x = np.zeros((2, 3)); h = np.zeros((2, 4)); w = np.zeros((4, 3)); u = np.zeros((4, 4)); out = np.zeros((2, 4))
+    P = lambda a: ffi.cast("double *", a.ctypes.data)  # noqa: E731
+    N = ffi.NULL
+    f = lib.fastrnn_cell_forward_f64
+    assert f(lib.FASTRNN_RNN_TANH, 2, 3, 4, P(x), P(h), N, P(w), P(u), N, N, P(out), N, N) == lib.FASTRNN_OK
+    assert f(9, 2, 3, 4, P(x), P(h), N, P(w), P(u), N, N, P(out), N, N) == lib.FASTRNN_ERR_BAD_KIND
+    assert f(lib.FASTRNN_RNN_TANH, 0, 3, 4, P(x), P(h), N, P(w), P(u), N, N, P(out), N, N) == lib.FASTRNN_ERR_BAD_SIZE
+    assert f(lib.FASTRNN_RNN_TANH, -5, 3, 4, P(x), P(h), N, P(w), P(u), N, N, P(out), N, N) == lib.FASTRNN_ERR_BAD_SIZE
+    assert f(lib.FASTRNN_RNN_TANH, 2**40, 2**40, 4, P(x), P(h), N, P(w), P(u), N, N, P(out), N, N) == lib.FASTRNN_ERR_BAD_SIZE
+    assert f(lib.FASTRNN_RNN_TANH, 2, 3, 4, N, P(h), N, P(w), P(u), N, N, P(out), N, N) == lib.FASTRNN_ERR_NULL_POINTER
+    assert f(lib.FASTRNN_RNN_TANH, 2, 3, 4, P(x), P(h), N, P(w), P(u), P(h), N, P(out), N, N) == lib.FASTRNN_ERR_BAD_BIAS
+    assert f(lib.FASTRNN_LSTM, 2, 3, 1, P(x), P(h), N, P(w), P(u), N, N, P(out), N, N) == lib.FASTRNN_ERR_NULL_POINTER
+    lengths = np.array([3, 0], np.int64)
+    xs = np.zeros((3, 2, 3)); outs = np.zeros((3, 2, 4))
+    g = lib.fastrnn_layer_forward_f64
+    st = g(lib.FASTRNN_RNN_TANH, 3, 2, 3, 4, P(xs), P(h), N, P(w), P(u), N, N,
+           ffi.cast("int64_t *", lengths.ctypes.data), 0, P(outs), P(out), N, N)
+    assert st == lib.FASTRNN_ERR_BAD_LENGTHS
+    assert lib.fastrnn_num_gates(7) == -1 and lib.fastrnn_layer_workspace_size(2, 0, 1, 1) == -1
+    with pytest.raises(capi.FastrnnCError, match="every length must lie in \\[1, T\\]"):
+        capi.layer_forward("rnn_tanh", xs, h, None, w, u, None, None, lengths, False, False)
+    with pytest.raises(ValueError, match="w_hh must have shape \\(4, 4\\)"):
+        capi.cell_forward("rnn_tanh", x, h, None, w, np.zeros((4, 5)), None, None, False)
+    with pytest.raises(TypeError, match="dtype float64"):
+        capi.cell_forward("rnn_tanh", x, h, None, w.astype(np.float32), u, None, None, False)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        capi.cell_forward("rnn_tanh", x, h, None, np.zeros((3, 4)).T, u, None, None, False)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        capi.cell_forward("lstmx", x, h, None, w, u, None, None, False)
+
+
+# --- the documented example: a user's own @njit loop over the C LSTM cell step ---------
+
+numba = pytest.importorskip("numba")
+_cell_step = capi.lib.fastrnn_cell_forward_f64
+_ffi = capi.ffi
+_LSTM = int(capi.LSTM)
+
+
+@numba.njit(nogil=True, cache=False)
+def _run_lstm_cells(xs, h, c, w_ih, w_hh, b_ih, b_hh):
+    T, B, I = xs.shape
+    H = h.shape[1]
+    hs = np.empty((T, B, H))
+    h_new = np.empty_like(h)
+    c_new = np.empty_like(c)
+    ws = np.empty(B * 4 * H)  # fastrnn_cell_workspace_size(LSTM, B, H): the step's gates
+    for t in range(T):
+        status = _cell_step(_LSTM, B, I, H, _ffi.from_buffer(xs[t]), _ffi.from_buffer(h), _ffi.from_buffer(c),
+                            _ffi.from_buffer(w_ih), _ffi.from_buffer(w_hh), _ffi.from_buffer(b_ih),
+                            _ffi.from_buffer(b_hh), _ffi.from_buffer(h_new), _ffi.from_buffer(c_new),
+                            _ffi.from_buffer(ws))
+        if status != 0:
+            raise ValueError("fastrnn cell step failed")
+        h[:] = h_new
+        c[:] = c_new
+        hs[t] = h
+    return hs
+
+
+def test_njit_loop_over_c_cell_matches_layer_api():
+    lstm = fastrnn.LSTM(3, 4, dtype=np.float64, seed=0, backend="numpy")
+    xs = np.random.default_rng(0).standard_normal((20, 2, 3))
+    with fastrnn.no_grad():
+        out, (h_n, c_n) = lstm(xs)
+    h = np.zeros((2, 4))
+    c = np.zeros((2, 4))
+    p = lstm.state_dict()
+    hs = _run_lstm_cells(xs, h, c, p["weight_ih_l0"], p["weight_hh_l0"], p["bias_ih_l0"], p["bias_hh_l0"])
+    np.testing.assert_allclose(hs, out, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(c, c_n[0], rtol=1e-10, atol=1e-12)
