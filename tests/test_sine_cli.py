@@ -50,7 +50,7 @@ def test_help_explains_options(tmp_path):
         assert opt in proc.stdout, opt
 
 
-@pytest.mark.parametrize("bad,needle", [
+BAD = [
     (["--cell", "foo"], "--cell"),
     (["--hidden", "-3"], "--hidden"),
     (["--hidden", "abc"], "--hidden"),
@@ -61,10 +61,24 @@ def test_help_explains_options(tmp_path):
     (["--lr", "0.8"], "lbfgs"),  # L-BFGS takes no learning rate: a clear error, not a silent no-op
     (["--waves", "3"], "--waves"),
     (["--threads", "0"], "--threads"),
-])
+]
+
+
+@pytest.mark.parametrize("bad,needle", [BAD[0], BAD[1], BAD[7]])
 def test_bad_options_exit_nonzero_without_traceback(tmp_path, bad, needle):
     proc = _run([*TINY, "--out", str(tmp_path / "o"), *bad], cwd=tmp_path)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert needle in proc.stderr
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("bad,needle", BAD)
+def test_bad_options_in_process(tmp_path, capsys, bad, needle):
+    from fastrnn.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["sine", *TINY, "--out", str(tmp_path / "o"), *bad])
+    assert exc.value.code == 2
+    assert needle in capsys.readouterr().err
     assert not (tmp_path / "o" / "metrics.json").exists()

@@ -1,0 +1,159 @@
+"""``fastrnn bench-report`` on a synthetic pytest-benchmark JSON, and on a tiny real run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastrnn import bench_report
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench_entry(impl, median, *, cell="LSTM", mode="infer", B=16, I=64, H=128, T=100, dtype="float32",
+                threads=1, case="layer", verified=True, flops=None):
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[cell]
+    fwd = 2 * T * B * G * H * (I + H)
+    extra = {"case": case, "cell": cell, "mode": mode, "B": B, "I": I, "H": H, "T": T, "layers": 1,
+             "dtype": dtype, "threads": threads, "impl": impl, "verified": verified,
+             "flops": flops if flops is not None else fwd * (3 if mode == "train" else 1)}
+    group = f"{cell}/{mode}/B{B}-I{I}-H{H}-T{T}/{dtype}/{threads}t"
+    stats = {"min": median * 0.9, "max": median * 1.2, "mean": median, "median": median, "stddev": 0.0,
+             "rounds": 5, "iterations": 1}
+    return {"group": group, "name": f"test_rnn[{group}-{impl}]", "extra_info": extra, "stats": stats}
+
+
+def synthetic():
+    fwd = 2 * 100 * 16 * 4 * 128 * (64 + 128)
+    benches = [
+        # LSTM infer: cpp 1 ms, numpy 10 ms, torch 4 ms, ORT 2 ms, GEMM with the same FLOPs in 0.25 ms
+        bench_entry("fastrnn-cpp", 1e-3),
+        bench_entry("fastrnn-numpy", 10e-3),
+        bench_entry("torch", 4e-3),
+        bench_entry("onnxruntime", 2e-3),
+        bench_entry("gemm-roofline", 0.25e-3, flops=fwd),
+        # GRU train: numba the best fastrnn backend; a faster but unverified cpp must not count
+        bench_entry("fastrnn-cpp", 1e-6, cell="GRU", mode="train", verified=False),
+        bench_entry("fastrnn-numba", 5e-3, cell="GRU", mode="train"),
+        bench_entry("torch", 20e-3, cell="GRU", mode="train"),
+        bench_entry("gemm-roofline", 1e-3, cell="GRU", mode="train", flops=2 * 1600 * 192 * 384),
+        # a case with the peers only
+        bench_entry("torch", 3e-3, cell="RNN", threads=2),
+        # not a benchmark of this suite
+        {"group": None, "name": "test_other", "extra_info": {}, "stats": {"median": 1.0}},
+    ]
+    return {"machine_info": {"cpu": {"brand_raw": "Test CPU", "count": 2}}, "datetime": "2026-11-25T00:00:00",
+            "benchmarks": benches}
+
+
+@pytest.fixture
+def results(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(synthetic()))
+    return path
+
+
+def test_summarize_speedups_gflops_roofline():
+    cases = {(c.info["cell"], c.info["mode"]): c for c in bench_report.summarize(synthetic())}
+    assert set(cases) == {("LSTM", "infer"), ("GRU", "train"), ("RNN", "infer")}
+    lstm = cases["LSTM", "infer"]
+    assert lstm.best == "fastrnn-cpp"
+    assert lstm.speedup("torch") == pytest.approx(4.0)
+    assert lstm.speedup("onnxruntime") == pytest.approx(2.0)
+    fwd = 2 * 100 * 16 * 4 * 128 * (64 + 128)
+    assert lstm.gflops("fastrnn-cpp") == pytest.approx(fwd / 1e-3 / 1e9)
+    assert lstm.roofline_fraction == pytest.approx(0.25)
+    gru = cases["GRU", "train"]
+    assert gru.best == "fastrnn-numba" and gru.unverified == ["fastrnn-cpp"]
+    assert gru.speedup("torch") == pytest.approx(4.0)
+    assert gru.speedup("onnxruntime") is None
+    rnn = cases["RNN", "infer"]
+    assert rnn.best is None and rnn.speedup("torch") is None and rnn.roofline_fraction is None
+
+
+def test_markdown_table(results):
+    data = bench_report.load(results)
+    text = bench_report.markdown(data, bench_report.summarize(data))
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| case"))
+    for col in ("fastrnn-cpp", "fastrnn-numba", "fastrnn-numpy", "PyTorch", "ONNX Runtime", "×PyTorch", "×ORT",
+                "GFLOP/s", "% roofline"):
+        assert col in header
+    assert header.index("fastrnn-cpp") < header.index("fastrnn-numba") < header.index("fastrnn-numpy")
+    rows = [line for line in lines if line.startswith("| LSTM") or line.startswith("| GRU")
+            or line.startswith("| RNN")]
+    assert len(rows) == 3
+    ncols = header.count("|")
+    assert all(row.count("|") == ncols for row in rows)
+    lstm = next(r for r in rows if r.startswith("| LSTM"))
+    assert "| 1 ms |" in lstm and "**4.00×**" in lstm and "**2.00×**" in lstm and "25 %" in lstm
+    assert "fastrnn-cpp in GRU/train" in text  # the unverified result is named, not shown
+    assert "Test CPU" in text
+
+
+def test_cli_writes_markdown_and_png(results, tmp_path):
+    out_md, out_png = tmp_path / "report.md", tmp_path / "speedups.png"
+    proc = subprocess.run([sys.executable, "-m", "fastrnn", "bench-report", str(results), "-o", str(out_md),
+                           "--plot", str(out_png)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert out_md.read_text().startswith("# fastrnn benchmark report")
+    assert "![speedups](speedups.png)" in out_md.read_text()
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_main_to_stdout_default_plot_next_to_json(results, capsys):
+    assert bench_report.main([str(results)]) == 0
+    assert "| case | mode |" in capsys.readouterr().out
+    assert (results.parent / "results-speedups.png").exists()
+
+
+def test_bench_report_script_calls_the_cli(results, tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "report.py"), str(results), "--no-plot"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "| case | mode |" in proc.stdout
+    assert not (results.parent / "results-speedups.png").exists()
+
+
+def test_not_a_benchmark_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"hello": 1}))
+    proc = subprocess.run([sys.executable, "-m", "fastrnn", "bench-report", str(bad)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "not a pytest-benchmark JSON" in proc.stderr
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"benchmarks": []}))
+    with pytest.raises(SystemExit) as exc:
+        bench_report.main([str(empty)])
+    assert exc.value.code == 2
+
+
+@pytest.mark.slow
+def test_tiny_real_run(tmp_path):
+    """A real pytest-benchmark run of one small case through the suite, then the report."""
+    pytest.importorskip("pytest_benchmark")
+    out = tmp_path / "real.json"
+    env = dict(os.environ, FASTRNN_BENCH="quick")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider", "-k",
+         "LSTMCell-infer and 1t and (numpy or gemm or torch)", "--benchmark-max-time=0.01",
+         "--benchmark-min-rounds=2", f"--benchmark-json={out}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = bench_report.load(out)
+    impls = {b["extra_info"]["impl"] for b in data["benchmarks"]}
+    assert {"fastrnn-numpy", "gemm-roofline"} <= impls
+    for b in data["benchmarks"]:
+        assert b["extra_info"]["verified"] is True
+        assert b["group"] == "LSTMCell/infer/B1-I64-H128-step/float32/1t"
+    [case] = bench_report.summarize(data)
+    assert case.best == "fastrnn-numpy" and case.roofline_fraction is not None
+    assert "fastrnn" in data["machine_info"]  # fastrnn info stored with the results
+    assert bench_report.main([str(out), "-o", str(tmp_path / "real.md")]) == 0
+    assert (tmp_path / "real-speedups.png").exists() == ("torch" in impls)
