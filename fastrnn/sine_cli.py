@@ -64,13 +64,27 @@ def _nonneg_float(text):
     return value
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's paragraphs; shows defaults except None/False (explained in the help text)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _description():
+    paragraphs = __doc__.replace("``", "").split("\n\n")[1:]
+    return "\n\n".join(paragraphs).strip()
+
+
 def add_parser(subparsers):
     """Register the ``sine`` subcommand on ``subparsers``; returns its parser."""
     p = subparsers.add_parser(
         "sine",
         help="train a recurrent model on sine waves and forecast them",
-        description=__doc__.split("\n\n")[1] + "\n\n" + __doc__.split("\n\n")[2],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=_description(),
+        formatter_class=_HelpFormatter,
     )
     m = p.add_argument_group("model")
     m.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm", help="recurrent cell (rnn = tanh Elman)")
