@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -15,12 +16,37 @@ class Module:
     Parameters live in ``self._params`` (name -> array, in PyTorch's order);
     ``self.grads`` holds an array of the same shape per name, accumulated by
     ``backward`` and cleared by :meth:`zero_grad`.
+
+    Thread safety: what a forward records for backward lives per thread
+    (``self._local``), and gradients accumulate under a lock, so one layer may
+    run forwards and backwards in several threads at once; each thread's
+    ``backward`` differentiates that thread's own most recent forward.
     """
 
     def __init__(self):
         self._params: OrderedDict[str, np.ndarray] = OrderedDict()
         self.grads: OrderedDict[str, np.ndarray] = OrderedDict()
         self.training = True
+        self._local = threading.local()
+        self._grad_lock = threading.Lock()
+
+    # copy/pickle: the per-thread records and the lock are not state
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_local", None)
+        state.pop("_grad_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__dict__["_local"] = threading.local()
+        self.__dict__["_grad_lock"] = threading.Lock()
+
+    def _accumulate(self, pairs):
+        """Add (name, gradient) pairs into ``self.grads`` (under the lock)."""
+        with self._grad_lock:
+            for name, g in pairs:
+                self.grads[name] += g
 
     # parameters --------------------------------------------------------
     def _register(self, name, array):

@@ -47,6 +47,14 @@ def _gru_kind(linear_before_reset):
     return "gru" if linear_before_reset else "gru_orig"
 
 
+def _param_grads(grads, suffix, bias):
+    """(parameter name, gradient) pairs of a backend's backward result."""
+    pairs = [("weight_ih" + suffix, grads["w_ih"]), ("weight_hh" + suffix, grads["w_hh"])]
+    if bias:
+        pairs += [("bias_ih" + suffix, grads["b_ih"]), ("bias_hh" + suffix, grads["b_hh"])]
+    return pairs
+
+
 def _zeros_if_none(value, shape, dtype, name):
     if value is None:
         return np.zeros(shape, dtype=dtype)
@@ -107,8 +115,23 @@ class _RNNBase(_Recurrent):
                 if self.bias:
                     self._new_param("bias_ih" + sfx, (G * H,))
                     self._new_param("bias_hh" + sfx, (G * H,))
-        self._record = None
-        self._record_note = "no forward has run yet"
+
+    # what the most recent forward of this thread kept for backward
+    @property
+    def _record(self):
+        return getattr(self._local, "record", None)
+
+    @_record.setter
+    def _record(self, value):
+        self._local.record = value
+
+    @property
+    def _record_note(self):
+        return getattr(self._local, "note", "no forward has run yet (in this thread)")
+
+    @_record_note.setter
+    def _record_note(self, value):
+        self._local.note = value
 
     @staticmethod
     def _suffix(layer, direction):
@@ -298,11 +321,7 @@ class _RNNBase(_Recurrent):
                 grads = backend.layer_backward(rec["ws"][i], g_d, np.ascontiguousarray(gh[i]),
                                                None if gc is None else np.ascontiguousarray(gc[i]))
                 sfx = self._suffix(layer, d)
-                self.grads["weight_ih" + sfx] += grads["w_ih"]
-                self.grads["weight_hh" + sfx] += grads["w_hh"]
-                if self.bias:
-                    self.grads["bias_ih" + sfx] += grads["b_ih"]
-                    self.grads["bias_hh" + sfx] += grads["b_hh"]
+                self._accumulate(_param_grads(grads, sfx, self.bias))
                 dh0[i] = grads["h0"]
                 if dc0 is not None:
                     dc0[i] = grads["c0"]
@@ -371,7 +390,14 @@ class _CellBase(_Recurrent):
         if self.bias:
             self._new_param("bias_ih", (G * H,))
             self._new_param("bias_hh", (G * H,))
-        self._tape = []
+
+    @property
+    def _tape(self):
+        """This thread's recorded forward calls (LIFO)."""
+        tape = getattr(self._local, "tape", None)
+        if tape is None:
+            tape = self._local.tape = []
+        return tape
 
     def __repr__(self):
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}, dtype={self.dtype})"
@@ -383,7 +409,7 @@ class _CellBase(_Recurrent):
         return p["weight_ih"], p["weight_hh"], None, None
 
     def clear_tape(self):
-        """Forget recorded forward calls that were never back-propagated."""
+        """Forget this thread's recorded forward calls that were never back-propagated."""
         self._tape.clear()
 
     def forward(self, x, hx=None):
@@ -451,11 +477,7 @@ class _CellBase(_Recurrent):
             gc = None if gc is None else gc[None, :]
         self._tape.pop()
         grads = backend.cell_backward(ws, gh, gc)
-        self.grads["weight_ih"] += grads["w_ih"]
-        self.grads["weight_hh"] += grads["w_hh"]
-        if self.bias:
-            self.grads["bias_ih"] += grads["b_ih"]
-            self.grads["bias_hh"] += grads["b_hh"]
+        self._accumulate(_param_grads(grads, "", self.bias))
         dx, dh, dc = grads["x"], grads["h"], grads["c"]
         if unbatched:
             dx, dh = dx[0], dh[0]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import fastrnn
+
+# Subprocesses that tests start (python -c / -m) must import the installed
+# package, not the source tree in the current directory (Python >= 3.11).
+os.environ.setdefault("PYTHONSAFEPATH", "1")
 
 BACKENDS = fastrnn.available_backends()
 DTYPES = [np.float64, np.float32]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -87,7 +88,9 @@ def _run(hidden, extra="", env_extra=None):
     code = f"NAMES = {tuple(hidden)!r}\n" + HIDE + CHECK + textwrap.dedent(extra)
     env = {k: v for k, v in os.environ.items() if k not in ("FASTRNN_BACKEND", "FASTRNN_NUM_THREADS")}
     env.update(env_extra or {})
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    # run outside the source tree: there ``import fastrnn`` would find the sources, not the install
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=tempfile.gettempdir())
     assert proc.returncode == 0, f"child failed:\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     report = {"WARNING": [], "UNAVAILABLE": {}}
     for line in proc.stdout.splitlines():

@@ -6,6 +6,7 @@ import copy
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -125,14 +126,15 @@ def test_missing_backend_error_lists_available():
         "b._loaded.pop('numba', None)\n"
         "try:\n    b.check_backend('numba')\nexcept ValueError as e:\n    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tempfile.gettempdir()).stdout
     assert "not available" in out and "available backends: [" in out and "'numpy'" in out
 
 
 def test_env_backend_error_is_clear():
     env = dict(os.environ, FASTRNN_BACKEND="nope")
     code = "import numpy as np, fastrnn\nfastrnn.GRU(2, 2)(np.zeros((2, 1, 2), np.float32))"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
     assert r.returncode != 0 and "unknown backend 'nope'" in r.stderr
 
 

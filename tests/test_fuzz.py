@@ -1,0 +1,189 @@
+"""Fuzzing the boundary: random shapes, strides, dtypes, byte orders, read-only
+arrays, lengths and states handed to the layer API and to the raw bindings.
+
+Every case either matches the NumPy reference or raises ValueError/TypeError;
+none may crash (a crash takes pytest down with it), hang or write outside its
+output (the inputs are checked unchanged afterwards).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastrnn
+from fastrnn.backends import reference
+
+try:
+    from fastrnn import _core as core
+except ImportError:  # pure-Python install
+    core = None
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+KINDS = reference.KINDS
+DTYPES = [np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_, np.complex64, object]
+LAYERS = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU, "rnn_tanh": fastrnn.RNN}
+
+
+@st.composite
+def mangled(draw, base):
+    """``base`` (a good float array) or a variation of it: other dtype, byte order,
+    strides (non-contiguous, negative, Fortran), read-only, a list, a scalar, wrong shape."""
+    how = draw(st.sampled_from(["same", "dtype", "byteorder", "noncontig", "negative", "fortran", "readonly",
+                                "list", "scalar", "reshape", "zero", "transpose"]))
+    a = base.copy()
+    if how == "dtype":
+        dt = draw(st.sampled_from(DTYPES))
+        a = a.astype(dt)
+    elif how == "byteorder":
+        a = a.astype(a.dtype.newbyteorder())
+    elif how == "noncontig":
+        a = np.repeat(a, 2, axis=-1)[..., ::2]
+    elif how == "negative":
+        a = np.ascontiguousarray(a[..., ::-1])[..., ::-1]
+    elif how == "fortran":
+        a = np.asfortranarray(a)
+    elif how == "readonly":
+        a.flags.writeable = False
+    elif how == "list":
+        a = a.tolist()
+    elif how == "scalar":
+        a = a.dtype.type(1)
+    elif how == "reshape":
+        a = a.reshape(-1)
+    elif how == "zero":
+        a = np.zeros((0,) + a.shape[1:], a.dtype)
+    elif how == "transpose":
+        a = a.T
+    return how, a
+
+
+@st.composite
+def layer_case(draw):
+    kind = draw(st.sampled_from(list(LAYERS)))
+    dtype = np.dtype(draw(st.sampled_from([np.float32, np.float64])))
+    T, B, I, H = (draw(st.integers(1, 5)) for _ in range(4))
+    L = draw(st.integers(1, 2))
+    bi = draw(st.booleans())
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    which = draw(st.sampled_from(["x", "h0", "lengths", "none"]))
+    lengths = None
+    if draw(st.booleans()):
+        lengths = rng.integers(1, T + 1, size=B)
+    if which == "lengths":
+        lengths = draw(st.one_of(
+            st.lists(st.integers(-3, T + 3), min_size=0, max_size=B + 1),
+            st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=B, max_size=B),
+            st.just([2**63 - 1] * B), st.just([-(2**63)] * B), st.just("abc"), st.just(3),
+        ))
+    return kind, dtype, T, B, I, H, L, bi, x, which, lengths, rng
+
+
+@SETTINGS
+@given(case=layer_case(), data=st.data())
+def test_layer_api_fuzz(case, data):
+    kind, dtype, T, B, I, H, L, bi, x, which, lengths, rng = case
+    D = 2 if bi else 1
+    h0 = rng.standard_normal((L * D, B, H)).astype(dtype)
+    how = "same"
+    if which == "x":
+        how, x = data.draw(mangled(x))
+    elif which == "h0":
+        how, h0 = data.draw(mangled(h0))
+    hx = (h0, h0) if kind == "lstm" else h0
+    kwargs = {"nonlinearity": "tanh"} if kind == "rnn_tanh" else {}
+    ref = LAYERS[kind](I, H, num_layers=L, bidirectional=bi, dtype=dtype, backend="numpy", seed=1, **kwargs)
+    snapshot = [np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in (x, h0)]
+    for name in fastrnn.available_backends():
+        layer = LAYERS[kind](I, H, num_layers=L, bidirectional=bi, dtype=dtype, backend=name, seed=1, **kwargs)
+        try:
+            out, _ = layer(x, hx, lengths=lengths)
+        except (ValueError, TypeError) as e:
+            err = type(e)
+            with pytest.raises(err):
+                ref(x, hx, lengths=lengths)  # the reference refuses it the same way
+            continue
+        out_ref, _ = ref(x, hx, lengths=lengths)
+        tol = 1e-10 if dtype == np.float64 else 1e-5
+        np.testing.assert_allclose(out, out_ref, rtol=tol, atol=tol, err_msg=f"{name} {how}")
+        g = np.ones_like(out)
+        dx, _ = layer.backward(g)
+        dx_ref, _ = ref.backward(g)
+        np.testing.assert_allclose(dx, dx_ref, rtol=tol * 10, atol=tol * 10, err_msg=f"{name} {how}")
+    for before, after in zip(snapshot, (x, h0)):  # inputs are never written
+        if isinstance(before, np.ndarray):
+            np.testing.assert_array_equal(before, after)
+
+
+@st.composite
+def binding_case(draw):
+    kind = draw(st.sampled_from(KINDS))
+    dtype = np.dtype(draw(st.sampled_from([np.float32, np.float64])))
+    T, B, I, H = (draw(st.integers(1, 4)) for _ in range(4))
+    G = reference.GATES[kind]
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    args = dict(
+        x=rng.standard_normal((T, B, I)).astype(dtype),
+        h0=rng.standard_normal((B, H)).astype(dtype),
+        c0=rng.standard_normal((B, H)).astype(dtype) if kind == "lstm" else None,
+        w_ih=rng.standard_normal((G * H, I)).astype(dtype),
+        w_hh=rng.standard_normal((G * H, H)).astype(dtype),
+        b_ih=rng.standard_normal(G * H).astype(dtype),
+        b_hh=rng.standard_normal(G * H).astype(dtype),
+    )
+    target = draw(st.sampled_from(list(args) + ["lengths", "none"]))
+    lengths = None
+    if target == "lengths":
+        lengths = np.array(draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=0, max_size=B + 1)), np.int64)
+    elif target != "none" and args[target] is not None:
+        _, args[target] = draw(mangled(args[target]))
+    elif target != "none":
+        args[target] = draw(st.sampled_from([np.zeros((B, H), dtype), "c", 0]))
+    return kind, args, lengths, draw(st.booleans()), draw(st.booleans())
+
+
+@pytest.mark.skipif(core is None or not hasattr(core, "layer_forward"), reason="compiled kernels not installed")
+@SETTINGS
+@given(case=binding_case())
+def test_raw_binding_fuzz(case):
+    """Arrays handed straight to the binding: the binding's result equals the reference, or it raises."""
+    kind, args, lengths, reverse, keep = case
+    try:
+        out, h, c, ws = core.layer_forward(kind, *args.values(), lengths, reverse, keep)
+    except (ValueError, TypeError):
+        return
+    # accepted: then the arguments were valid and the result must be the reference's
+    out_r, h_r, c_r, ws_r = reference.layer_forward(kind, *args.values(), lengths, reverse, True)
+    tol = 1e-10 if out.dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(out, out_r, rtol=tol, atol=tol)
+    np.testing.assert_allclose(h, h_r, rtol=tol, atol=tol)
+    if keep:
+        g = core.layer_backward(ws, np.ones_like(out), np.zeros_like(h), None if c is None else np.zeros_like(c))
+        g_r = reference.layer_backward(ws_r, np.ones_like(out), np.zeros_like(h), None if c is None else np.zeros_like(c))
+        np.testing.assert_allclose(g["x"], g_r["x"], rtol=tol * 10, atol=tol * 10)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_load_state_dict_fuzz(data):
+    """Mismatched parameter shapes and dtypes through load_state_dict: refused, nothing changed."""
+    gru = fastrnn.GRU(3, 4, num_layers=2, bidirectional=True, seed=0)
+    before = gru.state_dict()
+    sd = gru.state_dict()
+    name = data.draw(st.sampled_from(list(sd)))
+    shape = data.draw(st.lists(st.integers(0, 13), min_size=0, max_size=3).map(tuple))
+    dt = data.draw(st.sampled_from(DTYPES))
+    sd[name] = np.zeros(shape, dtype=dt)
+    ok_shape = shape == before[name].shape
+    ok_dtype = np.dtype(dt).kind in "fiu"
+    if ok_shape and ok_dtype:
+        gru.load_state_dict(sd)
+        assert np.all(gru.state_dict()[name] == 0)
+        return
+    with pytest.raises((ValueError, TypeError)):
+        gru.load_state_dict(sd)
+    for k, v in gru.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
