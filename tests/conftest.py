@@ -14,6 +14,12 @@ import fastrnn
 os.environ.setdefault("PYTHONSAFEPATH", "1")
 
 BACKENDS = fastrnn.available_backends()
+# FASTRNN_TEST_BACKENDS=cpp,numpy restricts the backend-parametrized tests (e.g. the sanitizer job).
+if os.environ.get("FASTRNN_TEST_BACKENDS"):
+    _wanted = [b.strip() for b in os.environ["FASTRNN_TEST_BACKENDS"].split(",") if b.strip()]
+    BACKENDS = [b for b in _wanted if b in BACKENDS]
+    if "numpy" in _wanted and "numpy" not in BACKENDS:
+        BACKENDS.append("numpy")
 DTYPES = [np.float64, np.float32]
 
 # Tolerances of the suite: float64 to 1e-10, float32 to 1e-5.

@@ -51,8 +51,13 @@ std::string simd_level() {
 }  // namespace
 
 BuildInfo build_info() {
-    return BuildInfo{FASTRNN_VERSION, compiler_name(), FASTRNN_CXX_FLAGS, FASTRNN_BUILD_TYPE,
-                     FASTRNN_HAVE_OPENMP != 0, simd_level()};
+#ifdef FASTRNN_SANITIZED
+    const std::string flags = std::string(FASTRNN_CXX_FLAGS) + " -fsanitize=address,undefined";
+#else
+    const std::string flags = FASTRNN_CXX_FLAGS;
+#endif
+    return BuildInfo{FASTRNN_VERSION, compiler_name(), flags, FASTRNN_BUILD_TYPE, FASTRNN_HAVE_OPENMP != 0,
+                     simd_level()};
 }
 
 }  // namespace fastrnn
