@@ -31,6 +31,10 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_fallbac
     raise ImportError(f"the 'numba' backend needs the numba package ({exc})") from exc
 
 import numpy as np
+from llvmlite import ir as _ir
+from numba.core import types as _types
+from numba.extending import intrinsic as _intrinsic
+from numba.extending import overload as _overload
 
 NAME = "numba"
 KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig")
@@ -60,9 +64,149 @@ def set_num_threads(n: int) -> None:
 # ==========================================================================
 
 
+# --------------------------------------------------------------------------
+# exp / sigmoid / tanh that the loop vectorizer can vectorize: arithmetic,
+# rint and a bit cast only (libm's scalar exp/tanh calls are not vectorized
+# by Numba without SVML, and they dominated the step at B > 1). Cody-Waite
+# reduction x = k ln2 + r, |r| <= ln2/2, Taylor polynomial of expm1(r)
+# (degree 13 in float64, 8 in float32: truncation below half an ulp), and
+# 2^k built from its bits. Max relative error a few ulp; NaN propagates, +-Inf
+# give the right limits. tanh(x) = t / (t + 2) with t = expm1(2x), accurate
+# near 0 too.
+# --------------------------------------------------------------------------
+
+
+@_intrinsic
+def _f64_from_bits(typingctx, bits):
+    """The float64 whose bits are those of the int64 ``bits``."""
+    if bits != _types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], _ir.DoubleType())
+
+    return _types.float64(_types.int64), codegen
+
+
+@_intrinsic
+def _f32_from_bits(typingctx, bits):
+    """The float32 whose bits are the low 32 bits of the integer ``bits``."""
+    if bits != _types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.trunc(args[0], _ir.IntType(32)), _ir.FloatType())
+
+    return _types.float32(_types.int64), codegen
+
+
 @_jit
-def _sigmoid(x, one):
-    return one / (one + np.exp(-x))
+def _expm1_parts64(x):
+    """(p, 2^k) with expm1(x) = p if k == 0 else (1 + p) 2^k - 1; x clamped to [-708, 709]."""
+    x = 709.0 if x > 709.0 else x
+    x = -708.0 if x < -708.0 else x
+    k = np.rint(x * 1.4426950408889634)
+    r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10
+    q = 1.0 / 6227020800.0
+    q = q * r + 1.0 / 479001600.0
+    q = q * r + 1.0 / 39916800.0
+    q = q * r + 1.0 / 3628800.0
+    q = q * r + 1.0 / 362880.0
+    q = q * r + 1.0 / 40320.0
+    q = q * r + 1.0 / 5040.0
+    q = q * r + 1.0 / 720.0
+    q = q * r + 1.0 / 120.0
+    q = q * r + 1.0 / 24.0
+    q = q * r + 1.0 / 6.0
+    q = q * r + 0.5
+    p = r + r * (r * q)
+    scale = _f64_from_bits((np.int64(k) + 1023) << 52)
+    return p, scale
+
+
+@_jit
+def _expm1_parts32(x):
+    x = np.float32(88.0) if x > np.float32(88.0) else x
+    x = np.float32(-87.0) if x < np.float32(-87.0) else x
+    k = np.rint(x * np.float32(1.44269504))
+    r = (x - k * np.float32(0.693145751953125)) - k * np.float32(1.428606765330187e-06)
+    q = np.float32(1.0 / 362880.0)
+    q = q * r + np.float32(1.0 / 40320.0)
+    q = q * r + np.float32(1.0 / 5040.0)
+    q = q * r + np.float32(1.0 / 720.0)
+    q = q * r + np.float32(1.0 / 120.0)
+    q = q * r + np.float32(1.0 / 24.0)
+    q = q * r + np.float32(1.0 / 6.0)
+    q = q * r + np.float32(0.5)
+    p = r + r * (r * q)
+    scale = _f32_from_bits((np.int64(k) + 127) << 23)
+    return p, scale
+
+
+@_jit
+def _sigmoid64(x):
+    p, scale = _expm1_parts64(-x)
+    e = (1.0 + p) * scale
+    e = np.inf if -x > 709.78 else e
+    return 1.0 / (1.0 + e)
+
+
+@_jit
+def _sigmoid32(x):
+    p, scale = _expm1_parts32(-x)
+    e = (np.float32(1.0) + p) * scale
+    e = np.float32(np.inf) if -x > np.float32(88.72) else e
+    return np.float32(1.0) / (np.float32(1.0) + e)
+
+
+@_jit
+def _tanh64(x):
+    p, scale = _expm1_parts64(x + x)
+    t = (1.0 + p) * scale - 1.0
+    t = p if scale == 1.0 else t
+    return t / (t + 2.0)
+
+
+@_jit
+def _tanh32(x):
+    p, scale = _expm1_parts32(x + x)
+    t = (np.float32(1.0) + p) * scale - np.float32(1.0)
+    t = p if scale == np.float32(1.0) else t
+    return t / (t + np.float32(2.0))
+
+
+def _sigmoid(x):  # pragma: no cover - typed by the overload below
+    raise NotImplementedError
+
+
+def _tanh(x):  # pragma: no cover - typed by the overload below
+    raise NotImplementedError
+
+
+@_overload(_sigmoid, jit_options=dict(nogil=True, error_model="numpy"))
+def _ov_sigmoid(x):
+    if x == _types.float32:
+        return lambda x: _sigmoid32(x)
+    if x == _types.float64:
+        return lambda x: _sigmoid64(x)
+    return None
+
+
+@_overload(_tanh, jit_options=dict(nogil=True, error_model="numpy"))
+def _ov_tanh(x):
+    if x == _types.float32:
+        return lambda x: _tanh32(x)
+    if x == _types.float64:
+        return lambda x: _tanh64(x)
+    return None
+
+
+# --------------------------------------------------------------------------
+# Forward kernels: per step one BLAS product into the scratch `gh`, then per
+# batch row a few short loops over that row (still in L1): activations in
+# place, then the state update. Loops over a row touch few arrays so that
+# they vectorize.
+# --------------------------------------------------------------------------
 
 
 @_jit
@@ -75,23 +219,26 @@ def _fwd_rnn(gx, h, wt, lengths, reverse, relu, keep, one, out, gh, y_s, hp_s):
         t = T - 1 - s if reverse else s
         np.dot(h, wt, gh)
         for b in range(B):
+            hb = h[b]
+            ob = out[t, b]
             if keep:
-                for j in range(H):
-                    hp_s[t, b, j] = h[b, j]
+                hp_s[t, b, :] = hb
             if t >= lengths[b]:
-                for j in range(H):
-                    out[t, b, j] = zero
+                ob[:] = zero
                 continue
-            for j in range(H):
-                a = gx[t, b, j] + gh[b, j]
-                if relu:
-                    v = zero if a < zero else a  # NaN stays NaN
-                else:
-                    v = np.tanh(a)
-                h[b, j] = v
-                out[t, b, j] = v
-                if keep:
-                    y_s[t, b, j] = v
+            xb = gx[t, b]
+            g = gh[b]
+            if relu:
+                for j in range(H):
+                    a = xb[j] + g[j]
+                    g[j] = zero if a < zero else a  # NaN stays NaN
+            else:
+                for j in range(H):
+                    g[j] = _tanh(xb[j] + g[j])
+            hb[:] = g
+            ob[:] = g
+            if keep:
+                y_s[t, b, :] = g
 
 
 @_jit
@@ -105,31 +252,35 @@ def _fwd_lstm(gx, h, c, wt, lengths, reverse, keep, one, out, gh, gates_s, tc_s,
         t = T - 1 - s if reverse else s
         np.dot(h, wt, gh)
         for b in range(B):
+            hb = h[b]
+            cb = c[b]
+            ob = out[t, b]
             if keep:
-                for j in range(H):
-                    hp_s[t, b, j] = h[b, j]
-                    cp_s[t, b, j] = c[b, j]
+                hp_s[t, b, :] = hb
+                cp_s[t, b, :] = cb
             if t >= lengths[b]:
-                for j in range(H):
-                    out[t, b, j] = zero
+                ob[:] = zero
                 continue
+            xb = gx[t, b]
+            g = gh[b]
+            for j in range(2 * H):  # i, f
+                g[j] = _sigmoid(xb[j] + g[j])
+            for j in range(2 * H, 3 * H):  # g
+                g[j] = _tanh(xb[j] + g[j])
+            for j in range(3 * H, G):  # o
+                g[j] = _sigmoid(xb[j] + g[j])
             for j in range(H):
-                ig = _sigmoid(gx[t, b, j] + gh[b, j], one)
-                fg = _sigmoid(gx[t, b, H + j] + gh[b, H + j], one)
-                gg = np.tanh(gx[t, b, 2 * H + j] + gh[b, 2 * H + j])
-                og = _sigmoid(gx[t, b, 3 * H + j] + gh[b, 3 * H + j], one)
-                cn = fg * c[b, j] + ig * gg
-                tc = np.tanh(cn)
-                hv = og * tc
-                c[b, j] = cn
-                h[b, j] = hv
-                out[t, b, j] = hv
-                if keep:
-                    gates_s[t, b, j] = ig
-                    gates_s[t, b, H + j] = fg
-                    gates_s[t, b, 2 * H + j] = gg
-                    gates_s[t, b, 3 * H + j] = og
-                    tc_s[t, b, j] = tc
+                cb[j] = g[H + j] * cb[j] + g[j] * g[2 * H + j]
+            tcb = ob  # tanh(c') goes through out, then out is overwritten by h'
+            for j in range(H):
+                tcb[j] = _tanh(cb[j])
+            if keep:
+                tc_s[t, b, :] = tcb
+                gates_s[t, b, :] = g
+            for j in range(H):
+                hv = g[3 * H + j] * tcb[j]
+                hb[j] = hv
+                ob[j] = hv
 
 
 @_jit
@@ -144,26 +295,30 @@ def _fwd_gru(gx, h, wt, bhn, lengths, reverse, keep, one, out, gh, gates_s, hn_s
         t = T - 1 - s if reverse else s
         np.dot(h, wt, gh)
         for b in range(B):
+            hb = h[b]
+            ob = out[t, b]
             if keep:
-                for j in range(H):
-                    hp_s[t, b, j] = h[b, j]
+                hp_s[t, b, :] = hb
             if t >= lengths[b]:
-                for j in range(H):
-                    out[t, b, j] = zero
+                ob[:] = zero
                 continue
+            xb = gx[t, b]
+            g = gh[b]
+            for j in range(2 * H):  # r, z
+                g[j] = _sigmoid(xb[j] + g[j])
             for j in range(H):
-                r = _sigmoid(gx[t, b, j] + gh[b, j], one)
-                z = _sigmoid(gx[t, b, H + j] + gh[b, H + j], one)
-                hn = gh[b, 2 * H + j] + bhn[j]
-                n = np.tanh(gx[t, b, 2 * H + j] + r * hn)
-                hv = (one - z) * n + z * h[b, j]
-                h[b, j] = hv
-                out[t, b, j] = hv
-                if keep:
-                    gates_s[t, b, j] = r
-                    gates_s[t, b, H + j] = z
-                    gates_s[t, b, 2 * H + j] = n
-                    hn_s[t, b, j] = hn
+                g[2 * H + j] += bhn[j]
+            if keep:
+                hn_s[t, b, :] = g[2 * H:]
+            for j in range(H):  # n
+                g[2 * H + j] = _tanh(xb[2 * H + j] + g[j] * g[2 * H + j])
+            if keep:
+                gates_s[t, b, :] = g
+            for j in range(H):
+                z = g[H + j]
+                hv = (one - z) * g[2 * H + j] + z * hb[j]
+                hb[j] = hv
+                ob[j] = hv
 
 
 @_jit
@@ -178,31 +333,37 @@ def _fwd_gru_orig(gx, h, wt_rz, wt_n, lengths, reverse, keep, one, out, ghrz, rh
         t = T - 1 - s if reverse else s
         np.dot(h, wt_rz, ghrz)
         for b in range(B):
+            xb = gx[t, b]
+            g = ghrz[b]
+            hb = h[b]
+            rb = rh[b]
+            for j in range(2 * H):  # r, z (padded rows too: harmless, and rh_s is read for every row)
+                g[j] = _sigmoid(xb[j] + g[j])
             for j in range(H):
-                r = _sigmoid(gx[t, b, j] + ghrz[b, j], one)
-                ghrz[b, j] = r  # keep r for the second pass
-                rh[b, j] = r * h[b, j]
+                rb[j] = g[j] * hb[j]
         np.dot(rh, wt_n, ghn)
         for b in range(B):
+            hb = h[b]
+            ob = out[t, b]
             if keep:
-                for j in range(H):
-                    hp_s[t, b, j] = h[b, j]
-                    rh_s[t, b, j] = rh[b, j]  # also at padded steps: dW_hh reads every row
+                hp_s[t, b, :] = hb
+                rh_s[t, b, :] = rh[b]
             if t >= lengths[b]:
-                for j in range(H):
-                    out[t, b, j] = zero
+                ob[:] = zero
                 continue
+            xb = gx[t, b]
+            g = ghrz[b]
+            nb = ghn[b]
+            for j in range(H):  # n
+                nb[j] = _tanh(xb[2 * H + j] + nb[j])
+            if keep:
+                gates_s[t, b, : 2 * H] = g
+                gates_s[t, b, 2 * H:] = nb
             for j in range(H):
-                r = ghrz[b, j]
-                z = _sigmoid(gx[t, b, H + j] + ghrz[b, H + j], one)
-                n = np.tanh(gx[t, b, 2 * H + j] + ghn[b, j])
-                hv = (one - z) * n + z * h[b, j]
-                if keep:
-                    gates_s[t, b, j] = r
-                    gates_s[t, b, H + j] = z
-                    gates_s[t, b, 2 * H + j] = n
-                h[b, j] = hv
-                out[t, b, j] = hv
+                z = g[H + j]
+                hv = (one - z) * nb[j] + z * hb[j]
+                hb[j] = hv
+                ob[j] = hv
 
 
 @_jit
