@@ -58,6 +58,13 @@ void gemm_fallback(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, c
 }
 }  // namespace
 
+namespace {
+std::atomic<bool> g_use_blas{false};
+}
+
+void set_use_blas_gemm(bool use) { g_use_blas.store(use); }
+bool use_blas_gemm() { return g_use_blas.load(); }
+
 void set_blas(sgemm_fn sgemm, dgemm_fn dgemm) {
     g_sgemm.store(sgemm);
     g_dgemm.store(dgemm);

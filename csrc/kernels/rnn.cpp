@@ -40,6 +40,10 @@ namespace fastrnn {
                        const double*, const double*, const double*, double*, double*,         \
                        double*, double*, double*, double*, double*);                          \
     void apply_act(int, const float*, float*, int64_t);                                       \
+    void matmul(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*,    \
+                int64_t, float*);                                                             \
+    void matmul(bool, bool, int64_t, int64_t, int64_t, const double*, int64_t, const double*,  \
+                int64_t, double*);                                                            \
     void apply_act(int, const double*, double*, int64_t);                                     \
     }
 
@@ -145,6 +149,12 @@ void apply_activation(int which, const T* in, T* out, int64_t n) {
     FR_DISPATCH(apply_act, which, in, out, n)
 }
 
+template <typename T>
+void matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+            int64_t ldb, T* C) {
+    FR_DISPATCH(matmul, ta, tb, M, N, K, A, lda, B, ldb, C)
+}
+
 #define FR_INST(T)                                                                             \
     template void layer_forward<T>(Kind, int64_t, int64_t, int64_t, int64_t, const T*,          \
                                    const T*, const T*, const T*, const T*, const T*, const T*,  \
@@ -158,7 +168,9 @@ void apply_activation(int which, const T* in, T* out, int64_t n) {
     template void cell_backward<T>(Kind, int64_t, int64_t, int64_t, const T*, const T*,         \
                                    const T*, const T*, const T*, const T*, const T*, const T*,  \
                                    const T*, T*, T*, T*, T*, T*, T*, T*);                       \
-    template void apply_activation<T>(int, const T*, T*, int64_t);
+    template void apply_activation<T>(int, const T*, T*, int64_t);                             \
+    template void matmul<T>(bool, bool, int64_t, int64_t, int64_t, const T*, int64_t, const T*, \
+                            int64_t, T*);
 
 FR_INST(float)
 FR_INST(double)

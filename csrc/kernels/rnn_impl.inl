@@ -104,8 +104,10 @@ inline void vstoren(T* p, typename V<T>::v x, int n) {
 }
 template <class T>
 inline typename V<T>::v vbc(T s) {
-    typename V<T>::v r = {};
-    return r + s;
+    // s * ones folds to one broadcast ({} + s would keep an addition for
+    // the sake of -0.0).
+    const typename V<T>::v ones = typename V<T>::v{} + T(1);
+    return s * ones;
 }
 
 // ---------------------------------------------------------------- math
@@ -246,12 +248,70 @@ inline size_t mul(size_t a, size_t b) {
     return r;
 }
 
+// ---------------------------------------------------------------- threading plan
+enum class Mode { serial, batch, units };
+
+struct Plan {
+    Mode mode = Mode::serial;
+    int nthreads = 1;
+};
+
+// work: multiply-adds of one step's recurrent product; wbytes: packed weights.
+inline Plan make_plan(int64_t B, int64_t npg, int64_t work, int64_t wbytes) {
+    Plan p;
+#ifdef _OPENMP
+    int P = get_num_threads();
+    if (P <= 1 || work < 24576) return p;
+    const bool fits = wbytes <= (int64_t)1536 * 1024;
+    if (B >= 4 * P && fits) {
+        p.mode = Mode::batch;
+        p.nthreads = P;
+    } else if (npg >= P) {
+        p.mode = Mode::units;
+        p.nthreads = P;
+    } else if (B >= P) {
+        p.mode = Mode::batch;
+        p.nthreads = (int)std::min<int64_t>(P, B);
+    }
+#else
+    (void)B; (void)npg; (void)work; (void)wbytes;
+#endif
+    return p;
+}
+
+inline int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+inline void barrier(const Plan& pl) {
+#ifdef _OPENMP
+    if (pl.mode == Mode::units) {
+#pragma omp barrier
+    }
+#else
+    (void)pl;
+#endif
+}
+
+inline void split(int64_t n, int parts, int id, int64_t* lo, int64_t* hi) {
+    int64_t q = n / parts, r = n % parts;
+    *lo = id * q + std::min<int64_t>(id, r);
+    *hi = *lo + q + (id < r ? 1 : 0);
+}
+
 // ---------------------------------------------------------------- step product
-// Register tile: C[m, panel p] = sum_k A[m, k] * P_p[k, 0..NR) for MR rows and
-// NP panels; every output element accumulates over k in order 0..K-1.
-template <class T, int MR, int NP>
-inline void micro(int64_t K, const T* __restrict A, int64_t lda, const T* const* P, T* const* C,
-                  int64_t ldc) {
+// Register tile: C[m, panel p] (+)= sum_k A[m, k] * P_p[k, 0..NR) for MR rows
+// and NP panels, A[m, k] at A[m*rs + k*cs] where either rs == 1 (A read
+// transposed: one pointer stepping by cs) or cs == 1 (MR row pointers indexed
+// by k); every output element accumulates over k in order 0..K-1 (starting
+// from C when ACC).
+template <class T, int MR, int NP, bool ACC>
+inline void micro(int64_t K, const T* __restrict A, int64_t rs, int64_t cs, const T* const* P,
+                  T* const* C, int64_t ldc) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
     constexpr int NR = 2 * W;
@@ -259,24 +319,55 @@ inline void micro(int64_t K, const T* __restrict A, int64_t lda, const T* const*
 #pragma GCC unroll 16
     for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 16
-        for (int p = 0; p < NP; ++p) acc[m][p][0] = acc[m][p][1] = v{};
+        for (int p = 0; p < NP; ++p) {
+            if (ACC) {
+                acc[m][p][0] = vload(C[p] + m * ldc);
+                acc[m][p][1] = vload(C[p] + m * ldc + W);
+            } else {
+                acc[m][p][0] = acc[m][p][1] = v{};
+            }
+        }
     const T* pp[NP];
 #pragma GCC unroll 16
     for (int p = 0; p < NP; ++p) pp[p] = P[p];
-    for (int64_t k = 0; k < K; ++k) {
-        v b[NP][2];
+    if (cs == 1) {
+        const T* ap[MR];
 #pragma GCC unroll 16
-        for (int p = 0; p < NP; ++p) {
-            b[p][0] = vload(pp[p] + k * NR);
-            b[p][1] = vload(pp[p] + k * NR + W);
-        }
-#pragma GCC unroll 16
-        for (int m = 0; m < MR; ++m) {
-            v a = vbc(A[m * lda + k]);
+        for (int m = 0; m < MR; ++m) ap[m] = A + m * rs;
+        for (int64_t k = 0; k < K; ++k) {
+            v b[NP][2];
 #pragma GCC unroll 16
             for (int p = 0; p < NP; ++p) {
-                acc[m][p][0] += a * b[p][0];
-                acc[m][p][1] += a * b[p][1];
+                b[p][0] = vload(pp[p] + k * NR);
+                b[p][1] = vload(pp[p] + k * NR + W);
+            }
+#pragma GCC unroll 16
+            for (int m = 0; m < MR; ++m) {
+                v av = vbc(ap[m][k]);
+#pragma GCC unroll 16
+                for (int p = 0; p < NP; ++p) {
+                    acc[m][p][0] += av * b[p][0];
+                    acc[m][p][1] += av * b[p][1];
+                }
+            }
+        }
+    } else {  // rs == 1
+        const T* a = A;
+        for (int64_t k = 0; k < K; ++k, a += cs) {
+            v b[NP][2];
+#pragma GCC unroll 16
+            for (int p = 0; p < NP; ++p) {
+                b[p][0] = vload(pp[p] + k * NR);
+                b[p][1] = vload(pp[p] + k * NR + W);
+            }
+#pragma GCC unroll 16
+            for (int m = 0; m < MR; ++m) {
+                v av = vbc(a[m]);
+#pragma GCC unroll 16
+                for (int p = 0; p < NP; ++p) {
+                    acc[m][p][0] += av * b[p][0];
+                    acc[m][p][1] += av * b[p][1];
+                }
             }
         }
     }
@@ -289,15 +380,47 @@ inline void micro(int64_t K, const T* __restrict A, int64_t lda, const T* const*
         }
 }
 
-template <class T, int NP>
-inline void micro_rows(int mr, int64_t K, const T* A, int64_t lda, const T* const* P, T* const* C,
-                       int64_t ldc) {
+template <class T, int NP, bool ACC>
+inline void micro_rows(int mr, int64_t K, const T* A, int64_t rs, int64_t cs, const T* const* P,
+                       T* const* C, int64_t ldc) {
     switch (mr) {
-        case 4: micro<T, 4, NP>(K, A, lda, P, C, ldc); break;
-        case 3: micro<T, 3, NP>(K, A, lda, P, C, ldc); break;
-        case 2: micro<T, 2, NP>(K, A, lda, P, C, ldc); break;
-        default: micro<T, 1, NP>(K, A, lda, P, C, ldc); break;
+#if FR_VB == 64
+        case 6: micro<T, 6, NP, ACC>(K, A, rs, cs, P, C, ldc); break;
+        case 5: micro<T, 5, NP, ACC>(K, A, rs, cs, P, C, ldc); break;
+#endif
+        case 4: micro<T, 4, NP, ACC>(K, A, rs, cs, P, C, ldc); break;
+        case 3: micro<T, 3, NP, ACC>(K, A, rs, cs, P, C, ldc); break;
+        case 2: micro<T, 2, NP, ACC>(K, A, rs, cs, P, C, ldc); break;
+        default: micro<T, 1, NP, ACC>(K, A, rs, cs, P, C, ldc); break;
     }
+}
+
+template <class T, bool ACC>
+inline void micro_any(int np, int mr, int64_t K, const T* A, int64_t rs, int64_t cs,
+                      const T* const* P, T* const* C, int64_t ldc) {
+    if (np == 4)
+        micro_rows<T, 4, ACC>(mr, K, A, rs, cs, P, C, ldc);
+    else if (np == 2)
+        micro_rows<T, 2, ACC>(mr, K, A, rs, cs, P, C, ldc);
+    else
+        micro_rows<T, 1, ACC>(mr, K, A, rs, cs, P, C, ldc);
+}
+
+// Rows per register tile (AVX-512 has 32 vector registers: 6 x 2 panels x 2
+// vectors of accumulators; AVX2 and SSE have 16: 4 x 1 x 2).
+#if FR_VB == 64
+constexpr int MRMAX = 6;
+#else
+constexpr int MRMAX = 4;
+#endif
+
+// Panels per register tile for a block of `rows` rows.
+inline int panels_per_tile(int64_t rows) {
+#if FR_VB == 64
+    return rows >= 2 ? 2 : 4;
+#else
+    return rows >= 3 ? 1 : (rows == 2 ? 2 : 4);
+#endif
 }
 
 // Weights packed into panels: panel p holds columns [p*NR, p*NR+NR) of the
@@ -321,11 +444,7 @@ void panels_gemm(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t lda, con
     constexpr int NR = 2 * V<T>::W;
     const int64_t rows = m1 - m0;
     if (rows <= 0) return;
-#if FR_VB == 64
-    const int npw = rows >= 4 ? 2 : (rows >= 2 ? 2 : 4);
-#else
-    const int npw = rows >= 3 ? 1 : (rows == 2 ? 2 : 4);
-#endif
+    const int npw = panels_per_tile(rows);
     const T* P[4];
     T* C[4];
     int i = 0;
@@ -333,19 +452,163 @@ void panels_gemm(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t lda, con
         int g = np - i;
         g = g >= npw ? npw : (g >= 2 && npw >= 2 ? 2 : 1);
         for (int q = 0; q < g; ++q) P[q] = pk.panel(plist[i + q], k0);
-        for (int64_t m = m0; m < m1; m += 4) {
-            int mr = (int)std::min<int64_t>(4, m1 - m);
+        for (int64_t m = m0; m < m1; m += MRMAX) {
+            int mr = (int)std::min<int64_t>(MRMAX, m1 - m);
             for (int q = 0; q < g; ++q) C[q] = S + m * lds + (int64_t)plist[i + q] * NR;
-            const T* a = A + m * lda;
-            if (g == 4)
-                micro_rows<T, 4>(mr, K, a, lda, P, C, lds);
-            else if (g == 2)
-                micro_rows<T, 2>(mr, K, a, lda, P, C, lds);
-            else
-                micro_rows<T, 1>(mr, K, a, lda, P, C, lds);
+            micro_any<T, false>(g, mr, K, A + m * lda, lda, 1, P, C, lds);
         }
         i += g;
     }
+}
+
+// ---------------------------------------------------------------- own GEMM
+
+// C[M, N] (+)= A[M, K] · B[K, N] with A[m, k] at A[m*rs + k*cs] and B[k, n]
+// at B[k*brs + n*bcs] (so either operand may be transposed). B is packed into
+// panels once, K is blocked by KC so a group of panels stays in L1 while rows
+// of A stream past it. Threads split rows (or panels when rows are few); each
+// element's sum runs over k in the same order whatever the split, so the
+// result does not depend on the thread count.
+template <class T>
+void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t cs, const T* B,
+              int64_t brs, int64_t bcs, bool accumulate, T* C, int64_t ldc) {
+    constexpr int NR = 2 * V<T>::W;
+    // K block: a 2-panel group of KC rows (256 KB at float) stays in L2 while
+    // the rows of A stream past it; large enough that C is revisited rarely.
+    constexpr int64_t KC = 1024;
+    const int64_t npan = (N + NR - 1) / NR;
+    Packed<T> pk;
+    pk.ktot = K;
+    pk.npanels = npan;
+    pk.data.alloc(mul(mul(npan, K), NR));
+    // A read transposed (rs == 1, cs = its row length): pack it into blocks of
+    // MRMAX rows, [K, MRMAX] each, so the tile streams it contiguously
+    // instead of touching a new page at every k.
+    const bool pack_a = rs == 1 && cs != 1 && M > 1;
+    const int64_t nmb = (M + MRMAX - 1) / MRMAX;
+    Buf<T> apack;
+    if (pack_a) apack.alloc(mul(mul(nmb, K), MRMAX));
+    int nt = 1;
+#ifdef _OPENMP
+    if ((double)M * N * K >= 4e6) nt = std::max(1, get_num_threads());
+#endif
+    const bool split_rows = M >= 16 * nt || npan < nt;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        const int id = thread_id();
+        {
+            int64_t p0, p1;
+            split(npan, nt, id, &p0, &p1);
+            for (int64_t p = p0; p < p1; ++p) {
+                T* dst = pk.data.p + p * K * NR;
+                const int64_t nc = std::min<int64_t>(NR, N - p * NR);
+                if (bcs == 1) {
+                    for (int64_t k = 0; k < K; ++k) {
+                        const T* src = B + k * brs + p * NR;
+                        T* d = dst + k * NR;
+                        int64_t c = 0;
+                        for (; c < nc; ++c) d[c] = src[c];
+                        for (; c < NR; ++c) d[c] = 0;
+                    }
+                } else {  // B read transposed: walk each source row contiguously
+                    for (int64_t c = 0; c < NR; ++c) {
+                        if (c < nc) {
+                            const T* src = B + (p * NR + c) * bcs;
+                            for (int64_t k = 0; k < K; ++k) dst[k * NR + c] = src[k * brs];
+                        } else {
+                            for (int64_t k = 0; k < K; ++k) dst[k * NR + c] = 0;
+                        }
+                    }
+                }
+            }
+        }
+        if (pack_a) {
+            int64_t b0, b1;
+            split(nmb, nt, id, &b0, &b1);
+            for (int64_t mb = b0; mb < b1; ++mb) {
+                T* dst = apack.p + mb * K * MRMAX;
+                const int64_t nr = std::min<int64_t>(MRMAX, M - mb * MRMAX);
+                for (int64_t k = 0; k < K; ++k) {
+                    const T* src = A + k * cs + mb * MRMAX;
+                    int64_t r = 0;
+                    for (; r < nr; ++r) dst[k * MRMAX + r] = src[r];
+                    for (; r < MRMAX; ++r) dst[k * MRMAX + r] = 0;
+                }
+            }
+        }
+#ifdef _OPENMP
+        if (nt > 1) {
+#pragma omp barrier
+        }
+#endif
+        int64_t m0 = 0, m1 = M, p0 = 0, p1 = npan;
+        if (nt > 1) {
+            if (split_rows) {
+                int64_t b0, b1;
+                split((M + MRMAX - 1) / MRMAX, nt, id, &b0, &b1);
+                m0 = std::min<int64_t>(M, b0 * MRMAX);
+                m1 = std::min<int64_t>(M, b1 * MRMAX);
+            } else {
+                split(npan, nt, id, &p0, &p1);
+            }
+        }
+        alignas(64) T tile[MRMAX * NR];
+        const T* P[4];
+        T* Cp[4];
+        for (int64_t k0 = 0; k0 < K; k0 += KC) {
+            const int64_t kc = std::min<int64_t>(KC, K - k0);
+            const bool acc = accumulate || k0 > 0;
+            const int npw = panels_per_tile(m1 - m0);
+            for (int64_t p = p0; p < p1;) {
+                // full panels in groups; a partial last panel through a tile
+                const bool partial = (p + 1) * NR > N;
+                int g = partial ? 1 : (int)std::min<int64_t>(npw, p1 - p);
+                if (!partial && g > 1 && (p + g) * NR > N) g = 1;
+                if (g == 3) g = 2;
+                for (int q = 0; q < g; ++q) P[q] = pk.panel(p + q, k0);
+                for (int64_t m = m0; m < m1; m += MRMAX) {
+                    const int mr = (int)std::min<int64_t>(MRMAX, m1 - m);
+                    const T* a = pack_a ? apack.p + (m / MRMAX) * K * MRMAX + k0 * MRMAX
+                                        : A + m * rs + k0 * cs;
+                    const int64_t acs = pack_a ? MRMAX : cs;
+                    if (!partial) {
+                        for (int q = 0; q < g; ++q) Cp[q] = C + m * ldc + (p + q) * NR;
+                        if (acc)
+                            micro_any<T, true>(g, mr, kc, a, rs, acs, P, Cp, ldc);
+                        else
+                            micro_any<T, false>(g, mr, kc, a, rs, acs, P, Cp, ldc);
+                    } else {
+                        const int64_t nc = N - p * NR;
+                        for (int r = 0; r < mr; ++r)
+                            for (int64_t c = 0; c < NR; ++c)
+                                tile[r * NR + c] = (acc && c < nc) ? C[(m + r) * ldc + p * NR + c] : T(0);
+                        Cp[0] = tile;
+                        micro_any<T, true>(1, mr, kc, a, rs, acs, P, Cp, NR);
+                        for (int r = 0; r < mr; ++r)
+                            for (int64_t c = 0; c < nc; ++c)
+                                C[(m + r) * ldc + p * NR + c] = tile[r * NR + c];
+                    }
+                }
+                p += g;
+            }
+        }
+    }
+}
+
+// Row-major C = op(A) · op(B) (+ C) on the own GEMM, or SciPy's BLAS when
+// chosen with set_gemm_backend (the own kernels are the default: they
+// measure faster here and thread with the kernels' own thread count).
+template <class T>
+void mm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+        int64_t ldb, bool accumulate, T* C, int64_t ldc) {
+    if (use_blas_gemm() && have_blas()) {
+        gemm<T>(ta, tb, M, N, K, T(1), A, lda, B, ldb, accumulate ? T(1) : T(0), C, ldc);
+        return;
+    }
+    own_gemm<T>(M, N, K, A, ta ? 1 : lda, ta ? lda : 1, B, tb ? 1 : ldb, tb ? ldb : 1, accumulate,
+                C, ldc);
 }
 
 // ---------------------------------------------------------------- small products
@@ -355,8 +618,8 @@ void panels_gemm(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t lda, con
 template <class T>
 void small_nt(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Wt, int64_t ldw,
               T* C, int64_t ldc, bool acc) {
-    if (M > 4 && have_blas()) {
-        gemm<T>(false, true, M, N, K, T(1), A, lda, Wt, ldw, acc ? T(1) : T(0), C, ldc);
+    if (M > 4) {
+        mm<T>(false, true, M, N, K, A, lda, Wt, ldw, acc, C, ldc);
         return;
     }
     typedef typename V<T>::v v;
@@ -407,8 +670,8 @@ void small_nt(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T*
 template <class T>
 void small_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Wm, int64_t ldw,
               T* C, int64_t ldc, bool acc) {
-    if (M > 4 && have_blas()) {
-        gemm<T>(false, false, M, N, K, T(1), A, lda, Wm, ldw, acc ? T(1) : T(0), C, ldc);
+    if (M > 4) {
+        mm<T>(false, false, M, N, K, A, lda, Wm, ldw, acc, C, ldc);
         return;
     }
     typedef typename V<T>::v v;
@@ -429,8 +692,8 @@ void small_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T*
 template <class T>
 void small_tn(int64_t M, int64_t N, int64_t L, const T* A, int64_t lda, const T* X, int64_t ldx,
               T* C, int64_t ldc) {
-    if (M > 4 && have_blas()) {
-        gemm<T>(true, false, N, L, M, T(1), A, lda, X, ldx, T(0), C, ldc);
+    if (M > 4) {
+        mm<T>(true, false, N, L, M, A, lda, X, ldx, false, C, ldc);
         return;
     }
     typedef typename V<T>::v v;
@@ -705,61 +968,6 @@ void pad_bwd_row(int64_t u0, int64_t u1, const T* s, T* dd) {
         for (int64_t j = u0; j < u1; ++j) dd[j] += s[j];
 }
 
-// ---------------------------------------------------------------- threading plan
-enum class Mode { serial, batch, units };
-
-struct Plan {
-    Mode mode = Mode::serial;
-    int nthreads = 1;
-};
-
-// work: multiply-adds of one step's recurrent product; wbytes: packed weights.
-inline Plan make_plan(int64_t B, int64_t npg, int64_t work, int64_t wbytes) {
-    Plan p;
-#ifdef _OPENMP
-    int P = get_num_threads();
-    if (P <= 1 || work < 24576) return p;
-    const bool fits = wbytes <= (int64_t)1536 * 1024;
-    if (B >= 4 * P && fits) {
-        p.mode = Mode::batch;
-        p.nthreads = P;
-    } else if (npg >= P) {
-        p.mode = Mode::units;
-        p.nthreads = P;
-    } else if (B >= P) {
-        p.mode = Mode::batch;
-        p.nthreads = (int)std::min<int64_t>(P, B);
-    }
-#else
-    (void)B; (void)npg; (void)work; (void)wbytes;
-#endif
-    return p;
-}
-
-inline int thread_id() {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-inline void barrier(const Plan& pl) {
-#ifdef _OPENMP
-    if (pl.mode == Mode::units) {
-#pragma omp barrier
-    }
-#else
-    (void)pl;
-#endif
-}
-
-inline void split(int64_t n, int parts, int id, int64_t* lo, int64_t* hi) {
-    int64_t q = n / parts, r = n % parts;
-    *lo = id * q + std::min<int64_t>(id, r);
-    *hi = *lo + q + (id < r ? 1 : 0);
-}
-
 // Pack W (logical [ktot, ncols] accessed through `get`) into panels. For the
 // forward pass panel p = jp*G + g holds units [jp*NR, jp*NR+NR) of gate g.
 template <class T>
@@ -822,7 +1030,7 @@ void input_projection(Kind kind, int64_t rows, int64_t I, int64_t H, const T* x,
             for (int64_t r = 0; r < rows; ++r) std::memset(gx + r * ld, 0, GH * sizeof(T));
         small_nt<T>(rows, GH, I, x, I, w_ih, I, gx, ld, true);
     } else {
-        gemm<T>(false, true, rows, GH, I, T(1), x, I, w_ih, I, bias ? T(1) : T(0), gx, ld);
+        mm<T>(false, true, rows, GH, I, x, I, w_ih, I, bias, gx, ld);
     }
 }
 
@@ -1067,14 +1275,14 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
     if (lstm) std::memcpy(dc0, dc.p, B * H * sizeof(T));
 
     // Big products over all T*B rows.
-    gemm<T>(false, false, TB, I, GH, T(1), dG.p, GH, w_ih, I, T(0), dx, I);
-    gemm<T>(true, false, GH, I, TB, T(1), dG.p, GH, x, I, T(0), dw_ih, I);
+    mm<T>(false, false, TB, I, GH, dG.p, GH, w_ih, I, false, dx, I);
+    mm<T>(true, false, GH, I, TB, dG.p, GH, x, I, false, dw_ih, I);
     if (gruo) {
-        gemm<T>(true, false, 2 * H, H, TB, T(1), dG.p, GH, ws_h, H, T(0), dw_hh, H);
-        gemm<T>(true, false, H, H, TB, T(1), dG.p + 2 * H, GH, ws_gates + 3 * H, ldg, T(0),
-                dw_hh + 2 * H * H, H);
+        mm<T>(true, false, 2 * H, H, TB, dG.p, GH, ws_h, H, false, dw_hh, H);
+        mm<T>(true, false, H, H, TB, dG.p + 2 * H, GH, ws_gates + 3 * H, ldg, false,
+              dw_hh + 2 * H * H, H);
     } else {
-        gemm<T>(true, false, GH, H, TB, T(1), dGh, GH, ws_h, H, T(0), dw_hh, H);
+        mm<T>(true, false, GH, H, TB, dGh, GH, ws_h, H, false, dw_hh, H);
     }
     if (db_ih) {
         colsum<T>(TB, GH, dG.p, GH, db_ih);
@@ -1235,6 +1443,16 @@ void cell_backward_impl(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, 
 FR_INST(float)
 FR_INST(double)
 #undef FR_INST
+
+// The layers' GEMM (for tests and timing): C[M, N] = op(A) · op(B).
+void matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+            const float* B, int64_t ldb, float* C) {
+    mm<float>(ta, tb, M, N, K, A, lda, B, ldb, false, C, N);
+}
+void matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const double* A, int64_t lda,
+            const double* B, int64_t ldb, double* C) {
+    mm<double>(ta, tb, M, N, K, A, lda, B, ldb, false, C, N);
+}
 
 // Vectorized activations over n elements (for tests of the math).
 void apply_act(int which, const float* in, float* out, int64_t n) {

@@ -475,6 +475,24 @@ Arr<F> activation_t(const std::string& which, const Arr<F>& x) {
     return out;
 }
 
+template <class F>
+Arr<F> matmul_t(const Arr<F>& a, const Arr<F>& b, bool ta, bool tb) {
+    if (a.ndim() != 2) value_error("a must have 2 dimensions");
+    if (b.ndim() != 2) value_error("b must have 2 dimensions");
+    if (!aligned(a) || !aligned(b)) value_error("a and b must be aligned arrays");
+    const int64_t M = ta ? a.shape(1) : a.shape(0), K = ta ? a.shape(0) : a.shape(1);
+    const int64_t Kb = tb ? b.shape(1) : b.shape(0), N = tb ? b.shape(0) : b.shape(1);
+    if (K != Kb) value_error("a and b have mismatched inner dimensions");
+    if (M < 1 || N < 1 || K < 1) value_error("a and b must not be empty");
+    if (M > INT_MAX || N > INT_MAX || K > INT_MAX) value_error("a and b are too large");
+    Arr<F> c = empty<F>({M, N});
+    {
+        py::gil_scoped_release nogil;  // pure C++
+        fastrnn::matmul<F>(ta, tb, M, N, K, a.data(), a.shape(1), b.data(), b.shape(1), c.mutable_data());
+    }
+    return c;
+}
+
 }  // namespace
 
 void bind_rnn(py::module_& m) {
@@ -584,6 +602,12 @@ void bind_rnn(py::module_& m) {
           "The kernels' vectorized sigmoid/tanh/exp, elementwise (for accuracy tests).");
     m.def("_activation", &activation_t<double>, py::arg("which"), py::arg("x").noconvert());
 
+    m.def("_matmul", &matmul_t<float>, py::arg("a").noconvert(), py::arg("b").noconvert(),
+          py::arg("ta") = false, py::arg("tb") = false,
+          "op(a) @ op(b) through the layers' GEMM (for tests and timing).");
+    m.def("_matmul", &matmul_t<double>, py::arg("a").noconvert(), py::arg("b").noconvert(),
+          py::arg("ta") = false, py::arg("tb") = false);
+
     m.def("set_num_threads", [](int n) {
         if (n < 1) value_error("n must be >= 1");
         fastrnn::set_num_threads(n);
@@ -595,9 +619,26 @@ void bind_rnn(py::module_& m) {
         "blas_info",
         []() {
             ensure_blas();
-            return std::string(have_blas() ? "scipy.linalg.cython_blas" : "built-in");
+            if (use_blas_gemm() && have_blas()) return std::string("scipy.linalg.cython_blas");
+            return std::string("built-in");
         },
         "Which GEMM the kernels use for the large products.");
+    m.def(
+        "set_gemm",
+        [](const std::string& which) {
+            if (which == "builtin") {
+                set_use_blas_gemm(false);
+            } else if (which == "scipy") {
+                ensure_blas();
+                if (!have_blas()) value_error("SciPy's BLAS (scipy.linalg.cython_blas) is not available");
+                set_use_blas_gemm(true);
+            } else {
+                value_error("which must be 'builtin' or 'scipy', got '" + which + "'");
+            }
+        },
+        py::arg("which"),
+        "Choose the GEMM of the large products: 'builtin' (default: the kernels' own packed, "
+        "threaded GEMM) or 'scipy' (SciPy's BLAS through scipy.linalg.cython_blas).");
 }
 
 }  // namespace fastrnn::python

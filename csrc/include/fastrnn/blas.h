@@ -22,6 +22,14 @@ using dgemm_fn = void (*)(const char* transa, const char* transb, const int* m, 
 void set_blas(sgemm_fn sgemm, dgemm_fn dgemm);
 bool have_blas();
 
+// Which GEMM the layer kernels use for their large products: false (default)
+// the kernels' own packed, OpenMP-threaded GEMM; true the installed BLAS.
+// The own GEMM measured faster on the layer shapes and, unlike a BLAS with
+// its own thread pool, follows fastrnn's thread count and never competes
+// with the kernels' threads for cores.
+void set_use_blas_gemm(bool use);
+bool use_blas_gemm();
+
 // Row-major C[M, N] = alpha * op(A)[M, K] · op(B)[K, N] + beta * C.
 //   A: [M, K] (lda >= K) or, with trans_a, [K, M] (lda >= M)
 //   B: [K, N] (ldb >= N) or, with trans_b, [N, K] (ldb >= K)

@@ -142,4 +142,11 @@ namespace fastrnn {
 //   in: [n], out: [n]
 template <typename T>
 void apply_activation(int which, const T* in, T* out, int64_t n);
+
+// The GEMM of the layers' large products: C = op(A) · op(B), row-major.
+//   A: [M, K] (lda) or, with ta, [K, M];  B: [K, N] (ldb) or, with tb, [N, K];
+//   C: [M, N]
+template <typename T>
+void matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+            int64_t ldb, T* C);
 }  // namespace fastrnn
