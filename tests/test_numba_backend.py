@@ -206,6 +206,13 @@ def test_boundary_errors():
     _, _, _, ws = nbb.layer_forward("gru", *args, None, False, True)
     with pytest.raises(ValueError, match="grad_out"):
         nbb.layer_backward(ws, np.zeros((3, 2, 5)), np.zeros((2, 4)), None)
+    nbb.layer_backward(ws, np.zeros((3, 2, 4)), np.zeros((2, 4)), None)
+    with pytest.raises(ValueError, match="consumed"):  # backward frees ws
+        nbb.layer_backward(ws, np.zeros((3, 2, 4)), np.zeros((2, 4)), None)
+    _, _, cws = nbb.cell_forward("gru", a["x"][0], a["h0"], None, *args[3:], True)
+    nbb.cell_backward(cws, np.ones((2, 4)), None)
+    with pytest.raises(ValueError, match="consumed"):
+        nbb.cell_backward(cws, np.ones((2, 4)), None)
 
 
 def test_set_num_threads_clamps():

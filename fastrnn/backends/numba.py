@@ -664,7 +664,8 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
 def layer_backward(ws, grad_out, grad_h_n, grad_c_n):
     """Gradients of a ``layer_forward(..., keep=True)``; see CONTRACT.md."""
     if not isinstance(ws, dict) or "hp" not in ws:
-        raise ValueError("ws must be the workspace of a numba layer_forward(..., keep=True)")
+        raise ValueError("ws must be the workspace of a numba layer_forward(..., keep=True), not yet consumed "
+                         "by a layer_backward")
     kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
     T, B, I = x.shape
     GH, H = w_hh.shape
@@ -704,7 +705,7 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n):
         np.matmul(dgx_flat[:, 2 * H:].T, ws["rh"].reshape(T * B, H), out=dw_hh[2 * H:])
     else:
         dw_hh = dgh_flat.T @ hp_flat
-    return dict(
+    grads = dict(
         x=(dgx_flat @ w_ih).reshape(T, B, I),
         h0=dh,
         c0=dc,
@@ -713,6 +714,8 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n):
         b_ih=dgx_flat.sum(axis=0) if ws["bias"] else None,
         b_hh=dgh_flat.sum(axis=0) if ws["bias"] else None,
     )
+    ws.clear()  # consumed (CONTRACT.md): free the saved activations now, not when the layer drops ws
+    return grads
 
 
 def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
@@ -728,7 +731,8 @@ def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
 def cell_backward(ws, grad_h, grad_c):
     """Gradients of a ``cell_forward(..., keep=True)``; see CONTRACT.md."""
     if not isinstance(ws, dict) or not ws.get("cell"):
-        raise ValueError("ws must be the workspace of a numba cell_forward(..., keep=True)")
+        raise ValueError("ws must be the workspace of a numba cell_forward(..., keep=True), not yet consumed "
+                         "by a cell_backward")
     B, H = ws["hp"].shape[1:]
     zeros = np.zeros((1, B, H), dtype=ws["x"].dtype)
     g = layer_backward(ws, zeros, grad_h, grad_c)
