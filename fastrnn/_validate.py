@@ -43,24 +43,36 @@ def float_array(value, name, dtype, shapes=None):
     """``value`` as a C-contiguous array of exactly ``dtype`` (no silent casts).
 
     ``shapes``: allowed shapes; each may contain None for "any size".
+    (On the hot path of every call: the common case costs a few attribute reads.)
     """
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
-    arr = value if isinstance(value, np.ndarray) else to_numpy(value)
-    if arr.dtype.kind not in "f":
-        raise TypeError(f"{name} must be a floating-point array of dtype {dtype}, got dtype {arr.dtype}")
-    if arr.dtype != dtype:
+    arr = value if type(value) is np.ndarray else to_numpy(value)
+    dt = arr.dtype
+    if dt is not dtype and dt != dtype:
+        if dt.kind != "f":
+            raise TypeError(f"{name} must be a floating-point array of dtype {dtype}, got dtype {dt}")
         raise TypeError(
-            f"{name} has dtype {arr.dtype} but the layer computes in {dtype}; "
-            f"convert it explicitly (x.astype(np.{dtype}))"
+            f"{name} has dtype {dt} but the layer computes in {dtype}; convert it explicitly (x.astype(np.{dtype}))"
         )
-    if shapes is not None and not any(_shape_matches(arr.shape, s) for s in shapes):
-        raise ValueError(f"{name} must have shape {' or '.join(_fmt(s) for s in shapes)}, got {tuple(arr.shape)}")
-    return np.ascontiguousarray(arr)
+    if shapes is not None:
+        shape = arr.shape
+        if shape not in shapes:  # exact shapes: one C-level comparison
+            for pattern in shapes:
+                if _shape_matches(shape, pattern):
+                    break
+            else:
+                raise ValueError(f"{name} must have shape {' or '.join(_fmt(s) for s in shapes)}, got {tuple(shape)}")
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
 def _shape_matches(shape, pattern):
-    return len(shape) == len(pattern) and all(p is None or p == s for s, p in zip(shape, pattern))
+    if len(shape) != len(pattern):
+        return False
+    for s, p in zip(shape, pattern):
+        if p is not None and p != s:
+            return False
+    return True
 
 
 def _fmt(pattern):

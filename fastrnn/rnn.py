@@ -200,7 +200,9 @@ class _RNNBase(_Recurrent):
         Returns ``out, h_n`` (LSTM: ``out, (h_n, c_n)``).
         """
         backend = self._backend()
-        x = float_array(x, "x", self.dtype, shapes=[(None, None), (None, None, None)])
+        x = float_array(x, "x", self.dtype)
+        if x.ndim != 2 and x.ndim != 3:
+            raise ValueError(f"x must have shape (*, *) or (*, *, *), got {x.shape}")
         if x.shape[-1] != self.input_size:
             raise ValueError(f"x must have input_size={self.input_size} features in its last axis, got shape {x.shape}")
         unbatched = x.ndim == 2
@@ -415,7 +417,9 @@ class _CellBase(_Recurrent):
     def forward(self, x, hx=None):
         """One step: ``x [B, I]`` or ``[I]``; returns ``h'`` (LSTM: ``(h', c')``)."""
         backend = self._backend()
-        x = float_array(x, "input", self.dtype, shapes=[(None,), (None, None)])
+        x = float_array(x, "input", self.dtype)
+        if x.ndim != 1 and x.ndim != 2:
+            raise ValueError(f"input must have shape (*,) or (*, *), got {x.shape}")
         if x.shape[-1] != self.input_size:
             raise ValueError(f"input must have input_size={self.input_size} features in its last axis, got shape {x.shape}")
         unbatched = x.ndim == 1

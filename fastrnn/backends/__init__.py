@@ -96,14 +96,19 @@ def _auto():
     raise RuntimeError("no fastrnn backend could be imported")  # the numpy reference always imports
 
 
+_resolved: dict = {}  # name as given -> backend module (backends never change once imported)
+
+
 def get_backend(name=None):
     """The backend module for ``name`` (None: the global choice, then FASTRNN_BACKEND, then auto)."""
     if name is None:
         name = _global_choice or os.environ.get("FASTRNN_BACKEND") or "auto"
-    key = check_backend(name)
-    if key == "auto":
-        return _auto()
-    return _loaded[key]
+    mod = _resolved.get(name)  # the hot path of every layer call
+    if mod is None:
+        key = check_backend(name)
+        mod = _auto() if key == "auto" else _loaded[key]
+        _resolved[name] = mod
+    return mod
 
 
 def set_backend(name):
