@@ -31,6 +31,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <vector>
 
@@ -219,22 +220,71 @@ inline VT vrelu(VT x) {
 }
 
 // ---------------------------------------------------------------- buffers
+// Scratch memory. Large blocks are kept in a small process-wide cache after
+// use: a fresh mmap for every call costs a page fault per 4 KB touched, which
+// measured more than 10 % of a training step at mid sizes.
+struct BlockCache {
+    static constexpr size_t kMaxBytes = size_t(256) << 20;  // cached at most
+    static constexpr size_t kMinBytes = size_t(64) << 10;   // smaller: plain malloc
+    std::mutex mu;
+    std::vector<std::pair<size_t, void*>> blocks;
+    size_t total = 0;
+    void* get(size_t bytes) {
+        if (bytes >= kMinBytes) {
+            std::lock_guard<std::mutex> lock(mu);
+            size_t best = blocks.size();
+            for (size_t i = 0; i < blocks.size(); ++i)
+                if (blocks[i].first >= bytes && blocks[i].first <= 2 * bytes &&
+                    (best == blocks.size() || blocks[i].first < blocks[best].first))
+                    best = i;
+            if (best != blocks.size()) {
+                void* p = blocks[best].second;
+                total -= blocks[best].first;
+                blocks.erase(blocks.begin() + best);
+                return p;
+            }
+        }
+        return std::aligned_alloc(64, bytes);
+    }
+    void put(void* p, size_t bytes) {
+        if (!p) return;
+        if (bytes >= kMinBytes && bytes <= kMaxBytes) {
+            std::lock_guard<std::mutex> lock(mu);
+            while (total + bytes > kMaxBytes && !blocks.empty()) {  // drop the oldest
+                std::free(blocks.front().second);
+                total -= blocks.front().first;
+                blocks.erase(blocks.begin());
+            }
+            blocks.emplace_back(bytes, p);
+            total += bytes;
+            return;
+        }
+        std::free(p);
+    }
+};
+
+inline BlockCache& block_cache() {
+    static BlockCache* c = new BlockCache();  // never destroyed: usable at exit
+    return *c;
+}
+
 template <class T>
 struct Buf {
     T* p = nullptr;
+    size_t bytes = 0;
     Buf() = default;
     explicit Buf(size_t n) { alloc(n); }
     void alloc(size_t n) {
         free();
         if (n == 0) n = 1;
         if (n > (std::numeric_limits<size_t>::max() - 64) / sizeof(T)) throw std::bad_alloc();
-        size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
-        p = static_cast<T*>(std::aligned_alloc(64, bytes));
+        bytes = (n * sizeof(T) + 63) / 64 * 64;
+        p = static_cast<T*>(block_cache().get(bytes));
         if (!p) throw std::bad_alloc();
     }
     void zero(size_t n) { std::memset(p, 0, n * sizeof(T)); }
     void free() {
-        std::free(p);
+        block_cache().put(p, bytes);
         p = nullptr;
     }
     ~Buf() { free(); }
@@ -445,17 +495,29 @@ void panels_gemm(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t lda, con
     const int64_t rows = m1 - m0;
     if (rows <= 0) return;
     const int npw = panels_per_tile(rows);
+    const bool several = rows > MRMAX;
     const T* P[4];
     T* C[4];
     int i = 0;
     while (i < np) {
         int g = np - i;
         g = g >= npw ? npw : (g >= 2 && npw >= 2 ? 2 : 1);
-        for (int q = 0; q < g; ++q) P[q] = pk.panel(plist[i + q], k0);
-        for (int64_t m = m0; m < m1; m += MRMAX) {
-            int mr = (int)std::min<int64_t>(MRMAX, m1 - m);
-            for (int q = 0; q < g; ++q) C[q] = S + m * lds + (int64_t)plist[i + q] * NR;
-            micro_any<T, false>(g, mr, K, A + m * lda, lda, 1, P, C, lds);
+        // With several row blocks, K is cut so the panel group (~32 KB) stays
+        // in L1 across them; partial sums go through S (same order of
+        // operations, so the same result).
+        const int64_t kcb =
+            several ? std::max<int64_t>(32, 32768 / (g * NR * (int64_t)sizeof(T))) : K;
+        for (int64_t kk = 0; kk < K; kk += kcb) {
+            const int64_t kc = std::min<int64_t>(kcb, K - kk);
+            for (int q = 0; q < g; ++q) P[q] = pk.panel(plist[i + q], k0 + kk);
+            for (int64_t m = m0; m < m1; m += MRMAX) {
+                int mr = (int)std::min<int64_t>(MRMAX, m1 - m);
+                for (int q = 0; q < g; ++q) C[q] = S + m * lds + (int64_t)plist[i + q] * NR;
+                if (kk == 0)
+                    micro_any<T, false>(g, mr, kc, A + m * lda, lda, 1, P, C, lds);
+                else
+                    micro_any<T, true>(g, mr, kc, A + m * lda + kk, lda, 1, P, C, lds);
+            }
         }
         i += g;
     }
@@ -527,14 +589,23 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
         if (pack_a) {
             int64_t b0, b1;
             split(nmb, nt, id, &b0, &b1);
-            for (int64_t mb = b0; mb < b1; ++mb) {
-                T* dst = apack.p + mb * K * MRMAX;
-                const int64_t nr = std::min<int64_t>(MRMAX, M - mb * MRMAX);
-                for (int64_t k = 0; k < K; ++k) {
-                    const T* src = A + k * cs + mb * MRMAX;
-                    int64_t r = 0;
-                    for (; r < nr; ++r) dst[k * MRMAX + r] = src[r];
-                    for (; r < MRMAX; ++r) dst[k * MRMAX + r] = 0;
+            // k in chunks so the rows being read stay in L1 across the blocks
+            for (int64_t kb = 0; kb < K; kb += 16) {
+                const int64_t ke = std::min<int64_t>(K, kb + 16);
+                for (int64_t mb = b0; mb < b1; ++mb) {
+                    T* dst = apack.p + mb * K * MRMAX;
+                    const int64_t nr = std::min<int64_t>(MRMAX, M - mb * MRMAX);
+                    if (nr == MRMAX) {
+                        for (int64_t k = kb; k < ke; ++k)
+                            std::memcpy(dst + k * MRMAX, A + k * cs + mb * MRMAX, sizeof(T) * MRMAX);
+                    } else {
+                        for (int64_t k = kb; k < ke; ++k) {
+                            const T* src = A + k * cs + mb * MRMAX;
+                            int64_t r = 0;
+                            for (; r < nr; ++r) dst[k * MRMAX + r] = src[r];
+                            for (; r < MRMAX; ++r) dst[k * MRMAX + r] = 0;
+                        }
+                    }
                 }
             }
         }
