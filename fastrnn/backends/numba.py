@@ -70,34 +70,38 @@ def set_num_threads(n: int) -> None:
 # by Numba without SVML, and they dominated the step at B > 1). Cody-Waite
 # reduction x = k ln2 + r, |r| <= ln2/2, Taylor polynomial of expm1(r)
 # (degree 13 in float64, 8 in float32: truncation below half an ulp), and
-# 2^k built from its bits. Max relative error a few ulp; NaN propagates, +-Inf
+# 2^k built from its bits (in 32-bit lanes for float32). Max relative error a few ulp; NaN propagates, +-Inf
 # give the right limits. tanh(x) = t / (t + 2) with t = expm1(2x), accurate
 # near 0 too.
 # --------------------------------------------------------------------------
 
 
 @_intrinsic
-def _f64_from_bits(typingctx, bits):
-    """The float64 whose bits are those of the int64 ``bits``."""
-    if bits != _types.int64:
+def _pow2_f64(typingctx, k):
+    """2**k for a float64 holding an integer k in [-1022, 1023], built from its bits (no call, vectorizable)."""
+    if k != _types.float64:
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], _ir.DoubleType())
+        i64 = _ir.IntType(64)
+        bits = builder.shl(builder.add(builder.fptosi(args[0], i64), i64(1023)), i64(52))
+        return builder.bitcast(bits, _ir.DoubleType())
 
-    return _types.float64(_types.int64), codegen
+    return _types.float64(_types.float64), codegen
 
 
 @_intrinsic
-def _f32_from_bits(typingctx, bits):
-    """The float32 whose bits are the low 32 bits of the integer ``bits``."""
-    if bits != _types.int64:
+def _pow2_f32(typingctx, k):
+    """2**k for a float32 holding an integer k in [-126, 127], in 32-bit lanes (no call, vectorizable)."""
+    if k != _types.float32:
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(builder.trunc(args[0], _ir.IntType(32)), _ir.FloatType())
+        i32 = _ir.IntType(32)
+        bits = builder.shl(builder.add(builder.fptosi(args[0], i32), i32(127)), i32(23))
+        return builder.bitcast(bits, _ir.FloatType())
 
-    return _types.float32(_types.int64), codegen
+    return _types.float32(_types.float32), codegen
 
 
 @_jit
@@ -120,7 +124,7 @@ def _expm1_parts64(x):
     q = q * r + 1.0 / 6.0
     q = q * r + 0.5
     p = r + r * (r * q)
-    scale = _f64_from_bits((np.int64(k) + 1023) << 52)
+    scale = _pow2_f64(k)
     return p, scale
 
 
@@ -139,7 +143,7 @@ def _expm1_parts32(x):
     q = q * r + np.float32(1.0 / 6.0)
     q = q * r + np.float32(0.5)
     p = r + r * (r * q)
-    scale = _f32_from_bits((np.int64(k) + 127) << 23)
+    scale = _pow2_f32(k)
     return p, scale
 
 
