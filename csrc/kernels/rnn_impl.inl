@@ -117,7 +117,7 @@ inline typename V<T>::v vbc(T s) {
 // is built as p * 2^(n-1) * 2 so that the exponent field never overflows.
 // NaN propagates, exp(+inf) = inf, exp(-inf) = 0. Arguments below -86.5
 // (float) / -707 (double) flush to 0 (absolute error < 3e-38 / 1e-307).
-inline vf vexp(vf x) {
+__attribute__((always_inline)) inline vf vexp(vf x) {
     const vf hi = vbc(88.7f), lo = vbc(-86.5f);
     vf xc = x > hi ? hi : x;
     xc = xc < lo ? lo : xc;
@@ -143,7 +143,7 @@ inline vf vexp(vf x) {
     return res;
 }
 
-inline vd vexp(vd x) {
+__attribute__((always_inline)) inline vd vexp(vd x) {
     const vd hi = vbc(709.0), lo = vbc(-707.0);
     vd xc = x > hi ? hi : x;
     xc = xc < lo ? lo : xc;
@@ -176,7 +176,7 @@ inline vd vexp(vd x) {
 }
 
 template <class VT>
-inline VT vsigmoid(VT x) {
+__attribute__((always_inline)) inline VT vsigmoid(VT x) {
     return 1 / (1 + vexp(-x));
 }
 
@@ -185,7 +185,7 @@ inline vd vabs(vd x) { return (vd)((vdi)x & 0x7fffffffffffffffLL); }
 
 // tanh: |x| < 0.625 odd polynomial / rational (Cephes tanhf / tanh, < 1 ulp),
 // else 1 - 2 / (exp(2|x|) + 1) with the sign restored. NaN propagates.
-inline vf vtanh(vf x) {
+__attribute__((always_inline)) inline vf vtanh(vf x) {
     vf ax = vabs(x);
     vf e = vexp(ax * 2.0f);
     vf big = 1.0f - 2.0f / (e + 1.0f);
@@ -200,7 +200,7 @@ inline vf vtanh(vf x) {
     return ax < 0.625f ? small : big;
 }
 
-inline vd vtanh(vd x) {
+__attribute__((always_inline)) inline vd vtanh(vd x) {
     vd ax = vabs(x);
     vd e = vexp(ax * 2.0);
     vd big = 1.0 - 2.0 / (e + 1.0);
@@ -306,25 +306,39 @@ struct Plan {
     int nthreads = 1;
 };
 
-// work: multiply-adds of one step's recurrent product; wbytes: packed weights.
-inline Plan make_plan(int64_t B, int64_t npg, int64_t work, int64_t wbytes) {
+// How a layer's time loop is shared among threads.
+//   step_work: multiply-adds of one step's recurrent product (B*G*H*H)
+//   steps:     time steps T
+//   wbytes:    bytes of the packed recurrent weights
+// * batch: each thread owns a slice of the batch rows for the whole sequence:
+//   no synchronisation at all inside the loop (rows are independent), so it
+//   is used whenever each thread gets a couple of rows and the whole call is
+//   worth a fork (a few microseconds). Each thread streams all the weights,
+//   so when they do not fit a core's L2 and the batch is small, units wins.
+// * units: each thread owns panels of hidden units, one barrier per step
+//   (two for gru_orig). Only when a step is long enough (~ >= 10 us) that the
+//   barrier is noise: it is also the mode that suffers most when the machine
+//   is oversubscribed (a descheduled thread stalls the others every step).
+// * serial otherwise (small steps: the latency path).
+inline Plan make_plan(int64_t B, int64_t npg, int64_t step_work, int64_t steps, int64_t wbytes) {
     Plan p;
 #ifdef _OPENMP
-    int P = get_num_threads();
-    if (P <= 1 || work < 24576) return p;
-    const bool fits = wbytes <= (int64_t)1536 * 1024;
-    if (B >= 4 * P && fits) {
+    const int P = get_num_threads();
+    if (P <= 1) return p;
+    const double total = (double)step_work * (double)steps;
+    const bool fits_l2 = wbytes <= (int64_t)1024 * 1024;
+    if (B >= 2 * P && total >= 2e6 && (fits_l2 || B >= 8 * P)) {
         p.mode = Mode::batch;
         p.nthreads = P;
-    } else if (npg >= P) {
+    } else if (npg >= P && step_work >= 262144) {
         p.mode = Mode::units;
-        p.nthreads = P;
-    } else if (B >= P) {
+        p.nthreads = (int)std::min<int64_t>(P, npg);
+    } else if (B >= 2 * P && total >= 2e6) {
         p.mode = Mode::batch;
-        p.nthreads = (int)std::min<int64_t>(P, B);
+        p.nthreads = P;
     }
 #else
-    (void)B; (void)npg; (void)work; (void)wbytes;
+    (void)B; (void)npg; (void)step_work; (void)steps; (void)wbytes;
 #endif
     return p;
 }
@@ -1141,7 +1155,7 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
     std::memcpy(hbuf.p, h0, B * H * sizeof(T));
     if (lstm) std::memcpy(cbuf.p, c0, B * H * sizeof(T));
 
-    const Plan pl = make_plan(B, npg, B * GH * H, pk.npanels * H * NR * (int64_t)sizeof(T));
+    const Plan pl = make_plan(B, npg, B * GH * H, Tn, pk.npanels * H * NR * (int64_t)sizeof(T));
     // No allocation (nor anything that may throw) inside the parallel region.
     std::vector<int> lists((size_t)pl.nthreads * 3 * pk.npanels);
 
@@ -1269,7 +1283,7 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
             dc.zero(B * H);
     }
 
-    const Plan pl = make_plan(B, npg, B * GH * H, npg * GH * NR * (int64_t)sizeof(T));
+    const Plan pl = make_plan(B, npg, B * GH * H, Tn, npg * GH * NR * (int64_t)sizeof(T));
     std::vector<int> lists((size_t)pl.nthreads * npg);
 
 #ifdef _OPENMP
