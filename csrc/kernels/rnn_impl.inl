@@ -33,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <utility>
 #include <vector>
 
 #ifdef _OPENMP
@@ -699,7 +700,31 @@ void mm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t l
 // ---------------------------------------------------------------- small products
 // For cells (one step): no packing, direct loops over the row-major weights.
 
+// Horizontal sums of W vectors at once: out[i] = sum_l v[i][l], by a tree of
+// even/odd lane shuffles (log2 W levels of W/2... adds instead of W*W scalar
+// adds). The lane order of the tree is fixed, so results are reproducible.
+template <class VT, size_t... I>
+inline VT evens(VT a, VT b, std::index_sequence<I...>) {
+    return __builtin_shufflevector(a, b, (2 * I)...);
+}
+template <class VT, size_t... I>
+inline VT odds(VT a, VT b, std::index_sequence<I...>) {
+    return __builtin_shufflevector(a, b, (2 * I + 1)...);
+}
+template <class T>
+inline typename V<T>::v hsum_many(typename V<T>::v* v) {
+    constexpr int W = V<T>::W;
+    typedef std::make_index_sequence<W> seq;
+#pragma GCC unroll 8
+    for (int n = W; n > 1; n /= 2)
+#pragma GCC unroll 8
+        for (int j = 0; j < n / 2; ++j) v[j] = evens(v[2 * j], v[2 * j + 1], seq{}) + odds(v[2 * j], v[2 * j + 1], seq{});
+    return v[0];
+}
+
 // C[m, n] = (acc ? C[m, n] : 0) + sum_k A[m, k] * W[n, k]     (C = A · W^T)
+// Small M (cells): dot products against W rows, W rows at a time, so each
+// block of W stays in L1 across the M rows and the sums are reduced together.
 template <class T>
 void small_nt(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Wt, int64_t ldw,
               T* C, int64_t ldc, bool acc) {
@@ -709,44 +734,45 @@ void small_nt(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T*
     }
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
-    for (int64_t m = 0; m < M; ++m) {
-        const T* a = A + m * lda;
-        T* c = C + m * ldc;
-        int64_t n = 0;
-        for (; n + 4 <= N; n += 4) {
-            v s0 = {}, s1 = {}, s2 = {}, s3 = {};
-            const T* w0 = Wt + n * ldw;
-            for (int64_t k = 0; k < K; k += W) {
-                int cnt = (int)std::min<int64_t>(W, K - k);
-                v av = vloadn(a + k, cnt);
-                s0 += av * vloadn(w0 + k, cnt);
-                s1 += av * vloadn(w0 + ldw + k, cnt);
-                s2 += av * vloadn(w0 + 2 * ldw + k, cnt);
-                s3 += av * vloadn(w0 + 3 * ldw + k, cnt);
+    const int64_t Kf = K / W * W;
+    const int kt = (int)(K - Kf);
+    int64_t n = 0;
+    for (; n + W <= N; n += W) {
+        const T* w0 = Wt + n * ldw;
+        for (int64_t m = 0; m < M; ++m) {
+            const T* a = A + m * lda;
+            v s[W];
+#pragma GCC unroll 16
+            for (int r = 0; r < W; ++r) s[r] = v{};
+            for (int64_t k = 0; k < Kf; k += W) {
+                const v av = vload(a + k);
+#pragma GCC unroll 16
+                for (int r = 0; r < W; ++r) s[r] += av * vload(w0 + r * ldw + k);
             }
-            T r0 = 0, r1 = 0, r2 = 0, r3 = 0;
-            for (int l = 0; l < W; ++l) {
-                r0 += s0[l];
-                r1 += s1[l];
-                r2 += s2[l];
-                r3 += s3[l];
+            if (kt) {
+                const v av = vloadn(a + Kf, kt);
+#pragma GCC unroll 16
+                for (int r = 0; r < W; ++r) s[r] += av * vloadn(w0 + r * ldw + Kf, kt);
             }
-            if (acc) {
-                c[n] += r0; c[n + 1] += r1; c[n + 2] += r2; c[n + 3] += r3;
-            } else {
-                c[n] = r0; c[n + 1] = r1; c[n + 2] = r2; c[n + 3] = r3;
-            }
+            v tot = hsum_many<T>(s);
+            T* c = C + m * ldc + n;
+            if (acc) tot += vload(c);
+            vstore(c, tot);
         }
-        for (; n < N; ++n) {
+    }
+    for (; n < N; ++n) {
+        const T* w0 = Wt + n * ldw;
+        for (int64_t m = 0; m < M; ++m) {
+            const T* a = A + m * lda;
             v s0 = {};
-            const T* w0 = Wt + n * ldw;
             for (int64_t k = 0; k < K; k += W) {
                 int cnt = (int)std::min<int64_t>(W, K - k);
                 s0 += vloadn(a + k, cnt) * vloadn(w0 + k, cnt);
             }
             T r0 = 0;
             for (int l = 0; l < W; ++l) r0 += s0[l];
-            c[n] = acc ? c[n] + r0 : r0;
+            T* c = C + m * ldc + n;
+            *c = acc ? *c + r0 : r0;
         }
     }
 }
