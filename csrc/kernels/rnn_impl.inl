@@ -787,10 +787,25 @@ void small_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T*
     }
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
+    constexpr int NB = 8;  // vectors of C kept in registers: independent FMA chains
     for (int64_t m = 0; m < M; ++m) {
         T* c = C + m * ldc;
         const T* a = A + m * lda;
-        for (int64_t n = 0; n < N; n += W) {
+        int64_t n = 0;
+        for (; n + NB * W <= N; n += NB * W) {
+            v s[NB];
+#pragma GCC unroll 8
+            for (int j = 0; j < NB; ++j) s[j] = acc ? vload(c + n + j * W) : v{};
+            for (int64_t k = 0; k < K; ++k) {
+                const v av = vbc(a[k]);
+                const T* w = Wm + k * ldw + n;
+#pragma GCC unroll 8
+                for (int j = 0; j < NB; ++j) s[j] += av * vload(w + j * W);
+            }
+#pragma GCC unroll 8
+            for (int j = 0; j < NB; ++j) vstore(c + n + j * W, s[j]);
+        }
+        for (; n < N; n += W) {
             int cnt = (int)std::min<int64_t>(W, N - n);
             v s = acc ? vloadn(c + n, cnt) : v{};
             for (int64_t k = 0; k < K; ++k) s += vbc(a[k]) * vloadn(Wm + k * ldw + n, cnt);
