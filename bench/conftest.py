@@ -30,8 +30,16 @@ def bench_quick(config) -> bool:
     return bool(config.getoption("bench_quick")) or os.environ.get("FASTRNN_BENCH", "").strip().lower() == "quick"
 
 
+def _loadavg():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # not on this platform
+        return None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    config._fastrnn_bench_load_start = _loadavg()
     config.addinivalue_line("markers", "bench_quick: part of the quick benchmark subset (--bench-quick)")
     if config.getoption("bench_quick") and config.getoption("bench_full"):
         raise pytest.UsageError("--bench-quick and --bench-full exclude each other")
@@ -62,7 +70,9 @@ def pytest_report_header(config):
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    """Record what the numbers were measured with (fastrnn info) in the JSON."""
+    """Record what the numbers were measured with (fastrnn info, machine load) in the JSON."""
+    machine_info["loadavg_start"] = getattr(config, "_fastrnn_bench_load_start", None)
+    machine_info["loadavg_end"] = _loadavg()
     try:
         from fastrnn.info import info
     except ImportError:  # an install older than fastrnn.info

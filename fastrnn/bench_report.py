@@ -154,6 +154,10 @@ def markdown(data: dict, cases: list[CaseResult], plot_path=None) -> str:
         facts.append(f"fastrnn {fr.get('fastrnn')}, backends {', '.join(fr.get('backends', {}).get('available', []))}")
         pk = fr.get("packages", {})
         facts.append(", ".join(f"{k} {pk[k]}" for k in ("numpy", "torch", "onnxruntime", "numba") if pk.get(k)))
+    load = [machine.get("loadavg_start"), machine.get("loadavg_end")]
+    if any(load):
+        facts.append("load average (1/5/15 min) at start " + " / ".join(
+            "?" if x is None else "/".join(f"{v:g}" for v in x) for x in load).replace(" / ", ", at end ", 1))
     out += [" · ".join(facts), ""]
     out += [
         "Median wall time per call. *best* = fastest fastrnn backend; ×PyTorch / ×ORT = its speedup "
@@ -187,6 +191,11 @@ def markdown(data: dict, cases: list[CaseResult], plot_path=None) -> str:
                            f"faster in {sum(v > 1 for v in present)}")
     if summary:
         out += ["Best fastrnn backend " + "; ".join(summary) + ".", ""]
+    over = [c.group for c in cases if (c.roofline_fraction or 0) > 1]
+    if over:
+        out += [f"Above 100 % of the roofline in {len(over)} cases: the GEMM and the layer were timed at different "
+                "moments and one of them was disturbed (other load on the machine; 2-thread runs suffer most). "
+                "Trust those rows less, or rerun them on an idle machine.", ""]
     bad = [(c.group, impl) for c in cases for impl in c.unverified]
     if bad:
         out += ["Not shown (no extra_info['verified']: the answer was not checked, or the check failed): "

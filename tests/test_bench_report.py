@@ -157,3 +157,17 @@ def test_tiny_real_run(tmp_path):
     assert "fastrnn" in data["machine_info"]  # fastrnn info stored with the results
     assert bench_report.main([str(out), "-o", str(tmp_path / "real.md")]) == 0
     assert (tmp_path / "real-speedups.png").exists() == ("torch" in impls)
+
+
+def test_load_average_and_roofline_warning_in_the_text():
+    data = synthetic()
+    text = bench_report.markdown(data, bench_report.summarize(data))
+    assert "load average" not in text and "Above 100 % of the roofline" not in text
+    data["machine_info"].update(loadavg_start=[0.5, 0.25, 0.1], loadavg_end=[1.5, 0.75, 0.2])
+    fwd = 2 * 100 * 16 * 4 * 128 * (64 + 128)
+    data["benchmarks"].append(bench_entry("gemm-roofline", 2e-3, threads=2, flops=fwd))  # roofline slower ...
+    data["benchmarks"].append(bench_entry("fastrnn-cpp", 1e-3, threads=2))  # ... than the layer: noise
+    text = bench_report.markdown(data, bench_report.summarize(data))
+    assert "load average (1/5/15 min) at start 0.5/0.25/0.1, at end 1.5/0.75/0.2" in text
+    assert "Above 100 % of the roofline in 1 cases" in text
+    assert "| 200 % |" in text
