@@ -4,18 +4,27 @@ Same contract (``CONTRACT.md``) and same results (within float tolerance) as
 the NumPy reference, with the fast-path structure of the C++ backend:
 
 * forward: ONE GEMM for the input projection of all T steps (biases folded
-  in, NumPy ``@``), then a jitted time loop doing per step only the recurrent
-  product (``np.dot`` -> BLAS, into a preallocated buffer) and ONE fused
-  pointwise pass (bias, activations, state update, output) - no allocation
-  inside the loop;
+  in, NumPy ``@``), W_hh transposed once per call, then a jitted time loop
+  doing per step only the recurrent product (``np.dot`` -> SciPy's BLAS, into
+  a preallocated buffer) and one fused pointwise pass per batch row (bias,
+  activations, state update, output; a few short loops over the row while it
+  is in L1, so that each vectorizes) - no allocation inside the loop;
 * backward: a jitted time loop doing per step only the pointwise gate
   gradients and ``dh = dG @ W_hh``; ``dW_ih``, ``dW_hh``, ``dx`` and the bias
   gradients are a few large GEMMs / reductions over all T*B rows afterwards.
 
 Everything is computed in the dtype it is given (float32 or float64): the
 kernels receive the constant one as a scalar of that dtype so that no float64
-literal promotes float32 arithmetic. No ``fastmath``: NaN and Inf propagate,
-the sigmoid is ``1 / (1 + exp(-x))`` with the libm ``exp``.
+literal promotes float32 arithmetic. No ``fastmath``: NaN and Inf propagate.
+sigmoid and tanh are our own vectorizable, few-ulp implementations (below):
+libm's scalar ``exp``/``tanh`` calls are not vectorized by Numba without SVML
+and cost 3-10x more per element.
+
+Threads: the kernels are serial (one step is too small to share with a
+barrier per step); the products run in the BLAS of NumPy/SciPy, whose
+threads ``OPENBLAS_NUM_THREADS`` / threadpoolctl govern. On a busy machine
+``OPENBLAS_NUM_THREADS=1`` can make the small per-step products markedly
+faster.
 
 The kernels are compiled lazily on their first call (``cache=True`` keeps the
 machine code in ``__pycache__`` for the next process), one specialisation per
