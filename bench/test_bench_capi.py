@@ -91,6 +91,7 @@ def test_cell_loop_njit_cffi(benchmark, data):
     finally:
         fastrnn.set_num_threads(fastrnn.backends.default_num_threads())
     np.testing.assert_allclose(h, _expected(cell, xs), rtol=1e-4, atol=1e-5)
+    benchmark.extra_info["verified"] = True
 
 
 @pytest.mark.bench_quick
@@ -115,6 +116,7 @@ def test_cell_loop_python(benchmark, data, backend):
     finally:
         fastrnn.set_num_threads(fastrnn.backends.default_num_threads())
     np.testing.assert_allclose(h, _expected(cell, xs), rtol=1e-4, atol=1e-5)
+    benchmark.extra_info["verified"] = True
 
 
 @pytest.mark.bench_quick
@@ -140,3 +142,4 @@ def test_cell_loop_torch(benchmark, data):
     finally:
         torch.set_num_threads(old)
     np.testing.assert_allclose(h.numpy(), _expected(cell, xs), rtol=1e-4, atol=1e-5)
+    benchmark.extra_info["verified"] = True
