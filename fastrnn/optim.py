@@ -207,7 +207,9 @@ class LBFGS(Optimizer):
 
     ``step`` returns the loss at the starting point (as PyTorch's LBFGS);
     ``last_result`` holds SciPy's ``OptimizeResult`` (``fun`` is the loss at
-    the point the parameters are left at).
+    the point the parameters are left at). :meth:`run` makes one longer run
+    that keeps its curvature history (what :func:`fastrnn.train.fit` uses
+    for full-batch training).
     """
 
     def __init__(self, model, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
@@ -244,9 +246,24 @@ class LBFGS(Optimizer):
     def step(self, closure=None):
         if closure is None:
             raise ValueError("LBFGS.step needs a closure that computes the loss and its gradients")
+        evals = []
+        self.run(closure, self.hyper["max_iter"], self.hyper["max_eval"], _evals=evals)
+        return evals[0] if evals else float(self.last_result.fun)
+
+    def run(self, closure, max_iter, max_eval, callback=None, _evals=None):
+        """One SciPy L-BFGS-B run of at most ``max_iter`` iterations and ``max_eval`` evaluations.
+
+        Unlike a sequence of :meth:`step` calls (each of which starts SciPy
+        afresh, forgetting the curvature pairs), one long run keeps its
+        history throughout, as ``torch.optim.LBFGS`` keeps it across steps.
+        ``callback(iteration, x, loss)`` is called after every iteration with
+        the flat float64 iterate and its loss; the parameters hold ``x``
+        during the call. Returns SciPy's ``OptimizeResult`` (also kept in
+        ``last_result``); the parameters are left at its ``x``.
+        """
         from scipy.optimize import minimize
 
-        evals = []
+        evals = [] if _evals is None else _evals
 
         def fun(flat):
             self._set_flat(flat)
@@ -254,15 +271,22 @@ class LBFGS(Optimizer):
             evals.append(loss)
             return loss, self._flat_grad()
 
+        count = [0]
+
+        def on_iteration(intermediate_result):
+            count[0] += 1
+            self._set_flat(intermediate_result.x)
+            callback(count[0], intermediate_result.x, float(intermediate_result.fun))
+
         h = self.hyper
-        x0 = self._get_flat()
-        res = minimize(fun, x0, jac=True, method="L-BFGS-B",
-                       options=dict(maxiter=h["max_iter"], maxfun=h["max_eval"], maxcor=h["history_size"],
+        res = minimize(fun, self._get_flat(), jac=True, method="L-BFGS-B",
+                       callback=on_iteration if callback is not None else None,
+                       options=dict(maxiter=int(max_iter), maxfun=int(max_eval), maxcor=h["history_size"],
                                     gtol=h["tolerance_grad"], ftol=h["tolerance_change"]))
         self._set_flat(res.x)  # the last evaluation need not be at the returned point
         self.last_result = res
         self.n_evals += len(evals)
-        return evals[0] if evals else float(res.fun)
+        return res
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):

@@ -92,8 +92,9 @@ def add_parser(subparsers):
     m.add_argument("--layers", type=_int_at_least(1), default=2, help="stacked recurrent layers")
     t = p.add_argument_group("training")
     t.add_argument("--optimizer", choices=["lbfgs", "adam", "sgd"], default="lbfgs",
-                   help="lbfgs: SciPy's L-BFGS-B, one run of at most 20 iterations / 25 loss evaluations per epoch "
-                        "(as torch.optim.LBFGS's step); adam, sgd (momentum 0.9): one full-batch step per epoch")
+                   help="lbfgs: one SciPy L-BFGS-B run that keeps its curvature history, an epoch being 20 of its "
+                        "iterations with a budget of 25 loss evaluations (as a step of torch.optim.LBFGS); "
+                        "adam, sgd (momentum 0.9): one full-batch step per epoch")
     t.add_argument("--epochs", type=_int_at_least(1), default=15, help="training epochs (L-BFGS: optimizer steps)")
     t.add_argument("--lr", type=_positive_float, default=None,
                    help=f"learning rate for adam/sgd (default {DEFAULT_LR['adam']} / {DEFAULT_LR['sgd']}); "
@@ -176,6 +177,8 @@ def run(args):
     except FloatingPointError as exc:
         print(f"fastrnn sine: training diverged: {exc}", file=sys.stderr)
         return 1
+    if len(hist["loss"]) < args.epochs:
+        print(f"L-BFGS stopped after {len(hist['loss'])} epoch(s): {hist.get('stopped', '')}")
     test_mse = evaluate(model, data.x_test, data.y_test)
 
     warm = data.x_test  # the first length-1 samples of each test wave
@@ -207,7 +210,7 @@ def run(args):
         "final_train_loss": hist["loss"][-1], "test_mse": test_mse,
         "forecast_mse_period": mse_period, "forecast_period_samples": n_period, "forecast_mse": mse_all,
         "time_per_epoch": epoch_time, "train_time": float(sum(hist["time"])), "forecast_time": t_forecast,
-        "wall_time": wall,
+        "wall_time": wall, "optimizer_stopped": hist.get("stopped"),
     }
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

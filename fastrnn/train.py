@@ -52,7 +52,10 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
       ``[T, B, O]``, or batch-first).
     - ``optimizer``: an optimizer of :mod:`fastrnn.optim` built on ``model``
       (default ``Adam(model, lr=1e-3)``). With :class:`~fastrnn.optim.LBFGS`
-      each batch is one L-BFGS run (``optimizer.step(closure)``).
+      full-batch training is one L-BFGS run of ``max_iter * epochs``
+      iterations that keeps its curvature history (an epoch is ``max_iter``
+      iterations; the run stops early if it converges), and mini-batch
+      training one ``optimizer.step(closure)`` per batch.
     - ``epochs``: passes over the data.
     - ``validation``: optional ``(x_val, y_val)``, evaluated after every epoch.
     - ``batch_size``: sequences per batch (None: the whole batch at once, as
@@ -66,7 +69,7 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
       that epoch's figures (``loss``, ``val_loss``, ``time``).
 
     Returns a dict: ``loss`` (per epoch: the mean loss of the epoch's batches
-    before their updates; with L-BFGS the loss where the run ended),
+    before their updates; with L-BFGS the loss at the epoch's last iterate),
     ``val_loss`` (per epoch, empty without validation) and ``time`` (seconds
     per epoch, excluding validation).
     """
@@ -100,48 +103,19 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
     history = {"loss": [], "val_loss": [], "time": []}
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(epochs), desc="training", unit="epoch", disable=not _progress_enabled(progress),
+    bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not _progress_enabled(progress),
                dynamic_ncols=True, leave=True)
-    model.train()
-    for epoch in bar:
-        t0 = time.perf_counter()
-        if batch_size >= n:
-            batches = [None]
-        else:
-            order = rng.permutation(n)
-            batches = [np.sort(order[i:i + batch_size]) for i in range(0, n, batch_size)]
-        losses, weights = [], []
-        for idx in batches:
-            xb = x if idx is None else np.take(x, idx, axis=axis)
-            yb = y if idx is None else np.take(y, idx, axis=axis)
 
-            def closure(xb=xb, yb=yb):
-                model.zero_grad()
-                pred = model.forward(xb)
-                loss, grad = loss_fn(pred, yb)
-                model.backward(grad)
-                return loss
-
-            if lbfgs:
-                optimizer.step(closure)
-                loss = float(optimizer.last_result.fun)
-            else:
-                loss = closure()
-                if clip is not None:
-                    clip_grad_norm_(model.grads, clip)
-                optimizer.step()
-            if not math.isfinite(loss):
-                bar.close()
-                raise FloatingPointError(f"the training loss became {loss} at epoch {epoch + 1}; "
-                                         "try a smaller learning rate or gradient clipping")
-            losses.append(loss)
-            weights.append(xb.shape[axis])
-        epoch_loss = float(np.average(losses, weights=weights))
-        dt = time.perf_counter() - t0
-        history["loss"].append(epoch_loss)
+    def end_epoch(loss, dt):
+        epoch = len(history["loss"]) + 1
+        if not math.isfinite(loss):
+            bar.close()
+            raise FloatingPointError(f"the training loss became {loss} at epoch {epoch}; "
+                                     "try a smaller learning rate or gradient clipping")
+        history["loss"].append(loss)
         history["time"].append(dt)
-        record = {"epoch": epoch + 1, "loss": epoch_loss, "time": dt}
-        postfix = {"loss": f"{epoch_loss:.3g}"}
+        record = {"epoch": epoch, "loss": loss, "time": dt}
+        postfix = {"loss": f"{loss:.3g}"}
         if validation is not None:
             model.eval()
             val = evaluate(model, validation[0], validation[1], loss_fn)
@@ -149,9 +123,66 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
             history["val_loss"].append(val)
             record["val_loss"] = val
             postfix["val"] = f"{val:.3g}"
-        bar.set_postfix(postfix)
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(1)
         if callback is not None:
-            callback(epoch + 1, record)
+            callback(epoch, record)
+
+    def closure_for(xb, yb):
+        def closure():
+            model.zero_grad()
+            pred = model.forward(xb)
+            loss, grad = loss_fn(pred, yb)
+            model.backward(grad)
+            return loss
+        return closure
+
+    model.train()
+    if lbfgs and batch_size >= n and epochs > 0:
+        # Full batch: one L-BFGS run over all epochs, so that it keeps its curvature history (as
+        # torch.optim.LBFGS does across steps); an epoch is max_iter of its iterations.
+        per_epoch = optimizer.hyper["max_iter"]
+        clock = [time.perf_counter(), 0]  # start of the epoch, iterations done when it started
+
+        def on_iteration(it, flat, loss):
+            if it % per_epoch == 0:
+                end_epoch(loss, time.perf_counter() - clock[0])
+                clock[:] = [time.perf_counter(), it]
+
+        res = optimizer.run(closure_for(x, y), per_epoch * epochs, optimizer.hyper["max_eval"] * epochs,
+                            callback=on_iteration)
+        if res.nit > clock[1] or not history["loss"]:  # stopped within an epoch (converged or out of evaluations)
+            end_epoch(float(res.fun), time.perf_counter() - clock[0])
+        history["stopped"] = str(res.message)
+    else:
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            if batch_size >= n:
+                batches = [None]
+            else:
+                order = rng.permutation(n)
+                batches = [np.sort(order[i:i + batch_size]) for i in range(0, n, batch_size)]
+            losses, weights = [], []
+            for idx in batches:
+                xb = x if idx is None else np.take(x, idx, axis=axis)
+                yb = y if idx is None else np.take(y, idx, axis=axis)
+                closure = closure_for(xb, yb)
+                if lbfgs:
+                    optimizer.step(closure)
+                    loss = float(optimizer.last_result.fun)
+                else:
+                    loss = closure()
+                    if clip is not None:
+                        clip_grad_norm_(model.grads, clip)
+                    optimizer.step()
+                if not math.isfinite(loss):
+                    break
+                losses.append(loss)
+                weights.append(xb.shape[axis])
+            else:
+                end_epoch(float(np.average(losses, weights=weights)), time.perf_counter() - t0)
+                continue
+            end_epoch(loss, time.perf_counter() - t0)  # raises FloatingPointError
     bar.close()
     model.eval()
     return history

@@ -227,6 +227,15 @@ def test_lbfgs_decreases_the_loss_and_leaves_params_at_the_result():
     assert 2 <= opt.n_evals <= 2 * (opt.hyper["max_eval"] + 20)
 
 
+def test_lbfgs_minibatches_one_step_per_batch():
+    model = SequenceModel(1, 5, 1, dtype=F64, seed=0)
+    d = _small_data(10, 25)
+    opt = LBFGS(model, max_iter=3)
+    hist = fit(model, d.x_train, d.y_train, opt, epochs=2, batch_size=4, seed=0, progress=False)
+    assert len(hist["loss"]) == 2 and all(np.isfinite(hist["loss"]))
+    assert "stopped" not in hist
+
+
 def test_fit_minibatches_and_history():
     model = SequenceModel(1, 6, 1, cell="gru", dtype=F64, seed=0)
     d = _small_data(10, 25)
