@@ -86,7 +86,8 @@ CHECK = textwrap.dedent(
 
 def _run(hidden, extra="", env_extra=None):
     code = f"NAMES = {tuple(hidden)!r}\n" + HIDE + CHECK + textwrap.dedent(extra)
-    env = {k: v for k, v in os.environ.items() if k not in ("FASTRNN_BACKEND", "FASTRNN_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FASTRNN_BACKEND", "FASTRNN_NUM_THREADS", "FASTRNN_NO_EXTENSION")}
     env.update(env_extra or {})
     # run outside the source tree: there ``import fastrnn`` would find the sources, not the install
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
@@ -172,3 +173,18 @@ def test_forced_backend_does_not_warn():
     r = _run(["fastrnn._core"], env_extra={"FASTRNN_BACKEND": "numba"})
     assert r["CHOSEN"] == "numba"
     assert r["NWARN"] == 0, r["WARNING"]
+
+
+@pytest.mark.skipif(not _have_numba(), reason="numba is not installed")
+def test_deliberately_pure_install_does_not_warn():
+    """FASTRNN_NO_EXTENSION=1 (a pure-Python install by choice): numba is picked silently."""
+    r = _run(["fastrnn._core"], env_extra={"FASTRNN_NO_EXTENSION": "1"})
+    assert r["AVAILABLE"] == ["numba", "numpy"]
+    assert r["NWARN"] == 0, r["WARNING"]
+
+
+@pytest.mark.skipif(not _have_numba(), reason="numba is not installed")
+def test_warning_tells_what_to_do():
+    r = _run(["fastrnn._core"])
+    (msg,) = r["WARNING"]
+    assert "FASTRNN_BACKEND=numba" in msg

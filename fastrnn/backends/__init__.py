@@ -22,6 +22,7 @@ _ALIASES = {"reference": "numpy", "c++": "cpp"}
 _lock = threading.Lock()
 _loaded: dict = {}
 _errors: dict = {}
+_absent: set = set()  # backends whose module (or the extension under it) is simply not installed
 _global_choice: str | None = None
 _warned_fallback = False
 _num_threads: int | None = None
@@ -38,6 +39,11 @@ def _load(name):
             mod = importlib.import_module(_MODULES[name])
         except ImportError as exc:  # the backend is not there on this install
             _errors[name] = f"{type(exc).__name__}: {exc}"
+            cause = exc
+            while cause is not None:
+                if isinstance(cause, ModuleNotFoundError):
+                    _absent.add(name)
+                cause = cause.__cause__
             return None
         _loaded[name] = mod
         if _num_threads is not None and hasattr(mod, "set_num_threads"):
@@ -79,19 +85,26 @@ def check_backend(name):
     return key
 
 
+def _fallback_warning(chosen):
+    """The one warning when auto cannot use the compiled extension, saying why and what to do."""
+    why = _errors["cpp"]
+    if "cpp" in _absent:
+        advice = ("this install has no compiled extension (a pure-Python build); "
+                  "set FASTRNN_BACKEND=numba (or numpy) to choose it explicitly")
+    else:
+        advice = "the compiled extension is installed but failed to load: reinstall fastrnn (pip install --force-reinstall fastrnn)"
+    return f"fastrnn: the compiled extension is not available ({why}); using the {chosen!r} backend instead. {advice}"
+
+
 def _auto():
     global _warned_fallback
     for name in PREFERENCE:
         mod = _load(name)
         if mod is not None:
-            if name != "cpp" and not _warned_fallback and "cpp" in _errors:
+            deliberate = os.environ.get("FASTRNN_NO_EXTENSION", "").lower() not in ("", "0", "false", "no")
+            if name != "cpp" and not _warned_fallback and "cpp" in _errors and not deliberate:
                 _warned_fallback = True
-                warnings.warn(
-                    f"fastrnn: the compiled extension is not available ({_errors['cpp']}); "
-                    f"using the {name!r} backend instead",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+                warnings.warn(_fallback_warning(name), RuntimeWarning, stacklevel=3)
             return mod
     raise RuntimeError("no fastrnn backend could be imported")  # the numpy reference always imports
 
