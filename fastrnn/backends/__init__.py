@@ -10,6 +10,7 @@ environment variable ``FASTRNN_BACKEND``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import threading
 import warnings
@@ -22,7 +23,6 @@ _ALIASES = {"reference": "numpy", "c++": "cpp"}
 _lock = threading.Lock()
 _loaded: dict = {}
 _errors: dict = {}
-_absent: set = set()  # backends whose module (or the extension under it) is simply not installed
 _global_choice: str | None = None
 _warned_fallback = False
 _num_threads: int | None = None
@@ -39,11 +39,6 @@ def _load(name):
             mod = importlib.import_module(_MODULES[name])
         except ImportError as exc:  # the backend is not there on this install
             _errors[name] = f"{type(exc).__name__}: {exc}"
-            cause = exc
-            while cause is not None:
-                if isinstance(cause, ModuleNotFoundError):
-                    _absent.add(name)
-                cause = cause.__cause__
             return None
         _loaded[name] = mod
         if _num_threads is not None and hasattr(mod, "set_num_threads"):
@@ -88,7 +83,11 @@ def check_backend(name):
 def _fallback_warning(chosen):
     """The one warning when auto cannot use the compiled extension, saying why and what to do."""
     why = _errors["cpp"]
-    if "cpp" in _absent:
+    try:
+        absent = importlib.util.find_spec("fastrnn._core") is None
+    except ImportError:
+        absent = True
+    if absent:
         advice = ("this install has no compiled extension (a pure-Python build); "
                   "set FASTRNN_BACKEND=numba (or numpy) to choose it explicitly")
     else:
