@@ -314,7 +314,8 @@ struct Plan {
 // * batch: each thread owns a slice of the batch rows for the whole sequence:
 //   no synchronisation at all inside the loop (rows are independent), so it
 //   is used whenever each thread gets a couple of rows and the whole call is
-//   worth a fork (a few microseconds). Each thread streams all the weights,
+//   worth a fork (the join can cost a time slice on a busy machine). Each
+//   thread streams all the weights,
 //   so when they do not fit a core's L2 and the batch is small, units wins.
 // * units: each thread owns panels of hidden units, one barrier per step
 //   (two for gru_orig). Only when a step is long enough (~ >= 10 us) that the
@@ -328,13 +329,13 @@ inline Plan make_plan(int64_t B, int64_t npg, int64_t step_work, int64_t steps, 
     if (P <= 1) return p;
     const double total = (double)step_work * (double)steps;
     const bool fits_l2 = wbytes <= (int64_t)1024 * 1024;
-    if (B >= 2 * P && total >= 2e6 && (fits_l2 || B >= 8 * P)) {
+    if (B >= 2 * P && total >= 3e7 && (fits_l2 || B >= 8 * P)) {
         p.mode = Mode::batch;
         p.nthreads = P;
     } else if (npg >= P && step_work >= 262144) {
         p.mode = Mode::units;
         p.nthreads = (int)std::min<int64_t>(P, npg);
-    } else if (B >= 2 * P && total >= 2e6) {
+    } else if (B >= 2 * P && total >= 3e7) {
         p.mode = Mode::batch;
         p.nthreads = P;
     }
@@ -567,7 +568,10 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
     if (pack_a) apack.alloc(mul(mul(nmb, K), MRMAX));
     int nt = 1;
 #ifdef _OPENMP
-    if ((double)M * N * K >= 4e6) nt = std::max(1, get_num_threads());
+    // Threads only for products worth ~0.2 ms or more: every parallel region
+    // ends in a join, which costs little on an idle machine but up to a
+    // scheduler time slice on an oversubscribed one.
+    if ((double)M * N * K >= 3e7) nt = std::max(1, get_num_threads());
 #endif
     const bool split_rows = M >= 16 * nt || npan < nt;
 #ifdef _OPENMP
