@@ -12,6 +12,16 @@ next backend.
 
 from __future__ import annotations
 
+import os
+
+# The kernels' OpenMP threads (libgomp) spin for a while after each parallel
+# region before they sleep; by default for ~300k iterations, which on a busy
+# machine takes cores from everything else (including this process's own
+# main thread). A short spin still catches the per-step barriers of the
+# kernels. Only a default: a value set by the user wins, and it only takes
+# effect if libgomp is not loaded yet.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
 try:
     from fastrnn import _core
 except ImportError as exc:  # pragma: no cover - depends on the install
