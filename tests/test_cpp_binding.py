@@ -491,3 +491,41 @@ def test_cell_bad_input():
     core.cell_backward(ws, hn, None)
     with pytest.raises(ValueError, match="already"):
         core.cell_backward(ws, hn, None)
+
+
+# --------------------------------------------------------------------------- other SIMD paths
+
+_SIMD_SCRIPT = r"""
+import sys
+sys.path.insert(0, {testdir!r})
+import numpy as np
+import test_cpp_binding as t
+from fastrnn import _core
+assert _core.simd_path() == {isa!r}, _core.simd_path()
+for dtype in t.DTYPES:
+    t.test_activations_accurate(dtype)
+    for kind in t.KINDS:
+        for shape in [(1, 1, 1, 1), (5, 3, 4, 7), (4, 9, 3, 70), (3, 13, 5, 33)]:
+            t.check_layer(kind, *shape, dtype, reverse=True, use_lengths=True)
+            t.check_layer(kind, *shape, dtype)
+        t.test_cell_parity(kind, dtype, 3, 5, 7, True)
+        t.test_cell_parity(kind, dtype, 7, 3, 20, False)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_other_simd_paths_agree(isa):
+    """The copies of the kernels for narrower instruction sets (chosen with
+    FASTRNN_SIMD, never beyond what the CPU has) agree with the reference too."""
+    import os
+    import subprocess
+
+    if isa == "avx2" and core.simd_path() == "generic":
+        pytest.skip("this CPU has no AVX2")
+    testdir = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, FASTRNN_SIMD=isa)
+    r = subprocess.run([sys.executable, "-c", _SIMD_SCRIPT.format(testdir=testdir, isa=isa)], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().endswith("ok")

@@ -1,6 +1,7 @@
 // Public entry points of the recurrent kernels: choose the copy compiled for
 // the widest instruction set this CPU supports (runtime dispatch; the default
 // build never assumes more than baseline x86-64) and forward to it.
+#include <cstdlib>
 #include <cstring>
 
 #include "fastrnn/rnn.h"
@@ -68,8 +69,19 @@ Isa detect() {
     return Isa::generic;
 }
 
+// FASTRNN_SIMD=generic|avx2|avx512 narrows the choice (for testing the other
+// code paths); it can never select more than the CPU supports.
+Isa choose() {
+    Isa best = detect();
+    if (const char* e = std::getenv("FASTRNN_SIMD")) {
+        if (std::strcmp(e, "generic") == 0) return Isa::generic;
+        if (std::strcmp(e, "avx2") == 0 && best != Isa::generic) return Isa::avx2;
+    }
+    return best;
+}
+
 Isa isa() {
-    static const Isa v = detect();
+    static const Isa v = choose();
     return v;
 }
 
