@@ -225,7 +225,7 @@ inline VT vrelu(VT x) {
 // use: a fresh mmap for every call costs a page fault per 4 KB touched, which
 // measured more than 10 % of a training step at mid sizes.
 struct BlockCache {
-    static constexpr size_t kMaxBytes = size_t(256) << 20;  // cached at most
+    static constexpr size_t kMaxBytes = size_t(128) << 20;  // cached at most
     static constexpr size_t kMinBytes = size_t(64) << 10;   // smaller: plain malloc
     std::mutex mu;
     std::vector<std::pair<size_t, void*>> blocks;
@@ -400,10 +400,12 @@ inline void micro(int64_t K, const T* __restrict A, int64_t rs, int64_t cs, cons
         const T* ap[MR];
 #pragma GCC unroll 16
         for (int m = 0; m < MR; ++m) ap[m] = A + m * rs;
+#pragma GCC unroll 2
         for (int64_t k = 0; k < K; ++k) {
             v b[NP][2];
 #pragma GCC unroll 16
             for (int p = 0; p < NP; ++p) {
+                __builtin_prefetch(pp[p] + (k + 16) * NR);
                 b[p][0] = vload(pp[p] + k * NR);
                 b[p][1] = vload(pp[p] + k * NR + W);
             }
@@ -419,10 +421,12 @@ inline void micro(int64_t K, const T* __restrict A, int64_t rs, int64_t cs, cons
         }
     } else {  // rs == 1
         const T* a = A;
+#pragma GCC unroll 2
         for (int64_t k = 0; k < K; ++k, a += cs) {
             v b[NP][2];
 #pragma GCC unroll 16
             for (int p = 0; p < NP; ++p) {
+                __builtin_prefetch(pp[p] + (k + 16) * NR);
                 b[p][0] = vload(pp[p] + k * NR);
                 b[p][1] = vload(pp[p] + k * NR + W);
             }
@@ -496,8 +500,13 @@ struct Packed {
     Buf<T> data;
     int64_t ktot = 0;
     int64_t npanels = 0;
+    // Panels are ktot+1 rows apart: a power-of-two distance would map the
+    // same row of every panel to the same cache sets.
+    int64_t pstride() const { return (ktot + 1) * (2 * V<T>::W); }
+    T* panel_w(int64_t p) { return data.p + p * pstride(); }
+    void alloc() { data.alloc(mul(npanels, pstride())); }
     const T* panel(int64_t p, int64_t k0) const {
-        return data.p + (p * ktot + k0) * (2 * V<T>::W);
+        return data.p + (p * pstride() + k0 * (2 * V<T>::W));
     }
 };
 
@@ -558,7 +567,7 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
     Packed<T> pk;
     pk.ktot = K;
     pk.npanels = npan;
-    pk.data.alloc(mul(mul(npan, K), NR));
+    pk.alloc();
     // A read transposed (rs == 1, cs = its row length): pack it into blocks of
     // MRMAX rows, [K, MRMAX] each, so the tile streams it contiguously
     // instead of touching a new page at every k.
@@ -583,7 +592,7 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
             int64_t p0, p1;
             split(npan, nt, id, &p0, &p1);
             for (int64_t p = p0; p < p1; ++p) {
-                T* dst = pk.data.p + p * K * NR;
+                T* dst = pk.panel_w(p);
                 const int64_t nc = std::min<int64_t>(NR, N - p * NR);
                 if (bcs == 1) {
                     for (int64_t k = 0; k < K; ++k) {
@@ -1108,7 +1117,7 @@ void pack_forward(const T* w_hh, int64_t H, int G, Packed<T>& pk, int id, int nt
     split(npg * G, nt, id, &p0, &p1);
     for (int64_t p = p0; p < p1; ++p) {
         int64_t jp = p / G, g = p % G;
-        T* dst = pk.data.p + p * H * NR;
+        T* dst = pk.panel_w(p);
         for (int64_t c = 0; c < NR; ++c) {
             int64_t j = jp * NR + c;
             if (j < H) {
@@ -1129,7 +1138,7 @@ void pack_backward(const T* w_hh, int64_t GH, int64_t H, Packed<T>& pk, int id, 
     int64_t p0, p1;
     split(npg, nt, id, &p0, &p1);
     for (int64_t jp = p0; jp < p1; ++jp) {
-        T* dst = pk.data.p + jp * GH * NR;
+        T* dst = pk.panel_w(jp);
         int64_t nc = std::min<int64_t>(NR, H - jp * NR);
         for (int64_t k = 0; k < GH; ++k) {
             const T* src = w_hh + k * H + jp * NR;
@@ -1189,11 +1198,11 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
 
     const int64_t npg = (H + NR - 1) / NR;
     const int64_t Hp = npg * NR;
-    const int64_t lds = G * Hp;
+    const int64_t lds = G * Hp + V<T>::W;  // padded: no power-of-two row distance
     Packed<T> pk;
     pk.ktot = H;
     pk.npanels = npg * G;
-    pk.data.alloc(mul(mul(pk.npanels, H), NR));
+    pk.alloc();
 
     Buf<T> hbuf(mul(2 * B, H)), cbuf(lstm ? mul(B, H) : 1), S(mul(B, lds));
     Buf<T> rhbuf((gruo && !keep) ? mul(B, H) : 1);
@@ -1309,11 +1318,11 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
     T* dGh = gruk ? dGhb.p : dG.p;
 
     const int64_t npg = (H + NR - 1) / NR;
-    const int64_t Hp = npg * NR;
+    const int64_t Hp = npg * NR + V<T>::W;  // row stride of S, S2 (padded)
     Packed<T> pk;
     pk.ktot = GH;
     pk.npanels = npg;
-    pk.data.alloc(mul(mul(npg, GH), NR));
+    pk.alloc();
 
     Buf<T> dd(mul(B, H)), S(mul(B, Hp)), S2(gruo ? mul(B, Hp) : 1), dc(lstm ? mul(B, H) : 1);
     if (grad_h_n)
