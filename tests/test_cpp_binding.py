@@ -529,3 +529,35 @@ def test_other_simd_paths_agree(isa):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip().endswith("ok")
+
+
+def test_scipy_blas_gemm_agrees():
+    """The large products through SciPy's BLAS (cython_blas function pointers)
+    give the same results as the built-in GEMM."""
+    pytest.importorskip("scipy.linalg.cython_blas")
+    try:
+        core.set_gemm("scipy")
+        assert core.blas_info() == "scipy.linalg.cython_blas"
+        for dtype in DTYPES:
+            for kind in KINDS:
+                check_layer(kind, 7, 9, 5, 33, dtype, reverse=True, use_lengths=True)
+                check_layer(kind, 3, 12, 4, 20, dtype, bias=False)
+    finally:
+        core.set_gemm("builtin")
+    assert core.blas_info() == "built-in"
+    with pytest.raises(ValueError, match="builtin"):
+        core.set_gemm("mkl")
+
+
+def test_matmul_matches_numpy():
+    rng = np.random.default_rng(5)
+    for dtype in DTYPES:
+        for M, N, K in [(1, 1, 1), (7, 33, 5), (70, 65, 300), (13, 200, 1100)]:
+            for ta in (False, True):
+                for tb in (False, True):
+                    a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
+                    b = rng.standard_normal((N, K) if tb else (K, N)).astype(dtype)
+                    want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+                    got = core._matmul(a, b, ta, tb)
+                    np.testing.assert_allclose(got, want, rtol=TOL[np.dtype(dtype)] * 10,
+                                               atol=TOL[np.dtype(dtype)] * 10 * np.sqrt(K))

@@ -377,7 +377,7 @@ inline void split(int64_t n, int parts, int id, int64_t* lo, int64_t* hi) {
 // from C when ACC).
 template <class T, int MR, int NP, bool ACC>
 inline void micro(int64_t K, const T* __restrict A, int64_t rs, int64_t cs, const T* const* P,
-                  T* const* C, int64_t ldc) {
+                  T* const* C, int64_t ldc, const T* const* Cin, int64_t ldcin) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
     constexpr int NR = 2 * W;
@@ -386,9 +386,9 @@ inline void micro(int64_t K, const T* __restrict A, int64_t rs, int64_t cs, cons
     for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 16
         for (int p = 0; p < NP; ++p) {
-            if (ACC) {
-                acc[m][p][0] = vload(C[p] + m * ldc);
-                acc[m][p][1] = vload(C[p] + m * ldc + W);
+            if (ACC) {  // start from Cin (C itself, or a bias row with ldcin = 0)
+                acc[m][p][0] = vload(Cin[p] + m * ldcin);
+                acc[m][p][1] = vload(Cin[p] + m * ldcin + W);
             } else {
                 acc[m][p][0] = acc[m][p][1] = v{};
             }
@@ -452,28 +452,33 @@ inline void micro(int64_t K, const T* __restrict A, int64_t rs, int64_t cs, cons
 
 template <class T, int NP, bool ACC>
 inline void micro_rows(int mr, int64_t K, const T* A, int64_t rs, int64_t cs, const T* const* P,
-                       T* const* C, int64_t ldc) {
+                       T* const* C, int64_t ldc, const T* const* Cin, int64_t ldcin) {
     switch (mr) {
 #if FR_VB == 64
-        case 6: micro<T, 6, NP, ACC>(K, A, rs, cs, P, C, ldc); break;
-        case 5: micro<T, 5, NP, ACC>(K, A, rs, cs, P, C, ldc); break;
+        case 6: micro<T, 6, NP, ACC>(K, A, rs, cs, P, C, ldc, Cin, ldcin); break;
+        case 5: micro<T, 5, NP, ACC>(K, A, rs, cs, P, C, ldc, Cin, ldcin); break;
 #endif
-        case 4: micro<T, 4, NP, ACC>(K, A, rs, cs, P, C, ldc); break;
-        case 3: micro<T, 3, NP, ACC>(K, A, rs, cs, P, C, ldc); break;
-        case 2: micro<T, 2, NP, ACC>(K, A, rs, cs, P, C, ldc); break;
-        default: micro<T, 1, NP, ACC>(K, A, rs, cs, P, C, ldc); break;
+        case 4: micro<T, 4, NP, ACC>(K, A, rs, cs, P, C, ldc, Cin, ldcin); break;
+        case 3: micro<T, 3, NP, ACC>(K, A, rs, cs, P, C, ldc, Cin, ldcin); break;
+        case 2: micro<T, 2, NP, ACC>(K, A, rs, cs, P, C, ldc, Cin, ldcin); break;
+        default: micro<T, 1, NP, ACC>(K, A, rs, cs, P, C, ldc, Cin, ldcin); break;
     }
 }
 
 template <class T, bool ACC>
 inline void micro_any(int np, int mr, int64_t K, const T* A, int64_t rs, int64_t cs,
-                      const T* const* P, T* const* C, int64_t ldc) {
+                      const T* const* P, T* const* C, int64_t ldc, const T* const* Cin = nullptr,
+                      int64_t ldcin = 0) {
+    if (!Cin) {
+        Cin = C;
+        ldcin = ldc;
+    }
     if (np == 4)
-        micro_rows<T, 4, ACC>(mr, K, A, rs, cs, P, C, ldc);
+        micro_rows<T, 4, ACC>(mr, K, A, rs, cs, P, C, ldc, Cin, ldcin);
     else if (np == 2)
-        micro_rows<T, 2, ACC>(mr, K, A, rs, cs, P, C, ldc);
+        micro_rows<T, 2, ACC>(mr, K, A, rs, cs, P, C, ldc, Cin, ldcin);
     else
-        micro_rows<T, 1, ACC>(mr, K, A, rs, cs, P, C, ldc);
+        micro_rows<T, 1, ACC>(mr, K, A, rs, cs, P, C, ldc, Cin, ldcin);
 }
 
 // Rows per register tile (AVX-512 has 32 vector registers: 6 x 2 panels x 2
@@ -558,7 +563,8 @@ void panels_gemm(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t lda, con
 // result does not depend on the thread count.
 template <class T>
 void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t cs, const T* B,
-              int64_t brs, int64_t bcs, bool accumulate, T* C, int64_t ldc) {
+              int64_t brs, int64_t bcs, bool accumulate, T* C, int64_t ldc,
+              const T* bias = nullptr) {
     constexpr int NR = 2 * V<T>::W;
     // K block: a 2-panel group of KC rows (256 KB at float) stays in L2 while
     // the rows of A stream past it; large enough that C is revisited rarely.
@@ -656,6 +662,7 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
         alignas(64) T tile[MRMAX * NR];
         const T* P[4];
         T* Cp[4];
+        const T* Bi[4];
         for (int64_t k0 = 0; k0 < K; k0 += KC) {
             const int64_t kc = std::min<int64_t>(KC, K - k0);
             const bool acc = accumulate || k0 > 0;
@@ -674,15 +681,22 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
                     const int64_t acs = pack_a ? MRMAX : cs;
                     if (!partial) {
                         for (int q = 0; q < g; ++q) Cp[q] = C + m * ldc + (p + q) * NR;
-                        if (acc)
+                        if (acc) {
                             micro_any<T, true>(g, mr, kc, a, rs, acs, P, Cp, ldc);
-                        else
+                        } else if (bias) {  // start every row from the bias
+                            for (int q = 0; q < g; ++q) Bi[q] = bias + (p + q) * NR;
+                            micro_any<T, true>(g, mr, kc, a, rs, acs, P, Cp, ldc, Bi, 0);
+                        } else {
                             micro_any<T, false>(g, mr, kc, a, rs, acs, P, Cp, ldc);
+                        }
                     } else {
                         const int64_t nc = N - p * NR;
                         for (int r = 0; r < mr; ++r)
                             for (int64_t c = 0; c < NR; ++c)
-                                tile[r * NR + c] = (acc && c < nc) ? C[(m + r) * ldc + p * NR + c] : T(0);
+                                tile[r * NR + c] = c >= nc ? T(0)
+                                                   : acc   ? C[(m + r) * ldc + p * NR + c]
+                                                   : bias  ? bias[p * NR + c]
+                                                           : T(0);
                         Cp[0] = tile;
                         micro_any<T, true>(1, mr, kc, a, rs, acs, P, Cp, NR);
                         for (int r = 0; r < mr; ++r)
@@ -699,15 +713,18 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
 // Row-major C = op(A) · op(B) (+ C) on the own GEMM, or SciPy's BLAS when
 // chosen with set_gemm_backend (the own kernels are the default: they
 // measure faster here and thread with the kernels' own thread count).
+// With `bias` ([N], only without `accumulate`): C = bias + op(A) · op(B).
 template <class T>
 void mm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-        int64_t ldb, bool accumulate, T* C, int64_t ldc) {
+        int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* bias = nullptr) {
     if (use_blas_gemm() && have_blas()) {
-        gemm<T>(ta, tb, M, N, K, T(1), A, lda, B, ldb, accumulate ? T(1) : T(0), C, ldc);
+        if (bias)
+            for (int64_t r = 0; r < M; ++r) std::memcpy(C + r * ldc, bias, N * sizeof(T));
+        gemm<T>(ta, tb, M, N, K, T(1), A, lda, B, ldb, (accumulate || bias) ? T(1) : T(0), C, ldc);
         return;
     }
     own_gemm<T>(M, N, K, A, ta ? 1 : lda, ta ? lda : 1, B, tb ? 1 : ldb, tb ? ldb : 1, accumulate,
-                C, ldc);
+                C, ldc, accumulate ? nullptr : bias);
 }
 
 // ---------------------------------------------------------------- small products
@@ -1150,26 +1167,32 @@ void pack_backward(const T* w_hh, int64_t GH, int64_t H, Packed<T>& pk, int id, 
     }
 }
 
-// Fill rows of gx (ld) with the folded bias, then gx += x · W_ih^T.
+// gx (rows, ld) = x · W_ih^T + folded bias (b_ih + b_hh; the n block of the
+// PyTorch GRU keeps only b_in: b_hn stays inside r * (W_hn h + b_hn)).
 template <class T>
 void input_projection(Kind kind, int64_t rows, int64_t I, int64_t H, const T* x, const T* w_ih,
                       const T* b_ih, const T* b_hh, T* gx, int64_t ld) {
     const int G = num_gates(kind);
     const int64_t GH = G * H;
     const bool bias = b_ih != nullptr;
+    std::vector<T> b;
     if (bias) {
-        std::vector<T> b(GH);
+        b.resize(GH);
         for (int64_t n = 0; n < GH; ++n) b[n] = b_ih[n] + b_hh[n];
-        if (kind == Kind::gru)  // b_hn stays inside r * (W_hn h + b_hn)
+        if (kind == Kind::gru)
             for (int64_t n = 2 * H; n < 3 * H; ++n) b[n] = b_ih[n];
-        for (int64_t r = 0; r < rows; ++r) std::memcpy(gx + r * ld, b.data(), GH * sizeof(T));
     }
     if (rows <= 4) {
-        if (!bias)
-            for (int64_t r = 0; r < rows; ++r) std::memset(gx + r * ld, 0, GH * sizeof(T));
+        for (int64_t r = 0; r < rows; ++r) {
+            if (bias)
+                std::memcpy(gx + r * ld, b.data(), GH * sizeof(T));
+            else
+                std::memset(gx + r * ld, 0, GH * sizeof(T));
+        }
         small_nt<T>(rows, GH, I, x, I, w_ih, I, gx, ld, true);
     } else {
-        mm<T>(false, true, rows, GH, I, x, I, w_ih, I, bias, gx, ld);
+        // the bias seeds the accumulators: no separate pass over gx
+        mm<T>(false, true, rows, GH, I, x, I, w_ih, I, false, gx, ld, bias ? b.data() : nullptr);
     }
 }
 
