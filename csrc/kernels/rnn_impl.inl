@@ -561,14 +561,108 @@ void panels_gemm(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t lda, con
 // of A stream past it. Threads split rows (or panels when rows are few); each
 // element's sum runs over k in the same order whatever the split, so the
 // result does not depend on the thread count.
+// Pack panels [p0, p1) of B ([K, N], element (k, n) at B[k*brs + n*bcs]).
+template <class T>
+void pack_b_panels(const T* B, int64_t brs, int64_t bcs, int64_t K, int64_t N, Packed<T>& pk,
+                   int64_t p0, int64_t p1) {
+    constexpr int NR = 2 * V<T>::W;
+    for (int64_t p = p0; p < p1; ++p) {
+        T* dst = pk.panel_w(p);
+        const int64_t nc = std::min<int64_t>(NR, N - p * NR);
+        if (bcs == 1) {
+            for (int64_t k = 0; k < K; ++k) {
+                const T* src = B + k * brs + p * NR;
+                T* d = dst + k * NR;
+                int64_t c = 0;
+                for (; c < nc; ++c) d[c] = src[c];
+                for (; c < NR; ++c) d[c] = 0;
+            }
+        } else {  // B read transposed: walk each source row contiguously
+            for (int64_t c = 0; c < NR; ++c) {
+                if (c < nc) {
+                    const T* src = B + (p * NR + c) * bcs;
+                    for (int64_t k = 0; k < K; ++k) dst[k * NR + c] = src[k * brs];
+                } else {
+                    for (int64_t k = 0; k < K; ++k) dst[k * NR + c] = 0;
+                }
+            }
+        }
+    }
+}
+
+// C[m0:m1, panels p0:p1] (+)= A · packed B, one thread. A[m, k] at
+// A[m*rs + k*cs] (cs == 1), or from `apack` (blocks of MRMAX rows, [K, MRMAX]
+// each) when given. Starts from C (accumulate), from the `bias` row, or 0.
+template <class T>
+void gemm_block(int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t N, int64_t K, const T* A,
+                int64_t rs, int64_t cs, const T* apack, const Packed<T>& pk, bool accumulate,
+                const T* bias, T* C, int64_t ldc) {
+    constexpr int NR = 2 * V<T>::W;
+    // K block: a 2-panel group of KC rows (256 KB at float) stays in L2 while
+    // the rows of A stream past it; large enough that C is revisited rarely.
+    constexpr int64_t KC = 1024;
+    alignas(64) T tile[MRMAX * NR];
+    const T* P[4];
+    T* Cp[4];
+    const T* Bi[4];
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        const int64_t kc = std::min<int64_t>(KC, K - k0);
+        const bool acc = accumulate || k0 > 0;
+        const int npw = panels_per_tile(m1 - m0);
+        for (int64_t p = p0; p < p1;) {
+            // full panels in groups; a partial last panel through a tile
+            const bool partial = (p + 1) * NR > N;
+            int g = partial ? 1 : (int)std::min<int64_t>(npw, p1 - p);
+            if (!partial && g > 1 && (p + g) * NR > N) g = 1;
+            if (g == 3) g = 2;
+            for (int q = 0; q < g; ++q) P[q] = pk.panel(p + q, k0);
+            for (int64_t m = m0; m < m1; m += MRMAX) {
+                const int mr = (int)std::min<int64_t>(MRMAX, m1 - m);
+                const T* a = apack ? apack + (m / MRMAX) * K * MRMAX + k0 * MRMAX
+                                   : A + m * rs + k0 * cs;
+                const int64_t ars = apack ? 1 : rs;
+                const int64_t acs = apack ? MRMAX : cs;
+                if (!partial) {
+                    for (int q = 0; q < g; ++q) Cp[q] = C + m * ldc + (p + q) * NR;
+                    if (acc) {
+                        micro_any<T, true>(g, mr, kc, a, ars, acs, P, Cp, ldc);
+                    } else if (bias) {  // start every row from the bias
+                        for (int q = 0; q < g; ++q) Bi[q] = bias + (p + q) * NR;
+                        micro_any<T, true>(g, mr, kc, a, ars, acs, P, Cp, ldc, Bi, 0);
+                    } else {
+                        micro_any<T, false>(g, mr, kc, a, ars, acs, P, Cp, ldc);
+                    }
+                } else {
+                    const int64_t nc = N - p * NR;
+                    for (int r = 0; r < mr; ++r)
+                        for (int64_t c = 0; c < NR; ++c)
+                            tile[r * NR + c] = c >= nc ? T(0)
+                                               : acc   ? C[(m + r) * ldc + p * NR + c]
+                                               : bias  ? bias[p * NR + c]
+                                                       : T(0);
+                    Cp[0] = tile;
+                    micro_any<T, true>(1, mr, kc, a, ars, acs, P, Cp, NR);
+                    for (int r = 0; r < mr; ++r)
+                        for (int64_t c = 0; c < nc; ++c)
+                            C[(m + r) * ldc + p * NR + c] = tile[r * NR + c];
+                }
+            }
+            p += g;
+        }
+    }
+}
+
+// C[M, N] (+)= A[M, K] · B[K, N] with A[m, k] at A[m*rs + k*cs] and B[k, n]
+// at B[k*brs + n*bcs] (so either operand may be transposed). B is packed into
+// panels once, K is blocked so a group of panels stays in L2 while rows of A
+// stream past it. Threads split rows (or panels when rows are few); each
+// element's sum runs over k in the same order whatever the split, so the
+// result does not depend on the thread count.
 template <class T>
 void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t cs, const T* B,
               int64_t brs, int64_t bcs, bool accumulate, T* C, int64_t ldc,
               const T* bias = nullptr) {
     constexpr int NR = 2 * V<T>::W;
-    // K block: a 2-panel group of KC rows (256 KB at float) stays in L2 while
-    // the rows of A stream past it; large enough that C is revisited rarely.
-    constexpr int64_t KC = 1024;
     const int64_t npan = (N + NR - 1) / NR;
     Packed<T> pk;
     pk.ktot = K;
@@ -577,7 +671,7 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
     // A read transposed (rs == 1, cs = its row length): pack it into blocks of
     // MRMAX rows, [K, MRMAX] each, so the tile streams it contiguously
     // instead of touching a new page at every k.
-    const bool pack_a = rs == 1 && cs != 1 && M > 1;
+    const bool pack_a = cs != 1;
     const int64_t nmb = (M + MRMAX - 1) / MRMAX;
     Buf<T> apack;
     if (pack_a) apack.alloc(mul(mul(nmb, K), MRMAX));
@@ -597,28 +691,7 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
         {
             int64_t p0, p1;
             split(npan, nt, id, &p0, &p1);
-            for (int64_t p = p0; p < p1; ++p) {
-                T* dst = pk.panel_w(p);
-                const int64_t nc = std::min<int64_t>(NR, N - p * NR);
-                if (bcs == 1) {
-                    for (int64_t k = 0; k < K; ++k) {
-                        const T* src = B + k * brs + p * NR;
-                        T* d = dst + k * NR;
-                        int64_t c = 0;
-                        for (; c < nc; ++c) d[c] = src[c];
-                        for (; c < NR; ++c) d[c] = 0;
-                    }
-                } else {  // B read transposed: walk each source row contiguously
-                    for (int64_t c = 0; c < NR; ++c) {
-                        if (c < nc) {
-                            const T* src = B + (p * NR + c) * bcs;
-                            for (int64_t k = 0; k < K; ++k) dst[k * NR + c] = src[k * brs];
-                        } else {
-                            for (int64_t k = 0; k < K; ++k) dst[k * NR + c] = 0;
-                        }
-                    }
-                }
-            }
+            pack_b_panels(B, brs, bcs, K, N, pk, p0, p1);
         }
         if (pack_a) {
             int64_t b0, b1;
@@ -629,16 +702,15 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
                 for (int64_t mb = b0; mb < b1; ++mb) {
                     T* dst = apack.p + mb * K * MRMAX;
                     const int64_t nr = std::min<int64_t>(MRMAX, M - mb * MRMAX);
-                    if (nr == MRMAX) {
-                        for (int64_t k = kb; k < ke; ++k)
-                            std::memcpy(dst + k * MRMAX, A + k * cs + mb * MRMAX, sizeof(T) * MRMAX);
-                    } else {
-                        for (int64_t k = kb; k < ke; ++k) {
-                            const T* src = A + k * cs + mb * MRMAX;
-                            int64_t r = 0;
-                            for (; r < nr; ++r) dst[k * MRMAX + r] = src[r];
-                            for (; r < MRMAX; ++r) dst[k * MRMAX + r] = 0;
+                    for (int64_t k = kb; k < ke; ++k) {
+                        const T* src = A + k * cs + mb * MRMAX * rs;
+                        int64_t r = 0;
+                        if (rs == 1 && nr == MRMAX) {
+                            std::memcpy(dst + k * MRMAX, src, sizeof(T) * MRMAX);
+                            continue;
                         }
+                        for (; r < nr; ++r) dst[k * MRMAX + r] = src[r * rs];
+                        for (; r < MRMAX; ++r) dst[k * MRMAX + r] = 0;
                     }
                 }
             }
@@ -659,54 +731,8 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
                 split(npan, nt, id, &p0, &p1);
             }
         }
-        alignas(64) T tile[MRMAX * NR];
-        const T* P[4];
-        T* Cp[4];
-        const T* Bi[4];
-        for (int64_t k0 = 0; k0 < K; k0 += KC) {
-            const int64_t kc = std::min<int64_t>(KC, K - k0);
-            const bool acc = accumulate || k0 > 0;
-            const int npw = panels_per_tile(m1 - m0);
-            for (int64_t p = p0; p < p1;) {
-                // full panels in groups; a partial last panel through a tile
-                const bool partial = (p + 1) * NR > N;
-                int g = partial ? 1 : (int)std::min<int64_t>(npw, p1 - p);
-                if (!partial && g > 1 && (p + g) * NR > N) g = 1;
-                if (g == 3) g = 2;
-                for (int q = 0; q < g; ++q) P[q] = pk.panel(p + q, k0);
-                for (int64_t m = m0; m < m1; m += MRMAX) {
-                    const int mr = (int)std::min<int64_t>(MRMAX, m1 - m);
-                    const T* a = pack_a ? apack.p + (m / MRMAX) * K * MRMAX + k0 * MRMAX
-                                        : A + m * rs + k0 * cs;
-                    const int64_t acs = pack_a ? MRMAX : cs;
-                    if (!partial) {
-                        for (int q = 0; q < g; ++q) Cp[q] = C + m * ldc + (p + q) * NR;
-                        if (acc) {
-                            micro_any<T, true>(g, mr, kc, a, rs, acs, P, Cp, ldc);
-                        } else if (bias) {  // start every row from the bias
-                            for (int q = 0; q < g; ++q) Bi[q] = bias + (p + q) * NR;
-                            micro_any<T, true>(g, mr, kc, a, rs, acs, P, Cp, ldc, Bi, 0);
-                        } else {
-                            micro_any<T, false>(g, mr, kc, a, rs, acs, P, Cp, ldc);
-                        }
-                    } else {
-                        const int64_t nc = N - p * NR;
-                        for (int r = 0; r < mr; ++r)
-                            for (int64_t c = 0; c < NR; ++c)
-                                tile[r * NR + c] = c >= nc ? T(0)
-                                                   : acc   ? C[(m + r) * ldc + p * NR + c]
-                                                   : bias  ? bias[p * NR + c]
-                                                           : T(0);
-                        Cp[0] = tile;
-                        micro_any<T, true>(1, mr, kc, a, rs, acs, P, Cp, NR);
-                        for (int r = 0; r < mr; ++r)
-                            for (int64_t c = 0; c < nc; ++c)
-                                C[(m + r) * ldc + p * NR + c] = tile[r * NR + c];
-                    }
-                }
-                p += g;
-            }
-        }
+        gemm_block<T>(m0, m1, p0, p1, N, K, A, rs, cs, pack_a ? apack.p : nullptr, pk, accumulate,
+                      bias, C, ldc);
     }
 }
 
