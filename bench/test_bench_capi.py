@@ -21,30 +21,6 @@ capi = pytest.importorskip("fastrnn.capi", reason="the compiled extension (C ABI
                            exc_type=ImportError)
 numba = pytest.importorskip("numba")
 
-_ffi = capi.ffi
-_step_f32 = capi.lib.fastrnn_cell_forward_f32
-_LSTM = int(capi.LSTM)
-
-
-@numba.njit(nogil=True, cache=True)
-def _njit_loop(xs, h, c, w_ih, w_hh, b_ih, b_hh, hs, ws):
-    T, Bn, In = xs.shape
-    Hn = h.shape[1]
-    h_new = np.empty_like(h)
-    c_new = np.empty_like(c)
-    for t in range(T):
-        status = _step_f32(_LSTM, Bn, In, Hn, _ffi.from_buffer(xs[t]), _ffi.from_buffer(h), _ffi.from_buffer(c),
-                           _ffi.from_buffer(w_ih), _ffi.from_buffer(w_hh), _ffi.from_buffer(b_ih),
-                           _ffi.from_buffer(b_hh), _ffi.from_buffer(h_new), _ffi.from_buffer(c_new),
-                           _ffi.from_buffer(ws))
-        if status != 0:
-            raise ValueError("fastrnn cell step failed")
-        h[:] = h_new
-        c[:] = c_new
-        hs[t] = h
-    return hs
-
-
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(0)
@@ -69,27 +45,33 @@ def _record(benchmark, impl):
                                 threads=1, impl=impl, steps=STEPS, flops=2 * STEPS * B * 4 * H * (I + H))
 
 
+def _timed_one_thread(benchmark, run):
+    """Time ``run`` with fastrnn's kernels on one thread (the per-step latency case)."""
+    run()  # warm-up: JIT compile, caches
+    fastrnn.set_num_threads(1)
+    try:
+        return benchmark(run)
+    finally:
+        fastrnn.set_num_threads(fastrnn.backends.default_num_threads())
+
+
 @pytest.mark.bench_quick
 def test_cell_loop_njit_cffi(benchmark, data):
+    from fastrnn.capi_njit import lstm_loop
+
     cell, xs = data
     p = cell.state_dict()
     args = [p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]]
-    hs = np.empty((STEPS, B, H), np.float32)
-    ws = np.empty(B * 4 * H, np.float32)
+    loop = lstm_loop(np.float32)
 
     def run():
         h = np.zeros((B, H), np.float32)
         c = np.zeros((B, H), np.float32)
-        _njit_loop(xs, h, c, *args, hs, ws)
+        loop(xs, h, c, *args)
         return h
 
     _record(benchmark, "njit+cffi")
-    run()  # compile
-    fastrnn.set_num_threads(1)
-    try:
-        h = benchmark(run)
-    finally:
-        fastrnn.set_num_threads(fastrnn.backends.default_num_threads())
+    h = _timed_one_thread(benchmark, run)
     np.testing.assert_allclose(h, _expected(cell, xs), rtol=1e-4, atol=1e-5)
     benchmark.extra_info["verified"] = True
 
@@ -109,12 +91,7 @@ def test_cell_loop_python(benchmark, data, backend):
         return h
 
     _record(benchmark, f"fastrnn-{backend}")
-    run()
-    fastrnn.set_num_threads(1)
-    try:
-        h = benchmark(run)
-    finally:
-        fastrnn.set_num_threads(fastrnn.backends.default_num_threads())
+    h = _timed_one_thread(benchmark, run)
     np.testing.assert_allclose(h, _expected(cell, xs), rtol=1e-4, atol=1e-5)
     benchmark.extra_info["verified"] = True
 

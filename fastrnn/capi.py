@@ -11,34 +11,8 @@ Two ways to use it:
   function and raise on an error status (they follow the backend contract of
   ``fastrnn/backends/CONTRACT.md``);
 - from Numba nopython code, call ``lib.fastrnn_cell_forward_f64`` (etc.)
-  directly with ``ffi.from_buffer(array)`` pointers: no Python in the loop::
-
-      import numba, numpy as np
-      from fastrnn.capi import ffi, lib, LSTM
-
-      cell_step = lib.fastrnn_cell_forward_f64
-
-      @numba.njit(nogil=True)
-      def run(xs, h, c, w_ih, w_hh, b_ih, b_hh):
-          T, B, I = xs.shape
-          H = h.shape[1]
-          hs = np.empty((T, B, H))
-          h_new, c_new = np.empty_like(h), np.empty_like(c)
-          ws = np.empty(B * 4 * H)  # fastrnn_cell_workspace_size(LSTM, B, H)
-          for t in range(T):
-              status = cell_step(LSTM, B, I, H, ffi.from_buffer(xs[t]), ffi.from_buffer(h),
-                                 ffi.from_buffer(c), ffi.from_buffer(w_ih), ffi.from_buffer(w_hh),
-                                 ffi.from_buffer(b_ih), ffi.from_buffer(b_hh),
-                                 ffi.from_buffer(h_new), ffi.from_buffer(c_new), ffi.from_buffer(ws))
-              if status != 0:
-                  raise ValueError("fastrnn cell step failed")
-              h[:] = h_new
-              c[:] = c_new
-              hs[t] = h
-          return hs
-
-  The caller is responsible there for passing C-contiguous arrays of the
-  documented shapes: C cannot see an array's extent.
+  directly with ``ffi.from_buffer(array)`` pointers: no Python in the loop.
+  ``fastrnn.capi_njit`` is that pattern, an LSTM over a sequence, written out.
 """
 
 from __future__ import annotations

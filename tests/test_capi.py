@@ -144,41 +144,23 @@ def test_error_codes_not_crashes():
 
 # --- the documented example: a user's own @njit loop over the C LSTM cell step ---------
 
-numba = pytest.importorskip("numba")
-_cell_step = capi.lib.fastrnn_cell_forward_f64
-_ffi = capi.ffi
-_LSTM = int(capi.LSTM)
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_njit_loop_over_c_cell_matches_layer_api(dtype):
+    pytest.importorskip("numba")
+    from fastrnn.capi_njit import lstm_loop
 
-@numba.njit(nogil=True, cache=False)
-def _run_lstm_cells(xs, h, c, w_ih, w_hh, b_ih, b_hh):
-    T, B, I = xs.shape
-    H = h.shape[1]
-    hs = np.empty((T, B, H))
-    h_new = np.empty_like(h)
-    c_new = np.empty_like(c)
-    ws = np.empty(B * 4 * H)  # fastrnn_cell_workspace_size(LSTM, B, H): the step's gates
-    for t in range(T):
-        status = _cell_step(_LSTM, B, I, H, _ffi.from_buffer(xs[t]), _ffi.from_buffer(h), _ffi.from_buffer(c),
-                            _ffi.from_buffer(w_ih), _ffi.from_buffer(w_hh), _ffi.from_buffer(b_ih),
-                            _ffi.from_buffer(b_hh), _ffi.from_buffer(h_new), _ffi.from_buffer(c_new),
-                            _ffi.from_buffer(ws))
-        if status != 0:
-            raise ValueError("fastrnn cell step failed")
-        h[:] = h_new
-        c[:] = c_new
-        hs[t] = h
-    return hs
-
-
-def test_njit_loop_over_c_cell_matches_layer_api():
-    lstm = fastrnn.LSTM(3, 4, dtype=np.float64, seed=0, backend="numpy")
-    xs = np.random.default_rng(0).standard_normal((20, 2, 3))
+    lstm = fastrnn.LSTM(3, 4, dtype=dtype, seed=0, backend="numpy")
+    xs = np.random.default_rng(0).standard_normal((20, 2, 3)).astype(dtype)
     with fastrnn.no_grad():
         out, (h_n, c_n) = lstm(xs)
-    h = np.zeros((2, 4))
-    c = np.zeros((2, 4))
+    h = np.zeros((2, 4), dtype)
+    c = np.zeros((2, 4), dtype)
     p = lstm.state_dict()
-    hs = _run_lstm_cells(xs, h, c, p["weight_ih_l0"], p["weight_hh_l0"], p["bias_ih_l0"], p["bias_hh_l0"])
-    np.testing.assert_allclose(hs, out, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(c, c_n[0], rtol=1e-10, atol=1e-12)
+    hs = lstm_loop(dtype)(xs, h, c, p["weight_ih_l0"], p["weight_hh_l0"], p["bias_ih_l0"], p["bias_hh_l0"])
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(hs, out, **tol)
+    np.testing.assert_allclose(h, h_n[0], **tol)
+    np.testing.assert_allclose(c, c_n[0], **tol)
+    with pytest.raises(TypeError):
+        lstm_loop(np.int32)

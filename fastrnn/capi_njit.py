@@ -1,0 +1,62 @@
+"""The C ABI inside Numba nopython code: an LSTM over a sequence, one fused C
+cell step at a time, with no Python in the loop.
+
+This is the pattern for users who write their own simulation, control or RL
+loops in Numba (the README shows it); the tests check it against
+``fastrnn.LSTM`` and ``bench/test_bench_capi.py`` times its per-step cost.
+
+``lstm_loop(dtype)`` returns the jitted loop for float32 or float64::
+
+    run = lstm_loop(np.float64)
+    hs = run(xs, h, c, w_ih, w_hh, b_ih, b_hh)   # xs [T, B, I]; h, c [B, H] updated in place
+
+The caller passes C-contiguous arrays of the documented shapes and dtype: C
+cannot see an array's extent.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .capi import LSTM, ffi, lib
+
+_LSTM = int(LSTM)
+
+
+def _make(step, dtype):
+    @numba.njit(nogil=True)
+    def run(xs, h, c, w_ih, w_hh, b_ih, b_hh):
+        T, B, I = xs.shape
+        H = h.shape[1]
+        hs = np.empty((T, B, H), dtype)
+        h_new = np.empty_like(h)
+        c_new = np.empty_like(c)
+        ws = np.empty(B * 4 * H, dtype)  # fastrnn_cell_workspace_size(LSTM, B, H): the step's gates
+        for t in range(T):
+            status = step(_LSTM, B, I, H, ffi.from_buffer(xs[t]), ffi.from_buffer(h), ffi.from_buffer(c),
+                          ffi.from_buffer(w_ih), ffi.from_buffer(w_hh), ffi.from_buffer(b_ih),
+                          ffi.from_buffer(b_hh), ffi.from_buffer(h_new), ffi.from_buffer(c_new),
+                          ffi.from_buffer(ws))
+            if status != 0:
+                raise ValueError("fastrnn cell step failed (see fastrnn.capi.status_message)")
+            h[:] = h_new
+            c[:] = c_new
+            hs[t] = h
+        return hs
+
+    return run
+
+
+_LOOPS = {}
+
+
+def lstm_loop(dtype=np.float64):
+    """The jitted LSTM loop over ``fastrnn_cell_forward_f32``/``_f64`` for ``dtype``."""
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    if dt not in _LOOPS:
+        step = lib.fastrnn_cell_forward_f32 if dt == np.float32 else lib.fastrnn_cell_forward_f64
+        _LOOPS[dt] = _make(step, dt.type)
+    return _LOOPS[dt]
