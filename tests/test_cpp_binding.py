@@ -561,3 +561,25 @@ def test_matmul_matches_numpy():
                     got = core._matmul(a, b, ta, tb)
                     np.testing.assert_allclose(got, want, rtol=TOL[np.dtype(dtype)] * 10,
                                                atol=TOL[np.dtype(dtype)] * 10 * np.sqrt(K))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_long_inference_matches_training_forward(kind, dtype, reverse, restore_threads):
+    """Inference on long sequences computes the input projection in chunks
+    (per thread, just before use); it agrees with the training forward, which
+    projects all steps at once, and with the reference."""
+    T, B, I, H = 400, 24, 5, 40
+    p = make(kind, T, B, I, H, dtype)
+    lengths = lengths_for(T, B)
+    (r_out, r_h, r_c, _), _ = run_layer(ref, kind, p, lengths, reverse, keep=False)
+    for n in (1, 2):
+        core.set_num_threads(n)
+        (out, h, c, _), _ = run_layer(cpp, kind, p, lengths, reverse, keep=False)
+        (out_k, h_k, c_k, _), _ = run_layer(cpp, kind, p, lengths, reverse, keep=True)
+        np.testing.assert_array_equal(out, out_k)
+        np.testing.assert_array_equal(h, h_k)
+        assert_close(out, r_out, "out")
+        assert_close(h, r_h, "h_n")
+        assert_close(c, r_c, "c_n")

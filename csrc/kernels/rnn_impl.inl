@@ -1236,15 +1236,7 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
     const bool lstm = kind == Kind::lstm, gruk = kind == Kind::gru, gruo = kind == Kind::gru_orig;
     const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
 
-    Buf<T> gxbuf;
-    T* gx = ws_gates;
-    if (!keep) {
-        gxbuf.alloc(mul(mul(Tn, B), GH));
-        gx = gxbuf.p;
-    }
-    input_projection(kind, Tn * B, I, H, x, w_ih, b_ih, b_hh, gx, ldg);
     const T* bhn = (gruk && b_hh) ? b_hh + 2 * H : nullptr;
-
     const int64_t npg = (H + NR - 1) / NR;
     const int64_t Hp = npg * NR;
     const int64_t lds = G * Hp + V<T>::W;  // padded: no power-of-two row distance
@@ -1252,13 +1244,43 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
     pk.ktot = H;
     pk.npanels = npg * G;
     pk.alloc();
+    const Plan pl = make_plan(B, npg, B * GH * H, Tn, pk.npanels * H * NR * (int64_t)sizeof(T));
+
+    // Input projection. Training: all T steps in one GEMM straight into the
+    // workspace. Inference with a large Gx: in chunks of Tc steps computed by
+    // each thread for its own rows just before they are used, so Gx never
+    // leaves the cache (a 1 MB buffer instead of T*B*G*H values).
+    const int64_t step_bytes = B * GH * (int64_t)sizeof(T);
+    const bool chunked = !keep && pl.mode != Mode::units && Tn * step_bytes > ((int64_t)2 << 20);
+    const int64_t Tc = chunked ? std::max<int64_t>(1, std::min<int64_t>(Tn, ((int64_t)1 << 20) / step_bytes)) : Tn;
+    Buf<T> gxbuf;
+    T* gx = ws_gates;
+    if (!keep) {
+        gxbuf.alloc(mul(mul(Tc, B), GH));
+        gx = gxbuf.p;
+    }
+    Packed<T> pki;
+    std::vector<T> fbias;
+    if (!chunked) {
+        input_projection(kind, Tn * B, I, H, x, w_ih, b_ih, b_hh, gx, ldg);
+    } else {
+        pki.ktot = I;
+        pki.npanels = (GH + NR - 1) / NR;
+        pki.alloc();
+        if (b_ih) {
+            fbias.resize(GH);
+            for (int64_t n = 0; n < GH; ++n) fbias[n] = b_ih[n] + b_hh[n];
+            if (gruk)
+                for (int64_t n = 2 * H; n < 3 * H; ++n) fbias[n] = b_ih[n];
+        }
+    }
+    const T* fb = fbias.empty() ? nullptr : fbias.data();
 
     Buf<T> hbuf(mul(2 * B, H)), cbuf(lstm ? mul(B, H) : 1), S(mul(B, lds));
     Buf<T> rhbuf((gruo && !keep) ? mul(B, H) : 1);
     std::memcpy(hbuf.p, h0, B * H * sizeof(T));
     if (lstm) std::memcpy(cbuf.p, c0, B * H * sizeof(T));
 
-    const Plan pl = make_plan(B, npg, B * GH * H, Tn, pk.npanels * H * NR * (int64_t)sizeof(T));
     // No allocation (nor anything that may throw) inside the parallel region.
     std::vector<int> lists((size_t)pl.nthreads * 3 * pk.npanels);
 
@@ -1269,6 +1291,11 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
         const int id = thread_id();
         const int nt = pl.nthreads;
         pack_forward(w_hh, H, G, pk, id, nt);
+        if (chunked) {
+            int64_t p0, p1;
+            split(pki.npanels, nt, id, &p0, &p1);
+            pack_b_panels(w_ih, 1, I, I, GH, pki, p0, p1);  // W_ih^T
+        }
         int64_t m0 = 0, m1 = B, jp0 = 0, jp1 = npg;
         if (pl.mode == Mode::batch) split(B, nt, id, &m0, &m1);
         if (pl.mode == Mode::units) split(npg, nt, id, &jp0, &jp1);
@@ -1296,8 +1323,21 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
             const int64_t t = reverse ? Tn - 1 - st : st;
             const T* hp = hbuf.p + (st & 1) * B * H;
             T* hn = hbuf.p + ((st + 1) & 1) * B * H;
-            T* gxt = gx + t * B * ldg;
+            T* gxt = chunked ? gx + (st % Tc) * B * GH : gx + t * B * ldg;
             T* outt = out + t * B * H;
+            if (chunked && st % Tc == 0) {
+                const int64_t ns = std::min<int64_t>(Tc, Tn - st);
+                if (!reverse && m0 == 0 && m1 == B) {  // the chunk's rows are contiguous
+                    gemm_block<T>(0, ns * B, 0, pki.npanels, GH, I, x + t * B * I, I, 1, nullptr,
+                                  pki, false, fb, gx, GH);
+                } else {
+                    for (int64_t s2 = 0; s2 < ns; ++s2) {
+                        const int64_t t2 = reverse ? t - s2 : t + s2;
+                        gemm_block<T>(m0, m1, 0, pki.npanels, GH, I, x + t2 * B * I, I, 1,
+                                      nullptr, pki, false, fb, gx + s2 * B * GH, GH);
+                    }
+                }
+            }
             if (!gruo)
                 panels_gemm<T>(m0, m1, H, hp, H, pk, 0, pl_all, n_all, S.p, lds);
             else
