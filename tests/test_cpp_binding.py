@@ -246,6 +246,10 @@ def test_thread_count_does_not_change_results(kind, dtype, shape, restore_thread
 def test_set_num_threads_rejects_nonpositive(restore_threads):
     with pytest.raises(ValueError):
         core.set_num_threads(0)
+    with pytest.raises(ValueError):
+        core.set_num_threads(10**6)
+    with pytest.raises((TypeError, ValueError, OverflowError)):
+        core.set_num_threads(10**30)
     with pytest.raises((TypeError, ValueError)):
         core.set_num_threads("two")
     cpp.set_num_threads(1)

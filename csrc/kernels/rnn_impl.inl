@@ -680,7 +680,8 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
     // Threads only for products worth ~0.2 ms or more: every parallel region
     // ends in a join, which costs little on an idle machine but up to a
     // scheduler time slice on an oversubscribed one.
-    if ((double)M * N * K >= 3e7) nt = std::max(1, get_num_threads());
+    if ((double)M * N * K >= 3e7)
+        nt = (int)std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), std::max(nmb, npan)));
 #endif
     const bool split_rows = M >= 16 * nt || npan < nt;
 #ifdef _OPENMP

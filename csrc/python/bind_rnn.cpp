@@ -608,9 +608,9 @@ void bind_rnn(py::module_& m) {
     m.def("_matmul", &matmul_t<double>, py::arg("a").noconvert(), py::arg("b").noconvert(),
           py::arg("ta") = false, py::arg("tb") = false);
 
-    m.def("set_num_threads", [](int n) {
-        if (n < 1) value_error("n must be >= 1");
-        fastrnn::set_num_threads(n);
+    m.def("set_num_threads", [](long long n) {
+        if (n < 1 || n > 4096) value_error("n must be between 1 and 4096, got " + std::to_string(n));
+        fastrnn::set_num_threads((int)n);
     }, py::arg("n"), "Set the number of threads the kernels use.");
     m.def("get_num_threads", &fastrnn::get_num_threads,
           "Number of threads the kernels use (default: FASTRNN_NUM_THREADS or the number of cores).");
