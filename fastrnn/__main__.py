@@ -40,6 +40,11 @@ def main(argv=None):
         return args.func(args) or 0
     except (ValueError, TypeError) as exc:
         parser.exit(2, f"fastrnn {args.command}: error: {exc}\n")
+    except BrokenPipeError:  # e.g. fastrnn info | head: the reader left, nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
