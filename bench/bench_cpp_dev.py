@@ -98,10 +98,6 @@ def main():
     if not args.no_torch:
         import torch as _t
         torch = _t
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        threadpool_limits = None
     dtype = np.dtype(args.dtype).type
     shapes = [s for s in SHAPES if s[0] in args.cells]
     if args.shapes == "small":
@@ -112,7 +108,6 @@ def main():
         _core.set_num_threads(n)
         if torch is not None:
             torch.set_num_threads(n)
-        ctx = threadpool_limits(n) if threadpool_limits else None
         for cell, B, I, H, T in shapes:
             r = bench(cell, B, I, H, T, dtype, n, torch)
             name = f"{cell} B={B} I={I} H={H} T={T}"
@@ -123,8 +118,6 @@ def main():
             if torch is not None:
                 line += f" {r['pt_train']*1e3:7.3f} {r['pt_train']/r['fr_train']:5.2f}"
             print(line, flush=True)
-        if ctx is not None:
-            ctx.unregister() if hasattr(ctx, "unregister") else ctx.restore_original_limits()
 
 
 if __name__ == "__main__":

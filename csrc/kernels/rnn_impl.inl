@@ -675,65 +675,59 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
     const int64_t nmb = (M + MRMAX - 1) / MRMAX;
     Buf<T> apack;
     if (pack_a) apack.alloc(mul(mul(nmb, K), MRMAX));
-    int nt = 1;
-#ifdef _OPENMP
-    // Threads only for products worth ~0.2 ms or more: every parallel region
-    // ends in a join, which costs little on an idle machine but up to a
-    // scheduler time slice on an oversubscribed one.
-    if ((double)M * N * K >= 3e7)
-        nt = (int)std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), std::max(nmb, npan)));
-#endif
-    const bool split_rows = M >= 16 * nt || npan < nt;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-        const int id = thread_id();
-        {
-            int64_t p0, p1;
-            split(npan, nt, id, &p0, &p1);
-            pack_b_panels(B, brs, bcs, K, N, pk, p0, p1);
-        }
-        if (pack_a) {
-            int64_t b0, b1;
-            split(nmb, nt, id, &b0, &b1);
-            // k in chunks so the rows being read stay in L1 across the blocks
-            for (int64_t kb = 0; kb < K; kb += 16) {
-                const int64_t ke = std::min<int64_t>(K, kb + 16);
-                for (int64_t mb = b0; mb < b1; ++mb) {
-                    T* dst = apack.p + mb * K * MRMAX;
-                    const int64_t nr = std::min<int64_t>(MRMAX, M - mb * MRMAX);
-                    for (int64_t k = kb; k < ke; ++k) {
-                        const T* src = A + k * cs + mb * MRMAX * rs;
-                        int64_t r = 0;
-                        if (rs == 1 && nr == MRMAX) {
-                            std::memcpy(dst + k * MRMAX, src, sizeof(T) * MRMAX);
-                            continue;
-                        }
-                        for (; r < nr; ++r) dst[k * MRMAX + r] = src[r * rs];
-                        for (; r < MRMAX; ++r) dst[k * MRMAX + r] = 0;
+    // Threads only for products worth ~0.2 ms or more.
+    const int P = get_num_threads();
+    const bool threaded = P > 1 && (double)M * N * K >= 3e7;
+    auto pack_a_blocks = [&](int64_t b0, int64_t b1) {
+        // k in chunks so the rows being read stay in L1 across the blocks
+        for (int64_t kb = 0; kb < K; kb += 16) {
+            const int64_t ke = std::min<int64_t>(K, kb + 16);
+            for (int64_t mb = b0; mb < b1; ++mb) {
+                T* dst = apack.p + mb * K * MRMAX;
+                const int64_t nr = std::min<int64_t>(MRMAX, M - mb * MRMAX);
+                for (int64_t k = kb; k < ke; ++k) {
+                    const T* src = A + k * cs + mb * MRMAX * rs;
+                    if (rs == 1 && nr == MRMAX) {
+                        std::memcpy(dst + k * MRMAX, src, sizeof(T) * MRMAX);
+                        continue;
                     }
+                    int64_t r = 0;
+                    for (; r < nr; ++r) dst[k * MRMAX + r] = src[r * rs];
+                    for (; r < MRMAX; ++r) dst[k * MRMAX + r] = 0;
                 }
             }
         }
-#ifdef _OPENMP
-        if (nt > 1) {
-#pragma omp barrier
-        }
-#endif
-        int64_t m0 = 0, m1 = M, p0 = 0, p1 = npan;
-        if (nt > 1) {
-            if (split_rows) {
-                int64_t b0, b1;
-                split((M + MRMAX - 1) / MRMAX, nt, id, &b0, &b1);
-                m0 = std::min<int64_t>(M, b0 * MRMAX);
-                m1 = std::min<int64_t>(M, b1 * MRMAX);
-            } else {
-                split(npan, nt, id, &p0, &p1);
-            }
-        }
-        gemm_block<T>(m0, m1, p0, p1, N, K, A, rs, cs, pack_a ? apack.p : nullptr, pk, accumulate,
-                      bias, C, ldc);
+    };
+    const T* ap = pack_a ? apack.p : nullptr;
+    if (!threaded) {
+        pack_b_panels(B, brs, bcs, K, N, pk, 0, npan);
+        if (pack_a) pack_a_blocks(0, nmb);
+        gemm_block<T>(0, M, 0, npan, N, K, A, rs, cs, ap, pk, accumulate, bias, C, ldc);
+        return;
+    }
+    // Packing, then the product, each as tasks claimed by whichever thread is
+    // free (see parallel_for): about four tasks per thread for balance.
+    const int64_t pb = std::max<int64_t>(1, npan / (4 * P));
+    const int64_t ab = std::max<int64_t>(1, nmb / (4 * P));
+    const int64_t npt = (npan + pb - 1) / pb, nat = pack_a ? (nmb + ab - 1) / ab : 0;
+    parallel_for(npt + nat, [&](int64_t i) {
+        if (i < npt)
+            pack_b_panels(B, brs, bcs, K, N, pk, i * pb, std::min(npan, (i + 1) * pb));
+        else
+            pack_a_blocks((i - npt) * ab, std::min(nmb, (i - npt + 1) * ab));
+    });
+    const bool split_rows = nmb >= 4 * P || npan < 2 * P;
+    if (split_rows) {
+        const int64_t rb = std::max<int64_t>(1, nmb / (4 * P));  // row blocks of MRMAX per task
+        parallel_for((nmb + rb - 1) / rb, [&](int64_t i) {
+            const int64_t m0 = i * rb * MRMAX, m1 = std::min(M, (i + 1) * rb * MRMAX);
+            gemm_block<T>(m0, m1, 0, npan, N, K, A, rs, cs, ap, pk, accumulate, bias, C, ldc);
+        });
+    } else {
+        parallel_for((npan + pb - 1) / pb, [&](int64_t i) {
+            gemm_block<T>(0, M, i * pb, std::min(npan, (i + 1) * pb), N, K, A, rs, cs, ap, pk,
+                          accumulate, bias, C, ldc);
+        });
     }
 }
 
@@ -1282,27 +1276,26 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
     std::memcpy(hbuf.p, h0, B * H * sizeof(T));
     if (lstm) std::memcpy(cbuf.p, c0, B * H * sizeof(T));
 
+    // Batch mode: slices of rows, each running the whole sequence, claimed by
+    // whichever thread is free (parallel_for), so a thread that is late on a
+    // busy machine never holds the others up.
+    const int64_t nsl = pl.mode == Mode::batch ? (B >= 8 * pl.nthreads ? 2 * pl.nthreads : pl.nthreads) : 1;
     // No allocation (nor anything that may throw) inside the parallel region.
-    std::vector<int> lists((size_t)pl.nthreads * 3 * pk.npanels);
+    std::vector<int> lists((size_t)std::max<int64_t>(pl.nthreads, nsl) * 3 * pk.npanels);
 
-#ifdef _OPENMP
-#pragma omp parallel num_threads(pl.nthreads) if (pl.nthreads > 1)
-#endif
-    {
-        const int id = thread_id();
-        const int nt = pl.nthreads;
-        pack_forward(w_hh, H, G, pk, id, nt);
+    auto pack_task = [&](int64_t i, int64_t n) {
+        pack_forward(w_hh, H, G, pk, (int)i, (int)n);
         if (chunked) {
             int64_t p0, p1;
-            split(pki.npanels, nt, id, &p0, &p1);
+            split(pki.npanels, (int)n, (int)i, &p0, &p1);
             pack_b_panels(w_ih, 1, I, I, GH, pki, p0, p1);  // W_ih^T
         }
-        int64_t m0 = 0, m1 = B, jp0 = 0, jp1 = npg;
-        if (pl.mode == Mode::batch) split(B, nt, id, &m0, &m1);
-        if (pl.mode == Mode::units) split(npg, nt, id, &jp0, &jp1);
+    };
+    // The time loop for rows [m0, m1) and hidden-unit panels [jp0, jp1).
+    auto loop = [&](int64_t lid, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1) {
         const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
         // Panel lists: all gates (phase 1 of gru_orig: r, z; phase 2: n).
-        int* pl_all = lists.data() + (size_t)id * 3 * pk.npanels;
+        int* pl_all = lists.data() + (size_t)lid * 3 * pk.npanels;
         int* pl_rz = pl_all + pk.npanels;
         int* pl_n = pl_rz + pk.npanels;
         int n_all = 0, n_rz = 0, n_n = 0;
@@ -1314,11 +1307,6 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
                 else
                     pl_n[n_n++] = (int)(jp * G + g);
             }
-#ifdef _OPENMP
-        if (nt > 1) {
-#pragma omp barrier
-        }
-#endif
         const SL<T> sl{S.p, G * NR, NR};
         for (int64_t st = 0; st < Tn; ++st) {
             const int64_t t = reverse ? Tn - 1 - st : st;
@@ -1383,6 +1371,29 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
             }
             barrier(pl);
         }
+    };
+    if (pl.mode == Mode::units) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(pl.nthreads)
+#endif
+        {
+            const int id = thread_id();
+            pack_task(id, pl.nthreads);
+            barrier(pl);
+            int64_t jp0, jp1;
+            split(npg, pl.nthreads, id, &jp0, &jp1);
+            loop(id, 0, B, jp0, jp1);
+        }
+    } else if (pl.mode == Mode::batch) {
+        parallel_for(2 * pl.nthreads, [&](int64_t i) { pack_task(i, 2 * pl.nthreads); });
+        parallel_for(nsl, [&](int64_t i) {
+            int64_t m0, m1;
+            split(B, (int)nsl, (int)i, &m0, &m1);
+            loop(i, m0, m1, 0, npg);
+        });
+    } else {
+        pack_task(0, 1);
+        loop(0, 0, B, 0, npg);
     }
     std::memcpy(h_n, hbuf.p + (Tn & 1) * B * H, B * H * sizeof(T));
     if (lstm) std::memcpy(c_n, cbuf.p, B * H * sizeof(T));
@@ -1428,27 +1439,15 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
     }
 
     const Plan pl = make_plan(B, npg, B * GH * H, Tn, npg * GH * NR * (int64_t)sizeof(T));
-    std::vector<int> lists((size_t)pl.nthreads * npg);
+    const int64_t nsl = pl.mode == Mode::batch ? (B >= 8 * pl.nthreads ? 2 * pl.nthreads : pl.nthreads) : 1;
+    std::vector<int> lists((size_t)std::max<int64_t>(pl.nthreads, nsl) * npg);
 
-#ifdef _OPENMP
-#pragma omp parallel num_threads(pl.nthreads) if (pl.nthreads > 1)
-#endif
-    {
-        const int id = thread_id();
-        const int nt = pl.nthreads;
-        pack_backward(w_hh, GH, H, pk, id, nt);
-        int64_t m0 = 0, m1 = B, jp0 = 0, jp1 = npg;
-        if (pl.mode == Mode::batch) split(B, nt, id, &m0, &m1);
-        if (pl.mode == Mode::units) split(npg, nt, id, &jp0, &jp1);
+    // The time loop (backwards) for rows [m0, m1) and unit panels [jp0, jp1).
+    auto loop = [&](int64_t lid, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1) {
         const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
-        int* plist = lists.data() + (size_t)id * npg;
+        int* plist = lists.data() + (size_t)lid * npg;
         int np = 0;
         for (int64_t jp = jp0; jp < jp1; ++jp) plist[np++] = (int)jp;
-#ifdef _OPENMP
-        if (nt > 1) {
-#pragma omp barrier
-        }
-#endif
         for (int64_t st = Tn - 1; st >= 0; --st) {
             const int64_t t = reverse ? Tn - 1 - st : st;
             const int64_t tprev = reverse ? t + 1 : t - 1;  // step processed before t
@@ -1500,6 +1499,30 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
         // dh0 = dd + S (own rows / units)
         for (int64_t b = m0; b < m1; ++b)
             for (int64_t j = u0; j < u1; ++j) dh0[b * H + j] = dd.p[b * H + j] + S.p[b * Hp + j];
+    };
+    if (pl.mode == Mode::units) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(pl.nthreads)
+#endif
+        {
+            const int id = thread_id();
+            pack_backward(w_hh, GH, H, pk, id, pl.nthreads);
+            barrier(pl);
+            int64_t jp0, jp1;
+            split(npg, pl.nthreads, id, &jp0, &jp1);
+            loop(id, 0, B, jp0, jp1);
+        }
+    } else if (pl.mode == Mode::batch) {
+        parallel_for(2 * pl.nthreads,
+                     [&](int64_t i) { pack_backward(w_hh, GH, H, pk, (int)i, 2 * pl.nthreads); });
+        parallel_for(nsl, [&](int64_t i) {
+            int64_t m0, m1;
+            split(B, (int)nsl, (int)i, &m0, &m1);
+            loop(i, m0, m1, 0, npg);
+        });
+    } else {
+        pack_backward(w_hh, GH, H, pk, 0, 1);
+        loop(0, 0, B, 0, npg);
     }
     if (lstm) std::memcpy(dc0, dc.p, B * H * sizeof(T));
 

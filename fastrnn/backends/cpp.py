@@ -8,19 +8,17 @@ float64 arrays are computed in their own dtype; mixed dtypes are an error.
 Importing this module raises ImportError when the extension is missing or
 was built without the recurrent kernels, so the registry falls back to the
 next backend.
+
+Threads: the kernels use OpenMP (libgomp) with the count set by
+``set_num_threads`` (default: ``FASTRNN_NUM_THREADS`` or the number of cores).
+On a machine shared with other busy processes, idle OpenMP threads spinning
+after each call take cores from others; ``GOMP_SPINCOUNT=10000`` (or
+``OMP_WAIT_POLICY=passive``) in the environment before start-up shortens that.
+This module does not set it for you: it would change every other libgomp user
+in the process too.
 """
 
 from __future__ import annotations
-
-import os
-
-# The kernels' OpenMP threads (libgomp) spin for a while after each parallel
-# region before they sleep; by default for ~300k iterations, which on a busy
-# machine takes cores from everything else (including this process's own
-# main thread). A short spin still catches the per-step barriers of the
-# kernels. Only a default: a value set by the user wins, and it only takes
-# effect if libgomp is not loaded yet.
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 try:
     from fastrnn import _core

@@ -10,3 +10,18 @@ int get_num_threads();
 void set_num_threads(int n);
 
 }  // namespace fastrnn
+
+#include <cstdint>
+#include <functional>
+
+namespace fastrnn {
+
+// Run fn(i) for every i in [0, n), on up to get_num_threads() threads with
+// the caller taking part. Tasks are claimed one at a time from a shared
+// counter, and the caller waits only for tasks that have started: a worker
+// that is late (descheduled on a busy machine) finds nothing left to do, so
+// it never holds the call up. Each task must not depend on which thread runs
+// it. Calls from several threads at once are serialised.
+void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
+
+}  // namespace fastrnn
