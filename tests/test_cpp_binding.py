@@ -587,3 +587,24 @@ def test_long_inference_matches_training_forward(kind, dtype, reverse, restore_t
         assert_close(out, r_out, "out")
         assert_close(h, r_h, "h_n")
         assert_close(c, r_c, "c_n")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_threads_survive_fork(restore_threads):
+    """The kernels' task pool starts afresh in a forked child (no hang)."""
+    import os
+
+    core.set_num_threads(2)
+    p = make("lstm", 200, 64, 8, 64, np.float32)
+    (a, _, _, _), _ = run_layer(cpp, "lstm", p, None, False, keep=False)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            (c, _, _, _), _ = run_layer(cpp, "lstm", p, None, False, keep=False)
+            os._exit(0 if np.array_equal(a, c) else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    (b, _, _, _), _ = run_layer(cpp, "lstm", p, None, False, keep=False)
+    np.testing.assert_array_equal(a, b)
