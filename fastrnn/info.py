@@ -104,9 +104,62 @@ def format_info(d: dict) -> str:
     return "\n".join(lines)
 
 
+_JIT_PROBE = """
+import time, numpy as np, fastrnn
+t0 = time.perf_counter()
+for cls in (fastrnn.LSTM, fastrnn.GRU, fastrnn.RNN):
+    layer = cls(3, 8, backend="numba", seed=0)
+    t = time.perf_counter()
+    out, _ = layer(np.zeros((4, 2, 3), np.float32))
+    t1 = time.perf_counter()
+    layer.backward(np.ones_like(out))
+    t2 = time.perf_counter()
+    print(cls.__name__, t1 - t, t2 - t1)
+"""
+
+
+def jit_times() -> dict:
+    """First-call time of the Numba backend's layers (float32 forward and backward),
+    with a cold on-disk cache (compiling) and then a warm one (loading), each in a
+    fresh process. Returns {layer: {"cold": (fwd_s, bwd_s), "warm": (fwd_s, bwd_s)}}."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    result: dict = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONSAFEPATH="1")
+        for phase in ("cold", "warm"):
+            proc = subprocess.run([sys.executable, "-c", _JIT_PROBE], capture_output=True, text=True, env=env,
+                                  cwd=cache, timeout=600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"the numba probe failed: {proc.stderr.strip().splitlines()[-1:]}")
+            for line in proc.stdout.split("\n"):
+                if line.strip():
+                    name, fwd, bwd = line.split()
+                    result.setdefault(name, {})[phase] = (float(fwd), float(bwd))
+    return result
+
+
 def main(args) -> int:
     d = info()
-    print(json.dumps(d, indent=2) if args.json else format_info(d))
+    if args.jit:
+        if "numba" in d["backends"]["available"]:
+            d["numba_first_call_seconds"] = jit_times()
+        else:
+            d["numba_first_call_seconds"] = "numba backend not available"
+    text = json.dumps(d, indent=2) if args.json else format_info(d)
+    if args.jit and not args.json:
+        jt = d["numba_first_call_seconds"]
+        if isinstance(jt, str):
+            text += f"\nnumba first call: {jt}"
+        else:
+            text += "\nnumba first call (forward + backward, float32), cold cache = compile, warm = load:"
+            for name, ph in jt.items():
+                text += (f"\n  {name}: cold {ph['cold'][0]:.2f} s + {ph['cold'][1]:.2f} s, "
+                         f"warm {ph['warm'][0]:.3f} s + {ph['warm'][1]:.3f} s")
+    print(text)
     return 0
 
 
@@ -114,5 +167,8 @@ def add_parser(subparsers):
     parser = subparsers.add_parser("info", help="version, backends, threads, build and BLAS of this install",
                                    description=__doc__.split("\n\n")[1].replace("\n", " "))
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--jit", action="store_true",
+                        help="also measure the Numba backend's first-call (JIT compile / cache load) times "
+                             "in fresh processes (takes some seconds)")
     parser.set_defaults(func=main)
     return parser

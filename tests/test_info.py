@@ -14,7 +14,7 @@ from fastrnn import info as info_mod
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "fastrnn", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "fastrnn", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_info_dict_describes_this_install():
@@ -86,3 +86,15 @@ def test_cli_info_json_parses():
     assert d["fastrnn"] == fastrnn.__version__
     assert "numpy" in d["backends"]["available"]
     assert isinstance(d["num_threads"], int) and d["num_threads"] >= 1
+
+
+def test_info_jit_times_of_the_numba_backend():
+    pytest.importorskip("numba")
+    proc = run_cli("info", "--jit", "--json")
+    assert proc.returncode == 0, proc.stderr
+    times = json.loads(proc.stdout)["numba_first_call_seconds"]
+    assert set(times) == {"LSTM", "GRU", "RNN"}
+    for phases in times.values():
+        for phase in ("cold", "warm"):
+            fwd, bwd = phases[phase]
+            assert 0 < fwd < 600 and 0 < bwd < 600
