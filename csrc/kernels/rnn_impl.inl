@@ -324,24 +324,29 @@ struct Plan {
 // * serial otherwise (small steps: the latency path).
 inline Plan make_plan(int64_t B, int64_t npg, int64_t step_work, int64_t steps, int64_t wbytes) {
     Plan p;
-#ifdef _OPENMP
     const int P = get_num_threads();
     if (P <= 1) return p;
     const double total = (double)step_work * (double)steps;
     const bool fits_l2 = wbytes <= (int64_t)1024 * 1024;
-    if (B >= 2 * P && total >= 3e7 && (fits_l2 || B >= 8 * P)) {
+    const bool batch_ok = B >= 2 * P && total >= 3e7;
+    if (batch_ok && (fits_l2 || B >= 8 * P)) {
         p.mode = Mode::batch;
         p.nthreads = P;
-    } else if (npg >= P && step_work >= 262144) {
+        return p;
+    }
+#ifdef _OPENMP  // units mode needs a barrier per step: OpenMP teams only
+    if (npg >= P && step_work >= 262144) {
         p.mode = Mode::units;
         p.nthreads = (int)std::min<int64_t>(P, npg);
-    } else if (B >= 2 * P && total >= 3e7) {
+        return p;
+    }
+#else
+    (void)npg;
+#endif
+    if (batch_ok) {
         p.mode = Mode::batch;
         p.nthreads = P;
     }
-#else
-    (void)B; (void)npg; (void)step_work; (void)steps; (void)wbytes;
-#endif
     return p;
 }
 

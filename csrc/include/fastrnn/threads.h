@@ -21,7 +21,8 @@ namespace fastrnn {
 // counter, and the caller waits only for tasks that have started: a worker
 // that is late (descheduled on a busy machine) finds nothing left to do, so
 // it never holds the call up. Each task must not depend on which thread runs
-// it. Calls from several threads at once are serialised.
+// it, and must not call parallel_for itself. Calls from several threads at
+// once are serialised.
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 
 }  // namespace fastrnn
