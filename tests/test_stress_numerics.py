@@ -115,6 +115,11 @@ def test_thread_count_does_not_change_results(backend, kind):
         fastrnn.set_num_threads(fastrnn.backends.default_num_threads())
     (o1, dx1, g1), (o2, dx2, g2) = results
     np.testing.assert_array_equal(o1, o2)  # forwards: bitwise
-    np.testing.assert_allclose(dx1, dx2, rtol=1e-5, atol=1e-6)
+    if backend == "cpp":  # its own GEMM splits work so that sums never change order: bitwise too
+        np.testing.assert_array_equal(dx1, dx2)
+        for k in g1:
+            np.testing.assert_array_equal(g1[k], g2[k])
+        return
+    np.testing.assert_allclose(dx1, dx2, rtol=1e-5, atol=1e-6)  # BLAS threads may reorder sums
     for k in g1:
         np.testing.assert_allclose(g1[k], g2[k], rtol=1e-5, atol=1e-5)
