@@ -61,7 +61,8 @@ lib = ffi.dlopen(_library_path())  # the module Python already loaded: same kern
 
 
 def _resolve_blas():
-    """Hand SciPy's BLAS to the kernels (as the pybind11 path does), so both paths run the same GEMM."""
+    """Resolve SciPy's BLAS as the pybind11 path does, so both paths share one GEMM setting
+    (the kernels' own GEMM by default; ``fastrnn._core.set_gemm("scipy")`` switches both)."""
     import fastrnn._core as core
 
     if hasattr(core, "blas_info"):

@@ -18,8 +18,8 @@
  *     (NULL = every sequence has T steps), workspaces (NULL = inference, for
  *     the forwards only).
  *   - Outputs must not overlap inputs.
- *   - Large products use a built-in GEMM unless a BLAS was installed by the
- *     Python side (importing fastrnn.capi hands SciPy's BLAS to the kernels).
+ *   - Large products use fastrnn's own packed GEMM, the same as the Python
+ *     path (which can switch both to SciPy's BLAS: fastrnn._core.set_gemm).
  *
  * Gate layout and equations are PyTorch's (LSTM i,f,g,o; GRU r,z,n); kind
  * FASTRNN_GRU_ORIG is the GRU of the original paper (ONNX
