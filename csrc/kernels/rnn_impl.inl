@@ -1405,6 +1405,12 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
 }
 
 // ================================================================ layer backward
+// The backward keeps dG for chunks of steps: about this many bytes (at least
+// kBwdChunkRows rows of T*B: shorter chunks measured slower on wide layers,
+// e.g. LSTM B=32 I=H=512, where each chunk re-reads and re-writes dW).
+constexpr int64_t kBwdChunkBytes = int64_t(2) << 20;
+constexpr int64_t kBwdChunkRows = 1024;
+
 template <class T>
 void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, const T* x,
                          const T* c0, const T* w_ih, const T* w_hh, const int64_t* lengths,
@@ -1419,8 +1425,18 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
     const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
     const int64_t TB = Tn * B;
 
-    Buf<T> dG(mul(TB, GH));
-    Buf<T> dGhb(gruk ? mul(TB, GH) : 1);
+    (void)TB;
+    // dG is kept for a chunk of Tc steps only (not all T): after each chunk its
+    // rows go through the large products (dx rows, dW, db accumulate), so the
+    // buffer stays small (a few MB, reused from the block cache) instead of
+    // T*B*G*H (page faults on fresh memory dominated at large T*B). Tc depends
+    // on the shapes only, never on the thread count.
+    const int64_t step_bytes = std::max<int64_t>(1, B * GH * (int64_t)sizeof(T) * (gruk ? 2 : 1));
+    const int64_t Tc = std::max<int64_t>(
+        1, std::min<int64_t>(Tn, std::max<int64_t>(kBwdChunkBytes / step_bytes,
+                                                   (kBwdChunkRows + B - 1) / std::max<int64_t>(1, B))));
+    Buf<T> dG(mul(mul(Tc, B), GH));
+    Buf<T> dGhb(gruk ? mul(mul(Tc, B), GH) : 1);
     T* dGh = gruk ? dGhb.p : dG.p;
 
     const int64_t npg = (H + NR - 1) / NR;
@@ -1447,19 +1463,22 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
     const int64_t nsl = pl.mode == Mode::batch ? (B >= 8 * pl.nthreads ? 2 * pl.nthreads : pl.nthreads) : 1;
     std::vector<int> lists((size_t)std::max<int64_t>(pl.nthreads, nsl) * npg);
 
-    // The time loop (backwards) for rows [m0, m1) and unit panels [jp0, jp1).
-    auto loop = [&](int64_t lid, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1) {
+    // The time loop (backwards) for rows [m0, m1) and unit panels [jp0, jp1),
+    // steps st in [s0, s1) (processed st = s1-1 down to s0); the chunk's
+    // steps have t in [t0, t0 + s1 - s0), stored at dG row (t - t0) * B.
+    auto loop = [&](int64_t lid, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1, int64_t s0,
+                    int64_t s1, int64_t t0) {
         const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
         int* plist = lists.data() + (size_t)lid * npg;
         int np = 0;
         for (int64_t jp = jp0; jp < jp1; ++jp) plist[np++] = (int)jp;
-        for (int64_t st = Tn - 1; st >= 0; --st) {
+        for (int64_t st = s1 - 1; st >= s0; --st) {
             const int64_t t = reverse ? Tn - 1 - st : st;
             const int64_t tprev = reverse ? t + 1 : t - 1;  // step processed before t
             const T* gkt = ws_gates + t * B * ldg;
             const T* go = grad_out ? grad_out + t * B * H : nullptr;
-            T* dgt = dG.p + t * B * GH;
-            T* dght = dGh + t * B * GH;
+            T* dgt = dG.p + (t - t0) * B * GH;
+            T* dght = dGh + (t - t0) * B * GH;
             for (int64_t b = m0; b < m1; ++b) {
                 const bool active = !lengths || t < lengths[b];
                 const T* sb = S.p + b * Hp;
@@ -1501,53 +1520,83 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
             // S = dGh_t · W_hh (gru_orig: r, z rows only; n went through drh)
             panels_gemm<T>(m0, m1, gruo ? 2 * H : GH, dght, GH, pk, 0, plist, np, S.p, Hp);
         }
-        // dh0 = dd + S (own rows / units)
+    };
+    // dh0 = dd + S (own rows / units)
+    auto finish = [&](int64_t m0, int64_t m1, int64_t jp0, int64_t jp1) {
+        const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
         for (int64_t b = m0; b < m1; ++b)
             for (int64_t j = u0; j < u1; ++j) dh0[b * H + j] = dd.p[b * H + j] + S.p[b * Hp + j];
     };
-    if (pl.mode == Mode::units) {
+
+    // The weight and bias gradients accumulate over the chunks.
+    std::memset(dw_ih, 0, GH * I * sizeof(T));
+    std::memset(dw_hh, 0, GH * H * sizeof(T));
+    if (db_ih) {
+        std::memset(db_ih, 0, GH * sizeof(T));
+        std::memset(db_hh, 0, GH * sizeof(T));
+    }
+    std::vector<T> csum(db_ih ? GH : 1);
+    auto add_colsum = [&](int64_t R, const T* A, T* out) {
+        colsum<T>(R, GH, A, GH, csum.data());
+        for (int64_t n = 0; n < GH; ++n) out[n] += csum[n];
+    };
+
+    if (pl.mode == Mode::batch)
+        parallel_for(2 * pl.nthreads,
+                     [&](int64_t i) { pack_backward(w_hh, GH, H, pk, (int)i, 2 * pl.nthreads); });
+    else if (pl.mode == Mode::serial)
+        pack_backward(w_hh, GH, H, pk, 0, 1);
+    for (int64_t s1 = Tn; s1 > 0; s1 -= Tc) {
+        const int64_t s0 = std::max<int64_t>(0, s1 - Tc);
+        const int64_t t0 = reverse ? Tn - s1 : s0;  // the chunk's first time index
+        const bool first = s1 == Tn, last = s0 == 0;
+        if (pl.mode == Mode::units) {
 #ifdef _OPENMP
 #pragma omp parallel num_threads(pl.nthreads)
 #endif
-        {
-            const int id = thread_id();
-            pack_backward(w_hh, GH, H, pk, id, pl.nthreads);
-            barrier(pl);
-            int64_t jp0, jp1;
-            split(npg, pl.nthreads, id, &jp0, &jp1);
-            loop(id, 0, B, jp0, jp1);
+            {
+                const int id = thread_id();
+                if (first) {
+                    pack_backward(w_hh, GH, H, pk, id, pl.nthreads);
+                    barrier(pl);
+                }
+                int64_t jp0, jp1;
+                split(npg, pl.nthreads, id, &jp0, &jp1);
+                loop(id, 0, B, jp0, jp1, s0, s1, t0);
+                if (last) finish(0, B, jp0, jp1);
+            }
+        } else if (pl.mode == Mode::batch) {
+            parallel_for(nsl, [&](int64_t i) {
+                int64_t m0, m1;
+                split(B, (int)nsl, (int)i, &m0, &m1);
+                loop(i, m0, m1, 0, npg, s0, s1, t0);
+                if (last) finish(m0, m1, 0, npg);
+            });
+        } else {
+            loop(0, 0, B, 0, npg, s0, s1, t0);
+            if (last) finish(0, B, 0, npg);
         }
-    } else if (pl.mode == Mode::batch) {
-        parallel_for(2 * pl.nthreads,
-                     [&](int64_t i) { pack_backward(w_hh, GH, H, pk, (int)i, 2 * pl.nthreads); });
-        parallel_for(nsl, [&](int64_t i) {
-            int64_t m0, m1;
-            split(B, (int)nsl, (int)i, &m0, &m1);
-            loop(i, m0, m1, 0, npg);
-        });
-    } else {
-        pack_backward(w_hh, GH, H, pk, 0, 1);
-        loop(0, 0, B, 0, npg);
-    }
-    if (lstm) std::memcpy(dc0, dc.p, B * H * sizeof(T));
 
-    // Big products over all T*B rows.
-    mm<T>(false, false, TB, I, GH, dG.p, GH, w_ih, I, false, dx, I);
-    mm<T>(true, false, GH, I, TB, dG.p, GH, x, I, false, dw_ih, I);
-    if (gruo) {
-        mm<T>(true, false, 2 * H, H, TB, dG.p, GH, ws_h, H, false, dw_hh, H);
-        mm<T>(true, false, H, H, TB, dG.p + 2 * H, GH, ws_gates + 3 * H, ldg, false,
-              dw_hh + 2 * H * H, H);
-    } else {
-        mm<T>(true, false, GH, H, TB, dGh, GH, ws_h, H, false, dw_hh, H);
+        // Large products over the chunk's rows (t in [t0, t0 + R / B)).
+        const int64_t R = (s1 - s0) * B;
+        mm<T>(false, false, R, I, GH, dG.p, GH, w_ih, I, false, dx + t0 * B * I, I);
+        mm<T>(true, false, GH, I, R, dG.p, GH, x + t0 * B * I, I, true, dw_ih, I);
+        const T* hp = ws_h + t0 * B * H;
+        if (gruo) {
+            mm<T>(true, false, 2 * H, H, R, dG.p, GH, hp, H, true, dw_hh, H);
+            mm<T>(true, false, H, H, R, dG.p + 2 * H, GH, ws_gates + t0 * B * ldg + 3 * H, ldg,
+                  true, dw_hh + 2 * H * H, H);
+        } else {
+            mm<T>(true, false, GH, H, R, dGh, GH, hp, H, true, dw_hh, H);
+        }
+        if (db_ih) {
+            add_colsum(R, dG.p, db_ih);
+            if (gruk) add_colsum(R, dGh, db_hh);
+        }
     }
-    if (db_ih) {
-        colsum<T>(TB, GH, dG.p, GH, db_ih);
-        if (gruk)
-            colsum<T>(TB, GH, dGh, GH, db_hh);
-        else
-            std::memcpy(db_hh, db_ih, GH * sizeof(T));
-    }
+    if (Tn <= 0) finish(0, B, 0, npg);
+    if (lstm) std::memcpy(dc0, dc.p, B * H * sizeof(T));
+    if (db_ih && !gruk) std::memcpy(db_hh, db_ih, GH * sizeof(T));
 }
 
 // ================================================================ cells
