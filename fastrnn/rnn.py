@@ -84,6 +84,28 @@ class _Recurrent(Module):
     def _backend(self):
         return _backends.get_backend(self.backend)
 
+    def _state_pair(self, value, arg, names, shape, batch_axis):
+        """``value`` (an LSTM's pair, or one array) as ``(h, c)`` arrays of ``shape``, zeros where
+        None; ``c`` is None for other kinds. ``arg``/``names`` name the argument and its parts in
+        errors; for unbatched input (``batch_axis`` not None) a batch axis of 1 is inserted there."""
+        if self.kind == "lstm":
+            if value is None:
+                value = (None, None)
+            if not isinstance(value, (tuple, list)) or len(value) != 2:
+                raise TypeError(f"{arg} of an {type(self).__name__} must be a pair ({names[0]}, {names[1]}) or None")
+            h = _zeros_if_none(value[0], shape, self.dtype, names[0])
+            c = _zeros_if_none(value[1], shape, self.dtype, names[1])
+        else:
+            if isinstance(value, (tuple, list)):
+                raise TypeError(f"{arg} of a {type(self).__name__} must be an array or None, "
+                                f"not a {type(value).__name__}")
+            h = _zeros_if_none(value, shape, self.dtype, names[0])
+            c = None
+        if batch_axis is not None:
+            h = np.expand_dims(h, batch_axis)
+            c = None if c is None else np.expand_dims(c, batch_axis)
+        return h, c
+
     @property
     def mode(self):
         return {"rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU", "lstm": "LSTM", "gru": "GRU", "gru_orig": "GRU"}[self.kind]
@@ -173,23 +195,7 @@ class _RNNBase(_Recurrent):
         """Initial states as [L*D, B, H] arrays (zeros where not given)."""
         n = self.num_layers * self._dirs
         shape = (n, self.hidden_size) if unbatched else (n, batch, self.hidden_size)
-        lstm = self.kind == "lstm"
-        if lstm:
-            if hx is None:
-                hx = (None, None)
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError("hx of an LSTM must be a pair (h_0, c_0) or None")
-            h0 = _zeros_if_none(hx[0], shape, self.dtype, "h_0")
-            c0 = _zeros_if_none(hx[1], shape, self.dtype, "c_0")
-        else:
-            if isinstance(hx, (tuple, list)):
-                raise TypeError(f"hx of a {type(self).__name__} must be an array or None, not a {type(hx).__name__}")
-            h0 = _zeros_if_none(hx, shape, self.dtype, "h_0")
-            c0 = None
-        if unbatched:
-            h0 = h0[:, None, :]
-            c0 = None if c0 is None else c0[:, None, :]
-        return h0, c0
+        return self._state_pair(hx, "hx", ("h_0", "c_0"), shape, 1 if unbatched else None)
 
     def forward(self, x, hx=None, lengths=None):
         """Run the stack over ``x``.
@@ -294,21 +300,8 @@ class _RNNBase(_Recurrent):
             g = g[:, None, :]
         elif self.batch_first:
             g = g.transpose(1, 0, 2)
-        if self.kind == "lstm":
-            if grad_hx is None:
-                grad_hx = (None, None)
-            if not isinstance(grad_hx, (tuple, list)) or len(grad_hx) != 2:
-                raise TypeError("grad_hx of an LSTM must be a pair (grad_h_n, grad_c_n) or None")
-            gh = _zeros_if_none(grad_hx[0], state_shape, self.dtype, "grad_h_n")
-            gc = _zeros_if_none(grad_hx[1], state_shape, self.dtype, "grad_c_n")
-        else:
-            if isinstance(grad_hx, (tuple, list)):
-                raise TypeError(f"grad_hx of a {type(self).__name__} must be an array or None")
-            gh = _zeros_if_none(grad_hx, state_shape, self.dtype, "grad_h_n")
-            gc = None
-        if unbatched:
-            gh = gh[:, None, :]
-            gc = None if gc is None else gc[:, None, :]
+        gh, gc = self._state_pair(grad_hx, "grad_hx", ("grad_h_n", "grad_c_n"), state_shape,
+                                  1 if unbatched else None)
 
         self._record = None
         self._record_note = "backward already consumed the last forward"
@@ -428,21 +421,8 @@ class _CellBase(_Recurrent):
         if B == 0:
             raise ValueError(f"input must have at least one row, got shape {x.shape}")
         shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)
-        if self.kind == "lstm":
-            if hx is None:
-                hx = (None, None)
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError("hx of an LSTMCell must be a pair (h, c) or None")
-            h = _zeros_if_none(hx[0], shape, self.dtype, "h")
-            c = _zeros_if_none(hx[1], shape, self.dtype, "c")
-        else:
-            if isinstance(hx, (tuple, list)):
-                raise TypeError(f"hx of a {type(self).__name__} must be an array or None")
-            h = _zeros_if_none(hx, shape, self.dtype, "hx")
-            c = None
-        if unbatched:
-            h = h[None, :]
-            c = None if c is None else c[None, :]
+        h, c = self._state_pair(hx, "hx", ("h", "c") if self.kind == "lstm" else ("hx",), shape,
+                                0 if unbatched else None)
         keep = is_grad_enabled()
         h_new, c_new, ws = backend.cell_forward(self.kind, x2, h, c, *self._weights(), keep)
         if keep:
@@ -464,21 +444,7 @@ class _CellBase(_Recurrent):
                                 "(none ran, all were consumed, or they ran under fastrnn.no_grad())")
         backend, ws, unbatched, B = self._tape[-1]
         shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)
-        if self.kind == "lstm":
-            if grad is None:
-                grad = (None, None)
-            if not isinstance(grad, (tuple, list)) or len(grad) != 2:
-                raise TypeError("grad of an LSTMCell must be a pair (grad_h, grad_c)")
-            gh = _zeros_if_none(grad[0], shape, self.dtype, "grad_h")
-            gc = _zeros_if_none(grad[1], shape, self.dtype, "grad_c")
-        else:
-            if isinstance(grad, (tuple, list)):
-                raise TypeError(f"grad of a {type(self).__name__} must be an array or None")
-            gh = _zeros_if_none(grad, shape, self.dtype, "grad_h")
-            gc = None
-        if unbatched:
-            gh = gh[None, :]
-            gc = None if gc is None else gc[None, :]
+        gh, gc = self._state_pair(grad, "grad", ("grad_h", "grad_c"), shape, 0 if unbatched else None)
         self._tape.pop()
         grads = backend.cell_backward(ws, gh, gc)
         self._accumulate(_param_grads(grads, "", self.bias))
