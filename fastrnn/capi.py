@@ -153,6 +153,21 @@ def _check_weights(code, dt, I, H, w_ih, w_hh, b_ih, b_hh):
     return G
 
 
+def _gradient_arrays(code, x, B, H, bias, h_key, c_key):
+    """Fresh output arrays of a backward: dx like ``x``, the state gradients under ``h_key``/``c_key``
+    (``c_key`` None unless LSTM), weight gradients, bias gradients (None without bias)."""
+    dt, I = x.dtype, x.shape[-1]
+    G = int(lib.fastrnn_num_gates(code))
+    lstm = code == LSTM
+    return {"x": np.empty_like(x), h_key: np.empty((B, H), dt), c_key: np.empty((B, H), dt) if lstm else None,
+            "w_ih": np.empty((G * H, I), dt), "w_hh": np.empty((G * H, H), dt),
+            "b_ih": np.empty(G * H, dt) if bias else None, "b_hh": np.empty(G * H, dt) if bias else None}
+
+
+def _lengths_ptr(lengths):
+    return ffi.NULL if lengths is None else ffi.cast("int64_t *", lengths.ctypes.data)
+
+
 def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
     """One step through the C ABI; same arguments and results as the backend contract."""
     code, dt = _kind_code(kind), _dtype_of(x)
@@ -189,10 +204,7 @@ def cell_backward(state, grad_h, grad_c):
     lstm = code == LSTM
     _arr(grad_h, "grad_h", dt, (B, H), optional=True)
     _arr(grad_c, "grad_c", dt, (B, H), optional=True)
-    G = int(lib.fastrnn_num_gates(code))
-    g = dict(x=np.empty_like(x), h=np.empty((B, H), dt), c=np.empty((B, H), dt) if lstm else None,
-             w_ih=np.empty((G * H, I), dt), w_hh=np.empty((G * H, H), dt),
-             b_ih=np.empty(G * H, dt) if state["bias"] else None, b_hh=np.empty(G * H, dt) if state["bias"] else None)
+    g = _gradient_arrays(code, x, B, H, state["bias"], "h", "c")
     fn = getattr(lib, f"fastrnn_cell_backward_{_SUFFIX[dt]}")
     p = lambda a: _ptr(a, dt)  # noqa: E731
     _raise_on("fastrnn_cell_backward",
@@ -222,7 +234,7 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
     ws = np.empty(int(lib.fastrnn_layer_workspace_size(code, T, B, H)), dt) if keep else None
     fn = getattr(lib, f"fastrnn_layer_forward_{_SUFFIX[dt]}")
     p = lambda a: _ptr(a, dt)  # noqa: E731
-    lp = ffi.NULL if lengths is None else ffi.cast("int64_t *", lengths.ctypes.data)
+    lp = _lengths_ptr(lengths)
     _raise_on("fastrnn_layer_forward",
               fn(code, T, B, I, H, p(x), p(h0), p(c0 if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
                  lp, int(bool(reverse)), p(out), p(h_n), p(c_n), p(ws)))
@@ -242,14 +254,10 @@ def layer_backward(state, grad_out, grad_h_n, grad_c_n):
     _arr(grad_out, "grad_out", dt, (T, B, H), optional=True)
     _arr(grad_h_n, "grad_h_n", dt, (B, H), optional=True)
     _arr(grad_c_n, "grad_c_n", dt, (B, H), optional=True)
-    G = int(lib.fastrnn_num_gates(code))
-    g = dict(x=np.empty_like(x), h0=np.empty((B, H), dt), c0=np.empty((B, H), dt) if lstm else None,
-             w_ih=np.empty((G * H, I), dt), w_hh=np.empty((G * H, H), dt),
-             b_ih=np.empty(G * H, dt) if state["bias"] else None, b_hh=np.empty(G * H, dt) if state["bias"] else None)
+    g = _gradient_arrays(code, x, B, H, state["bias"], "h0", "c0")
     fn = getattr(lib, f"fastrnn_layer_backward_{_SUFFIX[dt]}")
     p = lambda a: _ptr(a, dt)  # noqa: E731
-    lengths = state["lengths"]
-    lp = ffi.NULL if lengths is None else ffi.cast("int64_t *", lengths.ctypes.data)
+    lp = _lengths_ptr(state["lengths"])
     _raise_on("fastrnn_layer_backward",
               fn(code, T, B, I, H, p(x), p(state["c0"]), p(state["w_ih"]), p(state["w_hh"]), lp,
                  int(state["reverse"]), p(state["ws"]), p(grad_out), p(grad_h_n), p(grad_c_n if lstm else None),
