@@ -62,6 +62,8 @@ def test_training_memory_is_the_workspace(backend, kind):
     finally:
         tracemalloc.stop()
     assert peak <= 2.5 * needed + (1 << 20), f"peak {peak / 1e6:.1f} MB vs workspace {needed / 1e6:.1f} MB"
+    # and the measure sees the arrays at all (the output and the kept states)
+    assert peak >= T * B * H * itemsize * 2, f"peak {peak / 1e6:.1f} MB: the arrays were not traced"
 
 
 def test_repeated_calls_do_not_grow_memory(backend):

@@ -41,6 +41,7 @@
 #endif
 
 #include "fastrnn/blas.h"
+#include "fastrnn/memory.h"
 #include "fastrnn/rnn.h"
 #include "fastrnn/threads.h"
 
@@ -221,54 +222,7 @@ inline VT vrelu(VT x) {
 }
 
 // ---------------------------------------------------------------- buffers
-// Scratch memory. Large blocks are kept in a small process-wide cache after
-// use: a fresh mmap for every call costs a page fault per 4 KB touched, which
-// measured more than 10 % of a training step at mid sizes.
-struct BlockCache {
-    static constexpr size_t kMaxBytes = size_t(128) << 20;  // cached at most
-    static constexpr size_t kMinBytes = size_t(64) << 10;   // smaller: plain malloc
-    std::mutex mu;
-    std::vector<std::pair<size_t, void*>> blocks;
-    size_t total = 0;
-    void* get(size_t bytes) {
-        if (bytes >= kMinBytes) {
-            std::lock_guard<std::mutex> lock(mu);
-            size_t best = blocks.size();
-            for (size_t i = 0; i < blocks.size(); ++i)
-                if (blocks[i].first >= bytes && blocks[i].first <= 2 * bytes &&
-                    (best == blocks.size() || blocks[i].first < blocks[best].first))
-                    best = i;
-            if (best != blocks.size()) {
-                void* p = blocks[best].second;
-                total -= blocks[best].first;
-                blocks.erase(blocks.begin() + best);
-                return p;
-            }
-        }
-        return std::aligned_alloc(64, bytes);
-    }
-    void put(void* p, size_t bytes) {
-        if (!p) return;
-        if (bytes >= kMinBytes && bytes <= kMaxBytes) {
-            std::lock_guard<std::mutex> lock(mu);
-            while (total + bytes > kMaxBytes && !blocks.empty()) {  // drop the oldest
-                std::free(blocks.front().second);
-                total -= blocks.front().first;
-                blocks.erase(blocks.begin());
-            }
-            blocks.emplace_back(bytes, p);
-            total += bytes;
-            return;
-        }
-        std::free(p);
-    }
-};
-
-inline BlockCache& block_cache() {
-    static BlockCache* c = new BlockCache();  // never destroyed: usable at exit
-    return *c;
-}
-
+// Scratch memory from the large-block cache (fastrnn/memory.h).
 template <class T>
 struct Buf {
     T* p = nullptr;
@@ -280,12 +234,12 @@ struct Buf {
         if (n == 0) n = 1;
         if (n > (std::numeric_limits<size_t>::max() - 64) / sizeof(T)) throw std::bad_alloc();
         bytes = (n * sizeof(T) + 63) / 64 * 64;
-        p = static_cast<T*>(block_cache().get(bytes));
+        p = static_cast<T*>(cache_alloc(bytes));
         if (!p) throw std::bad_alloc();
     }
     void zero(size_t n) { std::memset(p, 0, n * sizeof(T)); }
     void free() {
-        block_cache().put(p, bytes);
+        cache_free(p, bytes);
         p = nullptr;
     }
     ~Buf() { free(); }
@@ -680,9 +634,11 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
     const int64_t nmb = (M + MRMAX - 1) / MRMAX;
     Buf<T> apack;
     if (pack_a) apack.alloc(mul(mul(nmb, K), MRMAX));
-    // Threads only for products worth ~0.2 ms or more.
+    // Threads for products of ~8 MFLOP (~0.3 ms) or more: e.g. the weight
+    // gradients of one backward chunk (13 steps of the seed shape, B=97
+    // H=51, 2 threads: layer backward 279 -> 232 ms at I=51).
     const int P = get_num_threads();
-    const bool threaded = P > 1 && (double)M * N * K >= 3e7;
+    const bool threaded = P > 1 && (double)M * N * K >= 4e6;
     auto pack_a_blocks = [&](int64_t b0, int64_t b1) {
         // k in chunks so the rows being read stay in L1 across the blocks
         for (int64_t kb = 0; kb < K; kb += 16) {
@@ -920,7 +876,8 @@ void colsum(int64_t R, int64_t N, const T* A, int64_t lda, T* out) {
 // ---------------------------------------------------------------- pointwise rows
 // Each function handles units [u0, u1) of one batch row in chunks of W lanes.
 // `gx` is the row of pre-activations (x·W_ih^T + folded bias), gate g at
-// gx[g*H + j]; in training (keep) the post-activations overwrite it. The
+// gx[g*H + j]; in training `gk` (same layout; may be gx itself) receives the
+// post-activations, else it is nullptr. The
 // recurrent product of gate g for unit j sits at s[jp*sA + g*sB + c] with
 // jp = j / NR, c = j % NR (panel layout: sA = G*NR, sB = NR; natural layout:
 // sA = NR, sB = H).
@@ -936,7 +893,7 @@ struct SL {
 };
 
 template <class T>
-void rnn_fwd_row(bool relu, int64_t u0, int64_t u1, T* gx, bool keep, SL<T> s, T* hnew, T* out) {
+void rnn_fwd_row(bool relu, int64_t u0, int64_t u1, const T* gx, T* gk, SL<T> s, T* hnew, T* out) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
     for (int64_t j = u0; j < u1; j += W) {
@@ -945,12 +902,12 @@ void rnn_fwd_row(bool relu, int64_t u0, int64_t u1, T* gx, bool keep, SL<T> s, T
         v h = relu ? vrelu(a) : vtanh(a);
         vstoren(hnew + j, h, n);
         if (out) vstoren(out + j, h, n);
-        if (keep) vstoren(gx + j, h, n);
+        if (gk) vstoren(gk + j, h, n);
     }
 }
 
 template <class T>
-void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, T* gx, bool keep, SL<T> s, T* c, T* hnew,
+void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* gk, SL<T> s, T* c, T* hnew,
                   T* out, T* ckeep) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
@@ -965,11 +922,11 @@ void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, T* gx, bool keep, SL<T> s, 
         vstoren(c + j, cn, n);
         vstoren(hnew + j, h, n);
         if (out) vstoren(out + j, h, n);
-        if (keep) {
-            vstoren(gx + j, i, n);
-            vstoren(gx + H + j, f, n);
-            vstoren(gx + 2 * H + j, g, n);
-            vstoren(gx + 3 * H + j, o, n);
+        if (gk) {
+            vstoren(gk + j, i, n);
+            vstoren(gk + H + j, f, n);
+            vstoren(gk + 2 * H + j, g, n);
+            vstoren(gk + 3 * H + j, o, n);
         }
         if (ckeep) vstoren(ckeep + j, cn, n);
     }
@@ -977,7 +934,7 @@ void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, T* gx, bool keep, SL<T> s, 
 
 // PyTorch GRU. bhn: [H] recurrent bias of the n gate or nullptr.
 template <class T>
-void gru_fwd_row(int64_t H, int64_t u0, int64_t u1, T* gx, bool keep, SL<T> s, const T* bhn,
+void gru_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* gk, SL<T> s, const T* bhn,
                  const T* hprev, T* hnew, T* out) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
@@ -992,11 +949,11 @@ void gru_fwd_row(int64_t H, int64_t u0, int64_t u1, T* gx, bool keep, SL<T> s, c
         v h = nn + z * (hp - nn);
         vstoren(hnew + j, h, n);
         if (out) vstoren(out + j, h, n);
-        if (keep) {
-            vstoren(gx + j, r, n);
-            vstoren(gx + H + j, z, n);
-            vstoren(gx + 2 * H + j, nn, n);
-            vstoren(gx + 3 * H + j, hn, n);
+        if (gk) {
+            vstoren(gk + j, r, n);
+            vstoren(gk + H + j, z, n);
+            vstoren(gk + 2 * H + j, nn, n);
+            vstoren(gk + 3 * H + j, hn, n);
         }
     }
 }
@@ -1246,16 +1203,19 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
     pk.alloc();
     const Plan pl = make_plan(B, npg, B * GH * H, Tn, pk.npanels * H * NR * (int64_t)sizeof(T));
 
-    // Input projection. Training: all T steps in one GEMM straight into the
-    // workspace. Inference with a large Gx: in chunks of Tc steps computed by
-    // each thread for its own rows just before they are used, so Gx never
-    // leaves the cache (a 1 MB buffer instead of T*B*G*H values).
+    // Input projection. A small Gx: all T steps in one GEMM (straight into
+    // the workspace in training). A large Gx: in chunks of Tc steps computed
+    // by each thread for its own rows just before they are used, so Gx never
+    // leaves the cache (a 1 MB buffer instead of T*B*G*H values); training
+    // then writes each workspace row once, with the post-activations, instead
+    // of the projection followed by a second pass over it (gru_orig keeps
+    // the single GEMM: its r*h slot is read back by the second phase).
     const int64_t step_bytes = B * GH * (int64_t)sizeof(T);
-    const bool chunked = !keep && pl.mode != Mode::units && Tn * step_bytes > ((int64_t)2 << 20);
+    const bool chunked = !(keep && gruo) && pl.mode != Mode::units && Tn * step_bytes > ((int64_t)2 << 20);
     const int64_t Tc = chunked ? std::max<int64_t>(1, std::min<int64_t>(Tn, ((int64_t)1 << 20) / step_bytes)) : Tn;
     Buf<T> gxbuf;
     T* gx = ws_gates;
-    if (!keep) {
+    if (!keep || chunked) {
         gxbuf.alloc(mul(mul(Tc, B), GH));
         gx = gxbuf.p;
     }
@@ -1318,6 +1278,8 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
             const T* hp = hbuf.p + (st & 1) * B * H;
             T* hn = hbuf.p + ((st + 1) & 1) * B * H;
             T* gxt = chunked ? gx + (st % Tc) * B * GH : gx + t * B * ldg;
+            const int64_t ldx = chunked ? GH : ldg;  // row stride of gxt
+            T* gkt = keep ? ws_gates + t * B * ldg : nullptr;
             T* outt = out + t * B * H;
             if (chunked && st % Tc == 0) {
                 const int64_t ns = std::min<int64_t>(Tc, Tn - st);
@@ -1338,7 +1300,8 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
                 panels_gemm<T>(m0, m1, H, hp, H, pk, 0, pl_rz, n_rz, S.p, lds);
             for (int64_t b = m0; b < m1; ++b) {
                 const bool active = !lengths || t < lengths[b];
-                T* g = gxt + b * ldg;
+                T* g = gxt + b * ldx;
+                T* gk = keep ? gkt + b * ldg : nullptr;
                 const SL<T> sb{sl.s + b * lds, sl.sA, sl.sB};
                 const T* hpb = hp + b * H;
                 T* hnb = hn + b * H;
@@ -1349,16 +1312,16 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
                     if (keep && lstm)
                         std::memcpy(ws_c + (t * B + b) * H + u0, cbuf.p + b * H + u0,
                                     (u1 - u0) * sizeof(T));
-                    if (keep && gruo) std::memset(g + 3 * H + u0, 0, (u1 - u0) * sizeof(T));
+                    if (keep && gruo) std::memset(gk + 3 * H + u0, 0, (u1 - u0) * sizeof(T));
                     continue;
                 }
                 if (rnn)
-                    rnn_fwd_row<T>(relu, u0, u1, g, keep, sb, hnb, outt + b * H);
+                    rnn_fwd_row<T>(relu, u0, u1, g, gk, sb, hnb, outt + b * H);
                 else if (lstm)
-                    lstm_fwd_row<T>(H, u0, u1, g, keep, sb, cbuf.p + b * H, hnb, outt + b * H,
+                    lstm_fwd_row<T>(H, u0, u1, g, gk, sb, cbuf.p + b * H, hnb, outt + b * H,
                                     keep ? ws_c + (t * B + b) * H : nullptr);
                 else if (gruk)
-                    gru_fwd_row<T>(H, u0, u1, g, keep, sb, bhn, hpb, hnb, outt + b * H);
+                    gru_fwd_row<T>(H, u0, u1, g, gk, sb, bhn, hpb, hnb, outt + b * H);
                 else
                     gruo_fwd_row1<T>(H, u0, u1, g, sb, hpb, keep ? g + 3 * H : rhbuf.p + b * H);
             }
@@ -1628,11 +1591,11 @@ void cell_forward_impl(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, c
         T* g = gx + b * ldg;
         const SL<T> sb{S.p + b * GH, NR, H};
         if (rnn)
-            rnn_fwd_row<T>(relu, 0, H, g, keep, sb, h_new + b * H, nullptr);
+            rnn_fwd_row<T>(relu, 0, H, g, keep ? g : nullptr, sb, h_new + b * H, nullptr);
         else if (lstm)
-            lstm_fwd_row<T>(H, 0, H, g, keep, sb, c_new + b * H, h_new + b * H, nullptr, nullptr);
+            lstm_fwd_row<T>(H, 0, H, g, keep ? g : nullptr, sb, c_new + b * H, h_new + b * H, nullptr, nullptr);
         else if (gruk)
-            gru_fwd_row<T>(H, 0, H, g, keep, sb, bhn, h + b * H, h_new + b * H, nullptr);
+            gru_fwd_row<T>(H, 0, H, g, keep ? g : nullptr, sb, bhn, h + b * H, h_new + b * H, nullptr);
         else
             gruo_fwd_row1<T>(H, 0, H, g, sb, h + b * H, keep ? g + 3 * H : rhbuf.p + b * H);
     }

@@ -11,14 +11,18 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <dlfcn.h>
+
 #include <climits>
 #include <cstring>
 #include <cstdint>
 #include <optional>
+#include <new>
 #include <stdexcept>
 #include <string>
 
 #include "fastrnn/blas.h"
+#include "fastrnn/memory.h"
 #include "fastrnn/rnn.h"
 #include "fastrnn/threads.h"
 
@@ -185,9 +189,47 @@ int64_t check_weights(Kind kind, int64_t B, int64_t I, const Arr<F>& h, const ch
     return H;
 }
 
+// Arrays of 1 MB and more live in the kernels' block cache (fastrnn/memory.h):
+// a training step then reuses the previous step's memory instead of faulting
+// in fresh pages. The capsule gives the block back when NumPy drops the
+// array; tracemalloc sees the block in NumPy's domain like any array.
+constexpr unsigned kNumpyTraceDomain = 389047;  // NumPy's tracemalloc domain
+constexpr size_t kCachedArrayBytes = size_t(1) << 20;
+const char* const kBlockName = "fastrnn.block";
+
+// PyTraceMalloc_Track/Untrack, looked up at run time: CPython 3.11's header
+// declares them without C linkage for C++ callers.
+using TrackFn = int (*)(unsigned int, uintptr_t, size_t);
+using UntrackFn = int (*)(unsigned int, uintptr_t);
+const TrackFn trace_track = reinterpret_cast<TrackFn>(dlsym(RTLD_DEFAULT, "PyTraceMalloc_Track"));
+const UntrackFn trace_untrack =
+    reinterpret_cast<UntrackFn>(dlsym(RTLD_DEFAULT, "PyTraceMalloc_Untrack"));
+
+void release_block(PyObject* cap) {
+    void* p = PyCapsule_GetPointer(cap, kBlockName);
+    const size_t bytes = reinterpret_cast<uintptr_t>(PyCapsule_GetContext(cap));
+    if (trace_untrack) trace_untrack(kNumpyTraceDomain, reinterpret_cast<uintptr_t>(p));
+    fastrnn::cache_free(p, bytes);
+}
+
 template <class F>
 Arr<F> empty(std::initializer_list<int64_t> dims) {
-    return Arr<F>(std::vector<py::ssize_t>(dims.begin(), dims.end()));
+    std::vector<py::ssize_t> shape(dims.begin(), dims.end());
+    size_t bytes = sizeof(F);
+    for (py::ssize_t d : shape)
+        if (__builtin_mul_overflow(bytes, (size_t)d, &bytes)) throw std::bad_alloc();
+    if (bytes < kCachedArrayBytes) return Arr<F>(shape);
+    void* p = fastrnn::cache_alloc(bytes);
+    if (!p) throw std::bad_alloc();  // MemoryError
+    PyObject* cap = PyCapsule_New(p, kBlockName, release_block);
+    if (!cap || PyCapsule_SetContext(cap, reinterpret_cast<void*>((uintptr_t)bytes)) != 0) {
+        Py_XDECREF(cap);
+        fastrnn::cache_free(p, bytes);
+        throw py::error_already_set();
+    }
+    py::capsule base = py::reinterpret_steal<py::capsule>(cap);
+    if (trace_track) trace_track(kNumpyTraceDomain, reinterpret_cast<uintptr_t>(p), bytes);
+    return Arr<F>(shape, static_cast<F*>(p), base);
 }
 
 // ------------------------------------------------------------- workspaces
@@ -614,6 +656,16 @@ void bind_rnn(py::module_& m) {
     }, py::arg("n"), "Set the number of threads the kernels use.");
     m.def("get_num_threads", &fastrnn::get_num_threads,
           "Number of threads the kernels use (default: FASTRNN_NUM_THREADS or the number of cores).");
+    m.def("set_cache_limit", [](long long nbytes) {
+        if (nbytes < 0) value_error("nbytes must be >= 0, got " + std::to_string(nbytes));
+        fastrnn::set_cache_limit((size_t)nbytes);
+    }, py::arg("nbytes"),
+          "Bytes of freed large blocks (workspaces, outputs) kept for reuse; 0 turns the cache off.");
+    m.def("get_cache_limit", []() { return (unsigned long long)fastrnn::get_cache_limit(); },
+          "Bytes the block cache may hold (default 1 GiB, or FASTRNN_CACHE_MB at start-up).");
+    m.def("cached_bytes", []() { return (unsigned long long)fastrnn::cached_bytes(); },
+          "Bytes the block cache holds right now (free blocks kept for reuse).");
+    m.def("release_cache", &fastrnn::release_cache, "Return every cached block to the system.");
     m.def("simd_path", &fastrnn::simd_path, "SIMD code path chosen at runtime for this CPU.");
     m.def(
         "blas_info",

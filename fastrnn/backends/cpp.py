@@ -52,3 +52,13 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Number of threads the C++ kernels use."""
     return _core.get_num_threads()
+
+
+#: set_cache_limit(nbytes): freed blocks of >= 1 MB (outputs, workspaces) kept
+#: for reuse by the next call, at most this many bytes (default 1 GiB, or the
+#: environment variable FASTRNN_CACHE_MB at start-up); 0 turns it off.
+set_cache_limit = _core.set_cache_limit
+get_cache_limit = _core.get_cache_limit
+#: cached_bytes(): bytes held right now; release_cache(): give them all back.
+cached_bytes = _core.cached_bytes
+release_cache = _core.release_cache

@@ -1,0 +1,125 @@
+// The large-block cache (see fastrnn/memory.h).
+#include "fastrnn/memory.h"
+
+#include <cstdlib>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+namespace fastrnn {
+
+namespace {
+
+// Smaller blocks: plain aligned_alloc (glibc serves them from its heap,
+// which it keeps mapped between calls).
+constexpr size_t kMinBytes = size_t(1) << 20;
+
+size_t default_limit() {
+    if (const char* s = std::getenv("FASTRNN_CACHE_MB")) {
+        char* end = nullptr;
+        long long v = std::strtoll(s, &end, 10);
+        if (end != s && *end == '\0' && v >= 0 && v <= (1LL << 30)) return size_t(v) << 20;
+    }
+    return size_t(1) << 30;
+}
+
+struct Cache {
+    std::mutex mu;
+    std::vector<std::pair<size_t, void*>> blocks;  // free blocks, oldest first
+    size_t total = 0;
+    size_t limit = default_limit();
+
+    void drop_oldest_locked() {
+        std::free(blocks.front().second);
+        total -= blocks.front().first;
+        blocks.erase(blocks.begin());
+    }
+    void drop_all_locked() {
+        for (auto& b : blocks) std::free(b.second);
+        blocks.clear();
+        total = 0;
+    }
+};
+
+Cache& cache() {
+    static Cache* c = new Cache();  // never destroyed: usable during exit
+    return *c;
+}
+
+size_t rounded(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+}  // namespace
+
+void* cache_alloc(size_t bytes) {
+    if (bytes == 0) bytes = 1;
+    if (bytes > (size_t)-1 - 64) return nullptr;
+    bytes = rounded(bytes);
+    if (bytes >= kMinBytes) {
+        Cache& c = cache();
+        std::lock_guard<std::mutex> lock(c.mu);
+        size_t best = c.blocks.size();
+        for (size_t i = 0; i < c.blocks.size(); ++i) {
+            const size_t s = c.blocks[i].first;
+            if (s >= bytes && s <= 2 * bytes && (best == c.blocks.size() || s < c.blocks[best].first))
+                best = i;
+        }
+        if (best != c.blocks.size()) {
+            void* p = c.blocks[best].second;
+            c.total -= c.blocks[best].first;
+            c.blocks.erase(c.blocks.begin() + (std::ptrdiff_t)best);
+            return p;
+        }
+        // No fitting block: free at least as many cached bytes as are
+        // requested (oldest first), so cache + blocks in use never exceed
+        // the most the calls ever had in use at once.
+        size_t freed = 0;
+        while (freed < bytes && !c.blocks.empty()) {
+            freed += c.blocks.front().first;
+            c.drop_oldest_locked();
+        }
+    }
+    return std::aligned_alloc(64, bytes);
+}
+
+void cache_free(void* p, size_t bytes) {
+    if (!p) return;
+    bytes = rounded(bytes == 0 ? 1 : bytes);
+    if (bytes >= kMinBytes) {
+        Cache& c = cache();
+        std::lock_guard<std::mutex> lock(c.mu);
+        if (bytes <= c.limit) {
+            while (c.total + bytes > c.limit && !c.blocks.empty()) c.drop_oldest_locked();
+            c.blocks.emplace_back(bytes, p);
+            c.total += bytes;
+            return;
+        }
+    }
+    std::free(p);
+}
+
+void set_cache_limit(size_t bytes) {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mu);
+    c.limit = bytes;
+    while (c.total > c.limit && !c.blocks.empty()) c.drop_oldest_locked();
+}
+
+size_t get_cache_limit() {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mu);
+    return c.limit;
+}
+
+size_t cached_bytes() {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mu);
+    return c.total;
+}
+
+void release_cache() {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mu);
+    c.drop_all_locked();
+}
+
+}  // namespace fastrnn

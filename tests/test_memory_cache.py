@@ -1,0 +1,150 @@
+"""The compiled backend's large-block cache (csrc/include/fastrnn/memory.h).
+
+Arrays of 1 MB and more that ``_core`` returns (outputs, training workspaces,
+gradients) and the kernels' scratch buffers come from a process-wide cache, so
+a training step reuses the previous step's memory instead of faulting in
+fresh pages. Checked here: blocks really come back and are reused, the limit
+holds (0 turns it off), reused memory never leaks stale values into results,
+and NumPy's tracemalloc still sees the arrays.
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+import numpy as np
+import pytest
+
+core = pytest.importorskip("fastrnn._core")
+if not hasattr(core, "set_cache_limit"):
+    pytest.skip("fastrnn._core was built without the block cache", allow_module_level=True)
+
+import test_cpp_binding as tb  # noqa: E402
+
+from fastrnn.backends import reference as ref  # noqa: E402
+
+MB = 1 << 20
+
+
+@pytest.fixture
+def cache_limit():
+    limit = core.get_cache_limit()
+    core.release_cache()
+    yield
+    core.set_cache_limit(limit)
+    core.release_cache()
+
+
+def _train(kind, p, lengths=None, reverse=False):
+    grads = tb.grads_in(kind, p["x"].shape[0], p["x"].shape[1], p["h0"].shape[1], p["x"].dtype.type)
+    return tb.run_layer(tb.cpp, kind, p, lengths, reverse, True, grads)
+
+
+def test_blocks_come_back_and_are_reused(cache_limit):
+    core.set_cache_limit(256 * MB)
+    p = tb.make("lstm", 200, 16, 8, 64, np.float64)  # out 1.6 MB, gates 6.6 MB
+    assert core.cached_bytes() == 0
+    first = _train("lstm", p)
+    (out, _, _, _), g = first
+    expected = out.copy()
+    del first, out, g
+    gc.collect()
+    held = core.cached_bytes()
+    assert held >= 200 * 16 * 64 * 8 * (1 + 4 + 1 + 1), "the workspace blocks were not given back to the cache"
+    assert held <= 256 * MB
+    (out2, _, _, ws), _ = _train("lstm", p)
+    # the second step took its blocks from the cache (what it holds now is
+    # only what it did not need), and computed the same thing
+    assert core.cached_bytes() < held
+    np.testing.assert_array_equal(out2, expected)
+
+
+def test_limit_zero_turns_the_cache_off(cache_limit):
+    core.set_cache_limit(0)
+    assert core.get_cache_limit() == 0
+    p = tb.make("gru", 200, 16, 8, 64, np.float32)
+    r = _train("gru", p)
+    del r
+    gc.collect()
+    assert core.cached_bytes() == 0
+
+
+def test_lowering_the_limit_frees_blocks(cache_limit):
+    core.set_cache_limit(256 * MB)
+    p = tb.make("lstm", 200, 16, 8, 64, np.float64)
+    r = _train("lstm", p)
+    del r
+    gc.collect()
+    assert core.cached_bytes() > 2 * MB
+    core.set_cache_limit(2 * MB)
+    assert core.cached_bytes() <= 2 * MB
+    core.release_cache()
+    assert core.cached_bytes() == 0
+
+
+def test_negative_limit_is_a_value_error(cache_limit):
+    with pytest.raises(ValueError, match="nbytes"):
+        core.set_cache_limit(-1)
+    with pytest.raises(TypeError):
+        core.set_cache_limit("1GB")
+
+
+@pytest.mark.parametrize("kind", tb.KINDS)
+@pytest.mark.parametrize("dtype", tb.DTYPES, ids=["f64", "f32"])
+def test_reused_blocks_never_leak_stale_values(kind, dtype, cache_limit):
+    """Fill every cached block with NaN, then run with lengths (padded steps,
+    whose outputs are zeros and whose workspace rows are never written): the
+    results still equal the reference exactly where they must."""
+    core.set_cache_limit(512 * MB)
+    T, B, I, H = 600, 8, 5, 64  # out and every workspace block >= 1 MB
+    p = tb.make(kind, T, B, I, H, dtype)
+    lengths = tb.lengths_for(T, B)
+    grads = tb.grads_in(kind, T, B, H, dtype)
+    # Poison: take blocks of every size this call will ask for, fill, free.
+    (out, h, c, ws), g = tb.run_layer(tb.cpp, kind, p, lengths, True, True, grads)
+    poison = [out, h, c] + [v for v in g.values() if v is not None]
+    for a in poison:
+        if a is not None:
+            a.fill(np.nan)
+    del out, h, c, ws, g, poison
+    gc.collect()
+    assert core.cached_bytes() > 0
+    (c_out, c_h, c_c, _), c_g = tb.run_layer(tb.cpp, kind, p, lengths, True, True, grads)
+    (r_out, r_h, r_c, _), r_g = tb.run_layer(ref, kind, p, lengths, True, True, grads)
+    tb.assert_close(c_out, r_out, "out")
+    tb.assert_close(c_h, r_h, "h_n")
+    tb.assert_close(c_c, r_c, "c_n")
+    for k in r_g:
+        tb.assert_close(c_g[k], r_g[k], f"grad {k}")
+
+
+def test_tracemalloc_sees_cached_arrays(cache_limit):
+    p = tb.make("rnn_tanh", 400, 32, 4, 64, np.float32)  # out: 3.3 MB
+    core.set_cache_limit(256 * MB)
+    tracemalloc.start()
+    try:
+        out = tb.cpp.layer_forward("rnn_tanh", p["x"], p["h0"], None, p["w_ih"], p["w_hh"], p["b_ih"],
+                                   p["b_hh"], None, False, False)[0]
+        current, _ = tracemalloc.get_traced_memory()
+        assert current >= out.nbytes
+        del out
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+        assert after < current - 400 * 32 * 64 * 4 // 2
+    finally:
+        tracemalloc.stop()
+
+
+def test_returned_arrays_are_ordinary_writable_arrays(cache_limit):
+    p = tb.make("lstm", 400, 16, 8, 64, np.float32)
+    out, h_n, c_n, _ = tb.cpp.layer_forward("lstm", p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"],
+                                            p["b_hh"], None, False, False)
+    assert out.nbytes >= MB
+    assert out.flags.c_contiguous and out.flags.writeable and out.flags.aligned
+    assert out.ctypes.data % 64 == 0
+    out += 1  # writable in place
+    view = out[::2]
+    del out
+    gc.collect()
+    assert np.isfinite(view).all()  # a view keeps its block alive
