@@ -380,6 +380,36 @@ def _fwd_gru_orig(gx, h, wt_rz, wt_n, lengths, reverse, keep, one, out, ghrz, rh
 
 
 @_jit
+def _small_tn(a, b, out):
+    """out = a.T @ b for few rows (a [R, N], b [R, K], R small: a cell's batch): rank-R updates,
+    k innermost so each row of out is one vectorized pass. NumPy's matmul takes a slow generic
+    loop for R = 1 (~75 us at 512 x 128) and np.dot's BLAS call ~15 us."""
+    R, N = a.shape
+    K = b.shape[1]
+    for n in range(N):
+        o = out[n]
+        a0 = a[0, n]
+        for k in range(K):
+            o[k] = a0 * b[0, k]
+        for r in range(1, R):
+            ar = a[r, n]
+            br = b[r]
+            for k in range(K):
+                o[k] += ar * br[k]
+
+
+def _at_b(a, b, out=None):
+    """a.T @ b (a [R, N], b [R, K]) into ``out`` or a new array."""
+    if out is None:
+        out = np.empty((a.shape[1], b.shape[1]), dtype=a.dtype)
+    if a.shape[0] <= 16:
+        _small_tn(a, b, out)
+    else:
+        np.matmul(a.T, b, out=out)
+    return out
+
+
+@_jit
 def _bwd_rnn(y_s, w, lengths, reverse, relu, one, grad_out, dh, dg, dtmp):
     """Elman RNN backward. dh [B,H] (in: grad h_n, out: grad h0); w = W_hh [H,H];
     dg [T,B,H] receives the pre-activation gradients (zero at padded steps)."""
@@ -595,10 +625,13 @@ def _check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     return x, h0, c0, w_ih, w_hh, b_ih, b_hh, dtype, G
 
 
-def _transposed(w):
+def _transposed(w, steps):
     """``w.T`` as a C-contiguous copy: the layout the step's ``h @ W_hh.T`` streams best (BLAS 'N').
     Copied in blocks of 64 rows, several times faster than ``np.ascontiguousarray(w.T)`` for
-    the weight matrices of real layers (which do not fit in L1/L2)."""
+    the weight matrices of real layers (which do not fit in L1/L2). For one step (a cell) the
+    copy would cost more than it saves: the view itself (Fortran order, BLAS 'T') is used."""
+    if steps == 1:
+        return w.T
     n, k = w.shape
     out = np.empty((k, n), dtype=w.dtype)
     for j in range(0, n, 64):
@@ -644,26 +677,26 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
     saved = {}
     if kind in ("rnn_tanh", "rnn_relu"):
         y_s = np.empty(shape, dtype=dtype)
-        _fwd_rnn(gx, h, _transposed(w_hh), lens, reverse, kind == "rnn_relu", keep, one, out,
+        _fwd_rnn(gx, h, _transposed(w_hh, T), lens, reverse, kind == "rnn_relu", keep, one, out,
                  np.empty((B, H), dtype=dtype), y_s, hp_s)
         saved = dict(y=y_s)
     elif kind == "lstm":
         gates_s = np.empty(gshape, dtype=dtype)
         tc_s = np.empty(shape, dtype=dtype)
         cp_s = np.empty(shape, dtype=dtype)
-        _fwd_lstm(gx, h, c, _transposed(w_hh), lens, reverse, keep, one, out,
+        _fwd_lstm(gx, h, c, _transposed(w_hh, T), lens, reverse, keep, one, out,
                   np.empty((B, G * H), dtype=dtype), gates_s, tc_s, hp_s, cp_s)
         saved = dict(gates=gates_s, tc=tc_s, cp=cp_s)
     elif kind == "gru":
         gates_s = np.empty(gshape, dtype=dtype)
         hn_s = np.empty(shape, dtype=dtype)
-        _fwd_gru(gx, h, _transposed(w_hh), bhn, lens, reverse, keep, one, out,
+        _fwd_gru(gx, h, _transposed(w_hh, T), bhn, lens, reverse, keep, one, out,
                  np.empty((B, G * H), dtype=dtype), gates_s, hn_s, hp_s)
         saved = dict(gates=gates_s, hn=hn_s)
     else:  # gru_orig
         gates_s = np.empty(gshape, dtype=dtype)
         rh_s = np.empty(shape, dtype=dtype)
-        _fwd_gru_orig(gx, h, _transposed(w_hh[: 2 * H]), _transposed(w_hh[2 * H:]), lens,
+        _fwd_gru_orig(gx, h, _transposed(w_hh[: 2 * H], T), _transposed(w_hh[2 * H:], T), lens,
                       reverse, keep, one, out, np.empty((B, 2 * H), dtype=dtype), np.empty((B, H), dtype=dtype),
                       np.empty((B, H), dtype=dtype), gates_s, rh_s, hp_s)
         saved = dict(gates=gates_s, rh=rh_s)
@@ -714,15 +747,15 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n):
     hp_flat = hp.reshape(T * B, H)
     if kind == "gru_orig":
         dw_hh = np.empty_like(w_hh)
-        np.matmul(dgx_flat[:, : 2 * H].T, hp_flat, out=dw_hh[: 2 * H])
-        np.matmul(dgx_flat[:, 2 * H:].T, ws["rh"].reshape(T * B, H), out=dw_hh[2 * H:])
+        _at_b(dgx_flat[:, : 2 * H], hp_flat, dw_hh[: 2 * H])
+        _at_b(dgx_flat[:, 2 * H:], ws["rh"].reshape(T * B, H), dw_hh[2 * H:])
     else:
-        dw_hh = dgh_flat.T @ hp_flat
+        dw_hh = _at_b(dgh_flat, hp_flat)
     grads = dict(
         x=(dgx_flat @ w_ih).reshape(T, B, I),
         h0=dh,
         c0=dc,
-        w_ih=dgx_flat.T @ x.reshape(T * B, I),
+        w_ih=_at_b(dgx_flat, x.reshape(T * B, I)),
         w_hh=dw_hh,
         b_ih=dgx_flat.sum(axis=0) if ws["bias"] else None,
         b_hh=dgh_flat.sum(axis=0) if ws["bias"] else None,
