@@ -92,8 +92,8 @@ def summarize(data: dict) -> list[CaseResult]:
     for bench in data["benchmarks"]:
         extra = bench.get("extra_info") or {}
         impl = extra.get("impl")
-        if not impl:
-            continue  # not a benchmark of this suite
+        if not impl or extra.get("measure") == "peak_bytes":
+            continue  # not a timing of this suite (see peak_memory)
         key = tuple(extra.get(k) for k in CASE_FIELDS)
         case = cases.get(key)
         if case is None:
@@ -106,6 +106,45 @@ def summarize(data: dict) -> list[CaseResult]:
         case.times[impl] = float(bench["stats"]["median"])
         case.flops[impl] = extra.get("flops")
     return sorted(cases.values(), key=CaseResult.sort_key)
+
+
+def peak_memory(data: dict) -> list[tuple[CaseResult, dict]]:
+    """The memory probes of bench/test_bench_memory.py: per case, impl -> peak bytes of a training step."""
+    cases: dict[tuple, tuple[CaseResult, dict]] = {}
+    for bench in data["benchmarks"]:
+        extra = bench.get("extra_info") or {}
+        if extra.get("measure") != "peak_bytes" or extra.get("peak_bytes") is None:
+            continue
+        key = tuple(extra.get(k) for k in CASE_FIELDS)
+        if key not in cases:
+            cases[key] = (CaseResult(bench.get("group") or "", {k: extra.get(k) for k in CASE_FIELDS}), {})
+        cases[key][1][extra["impl"]] = int(extra["peak_bytes"])
+    return sorted(cases.values(), key=lambda cp: cp[0].sort_key())
+
+
+def memory_markdown(rows: list[tuple[CaseResult, dict]]) -> list[str]:
+    if not rows:
+        return []
+    seen = {impl for _, peaks in rows for impl in peaks}
+    ours = sorted((i for i in seen if i.startswith(FASTRNN_PREFIX)),
+                  key=lambda i: ({"cpp": 0, "numba": 1, "numpy": 2}.get(i[len(FASTRNN_PREFIX):], 3), i))
+    cols = ours + [i for i in (TORCH,) if i in seen]
+    out = ["## Peak memory of a training step", "",
+           "Peak resident memory during one warm forward + backward minus the resident memory before it, "
+           "each implementation in a fresh process with allocator caches emptied first (bench/memprobe.py). "
+           "Ratio: PyTorch's peak / fastrnn-cpp's (bold when fastrnn needs less).", ""]
+    head = ["case", "shape", "dtype"] + [LABELS.get(i, i) for i in cols] + ["PyTorch / cpp"]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "|".join(["---"] * 3 + ["--:"] * (len(head) - 3)) + "|")
+    for case, peaks in rows:
+        cpp, torch = peaks.get(FASTRNN_PREFIX + "cpp"), peaks.get(TORCH)
+        ratio = torch / cpp if cpp and torch else None
+        row = [str(case.info.get("cell")), case.shape, str(case.info.get("dtype"))]
+        row += ["–" if peaks.get(i) is None else f"{peaks[i] / 2**20:.1f} MiB" for i in cols]
+        row.append(fmt_ratio(ratio))
+        out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    return out
 
 
 def implementations(cases) -> list[str]:
@@ -200,6 +239,7 @@ def markdown(data: dict, cases: list[CaseResult], plot_path=None) -> str:
     if bad:
         out += ["Not shown (no extra_info['verified']: the answer was not checked, or the check failed): "
                 + ", ".join(f"{impl} in {g}" for g, impl in bad), ""]
+    out += memory_markdown(peak_memory(data))
     if plot_path:
         out += [f"![speedups]({plot_path})", ""]
     return "\n".join(out)
@@ -243,7 +283,7 @@ def run(args) -> int:
     src = Path(args.results)
     data = load(src)
     cases = summarize(data)
-    if not cases:
+    if not cases and not peak_memory(data):
         raise ValueError(f"{src}: no benchmarks of the fastrnn suite (extra_info['impl']) in it")
     plot_path = None
     if not args.no_plot:

@@ -171,3 +171,31 @@ def test_load_average_and_roofline_warning_in_the_text():
     assert "load average (1/5/15 min) at start 0.5/0.25/0.1, at end 1.5/0.75/0.2" in text
     assert "Above 100 % of the roofline in 1 cases" in text
     assert "| 200 % |" in text
+
+
+def test_peak_memory_entries_get_their_own_table(tmp_path):
+    """Entries of bench/test_bench_memory.py (measure=peak_bytes) are not timings: they fill the memory
+    table, with PyTorch's peak over fastrnn-cpp's."""
+    data = synthetic()
+    mem = []
+    for impl, peak in (("fastrnn-cpp", 100 * 2**20), ("fastrnn-numba", 150 * 2**20), ("torch", 140 * 2**20)):
+        e = bench_entry(impl, 2.0, mode="train")
+        e["extra_info"].update(measure="peak_bytes", peak_bytes=peak, verified=False)
+        e["group"] = "memory " + e["group"]
+        mem.append(e)
+    data["benchmarks"] += mem
+    cases = bench_report.summarize(data)
+    assert all(c.info["mode"] != "train" or c.info["cell"] != "LSTM" for c in cases)  # no timing row from them
+    rows = bench_report.peak_memory(data)
+    assert len(rows) == 1 and rows[0][1] == {"fastrnn-cpp": 100 * 2**20, "fastrnn-numba": 150 * 2**20,
+                                             "torch": 140 * 2**20}
+    md = bench_report.markdown(data, cases)
+    table = md[md.index("## Peak memory"):]
+    assert "| LSTM | B=16 I=64 H=128 T=100 | float32 | 100.0 MiB | 150.0 MiB | 140.0 MiB | **1.40×** |" in table
+    # a file with only memory probes is still a report
+    path = tmp_path / "mem.json"
+    data["benchmarks"] = mem
+    path.write_text(json.dumps(data))
+    out = tmp_path / "mem.md"
+    assert bench_report.main([str(path), "--no-plot", "-o", str(out)]) == 0
+    assert "Peak memory" in out.read_text()
