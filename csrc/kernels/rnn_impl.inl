@@ -34,6 +34,7 @@
 #include <mutex>
 #include <new>
 #include <utility>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -44,6 +45,10 @@
 #include "fastrnn/memory.h"
 #include "fastrnn/rnn.h"
 #include "fastrnn/threads.h"
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #if defined(__AVX512F__)
 #define FR_VB 64
@@ -89,7 +94,57 @@ template <class T>
 inline void vstore(T* p, typename V<T>::v x) {
     *reinterpret_cast<typename V<T>::vu*>(p) = x;
 }
-// Load n <= W elements, zero-fill the rest.
+// Load n <= W elements (n >= 1), zero-fill the rest; store n elements. On
+// AVX2/AVX-512 one masked instruction (the tails of rows whose length is not
+// a multiple of W, e.g. H = 51: a memcpy of variable size there cost ~40 %
+// of a small-H LSTM step).
+#if defined(__AVX512F__)
+template <class T>
+inline typename V<T>::v vloadn(const T* p, int n) {
+    if (n == V<T>::W) return vload(p);
+    if constexpr (std::is_same<T, float>::value)
+        return (typename V<T>::v)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+    else
+        return (typename V<T>::v)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), p);
+}
+template <class T>
+inline void vstoren(T* p, typename V<T>::v x, int n) {
+    if (n == V<T>::W) {
+        vstore(p, x);
+        return;
+    }
+    if constexpr (std::is_same<T, float>::value)
+        _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)x);
+    else
+        _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1), (__m512d)x);
+}
+#elif defined(__AVX2__)
+template <class T>
+inline typename V<T>::vi lane_mask(int n) {
+    typename V<T>::vi idx;
+    for (int i = 0; i < V<T>::W; ++i) idx[i] = i;
+    return idx < n;  // all ones in lanes i < n
+}
+template <class T>
+inline typename V<T>::v vloadn(const T* p, int n) {
+    if (n == V<T>::W) return vload(p);
+    if constexpr (std::is_same<T, float>::value)
+        return (typename V<T>::v)_mm256_maskload_ps(p, (__m256i)lane_mask<T>(n));
+    else
+        return (typename V<T>::v)_mm256_maskload_pd(p, (__m256i)lane_mask<T>(n));
+}
+template <class T>
+inline void vstoren(T* p, typename V<T>::v x, int n) {
+    if (n == V<T>::W) {
+        vstore(p, x);
+        return;
+    }
+    if constexpr (std::is_same<T, float>::value)
+        _mm256_maskstore_ps(p, (__m256i)lane_mask<T>(n), (__m256)x);
+    else
+        _mm256_maskstore_pd(p, (__m256i)lane_mask<T>(n), (__m256d)x);
+}
+#else
 template <class T>
 inline typename V<T>::v vloadn(const T* p, int n) {
     if (n == V<T>::W) return vload(p);
@@ -105,6 +160,7 @@ inline void vstoren(T* p, typename V<T>::v x, int n) {
     }
     std::memcpy(p, &x, sizeof(T) * n);
 }
+#endif
 template <class T>
 inline typename V<T>::v vbc(T s) {
     // s * ones folds to one broadcast ({} + s would keep an addition for
