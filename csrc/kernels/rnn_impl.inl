@@ -328,9 +328,12 @@ struct Plan {
 //   thread streams all the weights,
 //   so when they do not fit a core's L2 and the batch is small, units wins.
 // * units: each thread owns panels of hidden units, one barrier per step
-//   (two for gru_orig). Only when a step is long enough (~ >= 10 us) that the
-//   barrier is noise: it is also the mode that suffers most when the machine
-//   is oversubscribed (a descheduled thread stalls the others every step).
+//   (two for gru_orig). From 64K multiply-adds a step (~3 us: LSTM B=1
+//   H=128): such a step streams its weights from L2, and each core then
+//   reads only its half (LSTM B=1 I=64 H=128 T=100 inference, 2 threads:
+//   0.31 -> 0.25 ms; at 256K it was serial). It is also the mode that
+//   suffers most when the machine is oversubscribed (a descheduled thread
+//   stalls the others every step).
 // * serial otherwise (small steps: the latency path).
 inline Plan make_plan(int64_t B, int64_t npg, int64_t step_work, int64_t steps, int64_t wbytes) {
     Plan p;
@@ -345,7 +348,7 @@ inline Plan make_plan(int64_t B, int64_t npg, int64_t step_work, int64_t steps, 
         return p;
     }
 #ifdef _OPENMP  // units mode needs a barrier per step: OpenMP teams only
-    if (npg >= P && step_work >= 262144) {
+    if (npg >= P && step_work >= 65536) {
         p.mode = Mode::units;
         p.nthreads = (int)std::min<int64_t>(P, npg);
         return p;
