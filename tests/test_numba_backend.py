@@ -299,3 +299,37 @@ def test_sigmoid_and_tanh_are_accurate(dtype):
     np.testing.assert_array_equal(got, [np.nan, 1, 0, 0.5, 0.5])
     tanh(special, got)
     np.testing.assert_array_equal(got, [np.nan, 1, -1, 0, 0])
+
+
+def test_time_loops_run_openblas_single_threaded_and_restore_it(monkeypatch):
+    """While a jitted time loop runs, OpenBLAS is set to 1 thread; afterwards (also after an error and
+    with loops running concurrently) every library has its previous thread count again."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    ctl = threadpoolctl.ThreadpoolController()
+    libs = [lib for lib in ctl.lib_controllers if lib.internal_api == "openblas"]
+    if not libs:
+        pytest.skip("no OpenBLAS loaded")
+    seen = []
+    real = nbb._fwd_lstm
+
+    def spy(*args):
+        seen.append([lib.get_num_threads() for lib in libs])
+        return real(*args)
+
+    monkeypatch.setattr(nbb, "_fwd_lstm", spy)
+    a = _args("lstm", 5, 3, 4, 6, True, np.float64, np.random.default_rng(0))
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = [lib.get_num_threads() for lib in libs]
+        nbb.layer_forward("lstm", a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"],
+                          None, False, True)
+        assert seen[-1] == [1] * len(libs)
+        assert [lib.get_num_threads() for lib in libs] == before
+        # a cell (one step) is left alone
+        nbb.cell_forward("lstm", a["x"][0], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], False)
+        assert seen[-1] == before
+        # restored after an error inside the loop too
+        monkeypatch.setattr(nbb, "_fwd_lstm", lambda *args: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            nbb.layer_forward("lstm", a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"],
+                              None, False, True)
+        assert [lib.get_num_threads() for lib in libs] == before
