@@ -55,17 +55,24 @@ GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
 _jit = _numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
+_num_threads = None
+
+
 def set_num_threads(n: int) -> None:
-    """Threads for Numba's parallel regions (clamped to ``numba.config.NUMBA_NUM_THREADS``).
+    """Accept fastrnn's thread count; nothing in this backend runs Numba threads.
 
     The kernels here are serial per step (the per-step work is too small to
-    share across threads with a barrier each step); the big products run in
-    the BLAS of NumPy/SciPy, whose thread count this does not change.
+    share across threads with a barrier each step) and have no parallel
+    regions; the big products run in the BLAS of NumPy/SciPy, whose thread
+    count this does not change. Numba's threading layer is deliberately not
+    started: ``numba.set_num_threads`` launches its OpenMP pool, and an idle
+    pool of one OpenMP runtime slowed another's (PyTorch's) in the same
+    process 8x (GRU seed workload on 2 threads: 0.64 -> 5.2 s).
     """
-    n = int(n)
-    if n < 1:
+    global _num_threads
+    if isinstance(n, bool) or int(n) != n or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    _numba.set_num_threads(min(n, _numba.config.NUMBA_NUM_THREADS))
+    _num_threads = int(n)
 
 
 # ==========================================================================
