@@ -282,9 +282,13 @@ def plot(cases: list[CaseResult], path) -> bool:
 def run(args) -> int:
     src = Path(args.results)
     data = load(src)
+    if args.threads is not None:
+        data = dict(data, benchmarks=[b for b in data["benchmarks"]
+                                      if (b.get("extra_info") or {}).get("threads") == args.threads])
     cases = summarize(data)
     if not cases and not peak_memory(data):
-        raise ValueError(f"{src}: no benchmarks of the fastrnn suite (extra_info['impl']) in it")
+        only = f" with threads={args.threads}" if args.threads is not None else ""
+        raise ValueError(f"{src}: no benchmarks of the fastrnn suite (extra_info['impl']){only} in it")
     plot_path = None
     if not args.no_plot:
         plot_path = Path(args.plot) if args.plot else src.with_name(src.stem + "-speedups.png")
@@ -319,6 +323,8 @@ def _arguments(parser):
     parser.add_argument("-o", "--output", help="markdown file to write (default: print to stdout)")
     parser.add_argument("--plot", help="PNG of the speedups (default: <results>-speedups.png next to the JSON)")
     parser.add_argument("--no-plot", action="store_true", help="do not draw the plot")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="only the cases run with N threads (default: all)")
 
 
 def main(argv=None) -> int:

@@ -199,3 +199,13 @@ def test_peak_memory_entries_get_their_own_table(tmp_path):
     out = tmp_path / "mem.md"
     assert bench_report.main([str(path), "--no-plot", "-o", str(out)]) == 0
     assert "Peak memory" in out.read_text()
+
+
+def test_threads_option_keeps_one_thread_count(results, tmp_path):
+    out = tmp_path / "one.md"
+    assert bench_report.main([str(results), "--no-plot", "--threads", "2", "-o", str(out)]) == 0
+    md = out.read_text()
+    assert "| RNN | infer |" in md and "| LSTM | infer |" not in md  # only the 2-thread case
+    with pytest.raises(SystemExit) as exc:
+        bench_report.main([str(results), "--no-plot", "--threads", "7"])
+    assert exc.value.code == 2
