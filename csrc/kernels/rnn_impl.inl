@@ -1300,10 +1300,29 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
     }
     const T* fb = fbias.empty() ? nullptr : fbias.data();
 
+    // Variable lengths: the recurrent state lives in rows sorted by decreasing
+    // length (row r holds sequence perm[r]), so the sequences still running at
+    // step t are the rows [0, nact[t]) and the step's product skips the
+    // finished ones; x, out and the workspace stay in batch order. Without
+    // lengths perm is the identity. (A row's result does not depend on which
+    // rows share its product, so this changes no value.)
+    const bool permuted = lengths != nullptr;
+    std::vector<int64_t> perm(B), nact(permuted ? Tn : 0);
+    for (int64_t b = 0; b < B; ++b) perm[b] = b;
+    if (permuted) {
+        std::stable_sort(perm.begin(), perm.end(),
+                         [&](int64_t p, int64_t q) { return lengths[p] > lengths[q]; });
+        for (int64_t b = 0; b < B; ++b)  // histogram of lengths, then suffix sums
+            if (lengths[b] >= 1 && lengths[b] <= Tn) ++nact[lengths[b] - 1];
+        for (int64_t t = Tn - 2; t >= 0; --t) nact[t] += nact[t + 1];
+    }
     Buf<T> hbuf(mul(2 * B, H)), cbuf(lstm ? mul(B, H) : 1), S(mul(B, lds));
-    Buf<T> rhbuf((gruo && !keep) ? mul(B, H) : 1);
-    std::memcpy(hbuf.p, h0, B * H * sizeof(T));
-    if (lstm) std::memcpy(cbuf.p, c0, B * H * sizeof(T));
+    Buf<T> rhbuf(gruo ? mul(B, H) : 1);
+    Buf<T> xg((chunked && permuted) ? mul(B, I) : 1);  // x rows of a step, in state order
+    for (int64_t r = 0; r < B; ++r) {
+        std::memcpy(hbuf.p + r * H, h0 + perm[r] * H, H * sizeof(T));
+        if (lstm) std::memcpy(cbuf.p + r * H, c0 + perm[r] * H, H * sizeof(T));
+    }
 
     // Batch mode: slices of rows, each running the whole sequence, claimed by
     // whichever thread is free (parallel_for), so a thread that is late on a
@@ -1320,7 +1339,7 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
             pack_b_panels(w_ih, 1, I, I, GH, pki, p0, p1);  // W_ih^T
         }
     };
-    // The time loop for rows [m0, m1) and hidden-unit panels [jp0, jp1).
+    // The time loop for state rows [m0, m1) and hidden-unit panels [jp0, jp1).
     auto loop = [&](int64_t lid, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1) {
         const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
         // Panel lists: all gates (phase 1 of gru_orig: r, z; phase 2: n).
@@ -1341,64 +1360,76 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
             const int64_t t = reverse ? Tn - 1 - st : st;
             const T* hp = hbuf.p + (st & 1) * B * H;
             T* hn = hbuf.p + ((st + 1) & 1) * B * H;
+            // the chunk buffer is in state order, the full projection in batch order
             T* gxt = chunked ? gx + (st % Tc) * B * GH : gx + t * B * ldg;
             const int64_t ldx = chunked ? GH : ldg;  // row stride of gxt
             T* gkt = keep ? ws_gates + t * B * ldg : nullptr;
             T* outt = out + t * B * H;
             if (chunked && st % Tc == 0) {
                 const int64_t ns = std::min<int64_t>(Tc, Tn - st);
-                if (!reverse && m0 == 0 && m1 == B) {  // the chunk's rows are contiguous
+                if (!permuted && !reverse && m0 == 0 && m1 == B) {  // the chunk's rows are contiguous
                     gemm_block<T>(0, ns * B, 0, pki.npanels, GH, I, x + t * B * I, I, 1, nullptr,
                                   pki, false, fb, gx, GH);
                 } else {
                     for (int64_t s2 = 0; s2 < ns; ++s2) {
                         const int64_t t2 = reverse ? t - s2 : t + s2;
-                        gemm_block<T>(m0, m1, 0, pki.npanels, GH, I, x + t2 * B * I, I, 1,
-                                      nullptr, pki, false, fb, gx + s2 * B * GH, GH);
+                        const T* xs = x + t2 * B * I;
+                        if (permuted) {
+                            for (int64_t r = m0; r < m1; ++r)
+                                std::memcpy(xg.p + r * I, xs + perm[r] * I, I * sizeof(T));
+                            xs = xg.p;
+                        }
+                        gemm_block<T>(m0, m1, 0, pki.npanels, GH, I, xs, I, 1, nullptr, pki, false,
+                                      fb, gx + s2 * B * GH, GH);
                     }
                 }
             }
-            if (!gruo)
-                panels_gemm<T>(m0, m1, H, hp, H, pk, 0, pl_all, n_all, S.p, lds);
-            else
-                panels_gemm<T>(m0, m1, H, hp, H, pk, 0, pl_rz, n_rz, S.p, lds);
-            for (int64_t b = m0; b < m1; ++b) {
-                const bool active = !lengths || t < lengths[b];
-                T* g = gxt + b * ldx;
+            // rows [m0, ma) still run at step t
+            const int64_t ma = permuted ? std::min(m1, std::max(m0, nact[t])) : m1;
+            if (ma > m0) {
+                if (!gruo)
+                    panels_gemm<T>(m0, ma, H, hp, H, pk, 0, pl_all, n_all, S.p, lds);
+                else
+                    panels_gemm<T>(m0, ma, H, hp, H, pk, 0, pl_rz, n_rz, S.p, lds);
+            }
+            for (int64_t r = m0; r < m1; ++r) {
+                const int64_t b = perm[r];
+                T* g = gxt + (chunked ? r : b) * ldx;
                 T* gk = keep ? gkt + b * ldg : nullptr;
-                const SL<T> sb{sl.s + b * lds, sl.sA, sl.sB};
-                const T* hpb = hp + b * H;
-                T* hnb = hn + b * H;
+                const SL<T> sb{sl.s + r * lds, sl.sA, sl.sB};
+                const T* hpb = hp + r * H;
+                T* hnb = hn + r * H;
+                T* cb = cbuf.p + r * H;
                 if (keep) std::memcpy(ws_h + (t * B + b) * H + u0, hpb + u0, (u1 - u0) * sizeof(T));
-                if (!active) {
+                if (r >= ma) {  // finished: the state is carried, the output is zero
                     std::memcpy(hnb + u0, hpb + u0, (u1 - u0) * sizeof(T));
                     std::memset(outt + b * H + u0, 0, (u1 - u0) * sizeof(T));
                     if (keep && lstm)
-                        std::memcpy(ws_c + (t * B + b) * H + u0, cbuf.p + b * H + u0,
-                                    (u1 - u0) * sizeof(T));
+                        std::memcpy(ws_c + (t * B + b) * H + u0, cb + u0, (u1 - u0) * sizeof(T));
                     if (keep && gruo) std::memset(gk + 3 * H + u0, 0, (u1 - u0) * sizeof(T));
                     continue;
                 }
                 if (rnn)
                     rnn_fwd_row<T>(relu, u0, u1, g, gk, sb, hnb, outt + b * H);
                 else if (lstm)
-                    lstm_fwd_row<T>(H, u0, u1, g, gk, sb, cbuf.p + b * H, hnb, outt + b * H,
+                    lstm_fwd_row<T>(H, u0, u1, g, gk, sb, cb, hnb, outt + b * H,
                                     keep ? ws_c + (t * B + b) * H : nullptr);
                 else if (gruk)
                     gru_fwd_row<T>(H, u0, u1, g, gk, sb, bhn, hpb, hnb, outt + b * H);
-                else
-                    gruo_fwd_row1<T>(H, u0, u1, g, sb, hpb, keep ? g + 3 * H : rhbuf.p + b * H);
+                else {
+                    gruo_fwd_row1<T>(H, u0, u1, g, sb, hpb, rhbuf.p + r * H);
+                    if (keep)  // backward reads r*h from the workspace
+                        std::memcpy(gk + 3 * H + u0, rhbuf.p + r * H + u0, (u1 - u0) * sizeof(T));
+                }
             }
             if (gruo) {
                 barrier(pl);
-                const T* rh = keep ? gxt + 3 * H : rhbuf.p;
-                const int64_t ldrh = keep ? ldg : H;
-                panels_gemm<T>(m0, m1, H, rh, ldrh, pk, 0, pl_n, n_n, S.p, lds);
-                for (int64_t b = m0; b < m1; ++b) {
-                    if (lengths && t >= lengths[b]) continue;
-                    const SL<T> sb{sl.s + b * lds, sl.sA, sl.sB};
-                    gruo_fwd_row2<T>(H, u0, u1, gxt + b * ldg, keep, sb, hp + b * H, hn + b * H,
-                                     outt + b * H);
+                if (ma > m0) panels_gemm<T>(m0, ma, H, rhbuf.p, H, pk, 0, pl_n, n_n, S.p, lds);
+                for (int64_t r = m0; r < ma; ++r) {
+                    const int64_t b = perm[r];
+                    const SL<T> sb{sl.s + r * lds, sl.sA, sl.sB};
+                    gruo_fwd_row2<T>(H, u0, u1, gxt + (chunked ? r : b) * ldx, keep, sb, hp + r * H,
+                                     hn + r * H, outt + b * H);
                 }
             }
             barrier(pl);
@@ -1427,8 +1458,11 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
         pack_task(0, 1);
         loop(0, 0, B, 0, npg);
     }
-    std::memcpy(h_n, hbuf.p + (Tn & 1) * B * H, B * H * sizeof(T));
-    if (lstm) std::memcpy(c_n, cbuf.p, B * H * sizeof(T));
+    const T* hfin = hbuf.p + (Tn & 1) * B * H;
+    for (int64_t r = 0; r < B; ++r) {
+        std::memcpy(h_n + perm[r] * H, hfin + r * H, H * sizeof(T));
+        if (lstm) std::memcpy(c_n + perm[r] * H, cbuf.p + r * H, H * sizeof(T));
+    }
 }
 
 // ================================================================ layer backward
