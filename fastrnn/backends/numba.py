@@ -21,10 +21,11 @@ libm's scalar ``exp``/``tanh`` calls are not vectorized by Numba without SVML
 and cost 3-10x more per element.
 
 Threads: the kernels are serial (one step is too small to share with a
-barrier per step); the products run in the BLAS of NumPy/SciPy, whose
-threads ``OPENBLAS_NUM_THREADS`` / threadpoolctl govern. On a busy machine
-``OPENBLAS_NUM_THREADS=1`` can make the small per-step products markedly
-faster.
+barrier per step) and Numba's threading layer is never started (see
+``set_num_threads``). The large products before and after the time loops run
+in the BLAS of NumPy/SciPy with its own threads (``OPENBLAS_NUM_THREADS`` /
+threadpoolctl); inside the loops OpenBLAS is held at one thread
+(``_serial_blas``), which measured faster at every shape tried.
 
 The kernels are compiled lazily on their first call (``cache=True`` keeps the
 machine code in ``__pycache__`` for the next process), one specialisation per
