@@ -33,7 +33,11 @@ def build_info() -> dict:
     facts = getattr(_core, "build_info", None)
     if facts is None:
         return {"available": True, "error": "fastrnn._core has no build_info()"}
-    return {"available": True, **dict(facts())}
+    out = {"available": True, **dict(facts())}
+    if hasattr(_core, "get_cache_limit"):
+        out["cache_limit_bytes"] = int(_core.get_cache_limit())
+        out["cache_held_bytes"] = int(_core.cached_bytes())
+    return out
 
 
 def blas_info() -> list[dict]:
@@ -92,7 +96,11 @@ def format_info(d: dict) -> str:
     elif "error" in build:
         lines.append(f"extension: {build['error']}")
     else:
-        lines.append("extension: " + ", ".join(f"{k} {build[k]}" for k in build if k != "available"))
+        facts = [k for k in build if k not in ("available", "cache_limit_bytes", "cache_held_bytes")]
+        lines.append("extension: " + ", ".join(f"{k} {build[k]}" for k in facts))
+        if "cache_limit_bytes" in build:
+            lines.append(f"block cache: limit {build['cache_limit_bytes'] / 2**20:.0f} MiB "
+                         f"(FASTRNN_CACHE_MB), holding {build['cache_held_bytes'] / 2**20:.1f} MiB")
     if d["blas"]:
         lines.append("native thread pools:")
         for pool in d["blas"]:

@@ -47,6 +47,11 @@ def test_build_info_present_has_the_documented_fields():
     if not facts["available"]:
         pytest.skip(f"extension not built: {facts['error']}")
     assert {"version", "compiler", "cxx_flags", "build_type", "openmp", "simd"} <= set(facts)
+    from fastrnn import _core
+
+    assert facts["cache_limit_bytes"] == _core.get_cache_limit()
+    assert 0 <= facts["cache_held_bytes"] <= facts["cache_limit_bytes"]
+    assert "block cache: limit" in info_mod.format_info(info_mod.info())
 
 
 def test_build_info_without_the_extension(monkeypatch):
