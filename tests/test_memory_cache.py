@@ -148,3 +148,22 @@ def test_returned_arrays_are_ordinary_writable_arrays(cache_limit):
     del out
     gc.collect()
     assert np.isfinite(view).all()  # a view keeps its block alive
+
+
+def test_a_reused_block_is_accounted_at_its_real_size(cache_limit):
+    """A cached block handed to a smaller request (up to half its size) goes back to the cache with its
+    real size: what the cache reports it holds stays what it holds."""
+    core.set_cache_limit(256 * MB)
+
+    def run(T):
+        p = tb.make("rnn_tanh", T, 16, 4, 64, np.float32)
+        out = tb.cpp.layer_forward("rnn_tanh", p["x"], p["h0"], None, p["w_ih"], p["w_hh"], p["b_ih"],
+                                   p["b_hh"], None, False, False)[0]
+        del out
+        gc.collect()
+        return core.cached_bytes()
+
+    held = run(1000)  # out: 4.1 MB, plus the kernel's scratch
+    assert held >= 1000 * 16 * 64 * 4
+    for T in (600, 700, 600):  # out: 2.5-2.9 MB, served by the 4.1 MB block
+        assert run(T) == held

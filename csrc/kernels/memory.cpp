@@ -50,10 +50,11 @@ size_t rounded(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
 }  // namespace
 
-void* cache_alloc(size_t bytes) {
+void* cache_alloc(size_t bytes, size_t* block_bytes) {
     if (bytes == 0) bytes = 1;
     if (bytes > (size_t)-1 - 64) return nullptr;
     bytes = rounded(bytes);
+    *block_bytes = bytes;
     if (bytes >= kMinBytes) {
         Cache& c = cache();
         std::lock_guard<std::mutex> lock(c.mu);
@@ -65,6 +66,7 @@ void* cache_alloc(size_t bytes) {
         }
         if (best != c.blocks.size()) {
             void* p = c.blocks[best].second;
+            *block_bytes = c.blocks[best].first;  // the caller gives this size back
             c.total -= c.blocks[best].first;
             c.blocks.erase(c.blocks.begin() + (std::ptrdiff_t)best);
             return p;
@@ -81,7 +83,7 @@ void* cache_alloc(size_t bytes) {
     return std::aligned_alloc(64, bytes);
 }
 
-void cache_free(void* p, size_t bytes) {
+void cache_free(void* p, size_t bytes) {  // bytes: the block's real size
     if (!p) return;
     bytes = rounded(bytes == 0 ? 1 : bytes);
     if (bytes >= kMinBytes) {

@@ -290,7 +290,7 @@ struct Buf {
         if (n == 0) n = 1;
         if (n > (std::numeric_limits<size_t>::max() - 64) / sizeof(T)) throw std::bad_alloc();
         bytes = (n * sizeof(T) + 63) / 64 * 64;
-        p = static_cast<T*>(cache_alloc(bytes));
+        p = static_cast<T*>(cache_alloc(bytes, &bytes));  // bytes: the block's real size
         if (!p) throw std::bad_alloc();
     }
     void zero(size_t n) { std::memset(p, 0, n * sizeof(T)); }
@@ -1265,7 +1265,15 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
     pk.ktot = H;
     pk.npanels = npg * G;
     pk.alloc();
-    const Plan pl = make_plan(B, npg, B * GH * H, Tn, pk.npanels * H * NR * (int64_t)sizeof(T));
+    Plan pl = make_plan(B, npg, B * GH * H, Tn, pk.npanels * H * NR * (int64_t)sizeof(T));
+    // Units mode computes the input projection of all T steps up front; in
+    // inference that buffer is extra memory (training keeps it anyway), so a
+    // long sequence whose projection would pass 64 MB stays on one thread
+    // with the 1 MB chunks instead (e.g. LSTM B=1 H=128 T=10^6: 2 GB).
+    if (!keep && pl.mode == Mode::units && Tn * B * GH * (int64_t)sizeof(T) > ((int64_t)64 << 20)) {
+        pl.mode = Mode::serial;
+        pl.nthreads = 1;
+    }
 
     // Input projection. A small Gx: all T steps in one GEMM (straight into
     // the workspace in training). A large Gx: in chunks of Tc steps computed

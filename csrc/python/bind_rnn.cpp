@@ -219,12 +219,16 @@ Arr<F> empty(std::initializer_list<int64_t> dims) {
     for (py::ssize_t d : shape)
         if (__builtin_mul_overflow(bytes, (size_t)d, &bytes)) throw std::bad_alloc();
     if (bytes < kCachedArrayBytes) return Arr<F>(shape);
-    void* p = fastrnn::cache_alloc(bytes);
+    size_t block = 0;
+    void* p = fastrnn::cache_alloc(bytes, &block);
     if (!p) throw std::bad_alloc();  // MemoryError
-    PyObject* cap = PyCapsule_New(p, kBlockName, release_block);
-    if (!cap || PyCapsule_SetContext(cap, reinterpret_cast<void*>((uintptr_t)bytes)) != 0) {
+    // The context (the block's real size) is set before the destructor that
+    // reads it, so a failure here frees the block exactly once.
+    PyObject* cap = PyCapsule_New(p, kBlockName, nullptr);
+    if (!cap || PyCapsule_SetContext(cap, reinterpret_cast<void*>((uintptr_t)block)) != 0 ||
+        PyCapsule_SetDestructor(cap, release_block) != 0) {
         Py_XDECREF(cap);
-        fastrnn::cache_free(p, bytes);
+        fastrnn::cache_free(p, block);
         throw py::error_already_set();
     }
     py::capsule base = py::reinterpret_steal<py::capsule>(cap);

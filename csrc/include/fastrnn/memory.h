@@ -19,11 +19,13 @@
 
 namespace fastrnn {
 
-// 64-byte aligned block of `bytes` bytes (uninitialised), or nullptr when
-// the system has no memory for it.
-void* cache_alloc(size_t bytes);
-// Give back a block from cache_alloc with the same `bytes`; p may be nullptr.
-void cache_free(void* p, size_t bytes);
+// 64-byte aligned block of at least `bytes` bytes (uninitialised), or nullptr
+// when the system has no memory for it. *block_bytes receives the block's
+// real size (a cached block may be up to twice the request).
+void* cache_alloc(size_t bytes, size_t* block_bytes);
+// Give back a block from cache_alloc with its real size (*block_bytes);
+// p may be nullptr.
+void cache_free(void* p, size_t block_bytes);
 
 // Bytes the cache may hold while unused (0: no caching).
 void set_cache_limit(size_t bytes);
