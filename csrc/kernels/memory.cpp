@@ -10,10 +10,6 @@ namespace fastrnn {
 
 namespace {
 
-// Smaller blocks: plain aligned_alloc (glibc serves them from its heap,
-// which it keeps mapped between calls).
-constexpr size_t kMinBytes = size_t(1) << 20;
-
 size_t default_limit() {
     if (const char* s = std::getenv("FASTRNN_CACHE_MB")) {
         char* end = nullptr;
@@ -55,7 +51,7 @@ void* cache_alloc(size_t bytes, size_t* block_bytes) {
     if (bytes > (size_t)-1 - 64) return nullptr;
     bytes = rounded(bytes);
     *block_bytes = bytes;
-    if (bytes >= kMinBytes) {
+    if (bytes >= kCacheMinBytes) {
         Cache& c = cache();
         std::lock_guard<std::mutex> lock(c.mu);
         size_t best = c.blocks.size();
@@ -83,10 +79,9 @@ void* cache_alloc(size_t bytes, size_t* block_bytes) {
     return std::aligned_alloc(64, bytes);
 }
 
-void cache_free(void* p, size_t bytes) {  // bytes: the block's real size
+void cache_free(void* p, size_t bytes) {  // bytes: the block's real size (from cache_alloc)
     if (!p) return;
-    bytes = rounded(bytes == 0 ? 1 : bytes);
-    if (bytes >= kMinBytes) {
+    if (bytes >= kCacheMinBytes) {
         Cache& c = cache();
         std::lock_guard<std::mutex> lock(c.mu);
         if (bytes <= c.limit) {

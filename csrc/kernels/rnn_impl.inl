@@ -94,25 +94,20 @@ template <class T>
 inline void vstore(T* p, typename V<T>::v x) {
     *reinterpret_cast<typename V<T>::vu*>(p) = x;
 }
-// Load n <= W elements (n >= 1), zero-fill the rest; store n elements. On
-// AVX2/AVX-512 one masked instruction (the tails of rows whose length is not
-// a multiple of W, e.g. H = 51: a memcpy of variable size there cost ~40 %
-// of a small-H LSTM step).
+// Load n <= W elements (n >= 1), zero-fill the rest; store n elements. A
+// partial vector (the tail of a row whose length is not a multiple of W,
+// e.g. H = 51) is one masked instruction on AVX2/AVX-512: a memcpy of
+// variable size there cost ~40 % of a small-H LSTM step.
 #if defined(__AVX512F__)
 template <class T>
-inline typename V<T>::v vloadn(const T* p, int n) {
-    if (n == V<T>::W) return vload(p);
+inline typename V<T>::v load_tail(const T* p, int n) {
     if constexpr (std::is_same<T, float>::value)
         return (typename V<T>::v)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
     else
         return (typename V<T>::v)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), p);
 }
 template <class T>
-inline void vstoren(T* p, typename V<T>::v x, int n) {
-    if (n == V<T>::W) {
-        vstore(p, x);
-        return;
-    }
+inline void store_tail(T* p, typename V<T>::v x, int n) {
     if constexpr (std::is_same<T, float>::value)
         _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)x);
     else
@@ -120,47 +115,48 @@ inline void vstoren(T* p, typename V<T>::v x, int n) {
 }
 #elif defined(__AVX2__)
 template <class T>
-inline typename V<T>::vi lane_mask(int n) {
+inline __m256i lane_mask(int n) {  // all ones in lanes i < n
     typename V<T>::vi idx;
     for (int i = 0; i < V<T>::W; ++i) idx[i] = i;
-    return idx < n;  // all ones in lanes i < n
+    return (__m256i)(idx < n);
 }
 template <class T>
-inline typename V<T>::v vloadn(const T* p, int n) {
-    if (n == V<T>::W) return vload(p);
+inline typename V<T>::v load_tail(const T* p, int n) {
     if constexpr (std::is_same<T, float>::value)
-        return (typename V<T>::v)_mm256_maskload_ps(p, (__m256i)lane_mask<T>(n));
+        return (typename V<T>::v)_mm256_maskload_ps(p, lane_mask<T>(n));
     else
-        return (typename V<T>::v)_mm256_maskload_pd(p, (__m256i)lane_mask<T>(n));
+        return (typename V<T>::v)_mm256_maskload_pd(p, lane_mask<T>(n));
 }
 template <class T>
-inline void vstoren(T* p, typename V<T>::v x, int n) {
-    if (n == V<T>::W) {
-        vstore(p, x);
-        return;
-    }
+inline void store_tail(T* p, typename V<T>::v x, int n) {
     if constexpr (std::is_same<T, float>::value)
-        _mm256_maskstore_ps(p, (__m256i)lane_mask<T>(n), (__m256)x);
+        _mm256_maskstore_ps(p, lane_mask<T>(n), (__m256)x);
     else
-        _mm256_maskstore_pd(p, (__m256i)lane_mask<T>(n), (__m256d)x);
+        _mm256_maskstore_pd(p, lane_mask<T>(n), (__m256d)x);
 }
 #else
 template <class T>
-inline typename V<T>::v vloadn(const T* p, int n) {
-    if (n == V<T>::W) return vload(p);
+inline typename V<T>::v load_tail(const T* p, int n) {
     typename V<T>::v r = {};
     std::memcpy(&r, p, sizeof(T) * n);
     return r;
 }
 template <class T>
-inline void vstoren(T* p, typename V<T>::v x, int n) {
-    if (n == V<T>::W) {
-        vstore(p, x);
-        return;
-    }
+inline void store_tail(T* p, typename V<T>::v x, int n) {
     std::memcpy(p, &x, sizeof(T) * n);
 }
 #endif
+template <class T>
+inline typename V<T>::v vloadn(const T* p, int n) {
+    return n == V<T>::W ? vload(p) : load_tail(p, n);
+}
+template <class T>
+inline void vstoren(T* p, typename V<T>::v x, int n) {
+    if (n == V<T>::W)
+        vstore(p, x);
+    else
+        store_tail(p, x, n);
+}
 template <class T>
 inline typename V<T>::v vbc(T s) {
     // s * ones folds to one broadcast ({} + s would keep an addition for
@@ -278,6 +274,12 @@ inline VT vrelu(VT x) {
 }
 
 // ---------------------------------------------------------------- buffers
+inline size_t mul(size_t a, size_t b) {
+    size_t r;
+    if (__builtin_mul_overflow(a, b, &r)) throw std::bad_alloc();
+    return r;
+}
+
 // Scratch memory from the large-block cache (fastrnn/memory.h).
 template <class T>
 struct Buf {
@@ -287,10 +289,8 @@ struct Buf {
     explicit Buf(size_t n) { alloc(n); }
     void alloc(size_t n) {
         free();
-        if (n == 0) n = 1;
-        if (n > (std::numeric_limits<size_t>::max() - 64) / sizeof(T)) throw std::bad_alloc();
-        bytes = (n * sizeof(T) + 63) / 64 * 64;
-        p = static_cast<T*>(cache_alloc(bytes, &bytes));  // bytes: the block's real size
+        // cache_alloc rounds, refuses impossible sizes, and reports the real size
+        p = static_cast<T*>(cache_alloc(mul(n, sizeof(T)), &bytes));
         if (!p) throw std::bad_alloc();
     }
     void zero(size_t n) { std::memset(p, 0, n * sizeof(T)); }
@@ -302,12 +302,6 @@ struct Buf {
     Buf(const Buf&) = delete;
     Buf& operator=(const Buf&) = delete;
 };
-
-inline size_t mul(size_t a, size_t b) {
-    size_t r;
-    if (__builtin_mul_overflow(a, b, &r)) throw std::bad_alloc();
-    return r;
-}
 
 // ---------------------------------------------------------------- threading plan
 enum class Mode { serial, batch, units };

@@ -189,12 +189,11 @@ int64_t check_weights(Kind kind, int64_t B, int64_t I, const Arr<F>& h, const ch
     return H;
 }
 
-// Arrays of 1 MB and more live in the kernels' block cache (fastrnn/memory.h):
-// a training step then reuses the previous step's memory instead of faulting
-// in fresh pages. The capsule gives the block back when NumPy drops the
+// Arrays of a cached block's size (kCacheMinBytes and up) live in the
+// kernels' block cache (fastrnn/memory.h): a training step then reuses the
+// previous step's memory instead of faulting in fresh pages. The capsule gives the block back when NumPy drops the
 // array; tracemalloc sees the block in NumPy's domain like any array.
 constexpr unsigned kNumpyTraceDomain = 389047;  // NumPy's tracemalloc domain
-constexpr size_t kCachedArrayBytes = size_t(1) << 20;
 const char* const kBlockName = "fastrnn.block";
 
 // PyTraceMalloc_Track/Untrack, looked up at run time: CPython 3.11's header
@@ -218,7 +217,7 @@ Arr<F> empty(std::initializer_list<int64_t> dims) {
     size_t bytes = sizeof(F);
     for (py::ssize_t d : shape)
         if (__builtin_mul_overflow(bytes, (size_t)d, &bytes)) throw std::bad_alloc();
-    if (bytes < kCachedArrayBytes) return Arr<F>(shape);
+    if (bytes < fastrnn::kCacheMinBytes) return Arr<F>(shape);
     size_t block = 0;
     void* p = fastrnn::cache_alloc(bytes, &block);
     if (!p) throw std::bad_alloc();  // MemoryError

@@ -19,6 +19,10 @@
 
 namespace fastrnn {
 
+// Blocks of at least this size go through the cache; smaller ones are plain
+// aligned_alloc (glibc serves them from its heap, which it keeps mapped).
+constexpr size_t kCacheMinBytes = size_t(1) << 20;
+
 // 64-byte aligned block of at least `bytes` bytes (uninitialised), or nullptr
 // when the system has no memory for it. *block_bytes receives the block's
 // real size (a cached block may be up to twice the request).

@@ -1,5 +1,8 @@
-// Global thread count of the kernels. No Python here.
+// Global thread count of the kernels and their task pool. No Python here.
 #pragma once
+
+#include <cstdint>
+#include <functional>
 
 namespace fastrnn {
 
@@ -8,13 +11,6 @@ namespace fastrnn {
 int get_num_threads();
 // Set the thread count; n < 1 restores the default.
 void set_num_threads(int n);
-
-}  // namespace fastrnn
-
-#include <cstdint>
-#include <functional>
-
-namespace fastrnn {
 
 // Run fn(i) for every i in [0, n), on up to get_num_threads() threads with
 // the caller taking part. Tasks are claimed one at a time from a shared
