@@ -125,10 +125,7 @@ def peak_memory(data: dict) -> list[tuple[CaseResult, dict]]:
 def memory_markdown(rows: list[tuple[CaseResult, dict]]) -> list[str]:
     if not rows:
         return []
-    seen = {impl for _, peaks in rows for impl in peaks}
-    ours = sorted((i for i in seen if i.startswith(FASTRNN_PREFIX)),
-                  key=lambda i: ({"cpp": 0, "numba": 1, "numpy": 2}.get(i[len(FASTRNN_PREFIX):], 3), i))
-    cols = ours + [i for i in (TORCH,) if i in seen]
+    cols = column_order({impl for _, peaks in rows for impl in peaks})
     out = ["## Peak memory of a training step", "",
            "Peak resident memory during one warm forward + backward minus the resident memory before it, "
            "each implementation in a fresh process with allocator caches emptied first (bench/memprobe.py). "
@@ -147,12 +144,16 @@ def memory_markdown(rows: list[tuple[CaseResult, dict]]) -> list[str]:
     return out
 
 
-def implementations(cases) -> list[str]:
-    """Column order: fastrnn backends (cpp, numba, numpy, others), PyTorch, ONNX Runtime."""
-    seen = {impl for c in cases for impl in c.times}
+def column_order(seen) -> list[str]:
+    """Column order of implementations: fastrnn backends (cpp, numba, numpy, others), PyTorch, ONNX Runtime."""
     ours = sorted((i for i in seen if i.startswith(FASTRNN_PREFIX)),
                   key=lambda i: ({"cpp": 0, "numba": 1, "numpy": 2}.get(i[len(FASTRNN_PREFIX):], 3), i))
     return ours + [i for i in (TORCH, ORT) if i in seen]
+
+
+def implementations(cases) -> list[str]:
+    """The timed implementations of ``cases``, in :func:`column_order`."""
+    return column_order({impl for c in cases for impl in c.times})
 
 
 def fmt_time(seconds: float | None) -> str:
