@@ -41,6 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_fallbac
     raise ImportError(f"the 'numba' backend needs the numba package ({exc})") from exc
 
 import contextlib
+import numbers
 import threading
 
 import numpy as np
@@ -56,9 +57,6 @@ GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
 _jit = _numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
-_num_threads = None
-
-
 def set_num_threads(n: int) -> None:
     """Accept fastrnn's thread count; nothing in this backend runs Numba threads.
 
@@ -70,10 +68,8 @@ def set_num_threads(n: int) -> None:
     pool of one OpenMP runtime slowed another's (PyTorch's) in the same
     process 8x (GRU seed workload on 2 threads: 0.64 -> 5.2 s).
     """
-    global _num_threads
-    if isinstance(n, bool) or int(n) != n or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    _num_threads = int(n)
 
 
 # ==========================================================================
