@@ -26,7 +26,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CASES = [c for c in build_cases()
          if c.mode == "train" and c.threads == 1 and c.kind in ("layer", "seed") and (c.H >= 128 or c.kind == "seed")
          and c.B > 1]
-IMPLS = [i.name for i in impls.implementations() if i.name != "onnxruntime"]  # inference only
+CASE_BY_ID = {c.id: c for c in CASES}
+IMPLS = {i.name: i for i in impls.implementations() if i.name != "onnxruntime"}  # ORT: inference only
 
 
 def _params():
@@ -41,9 +42,10 @@ def _params():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc/self/clear_refs (Linux)")
 @pytest.mark.parametrize(("case", "impl"), _params())
 def test_train_peak_memory(benchmark, case, impl):
-    spec = {c.id: c for c in CASES}[case]
-    if impl == "fastrnn-numpy" and spec.H >= 512:
-        pytest.skip("the reference is too slow at this size to be worth a memory probe")
+    spec = CASE_BY_ID[case]
+    reason = IMPLS[impl].unavailable(spec) or IMPLS[impl].applies(spec)  # the timing suite's own rules
+    if reason:
+        pytest.skip(reason)
     result = {}
 
     def probe():
