@@ -92,7 +92,8 @@ class _Recurrent(Module):
             if value is None:
                 value = (None, None)
             if not isinstance(value, (tuple, list)) or len(value) != 2:
-                raise TypeError(f"{arg} of an {type(self).__name__} must be a pair ({names[0]}, {names[1]}) or None")
+                raise TypeError(f"{arg} of an {type(self).__name__} must be a pair ({names[0]}, {names[1]}) or None, "
+                                f"got {type(value).__name__}")
             h = _zeros_if_none(value[0], shape, self.dtype, names[0])
             c = _zeros_if_none(value[1], shape, self.dtype, names[1])
         else:

@@ -191,3 +191,17 @@ def test_set_backend_errors():
         fastrnn.set_backend("gpu")
     with pytest.raises(ValueError, match="positive integer"):
         fastrnn.set_num_threads(0)
+
+
+def test_set_num_threads_refused_by_a_backend_changes_nothing():
+    """The cpp kernels take at most 4096 threads: a count they refuse leaves every backend and
+    fastrnn.get_num_threads() where they were."""
+    if "cpp" not in fastrnn.available_backends():
+        pytest.skip("the cpp backend (the one with an upper bound) is not available")
+    from fastrnn.backends import cpp
+
+    before = fastrnn.get_num_threads()
+    with pytest.raises(ValueError, match="between 1 and 4096"):
+        fastrnn.set_num_threads(10**6)
+    assert fastrnn.get_num_threads() == before
+    assert cpp.get_num_threads() == before

@@ -149,10 +149,16 @@ def set_num_threads(n: int) -> None:
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    _num_threads = n
-    for mod in list(_loaded.values()):
-        if hasattr(mod, "set_num_threads"):
+    mods = [mod for mod in _loaded.values() if hasattr(mod, "set_num_threads")]
+    prev = get_num_threads()
+    try:
+        for mod in mods:
             mod.set_num_threads(n)
+    except Exception:  # a backend refused n (e.g. cpp: at most 4096): all keep the previous count
+        for mod in mods:
+            mod.set_num_threads(prev)
+        raise
+    _num_threads = n
 
 
 def get_num_threads() -> int:
