@@ -16,8 +16,10 @@ def is_grad_enabled() -> bool:
 class no_grad:  # noqa: N801 - named as in PyTorch
     """Context manager (and decorator) under which forwards keep no state for backward."""
 
+    __slots__ = ("_prev",)  # entered once per call of a cell in a loop: keep it cheap
+
     def __enter__(self):
-        self._prev = is_grad_enabled()
+        self._prev = getattr(_state, "enabled", True)
         _state.enabled = False
         return self
 

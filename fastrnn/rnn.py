@@ -55,6 +55,11 @@ def _param_grads(grads, suffix, bias):
     return pairs
 
 
+def _ready(a, shape, dtype):
+    """``a`` already is what the backends take: a C-contiguous ndarray of ``shape`` and ``dtype``."""
+    return type(a) is np.ndarray and a.dtype is dtype and a.shape == shape and a.flags.c_contiguous
+
+
 def _zeros_if_none(value, shape, dtype, name):
     if value is None:
         return np.zeros(shape, dtype=dtype)
@@ -88,6 +93,13 @@ class _Recurrent(Module):
         """``value`` (an LSTM's pair, or one array) as ``(h, c)`` arrays of ``shape``, zeros where
         None; ``c`` is None for other kinds. ``arg``/``names`` name the argument and its parts in
         errors; for unbatched input (``batch_axis`` not None) a batch axis of 1 is inserted there."""
+        if batch_axis is None:  # the per-step hot path of cells: arrays that need nothing
+            if self.kind == "lstm":
+                if type(value) is tuple and len(value) == 2 and _ready(value[0], shape, self.dtype) \
+                        and _ready(value[1], shape, self.dtype):
+                    return value
+            elif _ready(value, shape, self.dtype):
+                return value, None
         if self.kind == "lstm":
             if value is None:
                 value = (None, None)
@@ -412,15 +424,17 @@ class _CellBase(_Recurrent):
         """One step: ``x [B, I]`` or ``[I]``; returns ``h'`` (LSTM: ``(h', c')``)."""
         backend = self._backend()
         x = float_array(x, "input", self.dtype)
-        if x.ndim != 1 and x.ndim != 2:
-            raise ValueError(f"input must have shape (*,) or (*, *), got {x.shape}")
-        if x.shape[-1] != self.input_size:
-            raise ValueError(f"input must have input_size={self.input_size} features in its last axis, got shape {x.shape}")
-        unbatched = x.ndim == 1
-        x2 = x[None, :] if unbatched else x
-        B = x2.shape[0]
-        if B == 0:
-            raise ValueError(f"input must have at least one row, got shape {x.shape}")
+        xs = x.shape
+        if len(xs) == 2 and xs[1] == self.input_size and xs[0] > 0:  # the common case, checked once
+            unbatched, x2, B = False, x, xs[0]
+        else:
+            if x.ndim != 1 and x.ndim != 2:
+                raise ValueError(f"input must have shape (*,) or (*, *), got {xs}")
+            if xs[-1] != self.input_size:
+                raise ValueError(f"input must have input_size={self.input_size} features in its last axis, got shape {xs}")
+            if x.ndim == 2:
+                raise ValueError(f"input must have at least one row, got shape {xs}")
+            unbatched, x2, B = True, x[None, :], 1
         shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)
         h, c = self._state_pair(hx, "hx", ("h", "c") if self.kind == "lstm" else ("hx",), shape,
                                 0 if unbatched else None)

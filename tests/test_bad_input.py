@@ -159,6 +159,20 @@ def test_bad_cell_input(backend):
         cell(np.zeros((2, 3), F), (np.zeros((3, 4), F), None))
     with pytest.raises(TypeError, match="pair"):
         cell(np.zeros((2, 3), F), np.zeros((2, 4), F))
+    with pytest.raises(ValueError, match="at least one row"):
+        cell(np.zeros((0, 3), F))
+    with pytest.raises(ValueError, match="input_size=3"):
+        cell(np.zeros(2, F))
+    h = np.zeros((2, 4), F)
+    with pytest.raises(ValueError, match="c must have shape \\(2, 4\\)"):
+        cell(np.zeros((2, 3), F), (h, h[:, :3]))
+    with pytest.raises(TypeError, match="c has dtype float64"):
+        cell(np.zeros((2, 3), F), [h, h.astype(np.float64)])
+    rnn = fastrnn.RNNCell(3, 4, backend=backend)
+    with pytest.raises(ValueError, match="hx must have shape \\(2, 4\\)"):
+        rnn(np.zeros((2, 3), F), np.zeros((1, 4), F))
+    with pytest.raises(TypeError, match="hx has dtype float64"):
+        rnn(np.zeros((2, 3), F), np.zeros((2, 4)))
     with pytest.raises(fastrnn.GradientError):
         cell.backward((np.zeros((2, 4), F), None))
 
