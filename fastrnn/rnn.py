@@ -290,6 +290,27 @@ class _RNNBase(_Recurrent):
         return out, h_n
 
     # backward ----------------------------------------------------------
+    def _backward_into_grads(self, backend, sfx, args):
+        """``backend.layer_backward(*args)`` for the parameters named with ``sfx``, its gradients
+        added into ``self.grads``. The weight gradients go straight in (CONTRACT.md's ``acc``: no
+        temporary of each weight's size at the peak of the step) when the gradient lock is free
+        and the running gradients are plain arrays; else fresh ones are added afterwards."""
+        acc = tuple(self.grads["weight_" + w + sfx] for w in ("ih", "hh"))
+        ready = all(_ready(a, self._params["weight_" + w + sfx].shape, self.dtype) and a.flags.writeable
+                    for a, w in zip(acc, ("ih", "hh")))
+        if ready and self._grad_lock.acquire(blocking=False):
+            try:
+                grads = backend.layer_backward(*args, acc=acc)
+                if self.bias:
+                    self.grads["bias_ih" + sfx] += grads["b_ih"]
+                    self.grads["bias_hh" + sfx] += grads["b_hh"]
+            finally:
+                self._grad_lock.release()
+        else:
+            grads = backend.layer_backward(*args)
+            self._accumulate(_param_grads(grads, sfx, self.bias))
+        return grads
+
     def backward(self, grad_output, grad_hx=None):
         """Differentiate the most recent forward.
 
@@ -326,10 +347,10 @@ class _RNNBase(_Recurrent):
             for d in range(D):
                 i = layer * D + d
                 g_d = np.ascontiguousarray(g[:, :, d * H:(d + 1) * H])
-                grads = backend.layer_backward(rec["ws"][i], g_d, np.ascontiguousarray(gh[i]),
-                                               None if gc is None else np.ascontiguousarray(gc[i]))
-                sfx = self._suffix(layer, d)
-                self._accumulate(_param_grads(grads, sfx, self.bias))
+                grads = self._backward_into_grads(
+                    backend, self._suffix(layer, d),
+                    (rec["ws"][i], g_d, np.ascontiguousarray(gh[i]),
+                     None if gc is None else np.ascontiguousarray(gc[i])))
                 dh0[i] = grads["h0"]
                 if dc0 is not None:
                     dc0[i] = grads["c0"]

@@ -20,12 +20,12 @@ namespace fastrnn {
     void layer_backward(Kind, int64_t, int64_t, int64_t, int64_t, const float*, const float*, \
                         const float*, const float*, const int64_t*, bool, const float*,       \
                         const float*, const float*, const float*, const float*, const float*, \
-                        float*, float*, float*, float*, float*, float*, float*);              \
+                        float*, float*, float*, float*, float*, float*, float*, bool);        \
     void layer_backward(Kind, int64_t, int64_t, int64_t, int64_t, const double*,              \
                         const double*, const double*, const double*, const int64_t*, bool,    \
                         const double*, const double*, const double*, const double*,           \
                         const double*, const double*, double*, double*, double*, double*,     \
-                        double*, double*, double*);                                           \
+                        double*, double*, double*, bool);                                     \
     void cell_forward(Kind, int64_t, int64_t, int64_t, const float*, const float*,            \
                       const float*, const float*, const float*, const float*, const float*,   \
                       float*, float*, float*);                                                \
@@ -133,10 +133,10 @@ void layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H, c
                     const T* c0, const T* w_ih, const T* w_hh, const int64_t* lengths,
                     bool reverse, const T* ws_gates, const T* ws_h, const T* ws_c,
                     const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0,
-                    T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) {
+                    T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, bool add_dw) {
     FR_DISPATCH(layer_backward, kind, steps, B, I, H, x, c0, w_ih, w_hh, lengths, reverse,
                 ws_gates, ws_h, ws_c, grad_out, grad_h_n, grad_c_n, dx, dh0, dc0, dw_ih, dw_hh,
-                db_ih, db_hh)
+                db_ih, db_hh, add_dw)
 }
 
 template <typename T>
@@ -174,7 +174,7 @@ void matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64
     template void layer_backward<T>(Kind, int64_t, int64_t, int64_t, int64_t, const T*,         \
                                     const T*, const T*, const T*, const int64_t*, bool,         \
                                     const T*, const T*, const T*, const T*, const T*, const T*, \
-                                    T*, T*, T*, T*, T*, T*, T*);                                \
+                                    T*, T*, T*, T*, T*, T*, T*, bool);                          \
     template void cell_forward<T>(Kind, int64_t, int64_t, int64_t, const T*, const T*,          \
                                   const T*, const T*, const T*, const T*, const T*, T*, T*, T*); \
     template void cell_backward<T>(Kind, int64_t, int64_t, int64_t, const T*, const T*,         \

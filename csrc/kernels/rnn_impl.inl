@@ -1479,7 +1479,7 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
                          const T* c0, const T* w_ih, const T* w_hh, const int64_t* lengths,
                          bool reverse, const T* ws_gates, const T* ws_h, const T* ws_c,
                          const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0,
-                         T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) {
+                         T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, bool add_dw) {
     constexpr int NR = 2 * V<T>::W;
     const int G = num_gates(kind);
     const int64_t GH = G * H;
@@ -1591,9 +1591,12 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
             for (int64_t j = u0; j < u1; ++j) dh0[b * H + j] = dd.p[b * H + j] + S.p[b * Hp + j];
     };
 
-    // The weight and bias gradients accumulate over the chunks.
-    std::memset(dw_ih, 0, GH * I * sizeof(T));
-    std::memset(dw_hh, 0, GH * H * sizeof(T));
+    // The weight and bias gradients accumulate over the chunks (and, with add_dw, onto what
+    // dw_ih and dw_hh held: the caller's running sums, saving it a temporary and an add).
+    if (!add_dw) {
+        std::memset(dw_ih, 0, GH * I * sizeof(T));
+        std::memset(dw_hh, 0, GH * H * sizeof(T));
+    }
     if (db_ih) {
         std::memset(db_ih, 0, GH * sizeof(T));
         std::memset(db_hh, 0, GH * sizeof(T));
@@ -1790,10 +1793,11 @@ void cell_backward_impl(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, 
                         const T* c0, const T* w_ih, const T* w_hh, const int64_t* lengths,     \
                         bool reverse, const T* ws_gates, const T* ws_h, const T* ws_c,         \
                         const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx,        \
-                        T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) {              \
+                        T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh,                \
+                        bool add_dw) {                                                         \
         layer_backward_impl<T>(kind, Tn, B, I, H, x, c0, w_ih, w_hh, lengths, reverse,         \
                                ws_gates, ws_h, ws_c, grad_out, grad_h_n, grad_c_n, dx, dh0,    \
-                               dc0, dw_ih, dw_hh, db_ih, db_hh);                               \
+                               dc0, dw_ih, dw_hh, db_ih, db_hh, add_dw);                       \
     }                                                                                          \
     void cell_forward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h,      \
                       const T* c, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,  \

@@ -101,6 +101,15 @@ std::optional<Arr<F>> maybe(const py::object& o) {
     return borrow<F>(o);
 }
 
+// Whether a's bytes and those of b (an array or None) overlap.
+bool overlaps(const py::array& a, const py::object& b) {
+    if (b.is_none() || !py::isinstance<py::array>(b)) return false;
+    const py::array bb = py::reinterpret_borrow<py::array>(b);
+    const char* a0 = static_cast<const char*>(a.data());
+    const char* b0 = static_cast<const char*>(bb.data());
+    return a0 < b0 + bb.nbytes() && b0 < a0 + a.nbytes();
+}
+
 void check_shape(const py::array& a, const char* name, std::initializer_list<int64_t> dims) {
     if (a.ndim() != (py::ssize_t)dims.size())
         value_error(std::string(name) + " must have " + std::to_string(dims.size()) +
@@ -390,7 +399,7 @@ py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const A
 template <class F>
 py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<Arr<F>>& grad_out,
                           const std::optional<Arr<F>>& grad_h_n,
-                          const std::optional<Arr<F>>& grad_c_n) {
+                          const std::optional<Arr<F>>& grad_c_n, const py::object& acc) {
     if (ws.consumed) value_error("ws was already used by layer_backward (backward called twice)");
     const int64_t T = ws.T, B = ws.B, I = ws.I, H = ws.H;
     const Kind kind = ws.kind;
@@ -402,6 +411,36 @@ py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<Arr<F>>& grad_
         check_shape(*grad_c_n, "grad_c_n", {B, H});
     }
     const int64_t GH = num_gates(kind) * H;
+    // acc: the caller's running weight gradients, added into in place.
+    std::optional<Arr<F>> acc_ih, acc_hh;
+    if (!acc.is_none()) {
+        if (!(py::isinstance<py::tuple>(acc) || py::isinstance<py::list>(acc)) || py::len(acc) != 2)
+            throw py::type_error("acc must be None or a pair (w_ih, w_hh) of arrays to add the weight "
+                                 "gradients into, got " +
+                                 std::string(py::str(py::type::of(acc).attr("__name__"))));
+        const py::object a0 = acc[py::int_(0)], a1 = acc[py::int_(1)];
+        const char* names[2] = {"acc[0] (w_ih)", "acc[1] (w_hh)"};
+        const py::object* as[2] = {&a0, &a1};
+        const int64_t cols[2] = {I, H};
+        for (int i = 0; i < 2; ++i) {
+            if (!is_arr<F>(*as[i]))
+                throw py::type_error(std::string(names[i]) + " must be a C-contiguous numpy array of dtype " +
+                                     (std::is_same<F, double>::value ? "float64" : "float32") +
+                                     " like the forward pass");
+            const py::array a = py::reinterpret_borrow<py::array>(*as[i]);
+            check_shape(a, names[i], {GH, cols[i]});
+            if (!a.writeable()) value_error(std::string(names[i]) + " must be writeable");
+            // The kernel reads these while it writes acc: no overlap, or the result is wrong.
+            for (const py::object& other : {ws.x, ws.w_ih, ws.w_hh, ws.gates, ws.hs, ws.cs, ws.c0})
+                if (overlaps(a, other)) value_error(std::string(names[i]) + " shares memory with the forward's arrays");
+            for (const auto* g : {&grad_out, &grad_h_n, &grad_c_n})
+                if (*g && overlaps(a, **g)) value_error(std::string(names[i]) + " shares memory with a gradient argument");
+        }
+        if (overlaps(py::reinterpret_borrow<py::array>(a0), a1))
+            value_error("acc[0] and acc[1] share memory");
+        acc_ih = py::reinterpret_borrow<Arr<F>>(a0);
+        acc_hh = py::reinterpret_borrow<Arr<F>>(a1);
+    }
     // Take the workspace (it may be consumed): its arrays stay alive in these
     // locals while the kernel runs.
     Arr<F> x = py::reinterpret_borrow<Arr<F>>(ws.x), w_ih = py::reinterpret_borrow<Arr<F>>(ws.w_ih),
@@ -418,7 +457,7 @@ py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<Arr<F>>& grad_
     Arr<F> dx = empty<F>({T, B, I}), dh0 = empty<F>({B, H});
     std::optional<Arr<F>> dc0;
     if (lstm) dc0 = empty<F>({B, H});
-    Arr<F> dw_ih = empty<F>({GH, I}), dw_hh = empty<F>({GH, H});
+    Arr<F> dw_ih = acc_ih ? *acc_ih : empty<F>({GH, I}), dw_hh = acc_hh ? *acc_hh : empty<F>({GH, H});
     std::optional<Arr<F>> db_ih, db_hh;
     if (ws.bias) {
         db_ih = empty<F>({GH});
@@ -432,7 +471,8 @@ py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<Arr<F>>& grad_
             gates.data(), hs.data(), cs, ptr_or_null(grad_out), ptr_or_null(grad_h_n),
             ptr_or_null(grad_c_n), dx.mutable_data(), dh0.mutable_data(),
             dc0 ? dc0->mutable_data() : nullptr, dw_ih.mutable_data(), dw_hh.mutable_data(),
-            db_ih ? db_ih->mutable_data() : nullptr, db_hh ? db_hh->mutable_data() : nullptr);
+            db_ih ? db_ih->mutable_data() : nullptr, db_hh ? db_hh->mutable_data() : nullptr,
+            acc_ih.has_value());
     }
     py::dict d;
     d["x"] = dx;
@@ -623,21 +663,23 @@ void bind_rnn(py::module_& m) {
     m.def(
         "layer_backward",
         [](const py::object& ws, const py::object& go, const py::object& gh,
-           const py::object& gc) -> py::dict {
+           const py::object& gc, const py::object& acc) -> py::dict {
             if (!py::isinstance<LayerWorkspace>(ws))
                 throw py::type_error("ws must be the workspace returned by layer_forward(keep=True)");
             LayerWorkspace& w = ws.cast<LayerWorkspace&>();
             if (!w.is_double && all_arrays_of<float>({}, {&go, &gh, &gc}))
-                return layer_backward_t<float>(w, maybe<float>(go), maybe<float>(gh), maybe<float>(gc));
+                return layer_backward_t<float>(w, maybe<float>(go), maybe<float>(gh), maybe<float>(gc),
+                                               acc);
             if (w.is_double && all_arrays_of<double>({}, {&go, &gh, &gc}))
                 return layer_backward_t<double>(w, maybe<double>(go), maybe<double>(gh),
-                                                maybe<double>(gc));
+                                                maybe<double>(gc), acc);
             report_bad_grads("layer_backward", w.is_double,
                              {{"grad_out", go}, {"grad_h_n", gh}, {"grad_c_n", gc}});
         },
         py::arg("ws"), py::arg("grad_out").none(true), py::arg("grad_h_n").none(true),
-        py::arg("grad_c_n").none(true),
-        "layer_backward(ws, grad_out, grad_h_n, grad_c_n) -> dict of gradients");
+        py::arg("grad_c_n").none(true), py::arg("acc") = py::none(),
+        "layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None) -> dict of gradients\n\n"
+        "acc: None or a pair (w_ih, w_hh) the weight gradients are added into (see CONTRACT.md).");
 
     m.def(
         "cell_forward",

@@ -36,7 +36,7 @@ KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig")
 
 #: layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep) -> (out, h_n, c_n, ws)
 layer_forward = _core.layer_forward
-#: layer_backward(ws, grad_out, grad_h_n, grad_c_n) -> dict(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+#: layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None) -> dict(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
 layer_backward = _core.layer_backward
 #: cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep) -> (h_new, c_new, ws)
 cell_forward = _core.cell_forward

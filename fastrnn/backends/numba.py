@@ -50,6 +50,8 @@ from numba.core import types as _types
 from numba.extending import intrinsic as _intrinsic
 from numba.extending import overload as _overload
 
+from ._acc import add_into, check_acc
+
 NAME = "numba"
 KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig")
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
@@ -770,12 +772,13 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
     return out, h, c, ws
 
 
-def layer_backward(ws, grad_out, grad_h_n, grad_c_n):
+def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
     """Gradients of a ``layer_forward(..., keep=True)``; see CONTRACT.md."""
     if not isinstance(ws, dict) or "hp" not in ws:
         raise ValueError("ws must be the workspace of a numba layer_forward(..., keep=True), not yet consumed "
                          "by a layer_backward")
     kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
+    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n))
     T, B, I = x.shape
     GH, H = w_hh.shape
     dtype = x.dtype
@@ -825,7 +828,7 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n):
         b_hh=dgh_flat.sum(axis=0) if ws["bias"] else None,
     )
     ws.clear()  # consumed (CONTRACT.md): free the saved activations now, not when the layer drops ws
-    return grads
+    return add_into(grads, acc)
 
 
 def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):

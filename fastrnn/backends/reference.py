@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit as sigmoid
 
+from ._acc import add_into, check_acc
+
 NAME = "numpy"
 KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig")
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
@@ -165,9 +167,10 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
     return out, h, c, ws
 
 
-def layer_backward(ws, grad_out, grad_h_n, grad_c_n):
+def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
     """Gradients of a ``layer_forward(..., keep=True)``; see CONTRACT.md."""
     kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
+    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n))
     lengths = ws["lengths"]
     T = x.shape[0]
     steps = range(T) if ws["reverse"] else range(T - 1, -1, -1)
@@ -204,7 +207,7 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n):
         b_ih=dgx_flat.sum(axis=0) if ws["bias"] else None,
         b_hh=db_hh if ws["bias"] else None,
     )
-    return grads
+    return add_into(grads, acc)
 
 
 # --------------------------------------------------------------------------

@@ -95,7 +95,9 @@ void layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                     T* dw_ih,                // dw_ih: [G*H, I]
                     T* dw_hh,                // dw_hh: [G*H, H]
                     T* db_ih,                // db_ih: [G*H] or nullptr (no bias)
-                    T* db_hh);               // db_hh: [G*H] or nullptr
+                    T* db_hh,                // db_hh: [G*H] or nullptr
+                    bool add_dw = false);    // true: dw_ih, dw_hh += the gradients (they hold
+                                             // values to accumulate onto); false: overwritten
 
 // ---------------------------------------------------------------------------
 // One step (cell). Same equations as one step of the layer, no lengths.
