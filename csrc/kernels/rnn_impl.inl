@@ -609,11 +609,12 @@ void pack_b_panels(const T* B, int64_t brs, int64_t bcs, int64_t K, int64_t N, P
 
 // C[m0:m1, panels p0:p1] (+)= A · packed B, one thread. A[m, k] at
 // A[m*rs + k*cs] (cs == 1), or from `apack` (blocks of MRMAX rows, [K, MRMAX]
-// each) when given. Starts from C (accumulate), from the `bias` row, or 0.
+// each, the first one holding row am0) when given. Starts from C
+// (accumulate), from the `bias` row, or 0.
 template <class T>
 void gemm_block(int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t N, int64_t K, const T* A,
-                int64_t rs, int64_t cs, const T* apack, const Packed<T>& pk, bool accumulate,
-                const T* bias, T* C, int64_t ldc) {
+                int64_t rs, int64_t cs, const T* apack, int64_t am0, const Packed<T>& pk,
+                bool accumulate, const T* bias, T* C, int64_t ldc) {
     constexpr int NR = 2 * V<T>::W;
     // K block: a 2-panel group of KC rows (256 KB at float) stays in L2 while
     // the rows of A stream past it; large enough that C is revisited rarely.
@@ -635,7 +636,7 @@ void gemm_block(int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t N, int64
             for (int q = 0; q < g; ++q) P[q] = pk.panel(p + q, k0);
             for (int64_t m = m0; m < m1; m += MRMAX) {
                 const int mr = (int)std::min<int64_t>(MRMAX, m1 - m);
-                const T* a = apack ? apack + (m / MRMAX) * K * MRMAX + k0 * MRMAX
+                const T* a = apack ? apack + ((m - am0) / MRMAX) * K * MRMAX + k0 * MRMAX
                                    : A + m * rs + k0 * cs;
                 const int64_t ars = apack ? 1 : rs;
                 const int64_t acs = apack ? MRMAX : cs;
@@ -671,82 +672,112 @@ void gemm_block(int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t N, int64
 
 // C[M, N] (+)= A[M, K] · B[K, N] with A[m, k] at A[m*rs + k*cs] and B[k, n]
 // at B[k*brs + n*bcs] (so either operand may be transposed). B is packed into
-// panels once, K is blocked so a group of panels stays in L2 while rows of A
-// stream past it. Threads split rows (or panels when rows are few); each
-// element's sum runs over k in the same order whatever the split, so the
-// result does not depend on the thread count.
+// panels KB rows of K at a time (a [KB, N] buffer, not [K, N]: dx = dG · W_ih
+// of a GRU layer with H = I = 1024 packed 12 MB of W_ih per backward chunk),
+// and within gemm_block K is blocked again so a group of panels stays in L2
+// while rows of A stream past it. A read transposed (the weight gradients
+// dG^T · x) is packed too, by each row task for its own rows only. Threads
+// split rows (or panels when rows are few); each element's sum runs over k in
+// the same order whatever the split, so the result does not depend on the
+// thread count.
 template <class T>
 void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t cs, const T* B,
               int64_t brs, int64_t bcs, bool accumulate, T* C, int64_t ldc,
               const T* bias = nullptr) {
     constexpr int NR = 2 * V<T>::W;
+    constexpr int64_t KB = 1024;  // = gemm_block's KC: the same k blocks, the same sums
     const int64_t npan = (N + NR - 1) / NR;
     Packed<T> pk;
-    pk.ktot = K;
+    pk.ktot = std::min(K, KB);
     pk.npanels = npan;
     pk.alloc();
-    // A read transposed (rs == 1, cs = its row length): pack it into blocks of
-    // MRMAX rows, [K, MRMAX] each, so the tile streams it contiguously
+    // A read transposed (rs == 1, cs = its row length): packed into blocks of
+    // MRMAX rows, [kc, MRMAX] each, so the tile streams it contiguously
     // instead of touching a new page at every k.
     const bool pack_a = cs != 1;
     const int64_t nmb = (M + MRMAX - 1) / MRMAX;
-    Buf<T> apack;
-    if (pack_a) apack.alloc(mul(mul(nmb, K), MRMAX));
     // Threads for products of ~8 MFLOP (~0.3 ms) or more: e.g. the weight
     // gradients of one backward chunk (13 steps of the seed shape, B=97
     // H=51, 2 threads: layer backward 279 -> 232 ms at I=51).
     const int P = get_num_threads();
     const bool threaded = P > 1 && (double)M * N * K >= 4e6;
-    auto pack_a_blocks = [&](int64_t b0, int64_t b1) {
+    // Row blocks [b0, b1) of A, k in [k0, k0 + kc), into dst ([b1 - b0][kc][MRMAX]).
+    auto pack_a_blocks = [&](int64_t b0, int64_t b1, int64_t k0, int64_t kc, T* dst) {
         // k in chunks so the rows being read stay in L1 across the blocks
-        for (int64_t kb = 0; kb < K; kb += 16) {
-            const int64_t ke = std::min<int64_t>(K, kb + 16);
+        for (int64_t kb = 0; kb < kc; kb += 16) {
+            const int64_t ke = std::min<int64_t>(kc, kb + 16);
             for (int64_t mb = b0; mb < b1; ++mb) {
-                T* dst = apack.p + mb * K * MRMAX;
+                T* d = dst + (mb - b0) * kc * MRMAX;
                 const int64_t nr = std::min<int64_t>(MRMAX, M - mb * MRMAX);
                 for (int64_t k = kb; k < ke; ++k) {
-                    const T* src = A + k * cs + mb * MRMAX * rs;
+                    const T* src = A + (k0 + k) * cs + mb * MRMAX * rs;
                     if (rs == 1 && nr == MRMAX) {
-                        std::memcpy(dst + k * MRMAX, src, sizeof(T) * MRMAX);
+                        std::memcpy(d + k * MRMAX, src, sizeof(T) * MRMAX);
                         continue;
                     }
                     int64_t r = 0;
-                    for (; r < nr; ++r) dst[k * MRMAX + r] = src[r * rs];
-                    for (; r < MRMAX; ++r) dst[k * MRMAX + r] = 0;
+                    for (; r < nr; ++r) d[k * MRMAX + r] = src[r * rs];
+                    for (; r < MRMAX; ++r) d[k * MRMAX + r] = 0;
                 }
             }
         }
     };
-    const T* ap = pack_a ? apack.p : nullptr;
-    if (!threaded) {
-        pack_b_panels(B, brs, bcs, K, N, pk, 0, npan);
-        if (pack_a) pack_a_blocks(0, nmb);
-        gemm_block<T>(0, M, 0, npan, N, K, A, rs, cs, ap, pk, accumulate, bias, C, ldc);
-        return;
-    }
-    // Packing, then the product, each as tasks claimed by whichever thread is
-    // free (see parallel_for): about four tasks per thread for balance.
-    const int64_t pb = std::max<int64_t>(1, npan / (4 * P));
-    const int64_t ab = std::max<int64_t>(1, nmb / (4 * P));
-    const int64_t npt = (npan + pb - 1) / pb, nat = pack_a ? (nmb + ab - 1) / ab : 0;
-    parallel_for(npt + nat, [&](int64_t i) {
-        if (i < npt)
-            pack_b_panels(B, brs, bcs, K, N, pk, i * pb, std::min(npan, (i + 1) * pb));
-        else
-            pack_a_blocks((i - npt) * ab, std::min(nmb, (i - npt + 1) * ab));
-    });
-    const bool split_rows = nmb >= 4 * P || npan < 2 * P;
-    if (split_rows) {
-        const int64_t rb = std::max<int64_t>(1, nmb / (4 * P));  // row blocks of MRMAX per task
-        parallel_for((nmb + rb - 1) / rb, [&](int64_t i) {
-            const int64_t m0 = i * rb * MRMAX, m1 = std::min(M, (i + 1) * rb * MRMAX);
-            gemm_block<T>(m0, m1, 0, npan, N, K, A, rs, cs, ap, pk, accumulate, bias, C, ldc);
+    // Rows [b0*MRMAX, b1*MRMAX) x panels [p0, p1) for the k block at k0.
+    auto rows_task = [&](int64_t b0, int64_t b1, int64_t p0, int64_t p1, int64_t k0, int64_t kc,
+                         const T* shared_apack) {
+        const int64_t m0 = b0 * MRMAX, m1 = std::min(M, b1 * MRMAX);
+        const bool acc = accumulate || k0 > 0;
+        const T* bias0 = (acc || !bias) ? nullptr : bias;
+        if (!pack_a) {
+            gemm_block<T>(m0, m1, p0, p1, N, kc, A + k0 * cs, rs, cs, nullptr, 0, pk, acc, bias0, C, ldc);
+        } else if (shared_apack) {
+            gemm_block<T>(m0, m1, p0, p1, N, kc, A, rs, cs, shared_apack, 0, pk, acc, bias0, C, ldc);
+        } else {
+            Buf<T> ap(mul(mul(b1 - b0, kc), MRMAX));
+            pack_a_blocks(b0, b1, k0, kc, ap.p);
+            gemm_block<T>(m0, m1, p0, p1, N, kc, A, rs, cs, ap.p, m0, pk, acc, bias0, C, ldc);
+        }
+    };
+    for (int64_t k0 = 0; k0 < K; k0 += KB) {
+        const int64_t kc = std::min(KB, K - k0);
+        pk.ktot = kc;
+        const T* Bk = B + k0 * brs;
+        if (!threaded) {
+            pack_b_panels(Bk, brs, bcs, kc, N, pk, 0, npan);
+            // a transposed A in about 4 row pieces: a quarter of its pack at a time
+            const int64_t rb = pack_a ? std::max<int64_t>(1, (nmb + 3) / 4) : nmb;
+            for (int64_t b = 0; b < nmb; b += rb)
+                rows_task(b, std::min(nmb, b + rb), 0, npan, k0, kc, nullptr);
+            continue;
+        }
+        // Packing, then the product, each as tasks claimed by whichever thread
+        // is free (see parallel_for): about four tasks per thread for balance.
+        const int64_t pb = std::max<int64_t>(1, npan / (4 * P));
+        const int64_t npt = (npan + pb - 1) / pb;
+        const bool split_rows = nmb >= 4 * P || npan < 2 * P;
+        // Few rows, panels split: every task needs all rows of A, packed once.
+        Buf<T> apack(pack_a && !split_rows ? mul(mul(nmb, kc), MRMAX) : 1);
+        const int64_t ab = std::max<int64_t>(1, nmb / (4 * P));
+        const int64_t nat = pack_a && !split_rows ? (nmb + ab - 1) / ab : 0;
+        parallel_for(npt + nat, [&](int64_t i) {
+            if (i < npt) {
+                pack_b_panels(Bk, brs, bcs, kc, N, pk, i * pb, std::min(npan, (i + 1) * pb));
+            } else {
+                const int64_t b0 = (i - npt) * ab, b1 = std::min(nmb, b0 + ab);
+                pack_a_blocks(b0, b1, k0, kc, apack.p + b0 * kc * MRMAX);
+            }
         });
-    } else {
-        parallel_for((npan + pb - 1) / pb, [&](int64_t i) {
-            gemm_block<T>(0, M, i * pb, std::min(npan, (i + 1) * pb), N, K, A, rs, cs, ap, pk,
-                          accumulate, bias, C, ldc);
-        });
+        if (split_rows) {
+            const int64_t rb = std::max<int64_t>(1, nmb / (4 * P));  // row blocks of MRMAX per task
+            parallel_for((nmb + rb - 1) / rb, [&](int64_t i) {
+                rows_task(i * rb, std::min(nmb, (i + 1) * rb), 0, npan, k0, kc, nullptr);
+            });
+        } else {
+            parallel_for((npan + pb - 1) / pb, [&](int64_t i) {
+                rows_task(0, nmb, i * pb, std::min(npan, (i + 1) * pb), k0, kc,
+                          pack_a ? apack.p : nullptr);
+            });
+        }
     }
 }
 
@@ -1371,7 +1402,7 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
                 const int64_t ns = std::min<int64_t>(Tc, Tn - st);
                 if (!permuted && !reverse && m0 == 0 && m1 == B) {  // the chunk's rows are contiguous
                     gemm_block<T>(0, ns * B, 0, pki.npanels, GH, I, x + t * B * I, I, 1, nullptr,
-                                  pki, false, fb, gx, GH);
+                                  0, pki, false, fb, gx, GH);
                 } else {
                     for (int64_t s2 = 0; s2 < ns; ++s2) {
                         const int64_t t2 = reverse ? t - s2 : t + s2;
@@ -1381,8 +1412,8 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
                                 std::memcpy(xg.p + r * I, xs + perm[r] * I, I * sizeof(T));
                             xs = xg.p;
                         }
-                        gemm_block<T>(m0, m1, 0, pki.npanels, GH, I, xs, I, 1, nullptr, pki, false,
-                                      fb, gx + s2 * B * GH, GH);
+                        gemm_block<T>(m0, m1, 0, pki.npanels, GH, I, xs, I, 1, nullptr, 0, pki,
+                                      false, fb, gx + s2 * B * GH, GH);
                     }
                 }
             }
