@@ -532,12 +532,12 @@ struct Packed {
     }
 };
 
-// S[m, p*NR + c] = sum_{k<K} A[m, k] * panel_p[k0 + k, c] for rows [m0, m1)
-// and the panels in plist. Panels outer so each panel group stays in L1
-// while all rows stream past it.
+// S[m, p*NR + c] (+)= sum_{k<K} A[m, k] * panel_p[k0 + k, c] for rows [m0, m1)
+// and the panels in plist (acc: add to S). Panels outer so each panel group
+// stays in L1 while all rows stream past it.
 template <class T>
 void panels_gemm(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t lda, const Packed<T>& pk,
-                 int64_t k0, const int* plist, int np, T* S, int64_t lds) {
+                 int64_t k0, const int* plist, int np, T* S, int64_t lds, bool acc = false) {
     constexpr int NR = 2 * V<T>::W;
     const int64_t rows = m1 - m0;
     if (rows <= 0) return;
@@ -560,7 +560,7 @@ void panels_gemm(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t lda, con
             for (int64_t m = m0; m < m1; m += MRMAX) {
                 int mr = (int)std::min<int64_t>(MRMAX, m1 - m);
                 for (int q = 0; q < g; ++q) C[q] = S + m * lds + (int64_t)plist[i + q] * NR;
-                if (kk == 0)
+                if (kk == 0 && !acc)
                     micro_any<T, false>(g, mr, kc, A + m * lda, lda, 1, P, C, lds);
                 else
                     micro_any<T, true>(g, mr, kc, A + m * lda + kk, lda, 1, P, C, lds);
@@ -1128,6 +1128,8 @@ void lstm_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* gk, const T* cprev
     }
 }
 
+// dg: the gates' gradients [3H]; dgh: the recurrent projection's n block, dan * r
+// ([H]; its r and z blocks are dg's own).
 template <class T>
 void gru_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* gk, const T* hprev, const T* s,
                  const T* go, T* dd, T* dg, T* dgh) {
@@ -1148,9 +1150,7 @@ void gru_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* gk, const T* hprev,
         vstoren(dg + j, dar, n);
         vstoren(dg + H + j, daz, n);
         vstoren(dg + 2 * H + j, dan, n);
-        vstoren(dgh + j, dar, n);
-        vstoren(dgh + H + j, daz, n);
-        vstoren(dgh + 2 * H + j, dan * r, n);
+        vstoren(dgh + j, dan * r, n);
     }
 }
 
@@ -1525,13 +1525,14 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
     // buffer stays small (a few MB, reused from the block cache) instead of
     // T*B*G*H (page faults on fresh memory dominated at large T*B). Tc depends
     // on the shapes only, never on the thread count.
-    const int64_t step_bytes = std::max<int64_t>(1, B * GH * (int64_t)sizeof(T) * (gruk ? 2 : 1));
+    const int64_t step_bytes = std::max<int64_t>(1, B * (GH + (gruk ? H : 0)) * (int64_t)sizeof(T));
     const int64_t Tc = std::max<int64_t>(
         1, std::min<int64_t>(Tn, std::max<int64_t>(kBwdChunkBytes / step_bytes,
                                                    (kBwdChunkRows + B - 1) / std::max<int64_t>(1, B))));
+    // gru: the recurrent projection's gradient differs from dG only in its n
+    // block (dan * r), kept apart as dGn [Tc*B, H].
     Buf<T> dG(mul(mul(Tc, B), GH));
-    Buf<T> dGhb(gruk ? mul(mul(Tc, B), GH) : 1);
-    T* dGh = gruk ? dGhb.p : dG.p;
+    Buf<T> dGn(gruk ? mul(mul(Tc, B), H) : 1);
 
     const int64_t npg = (H + NR - 1) / NR;
     const int64_t Hp = npg * NR + V<T>::W;  // row stride of S, S2 (padded)
@@ -1572,17 +1573,16 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
             const T* gkt = ws_gates + t * B * ldg;
             const T* go = grad_out ? grad_out + t * B * H : nullptr;
             T* dgt = dG.p + (t - t0) * B * GH;
-            T* dght = dGh + (t - t0) * B * GH;
+            T* dgnt = dGn.p + (t - t0) * B * H;
             for (int64_t b = m0; b < m1; ++b) {
                 const bool active = !lengths || t < lengths[b];
                 const T* sb = S.p + b * Hp;
                 T* ddb = dd.p + b * H;
                 if (!active) {
                     pad_bwd_row<T>(u0, u1, sb, ddb);
-                    for (int g = 0; g < G; ++g) {
+                    for (int g = 0; g < G; ++g)
                         std::memset(dgt + b * GH + g * H + u0, 0, (u1 - u0) * sizeof(T));
-                        if (gruk) std::memset(dght + b * GH + g * H + u0, 0, (u1 - u0) * sizeof(T));
-                    }
+                    if (gruk) std::memset(dgnt + b * H + u0, 0, (u1 - u0) * sizeof(T));
                     continue;
                 }
                 const T* gob = go ? go + b * H : nullptr;
@@ -1595,7 +1595,7 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
                                     dc.p + b * H, dgt + b * GH);
                 } else if (gruk)
                     gru_bwd_row<T>(H, u0, u1, gk, ws_h + (t * B + b) * H, sb, gob, ddb,
-                                   dgt + b * GH, dght + b * GH);
+                                   dgt + b * GH, dgnt + b * H);
                 else
                     gruo_bwd_rowA<T>(H, u0, u1, gk, ws_h + (t * B + b) * H, sb, gob, ddb,
                                      dgt + b * GH);
@@ -1611,8 +1611,10 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
                 }
             }
             barrier(pl);
-            // S = dGh_t · W_hh (gru_orig: r, z rows only; n went through drh)
-            panels_gemm<T>(m0, m1, gruo ? 2 * H : GH, dght, GH, pk, 0, plist, np, S.p, Hp);
+            // S = dGh_t · W_hh (gru_orig: r, z rows only; n went through drh; gru: the n
+            // block from dGn, the same sum in the same k order)
+            panels_gemm<T>(m0, m1, (gruo || gruk) ? 2 * H : GH, dgt, GH, pk, 0, plist, np, S.p, Hp);
+            if (gruk) panels_gemm<T>(m0, m1, H, dgnt, H, pk, 2 * H, plist, np, S.p, Hp, true);
         }
     };
     // dh0 = dd + S (own rows / units)
@@ -1633,9 +1635,9 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
         std::memset(db_hh, 0, GH * sizeof(T));
     }
     std::vector<T> csum(db_ih ? GH : 1);
-    auto add_colsum = [&](int64_t R, const T* A, T* out) {
-        colsum<T>(R, GH, A, GH, csum.data());
-        for (int64_t n = 0; n < GH; ++n) out[n] += csum[n];
+    auto add_colsum = [&](int64_t R, const T* A, int64_t lda, int64_t ncols, T* out) {
+        colsum<T>(R, ncols, A, lda, csum.data());
+        for (int64_t n = 0; n < ncols; ++n) out[n] += csum[n];
     };
 
     if (pl.mode == Mode::batch)
@@ -1683,12 +1685,18 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
             mm<T>(true, false, 2 * H, H, R, dG.p, GH, hp, H, true, dw_hh, H);
             mm<T>(true, false, H, H, R, dG.p + 2 * H, GH, ws_gates + t0 * B * ldg + 3 * H, ldg,
                   true, dw_hh + 2 * H * H, H);
+        } else if (gruk) {
+            mm<T>(true, false, 2 * H, H, R, dG.p, GH, hp, H, true, dw_hh, H);
+            mm<T>(true, false, H, H, R, dGn.p, H, hp, H, true, dw_hh + 2 * H * H, H);
         } else {
-            mm<T>(true, false, GH, H, R, dGh, GH, hp, H, true, dw_hh, H);
+            mm<T>(true, false, GH, H, R, dG.p, GH, hp, H, true, dw_hh, H);
         }
         if (db_ih) {
-            add_colsum(R, dG.p, db_ih);
-            if (gruk) add_colsum(R, dGh, db_hh);
+            add_colsum(R, dG.p, GH, GH, db_ih);
+            if (gruk) {  // r, z as dG's; n from dGn
+                add_colsum(R, dG.p, GH, 2 * H, db_hh);
+                add_colsum(R, dGn.p, H, H, db_hh + 2 * H);
+            }
         }
     }
     if (Tn <= 0) finish(0, B, 0, npg);
@@ -1755,8 +1763,7 @@ void cell_backward_impl(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, 
     const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
 
     Buf<T> dG(mul(B, GH));
-    Buf<T> dGhb(gruk ? mul(B, GH) : 1);
-    T* dGh = gruk ? dGhb.p : dG.p;
+    Buf<T> dGn(gruk ? mul(B, H) : 1);  // gru: n block of the recurrent projection's gradient
     Buf<T> dd(mul(B, H));
     if (grad_h)
         std::memcpy(dd.p, grad_h, B * H * sizeof(T));
@@ -1778,7 +1785,7 @@ void cell_backward_impl(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, 
                             dc + b * H, dG.p + b * GH);
         else if (gruk)
             gru_bwd_row<T>(H, 0, H, gk, h + b * H, nullptr, nullptr, ddb, dG.p + b * GH,
-                           dGh + b * GH);
+                           dGn.p + b * H);
         else
             gruo_bwd_rowA<T>(H, 0, H, gk, h + b * H, nullptr, nullptr, ddb, dG.p + b * GH);
     }
@@ -1789,23 +1796,29 @@ void cell_backward_impl(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, 
             gruo_bwd_rowB<T>(0, H, ws_gates + b * ldg, h + b * H, S2.p + b * H, dd.p + b * H,
                              dG.p + b * GH);
     }
-    // dh = dd + dGh · W_hh
+    // dh = dd + dGh · W_hh (gru_orig: n went through drh; gru: its n block from dGn)
     std::memcpy(dh, dd.p, B * H * sizeof(T));
-    small_nn<T>(B, H, gruo ? 2 * H : GH, dGh, GH, w_hh, H, dh, H, true);
+    small_nn<T>(B, H, (gruo || gruk) ? 2 * H : GH, dG.p, GH, w_hh, H, dh, H, true);
+    if (gruk) small_nn<T>(B, H, H, dGn.p, H, w_hh + 2 * H * H, H, dh, H, true);
     small_nn<T>(B, I, GH, dG.p, GH, w_ih, I, dx, I, false);
     small_tn<T>(B, GH, I, dG.p, GH, x, I, dw_ih, I);
     if (gruo) {
         small_tn<T>(B, 2 * H, H, dG.p, GH, h, H, dw_hh, H);
         small_tn<T>(B, H, H, dG.p + 2 * H, GH, ws_gates + 3 * H, ldg, dw_hh + 2 * H * H, H);
+    } else if (gruk) {
+        small_tn<T>(B, 2 * H, H, dG.p, GH, h, H, dw_hh, H);
+        small_tn<T>(B, H, H, dGn.p, H, h, H, dw_hh + 2 * H * H, H);
     } else {
-        small_tn<T>(B, GH, H, dGh, GH, h, H, dw_hh, H);
+        small_tn<T>(B, GH, H, dG.p, GH, h, H, dw_hh, H);
     }
     if (db_ih) {
         colsum<T>(B, GH, dG.p, GH, db_ih);
-        if (gruk)
-            colsum<T>(B, GH, dGh, GH, db_hh);
-        else
+        if (gruk) {
+            std::memcpy(db_hh, db_ih, 2 * H * sizeof(T));
+            colsum<T>(B, H, dGn.p, H, db_hh + 2 * H);
+        } else {
             std::memcpy(db_hh, db_ih, GH * sizeof(T));
+        }
     }
 }
 
