@@ -92,7 +92,8 @@ def test_negative_limit_is_a_value_error(cache_limit):
 
 @pytest.mark.parametrize("kind", tb.KINDS)
 @pytest.mark.parametrize("dtype", tb.DTYPES, ids=["f64", "f32"])
-def test_reused_blocks_never_leak_stale_values(kind, dtype, cache_limit):
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_reused_blocks_never_leak_stale_values(kind, dtype, reverse, cache_limit):
     """Fill every cached block with NaN, then run with lengths (padded steps,
     whose outputs are zeros and whose workspace rows are never written): the
     results still equal the reference exactly where they must."""
@@ -102,7 +103,7 @@ def test_reused_blocks_never_leak_stale_values(kind, dtype, cache_limit):
     lengths = tb.lengths_for(T, B)
     grads = tb.grads_in(kind, T, B, H, dtype)
     # Poison: take blocks of every size this call will ask for, fill, free.
-    (out, h, c, ws), g = tb.run_layer(tb.cpp, kind, p, lengths, True, True, grads)
+    (out, h, c, ws), g = tb.run_layer(tb.cpp, kind, p, lengths, reverse, True, grads)
     poison = [out, h, c] + [v for v in g.values() if v is not None]
     for a in poison:
         if a is not None:
@@ -110,8 +111,8 @@ def test_reused_blocks_never_leak_stale_values(kind, dtype, cache_limit):
     del out, h, c, ws, g, poison
     gc.collect()
     assert core.cached_bytes() > 0
-    (c_out, c_h, c_c, _), c_g = tb.run_layer(tb.cpp, kind, p, lengths, True, True, grads)
-    (r_out, r_h, r_c, _), r_g = tb.run_layer(ref, kind, p, lengths, True, True, grads)
+    (c_out, c_h, c_c, _), c_g = tb.run_layer(tb.cpp, kind, p, lengths, reverse, True, grads)
+    (r_out, r_h, r_c, _), r_g = tb.run_layer(ref, kind, p, lengths, reverse, True, grads)
     tb.assert_close(c_out, r_out, "out")
     tb.assert_close(c_h, r_h, "h_n")
     tb.assert_close(c_c, r_c, "c_n")

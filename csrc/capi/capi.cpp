@@ -44,8 +44,9 @@ bool valid_sizes(int kind, int64_t T, int64_t B, int64_t I, int64_t H) {
 
 int64_t layer_ws_size(int kind, int64_t T, int64_t B, int64_t H) {
     const Kind k = static_cast<Kind>(kind);
-    const int64_t per_row = int64_t(fastrnn::kept_gates(k)) * H + H + (k == Kind::lstm ? H : 0);
-    return mul(mul(T, B), per_row);
+    const bool rnn = fastrnn::num_gates(k) == 1;  // keeps h0 only, not a state per step
+    const int64_t per_row = int64_t(fastrnn::kept_gates(k)) * H + (rnn ? 0 : H) + (k == Kind::lstm ? H : 0);
+    return mul(mul(T, B), per_row) + (rnn ? mul(B, H) : 0);
 }
 
 int check_lengths(const int64_t* lengths, int64_t T, int64_t B) {
@@ -106,7 +107,8 @@ int cell_backward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T
     });
 }
 
-// The layer workspace is one buffer: gates [T,B,K], then h [T,B,H], then (lstm) c [T,B,H].
+// The layer workspace is one buffer: gates [T,B,K], then h [T,B,H] (rnn kinds: [B,H], h0),
+// then (lstm) c [T,B,H].
 template <typename T>
 struct LayerWs {
     T* gates;

@@ -1356,6 +1356,9 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
         std::memcpy(hbuf.p + r * H, h0 + perm[r] * H, H * sizeof(T));
         if (lstm) std::memcpy(cbuf.p + r * H, c0 + perm[r] * H, H * sizeof(T));
     }
+    // rnn kinds keep no per-step states: the kept gates are the states after each step
+    // (carried through padded steps), and ws_h keeps h0 only ([B, H]).
+    if (keep && rnn) std::memcpy(ws_h, h0, B * H * sizeof(T));
 
     // Batch mode: slices of rows, each running the whole sequence, claimed by
     // whichever thread is free (parallel_for), so a thread that is late on a
@@ -1433,9 +1436,11 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
                 const T* hpb = hp + r * H;
                 T* hnb = hn + r * H;
                 T* cb = cbuf.p + r * H;
-                if (keep) std::memcpy(ws_h + (t * B + b) * H + u0, hpb + u0, (u1 - u0) * sizeof(T));
+                if (keep && !rnn)
+                    std::memcpy(ws_h + (t * B + b) * H + u0, hpb + u0, (u1 - u0) * sizeof(T));
                 if (r >= ma) {  // finished: the state is carried, the output is zero
                     std::memcpy(hnb + u0, hpb + u0, (u1 - u0) * sizeof(T));
+                    if (keep && rnn) std::memcpy(gk + u0, hpb + u0, (u1 - u0) * sizeof(T));
                     std::memset(outt + b * H + u0, 0, (u1 - u0) * sizeof(T));
                     if (keep && lstm)
                         std::memcpy(ws_c + (t * B + b) * H + u0, cb + u0, (u1 - u0) * sizeof(T));
@@ -1681,14 +1686,29 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
         mm<T>(false, false, R, I, GH, dG.p, GH, w_ih, I, false, dx + t0 * B * I, I);
         mm<T>(true, false, GH, I, R, dG.p, GH, x + t0 * B * I, I, true, dw_ih, I);
         const T* hp = ws_h + t0 * B * H;
-        if (gruo) {
+        if (rnn) {
+            // The state before step t is the kept state of the step processed before it
+            // (t - 1, or t + 1 in reverse), h0 (ws_h) for the first step processed.
+            const int64_t n = s1 - s0;
+            const bool has_first = reverse ? t0 + n == Tn : t0 == 0;
+            const int64_t tf = reverse ? Tn - 1 : 0;  // the first step processed
+            if (has_first)
+                mm<T>(true, false, GH, H, B, dG.p + (tf - t0) * B * GH, GH, ws_h, H, true, dw_hh, H);
+            const int64_t r0 = (has_first && !reverse) ? 1 : 0;  // chunk steps [r0, r1) from gates
+            const int64_t r1 = (has_first && reverse) ? n - 1 : n;
+            if (r1 > r0) {
+                const T* prev = ws_gates + (t0 + r0 + (reverse ? 1 : -1)) * B * ldg;
+                mm<T>(true, false, GH, H, (r1 - r0) * B, dG.p + r0 * B * GH, GH, prev, ldg, true,
+                      dw_hh, H);
+            }
+        } else if (gruo) {
             mm<T>(true, false, 2 * H, H, R, dG.p, GH, hp, H, true, dw_hh, H);
             mm<T>(true, false, H, H, R, dG.p + 2 * H, GH, ws_gates + t0 * B * ldg + 3 * H, ldg,
                   true, dw_hh + 2 * H * H, H);
         } else if (gruk) {
             mm<T>(true, false, 2 * H, H, R, dG.p, GH, hp, H, true, dw_hh, H);
             mm<T>(true, false, H, H, R, dGn.p, H, hp, H, true, dw_hh + 2 * H * H, H);
-        } else {
+        } else {  // lstm
             mm<T>(true, false, GH, H, R, dG.p, GH, hp, H, true, dw_hh, H);
         }
         if (db_ih) {

@@ -363,7 +363,8 @@ py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const A
     std::optional<Arr<F>> gates, hs, cs;
     if (keep) {
         gates = empty<F>({T, B, K});
-        hs = empty<F>({T, B, H});
+        // rnn kinds: h0 only (their kept gates are the states; see fastrnn/rnn.h)
+        hs = empty<F>({num_gates(kind) == 1 ? 1 : T, B, H});
         if (lstm) cs = empty<F>({T, B, H});
     }
     {

@@ -69,12 +69,14 @@ void layer_forward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                    T* h_n,                 // h_n: [B, H]
                    T* c_n,                 // c_n: [B, H] (lstm), else ignored
                    T* ws_gates,            // ws_gates: [T, B, K] or nullptr (inference)
-                   T* ws_h,                // ws_h: [T, B, H] state entering each step (training)
+                   T* ws_h,                // ws_h: [T, B, H] state entering each step (training;
+                                           // rnn kinds: [B, H], h0 only - their kept gates
+                                           // are the states after each step)
                    T* ws_c);               // ws_c: [T, B, H] lstm cell after each step (training)
 
 // Backward of layer_forward (called with the same inputs and its ws_*).
-// Gradients are written, not accumulated. Padded steps give zero gradient
-// into dx and ignore grad_out.
+// Gradients are written, not accumulated (but see add_dw). Padded steps give
+// zero gradient into dx and ignore grad_out.
 template <typename T>
 void layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                     const T* x,              // x: [T, B, I]
@@ -84,7 +86,7 @@ void layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                     const int64_t* lengths,  // lengths: [B] or nullptr
                     bool reverse,
                     const T* ws_gates,       // ws_gates: [T, B, K]
-                    const T* ws_h,           // ws_h: [T, B, H]
+                    const T* ws_h,           // ws_h: [T, B, H] (rnn kinds: [B, H])
                     const T* ws_c,           // ws_c: [T, B, H] (lstm)
                     const T* grad_out,       // grad_out: [T, B, H] or nullptr (zeros)
                     const T* grad_h_n,       // grad_h_n: [B, H] or nullptr (zeros)
