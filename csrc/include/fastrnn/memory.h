@@ -6,7 +6,9 @@
 // workspace of a 2-layer LSTM at B=97, T=999, H=51 in float64 is ~560 MB)
 // that measured 10-20 % of the step. Blocks of at least 1 MB are therefore
 // kept in a process-wide cache after use and handed out again to a request
-// of the same size class (at most twice the requested size).
+// of the same size class (at most twice the requested size; the whole pages
+// beyond the request of a block more than 1.25 times it are given back to the
+// system, so they are not resident while unused).
 //
 // The cache does not raise peak memory above what the same calls had in use
 // at once without it: a request that finds no fitting block first frees at
