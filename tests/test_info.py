@@ -46,7 +46,7 @@ def test_build_info_present_has_the_documented_fields():
     facts = info_mod.build_info()
     if not facts["available"]:
         pytest.skip(f"extension not built: {facts['error']}")
-    assert {"version", "compiler", "cxx_flags", "build_type", "openmp", "simd"} <= set(facts)
+    assert {"version", "compiler", "cxx_flags", "build_type", "simd"} <= set(facts)
     from fastrnn import _core
 
     assert facts["cache_limit_bytes"] == _core.get_cache_limit()

@@ -9,9 +9,6 @@
 #ifndef FASTRNN_BUILD_TYPE
 #define FASTRNN_BUILD_TYPE "unknown"
 #endif
-#ifndef FASTRNN_HAVE_OPENMP
-#define FASTRNN_HAVE_OPENMP 0
-#endif
 
 namespace fastrnn {
 
@@ -56,8 +53,7 @@ BuildInfo build_info() {
 #else
     const std::string flags = FASTRNN_CXX_FLAGS;
 #endif
-    return BuildInfo{FASTRNN_VERSION, compiler_name(), flags, FASTRNN_BUILD_TYPE, FASTRNN_HAVE_OPENMP != 0,
-                     simd_level()};
+    return BuildInfo{FASTRNN_VERSION, compiler_name(), flags, FASTRNN_BUILD_TYPE, simd_level()};
 }
 
 }  // namespace fastrnn

@@ -37,9 +37,6 @@
 #include <type_traits>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "fastrnn/blas.h"
 #include "fastrnn/memory.h"
@@ -309,6 +306,7 @@ enum class Mode { serial, batch, units };
 struct Plan {
     Mode mode = Mode::serial;
     int nthreads = 1;
+    std::shared_ptr<SpinBarrier> bar;  // units mode: the team's barrier
 };
 
 // How a layer's time loop is shared among threads.
@@ -339,22 +337,19 @@ inline Plan make_plan(int64_t B, int64_t npg, int64_t step_work, int64_t steps, 
     if (P <= 1) return p;
     const double total = (double)step_work * (double)steps;
     const bool fits_l2 = wbytes <= (int64_t)1024 * 1024;
-    const bool batch_ok = B >= 2 * P && total >= 3e7;
+    const bool batch_ok = B >= 2 * P && total >= 4e6;
     const bool long_step = step_work >= (int64_t)1 << 22;
     if (batch_ok && (fits_l2 || (B >= 8 * P && !long_step))) {
         p.mode = Mode::batch;
         p.nthreads = P;
         return p;
     }
-#ifdef _OPENMP  // units mode needs a barrier per step: OpenMP teams only
     if (npg >= P && step_work >= 65536) {
         p.mode = Mode::units;
         p.nthreads = (int)std::min<int64_t>(P, npg);
+        p.bar = std::make_shared<SpinBarrier>(p.nthreads);
         return p;
     }
-#else
-    (void)npg;
-#endif
     if (batch_ok) {
         p.mode = Mode::batch;
         p.nthreads = P;
@@ -362,22 +357,9 @@ inline Plan make_plan(int64_t B, int64_t npg, int64_t step_work, int64_t steps, 
     return p;
 }
 
-inline int thread_id() {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 inline void barrier(const Plan& pl) {
-#ifdef _OPENMP
-    if (pl.mode == Mode::units) {
-#pragma omp barrier
-    }
-#else
-    (void)pl;
-#endif
+    if (pl.mode == Mode::units) pl.bar->wait();
 }
 
 inline void split(int64_t n, int parts, int id, int64_t* lo, int64_t* hi) {
@@ -1474,17 +1456,13 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
         }
     };
     if (pl.mode == Mode::units) {
-#ifdef _OPENMP
-#pragma omp parallel num_threads(pl.nthreads)
-#endif
-        {
-            const int id = thread_id();
+        parallel_team(pl.nthreads, [&](int id) {
             pack_task(id, pl.nthreads);
             barrier(pl);
             int64_t jp0, jp1;
             split(npg, pl.nthreads, id, &jp0, &jp1);
             loop(id, 0, B, jp0, jp1);
-        }
+        });
     } else if (pl.mode == Mode::batch) {
         parallel_for(2 * pl.nthreads, [&](int64_t i) { pack_task(i, 2 * pl.nthreads); });
         parallel_for(nsl, [&](int64_t i) {
@@ -1655,11 +1633,7 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
         const int64_t t0 = reverse ? Tn - s1 : s0;  // the chunk's first time index
         const bool first = s1 == Tn, last = s0 == 0;
         if (pl.mode == Mode::units) {
-#ifdef _OPENMP
-#pragma omp parallel num_threads(pl.nthreads)
-#endif
-            {
-                const int id = thread_id();
+            parallel_team(pl.nthreads, [&](int id) {
                 if (first) {
                     pack_backward(w_hh, GH, H, pk, id, pl.nthreads);
                     barrier(pl);
@@ -1668,7 +1642,7 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
                 split(npg, pl.nthreads, id, &jp0, &jp1);
                 loop(id, 0, B, jp0, jp1, s0, s1, t0);
                 if (last) finish(0, B, jp0, jp1);
-            }
+            });
         } else if (pl.mode == Mode::batch) {
             parallel_for(nsl, [&](int64_t i) {
                 int64_t m0, m1;

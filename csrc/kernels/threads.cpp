@@ -1,7 +1,9 @@
 // Global thread count of the kernels and a small task pool.
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <memory>
@@ -9,9 +11,7 @@
 #include <thread>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include <sched.h>
 
 #include "fastrnn/threads.h"
 
@@ -25,11 +25,10 @@ int default_threads() {
         long v = std::strtol(s, &end, 10);
         if (end != s && *end == '\0' && v > 0 && v <= 4096) return (int)v;
     }
-#ifdef _OPENMP
-    int n = omp_get_num_procs();
-#else
-    int n = (int)std::thread::hardware_concurrency();
-#endif
+    // the CPUs this process may run on (a container's or taskset's share)
+    cpu_set_t set;
+    int n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+                                                          : (int)std::thread::hardware_concurrency();
     return n > 0 ? n : 1;
 }
 
@@ -53,11 +52,23 @@ struct Job {
     }
 };
 
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+// How long an idle worker polls for the next job before it sleeps on the
+// condition variable: the parallel_for calls of one layer call come back to
+// back (a GEMM's packing, then its product; the chunks of a backward), and a
+// sleeping worker takes a futex wake-up each time (tens of us on a VM).
+constexpr auto kSpin = std::chrono::microseconds(100);
+
 struct Pool {
     std::mutex mu;
     std::condition_variable cv;
     std::shared_ptr<Job> job;
-    uint64_t generation = 0;
+    std::atomic<uint64_t> generation{0};  // written under mu; read by spinning workers without it
     bool stop = false;
     std::vector<std::thread> workers;
     std::mutex run_mu;  // one parallel_for at a time
@@ -65,12 +76,17 @@ struct Pool {
     void worker_loop() {
         uint64_t seen = 0;
         for (;;) {
+            const auto until = std::chrono::steady_clock::now() + kSpin;
+            for (int i = 0; generation.load(std::memory_order_acquire) == seen; ++i) {
+                cpu_relax();
+                if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) break;
+            }
             std::shared_ptr<Job> j;
             {
                 std::unique_lock<std::mutex> lock(mu);
-                cv.wait(lock, [&] { return stop || generation != seen; });
+                cv.wait(lock, [&] { return stop || generation.load(std::memory_order_relaxed) != seen; });
                 if (stop) return;
-                seen = generation;
+                seen = generation.load(std::memory_order_relaxed);
                 j = job;
             }
             if (j) j->work();
@@ -119,23 +135,35 @@ int get_num_threads() {
 
 void set_num_threads(int n) { g_threads.store(n >= 1 ? n : default_threads()); }
 
-void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
-    if (n <= 0) return;
-    const int nt = get_num_threads();
-    if (nt <= 1 || n == 1) {
-        for (int64_t i = 0; i < n; ++i) fn(i);
+void SpinBarrier::wait() {
+    const unsigned g = gen_.load(std::memory_order_acquire);
+    if (count_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_) {
+        count_.store(0, std::memory_order_relaxed);
+        gen_.fetch_add(1, std::memory_order_release);
         return;
     }
+    for (int i = 0; gen_.load(std::memory_order_acquire) == g; ++i) {
+        if (i < (1 << 14))
+            cpu_relax();
+        else
+            std::this_thread::yield();
+    }
+}
+
+namespace {
+
+// fn(i) for i in [0, n) on the pool with `workers` workers and the caller.
+void run_on_pool(int64_t n, int workers, const std::function<void(int64_t)>& fn) {
     Pool& p = pool();
     std::lock_guard<std::mutex> run(p.run_mu);
-    p.ensure(nt - 1);
+    p.ensure(workers);
     auto job = std::make_shared<Job>();
     job->fn = fn;
     job->total = n;
     {
         std::lock_guard<std::mutex> lock(p.mu);
         p.job = job;
-        ++p.generation;
+        p.generation.fetch_add(1, std::memory_order_release);
     }
     p.cv.notify_all();
     job->work();
@@ -143,6 +171,31 @@ void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
     while (job->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
     std::lock_guard<std::mutex> lock(p.mu);
     p.job.reset();
+}
+
+}  // namespace
+
+void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
+    if (n <= 0) return;
+    const int nt = get_num_threads();
+    if (nt <= 1 || n == 1) {
+        for (int64_t i = 0; i < n; ++i) fn(i);
+        return;
+    }
+    run_on_pool(n, nt - 1, fn);
+}
+
+void parallel_team(int n, const std::function<void(int)>& fn) {
+    if (n <= 1) {
+        if (n == 1) fn(0);
+        return;
+    }
+    // At least n - 1 workers (even if the thread count was lowered since the
+    // caller chose n), one call at a time: the n tasks are claimed by distinct
+    // threads, as a thread cannot finish a team task, and claim another,
+    // before all have started (the task waits for the others at its first
+    // barrier).
+    run_on_pool(n, std::max(get_num_threads(), n) - 1, [&](int64_t i) { fn((int)i); });
 }
 
 }  // namespace fastrnn

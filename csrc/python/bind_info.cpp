@@ -16,11 +16,10 @@ void bind_info(py::module_& m) {
             d["compiler"] = b.compiler;
             d["cxx_flags"] = b.cxx_flags;
             d["build_type"] = b.build_type;
-            d["openmp"] = b.openmp;
             d["simd"] = b.simd;
             return d;
         },
-        "Facts about how the compiled kernels were built: version, compiler, flags, OpenMP, SIMD level.");
+        "Facts about how the compiled kernels were built: version, compiler, flags, SIMD level.");
 }
 
 }  // namespace fastrnn::python

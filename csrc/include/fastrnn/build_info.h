@@ -10,7 +10,6 @@ struct BuildInfo {
     std::string compiler;    // compiler id and version, e.g. "GCC 12.2.0"
     std::string cxx_flags;   // optimisation flags the kernels were compiled with
     std::string build_type;  // CMake build type
-    bool openmp;             // compiled with OpenMP threading
     std::string simd;        // widest SIMD instruction set enabled at compile time
 };
 

@@ -1,6 +1,7 @@
 // Global thread count of the kernels and their task pool. No Python here.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 
@@ -20,5 +21,26 @@ void set_num_threads(int n);
 // it, and must not call parallel_for itself. Calls from several threads at
 // once are serialised.
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
+
+// Run fn(id) for every id in [0, n) on n threads at once (the caller and n - 1
+// workers; 1 <= n <= get_num_threads()), for work whose parts wait for each
+// other at a SpinBarrier. Unlike parallel_for's tasks these run concurrently
+// by construction, so a late worker holds the others up (the price of the
+// kernels' units mode, which synchronises every time step).
+void parallel_team(int n, const std::function<void(int)>& fn);
+
+// A reusable barrier for the n threads of one parallel_team: wait() returns
+// when all n have called it. Spins (then yields: a descheduled member should
+// not cost the others a time slice each).
+class SpinBarrier {
+public:
+    explicit SpinBarrier(int n) : n_(n) {}
+    void wait();
+
+private:
+    const int n_;
+    std::atomic<int> count_{0};
+    std::atomic<unsigned> gen_{0};
+};
 
 }  // namespace fastrnn
