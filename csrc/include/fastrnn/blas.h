@@ -23,7 +23,7 @@ void set_blas(sgemm_fn sgemm, dgemm_fn dgemm);
 bool have_blas();
 
 // Which GEMM the layer kernels use for their large products: false (default)
-// the kernels' own packed, OpenMP-threaded GEMM; true the installed BLAS.
+// the kernels' own packed GEMM, threaded on their pool; true the installed BLAS.
 // The own GEMM measured faster on the layer shapes and, unlike a BLAS with
 // its own thread pool, follows fastrnn's thread count and never competes
 // with the kernels' threads for cores.
