@@ -253,6 +253,34 @@ def test_thread_count_does_not_change_results(kind, dtype, shape, restore_thread
     check_layer(kind, T, B, I, H, dtype, reverse=True, use_lengths=True)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("B, H", [(1, 128), (3, 77), (4, 200)])
+def test_cell_thread_count_does_not_change_results(kind, dtype, B, H, restore_threads):
+    """Cells of B <= 4 split their hidden units between threads from 64K multiply-adds: the
+    same bits whatever the thread count, and the reference's values."""
+    rng = np.random.default_rng(3)
+    G = 4 if kind == "lstm" else 3 if kind.startswith("gru") else 1
+    I = 64
+    x, h, c = (rng.standard_normal(s).astype(dtype) for s in ((B, I), (B, H), (B, H)))
+    w_ih = (rng.standard_normal((G * H, I)) * 0.2).astype(dtype)
+    w_hh = (rng.standard_normal((G * H, H)) * 0.2).astype(dtype)
+    b_ih, b_hh = (rng.standard_normal(G * H).astype(dtype) for _ in range(2))
+    c = c if kind == "lstm" else None
+    got = []
+    for n in (1, 2, 3, 1):
+        core.set_num_threads(n)
+        got.append(core.cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, True))
+    for h_new, c_new, _ in got[1:]:
+        np.testing.assert_array_equal(h_new, got[0][0])
+        if c is not None:
+            np.testing.assert_array_equal(c_new, got[0][1])
+    want_h, want_c, _ = ref.cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, False)
+    np.testing.assert_allclose(got[0][0], want_h, rtol=TOL[np.dtype(dtype)], atol=TOL[np.dtype(dtype)])
+    if c is not None:
+        np.testing.assert_allclose(got[0][1], want_c, rtol=TOL[np.dtype(dtype)], atol=TOL[np.dtype(dtype)])
+
+
 def test_set_num_threads_rejects_nonpositive(restore_threads):
     with pytest.raises(ValueError):
         core.set_num_threads(0)

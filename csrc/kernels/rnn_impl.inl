@@ -1699,6 +1699,71 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
 }
 
 // ================================================================ cells
+// One step for B <= 4 (the latency path; not gru_orig, whose second product
+// needs all of r*h): each part computes its hidden units [u0, u1) of every
+// gate - input and recurrent rows, then the pointwise step - from weight rows
+// it alone reads. From 64K multiply-adds (GRU/LSTM B=1 I=64 H=128) the parts
+// are parallel_for tasks: the caller takes the first, a worker that is awake
+// the second (the same rows each call, so they stay in its core's L2), and a
+// sleeping one finds nothing left. Units are split at multiples of the vector
+// width, so each dot product is the same whatever the split.
+template <class T>
+void cell_forward_units(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h,
+                        const T* c, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,
+                        T* h_new, T* c_new, T* gx, int64_t ldg, bool keep, T* S) {
+    constexpr int W = V<T>::W;
+    constexpr int NR = 2 * W;
+    const int G = num_gates(kind);
+    const int64_t GH = G * H;
+    const bool lstm = kind == Kind::lstm, gruk = kind == Kind::gru;
+    const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
+    const T* bhn = (gruk && b_hh) ? b_hh + 2 * H : nullptr;
+    const int64_t nv = (H + W - 1) / W;
+    const int P = get_num_threads();
+    const int parts = (P > 1 && B * GH * (I + H) >= 65536) ? (int)std::min<int64_t>(P, nv) : 1;
+    auto part = [&](int64_t id) {
+        int64_t v0, v1;
+        split(nv, parts, (int)id, &v0, &v1);
+        const int64_t u0 = v0 * W, u1 = std::min(H, v1 * W), nu = u1 - u0;
+        if (nu <= 0) return;
+        for (int g = 0; g < G; ++g) {
+            const int64_t n0 = g * H + u0;
+            // start from the bias (gru's n block: b_ih only; b_hh[n] goes in with r)
+            const T* bi = b_ih ? b_ih + n0 : nullptr;
+            const T* bh = (b_ih && !(gruk && g == 2)) ? b_hh + n0 : nullptr;
+            for (int64_t b = 0; b < B; ++b) {
+                T* d = gx + b * ldg + n0;
+                if (!bi)
+                    std::memset(d, 0, nu * sizeof(T));
+                else if (!bh)
+                    std::memcpy(d, bi, nu * sizeof(T));
+                else
+                    for (int64_t j = 0; j < nu; ++j) d[j] = bi[j] + bh[j];
+            }
+            small_nt<T>(B, nu, I, x, I, w_ih + n0 * I, I, gx + n0, ldg, true);
+            small_nt<T>(B, nu, H, h, H, w_hh + n0 * H, H, S + n0, GH, false);
+        }
+        for (int64_t b = 0; b < B; ++b) {
+            T* g = gx + b * ldg;
+            const SL<T> sb{S + b * GH, NR, H};
+            if (rnn) {
+                rnn_fwd_row<T>(relu, u0, u1, g, keep ? g : nullptr, sb, h_new + b * H, nullptr);
+            } else if (lstm) {
+                std::memcpy(c_new + b * H + u0, c + b * H + u0, nu * sizeof(T));
+                lstm_fwd_row<T>(H, u0, u1, g, keep ? g : nullptr, sb, c_new + b * H, h_new + b * H,
+                                nullptr, nullptr);
+            } else {
+                gru_fwd_row<T>(H, u0, u1, g, keep ? g : nullptr, sb, bhn, h + b * H, h_new + b * H,
+                               nullptr);
+            }
+        }
+    };
+    if (parts > 1)
+        parallel_for(parts, part);
+    else
+        part(0);
+}
+
 template <class T>
 void cell_forward_impl(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h,
                        const T* c, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,
@@ -1717,8 +1782,13 @@ void cell_forward_impl(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, c
         gxbuf.alloc(mul(B, GH));
         gx = gxbuf.p;
     }
-    input_projection(kind, B, I, H, x, w_ih, b_ih, b_hh, gx, ldg);
     Buf<T> S(mul(B, GH));
+    if (B <= 4 && !gruo) {
+        cell_forward_units(kind, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new, gx, ldg,
+                           keep, S.p);
+        return;
+    }
+    input_projection(kind, B, I, H, x, w_ih, b_ih, b_hh, gx, ldg);
     small_nt<T>(B, gruo ? 2 * H : GH, H, h, H, w_hh, H, S.p, GH, false);
     const T* bhn = (gruk && b_hh) ? b_hh + 2 * H : nullptr;
     if (lstm) std::memcpy(c_new, c, B * H * sizeof(T));

@@ -40,9 +40,17 @@ std::atomic<int> g_threads{0};
 struct Job {
     std::function<void(int64_t)> fn;
     int64_t total = 0;
+    bool pinned = false;  // task i on thread slot i (0: the caller, k + 1: worker k)
     std::atomic<int64_t> next{0};
     std::atomic<int64_t> done{0};
-    void work() {
+    void work(int slot) {
+        if (pinned) {
+            if (slot < total) {
+                fn(slot);
+                done.fetch_add(1, std::memory_order_release);
+            }
+            return;
+        }
         for (;;) {
             const int64_t i = next.fetch_add(1, std::memory_order_relaxed);
             if (i >= total) return;
@@ -73,7 +81,7 @@ struct Pool {
     std::vector<std::thread> workers;
     std::mutex run_mu;  // one parallel_for at a time
 
-    void worker_loop() {
+    void worker_loop(int index) {
         uint64_t seen = 0;
         for (;;) {
             const auto until = std::chrono::steady_clock::now() + kSpin;
@@ -89,14 +97,14 @@ struct Pool {
                 seen = generation.load(std::memory_order_relaxed);
                 j = job;
             }
-            if (j) j->work();
+            if (j) j->work(index + 1);
         }
     }
     void ensure(int nworkers) {  // called with run_mu held
         if ((int)workers.size() == nworkers) return;
         shutdown();
         stop = false;
-        for (int i = 0; i < nworkers; ++i) workers.emplace_back([this] { worker_loop(); });
+        for (int i = 0; i < nworkers; ++i) workers.emplace_back([this, i] { worker_loop(i); });
     }
     void shutdown() {
         {
@@ -152,23 +160,31 @@ void SpinBarrier::wait() {
 
 namespace {
 
-// fn(i) for i in [0, n) on the pool with `workers` workers and the caller.
-void run_on_pool(int64_t n, int workers, const std::function<void(int64_t)>& fn) {
+// fn(i) for i in [0, n) on the pool with `workers` workers and the caller;
+// pinned: task i on slot i (the caller 0, worker k k + 1), else claimed.
+void run_on_pool(int64_t n, int workers, bool pinned, const std::function<void(int64_t)>& fn) {
     Pool& p = pool();
     std::lock_guard<std::mutex> run(p.run_mu);
     p.ensure(workers);
     auto job = std::make_shared<Job>();
     job->fn = fn;
     job->total = n;
+    job->pinned = pinned;
     {
         std::lock_guard<std::mutex> lock(p.mu);
         p.job = job;
         p.generation.fetch_add(1, std::memory_order_release);
     }
     p.cv.notify_all();
-    job->work();
-    // Wait only for tasks already started by other threads.
-    while (job->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+    job->work(0);
+    // Wait only for tasks already started by other threads (spinning first: a
+    // yield is a system call, and the other tasks often end within microseconds).
+    for (int i = 0; job->done.load(std::memory_order_acquire) < n; ++i) {
+        if (i < (1 << 14))
+            cpu_relax();
+        else
+            std::this_thread::yield();
+    }
     std::lock_guard<std::mutex> lock(p.mu);
     p.job.reset();
 }
@@ -182,7 +198,7 @@ void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
         for (int64_t i = 0; i < n; ++i) fn(i);
         return;
     }
-    run_on_pool(n, nt - 1, fn);
+    run_on_pool(n, nt - 1, false, fn);
 }
 
 void parallel_team(int n, const std::function<void(int)>& fn) {
@@ -191,11 +207,10 @@ void parallel_team(int n, const std::function<void(int)>& fn) {
         return;
     }
     // At least n - 1 workers (even if the thread count was lowered since the
-    // caller chose n), one call at a time: the n tasks are claimed by distinct
-    // threads, as a thread cannot finish a team task, and claim another,
-    // before all have started (the task waits for the others at its first
-    // barrier).
-    run_on_pool(n, std::max(get_num_threads(), n) - 1, [&](int64_t i) { fn((int)i); });
+    // caller chose n), one call at a time, member i always on the same thread
+    // (slot i): the members run at once, and a member that reads the same
+    // part of the weights at every call finds it in its core's cache.
+    run_on_pool(n, std::max(get_num_threads(), n) - 1, true, [&](int64_t i) { fn((int)i); });
 }
 
 }  // namespace fastrnn

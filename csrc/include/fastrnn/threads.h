@@ -22,11 +22,13 @@ void set_num_threads(int n);
 // once are serialised.
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 
-// Run fn(id) for every id in [0, n) on n threads at once (the caller and n - 1
-// workers; 1 <= n <= get_num_threads()), for work whose parts wait for each
-// other at a SpinBarrier. Unlike parallel_for's tasks these run concurrently
-// by construction, so a late worker holds the others up (the price of the
-// kernels' units mode, which synchronises every time step).
+// Run fn(id) for every id in [0, n) on n threads at once (the caller runs id
+// 0, pool worker k always id k + 1; 1 <= n <= get_num_threads()), for work
+// whose parts wait for each other at a SpinBarrier, or that reads the same
+// part of the data at every call (it stays in that core's cache). Unlike
+// parallel_for's tasks these run concurrently by construction, so a late
+// worker holds the others up (the price of the kernels' units mode, which
+// synchronises every time step).
 void parallel_team(int n, const std::function<void(int)>& fn);
 
 // A reusable barrier for the n threads of one parallel_team: wait() returns
