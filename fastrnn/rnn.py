@@ -297,7 +297,8 @@ class _RNNBase(_Recurrent):
         and the running gradients are plain arrays; else fresh ones are added afterwards."""
         acc = tuple(self.grads["weight_" + w + sfx] for w in ("ih", "hh"))
         ready = all(_ready(a, self._params["weight_" + w + sfx].shape, self.dtype) and a.flags.writeable
-                    for a, w in zip(acc, ("ih", "hh")))
+                    and a.flags.aligned for a, w in zip(acc, ("ih", "hh"))) \
+            and not np.may_share_memory(acc[0], acc[1])  # e.g. one array for both (tied gradients)
         if ready and self._grad_lock.acquire(blocking=False):
             try:
                 grads = backend.layer_backward(*args, acc=acc)

@@ -115,3 +115,20 @@ def test_layer_grads_same_on_both_paths(backend, kind):
     m.backward(go[..., :4])
     for name in once:
         np.testing.assert_allclose(m.grads[name], 2 * once[name], rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_tied_gradient_arrays_take_the_fallback(backend):
+    """One array for both weight gradients (I == H): the layer cannot hand it to the backend as
+    acc (the two would overlap), so it adds fresh gradients as before - both into the one array."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 2, 5))
+    go = rng.standard_normal((4, 2, 5))
+    ref_m = fastrnn.GRU(5, 5, dtype=np.float64, backend=backend, seed=2)
+    ref_m(x)
+    ref_m.backward(go)
+    m = fastrnn.GRU(5, 5, dtype=np.float64, backend=backend, seed=2)
+    tied = np.zeros_like(m.grads["weight_ih_l0"])
+    m.grads["weight_ih_l0"] = m.grads["weight_hh_l0"] = tied
+    m(x)
+    m.backward(go)
+    np.testing.assert_allclose(tied, ref_m.grads["weight_ih_l0"] + ref_m.grads["weight_hh_l0"], rtol=1e-12, atol=1e-12)

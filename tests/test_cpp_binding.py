@@ -457,6 +457,20 @@ def test_read_only_inputs_accepted():
     assert np.isfinite(out).all()
 
 
+def test_lengths_and_byte_order_spellings():
+    """The same data under other names: np.longlong lengths (64-bit here), native byte order
+    spelled explicitly; a foreign byte order is refused, not misread."""
+    out0 = call_layer(lengths=np.array([3, 1], dtype=np.int64))[0]
+    np.testing.assert_array_equal(call_layer(lengths=np.array([3, 1], dtype=np.longlong))[0], out0)
+    a = layer_args()
+    native = "<" if sys.byteorder == "little" else ">"
+    foreign = ">" if native == "<" else "<"
+    x = a["x"].astype(np.dtype(native + "f4"))
+    np.testing.assert_array_equal(call_layer(x=x)[0], call_layer()[0])
+    with pytest.raises(TypeError, match="x must have dtype float32 or float64"):
+        call_layer(x=a["x"].astype(np.dtype(foreign + "f4")))
+
+
 def test_layer_backward_bad_input():
     a = layer_args()
     out, h, c, ws = call_layer()

@@ -1,7 +1,9 @@
 // The large-block cache (see fastrnn/memory.h).
 #include "fastrnn/memory.h"
 
+#include <pthread.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -41,7 +43,13 @@ struct Cache {
 };
 
 Cache& cache() {
-    static Cache* c = new Cache();  // never destroyed: usable during exit
+    static Cache* c = [] {
+        Cache* p = new Cache();  // never destroyed: usable during exit
+        // held across fork, so a child never inherits it taken by another thread
+        pthread_atfork([] { cache().mu.lock(); }, [] { cache().mu.unlock(); },
+                       [] { cache().mu.unlock(); });
+        return p;
+    }();
     return *c;
 }
 
@@ -53,7 +61,10 @@ size_t rounded(size_t bytes) { return (bytes + 63) / 64 * 64; }
 // what the request uses (e.g. dx of a GRU layer with H = I = 1024 took the 12
 // MB block of the forward's packed weights: 6 MB resident for nothing).
 void release_tail(void* p, size_t bytes, size_t s) {
-    const uintptr_t page = 4096;
+    static const uintptr_t page = [] {
+        const long v = sysconf(_SC_PAGESIZE);  // 4 KB on x86-64; 16/64 KB on some arm64 kernels
+        return v > 0 ? (uintptr_t)v : (uintptr_t)65536;
+    }();
     const uintptr_t a = (reinterpret_cast<uintptr_t>(p) + bytes + page - 1) & ~(page - 1);
     const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + s) & ~(page - 1);
     if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);

@@ -1659,7 +1659,7 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
         const int64_t R = (s1 - s0) * B;
         mm<T>(false, false, R, I, GH, dG.p, GH, w_ih, I, false, dx + t0 * B * I, I);
         mm<T>(true, false, GH, I, R, dG.p, GH, x + t0 * B * I, I, true, dw_ih, I);
-        const T* hp = ws_h + t0 * B * H;
+        const T* hp = rnn ? nullptr : ws_h + t0 * B * H;  // rnn kinds: ws_h is h0 only
         if (rnn) {
             // The state before step t is the kept state of the step processed before it
             // (t - 1, or t + 1 in reverse), h0 (ws_h) for the first step processed.

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <exception>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -37,25 +38,54 @@ std::atomic<int> g_threads{0};
 // One parallel_for call. Shared with the workers that attach to it, so a
 // straggler that wakes after the call returned still holds valid memory (it
 // only finds the counter exhausted; it never calls fn then).
+// Set while a thread runs a pool task: a parallel_for from inside one runs
+// serially (the pool takes one call at a time).
+thread_local bool t_in_task = false;
+
+// One parallel_for call. Shared with the workers that attach to it, so a
+// straggler that wakes after the call returned still holds valid memory (it
+// only finds the counter exhausted; it never calls fn then). A task that
+// throws (std::bad_alloc from a scratch buffer) stops new tasks from
+// starting; the caller waits for the started ones, then rethrows the first.
 struct Job {
     std::function<void(int64_t)> fn;
     int64_t total = 0;
     bool pinned = false;  // task i on thread slot i (0: the caller, k + 1: worker k)
     std::atomic<int64_t> next{0};
+    std::atomic<int64_t> started{0};
     std::atomic<int64_t> done{0};
+    std::atomic<bool> failed{false};
+    std::mutex err_mu;
+    std::exception_ptr err;
+    void run(int64_t i) {
+        t_in_task = true;
+        try {
+            fn(i);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(err_mu);
+            if (!err) err = std::current_exception();
+            failed.store(true, std::memory_order_release);
+        }
+        t_in_task = false;
+        done.fetch_add(1, std::memory_order_release);
+    }
     void work(int slot) {
         if (pinned) {
-            if (slot < total) {
-                fn(slot);
-                done.fetch_add(1, std::memory_order_release);
-            }
+            if (slot < total) run(slot);
             return;
         }
+        // started counts a claim before it is made (sequentially consistent with
+        // the caller's "next = total; read started" after a failure: a claim the
+        // caller does not count finds the counter exhausted)
         for (;;) {
-            const int64_t i = next.fetch_add(1, std::memory_order_relaxed);
-            if (i >= total) return;
-            fn(i);
-            done.fetch_add(1, std::memory_order_release);
+            if (failed.load(std::memory_order_acquire)) return;
+            started.fetch_add(1);
+            const int64_t i = next.fetch_add(1);
+            if (i >= total) {
+                started.fetch_sub(1);
+                return;
+            }
+            run(i);
         }
     }
 };
@@ -124,8 +154,13 @@ Pool& pool() {
     std::lock_guard<std::mutex> lock(g_pool_mu);
     if (!g_pool) {
         g_pool = new Pool();  // never destroyed: threads may outlive static destructors
-        // In a forked child the workers do not exist: start afresh there.
-        pthread_atfork(nullptr, nullptr, [] { g_pool = nullptr; });
+        // In a forked child the workers do not exist: start afresh there. The
+        // pool's lock is held across fork so the child never inherits it taken.
+        pthread_atfork([] { g_pool_mu.lock(); }, [] { g_pool_mu.unlock(); },
+                       [] {
+                           g_pool = nullptr;
+                           g_pool_mu.unlock();
+                       });
     }
     return *g_pool;
 }
@@ -179,14 +214,24 @@ void run_on_pool(int64_t n, int workers, bool pinned, const std::function<void(i
     job->work(0);
     // Wait only for tasks already started by other threads (spinning first: a
     // yield is a system call, and the other tasks often end within microseconds).
-    for (int i = 0; job->done.load(std::memory_order_acquire) < n; ++i) {
+    // After a failure no task starts any more: wait for the started ones.
+    for (int i = 0;; ++i) {
+        const int64_t d = job->done.load(std::memory_order_acquire);
+        if (d >= n) break;
+        if (job->failed.load(std::memory_order_acquire) && !job->pinned) {
+            job->next.store(n);  // nothing new starts
+            if (job->done.load(std::memory_order_acquire) >= job->started.load()) break;
+        }
         if (i < (1 << 14))
             cpu_relax();
         else
             std::this_thread::yield();
     }
-    std::lock_guard<std::mutex> lock(p.mu);
-    p.job.reset();
+    {
+        std::lock_guard<std::mutex> lock(p.mu);
+        p.job.reset();
+    }
+    if (job->err) std::rethrow_exception(job->err);
 }
 
 }  // namespace
@@ -194,7 +239,7 @@ void run_on_pool(int64_t n, int workers, bool pinned, const std::function<void(i
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
     if (n <= 0) return;
     const int nt = get_num_threads();
-    if (nt <= 1 || n == 1) {
+    if (nt <= 1 || n == 1 || t_in_task) {
         for (int64_t i = 0; i < n; ++i) fn(i);
         return;
     }

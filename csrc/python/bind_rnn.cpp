@@ -78,7 +78,12 @@ bool is_arr(const py::object& o) {
     if (!py::isinstance<py::array>(o)) return false;
     const auto* a = py::detail::array_proxy(o.ptr());
     const auto* d = py::detail::array_descriptor_proxy(a->descr);
-    return d->type_num == py::detail::npy_format_descriptor<F>::value && d->byteorder != '>' &&
+    int num = d->type_num;
+    if (std::is_same<F, int64_t>::value && num == py::detail::npy_api::NPY_LONGLONG_ && sizeof(long long) == 8)
+        num = py::detail::npy_format_descriptor<F>::value;  // np.longlong: the same 64-bit integers
+    const uint16_t one = 1;
+    const char foreign = *reinterpret_cast<const char*>(&one) == 1 ? '>' : '<';  // not this machine's order
+    return num == py::detail::npy_format_descriptor<F>::value && d->byteorder != foreign &&
            (a->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) != 0;
 }
 

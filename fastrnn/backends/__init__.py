@@ -141,6 +141,8 @@ def default_num_threads() -> int:
         if n >= 1:
             return n
         raise ValueError(f"FASTRNN_NUM_THREADS must be a positive integer, got {env!r}")
+    if hasattr(os, "sched_getaffinity"):  # the CPUs this process may run on, as the kernels count
+        return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1
 
 

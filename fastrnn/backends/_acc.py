@@ -18,7 +18,7 @@ def check_acc(acc, w_ih, w_hh, others):
         raise TypeError("acc must be None or a pair (w_ih, w_hh) of arrays to add the weight gradients into, "
                         f"got {type(acc).__name__}")
     for i, (a, w, name) in enumerate(zip(acc, (w_ih, w_hh), ("acc[0] (w_ih)", "acc[1] (w_hh)"))):
-        if type(a) is not np.ndarray or a.dtype != w.dtype or not a.flags.c_contiguous:
+        if not isinstance(a, np.ndarray) or a.dtype != w.dtype or not a.flags.c_contiguous:
             raise TypeError(f"{name} must be a C-contiguous numpy array of dtype {w.dtype} like the forward pass")
         if a.shape != w.shape:
             raise ValueError(f"{name} must have shape {w.shape}, got {a.shape}")

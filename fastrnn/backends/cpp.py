@@ -9,13 +9,11 @@ Importing this module raises ImportError when the extension is missing or
 was built without the recurrent kernels, so the registry falls back to the
 next backend.
 
-Threads: the kernels use OpenMP (libgomp) with the count set by
-``set_num_threads`` (default: ``FASTRNN_NUM_THREADS`` or the number of cores).
-On a machine shared with other busy processes, idle OpenMP threads spinning
-after each call take cores from others; ``GOMP_SPINCOUNT=10000`` (or
-``OMP_WAIT_POLICY=passive``) in the environment before start-up shortens that.
-This module does not set it for you: it would change every other libgomp user
-in the process too.
+Threads: the kernels run on their own pool (``csrc/kernels/threads.cpp``; no
+OpenMP runtime) with the count set by ``set_num_threads`` (default:
+``FASTRNN_NUM_THREADS`` or the CPUs this process may run on). An idle worker
+polls for 100 us after a call before it sleeps, so back-to-back calls find it
+awake.
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ void set_num_threads(int n);
 // counter, and the caller waits only for tasks that have started: a worker
 // that is late (descheduled on a busy machine) finds nothing left to do, so
 // it never holds the call up. Each task must not depend on which thread runs
-// it, and must not call parallel_for itself. Calls from several threads at
-// once are serialised.
+// it (a parallel_for inside a task runs serially). Calls from several threads
+// at once are serialised. A task that throws stops the others from starting;
+// the call rethrows it once the started ones have ended.
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 
 // Run fn(id) for every id in [0, n) on n threads at once (the caller runs id
@@ -28,7 +29,9 @@ void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 // part of the data at every call (it stays in that core's cache). Unlike
 // parallel_for's tasks these run concurrently by construction, so a late
 // worker holds the others up (the price of the kernels' units mode, which
-// synchronises every time step).
+// synchronises every time step). A member must not throw (the others would
+// wait at the barrier for ever); a parallel_for inside any pool task runs
+// serially.
 void parallel_team(int n, const std::function<void(int)>& fn);
 
 // A reusable barrier for the n threads of one parallel_team: wait() returns
