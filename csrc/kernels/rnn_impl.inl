@@ -1285,13 +1285,21 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
     // Input projection. A small Gx: all T steps in one GEMM (straight into
     // the workspace in training). A large Gx: in chunks of Tc steps computed
     // by each thread for its own rows just before they are used, so Gx never
-    // leaves the cache (a 1 MB buffer instead of T*B*G*H values); training
+    // leaves the cache (a 512 KB buffer instead of T*B*G*H values); training
     // then writes each workspace row once, with the post-activations, instead
     // of the projection followed by a second pass over it (gru_orig keeps
     // the single GEMM: its r*h slot is read back by the second phase).
     const int64_t step_bytes = B * GH * (int64_t)sizeof(T);
-    const bool chunked = !(keep && gruo) && pl.mode != Mode::units && Tn * step_bytes > ((int64_t)2 << 20);
-    const int64_t Tc = chunked ? std::max<int64_t>(1, std::min<int64_t>(Tn, ((int64_t)1 << 20) / step_bytes)) : Tn;
+    // 512 KB chunks from 512 KB of projection (were 1 MB from 2 MB): with the
+    // whole 800 KB projection of RNN B=16 H=128 T=100 in one buffer next to x
+    // and out (~2 MB, this CPU's L2), some processes ran that layer 2x slower
+    // for their whole life, depending on where their pages fell (PYTHONHASHSEED
+    // decided it); in 512 KB chunks 4 of 4 such processes ran at full speed,
+    // and other shapes measured level.
+    const bool chunked =
+        !(keep && gruo) && pl.mode != Mode::units && Tn * step_bytes > ((int64_t)512 << 10);
+    const int64_t Tc =
+        chunked ? std::max<int64_t>(1, std::min<int64_t>(Tn, ((int64_t)512 << 10) / step_bytes)) : Tn;
     Buf<T> gxbuf;
     T* gx = ws_gates;
     if (!keep || chunked) {
