@@ -454,7 +454,7 @@ class _CellBase(_Recurrent):
                 raise ValueError(f"input must have shape (*,) or (*, *), got {xs}")
             if xs[-1] != self.input_size:
                 raise ValueError(f"input must have input_size={self.input_size} features in its last axis, got shape {xs}")
-            if x.ndim == 2:
+            if x.ndim == 2:  # the right shape but no rows
                 raise ValueError(f"input must have at least one row, got shape {xs}")
             unbatched, x2, B = True, x[None, :], 1
         shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)

@@ -12,10 +12,9 @@ import pytest
 
 import fastrnn
 from fastrnn import backends
+from fastrnn.rnn import GATES as G
 
 from conftest import tol
-
-G = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
 
 
 def _forward(mod, kind, dtype, T=4, B=3, I=5, H=6, seed=0, lengths=None):

@@ -260,7 +260,7 @@ def test_cell_thread_count_does_not_change_results(kind, dtype, B, H, restore_th
     """Cells of B <= 4 split their hidden units between threads from 64K multiply-adds: the
     same bits whatever the thread count, and the reference's values."""
     rng = np.random.default_rng(3)
-    G = 4 if kind == "lstm" else 3 if kind.startswith("gru") else 1
+    G = ref.GATES[kind]
     I = 64
     x, h, c = (rng.standard_normal(s).astype(dtype) for s in ((B, I), (B, H), (B, H)))
     w_ih = (rng.standard_normal((G * H, I)) * 0.2).astype(dtype)

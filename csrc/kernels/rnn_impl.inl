@@ -37,7 +37,6 @@
 #include <type_traits>
 #include <vector>
 
-
 #include "fastrnn/blas.h"
 #include "fastrnn/memory.h"
 #include "fastrnn/rnn.h"
@@ -356,7 +355,6 @@ inline Plan make_plan(int64_t B, int64_t npg, int64_t step_work, int64_t steps, 
     }
     return p;
 }
-
 
 inline void barrier(const Plan& pl) {
     if (pl.mode == Mode::units) pl.bar->wait();
@@ -1221,32 +1219,33 @@ void pack_backward(const T* w_hh, int64_t GH, int64_t H, Packed<T>& pk, int id, 
     }
 }
 
-// gx (rows, ld) = x · W_ih^T + folded bias (b_ih + b_hh; the n block of the
-// PyTorch GRU keeps only b_in: b_hn stays inside r * (W_hn h + b_hn)).
+// Elements [n0, n0 + n) of the input projection's folded bias: b_ih + b_hh,
+// but only b_in in the n block of the PyTorch GRU (b_hn stays inside
+// r * (W_hn h + b_hn)); zeros without bias (b_ih == nullptr).
+template <class T>
+void folded_bias(Kind kind, int64_t H, const T* b_ih, const T* b_hh, int64_t n0, int64_t n, T* out) {
+    if (!b_ih) {
+        std::memset(out, 0, n * sizeof(T));
+        return;
+    }
+    const int64_t e = kind == Kind::gru ? std::clamp<int64_t>(2 * H - n0, 0, n) : n;  // n block from e
+    for (int64_t j = 0; j < e; ++j) out[j] = b_ih[n0 + j] + b_hh[n0 + j];
+    if (e < n) std::memcpy(out + e, b_ih + n0 + e, (n - e) * sizeof(T));
+}
+
+// gx (rows, ld) = x · W_ih^T + folded bias.
 template <class T>
 void input_projection(Kind kind, int64_t rows, int64_t I, int64_t H, const T* x, const T* w_ih,
                       const T* b_ih, const T* b_hh, T* gx, int64_t ld) {
-    const int G = num_gates(kind);
-    const int64_t GH = G * H;
-    const bool bias = b_ih != nullptr;
-    std::vector<T> b;
-    if (bias) {
-        b.resize(GH);
-        for (int64_t n = 0; n < GH; ++n) b[n] = b_ih[n] + b_hh[n];
-        if (kind == Kind::gru)
-            for (int64_t n = 2 * H; n < 3 * H; ++n) b[n] = b_ih[n];
-    }
+    const int64_t GH = num_gates(kind) * H;
     if (rows <= 4) {
-        for (int64_t r = 0; r < rows; ++r) {
-            if (bias)
-                std::memcpy(gx + r * ld, b.data(), GH * sizeof(T));
-            else
-                std::memset(gx + r * ld, 0, GH * sizeof(T));
-        }
+        for (int64_t r = 0; r < rows; ++r) folded_bias(kind, H, b_ih, b_hh, 0, GH, gx + r * ld);
         small_nt<T>(rows, GH, I, x, I, w_ih, I, gx, ld, true);
     } else {
         // the bias seeds the accumulators: no separate pass over gx
-        mm<T>(false, true, rows, GH, I, x, I, w_ih, I, false, gx, ld, bias ? b.data() : nullptr);
+        std::vector<T> b(b_ih ? GH : 0);
+        if (b_ih) folded_bias(kind, H, b_ih, b_hh, 0, GH, b.data());
+        mm<T>(false, true, rows, GH, I, x, I, w_ih, I, false, gx, ld, b_ih ? b.data() : nullptr);
     }
 }
 
@@ -1296,10 +1295,9 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
     // for their whole life, depending on where their pages fell (PYTHONHASHSEED
     // decided it); in 512 KB chunks 4 of 4 such processes ran at full speed,
     // and other shapes measured level.
-    const bool chunked =
-        !(keep && gruo) && pl.mode != Mode::units && Tn * step_bytes > ((int64_t)512 << 10);
-    const int64_t Tc =
-        chunked ? std::max<int64_t>(1, std::min<int64_t>(Tn, ((int64_t)512 << 10) / step_bytes)) : Tn;
+    constexpr int64_t kProjChunkBytes = int64_t(512) << 10;
+    const bool chunked = !(keep && gruo) && pl.mode != Mode::units && Tn * step_bytes > kProjChunkBytes;
+    const int64_t Tc = chunked ? std::max<int64_t>(1, std::min<int64_t>(Tn, kProjChunkBytes / step_bytes)) : Tn;
     Buf<T> gxbuf;
     T* gx = ws_gates;
     if (!keep || chunked) {
@@ -1316,9 +1314,7 @@ void layer_forward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
         pki.alloc();
         if (b_ih) {
             fbias.resize(GH);
-            for (int64_t n = 0; n < GH; ++n) fbias[n] = b_ih[n] + b_hh[n];
-            if (gruk)
-                for (int64_t n = 2 * H; n < 3 * H; ++n) fbias[n] = b_ih[n];
+            folded_bias(kind, H, b_ih, b_hh, 0, GH, fbias.data());
         }
     }
     const T* fb = fbias.empty() ? nullptr : fbias.data();
@@ -1695,15 +1691,13 @@ void layer_backward_impl(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H,
         }
         if (db_ih) {
             add_colsum(R, dG.p, GH, GH, db_ih);
-            if (gruk) {  // r, z as dG's; n from dGn
-                add_colsum(R, dG.p, GH, 2 * H, db_hh);
-                add_colsum(R, dGn.p, H, H, db_hh + 2 * H);
-            }
+            if (gruk) add_colsum(R, dGn.p, H, H, db_hh + 2 * H);  // r, z: db_ih's, below
         }
     }
     if (Tn <= 0) finish(0, B, 0, npg);
     if (lstm) std::memcpy(dc0, dc.p, B * H * sizeof(T));
-    if (db_ih && !gruk) std::memcpy(db_hh, db_ih, GH * sizeof(T));
+    // db_hh equals db_ih but in gru's n block (accumulated from dGn above)
+    if (db_ih) std::memcpy(db_hh, db_ih, (gruk ? 2 * H : GH) * sizeof(T));
 }
 
 // ================================================================ cells
@@ -1736,18 +1730,7 @@ void cell_forward_units(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, 
         if (nu <= 0) return;
         for (int g = 0; g < G; ++g) {
             const int64_t n0 = g * H + u0;
-            // start from the bias (gru's n block: b_ih only; b_hh[n] goes in with r)
-            const T* bi = b_ih ? b_ih + n0 : nullptr;
-            const T* bh = (b_ih && !(gruk && g == 2)) ? b_hh + n0 : nullptr;
-            for (int64_t b = 0; b < B; ++b) {
-                T* d = gx + b * ldg + n0;
-                if (!bi)
-                    std::memset(d, 0, nu * sizeof(T));
-                else if (!bh)
-                    std::memcpy(d, bi, nu * sizeof(T));
-                else
-                    for (int64_t j = 0; j < nu; ++j) d[j] = bi[j] + bh[j];
-            }
+            for (int64_t b = 0; b < B; ++b) folded_bias(kind, H, b_ih, b_hh, n0, nu, gx + b * ldg + n0);
             small_nt<T>(B, nu, I, x, I, w_ih + n0 * I, I, gx + n0, ldg, true);
             small_nt<T>(B, nu, H, h, H, w_hh + n0 * H, H, S + n0, GH, false);
         }

@@ -5,8 +5,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <exception>
 #include <cstdlib>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -35,9 +35,6 @@ int default_threads() {
 
 std::atomic<int> g_threads{0};
 
-// One parallel_for call. Shared with the workers that attach to it, so a
-// straggler that wakes after the call returned still holds valid memory (it
-// only finds the counter exhausted; it never calls fn then).
 // Set while a thread runs a pool task: a parallel_for from inside one runs
 // serially (the pool takes one call at a time).
 thread_local bool t_in_task = false;
@@ -94,6 +91,16 @@ inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
+}
+
+// The i-th round of a wait for another thread: spin first (it often ends
+// within microseconds, and a yield is a system call), then yield (a
+// descheduled thread should not cost the waiter a time slice each round).
+inline void backoff(int i) {
+    if (i < (1 << 14))
+        cpu_relax();
+    else
+        std::this_thread::yield();
 }
 
 // How long an idle worker polls for the next job before it sleeps on the
@@ -185,12 +192,7 @@ void SpinBarrier::wait() {
         gen_.fetch_add(1, std::memory_order_release);
         return;
     }
-    for (int i = 0; gen_.load(std::memory_order_acquire) == g; ++i) {
-        if (i < (1 << 14))
-            cpu_relax();
-        else
-            std::this_thread::yield();
-    }
+    for (int i = 0; gen_.load(std::memory_order_acquire) == g; ++i) backoff(i);
 }
 
 namespace {
@@ -212,20 +214,14 @@ void run_on_pool(int64_t n, int workers, bool pinned, const std::function<void(i
     }
     p.cv.notify_all();
     job->work(0);
-    // Wait only for tasks already started by other threads (spinning first: a
-    // yield is a system call, and the other tasks often end within microseconds).
-    // After a failure no task starts any more: wait for the started ones.
-    for (int i = 0;; ++i) {
-        const int64_t d = job->done.load(std::memory_order_acquire);
-        if (d >= n) break;
+    // Wait only for tasks already started by other threads. After a failure
+    // no task starts any more: wait for the started ones.
+    for (int i = 0; job->done.load(std::memory_order_acquire) < n; ++i) {
         if (job->failed.load(std::memory_order_acquire) && !job->pinned) {
             job->next.store(n);  // nothing new starts
             if (job->done.load(std::memory_order_acquire) >= job->started.load()) break;
         }
-        if (i < (1 << 14))
-            cpu_relax();
-        else
-            std::this_thread::yield();
+        backoff(i);
     }
     {
         std::lock_guard<std::mutex> lock(p.mu);

@@ -72,7 +72,7 @@ bool aligned(const py::array& a) {
 }
 
 // What Arr<F> (noconvert) accepts, checked without building dtype objects: a C-contiguous
-// ndarray of F in native byte order. `optional` arguments may also be None.
+// ndarray of F in this machine's byte order.
 template <class F>
 bool is_arr(const py::object& o) {
     if (!py::isinstance<py::array>(o)) return false;
@@ -81,12 +81,12 @@ bool is_arr(const py::object& o) {
     int num = d->type_num;
     if (std::is_same<F, int64_t>::value && num == py::detail::npy_api::NPY_LONGLONG_ && sizeof(long long) == 8)
         num = py::detail::npy_format_descriptor<F>::value;  // np.longlong: the same 64-bit integers
-    const uint16_t one = 1;
-    const char foreign = *reinterpret_cast<const char*>(&one) == 1 ? '>' : '<';  // not this machine's order
+    constexpr char foreign = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? '>' : '<';
     return num == py::detail::npy_format_descriptor<F>::value && d->byteorder != foreign &&
            (a->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) != 0;
 }
 
+// Every `required` argument is_arr<F>, every `optional` one too or None.
 template <class F>
 bool all_arrays_of(std::initializer_list<const py::object*> required,
                    std::initializer_list<const py::object*> optional) {
@@ -129,10 +129,11 @@ void check_shape(const py::array& a, const char* name, std::initializer_list<int
     if (!aligned(a)) value_error(std::string(name) + " must be an aligned array");
 }
 
-// Full check of one argument in the generic (error-reporting) overload.
-// dtype_num: the dtype every float array must share (-1 to take x's).
+// Full check of one argument on the error-reporting path (what failed is_arr):
+// a numpy array (or None when optional), of dtype `want` - the dtype `like`
+// has - unless want is nullptr, C-contiguous.
 void check_array_type(const py::object& o, const char* name, const py::dtype* want,
-                      bool optional) {
+                      bool optional, const char* like = "x") {
     if (o.is_none()) {
         if (optional) return;
         throw py::type_error(std::string(name) + " must be a numpy array, got None");
@@ -144,7 +145,7 @@ void check_array_type(const py::object& o, const char* name, const py::dtype* wa
     if (want) {
         if (!a.dtype().is(*want) && !a.dtype().equal(*want))
             throw py::type_error(std::string(name) + " must have dtype " +
-                                 std::string(py::str(*want)) + " like x, got " +
+                                 std::string(py::str(*want)) + " like " + like + ", got " +
                                  std::string(py::str(a.dtype())));
     }
     if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_))
@@ -182,14 +183,7 @@ void check_array_type(const py::object& o, const char* name, const py::dtype* wa
 [[noreturn]] void report_bad_grads(const char* fn, bool is_double,
                                    std::initializer_list<std::pair<const char*, py::object>> grads) {
     py::dtype dt = is_double ? py::dtype::of<double>() : py::dtype::of<float>();
-    for (const auto& kv : grads) {
-        if (py::isinstance<py::array>(kv.second) &&
-            !py::reinterpret_borrow<py::array>(kv.second).dtype().equal(dt))
-            throw py::type_error(std::string(kv.first) + " must have dtype " +
-                                 (is_double ? "float64" : "float32") + " like the forward pass, got " +
-                                 std::string(py::str(py::reinterpret_borrow<py::array>(kv.second).dtype())));
-        check_array_type(kv.second, kv.first, &dt, true);
-    }
+    for (const auto& kv : grads) check_array_type(kv.second, kv.first, &dt, true, "the forward pass");
     throw py::type_error(std::string(fn) + ": invalid argument types");
 }
 
@@ -640,18 +634,17 @@ void bind_rnn(py::module_& m) {
         [](const std::string& kind, const py::object& x, const py::object& h0, const py::object& c0,
            const py::object& w_ih, const py::object& w_hh, const py::object& b_ih,
            const py::object& b_hh, const py::object& lengths, bool reverse, bool keep) -> py::tuple {
+            // the call in dtype F (named by a value of it) if every array is one of F
+            auto call = [&](auto f) -> std::optional<py::tuple> {
+                using F = decltype(f);
+                if (!all_arrays_of<F>({&x, &h0, &w_ih, &w_hh}, {&c0, &b_ih, &b_hh})) return std::nullopt;
+                return layer_forward_t<F>(kind, borrow<F>(x), borrow<F>(h0), maybe<F>(c0),
+                                          borrow<F>(w_ih), borrow<F>(w_hh), maybe<F>(b_ih),
+                                          maybe<F>(b_hh), maybe<int64_t>(lengths), reverse, keep);
+            };
             if (lengths.is_none() || is_arr<int64_t>(lengths)) {
-                const std::optional<Lengths> len = maybe<int64_t>(lengths);
-                if (all_arrays_of<float>({&x, &h0, &w_ih, &w_hh}, {&c0, &b_ih, &b_hh}))
-                    return layer_forward_t<float>(kind, borrow<float>(x), borrow<float>(h0),
-                                                  maybe<float>(c0), borrow<float>(w_ih),
-                                                  borrow<float>(w_hh), maybe<float>(b_ih),
-                                                  maybe<float>(b_hh), len, reverse, keep);
-                if (all_arrays_of<double>({&x, &h0, &w_ih, &w_hh}, {&c0, &b_ih, &b_hh}))
-                    return layer_forward_t<double>(kind, borrow<double>(x), borrow<double>(h0),
-                                                   maybe<double>(c0), borrow<double>(w_ih),
-                                                   borrow<double>(w_hh), maybe<double>(b_ih),
-                                                   maybe<double>(b_hh), len, reverse, keep);
+                if (auto r = call(0.0f)) return *r;
+                if (auto r = call(0.0)) return *r;
             }
             report_bad_args("layer_forward",
                             {{"x", x}, {"h0", h0}, {"c0", c0}, {"w_ih", w_ih}, {"w_hh", w_hh},
@@ -692,15 +685,14 @@ void bind_rnn(py::module_& m) {
         [](const std::string& kind, const py::object& x, const py::object& h, const py::object& c,
            const py::object& w_ih, const py::object& w_hh, const py::object& b_ih,
            const py::object& b_hh, bool keep) -> py::tuple {
-            if (all_arrays_of<float>({&x, &h, &w_ih, &w_hh}, {&c, &b_ih, &b_hh}))
-                return cell_forward_t<float>(kind, borrow<float>(x), borrow<float>(h), maybe<float>(c),
-                                             borrow<float>(w_ih), borrow<float>(w_hh),
-                                             maybe<float>(b_ih), maybe<float>(b_hh), keep);
-            if (all_arrays_of<double>({&x, &h, &w_ih, &w_hh}, {&c, &b_ih, &b_hh}))
-                return cell_forward_t<double>(kind, borrow<double>(x), borrow<double>(h),
-                                              maybe<double>(c), borrow<double>(w_ih),
-                                              borrow<double>(w_hh), maybe<double>(b_ih),
-                                              maybe<double>(b_hh), keep);
+            auto call = [&](auto f) -> std::optional<py::tuple> {  // as in layer_forward
+                using F = decltype(f);
+                if (!all_arrays_of<F>({&x, &h, &w_ih, &w_hh}, {&c, &b_ih, &b_hh})) return std::nullopt;
+                return cell_forward_t<F>(kind, borrow<F>(x), borrow<F>(h), maybe<F>(c), borrow<F>(w_ih),
+                                         borrow<F>(w_hh), maybe<F>(b_ih), maybe<F>(b_hh), keep);
+            };
+            if (auto r = call(0.0f)) return *r;
+            if (auto r = call(0.0)) return *r;
             report_bad_args("cell_forward",
                             {{"x", x}, {"h", h}, {"c", c}, {"w_ih", w_ih}, {"w_hh", w_hh},
                              {"b_ih", b_ih}, {"b_hh", b_hh}},
