@@ -125,7 +125,10 @@ def _record():
     import fastrnn
 
     out: dict[str, np.ndarray] = {}
+    only = os.environ.get("GOLDEN_BACKENDS")
     for name in fastrnn.available_backends():
+        if only and name not in only.split(","):
+            continue
         _contract_cases(out, name)
         _layer_cases(out, name)
     return out
@@ -135,8 +138,9 @@ def _child(path):
     np.savez(path, **_record())
 
 
-def _run(isa, threads, path):
-    env = dict(os.environ, FASTRNN_SIMD=isa, FASTRNN_NUM_THREADS=str(threads), PYTHONHASHSEED="0")
+def _run(isa, threads, path, backends):
+    env = dict(os.environ, FASTRNN_SIMD=isa, FASTRNN_NUM_THREADS=str(threads), PYTHONHASHSEED="0",
+               GOLDEN_BACKENDS=",".join(backends or []))
     subprocess.run([sys.executable, __file__, "--child", str(path)], env=env, check=True)
 
 
@@ -148,6 +152,7 @@ def main(argv=None):
     g.add_argument("--child", metavar="FILE", help=argparse.SUPPRESS)
     ap.add_argument("--isa", nargs="*", default=list(ISAS))
     ap.add_argument("--threads", nargs="*", type=int, default=list(THREADS))
+    ap.add_argument("--backends", nargs="*", help="check only these backends (default: all available)")
     a = ap.parse_args(argv)
     if a.child:
         _child(a.child)
@@ -158,17 +163,18 @@ def main(argv=None):
     for isa, threads in itertools.product(a.isa, a.threads):
         name = f"golden-{isa}-t{threads}.npz"
         if a.write:
-            _run(isa, threads, folder / name)
+            _run(isa, threads, folder / name, None)
             print(f"wrote {folder / name}")
             continue
         fresh = folder / ("check-" + name)
-        _run(isa, threads, fresh)
+        _run(isa, threads, fresh, a.backends)
         want, got = np.load(folder / name), np.load(fresh)
-        missing = sorted(set(want.files) ^ set(got.files))
-        differ = [k for k in want.files if k in got.files and
+        names = [k for k in want.files if not a.backends or k.split("/")[0] in a.backends]
+        missing = sorted(set(names) ^ set(got.files))
+        differ = [k for k in names if k in got.files and
                   (want[k].shape != got[k].shape or want[k].dtype != got[k].dtype
                    or want[k].tobytes() != got[k].tobytes())]
-        print(f"{name}: {len(want.files)} arrays, {len(differ)} differ, {len(missing)} missing/extra")
+        print(f"{name}: {len(names)} arrays, {len(differ)} differ, {len(missing)} missing/extra")
         for k in (differ + missing)[:20]:
             print("   ", k)
         bad += len(differ) + len(missing)
