@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from cases import CELL_KINDS, GATES
 from fastrnn import _core
 from fastrnn.backends import cpp
 
@@ -19,7 +20,6 @@ SHAPES = [  # cell, B, I, H, T
     ("GRU", 1, 1, 32, 200), ("GRU", 1, 64, 128, 100), ("GRU", 16, 64, 128, 100),
     ("GRU", 64, 128, 256, 50), ("GRU", 32, 512, 512, 50), ("GRU", 64, 1024, 1024, 25),
 ]
-G = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
 CLOCK = time.perf_counter
@@ -39,9 +39,9 @@ def median_time(fn, min_time=0.3, max_reps=200):
 
 
 def bench(cell, B, I, H, T, dtype, threads, torch):
-    kind = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn_tanh"}[cell]
+    kind = CELL_KINDS[cell]
     rng = np.random.default_rng(0)
-    g = G[cell]
+    g = GATES[cell]
     k = 1 / np.sqrt(H)
     x = rng.standard_normal((T, B, I)).astype(dtype)
     h0 = np.zeros((B, H), dtype)

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+from fastrnn.backends.contract import GATES as _KIND_GATES
+
+#: The benchmark's cell names (PyTorch's layer classes) and the kind each runs.
+CELL_KINDS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn_tanh"}
+#: cell name -> G, its number of gates.
+GATES = {cell: _KIND_GATES[kind] for cell, kind in CELL_KINDS.items()}
 
 #: Relative tolerance of a result against the float64 reference, as
 #: max|result - ref| <= RTOL * max|ref| per array (a fast wrong answer fails).

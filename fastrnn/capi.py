@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from cffi import FFI
 
+from .backends.contract import KINDS
+
 __all__ = [
     "ffi", "lib", "header_path", "abi_version", "status_message", "FastrnnCError",
     "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "GRU_ORIG", "KIND_CODES",
@@ -74,7 +76,7 @@ _resolve_blas()
 RNN_TANH, RNN_RELU, LSTM, GRU, GRU_ORIG = (lib.FASTRNN_RNN_TANH, lib.FASTRNN_RNN_RELU, lib.FASTRNN_LSTM,
                                            lib.FASTRNN_GRU, lib.FASTRNN_GRU_ORIG)
 #: kind name of the backend contract -> C enum value
-KIND_CODES = {"rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU, "lstm": LSTM, "gru": GRU, "gru_orig": GRU_ORIG}
+KIND_CODES = {kind: getattr(lib, "FASTRNN_" + kind.upper()) for kind in KINDS}
 
 
 class FastrnnCError(ValueError):

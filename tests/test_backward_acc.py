@@ -12,7 +12,7 @@ import pytest
 
 import fastrnn
 from fastrnn import backends
-from fastrnn.rnn import GATES as G
+from fastrnn.backends.contract import GATES as G
 
 from conftest import tol
 

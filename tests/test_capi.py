@@ -8,6 +8,7 @@ import pytest
 
 import fastrnn
 from fastrnn.backends import reference
+from fastrnn.backends.contract import GATES, KINDS
 
 capi = pytest.importorskip("fastrnn.capi", reason="the compiled extension (and its C ABI) is not installed",
                            exc_type=ImportError)
@@ -16,12 +17,11 @@ try:
 except ImportError:  # pragma: no cover - the extension without kernels
     cpp = None
 
-KINDS = reference.KINDS
 
 
 def _args(kind, T, B, I, H, dtype, bias=True, seed=0):
     rng = np.random.default_rng(seed)
-    G = reference.GATES[kind]
+    G = GATES[kind]
     a = dict(
         x=rng.standard_normal((T, B, I)),
         h0=rng.standard_normal((B, H)),

@@ -23,9 +23,8 @@ if not hasattr(core, "layer_forward"):
 
 from fastrnn.backends import cpp  # noqa: E402
 from fastrnn.backends import reference as ref  # noqa: E402
+from fastrnn.backends.contract import GATES, KINDS  # noqa: E402
 
-KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig")
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
 DTYPES = [np.float64, np.float32]
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 
@@ -260,7 +259,7 @@ def test_cell_thread_count_does_not_change_results(kind, dtype, B, H, restore_th
     """Cells of B <= 4 split their hidden units between threads from 64K multiply-adds: the
     same bits whatever the thread count, and the reference's values."""
     rng = np.random.default_rng(3)
-    G = ref.GATES[kind]
+    G = GATES[kind]
     I = 64
     x, h, c = (rng.standard_normal(s).astype(dtype) for s in ((B, I), (B, H), (B, H)))
     w_ih = (rng.standard_normal((G * H, I)) * 0.2).astype(dtype)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import fastrnn
 from fastrnn.backends import reference
+from fastrnn.backends.contract import GATES, KINDS
 
 try:
     from fastrnn import _core as core
@@ -22,7 +23,6 @@ except ImportError:  # pure-Python install
     core = None
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-KINDS = reference.KINDS
 DTYPES = [np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_, np.complex64, object]
 LAYERS = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU, "rnn_tanh": fastrnn.RNN}
 
@@ -123,7 +123,7 @@ def binding_case(draw):
     kind = draw(st.sampled_from(KINDS))
     dtype = np.dtype(draw(st.sampled_from([np.float32, np.float64])))
     T, B, I, H = (draw(st.integers(1, 4)) for _ in range(4))
-    G = reference.GATES[kind]
+    G = GATES[kind]
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     args = dict(
         x=rng.standard_normal((T, B, I)).astype(dtype),

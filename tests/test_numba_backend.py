@@ -15,19 +15,19 @@ import numpy as np
 import pytest
 
 from fastrnn.backends import reference as ref
+from fastrnn.backends.contract import GATES, KINDS
 
 nbb = pytest.importorskip("fastrnn.backends.numba", reason="numba is not installed")
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-KINDS = ref.KINDS
 DTYPES = [np.float64, np.float32]
 TOL = {np.dtype(np.float64): dict(rtol=1e-10, atol=1e-10), np.dtype(np.float32): dict(rtol=1e-5, atol=1e-5)}
 
 
 def _args(kind, T, B, I, H, bias, dtype, rng, scale=0.5):
-    G = ref.GATES[kind]
+    G = GATES[kind]
 
     def r(*shape, s=1.0):
         return (rng.standard_normal(shape) * s).astype(dtype)

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig")
 ISAS = ("avx512", "avx2", "generic")
 THREADS = (1, 2)
 
@@ -38,9 +37,10 @@ def _arrays(rng, dtype, *shapes):
 def _contract_cases(out, backend_name):
     """One layer, one direction and one step through the backend contract."""
     from fastrnn.backends import get_backend
+    from fastrnn.backends.contract import GATES as gates
+    from fastrnn.backends.contract import KINDS
 
     be = get_backend(backend_name)
-    gates = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
     shapes = [(7, 3, 5, 6), (13, 16, 33, 51), (5, 1, 64, 128), (3, 37, 129, 70)]
     for kind, dtype, (T, B, I, H), reverse, varlen, bias in itertools.product(
             KINDS, (np.float32, np.float64), shapes, (False, True), (False, True), (True, False)):
@@ -135,6 +135,12 @@ def _record():
 
 
 def _child(path):
+    # The source tree this script belongs to, not whatever fastrnn is installed: a script's
+    # sys.path[0] is its own folder (tools/), which would leave the installed package first.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import fastrnn
+
+    print(f"checking fastrnn from {Path(fastrnn.__file__).parent}", file=sys.stderr)
     np.savez(path, **_record())
 
 

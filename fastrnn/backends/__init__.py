@@ -1,6 +1,6 @@
 """Backend registry.
 
-A backend is a module that implements the contract of ``CONTRACT.md``
+A backend is a module that implements the contract of ``contract.Backend``
 (``layer_forward``, ``layer_backward``, ``cell_forward``, ``cell_backward``).
 ``auto`` picks the first importable one of :data:`PREFERENCE`. A user forces
 one per layer (``backend=``), globally (:func:`set_backend`) or with the

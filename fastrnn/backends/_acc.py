@@ -1,4 +1,4 @@
-"""The ``acc`` argument of ``layer_backward`` (CONTRACT.md) for the Python backends.
+"""The ``acc`` argument of ``layer_backward`` (``contract.Backend``) for the Python backends.
 
 The cpp binding checks the same in C++ (``bind_rnn.cpp``) and lets its kernel
 accumulate in place; these backends compute fresh weight gradients and add.

@@ -1,6 +1,6 @@
 """The compiled backend: fused C++ kernels in ``fastrnn._core``.
 
-Implements the backend contract of ``CONTRACT.md`` by forwarding straight to
+Implements the backend contract (``contract.Backend``) by forwarding straight to
 the pybind11 bindings (``csrc/python/bind_rnn.cpp``), which check every array
 at the boundary and release the GIL while the kernels run. float32 and
 float64 arrays are computed in their own dtype; mixed dtypes are an error.
@@ -29,8 +29,9 @@ _missing = [name for name in _REQUIRED if not hasattr(_core, name)]
 if _missing:
     raise ImportError(f"fastrnn._core lacks the recurrent kernels ({', '.join(_missing)}); rebuild the extension")
 
+from .contract import KINDS  # noqa: E402 - after the check that the extension has the kernels
+
 NAME = "cpp"
-KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig")
 
 #: layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep) -> (out, h_n, c_n, ws)
 layer_forward = _core.layer_forward

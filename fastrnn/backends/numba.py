@@ -51,10 +51,9 @@ from numba.extending import intrinsic as _intrinsic
 from numba.extending import overload as _overload
 
 from ._acc import add_into, check_acc
+from .contract import KINDS, has_cell_state, num_gates
 
 NAME = "numba"
-KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig")
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
 
 _jit = _numba.njit(cache=True, nogil=True, error_model="numpy")
 
@@ -588,13 +587,6 @@ def _arr(a, name, dtype, shape):
     return a
 
 
-def _gates(kind):
-    try:
-        return GATES[kind]
-    except (KeyError, TypeError):
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}") from None
-
-
 def _lengths(lengths, T, B):
     if lengths is None:
         return np.full(B, T, dtype=np.int64), False
@@ -608,7 +600,7 @@ def _lengths(lengths, T, B):
 
 
 def _check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    G = _gates(kind)
+    G = num_gates(kind)
     dtype = _dtype_of(x)
     if x.ndim != 3 or min(x.shape) < 1:
         raise ValueError(f"x must have shape [T, B, I] with T, B, I >= 1, got {getattr(x, 'shape', None)}")
@@ -618,7 +610,7 @@ def _check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     H = h0.shape[1]
     x = _arr(x, "x", dtype, (T, B, I))
     h0 = _arr(h0, "h0", dtype, (B, H))
-    if kind == "lstm":
+    if has_cell_state(kind):
         if c0 is None:
             raise ValueError("c0 is required for kind 'lstm'")
         c0 = _arr(c0, "c0", dtype, (B, H))
@@ -709,7 +701,7 @@ _serial_blas = _SerialBLAS().limit
 
 
 def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep):
-    """Run one layer over ``x [T, B, I]``; see CONTRACT.md."""
+    """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, dtype, G = _check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     T, B, I = x.shape
     H = h0.shape[1]
@@ -773,7 +765,7 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
 
 
 def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
-    """Gradients of a ``layer_forward(..., keep=True)``; see CONTRACT.md."""
+    """Gradients of a ``layer_forward(..., keep=True)``; see ``contract.Backend``."""
     if not isinstance(ws, dict) or "hp" not in ws:
         raise ValueError("ws must be the workspace of a numba layer_forward(..., keep=True), not yet consumed "
                          "by a layer_backward")
@@ -832,7 +824,7 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
 
 
 def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
-    """One step of a cell on ``x [B, I]``; see CONTRACT.md."""
+    """One step of a cell on ``x [B, I]``; see ``contract.Backend``."""
     if getattr(x, "ndim", 0) != 2:
         raise ValueError(f"x must have shape [B, I], got {getattr(x, 'shape', None)}")
     out, h_new, c_new, ws = layer_forward(kind, x[None], h, c, w_ih, w_hh, b_ih, b_hh, None, False, keep)
@@ -842,7 +834,7 @@ def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
 
 
 def cell_backward(ws, grad_h, grad_c):
-    """Gradients of a ``cell_forward(..., keep=True)``; see CONTRACT.md."""
+    """Gradients of a ``cell_forward(..., keep=True)``; see ``contract.Backend``."""
     if not isinstance(ws, dict) or not ws.get("cell"):
         raise ValueError("ws must be the workspace of a numba cell_forward(..., keep=True), not yet consumed "
                          "by a cell_backward")

@@ -2,7 +2,7 @@
 
 Short and readable, one equation a line; every other backend is tested
 against it. It computes in the dtype it is given (float32 or float64). The
-functions here are the backend contract described in ``CONTRACT.md``.
+functions here are the backend contract of ``contract.Backend``.
 
 Notation per step (B rows of a batch, H hidden units, G gates)::
 
@@ -18,10 +18,9 @@ import numpy as np
 from scipy.special import expit as sigmoid
 
 from ._acc import add_into, check_acc
+from .contract import KINDS
 
 NAME = "numpy"
-KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig")
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
 
 
 def _split(a, n):
@@ -134,7 +133,7 @@ def _step_backward(kind, saved, dh, dc, h, c, w_hh):
 
 
 def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep):
-    """Run one layer over ``x [T, B, I]``; see CONTRACT.md."""
+    """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
     T, B, _ = x.shape
     H = h0.shape[1]
     gx_all = x.reshape(T * B, -1) @ w_ih.T
@@ -168,7 +167,7 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
 
 
 def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
-    """Gradients of a ``layer_forward(..., keep=True)``; see CONTRACT.md."""
+    """Gradients of a ``layer_forward(..., keep=True)``; see ``contract.Backend``."""
     kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
     check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n))
     lengths = ws["lengths"]
@@ -216,7 +215,7 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
 
 
 def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
-    """One step of a cell on ``x [B, I]``; see CONTRACT.md."""
+    """One step of a cell on ``x [B, I]``; see ``contract.Backend``."""
     gx = x @ w_ih.T
     if b_ih is not None:
         gx = gx + b_ih
@@ -228,7 +227,7 @@ def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
 
 
 def cell_backward(ws, grad_h, grad_c):
-    """Gradients of a ``cell_forward(..., keep=True)``; see CONTRACT.md."""
+    """Gradients of a ``cell_forward(..., keep=True)``; see ``contract.Backend``."""
     x, w_ih = ws["x"], ws["w_ih"]
     dgx, dW_hh, dgh, dh, dc = _step_backward(ws["kind"], ws["saved"], grad_h, grad_c, ws["h"], ws["c"], ws["w_hh"])
     return dict(

@@ -1,0 +1,174 @@
+"""The backend contract in code: the kinds of recurrence and the :class:`Backend` protocol.
+
+This module is the authoritative statement of the contract (``CONTRACT.md``
+points here). Every backend (``reference``, ``numba``, ``cpp``), the layers,
+the benchmarks and the tests take the kinds and their gate counts from
+:data:`SPECS`; ``tests/test_contract.py`` checks that each backend module
+conforms to :class:`Backend` (signatures included) and that the C ABI's kind
+enum and the ``_core`` binding accept exactly :data:`KINDS` with these gate
+counts.
+
+Kinds and gate layout: G gates, each a row block of H in the weight matrices
+``w_ih [G*H, I]``, ``w_hh [G*H, H]`` and the biases ``[G*H]``, in PyTorch's
+order. With ``r, z = sigmoid(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z})``:
+
+==========  ==  ============  ===========================================================
+kind        G   gates         update
+==========  ==  ============  ===========================================================
+rnn_tanh    1   (h)           h' = tanh(W_ih x + b_ih + W_hh h + b_hh)
+rnn_relu    1   (h)           h' = relu(W_ih x + b_ih + W_hh h + b_hh)
+lstm        4   i, f, g, o    c' = f*c + i*g ; h' = o*tanh(c')  (i, f, o sigmoid; g tanh)
+gru         3   r, z, n       n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h' = (1-z)*n + z*h
+gru_orig    3   r, z, n       n = tanh(W_in x + b_in + W_hn (r*h) + b_hn); h' = (1-z)*n + z*h
+==========  ==  ============  ===========================================================
+
+``gru`` is PyTorch's GRU (ONNX ``linear_before_reset=1``); ``gru_orig`` the
+original paper's (ONNX ``linear_before_reset=0``). Only ``lstm`` has a cell
+state ``c``.
+
+Arrays: every array a backend receives is a NumPy array of ONE floating dtype
+(float32 or float64); a backend computes in that dtype and returns arrays of
+it. The layers validate user input before calling a backend (shapes, dtypes,
+lengths range), so a backend may rely on it; a compiled backend still checks
+at its own boundary so that nothing reachable from Python can crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["KindSpec", "SPECS", "KINDS", "GATES", "num_gates", "has_cell_state", "Backend", "ThreadedBackend",
+           "LAYER_GRAD_KEYS", "CELL_GRAD_KEYS"]
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """One kind of recurrence: its name, its gates (row blocks of H, in order) and whether it has a cell state."""
+
+    name: str
+    gate_names: tuple
+    cell_state: bool
+    update: str
+
+    @property
+    def gates(self) -> int:
+        """G, the number of gates: the weights have G*H rows."""
+        return len(self.gate_names)
+
+
+#: kind name -> its spec, in the order the C ABI's ``enum fastrnn_kind`` numbers them.
+SPECS = {spec.name: spec for spec in (
+    KindSpec("rnn_tanh", ("h",), False, "h' = tanh(W_ih x + b_ih + W_hh h + b_hh)"),
+    KindSpec("rnn_relu", ("h",), False, "h' = relu(W_ih x + b_ih + W_hh h + b_hh)"),
+    KindSpec("lstm", ("i", "f", "g", "o"), True, "c' = f*c + i*g ; h' = o*tanh(c')"),
+    KindSpec("gru", ("r", "z", "n"), False, "n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h' = (1-z)*n + z*h"),
+    KindSpec("gru_orig", ("r", "z", "n"), False, "n = tanh(W_in x + b_in + W_hn (r*h) + b_hn); h' = (1-z)*n + z*h"),
+)}
+#: The kind names every backend accepts.
+KINDS = tuple(SPECS)
+#: kind -> G, its number of gates.
+GATES = {name: spec.gates for name, spec in SPECS.items()}
+#: Keys of the dict ``layer_backward`` returns.
+LAYER_GRAD_KEYS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")
+#: Keys of the dict ``cell_backward`` returns.
+CELL_GRAD_KEYS = ("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh")
+
+
+def _spec(kind) -> KindSpec:
+    try:
+        return SPECS[kind]
+    except (KeyError, TypeError):
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}") from None
+
+
+def num_gates(kind) -> int:
+    """G of ``kind``; ValueError naming the kinds if it is not one."""
+    return _spec(kind).gates
+
+
+def has_cell_state(kind) -> bool:
+    """Whether ``kind`` carries a cell state ``c`` besides ``h`` (lstm); ValueError if it is not a kind."""
+    return _spec(kind).cell_state
+
+
+Array = np.ndarray
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A backend: a module of ``fastrnn/backends`` with these names. The layers call only these
+    and never know which backend runs; ``fastrnn.backends.get_backend`` returns one."""
+
+    #: "numpy", "numba" or "cpp".
+    NAME: str
+    #: The kinds it accepts: :data:`KINDS`.
+    KINDS: tuple
+
+    def layer_forward(self, kind: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Array, w_hh: Array,
+                      b_ih: Optional[Array], b_hh: Optional[Array], lengths: Optional[Array], reverse: bool,
+                      keep: bool) -> tuple:
+        """Whole sequence, one layer, one direction: returns ``(out, h_n, c_n, ws)``.
+
+        - ``x [T, B, I]``, T >= 1, B >= 1, I >= 1
+        - ``h0 [B, H]``; ``c0 [B, H]`` for lstm, else None
+        - ``w_ih [G*H, I]``, ``w_hh [G*H, H]``
+        - ``b_ih [G*H]``, ``b_hh [G*H]``: both arrays, or both None (no bias)
+        - ``lengths``: None, or int64 ``[B]`` with 1 <= lengths[b] <= T (padded
+          batch: sequence b is valid at steps t < lengths[b])
+        - ``reverse``: process t = T-1 .. 0
+        - ``keep``: keep what backward needs in ``ws`` (training). With
+          keep=False ``ws`` is None and nothing for backward is stored
+          (inference).
+        - returns ``out [T, B, H]``, ``h_n [B, H]``, ``c_n [B, H]`` (lstm) or
+          None, and ``ws``: an opaque object only this backend's
+          ``layer_backward`` reads.
+
+        Semantics of ``lengths`` (PyTorch's packed sequences): at a padded step
+        (t >= lengths[b]) the state of sequence b is carried unchanged and
+        ``out[t, b] = 0``. So ``h_n[b]`` is the state after step lengths[b]-1,
+        and in reverse the recursion of sequence b starts from h0 at its own
+        last step t = lengths[b]-1.
+        """
+
+    def layer_backward(self, ws: Any, grad_out: Array, grad_h_n: Array, grad_c_n: Optional[Array],
+                       acc: Optional[tuple] = None) -> dict:
+        """Gradients of a ``layer_forward(..., keep=True)``: a dict with keys :data:`LAYER_GRAD_KEYS`.
+
+        - ``grad_out [T, B, H]``, ``grad_h_n [B, H]``, ``grad_c_n [B, H]``
+          (lstm) or None; the layers pass zero arrays for absent gradients.
+        - returns ``x [T,B,I]``, ``h0 [B,H]``, ``c0 [B,H]`` (lstm; else None),
+          ``w_ih``, ``w_hh``, ``b_ih``, ``b_hh`` (None without bias), freshly
+          allocated. Padded steps give zero gradient into x.
+        - ``acc``: None, or a pair ``(w_ih [G*H, I], w_hh [G*H, H])`` of
+          writeable C-contiguous arrays of the forward's dtype that share no
+          memory with the forward's or backward's arguments: the weight
+          gradients are added into them in place, and the result's ``w_ih``,
+          ``w_hh`` are these arrays. The layers pass their running gradients
+          (``Module.grads``), which saves a temporary of each weight's size at
+          the peak and an add. A bad ``acc`` raises before anything is
+          consumed.
+        - ``ws`` may be consumed (a backend may free it); calling backward
+          twice on one ``ws`` is the layer's error to prevent.
+        """
+
+    def cell_forward(self, kind: str, x: Array, h: Array, c: Optional[Array], w_ih: Array, w_hh: Array,
+                     b_ih: Optional[Array], b_hh: Optional[Array], keep: bool) -> tuple:
+        """One step: ``x [B, I]``, ``h [B, H]``, ``c [B, H]`` (lstm) or None; returns
+        ``(h_new [B, H], c_new [B, H] (lstm) or None, ws)``, ``ws`` None unless ``keep``.
+        Weights and biases as in :meth:`layer_forward`."""
+
+    def cell_backward(self, ws: Any, grad_h: Array, grad_c: Optional[Array]) -> dict:
+        """Gradients of a ``cell_forward(..., keep=True)``: a dict with keys :data:`CELL_GRAD_KEYS`.
+        ``grad_h [B, H]``, ``grad_c [B, H]`` (lstm; zeros when absent) or None."""
+
+
+@runtime_checkable
+class ThreadedBackend(Backend, Protocol):
+    """A backend whose kernels take fastrnn's thread count (``fastrnn.set_num_threads`` calls this
+    on every loaded backend that has it)."""
+
+    def set_num_threads(self, n: int) -> None:
+        """Use ``n`` threads (a positive integer; ValueError otherwise)."""
