@@ -1,0 +1,154 @@
+"""The contract's entry points: arrays in, the time loops run, gradients out.
+
+Forward: ONE GEMM for the input projection of all T steps (biases folded in,
+NumPy ``@``), W_hh transposed once per call, then :func:`_loops.forward_loop`.
+Backward: :func:`_loops.backward_loop` leaves the gate gradients of every
+step; ``dW_ih``, ``dW_hh``, ``dx`` and the bias gradients are a few large
+GEMMs / reductions over all T*B rows afterwards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._acc import add_into, check_acc
+from ..contract import KINDS
+from ._checks import as_array, check_layer, lengths_array
+from ._loops import backward_loop, forward_loop
+from ._products import at_b, transposed
+from ._threads import serial_blas
+
+#: kind -> widths, in units of H, of the two arrays its forward saves for backward (s1, s2):
+#: rnn: h'; lstm: the gates post-activation, tanh(c'); gru: the gates, W_hn h + b_hn;
+#: gru_orig: the gates, r * h. Every kind also saves its step's input states (hp, and cp for lstm).
+SAVED = {"rnn_tanh": (1, 0), "rnn_relu": (1, 0), "lstm": (4, 1), "gru": (3, 1), "gru_orig": (3, 1)}
+
+
+def _input_projection(kind, x, w_ih, b_ih, b_hh, H):
+    """gx = x @ W_ih.T with every bias the step does not need apart folded in, and b_hn (gru: the
+    bias inside r * (W_hn h + b_hn); an empty array for the other kinds)."""
+    T, B, I = x.shape
+    gx = x.reshape(T * B, I) @ w_ih.T
+    bhn = None
+    if b_ih is not None:
+        bias = b_ih.copy()
+        if kind == "gru":
+            bias[: 2 * H] += b_hh[: 2 * H]
+            bhn = b_hh[2 * H:].copy()
+        else:
+            bias += b_hh
+        gx += bias
+    if bhn is None:
+        bhn = np.zeros(H if kind == "gru" else 0, dtype=x.dtype)
+    return gx.reshape(T, B, -1), bhn
+
+
+def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep):
+    """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, dtype, G = check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    lens, padded = lengths_array(lengths, T, B)
+    reverse, keep = bool(reverse), bool(keep)
+    gx, bhn = _input_projection(kind, x, w_ih, b_ih, b_hh, H)
+
+    def kept(width):  # an array the loop fills only with keep (and always indexes by t, b)
+        return np.empty((T, B, width if keep else 0), dtype=dtype)
+
+    out = np.empty((T, B, H), dtype=dtype)
+    h = h0.copy()
+    c = np.empty((B, 0), dtype=dtype) if c0 is None else c0.copy()
+    s1, s2 = (kept(n * H) for n in SAVED[kind])
+    hp, cp = kept(H), kept(H if c0 is not None else 0)
+    if kind == "gru_orig":
+        wt, wt_n = transposed(w_hh[: 2 * H], T), transposed(w_hh[2 * H:], T)
+        gn, rh = np.empty((B, H), dtype=dtype), np.empty((B, H), dtype=dtype)
+    else:
+        wt = wt_n = transposed(w_hh, T)
+        gn = rh = np.empty((B, 0), dtype=dtype)
+    gh = np.empty((B, wt.shape[1]), dtype=dtype)
+    with serial_blas(T):
+        forward_loop(KINDS.index(kind), gx, h, c, wt, wt_n, bhn, lens, reverse, keep, dtype.type(1), out, gh, gn,
+                     rh, s1, s2, hp, cp)
+    ws = None
+    if keep:
+        ws = dict(kind=kind, x=x, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None, lengths=lens, padded=padded,
+                  reverse=reverse, hp=hp, cp=cp, s1=s1, s2=s2)
+    return out, h, None if c0 is None else c, ws
+
+
+def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
+    """Gradients of a ``layer_forward(..., keep=True)``; see ``contract.Backend``."""
+    if not isinstance(ws, dict) or "hp" not in ws:
+        raise ValueError("ws must be the workspace of a numba layer_forward(..., keep=True), not yet consumed "
+                         "by a layer_backward")
+    kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
+    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n))
+    T, B, I = x.shape
+    GH, H = w_hh.shape
+    dtype = x.dtype
+    grad_out = as_array(grad_out, "grad_out", dtype, (T, B, H))
+    dh = np.array(as_array(grad_h_n, "grad_h_n", dtype, (B, H)), order="C")  # a fresh copy: the loop updates it
+    dc = np.empty((B, 0), dtype)
+    if kind == "lstm":
+        dc = np.zeros((B, H), dtype) if grad_c_n is None else np.array(as_array(grad_c_n, "grad_c_n", dtype, (B, H)))
+
+    def scratch(width):
+        return np.empty((B, width), dtype=dtype)
+
+    dgx = np.empty((T, B, GH), dtype=dtype)
+    dgh = np.empty((T, B, GH), dtype=dtype) if kind == "gru" else dgx  # where the recurrent product's differs
+    direct = scratch(H if kind in ("gru", "gru_orig") else 0)
+    if kind == "gru_orig":
+        w, w_n = w_hh[: 2 * H], w_hh[2 * H:]
+        dn, drh, drz = scratch(H), scratch(H), scratch(2 * H)
+    else:
+        w = w_n = w_hh
+        dn = drh = drz = scratch(0)
+    hp = ws["hp"]
+    with serial_blas(T):
+        backward_loop(KINDS.index(kind), ws["s1"], ws["s2"], hp, ws["cp"], w, w_n, ws["lengths"], ws["reverse"],
+                      dtype.type(1), grad_out, dh, dc, dgx, dgh, direct, dn, drh, drz, scratch(H))
+
+    # The big products over all T*B rows.
+    dgx_flat = dgx.reshape(T * B, GH)
+    dgh_flat = dgh.reshape(T * B, GH)
+    hp_flat = hp.reshape(T * B, H)
+    if kind == "gru_orig":
+        dw_hh = np.empty_like(w_hh)
+        at_b(dgx_flat[:, : 2 * H], hp_flat, dw_hh[: 2 * H])
+        at_b(dgx_flat[:, 2 * H:], ws["s2"].reshape(T * B, H), dw_hh[2 * H:])  # s2: r * h
+    else:
+        dw_hh = at_b(dgh_flat, hp_flat)
+    grads = dict(
+        x=(dgx_flat @ w_ih).reshape(T, B, I),
+        h0=dh,
+        c0=dc if kind == "lstm" else None,
+        w_ih=at_b(dgx_flat, x.reshape(T * B, I)),
+        w_hh=dw_hh,
+        b_ih=dgx_flat.sum(axis=0) if ws["bias"] else None,
+        b_hh=dgh_flat.sum(axis=0) if ws["bias"] else None,
+    )
+    ws.clear()  # consumed (contract.Backend): free the saved activations now, not when the layer drops ws
+    return add_into(grads, acc)
+
+
+def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
+    """One step of a cell on ``x [B, I]``; see ``contract.Backend``."""
+    if getattr(x, "ndim", 0) != 2:
+        raise ValueError(f"x must have shape [B, I], got {getattr(x, 'shape', None)}")
+    out, h_new, c_new, ws = layer_forward(kind, x[None], h, c, w_ih, w_hh, b_ih, b_hh, None, False, keep)
+    if ws is not None:
+        ws["cell"] = True
+    return h_new, c_new, ws
+
+
+def cell_backward(ws, grad_h, grad_c):
+    """Gradients of a ``cell_forward(..., keep=True)``; see ``contract.Backend``."""
+    if not isinstance(ws, dict) or not ws.get("cell"):
+        raise ValueError("ws must be the workspace of a numba cell_forward(..., keep=True), not yet consumed "
+                         "by a cell_backward")
+    B, H = ws["hp"].shape[1:]
+    zeros = np.zeros((1, B, H), dtype=ws["x"].dtype)
+    g = layer_backward(ws, zeros, grad_h, grad_c)
+    return dict(x=g["x"][0], h=g["h0"], c=g["c0"], w_ih=g["w_ih"], w_hh=g["w_hh"], b_ih=g["b_ih"], b_hh=g["b_hh"])

@@ -1,0 +1,90 @@
+"""The time loops: one forward and one backward loop for every kind.
+
+Notation: t is the time index, b the batch row; ``gx [T, B, G*H]`` is the
+input projection of all steps with the biases folded in. ``lengths [B]``
+int64 (T where a sequence is not padded): row b is valid at step t iff
+t < lengths[b]. ``one`` is 1 in the dtype of the arrays, so that no float64
+literal promotes float32 arithmetic. An array a kind does not use is passed
+with a last axis of length 0, so that its rows can be taken (and are empty)
+whatever the kind.
+
+Per step the loops do only the recurrent product (``np.dot`` -> SciPy's
+BLAS, into a preallocated scratch) and the rows of ``_rows`` - no
+allocation. The padding rule lives here, once: a padded row carries its
+state unchanged and outputs zero; backward gives it zero gradient and
+carries its state's gradient unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._math import jit
+from ._rows import GRU_ORIG, backward_row, forward_row, gru_orig_backward_reset, gru_orig_reset
+
+
+@jit
+def forward_loop(kind, gx, h, c, wt, wt_n, bhn, lengths, reverse, keep, one, out, gh, gn, rh, s1, s2, hp_s, cp_s):
+    """Run ``kind`` over all steps. h [B,H] (in: h0, out: h_n), c likewise (lstm);
+    wt = W_hh.T (gru_orig: W_hh[:2H].T, and wt_n = W_hh[2H:].T); gh [B, columns of wt] scratch,
+    gn, rh [B,H] gru_orig's scratch. keep: s1, s2 the kind's saved arrays (``_layer.SAVED``),
+    hp_s, cp_s the step's input states."""
+    T, B, _ = gx.shape
+    zero = one - one
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        np.dot(h, wt, gh)
+        if kind == GRU_ORIG:  # its second product needs r * h of every row first
+            for b in range(B):
+                gru_orig_reset(gx[t, b], gh[b], h[b], rh[b])
+                if keep:
+                    s2[t, b, :] = rh[b]
+            np.dot(rh, wt_n, gn)
+        for b in range(B):
+            hb = h[b]
+            ob = out[t, b]
+            if keep:
+                hp_s[t, b, :] = hb
+                cp_s[t, b, :] = c[b]
+            if t >= lengths[b]:
+                ob[:] = zero
+                continue
+            forward_row(kind, one, gx[t, b], gh[b], gn[b], bhn, hb, c[b], ob, keep, s1[t, b], s2[t, b])
+
+
+@jit
+def backward_loop(kind, s1, s2, hp_s, cp_s, w, w_n, lengths, reverse, one, grad_out, dh, dc, dgx, dgh, direct,
+                  dn, drh, drz, dtmp):
+    """Backward of :func:`forward_loop`. dh [B,H] (in: grad of h_n, out: of h0), dc likewise (lstm);
+    w = W_hh (gru_orig: W_hh[:2H], and w_n = W_hh[2H:]). dgx [T,B,G*H] receives the gradients of
+    the gate pre-activations, dgh those of the recurrent product (gru; the same array as dgx for
+    the other kinds). direct [B,H]: the part of dh not through W_hh (gru kinds); dn, drh [B,H],
+    drz [B,2H] gru_orig's scratch; dtmp [B,H] scratch."""
+    T, B, _ = grad_out.shape
+    zero = one - one
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        for b in range(B):
+            if t >= lengths[b]:
+                dgx[t, b, :] = zero
+                dgh[t, b, :] = zero
+                dn[b, :] = zero
+                drz[b, :] = zero
+                continue
+            backward_row(kind, one, dh[b], grad_out[t, b], s1[t, b], s2[t, b], hp_s[t, b], cp_s[t, b], dc[b],
+                         dgx[t, b], dgh[t, b], direct[b], dn[b], drz[b])
+        if kind == GRU_ORIG:
+            np.dot(dn, w_n, drh)  # d(r*h) = dn @ W_hn
+            for b in range(B):
+                if t < lengths[b]:
+                    gru_orig_backward_reset(one, drh[b], s1[t, b], hp_s[t, b], dn[b], drz[b], dgx[t, b], direct[b])
+            np.dot(drz, w, dtmp)
+        else:
+            np.dot(dgh[t], w, dtmp)
+        for b in range(B):
+            if t < lengths[b]:
+                if direct.shape[1] == 0:
+                    dh[b, :] = dtmp[b]
+                else:
+                    for j in range(dtmp.shape[1]):
+                        dh[b, j] = direct[b, j] + dtmp[b, j]

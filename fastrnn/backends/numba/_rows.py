@@ -1,0 +1,235 @@
+"""The pointwise part of one step, one batch row, per kind: what differs between the kinds.
+
+A forward row takes the row's input projection ``xb`` (biases folded in) and
+its recurrent product ``g`` (the scratch the step's product wrote; activations
+go in place), updates the state ``hb`` (and ``cb``) and writes the output row
+``ob``; with ``keep`` it saves what backward reads in ``s1``, ``s2`` (rows of
+the kind's saved arrays, see ``_layer.SAVED``). A backward row takes
+``d = dh + grad_out`` and writes the gate pre-activation gradients ``dgx``
+(and ``dgh``, the recurrent product's, where they differ) and the part
+``direct`` of the gradient of the step's input state that does not go
+through ``W_hh``. Each row runs a few short loops over its H units while they
+are in L1, touching few arrays, so that each loop vectorizes.
+
+:func:`forward_row` and :func:`backward_row` choose the kind's row by its
+code (its index in ``contract.KINDS``): a run-time argument, because Numba's
+cache does not keep a loop specialised on a function passed to it.
+"""
+
+from __future__ import annotations
+
+from ..contract import KINDS
+from ._math import jit, sigmoid, tanh
+
+RNN_TANH, RNN_RELU, LSTM, GRU, GRU_ORIG = (KINDS.index(k) for k in ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig"))
+
+# --------------------------------------------------------------------------
+# Forward rows. H is the row's hidden size; gate blocks in PyTorch's order.
+# --------------------------------------------------------------------------
+
+
+@jit
+def _rnn_forward(relu, one, xb, g, hb, ob, keep, y):
+    """Elman RNN: h' = act(xb + g). keep: y = h'."""
+    zero = one - one
+    H = hb.shape[0]
+    if relu:
+        for j in range(H):
+            a = xb[j] + g[j]
+            g[j] = zero if a < zero else a  # NaN stays NaN
+    else:
+        for j in range(H):
+            g[j] = tanh(xb[j] + g[j])
+    hb[:] = g
+    ob[:] = g
+    if keep:
+        y[:] = g
+
+
+@jit
+def _lstm_forward(one, xb, g, hb, cb, ob, keep, gates, tc):
+    """LSTM, gates (i, f, g, o): c' = f*c + i*g, h' = o*tanh(c'). keep: gates post-activation,
+    tc = tanh(c')."""
+    H = hb.shape[0]
+    for j in range(2 * H):  # i, f
+        g[j] = sigmoid(xb[j] + g[j])
+    for j in range(2 * H, 3 * H):  # g
+        g[j] = tanh(xb[j] + g[j])
+    for j in range(3 * H, 4 * H):  # o
+        g[j] = sigmoid(xb[j] + g[j])
+    for j in range(H):
+        cb[j] = g[H + j] * cb[j] + g[j] * g[2 * H + j]
+    tcb = ob  # tanh(c') goes through out, then out is overwritten by h'
+    for j in range(H):
+        tcb[j] = tanh(cb[j])
+    if keep:
+        tc[:] = tcb
+        gates[:] = g
+    for j in range(H):
+        hv = g[3 * H + j] * tcb[j]
+        hb[j] = hv
+        ob[j] = hv
+
+
+@jit
+def _gru_forward(one, xb, g, bhn, hb, ob, keep, gates, hn):
+    """GRU, PyTorch form: n = tanh(xb_n + r * (W_hn h + b_hn)); xb holds b_ih and b_hr, b_hz, and
+    bhn is b_hn. keep: gates (r, z, n), hn = W_hn h + b_hn."""
+    H = hb.shape[0]
+    for j in range(2 * H):  # r, z
+        g[j] = sigmoid(xb[j] + g[j])
+    for j in range(H):
+        g[2 * H + j] += bhn[j]
+    if keep:
+        hn[:] = g[2 * H:]
+    for j in range(H):  # n
+        g[2 * H + j] = tanh(xb[2 * H + j] + g[j] * g[2 * H + j])
+    if keep:
+        gates[:] = g
+    for j in range(H):
+        z = g[H + j]
+        hv = (one - z) * g[2 * H + j] + z * hb[j]
+        hb[j] = hv
+        ob[j] = hv
+
+
+@jit
+def gru_orig_reset(xb, g, hb, rhb):
+    """GRU, original form, the part before its second product (every row, padded ones too:
+    harmless, and the saved r*h is read for every row): r, z = sigmoid(xb + g) in place,
+    rhb = r * h."""
+    H = hb.shape[0]
+    for j in range(2 * H):  # r, z
+        g[j] = sigmoid(xb[j] + g[j])
+    for j in range(H):
+        rhb[j] = g[j] * hb[j]
+
+
+@jit
+def _gru_orig_forward(one, xb, g, nb, hb, ob, keep, gates):
+    """GRU, original form: n = tanh(xb_n + W_hn (r * h)); xb holds all biases, g the r, z of
+    :func:`gru_orig_reset`, nb = W_hn (r * h). keep: gates (r, z, n)."""
+    H = hb.shape[0]
+    for j in range(H):  # n
+        nb[j] = tanh(xb[2 * H + j] + nb[j])
+    if keep:
+        gates[: 2 * H] = g
+        gates[2 * H:] = nb
+    for j in range(H):
+        z = g[H + j]
+        hv = (one - z) * nb[j] + z * hb[j]
+        hb[j] = hv
+        ob[j] = hv
+
+
+@jit
+def forward_row(kind, one, xb, g, gn, bhn, hb, cb, ob, keep, s1, s2):
+    """The forward row of ``kind`` (``gn``: gru_orig's W_hn (r*h); ``bhn``: gru's b_hn)."""
+    if kind == LSTM:
+        _lstm_forward(one, xb, g, hb, cb, ob, keep, s1, s2)
+    elif kind == GRU:
+        _gru_forward(one, xb, g, bhn, hb, ob, keep, s1, s2)
+    elif kind == GRU_ORIG:
+        _gru_orig_forward(one, xb, g, gn, hb, ob, keep, s1)
+    else:
+        _rnn_forward(kind == RNN_RELU, one, xb, g, hb, ob, keep, s1)
+
+
+# --------------------------------------------------------------------------
+# Backward rows. d = dh + grad_out is the gradient of the step's new h.
+# --------------------------------------------------------------------------
+
+
+@jit
+def _rnn_backward(relu, one, dhb, gob, y, dgx):
+    zero = one - one
+    for j in range(dhb.shape[0]):
+        d = dhb[j] + gob[j]
+        yj = y[j]
+        if relu:
+            dgx[j] = d if yj > zero else zero
+        else:
+            dgx[j] = d * (one - yj * yj)
+
+
+@jit
+def _lstm_backward(one, dhb, gob, gates, tc, cp, dcb, dgx):
+    """dcb (in: grad of c', out: of c) is updated in place."""
+    H = dhb.shape[0]
+    for j in range(H):
+        ig = gates[j]
+        fg = gates[H + j]
+        gg = gates[2 * H + j]
+        og = gates[3 * H + j]
+        tcj = tc[j]
+        d = dhb[j] + gob[j]
+        do = d * tcj
+        dcn = dcb[j] + d * og * (one - tcj * tcj)
+        dgx[j] = dcn * gg * ig * (one - ig)
+        dgx[H + j] = dcn * cp[j] * fg * (one - fg)
+        dgx[2 * H + j] = dcn * ig * (one - gg * gg)
+        dgx[3 * H + j] = do * og * (one - og)
+        dcb[j] = dcn * fg
+
+
+@jit
+def _gru_backward(one, dhb, gob, gates, hn, hp, dgx, dgh, direct):
+    """dgh: the recurrent product's gradient (the n block times r); direct = d * z."""
+    H = dhb.shape[0]
+    for j in range(H):
+        r = gates[j]
+        z = gates[H + j]
+        n = gates[2 * H + j]
+        d = dhb[j] + gob[j]
+        dn = d * (one - z) * (one - n * n)
+        dzz = d * (hp[j] - n) * z * (one - z)
+        dr = dn * hn[j] * r * (one - r)
+        dgx[j] = dr
+        dgx[H + j] = dzz
+        dgx[2 * H + j] = dn
+        dgh[j] = dr
+        dgh[H + j] = dzz
+        dgh[2 * H + j] = dn * r
+        direct[j] = d * z
+
+
+@jit
+def _gru_orig_backward(one, dhb, gob, gates, hp, dnb, drzb, direct):
+    """The part before the product dn @ W_hn: dnb = dn, drzb's z block, direct = d * z."""
+    H = dhb.shape[0]
+    for j in range(H):
+        z = gates[H + j]
+        n = gates[2 * H + j]
+        d = dhb[j] + gob[j]
+        dnb[j] = d * (one - z) * (one - n * n)
+        drzb[H + j] = d * (hp[j] - n) * z * (one - z)
+        direct[j] = d * z
+
+
+@jit
+def gru_orig_backward_reset(one, drhb, gates, hp, dnb, drzb, dgx, direct):
+    """The part after the product drh = dn @ W_hn (= d(r*h)): the r block, the row's dgx, and
+    the r * drh part of direct."""
+    H = dnb.shape[0]
+    for j in range(H):
+        r = gates[j]
+        dr = drhb[j] * hp[j] * r * (one - r)
+        drzb[j] = dr
+        dgx[j] = dr
+        dgx[H + j] = drzb[H + j]
+        dgx[2 * H + j] = dnb[j]
+        direct[j] += drhb[j] * r
+
+
+@jit
+def backward_row(kind, one, dhb, gob, s1, s2, hp, cp, dcb, dgx, dgh, direct, dnb, drzb):
+    """The backward row of ``kind`` (s1, s2: the rows its forward saved; hp, cp: the step's
+    input states)."""
+    if kind == LSTM:
+        _lstm_backward(one, dhb, gob, s1, s2, cp, dcb, dgx)
+    elif kind == GRU:
+        _gru_backward(one, dhb, gob, s1, s2, hp, dgx, dgh, direct)
+    elif kind == GRU_ORIG:
+        _gru_orig_backward(one, dhb, gob, s1, hp, dnb, drzb, direct)
+    else:
+        _rnn_backward(kind == RNN_RELU, one, dhb, gob, s1, dgx)
