@@ -22,13 +22,6 @@ if os.environ.get("FASTRNN_TEST_BACKENDS"):
         BACKENDS.append("numpy")
 DTYPES = [np.float64, np.float32]
 
-# Tolerances of the suite: float64 to 1e-10, float32 to 1e-5.
-TOL = {np.dtype(np.float64): dict(rtol=1e-10, atol=1e-10), np.dtype(np.float32): dict(rtol=1e-5, atol=1e-5)}
-
-
-def tol(dtype):
-    return TOL[np.dtype(dtype)]
-
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):

@@ -1,10 +1,15 @@
-"""The backend contract (``fastrnn/backends/contract.py``) against every place that restates it.
+"""The backend contract (``fastrnn/backends/contract.py``): every place that restates it, and one
+suite of its behaviour that every backend runs.
 
 * The kinds and gate counts: the C ABI's ``enum fastrnn_kind`` and
   ``fastrnn_num_gates``, and the tables of the ``_core`` binding, accept
   exactly :data:`contract.KINDS` with :data:`contract.GATES`.
 * Each available backend module conforms to :class:`contract.Backend`, with
   the protocol's parameter names, order and defaults.
+* On every backend (numpy, numba, cpp) and the C ABI (``fastrnn.capi``):
+  shapes and dtypes, lengths, reverse, keep=False, acc, agreement with the
+  NumPy reference (float64 to 1e-10, float32 to 1e-5) and float64 gradients
+  against finite differences.
 """
 
 from __future__ import annotations
@@ -12,13 +17,20 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from _helpers import (cell_args, check_cell_against_reference, check_layer_against_reference, layer_args, layer_grads,
+                      numeric_grad, random_lengths, run_layer, tol)
+from conftest import BACKENDS, DTYPES
 from fastrnn import backends
-from fastrnn.backends import contract
-from fastrnn.backends.contract import GATES, KINDS
+from fastrnn.backends import contract, reference
+from fastrnn.backends.contract import CELL_GRAD_KEYS, GATES, KINDS, LAYER_GRAD_KEYS, has_cell_state
 
 # --------------------------------------------------------------------------- the kinds
 
@@ -134,3 +146,298 @@ def test_signature_check_can_fail():
     assert _params(_signature(renamed)) != want
     assert _params(_signature(no_default)) != want
     assert not isinstance(object(), contract.Backend)
+
+
+# --------------------------------------------------------------------------- the suite every backend runs
+# The backends of this install, and the C ABI through fastrnn.capi where the compiled extension has it
+# (it has no ``acc``: the tests of acc skip it).
+
+def _implementations():
+    names = list(BACKENDS)
+    if "cpp" in names:
+        try:
+            importlib.import_module("fastrnn.capi")
+            names.append("capi")
+        except ImportError:  # the extension without its C header
+            pass
+    return names
+
+
+@pytest.fixture(params=_implementations())
+def impl(request):
+    """A module that implements the contract: a backend, or ``fastrnn.capi``."""
+    if request.param == "capi":
+        return importlib.import_module("fastrnn.capi")
+    return backends.get_backend(request.param)
+
+
+def _with_acc(impl):
+    if not hasattr(impl, "NAME"):
+        pytest.skip("the C ABI's layer_backward has no acc")
+    return impl
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("lengths", [None, [3, 5, 1, 4]], ids=["full", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("keep", [True, False], ids=["train", "infer"])
+def test_layer_matches_reference(impl, kind, dtype, bias, lengths, reverse, keep):
+    L = None if lengths is None else np.array(lengths, dtype=np.int64)
+    seed = zlib.crc32(repr((kind, bias, reverse, lengths, keep)).encode())
+    check_layer_against_reference(impl, kind, 5, 4, 3, 6, dtype, bias=bias, lengths=L, reverse=reverse, keep=keep,
+                                  seed=seed)
+
+
+# sizes where the kernels take their vector paths and tails and BLAS its blocked ones (T, B, I, H)
+LARGER = [(1, 1, 1, 1), (5, 3, 4, 7), (7, 6, 5, 33), (4, 9, 3, 70), (3, 2, 8, 130), (9, 7, 33, 40)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", LARGER, ids=lambda s: "T%d-B%d-I%d-H%d" % s)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("use_lengths", [False, True], ids=["full", "lengths"])
+def test_layer_matches_reference_at_larger_sizes(impl, kind, dtype, shape, reverse, use_lengths):
+    """Weights at the layers' initial scale, so that float32 rounding is not amplified by an
+    exploding recurrence."""
+    T, B, I, H = shape
+    L = random_lengths(T, B) if use_lengths else None
+    check_layer_against_reference(impl, kind, T, B, I, H, dtype, lengths=L, reverse=reverse, scale=H ** -0.5)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(KINDS), dtype=st.sampled_from(DTYPES), T=st.integers(1, 6), B=st.integers(1, 6),
+       I=st.integers(1, 9), H=st.integers(1, 40), bias=st.booleans(), reverse=st.booleans(), keep=st.booleans(),
+       data=st.data())
+def test_layer_matches_reference_random_sizes(impl, kind, dtype, T, B, I, H, bias, reverse, keep, data):
+    lengths = data.draw(st.none() | st.lists(st.integers(1, T), min_size=B, max_size=B), label="lengths")
+    L = None if lengths is None else np.array(lengths, dtype=np.int64)
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    check_layer_against_reference(impl, kind, T, B, I, H, dtype, bias=bias, lengths=L, reverse=reverse, keep=keep,
+                                  seed=seed, scale=min(0.5, H ** -0.5))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("B,I,H", [(1, 1, 1), (3, 4, 5), (3, 5, 7), (1, 64, 128), (4, 9, 33), (7, 3, 20), (16, 8, 40)])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("keep", [True, False], ids=["train", "infer"])
+def test_cell_matches_reference(impl, kind, dtype, B, I, H, bias, keep):
+    check_cell_against_reference(impl, kind, B, I, H, dtype, bias=bias, keep=keep, seed=11, scale=min(0.5, H ** -0.5))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_keep_false_keeps_nothing_and_computes_the_same(impl, kind, dtype):
+    """Inference: no workspace, and bit for bit the outputs of the training forward."""
+    a = layer_args(kind, 6, 4, 5, 12, dtype)
+    L = random_lengths(6, 4)
+    (out, h, c, ws), _ = run_layer(impl, kind, a, L, False, keep=False)
+    assert ws is None
+    (out2, h2, c2, ws2), _ = run_layer(impl, kind, a, L, False, keep=True)
+    assert ws2 is not None
+    np.testing.assert_array_equal(out, out2)
+    np.testing.assert_array_equal(h, h2)
+    if has_cell_state(kind):
+        np.testing.assert_array_equal(c, c2)
+    else:
+        assert c is None and c2 is None
+    h_new, c_new, cws = impl.cell_forward(kind, a["x"][0], a["h0"], a["c0"], *list(a.values())[3:], False)
+    assert cws is None
+    np.testing.assert_array_equal(h_new, impl.cell_forward(kind, a["x"][0], a["h0"], a["c0"],
+                                                           *list(a.values())[3:], True)[0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_keep_false_stores_nothing_for_backward(impl, kind):
+    """What a forward leaves allocated besides its outputs (NumPy reports its arrays, and the compiled
+    backend its blocks, to tracemalloc): a few hundred bytes with keep=False, at least the T*B*H
+    hidden states with keep=True."""
+    T, B, I, H = 200, 8, 4, 32
+    a = layer_args(kind, T, B, I, H, np.float64)
+    impl.layer_forward(kind, *a.values(), None, False, True)  # compiled and warm
+    retained = {}
+    for keep in (False, True):
+        tracemalloc.start()
+        try:
+            result = impl.layer_forward(kind, *a.values(), None, False, keep)
+            held = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        retained[keep] = held - sum(r.nbytes for r in result[:3] if r is not None)
+        del result
+    assert retained[False] < 16 * 1024, retained
+    assert retained[True] >= T * B * H * 8, retained
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_dtype_computes_in_itself(impl, kind):
+    """float32 in, float32 out (forward, every gradient, cells), and close to the float64 result."""
+    a64 = layer_args(kind, 3, 2, 2, 2, np.float64, seed=1)
+    a32 = {k: None if v is None else v.astype(np.float32) for k, v in a64.items()}
+    results = {}
+    for dtype, a in ((np.float32, a32), (np.float64, a64)):
+        (out, h, c, ws), g = run_layer(impl, kind, a, None, False, True, layer_grads(kind, 3, 2, 2, dtype))
+        assert out.dtype == h.dtype == dtype
+        assert c is None or c.dtype == dtype
+        assert all(v.dtype == dtype for v in g.values() if v is not None)
+        h_new, c_new, cws = impl.cell_forward(kind, a["x"][0], *list(a.values())[1:], True)
+        assert h_new.dtype == dtype and (c_new is None or c_new.dtype == dtype)
+        cg = impl.cell_backward(cws, np.ones_like(h_new), None if c_new is None else np.ones_like(c_new))
+        assert all(v.dtype == dtype for v in cg.values() if v is not None)
+        results[np.dtype(dtype)] = out
+    np.testing.assert_allclose(results[np.dtype(np.float32)], results[np.dtype(np.float64)], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_lengths_equal_running_each_sequence_alone(impl, kind, reverse):
+    """A padded batch with lengths gives what each sequence gives when run alone, unpadded: the
+    state is carried over padded steps, their output is zero, reverse starts at each sequence's end."""
+    T, B, I, H = 6, 4, 3, 5
+    a = layer_args(kind, T, B, I, H, np.float64, seed=3, scale=0.6)
+    lengths = np.array([6, 1, 3, 5], dtype=np.int64)
+    out, h, c, _ = impl.layer_forward(kind, *a.values(), lengths, reverse, False)
+    for b, n in enumerate(lengths):
+        ob, hb, cb, _ = impl.layer_forward(kind, np.ascontiguousarray(a["x"][:n, b:b + 1]), a["h0"][b:b + 1].copy(),
+                                           None if a["c0"] is None else a["c0"][b:b + 1].copy(), a["w_ih"],
+                                           a["w_hh"], a["b_ih"], a["b_hh"], None, reverse, False)
+        np.testing.assert_allclose(out[:n, b], ob[:, 0], rtol=1e-12, atol=1e-12)
+        assert np.all(out[n:, b] == 0)
+        np.testing.assert_allclose(h[b], hb[0], rtol=1e-12, atol=1e-12)
+        if c is not None:
+            np.testing.assert_allclose(c[b], cb[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_nan_and_inf_propagate_like_the_reference(impl, kind, dtype):
+    a = layer_args(kind, 4, 3, 5, 6, dtype, seed=3)
+    a["x"][1, 0, 2] = np.nan
+    a["x"][2, 1, 0] = np.inf
+    a["x"][0, 2, 1] = -np.inf
+    with np.errstate(all="ignore"):
+        want = reference.layer_forward(kind, *a.values(), None, False, False)
+        got = impl.layer_forward(kind, *a.values(), None, False, False)
+    for g, w in zip(got[:3], want[:3]):
+        if w is not None:
+            np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+            np.testing.assert_allclose(g, w, equal_nan=True, **tol(dtype))
+    assert np.isnan(got[0][1:, 0]).all()  # a NaN input poisons the rest of its sequence
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("lengths", [None, [4, 2, 1]], ids=["full", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_layer_gradient_matches_finite_differences(impl, kind, bias, lengths, reverse):
+    T, B, I, H = 4, 3, 2, 3
+    args = layer_args(kind, T, B, I, H, np.float64, bias=bias, scale=0.6,
+                      seed=zlib.crc32(repr((kind, bias, reverse, lengths)).encode()))
+    L = None if lengths is None else np.array(lengths, dtype=np.int64)
+    go, gh, gc = layer_grads(kind, T, B, H, np.float64, seed=1)
+
+    def loss():
+        out, h, c, _ = impl.layer_forward(kind, *args.values(), L, reverse, False)
+        return np.sum(out * go) + np.sum(h * gh) + (np.sum(c * gc) if c is not None else 0.0)
+
+    _, _, _, ws = impl.layer_forward(kind, *args.values(), L, reverse, True)
+    grads = impl.layer_backward(ws, go, gh, gc)
+    assert set(grads) == set(LAYER_GRAD_KEYS)
+    for name in LAYER_GRAD_KEYS:
+        if args[name] is None:
+            assert grads[name] is None, name
+            continue
+        np.testing.assert_allclose(grads[name], numeric_grad(loss, args, name), rtol=1e-6, atol=1e-7,
+                                   err_msg=f"{kind} d{name}")
+    if L is not None:  # padded steps get exactly zero gradient into x
+        for b, n in enumerate(L):
+            assert np.all(grads["x"][n:, b] == 0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_cell_gradient_matches_finite_differences(impl, kind, bias):
+    B, I, H = 3, 4, 3
+    args = cell_args(kind, B, I, H, np.float64, bias=bias, seed=7, scale=0.6)
+    rng = np.random.default_rng(8)
+    gh = rng.standard_normal((B, H))
+    gc = rng.standard_normal((B, H)) if has_cell_state(kind) else None
+
+    def loss():
+        h, c, _ = impl.cell_forward(kind, *args.values(), False)
+        return np.sum(h * gh) + (np.sum(c * gc) if c is not None else 0.0)
+
+    _, _, ws = impl.cell_forward(kind, *args.values(), True)
+    grads = impl.cell_backward(ws, gh, gc)
+    assert set(grads) == set(CELL_GRAD_KEYS)
+    for name in CELL_GRAD_KEYS:
+        if args[name] is None:
+            assert grads[name] is None, name
+            continue
+        np.testing.assert_allclose(grads[name], numeric_grad(loss, args, name), rtol=1e-6, atol=1e-7,
+                                   err_msg=f"{kind} d{name}")
+
+
+def _acc_forward(impl, kind, dtype, T=4, B=3, I=5, H=6, lengths=None):
+    a = layer_args(kind, T, B, I, H, dtype)
+    ws = impl.layer_forward(kind, *a.values(), lengths, False, True)[3]
+    return ws, layer_grads(kind, T, B, H, dtype), (a["w_ih"], a["w_hh"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_acc_adds_in_place(impl, kind, dtype):
+    impl = _with_acc(impl)
+    lengths = np.array([4, 2, 3], dtype=np.int64)
+    ws, grads, (w_ih, w_hh) = _acc_forward(impl, kind, dtype, lengths=lengths)
+    fresh = impl.layer_backward(ws, *grads)
+    ws, grads, _ = _acc_forward(impl, kind, dtype, lengths=lengths)
+    rng = np.random.default_rng(1)
+    acc = (rng.standard_normal(w_ih.shape).astype(dtype), rng.standard_normal(w_hh.shape).astype(dtype))
+    start = (acc[0].copy(), acc[1].copy())
+    got = impl.layer_backward(ws, *grads, acc=acc)
+    assert got["w_ih"] is acc[0] and got["w_hh"] is acc[1]
+    np.testing.assert_allclose(acc[0], start[0] + fresh["w_ih"], **tol(dtype))
+    np.testing.assert_allclose(acc[1], start[1] + fresh["w_hh"], **tol(dtype))
+    for k in ("x", "h0", "c0", "b_ih", "b_hh"):
+        if fresh[k] is None:
+            assert got[k] is None
+        else:
+            np.testing.assert_allclose(got[k], fresh[k], **tol(dtype))
+
+
+def test_bad_acc_raises_before_consuming(impl):
+    impl = _with_acc(impl)
+    F = np.float32
+    ws, grads, (w_ih, w_hh) = _acc_forward(impl, "gru", F)
+    good = (np.zeros_like(w_ih), np.zeros_like(w_hh))
+    bad = [
+        (good[0], TypeError, "acc must be None or a pair"),
+        ((good[0],), TypeError, "acc must be None or a pair"),
+        ((good[0].astype(np.float64), good[1]), TypeError, "acc\\[0\\] \\(w_ih\\).*float32"),
+        ((good[0], np.zeros((w_hh.shape[1], w_hh.shape[0]), F).T), TypeError, "acc\\[1\\] \\(w_hh\\).*C-contiguous"),
+        ((good[0], good[1][:-1]), ValueError, "acc\\[1\\] \\(w_hh\\) must have shape"),
+        ((good[0], good[0]), ValueError, "acc\\[1\\] \\(w_hh\\) must have shape"),
+        ((w_ih, good[1]), ValueError, "acc\\[0\\] \\(w_ih\\) shares memory"),
+    ]
+    ro = np.zeros_like(w_ih)
+    ro.flags.writeable = False
+    bad.append(((ro, good[1]), ValueError, "acc\\[0\\] \\(w_ih\\) must be writeable"))
+    for acc, exc, msg in bad:
+        with pytest.raises(exc, match=msg):
+            impl.layer_backward(ws, *grads, acc=acc)
+    got = impl.layer_backward(ws, *grads, acc=good)  # still usable after the rejected calls
+    assert got["w_ih"] is good[0]
+    assert np.abs(good[0]).sum() > 0
+
+
+def test_acc_sharing_memory_with_a_gradient_argument_rejected(impl):
+    impl = _with_acc(impl)
+    F = np.float64
+    ws, grads, (w_ih, w_hh) = _acc_forward(impl, "rnn_tanh", F, T=6, B=6, I=6, H=6)
+    go = np.zeros((6, 6, 6), F)
+    shared = go[0]  # acc[1] is [6, 6]: a view of grad_out's first step
+    with pytest.raises(ValueError, match="acc\\[1\\] \\(w_hh\\) shares memory"):
+        impl.layer_backward(ws, go, grads[1], None, acc=(np.zeros_like(w_ih), shared))

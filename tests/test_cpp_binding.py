@@ -1,11 +1,11 @@
-"""The compiled backend: the raw binding (fastrnn._core) and parity of
-fastrnn.backends.cpp with the NumPy reference.
+"""The compiled backend's own: the raw binding (fastrnn._core), long sequences, threads, other
+SIMD paths, the GEMMs. (The contract's behaviour on every backend: tests/test_contract.py.)
 
 * Bad arrays handed straight to ``_core`` raise ValueError / TypeError naming
   the argument, never crash.
-* Every kind, both dtypes, lengths, reverse, bias or not, cells, keep=True/False
-  agree with ``fastrnn.backends.reference`` (float64 to 1e-10, float32 to 1e-5
-  of the gradients' scale).
+* Long sequences (the chunked input projection), every SIMD path and every
+  thread count agree with ``fastrnn.backends.reference`` (float64 to 1e-10,
+  float32 to 1e-5 of the gradients' scale).
 * Results do not depend on the thread count; repeated runs are identical.
 """
 
@@ -21,92 +21,31 @@ core = pytest.importorskip("fastrnn._core")
 if not hasattr(core, "layer_forward"):
     pytest.skip("fastrnn._core was built without the recurrent kernels", allow_module_level=True)
 
+from _helpers import (TOL, assert_close, check_cell_against_reference,  # noqa: E402
+                      check_layer_against_reference, layer_args, layer_grads, random_lengths, run_layer)
+from conftest import DTYPES  # noqa: E402
 from fastrnn.backends import cpp  # noqa: E402
 from fastrnn.backends import reference as ref  # noqa: E402
 from fastrnn.backends.contract import GATES, KINDS  # noqa: E402
-
-DTYPES = [np.float64, np.float32]
-TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def make(kind, T, B, I, H, dtype, bias=True, seed=0):
-    """Inputs with PyTorch's initialisation U(-1/sqrt(H), 1/sqrt(H))."""
-    rng = np.random.default_rng(seed)
-    G = GATES[kind]
-    k = 1 / np.sqrt(H)
-    u = lambda *s: rng.uniform(-k, k, s).astype(dtype)  # noqa: E731
-    x = rng.standard_normal((T, B, I)).astype(dtype)
-    h0 = rng.standard_normal((B, H)).astype(dtype) * dtype(0.5)
-    c0 = rng.standard_normal((B, H)).astype(dtype) * dtype(0.5) if kind == "lstm" else None
-    b_ih, b_hh = (u(G * H), u(G * H)) if bias else (None, None)
-    return dict(x=x, h0=h0, c0=c0, w_ih=u(G * H, I), w_hh=u(G * H, H), b_ih=b_ih, b_hh=b_hh)
-
-
-def lengths_for(T, B, seed=0):
-    rng = np.random.default_rng(seed + 100)
-    lengths = rng.integers(1, T + 1, size=B).astype(np.int64)
-    lengths[0] = T  # at least one full sequence
-    return lengths
-
-
-def assert_close(actual, expected, name):
-    if expected is None:
-        assert actual is None, name
-        return
-    assert actual is not None, name
-    assert actual.dtype == expected.dtype, name
-    assert actual.shape == expected.shape, name
-    tol = TOL[expected.dtype]
-    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
-    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, err_msg=name)
-
-
-def grads_in(kind, T, B, H, dtype, seed=0):
-    rng = np.random.default_rng(seed + 7)
-    go = rng.standard_normal((T, B, H)).astype(dtype)
-    gh = rng.standard_normal((B, H)).astype(dtype)
-    gc = rng.standard_normal((B, H)).astype(dtype) if kind == "lstm" else None
-    return go, gh, gc
-
-
-def run_layer(mod, kind, p, lengths, reverse, keep=True, grads=None):
-    out = mod.layer_forward(kind, p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"],
-                            lengths, reverse, keep)
-    g = mod.layer_backward(out[3], *grads) if keep and grads is not None else None
-    return out, g
+    """Contract arguments with weights at the layers' initial scale."""
+    return layer_args(kind, T, B, I, H, dtype, bias=bias, seed=seed, scale=H ** -0.5)
 
 
 def check_layer(kind, T, B, I, H, dtype, reverse=False, use_lengths=False, bias=True, seed=0):
-    p = make(kind, T, B, I, H, dtype, bias, seed)
-    lengths = lengths_for(T, B, seed) if use_lengths else None
-    grads = grads_in(kind, T, B, H, dtype, seed)
-    (r_out, r_h, r_c, _), r_g = run_layer(ref, kind, p, lengths, reverse, True, grads)
-    (c_out, c_h, c_c, c_ws), c_g = run_layer(cpp, kind, p, lengths, reverse, True, grads)
-    assert_close(c_out, r_out, "out")
-    assert_close(c_h, r_h, "h_n")
-    assert_close(c_c, r_c, "c_n")
-    assert set(c_g) == {"x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"}
-    for k in r_g:
-        assert_close(c_g[k], r_g[k], f"grad {k}")
-    return c_out
+    """The cpp backend against the reference (gradients to the tolerance times their scale)."""
+    lengths = random_lengths(T, B, seed) if use_lengths else None
+    return check_layer_against_reference(cpp, kind, T, B, I, H, dtype, bias=bias, lengths=lengths, reverse=reverse,
+                                         seed=seed, scale=H ** -0.5, scaled=True)
 
 
 # --------------------------------------------------------------------------- parity
-
-SHAPES = [(1, 1, 1, 1), (5, 3, 4, 7), (7, 6, 5, 33), (4, 9, 3, 70), (3, 2, 8, 130)]
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T%d-B%d-I%d-H%d" % s)
-@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-@pytest.mark.parametrize("use_lengths", [False, True], ids=["full", "lengths"])
-def test_layer_parity(kind, dtype, shape, reverse, use_lengths):
-    check_layer(kind, *shape, dtype, reverse=reverse, use_lengths=use_lengths)
-
+# (every kind, dtype, lengths, reverse, keep, cells: tests/test_contract.py)
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("kind", KINDS)
@@ -116,58 +55,6 @@ def test_layer_parity_long_sequence(kind, dtype, reverse, use_lengths):
     # T*B*G*H values beyond 2 MB: the input projection runs in chunks of steps
     # and training writes each workspace row once, after the activations
     check_layer(kind, 300, 8, 5, 64, dtype, reverse=reverse, use_lengths=use_lengths)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("kind", KINDS)
-def test_layer_parity_no_bias(kind, dtype):
-    check_layer(kind, 6, 5, 4, 9, dtype, use_lengths=True, bias=False)
-    check_layer(kind, 6, 5, 4, 9, dtype, reverse=True, bias=False)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("kind", KINDS)
-def test_layer_keep_false(kind, dtype):
-    p = make(kind, 6, 4, 5, 12, dtype)
-    lengths = lengths_for(6, 4)
-    (out, h, c, ws), _ = run_layer(cpp, kind, p, lengths, False, keep=False)
-    assert ws is None
-    (out2, h2, c2, ws2), _ = run_layer(cpp, kind, p, lengths, False, keep=True)
-    assert ws2 is not None
-    np.testing.assert_array_equal(out, out2)
-    np.testing.assert_array_equal(h, h2)
-    if kind == "lstm":
-        np.testing.assert_array_equal(c, c2)
-    else:
-        assert c is None and c2 is None
-    (r_out, r_h, r_c, _), _ = run_layer(ref, kind, p, lengths, False, keep=False)
-    assert_close(out, r_out, "out")
-    assert_close(h, r_h, "h_n")
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("B,I,H", [(1, 1, 1), (1, 64, 128), (3, 5, 7), (4, 9, 33), (7, 3, 20), (16, 8, 40)])
-@pytest.mark.parametrize("bias", [True, False])
-def test_cell_parity(kind, dtype, B, I, H, bias):
-    p = make(kind, 1, B, I, H, dtype, bias)
-    x = p["x"][0]
-    rng = np.random.default_rng(3)
-    gh = rng.standard_normal((B, H)).astype(dtype)
-    gc = rng.standard_normal((B, H)).astype(dtype) if kind == "lstm" else None
-    args = (kind, x, p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
-    r_h, r_c, r_ws = ref.cell_forward(*args, True)
-    c_h, c_c, c_ws = cpp.cell_forward(*args, True)
-    assert_close(c_h, r_h, "h_new")
-    assert_close(c_c, r_c, "c_new")
-    n_h, n_c, n_ws = cpp.cell_forward(*args, False)
-    assert n_ws is None
-    np.testing.assert_array_equal(n_h, c_h)
-    r_g = ref.cell_backward(r_ws, gh, gc)
-    c_g = cpp.cell_backward(c_ws, gh, gc)
-    assert set(c_g) == {"x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh"}
-    for k in r_g:
-        assert_close(c_g[k], r_g[k], f"grad {k}")
 
 
 def test_cell_ws_keeps_own_copy_of_c_new():
@@ -182,33 +69,6 @@ def test_cell_ws_keeps_own_copy_of_c_new():
     for k in expected:
         if expected[k] is not None:
             np.testing.assert_array_equal(got[k], expected[k])
-
-
-try:
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-
-    HAVE_HYPOTHESIS = True
-except ImportError:  # pragma: no cover
-    HAVE_HYPOTHESIS = False
-
-if HAVE_HYPOTHESIS:
-
-    @settings(max_examples=60, deadline=None)
-    @given(
-        kind=st.sampled_from(KINDS),
-        dtype=st.sampled_from(DTYPES),
-        T=st.integers(1, 6),
-        B=st.integers(1, 6),
-        I=st.integers(1, 9),
-        H=st.integers(1, 40),
-        reverse=st.booleans(),
-        use_lengths=st.booleans(),
-        bias=st.booleans(),
-        seed=st.integers(0, 2**16),
-    )
-    def test_layer_parity_random(kind, dtype, T, B, I, H, reverse, use_lengths, bias, seed):
-        check_layer(kind, T, B, I, H, dtype, reverse=reverse, use_lengths=use_lengths, bias=bias, seed=seed)
 
 
 # --------------------------------------------------------------------------- threads, determinism
@@ -229,8 +89,8 @@ def restore_threads():
 def test_thread_count_does_not_change_results(kind, dtype, shape, restore_threads):
     T, B, I, H = shape
     p = make(kind, T, B, I, H, dtype)
-    lengths = lengths_for(T, B)
-    grads = grads_in(kind, T, B, H, dtype)
+    lengths = random_lengths(T, B)
+    grads = layer_grads(kind, T, B, H, dtype)
     results = []
     for n in (1, 2, 3, 1):
         core.set_num_threads(n)
@@ -293,11 +153,7 @@ def test_set_num_threads_rejects_nonpositive(restore_threads):
     assert cpp.get_num_threads() == 1
 
 
-def test_module_surface():
-    assert cpp.NAME == "cpp"
-    assert cpp.KINDS == KINDS
-    for name in ("layer_forward", "layer_backward", "cell_forward", "cell_backward"):
-        assert callable(getattr(cpp, name))
+def test_simd_path_and_gemm_reported():
     assert core.simd_path() in ("avx512", "avx2", "generic")
     assert core.blas_info() in ("scipy.linalg.cython_blas", "built-in")
 
@@ -358,14 +214,14 @@ def test_activations_accurate(dtype):
 # --------------------------------------------------------------------------- bad input to the raw binding
 
 
-def layer_args(kind="lstm", dtype=np.float32, T=3, B=2, I=4, H=5):
+def binding_kwargs(kind="lstm", dtype=np.float32, T=3, B=2, I=4, H=5):
     p = make(kind, T, B, I, H, dtype)
     return dict(kind=kind, x=p["x"], h0=p["h0"], c0=p["c0"], w_ih=p["w_ih"], w_hh=p["w_hh"], b_ih=p["b_ih"],
                 b_hh=p["b_hh"], lengths=None, reverse=False, keep=True)
 
 
 def call_layer(**kw):
-    a = layer_args()
+    a = binding_kwargs()
     a.update(kw)
     return core.layer_forward(a["kind"], a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"],
                               a["lengths"], a["reverse"], a["keep"])
@@ -377,7 +233,7 @@ def test_good_call_works():
     assert type(ws).__name__ == "LayerWorkspace"
 
 
-A = layer_args()
+A = binding_kwargs()
 
 BAD_LAYER = [
     # (override, exception, message fragment)
@@ -432,14 +288,14 @@ def test_layer_forward_bad_input(override, exc, msg):
 
 
 def test_c0_must_be_none_for_gru():
-    a = layer_args("gru")
+    a = binding_kwargs("gru")
     with pytest.raises(ValueError, match="c0"):
         core.layer_forward("gru", a["x"], a["h0"], a["h0"].copy(), a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"],
                            None, False, False)
 
 
 def test_unaligned_array_rejected():
-    a = layer_args()
+    a = binding_kwargs()
     buf = np.zeros(a["x"].size * 4 + 1, np.uint8)
     x = np.frombuffer(buf.data, dtype=np.float32, count=a["x"].size, offset=1).reshape(a["x"].shape)
     assert not x.flags.aligned
@@ -448,7 +304,7 @@ def test_unaligned_array_rejected():
 
 
 def test_read_only_inputs_accepted():
-    a = layer_args()
+    a = binding_kwargs()
     for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"):
         a[k] = a[k].copy()
         a[k].flags.writeable = False
@@ -461,7 +317,7 @@ def test_lengths_and_byte_order_spellings():
     spelled explicitly; a foreign byte order is refused, not misread."""
     out0 = call_layer(lengths=np.array([3, 1], dtype=np.int64))[0]
     np.testing.assert_array_equal(call_layer(lengths=np.array([3, 1], dtype=np.longlong))[0], out0)
-    a = layer_args()
+    a = binding_kwargs()
     native = "<" if sys.byteorder == "little" else ">"
     foreign = ">" if native == "<" else "<"
     x = a["x"].astype(np.dtype(native + "f4"))
@@ -471,7 +327,7 @@ def test_lengths_and_byte_order_spellings():
 
 
 def test_layer_backward_bad_input():
-    a = layer_args()
+    a = binding_kwargs()
     out, h, c, ws = call_layer()
     go, gh, gc = np.zeros_like(out), np.zeros_like(h), np.zeros_like(c)
     with pytest.raises(TypeError, match="grad_out"):
@@ -493,13 +349,13 @@ def test_layer_backward_bad_input():
     with pytest.raises(ValueError, match="already"):
         core.layer_backward(ws, go, gh, gc)
     # a float64 workspace refuses float32 gradients
-    b = layer_args(dtype=np.float64)
+    b = binding_kwargs(dtype=np.float64)
     _, _, _, ws64 = core.layer_forward("lstm", b["x"], b["h0"], b["c0"], b["w_ih"], b["w_hh"], b["b_ih"],
                                        b["b_hh"], None, False, True)
     with pytest.raises(TypeError):
         core.layer_backward(ws64, go, gh, gc)
     # gru has no cell state
-    r = layer_args("gru")
+    r = binding_kwargs("gru")
     o, hh, _, wsg = core.layer_forward("gru", r["x"], r["h0"], None, r["w_ih"], r["w_hh"], r["b_ih"], r["b_hh"],
                                        None, False, True)
     with pytest.raises(ValueError, match="grad_c_n"):
@@ -563,8 +419,8 @@ for dtype in t.DTYPES:
         for shape in [(1, 1, 1, 1), (5, 3, 4, 7), (4, 9, 3, 70), (3, 13, 5, 33)]:
             t.check_layer(kind, *shape, dtype, reverse=True, use_lengths=True)
             t.check_layer(kind, *shape, dtype)
-        t.test_cell_parity(kind, dtype, 3, 5, 7, True)
-        t.test_cell_parity(kind, dtype, 7, 3, 20, False)
+        t.check_cell_against_reference(t.cpp, kind, 3, 5, 7, dtype, bias=True, scale=7 ** -0.5, scaled=True)
+        t.check_cell_against_reference(t.cpp, kind, 7, 3, 20, dtype, bias=False, scale=20 ** -0.5, scaled=True)
 print("ok")
 """
 
@@ -627,7 +483,7 @@ def test_long_inference_matches_training_forward(kind, dtype, reverse, restore_t
     projects all steps at once, and with the reference."""
     T, B, I, H = 400, 24, 5, 40
     p = make(kind, T, B, I, H, dtype)
-    lengths = lengths_for(T, B)
+    lengths = random_lengths(T, B)
     (r_out, r_h, r_c, _), _ = run_layer(ref, kind, p, lengths, reverse, keep=False)
     for n in (1, 2):
         core.set_num_threads(n)
@@ -635,9 +491,9 @@ def test_long_inference_matches_training_forward(kind, dtype, reverse, restore_t
         (out_k, h_k, c_k, _), _ = run_layer(cpp, kind, p, lengths, reverse, keep=True)
         np.testing.assert_array_equal(out, out_k)
         np.testing.assert_array_equal(h, h_k)
-        assert_close(out, r_out, "out")
-        assert_close(h, r_h, "h_n")
-        assert_close(c, r_c, "c_n")
+        assert_close(out, r_out, "out", scaled=True)
+        assert_close(h, r_h, "h_n", scaled=True)
+        assert_close(c, r_c, "c_n", scaled=True)
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")

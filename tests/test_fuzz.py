@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastrnn
+from _helpers import layer_args
 from fastrnn.backends import reference
-from fastrnn.backends.contract import GATES, KINDS
+from fastrnn.backends.contract import KINDS
 
 try:
     from fastrnn import _core as core
@@ -123,17 +124,7 @@ def binding_case(draw):
     kind = draw(st.sampled_from(KINDS))
     dtype = np.dtype(draw(st.sampled_from([np.float32, np.float64])))
     T, B, I, H = (draw(st.integers(1, 4)) for _ in range(4))
-    G = GATES[kind]
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    args = dict(
-        x=rng.standard_normal((T, B, I)).astype(dtype),
-        h0=rng.standard_normal((B, H)).astype(dtype),
-        c0=rng.standard_normal((B, H)).astype(dtype) if kind == "lstm" else None,
-        w_ih=rng.standard_normal((G * H, I)).astype(dtype),
-        w_hh=rng.standard_normal((G * H, H)).astype(dtype),
-        b_ih=rng.standard_normal(G * H).astype(dtype),
-        b_hh=rng.standard_normal(G * H).astype(dtype),
-    )
+    args = layer_args(kind, T, B, I, H, dtype, seed=draw(st.integers(0, 2**32 - 1)), scale=1.0)
     target = draw(st.sampled_from(list(args) + ["lengths", "none"]))
     lengths = None
     if target == "lengths":

@@ -21,6 +21,9 @@ if not hasattr(core, "set_cache_limit"):
     pytest.skip("fastrnn._core was built without the block cache", allow_module_level=True)
 
 import test_cpp_binding as tb  # noqa: E402
+from _helpers import assert_close, layer_grads, random_lengths, run_layer  # noqa: E402
+from conftest import DTYPES  # noqa: E402
+from fastrnn.backends.contract import KINDS  # noqa: E402
 
 from fastrnn.backends import reference as ref  # noqa: E402
 
@@ -37,8 +40,8 @@ def cache_limit():
 
 
 def _train(kind, p, lengths=None, reverse=False):
-    grads = tb.grads_in(kind, p["x"].shape[0], p["x"].shape[1], p["h0"].shape[1], p["x"].dtype.type)
-    return tb.run_layer(tb.cpp, kind, p, lengths, reverse, True, grads)
+    grads = layer_grads(kind, p["x"].shape[0], p["x"].shape[1], p["h0"].shape[1], p["x"].dtype.type)
+    return run_layer(tb.cpp, kind, p, lengths, reverse, True, grads)
 
 
 def test_blocks_come_back_and_are_reused(cache_limit):
@@ -90,8 +93,8 @@ def test_negative_limit_is_a_value_error(cache_limit):
         core.set_cache_limit("1GB")
 
 
-@pytest.mark.parametrize("kind", tb.KINDS)
-@pytest.mark.parametrize("dtype", tb.DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_reused_blocks_never_leak_stale_values(kind, dtype, reverse, cache_limit):
     """Fill every cached block with NaN, then run with lengths (padded steps,
@@ -100,10 +103,10 @@ def test_reused_blocks_never_leak_stale_values(kind, dtype, reverse, cache_limit
     core.set_cache_limit(512 * MB)
     T, B, I, H = 600, 8, 5, 64  # out and every workspace block >= 1 MB
     p = tb.make(kind, T, B, I, H, dtype)
-    lengths = tb.lengths_for(T, B)
-    grads = tb.grads_in(kind, T, B, H, dtype)
+    lengths = random_lengths(T, B)
+    grads = layer_grads(kind, T, B, H, dtype)
     # Poison: take blocks of every size this call will ask for, fill, free.
-    (out, h, c, ws), g = tb.run_layer(tb.cpp, kind, p, lengths, reverse, True, grads)
+    (out, h, c, ws), g = run_layer(tb.cpp, kind, p, lengths, reverse, True, grads)
     poison = [out, h, c] + [v for v in g.values() if v is not None]
     for a in poison:
         if a is not None:
@@ -111,13 +114,13 @@ def test_reused_blocks_never_leak_stale_values(kind, dtype, reverse, cache_limit
     del out, h, c, ws, g, poison
     gc.collect()
     assert core.cached_bytes() > 0
-    (c_out, c_h, c_c, _), c_g = tb.run_layer(tb.cpp, kind, p, lengths, reverse, True, grads)
-    (r_out, r_h, r_c, _), r_g = tb.run_layer(ref, kind, p, lengths, reverse, True, grads)
-    tb.assert_close(c_out, r_out, "out")
-    tb.assert_close(c_h, r_h, "h_n")
-    tb.assert_close(c_c, r_c, "c_n")
+    (c_out, c_h, c_c, _), c_g = run_layer(tb.cpp, kind, p, lengths, reverse, True, grads)
+    (r_out, r_h, r_c, _), r_g = run_layer(ref, kind, p, lengths, reverse, True, grads)
+    assert_close(c_out, r_out, "out", scaled=True)
+    assert_close(c_h, r_h, "h_n", scaled=True)
+    assert_close(c_c, r_c, "c_n", scaled=True)
     for k in r_g:
-        tb.assert_close(c_g[k], r_g[k], f"grad {k}")
+        assert_close(c_g[k], r_g[k], f"grad {k}", scaled=True)
 
 
 def test_tracemalloc_sees_cached_arrays(cache_limit):

@@ -1,9 +1,7 @@
-"""The Numba backend against the NumPy reference, at the contract level.
-
-Every kind, both dtypes, with and without bias, unsorted lengths, reverse,
-training (keep=True: forward + backward) and inference (keep=False), cells,
-and hypothesis-drawn sizes from 1 to 6. Tolerances: float64 1e-10, float32 1e-5.
-"""
+"""What is the Numba backend's own: strided and read-only inputs, its boundary errors, its
+threads, its compilation, its sigmoid/tanh. The contract's behaviour (agreement with the NumPy
+reference for every kind, dtype, lengths, reverse, keep, cells, gradients) is tests/test_contract.py,
+which runs on every backend."""
 
 from __future__ import annotations
 
@@ -14,177 +12,33 @@ import tempfile
 import numpy as np
 import pytest
 
+from _helpers import assert_close, layer_args, tol
+from conftest import DTYPES
 from fastrnn.backends import reference as ref
-from fastrnn.backends.contract import GATES, KINDS
 
 nbb = pytest.importorskip("fastrnn.backends.numba", reason="numba is not installed")
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-DTYPES = [np.float64, np.float32]
-TOL = {np.dtype(np.float64): dict(rtol=1e-10, atol=1e-10), np.dtype(np.float32): dict(rtol=1e-5, atol=1e-5)}
-
-
-def _args(kind, T, B, I, H, bias, dtype, rng, scale=0.5):
-    G = GATES[kind]
-
-    def r(*shape, s=1.0):
-        return (rng.standard_normal(shape) * s).astype(dtype)
-
-    return dict(
-        x=r(T, B, I),
-        h0=r(B, H),
-        c0=r(B, H) if kind == "lstm" else None,
-        w_ih=r(G * H, I, s=scale),
-        w_hh=r(G * H, H, s=scale),
-        b_ih=r(G * H, s=scale) if bias else None,
-        b_hh=r(G * H, s=scale) if bias else None,
-    )
-
-
-def _close(a, b, dtype, what):
-    if b is None:
-        assert a is None, what
-        return
-    assert a is not None, what
-    assert a.dtype == np.dtype(dtype), what
-    assert a.shape == b.shape, what
-    np.testing.assert_allclose(a, b, err_msg=what, **TOL[np.dtype(dtype)])
-
-
-def _compare_layer(kind, T, B, I, H, bias, dtype, lengths, reverse, keep, seed, scale=0.5):
-    rng = np.random.default_rng(seed)
-    a = _args(kind, T, B, I, H, bias, dtype, rng, scale)
-    L = None if lengths is None else np.asarray(lengths, dtype=np.int64)
-    before = {k: None if v is None else v.copy() for k, v in a.items()}
-    got = nbb.layer_forward(kind, a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], L, reverse,
-                            keep)
-    want = ref.layer_forward(kind, a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], L, reverse,
-                             keep)
-    for name, g, w in zip(("out", "h_n", "c_n"), got[:3], want[:3]):
-        _close(g, w, dtype, f"{kind} forward {name}")
-    for k, v in a.items():  # inputs are never modified
-        if v is not None:
-            np.testing.assert_array_equal(v, before[k], err_msg=f"{k} was modified")
-    if not keep:
-        assert got[3] is None
-        return
-    g_out = rng.standard_normal((T, B, H)).astype(dtype)
-    g_h = rng.standard_normal((B, H)).astype(dtype)
-    g_c = rng.standard_normal((B, H)).astype(dtype) if kind == "lstm" else None
-    grads = nbb.layer_backward(got[3], g_out, g_h, g_c)
-    want_grads = ref.layer_backward(want[3], g_out, g_h, g_c)
-    assert set(grads) == set(want_grads)
-    for name in want_grads:
-        _close(grads[name], want_grads[name], dtype, f"{kind} backward {name}")
-    if L is not None:  # padded steps get zero gradient into x
-        for b, n in enumerate(L):
-            assert not grads["x"][n:, b].any()
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
-@pytest.mark.parametrize("lengths", [None, [3, 5, 1, 4]], ids=["full", "lengths"])
-@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-@pytest.mark.parametrize("keep", [True, False], ids=["train", "infer"])
-def test_layer_matches_reference(kind, dtype, bias, lengths, reverse, keep):
-    seed = abs(hash((kind, bias, reverse, lengths is None, keep))) % 2**32
-    _compare_layer(kind, 5, 4, 3, 6, bias, dtype, lengths, reverse, keep, seed)
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-def test_layer_larger_sizes(kind, dtype):
-    """Sizes where BLAS takes its blocked paths (the tiny ones above may not); weights at the
-    layers' initial scale so that float32 rounding is not amplified by an exploding recurrence."""
-    _compare_layer(kind, 9, 7, 33, 40, True, dtype, [9, 2, 7, 9, 1, 5, 8], True, True, 7, scale=40**-0.5)
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    kind=st.sampled_from(KINDS),
-    dtype=st.sampled_from(DTYPES),
-    T=st.integers(1, 6),
-    B=st.integers(1, 6),
-    I=st.integers(1, 6),
-    H=st.integers(1, 6),
-    bias=st.booleans(),
-    reverse=st.booleans(),
-    keep=st.booleans(),
-    data=st.data(),
-)
-def test_layer_random_sizes(kind, dtype, T, B, I, H, bias, reverse, keep, data):
-    lengths = data.draw(st.none() | st.lists(st.integers(1, T), min_size=B, max_size=B), label="lengths")
-    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
-    _compare_layer(kind, T, B, I, H, bias, dtype, lengths, reverse, keep, seed)
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
-@pytest.mark.parametrize("keep", [True, False], ids=["train", "infer"])
-def test_cell_matches_reference(kind, dtype, bias, keep):
-    rng = np.random.default_rng(11)
-    B, I, H = 3, 4, 5
-    a = _args(kind, 1, B, I, H, bias, dtype, rng)
-    x = a["x"][0]
-    got = nbb.cell_forward(kind, x, a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], keep)
-    want = ref.cell_forward(kind, x, a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], keep)
-    _close(got[0], want[0], dtype, "h_new")
-    _close(got[1], want[1], dtype, "c_new")
-    if not keep:
-        assert got[2] is None
-        return
-    g_h = rng.standard_normal((B, H)).astype(dtype)
-    g_c = rng.standard_normal((B, H)).astype(dtype) if kind == "lstm" else None
-    grads = nbb.cell_backward(got[2], g_h, g_c)
-    want_grads = ref.cell_backward(want[2], g_h, g_c)
-    assert set(grads) == set(want_grads)
-    for name in want_grads:
-        _close(grads[name], want_grads[name], dtype, f"{kind} cell backward {name}")
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-def test_nan_and_inf_propagate_like_the_reference(kind, dtype):
-    rng = np.random.default_rng(3)
-    a = _args(kind, 4, 3, 2, 3, True, dtype, rng)
-    a["x"][1, 0, 0] = np.nan
-    a["x"][2, 1, 1] = np.inf
-    a["x"][0, 2, 0] = -np.inf
-    args = (a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], None, False, False)
-    with np.errstate(invalid="ignore", over="ignore"):
-        got = nbb.layer_forward(kind, *args)
-        want = ref.layer_forward(kind, *args)
-        for g, w in zip(got[:3], want[:3]):
-            if w is not None:
-                np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
-                np.testing.assert_allclose(g, w, equal_nan=True, **TOL[np.dtype(dtype)])
-    assert np.isnan(got[0][1:, 0]).all()  # a NaN input poisons the rest of its sequence
 
 
 def test_strided_and_readonly_inputs():
     rng = np.random.default_rng(5)
-    a = _args("lstm", 4, 3, 2, 5, True, np.float64, rng)
+    a = layer_args("lstm", 4, 3, 2, 5, np.float64, rng=rng)
     x = np.asfortranarray(a["x"])
     w_hh = a["w_hh"].copy()
     w_hh.setflags(write=False)
     got = nbb.layer_forward("lstm", x, a["h0"], a["c0"], a["w_ih"], w_hh, a["b_ih"], a["b_hh"], None, False, True)
     want = ref.layer_forward("lstm", a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], None,
                              False, True)
-    _close(got[0], want[0], np.float64, "out")
+    assert_close(got[0], want[0], "out")
     g = np.ones((4, 3, 5))
     g.setflags(write=False)
     grads = nbb.layer_backward(got[3], g, np.zeros((3, 5)), np.zeros((3, 5)))
     want_grads = ref.layer_backward(want[3], g, np.zeros((3, 5)), np.zeros((3, 5)))
-    _close(grads["w_hh"], want_grads["w_hh"], np.float64, "w_hh")
+    assert_close(grads["w_hh"], want_grads["w_hh"], "w_hh")
 
 
 def test_boundary_errors():
     rng = np.random.default_rng(0)
-    a = _args("gru", 3, 2, 2, 4, True, np.float64, rng)
+    a = layer_args("gru", 3, 2, 2, 4, np.float64, rng=rng)
     args = [a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"]]
     with pytest.raises(ValueError, match="kind"):
         nbb.layer_forward("lstmx", *args, None, False, False)
@@ -257,7 +111,7 @@ def test_layers_on_numba_match_numpy(dtype):
             dx, _ = m.backward(np.ones_like(out))
             results.append((out, dx, m.grads["weight_hh_l0_reverse"].copy()))
         for g, w in zip(*results):
-            np.testing.assert_allclose(g, w, **TOL[np.dtype(dtype)])
+            np.testing.assert_allclose(g, w, **tol(dtype))
 
 
 def test_import_compiles_nothing():
@@ -335,7 +189,7 @@ def test_time_loops_run_openblas_single_threaded_and_restore_it(monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(_layer, "forward_loop", spy)
-    a = _args("lstm", 5, 3, 4, 6, True, np.float64, np.random.default_rng(0))
+    a = layer_args("lstm", 5, 3, 4, 6, np.float64, rng=np.random.default_rng(0))
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
         before = [lib.get_num_threads() for lib in libs]
         nbb.layer_forward("lstm", a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"],

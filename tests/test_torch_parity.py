@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import fastrnn
-from conftest import tol, torch_or_skip
+from _helpers import tol
+from conftest import torch_or_skip
 
 torch = torch_or_skip()
 torch.set_default_dtype(torch.float64)

@@ -1,0 +1,142 @@
+"""What the backend tests share: random arguments of the contract, running a layer or a cell
+through a backend, comparing with the NumPy reference, and finite differences."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastrnn.backends import reference
+from fastrnn.backends.contract import GATES, has_cell_state
+
+# Tolerances against the reference: float64 to 1e-10, float32 to 1e-5.
+TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
+
+
+def tol(dtype):
+    """``assert_allclose`` keywords of the suite's tolerance for ``dtype``."""
+    t = TOL[np.dtype(dtype)]
+    return dict(rtol=t, atol=t)
+
+
+def layer_args(kind, T, B, I, H, dtype, *, bias=True, seed=0, scale=0.5, rng=None):
+    """Arguments of ``layer_forward`` in the contract's order (x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    x and the states N(0, 1), weights and biases N(0, scale^2), in ``dtype``."""
+    rng = np.random.default_rng(seed) if rng is None else rng
+    G = GATES[kind]
+
+    def r(*shape, s=1.0):
+        return (rng.standard_normal(shape) * s).astype(dtype)
+
+    return dict(
+        x=r(T, B, I),
+        h0=r(B, H),
+        c0=r(B, H) if has_cell_state(kind) else None,
+        w_ih=r(G * H, I, s=scale),
+        w_hh=r(G * H, H, s=scale),
+        b_ih=r(G * H, s=scale) if bias else None,
+        b_hh=r(G * H, s=scale) if bias else None,
+    )
+
+
+def cell_args(kind, B, I, H, dtype, **kw):
+    """Arguments of ``cell_forward`` (x, h, c, w_ih, w_hh, b_ih, b_hh); as :func:`layer_args`."""
+    a = layer_args(kind, 1, B, I, H, dtype, **kw)
+    return dict(x=a["x"][0], h=a["h0"], c=a["c0"], w_ih=a["w_ih"], w_hh=a["w_hh"], b_ih=a["b_ih"], b_hh=a["b_hh"])
+
+
+def layer_grads(kind, T, B, H, dtype, seed=0):
+    """(grad_out, grad_h_n, grad_c_n) of ``layer_backward``, N(0, 1)."""
+    rng = np.random.default_rng(seed + 7)
+    return (rng.standard_normal((T, B, H)).astype(dtype), rng.standard_normal((B, H)).astype(dtype),
+            rng.standard_normal((B, H)).astype(dtype) if has_cell_state(kind) else None)
+
+
+def random_lengths(T, B, seed=0):
+    """int64 lengths in [1, T] with at least one full sequence."""
+    lengths = np.random.default_rng(seed + 100).integers(1, T + 1, size=B).astype(np.int64)
+    lengths[0] = T
+    return lengths
+
+
+def run_layer(mod, kind, a, lengths, reverse, keep=True, grads=None):
+    """``((out, h_n, c_n, ws), gradients or None)`` of ``a`` (:func:`layer_args`) through ``mod``."""
+    out = mod.layer_forward(kind, *a.values(), lengths, reverse, keep)
+    g = mod.layer_backward(out[3], *grads) if keep and grads is not None else None
+    return out, g
+
+
+def assert_close(actual, expected, what, scaled=False):
+    """``actual`` has ``expected``'s dtype and shape and its values within :data:`TOL` (None if it is
+    None). ``scaled``: the absolute tolerance times max(1, max|expected|), for long sums."""
+    if expected is None:
+        assert actual is None, what
+        return
+    assert actual is not None, what
+    assert actual.dtype == expected.dtype, what
+    assert actual.shape == expected.shape, what
+    t = TOL[expected.dtype]
+    scale = max(1.0, float(np.max(np.abs(expected)))) if scaled and expected.size else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=t, atol=t * scale, err_msg=what)
+
+
+def check_layer_against_reference(mod, kind, T, B, I, H, dtype, *, bias=True, lengths=None, reverse=False,
+                                  keep=True, seed=0, scale=0.5, scaled=False):
+    """Run one layer on ``mod`` and on the reference: outputs, and with ``keep`` every gradient,
+    agree; the inputs are not modified; padded steps give zero gradient into x. Returns ``mod``'s
+    ``(out, h_n, c_n, ws)``."""
+    a = layer_args(kind, T, B, I, H, dtype, bias=bias, seed=seed, scale=scale)
+    before = {k: None if v is None else v.copy() for k, v in a.items()}
+    grads = layer_grads(kind, T, B, H, dtype, seed)
+    got, got_g = run_layer(mod, kind, a, lengths, reverse, keep, grads)
+    want, want_g = run_layer(reference, kind, a, lengths, reverse, keep, grads)
+    for name, g, w in zip(("out", "h_n", "c_n"), got[:3], want[:3]):
+        assert_close(g, w, f"{kind} {name}", scaled)
+    for k, v in a.items():
+        if v is not None:
+            np.testing.assert_array_equal(v, before[k], err_msg=f"{k} was modified")
+    if not keep:
+        assert got[3] is None
+        return got
+    assert set(got_g) == set(want_g)
+    for name in want_g:
+        assert_close(got_g[name], want_g[name], f"{kind} grad {name}", scaled)
+    if lengths is not None:
+        for b, n in enumerate(lengths):
+            assert not got_g["x"][n:, b].any(), "padded steps give zero gradient into x"
+    return got
+
+
+def check_cell_against_reference(mod, kind, B, I, H, dtype, *, bias=True, keep=True, seed=0, scale=0.5,
+                                 scaled=False):
+    """One step on ``mod`` and on the reference: new states and (with ``keep``) gradients agree."""
+    a = cell_args(kind, B, I, H, dtype, bias=bias, seed=seed, scale=scale)
+    got = mod.cell_forward(kind, *a.values(), keep)
+    want = reference.cell_forward(kind, *a.values(), True)
+    assert_close(got[0], want[0], f"{kind} h_new", scaled)
+    assert_close(got[1], want[1], f"{kind} c_new", scaled)
+    if not keep:
+        assert got[2] is None
+        return
+    rng = np.random.default_rng(seed + 3)
+    gh = rng.standard_normal((B, H)).astype(dtype)
+    gc = rng.standard_normal((B, H)).astype(dtype) if has_cell_state(kind) else None
+    got_g = mod.cell_backward(got[2], gh, gc)
+    want_g = reference.cell_backward(want[2], gh, gc)
+    assert set(got_g) == set(want_g)
+    for name in want_g:
+        assert_close(got_g[name], want_g[name], f"{kind} cell grad {name}", scaled)
+
+
+def numeric_grad(f, args, name, eps=1e-6):
+    """Central finite differences of the scalar ``f()`` with respect to ``args[name]`` (changed in place)."""
+    v = args[name]
+    g = np.zeros_like(v)
+    for idx in np.ndindex(v.shape):
+        old = v[idx]
+        v[idx] = old + eps
+        fp = f()
+        v[idx] = old - eps
+        fm = f()
+        v[idx] = old
+        g[idx] = (fp - fm) / (2 * eps)
+    return g
