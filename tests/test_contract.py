@@ -19,6 +19,7 @@ import inspect
 import re
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,6 +55,21 @@ def test_c_abi_kind_enum_is_the_contracts():
         assert capi.lib.fastrnn_num_gates(code) == GATES[kind], kind
     for code in (-1, len(KINDS), len(KINDS) + 1):
         assert capi.lib.fastrnn_num_gates(code) == -1
+
+
+def test_source_header_kind_enum_is_the_contracts():
+    """The header in a source checkout (what the C++ is built from), whether or not it is installed."""
+    header = Path(__file__).resolve().parents[1] / "csrc" / "include" / "fastrnn" / "fastrnn.h"
+    if not header.exists():
+        pytest.skip("not a source checkout")
+    cffi = pytest.importorskip("cffi")
+    block = re.search(r"enum fastrnn_kind\s*\{[^}]*\};", header.read_text())
+    assert block, f"{header} declares no enum fastrnn_kind"
+    ffi = cffi.FFI()
+    ffi.cdef(block.group(0))
+    enum = ffi.typeof("enum fastrnn_kind").relements
+    assert {name.removeprefix("FASTRNN_").lower(): code for name, code in enum.items()} == \
+        {kind: i for i, kind in enumerate(KINDS)}
 
 
 def _core_or_skip():
