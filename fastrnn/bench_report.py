@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._optional import require
+
 FASTRNN_PREFIX = "fastrnn-"
 TORCH, ORT, GEMM = "torch", "onnxruntime", "gemm-roofline"
 KIND_ORDER = {"layer": 0, "cell": 1, "varlen": 2, "seed": 3}
@@ -251,8 +253,7 @@ def plot(cases: list[CaseResult], path) -> bool:
     rows = [c for c in cases if c.speedup(TORCH) is not None or c.speedup(ORT) is not None]
     if not rows:
         return False
-    import matplotlib
-
+    matplotlib = require("matplotlib", extra="bench", feature="fastrnn bench-report's plot (or pass --no-plot)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -16,10 +16,13 @@ cannot see an array's extent.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from .capi import LSTM, ffi, lib
+from ._optional import require
+
+numba = require("numba", extra="numba,capi", feature="fastrnn.capi_njit (the C ABI inside @njit code)")
+
+from .capi import LSTM, ffi, lib  # noqa: E402 - after the numba check, whose message names both extras
 
 _LSTM = int(LSTM)
 

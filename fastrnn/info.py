@@ -12,9 +12,10 @@ import importlib.metadata
 import json
 import platform
 import warnings
+from typing import Any
 
 #: Packages whose versions are reported (read from their metadata, not imported).
-PACKAGES = ("numpy", "scipy", "numba", "threadpoolctl", "torch", "onnx", "onnxruntime")
+PACKAGES = ("numpy", "scipy", "numba", "threadpoolctl", "cffi", "tqdm", "matplotlib", "torch", "onnx", "onnxruntime")
 
 
 def _version(dist: str) -> str | None:
@@ -24,12 +25,14 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def build_info() -> dict:
-    """The compiled extension's build facts, or ``{"available": False, "error": ...}``."""
+def build_info() -> dict[str, Any]:
+    """The compiled extension's build facts, or ``{"available": False, "error": ...}`` (one line: why, what to do)."""
     try:
         from . import _core
-    except ImportError as exc:
-        return {"available": False, "error": f"{type(exc).__name__}: {exc}"}
+    except ImportError:
+        from .backends import extension_problem
+
+        return {"available": False, "error": extension_problem() or "fastrnn._core does not import"}
     facts = getattr(_core, "build_info", None)
     if facts is None:
         return {"available": True, "error": "fastrnn._core has no build_info()"}
@@ -40,15 +43,21 @@ def build_info() -> dict:
     return out
 
 
-def blas_info() -> list[dict]:
-    """Native thread pools loaded now (NumPy's and SciPy's BLAS, OpenMP), from threadpoolctl."""
-    import numpy  # noqa: F401 - make sure the BLAS libraries are loaded
-    import scipy.linalg  # noqa: F401
+def blas_info() -> list[dict[str, Any]] | None:
+    """Native thread pools loaded now (NumPy's and SciPy's BLAS, OpenMP), from threadpoolctl.
 
+    None when threadpoolctl is not installed (it comes with ``fastrnn[numba]``).
+    """
+    import numpy  # noqa: F401 - make sure the BLAS libraries are loaded
+
+    try:
+        import scipy.linalg  # noqa: F401 - SciPy's BLAS, where SciPy is installed
+    except ImportError:
+        pass
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
-        return []
+        return None
     keys = ("user_api", "internal_api", "version", "num_threads", "threading_layer", "architecture", "filepath")
     return [{k: pool.get(k) for k in keys if k in pool} for pool in threadpool_info()]
 
@@ -87,12 +96,14 @@ def format_info(d: dict) -> str:
     lines = [f"fastrnn {d['fastrnn']} (Python {d['python']}, {d['platform']})"]
     b = d["backends"]
     lines.append(f"backends: available {', '.join(b['available']) or 'none'}; auto -> {b['auto']}")
+    build = d["build"]
     for name, reason in b["unavailable"].items():
+        if name == "cpp" and reason == build.get("error"):
+            reason = "no compiled extension, see below"
         lines.append(f"  {name}: unavailable ({reason})")
     lines.append(f"threads: {d['num_threads']}")
-    build = d["build"]
     if not build.get("available"):
-        lines.append(f"extension: not available ({build.get('error')})")
+        lines.append(f"extension: not available: {build.get('error')}")
     elif "error" in build:
         lines.append(f"extension: {build['error']}")
     else:
@@ -101,7 +112,9 @@ def format_info(d: dict) -> str:
         if "cache_limit_bytes" in build:
             lines.append(f"block cache: limit {build['cache_limit_bytes'] / 2**20:.0f} MiB "
                          f"(FASTRNN_CACHE_MB), holding {build['cache_held_bytes'] / 2**20:.1f} MiB")
-    if d["blas"]:
+    if d["blas"] is None:
+        lines.append("native thread pools: not listed (threadpoolctl is not installed; pip install threadpoolctl)")
+    elif d["blas"]:
         lines.append("native thread pools:")
         for pool in d["blas"]:
             lines.append(

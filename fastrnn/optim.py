@@ -24,6 +24,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ._optional import require
+
 __all__ = ["Optimizer", "SGD", "Adam", "LBFGS", "clip_grad_norm_"]
 
 
@@ -194,6 +196,11 @@ class Adam(Optimizer):
             p -= (lr / bc1) * (m / denom)
 
 
+def _scipy_minimize():
+    """``scipy.optimize.minimize``, which LBFGS runs (SciPy comes with ``fastrnn[train]``)."""
+    return require("scipy.optimize", extra="train", feature="fastrnn.optim.LBFGS").minimize
+
+
 class LBFGS(Optimizer):
     """L-BFGS through ``scipy.optimize.minimize(method="L-BFGS-B")`` over the flattened parameters.
 
@@ -214,6 +221,7 @@ class LBFGS(Optimizer):
 
     def __init__(self, model, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
                  history_size=100):
+        _scipy_minimize()  # missing SciPy: say so now, not at the first step
         super().__init__(model)
         if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
             raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
@@ -261,7 +269,7 @@ class LBFGS(Optimizer):
         during the call. Returns SciPy's ``OptimizeResult`` (also kept in
         ``last_result``); the parameters are left at its ``x``.
         """
-        from scipy.optimize import minimize
+        minimize = _scipy_minimize()
 
         evals = [] if _evals is None else _evals
 

@@ -35,10 +35,11 @@ absent optional arrays are passed as empty arrays of the same type.
 
 from __future__ import annotations
 
-try:
-    import numba as _numba
-except ImportError as exc:  # pragma: no cover - exercised by tests/test_fallback.py in a subprocess
-    raise ImportError(f"the 'numba' backend needs the numba package ({exc})") from exc
+from .._optional import require
+
+# numba, and SciPy: Numba's np.dot calls SciPy's BLAS (both come with fastrnn[numba])
+_numba = require("numba", extra="numba", feature="the 'numba' backend")
+require("scipy.linalg.cython_blas", extra="numba", feature="the 'numba' backend")
 
 import contextlib
 import numbers
