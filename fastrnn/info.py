@@ -8,6 +8,7 @@ the same as JSON (the benchmark suite stores it with its results).
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import json
 import platform
@@ -62,7 +63,7 @@ def blas_info() -> list[dict[str, Any]] | None:
     return [{k: pool.get(k) for k in keys if k in pool} for pool in threadpool_info()]
 
 
-def info() -> dict:
+def info() -> dict[str, Any]:
     """Everything ``fastrnn info`` prints, as a JSON-serializable dict."""
     import fastrnn
     from fastrnn import backends
@@ -91,7 +92,7 @@ def info() -> dict:
     }
 
 
-def format_info(d: dict) -> str:
+def format_info(d: dict[str, Any]) -> str:
     """The human-readable text of :func:`info`."""
     lines = [f"fastrnn {d['fastrnn']} (Python {d['python']}, {d['platform']})"]
     b = d["backends"]
@@ -139,7 +140,7 @@ for cls in (fastrnn.LSTM, fastrnn.GRU, fastrnn.RNN):
 """
 
 
-def jit_times() -> dict:
+def jit_times() -> dict[str, dict[str, tuple[float, float]]]:
     """First-call time of the Numba backend's layers (float32 forward and backward),
     with a cold on-disk cache (compiling) and then a warm one (loading), each in a
     fresh process. Returns {layer: {"cold": (fwd_s, bwd_s), "warm": (fwd_s, bwd_s)}}."""
@@ -148,7 +149,7 @@ def jit_times() -> dict:
     import sys
     import tempfile
 
-    result: dict = {}
+    result: dict[str, dict[str, tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONSAFEPATH="1")
         for phase in ("cold", "warm"):
@@ -163,7 +164,7 @@ def jit_times() -> dict:
     return result
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     d = info()
     if args.jit:
         if "numba" in d["backends"]["available"]:
@@ -184,7 +185,7 @@ def main(args) -> int:
     return 0
 
 
-def add_parser(subparsers):
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("info", help="version, backends, threads, build and BLAS of this install",
                                    description=__doc__.split("\n\n")[1].replace("\n", " "))
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")

@@ -17,6 +17,7 @@ import threading
 import warnings
 from pathlib import Path
 from types import ModuleType
+from typing import overload
 
 from .._optional import MissingExtraError
 
@@ -26,14 +27,14 @@ _MODULES = {"cpp": "fastrnn.backends.cpp", "numba": "fastrnn.backends.numba", "n
 _ALIASES = {"reference": "numpy", "c++": "cpp"}
 
 _lock = threading.Lock()
-_loaded: dict = {}
-_errors: dict = {}
+_loaded: dict[str, ModuleType] = {}
+_errors: dict[str, str] = {}
 _global_choice: str | None = None
 _warned_fallback = False
 _num_threads: int | None = None
 
 
-def _load(name):
+def _load(name: str) -> ModuleType | None:
     """Import backend ``name`` once; remember why it failed if it did."""
     with _lock:
         if name in _loaded:
@@ -65,7 +66,7 @@ def unavailable_backends() -> dict[str, str]:
     return dict(_errors)
 
 
-def _canonical(name):
+def _canonical(name: object) -> str:
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string such as 'auto', 'cpp', 'numba' or 'numpy', got {type(name).__name__}")
     key = name.strip().lower()
@@ -75,7 +76,11 @@ def _canonical(name):
     return key
 
 
-def check_backend(name):
+@overload
+def check_backend(name: str) -> str: ...
+@overload
+def check_backend(name: None) -> None: ...
+def check_backend(name: str | None) -> str | None:
     """Validate a backend name now: return its canonical form, or raise if it is not available."""
     if name is None:
         return None
@@ -150,7 +155,7 @@ def _fallback_warning(chosen: str) -> str:
             f"(set FASTRNN_BACKEND={chosen} to choose it without this warning): {_errors['cpp']}")
 
 
-def _auto():
+def _auto() -> ModuleType:
     global _warned_fallback
     for name in PREFERENCE:
         mod = _load(name)
@@ -163,10 +168,10 @@ def _auto():
     raise RuntimeError("no fastrnn backend could be imported")  # the numpy reference always imports
 
 
-_resolved: dict = {}  # name as given -> backend module (backends never change once imported)
+_resolved: dict[str, ModuleType] = {}  # name as given -> backend module (backends never change once imported)
 
 
-def get_backend(name=None):
+def get_backend(name: str | None = None) -> ModuleType:
     """The backend module for ``name`` (None: the global choice, then FASTRNN_BACKEND, then auto)."""
     if name is None:
         name = _global_choice or os.environ.get("FASTRNN_BACKEND") or "auto"
@@ -178,7 +183,7 @@ def get_backend(name=None):
     return mod
 
 
-def set_backend(name):
+def set_backend(name: str | None) -> None:
     """Choose the backend every layer without its own ``backend=`` uses ('auto' or None resets)."""
     global _global_choice
     _global_choice = None if name is None else check_backend(name)
