@@ -30,7 +30,7 @@ RTOL = {"float32": 1e-4, "float64": 1e-9}
 #: gradients are float32 sums over T*B = 97k rows, where PyTorch itself is ~9e-5 off.
 LONG_SEQUENCE_FACTOR = 3
 
-#: The shapes of ../shared/ANCHORS.md: (B, I, H, T).
+#: The anchor shapes (B, I, H, T) at which the project states its speed goals.
 ANCHOR_SHAPES = [
     (1, 1, 32, 200),
     (1, 64, 128, 100),

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _state = threading.local()
 
 
 def is_grad_enabled() -> bool:
     """True unless inside ``with fastrnn.no_grad():`` on this thread."""
-    return getattr(_state, "enabled", True)
+    return bool(getattr(_state, "enabled", True))
 
 
 class no_grad:  # noqa: N801 - named as in PyTorch
@@ -18,19 +22,21 @@ class no_grad:  # noqa: N801 - named as in PyTorch
 
     __slots__ = ("_prev",)  # entered once per call of a cell in a loop: keep it cheap
 
-    def __enter__(self):
-        self._prev = getattr(_state, "enabled", True)
+    _prev: bool
+
+    def __enter__(self) -> no_grad:
+        self._prev = is_grad_enabled()
         _state.enabled = False
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         _state.enabled = self._prev
         return False
 
-    def __call__(self, func):
+    def __call__(self, func: _F) -> _F:
         @functools.wraps(func)
-        def wrapper(*args, **kwargs):
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             with no_grad():
                 return func(*args, **kwargs)
 
-        return wrapper
+        return wrapper  # type: ignore[return-value]  # functools.wraps keeps func's signature

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+#: an allowed shape: each entry a size or None for any size
+ShapePattern = Sequence["int | None"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def as_dtype(dtype, name="dtype"):
+def as_dtype(dtype: DTypeLike | object, name: str = "dtype") -> np.dtype[Any]:
     """float32 or float64 from anything NumPy understands (or a torch dtype's name)."""
     if dtype is None:
         return np.dtype(np.float32)
@@ -24,7 +30,8 @@ def as_dtype(dtype, name="dtype"):
     return dt
 
 
-def positive_int(value, name, allow_zero=False):
+def positive_int(value: object, name: str, allow_zero: bool = False) -> int:
+    """``value`` as an int >= 1 (>= 0 with ``allow_zero``); bools are not integers here."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     if value < (0 if allow_zero else 1):
@@ -32,14 +39,16 @@ def positive_int(value, name, allow_zero=False):
     return int(value)
 
 
-def to_numpy(value):
+def to_numpy(value: Any) -> NDArray[Any]:
     """A NumPy view of an array-like; torch tensors without importing torch."""
     if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
-        return value.detach().cpu().numpy()
+        arr: NDArray[Any] = value.detach().cpu().numpy()
+        return arr
     return np.asarray(value)
 
 
-def float_array(value, name, dtype, shapes=None):
+def float_array(value: Any, name: str, dtype: np.dtype[Any],
+                shapes: Sequence[ShapePattern] | None = None) -> NDArray[Any]:
     """``value`` as a C-contiguous array of exactly ``dtype`` (no silent casts).
 
     ``shapes``: allowed shapes; each may contain None for "any size".
@@ -66,7 +75,7 @@ def float_array(value, name, dtype, shapes=None):
     return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
-def _shape_matches(shape, pattern):
+def _shape_matches(shape: tuple[int, ...], pattern: ShapePattern) -> bool:
     if len(shape) != len(pattern):
         return False
     for s, p in zip(shape, pattern):
@@ -75,11 +84,11 @@ def _shape_matches(shape, pattern):
     return True
 
 
-def _fmt(pattern):
+def _fmt(pattern: ShapePattern) -> str:
     return "(" + ", ".join("*" if p is None else str(p) for p in pattern) + (",)" if len(pattern) == 1 else ")")
 
 
-def lengths_array(lengths, batch, steps):
+def lengths_array(lengths: Any, batch: int, steps: int) -> NDArray[np.int64]:
     """Validate ``lengths`` of a padded batch: integers in [1, steps], one per sequence."""
     arr = to_numpy(lengths)
     if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":

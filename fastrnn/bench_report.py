@@ -15,8 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from ._optional import require
 
 FASTRNN_PREFIX = "fastrnn-"
 TORCH, ORT, GEMM = "torch", "onnxruntime", "gemm-roofline"
@@ -31,16 +35,16 @@ class CaseResult:
     """One case: its fields and the median seconds of every verified implementation."""
 
     group: str
-    info: dict
-    times: dict = field(default_factory=dict)  # impl -> median seconds
-    flops: dict = field(default_factory=dict)  # impl -> FLOPs of one call
-    unverified: list = field(default_factory=list)
+    info: dict[str, Any]
+    times: dict[str, float] = field(default_factory=dict)  # impl -> median seconds
+    flops: dict[str, float | None] = field(default_factory=dict)  # impl -> FLOPs of one call
+    unverified: list[str] = field(default_factory=list)
 
     @property
     def best(self) -> str | None:
         """The fastest fastrnn backend of this case."""
         ours = {k: t for k, t in self.times.items() if k.startswith(FASTRNN_PREFIX)}
-        return min(ours, key=ours.get) if ours else None
+        return min(ours, key=ours.__getitem__) if ours else None
 
     def speedup(self, peer: str) -> float | None:
         best = self.best
@@ -49,9 +53,10 @@ class CaseResult:
         return self.times[peer] / self.times[best]
 
     def gflops(self, impl: str | None) -> float | None:
-        if impl is None or impl not in self.times or not self.flops.get(impl):
+        flops = None if impl is None else self.flops.get(impl)
+        if impl is None or impl not in self.times or not flops:
             return None
-        return self.flops[impl] / self.times[impl] / 1e9
+        return flops / self.times[impl] / 1e9
 
     @property
     def roofline_fraction(self) -> float | None:
@@ -71,14 +76,14 @@ class CaseResult:
             s += f" ({i['case']})"
         return s
 
-    def sort_key(self):
+    def sort_key(self) -> tuple[int, str, str, str, int, int, int, int]:
         i = self.info
         n = {k: i.get(k) or 0 for k in ("B", "I", "H", "T", "threads")}
-        return (KIND_ORDER.get(i.get("case"), 9), str(i.get("cell")), str(i.get("mode")), str(i.get("dtype")),
+        return (KIND_ORDER.get(str(i.get("case")), 9), str(i.get("cell")), str(i.get("mode")), str(i.get("dtype")),
                 n["B"] * n["H"] * n["T"], n["B"], n["I"], n["threads"])
 
 
-def load(path) -> dict:
+def load(path: str | Path) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     if not isinstance(data, dict) or "benchmarks" not in data:
@@ -86,9 +91,9 @@ def load(path) -> dict:
     return data
 
 
-def summarize(data: dict) -> list[CaseResult]:
+def summarize(data: dict[str, Any]) -> list[CaseResult]:
     """One :class:`CaseResult` per group of the fastrnn suite, in table order."""
-    cases: dict[str, CaseResult] = {}
+    cases: dict[tuple[Any, ...], CaseResult] = {}
     for bench in data["benchmarks"]:
         extra = bench.get("extra_info") or {}
         impl = extra.get("impl")
@@ -108,9 +113,9 @@ def summarize(data: dict) -> list[CaseResult]:
     return sorted(cases.values(), key=CaseResult.sort_key)
 
 
-def peak_memory(data: dict) -> list[tuple[CaseResult, dict]]:
+def peak_memory(data: dict[str, Any]) -> list[tuple[CaseResult, dict[str, int]]]:
     """The memory probes of bench/test_bench_memory.py: per case, impl -> peak bytes of a training step."""
-    cases: dict[tuple, tuple[CaseResult, dict]] = {}
+    cases: dict[tuple[Any, ...], tuple[CaseResult, dict[str, int]]] = {}
     for bench in data["benchmarks"]:
         extra = bench.get("extra_info") or {}
         if extra.get("measure") != "peak_bytes" or extra.get("peak_bytes") is None:
@@ -122,7 +127,7 @@ def peak_memory(data: dict) -> list[tuple[CaseResult, dict]]:
     return sorted(cases.values(), key=lambda cp: cp[0].sort_key())
 
 
-def memory_markdown(rows: list[tuple[CaseResult, dict]]) -> list[str]:
+def memory_markdown(rows: list[tuple[CaseResult, dict[str, int]]]) -> list[str]:
     if not rows:
         return []
     cols = column_order({impl for _, peaks in rows for impl in peaks})
@@ -144,14 +149,15 @@ def memory_markdown(rows: list[tuple[CaseResult, dict]]) -> list[str]:
     return out
 
 
-def column_order(seen) -> list[str]:
+def column_order(seen: Iterable[str]) -> list[str]:
     """Column order of implementations: fastrnn backends (cpp, numba, numpy, others), PyTorch, ONNX Runtime."""
+    seen = set(seen)
     ours = sorted((i for i in seen if i.startswith(FASTRNN_PREFIX)),
                   key=lambda i: ({"cpp": 0, "numba": 1, "numpy": 2}.get(i[len(FASTRNN_PREFIX):], 3), i))
     return ours + [i for i in (TORCH, ORT) if i in seen]
 
 
-def implementations(cases) -> list[str]:
+def implementations(cases: Iterable[CaseResult]) -> list[str]:
     """The timed implementations of ``cases``, in :func:`column_order`."""
     return column_order({impl for c in cases for impl in c.times})
 
@@ -166,22 +172,22 @@ def fmt_time(seconds: float | None) -> str:
     return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
 
 
-def fmt_ratio(x: float | None, suffix="×") -> str:
+def fmt_ratio(x: float | None, suffix: str = "×") -> str:
     if x is None:
         return "–"
     return f"**{x:.2f}{suffix}**" if x >= 1 else f"{x:.2f}{suffix}"
 
 
-def fmt_num(x: float | None, spec=".1f") -> str:
+def fmt_num(x: float | None, spec: str = ".1f") -> str:
     return "–" if x is None else format(x, spec)
 
 
-def geomean(values) -> float | None:
-    values = [v for v in values if v]
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+def geomean(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v]
+    return math.exp(sum(math.log(v) for v in kept) / len(kept)) if kept else None
 
 
-def markdown(data: dict, cases: list[CaseResult], plot_path=None) -> str:
+def markdown(data: dict[str, Any], cases: list[CaseResult], plot_path: str | Path | None = None) -> str:
     impls = implementations(cases)
     out = ["# fastrnn benchmark report", ""]
     machine = data.get("machine_info") or {}
@@ -246,13 +252,12 @@ def markdown(data: dict, cases: list[CaseResult], plot_path=None) -> str:
     return "\n".join(out)
 
 
-def plot(cases: list[CaseResult], path) -> bool:
+def plot(cases: Sequence[CaseResult], path: str | Path) -> bool:
     """Horizontal bars of the best fastrnn backend's speedup over each peer (log scale). False if none."""
     rows = [c for c in cases if c.speedup(TORCH) is not None or c.speedup(ORT) is not None]
     if not rows:
         return False
-    import matplotlib
-
+    matplotlib = require("matplotlib", extra="bench", feature="fastrnn bench-report's plot (or pass --no-plot)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -280,7 +285,7 @@ def plot(cases: list[CaseResult], path) -> bool:
     return True
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     src = Path(args.results)
     data = load(src)
     if args.threads is not None:
@@ -310,7 +315,7 @@ def run(args) -> int:
     return 0
 
 
-def add_parser(subparsers):
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "bench-report", help="markdown table + speedup plot from a `pytest bench --benchmark-json` file",
         description=__doc__.split("\n\n")[1].replace("\n", " "))
@@ -319,7 +324,7 @@ def add_parser(subparsers):
     return parser
 
 
-def _arguments(parser):
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="pytest-benchmark JSON (pytest bench --benchmark-json=results.json)")
     parser.add_argument("-o", "--output", help="markdown file to write (default: print to stdout)")
     parser.add_argument("--plot", help="PNG of the speedups (default: <results>-speedups.png next to the JSON)")
@@ -328,7 +333,7 @@ def _arguments(parser):
                         help="only the cases run with N threads (default: all)")
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fastrnn bench-report", description=__doc__.split("\n\n")[1])
     _arguments(parser)
     args = parser.parse_args(argv)

@@ -21,7 +21,10 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-from cffi import FFI
+
+from ._optional import require
+
+FFI = require("cffi", extra="capi", feature="fastrnn.capi (the C ABI through cffi)").FFI
 
 from .backends.contract import KINDS
 

@@ -16,17 +16,29 @@ cannot see an array's extent.
 
 from __future__ import annotations
 
-import numba
-import numpy as np
+from collections.abc import Callable
+from typing import Any
 
-from .capi import LSTM, ffi, lib
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+from ._optional import require
+
+numba = require("numba", extra="numba,capi", feature="fastrnn.capi_njit (the C ABI inside @njit code)")
+
+from .capi import LSTM, ffi, lib  # noqa: E402 - after the numba check, whose message names both extras
 
 _LSTM = int(LSTM)
 
+#: run(xs, h, c, w_ih, w_hh, b_ih, b_hh) -> hs
+LSTMLoop = Callable[[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]],
+                    NDArray[Any]]
 
-def _make(step, dtype):
-    @numba.njit(nogil=True)
-    def run(xs, h, c, w_ih, w_hh, b_ih, b_hh):
+
+def _make(step: Any, dtype: type[Any]) -> LSTMLoop:
+    @numba.njit(nogil=True)  # type: ignore[untyped-decorator]  # numba has no type information
+    def run(xs: NDArray[Any], h: NDArray[Any], c: NDArray[Any], w_ih: NDArray[Any], w_hh: NDArray[Any],
+            b_ih: NDArray[Any], b_hh: NDArray[Any]) -> NDArray[Any]:
         T, B, I = xs.shape
         H = h.shape[1]
         hs = np.empty((T, B, H), dtype)
@@ -45,13 +57,13 @@ def _make(step, dtype):
             hs[t] = h
         return hs
 
-    return run
+    return run  # type: ignore[no-any-return]  # the jitted dispatcher
 
 
-_LOOPS = {}
+_LOOPS: dict[np.dtype[Any], LSTMLoop] = {}
 
 
-def lstm_loop(dtype=np.float64):
+def lstm_loop(dtype: DTypeLike = np.float64) -> LSTMLoop:
     """The jitted LSTM loop over ``fastrnn_cell_forward_f32``/``_f64`` for ``dtype``."""
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):

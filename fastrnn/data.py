@@ -20,8 +20,10 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
+from typing import Any, Literal, overload
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from ._validate import as_dtype
 
@@ -30,30 +32,35 @@ __all__ = ["SineData", "sine_waves", "make_sine_data", "to_layout", "EXAMPLE_T"]
 #: The example's time scale: ``sin(x / 20)``, a period of ``2*pi*20`` (about 125.7) samples.
 EXAMPLE_T = 20.0
 
+#: a number, or a (low, high) range each wave draws its own value from
+Range = float | tuple[float, float]
+#: what seeds a draw: None (fresh entropy), an integer, or a generator used as it is
+Seed = int | np.random.Generator | None
 
-def _rng(seed):
+
+def _rng(seed: object) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
     if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
-        return np.random.default_rng(seed)
+        return np.random.default_rng(None if seed is None else int(seed))
     raise TypeError(f"seed must be None, an integer or a numpy.random.Generator, got {type(seed).__name__}")
 
 
-def _int(value, name, minimum):
+def _int(value: object, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
+    if int(value) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
-def _range(value, name, positive=False, allow_zero_width=True):
+def _range(value: object, name: str, positive: bool = False) -> tuple[float, float]:
     """A number or a (low, high) pair as a (low, high) pair of finite floats."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         lo = hi = float(value)
     else:
         try:
-            lo, hi = (float(v) for v in value)
+            lo, hi = (float(v) for v in value)  # type: ignore[attr-defined]
         except (TypeError, ValueError):
             raise TypeError(f"{name} must be a number or a (low, high) pair, got {value!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -77,26 +84,26 @@ class SineData:
     ``amplitude * sin((t + shift) / scale)``, ``scale = period / (2*pi)``).
     """
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    waves: np.ndarray
-    clean: np.ndarray
-    shift: np.ndarray
-    amplitude: np.ndarray
-    scale: np.ndarray
-    test_index: np.ndarray
-    train_index: np.ndarray
+    x_train: NDArray[Any]
+    y_train: NDArray[Any]
+    x_test: NDArray[Any]
+    y_test: NDArray[Any]
+    waves: NDArray[Any]
+    clean: NDArray[Any]
+    shift: NDArray[np.int64]
+    amplitude: NDArray[np.float64]
+    scale: NDArray[np.float64]
+    test_index: NDArray[np.intp]
+    train_index: NDArray[np.intp]
     batch_first: bool = False
-    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float64))
+    dtype: np.dtype[Any] = field(default_factory=lambda: np.dtype(np.float64))
 
     @property
-    def period(self):
+    def period(self) -> NDArray[np.float64]:
         """Samples per cycle of each wave."""
         return 2 * np.pi * self.scale
 
-    def continuation(self, start, steps, which="test"):
+    def continuation(self, start: int, steps: int, which: Literal["test", "train", "all"] = "test") -> NDArray[Any]:
         """The noiseless waves from sample ``start`` for ``steps`` samples, in the data's layout.
 
         ``which``: "test", "train" or "all". With ``start = L - 1`` this is the
@@ -113,18 +120,31 @@ class SineData:
         return to_layout(w, self.batch_first)
 
 
-def _evaluate(shift, amplitude, scale, start, length, dtype):
+def _evaluate(shift: NDArray[Any], amplitude: NDArray[Any], scale: NDArray[Any], start: int, length: int,
+              dtype: DTypeLike) -> NDArray[Any]:
     """``amplitude * sin((t + shift) / scale)`` for t in [start, start+length), computed in float64."""
     x = np.empty((len(shift), length), np.float64)
     x[:] = np.arange(start, start + length) + shift.reshape(-1, 1)
     w = np.sin(x / scale.reshape(-1, 1))
     if not np.all(amplitude == 1):
         w *= amplitude.reshape(-1, 1)
-    return w.astype(dtype, copy=False)
+    out: NDArray[Any] = w.astype(dtype, copy=False)
+    return out
 
 
-def sine_waves(n_waves=100, length=1000, *, period=None, amplitude=1.0, shift=(-80, 80), noise=0.0,
-               seed=None, dtype=np.float64, return_params=False):
+@overload
+def sine_waves(n_waves: int = 100, length: int = 1000, *, period: Range | None = None, amplitude: Range = 1.0,
+               shift: int | tuple[int, int] = (-80, 80), noise: float = 0.0, seed: Seed = None,
+               dtype: DTypeLike = np.float64, return_params: Literal[False] = False) -> NDArray[Any]: ...
+@overload
+def sine_waves(n_waves: int = 100, length: int = 1000, *, period: Range | None = None, amplitude: Range = 1.0,
+               shift: int | tuple[int, int] = (-80, 80), noise: float = 0.0, seed: Seed = None,
+               dtype: DTypeLike = np.float64,
+               return_params: Literal[True]) -> tuple[NDArray[Any], dict[str, NDArray[Any]]]: ...
+def sine_waves(n_waves: int = 100, length: int = 1000, *, period: Range | None = None, amplitude: Range = 1.0,
+               shift: int | tuple[int, int] = (-80, 80), noise: float = 0.0, seed: Seed = None,
+               dtype: DTypeLike = np.float64,
+               return_params: bool = False) -> NDArray[Any] | tuple[NDArray[Any], dict[str, NDArray[Any]]]:
     """``[n_waves, length]`` sine waves ``amplitude * sin((t + shift) * 2*pi / period) + noise``.
 
     - ``period``: samples per cycle; a number, or a ``(low, high)`` range from
@@ -151,7 +171,7 @@ def sine_waves(n_waves=100, length=1000, *, period=None, amplitude=1.0, shift=(-
         shifts = np.full(n_waves, int(shift), dtype=np.int64)
     else:
         try:
-            lo, hi = shift
+            lo, hi = shift  # type: ignore[misc]  # an integer (numbers.Integral) is handled above
         except (TypeError, ValueError):
             raise TypeError(f"shift must be an integer or a (low, high) pair of integers, got {shift!r}") from None
         if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in (lo, hi)):
@@ -170,7 +190,8 @@ def sine_waves(n_waves=100, length=1000, *, period=None, amplitude=1.0, shift=(-
     alo, ahi = _range(amplitude, "amplitude")
     amps = np.full(n_waves, alo) if alo == ahi else rng.uniform(alo, ahi, n_waves)
 
-    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not math.isfinite(noise) or noise < 0:
+    if (isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not math.isfinite(noise)
+            or float(noise) < 0):
         raise ValueError(f"noise must be a finite number >= 0 (a standard deviation), got {noise!r}")
 
     clean = _evaluate(shifts, amps, scale, 0, length, np.float64)
@@ -181,7 +202,7 @@ def sine_waves(n_waves=100, length=1000, *, period=None, amplitude=1.0, shift=(-
     return waves
 
 
-def to_layout(waves, batch_first=False):
+def to_layout(waves: NDArray[Any], batch_first: bool = False) -> NDArray[Any]:
     """``[N, L]`` series as ``[L, N, 1]`` (time-major) or ``[N, L, 1]`` (``batch_first``), contiguous."""
     w = np.asarray(waves)
     if w.ndim != 2:
@@ -192,8 +213,9 @@ def to_layout(waves, batch_first=False):
     return np.ascontiguousarray(w)
 
 
-def make_sine_data(n_waves=100, length=1000, *, n_test=3, period=None, amplitude=1.0, shift=(-80, 80),
-                   noise=0.0, seed=None, dtype=np.float64, batch_first=False):
+def make_sine_data(n_waves: int = 100, length: int = 1000, *, n_test: int = 3, period: Range | None = None,
+                   amplitude: Range = 1.0, shift: int | tuple[int, int] = (-80, 80), noise: float = 0.0,
+                   seed: Seed = None, dtype: DTypeLike = np.float64, batch_first: bool = False) -> SineData:
     """Sine waves split into train and test sets of inputs and next-sample targets.
 
     Waves ``0 .. n_test-1`` are the test set, the others the training set (as

@@ -8,13 +8,15 @@ the same as JSON (the benchmark suite stores it with its results).
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import json
 import platform
 import warnings
+from typing import Any
 
 #: Packages whose versions are reported (read from their metadata, not imported).
-PACKAGES = ("numpy", "scipy", "numba", "threadpoolctl", "torch", "onnx", "onnxruntime")
+PACKAGES = ("numpy", "scipy", "numba", "threadpoolctl", "cffi", "tqdm", "matplotlib", "torch", "onnx", "onnxruntime")
 
 
 def _version(dist: str) -> str | None:
@@ -24,12 +26,14 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def build_info() -> dict:
-    """The compiled extension's build facts, or ``{"available": False, "error": ...}``."""
+def build_info() -> dict[str, Any]:
+    """The compiled extension's build facts, or ``{"available": False, "error": ...}`` (one line: why, what to do)."""
     try:
         from . import _core
-    except ImportError as exc:
-        return {"available": False, "error": f"{type(exc).__name__}: {exc}"}
+    except ImportError:
+        from .backends import extension_problem
+
+        return {"available": False, "error": extension_problem() or "fastrnn._core does not import"}
     facts = getattr(_core, "build_info", None)
     if facts is None:
         return {"available": True, "error": "fastrnn._core has no build_info()"}
@@ -40,20 +44,26 @@ def build_info() -> dict:
     return out
 
 
-def blas_info() -> list[dict]:
-    """Native thread pools loaded now (NumPy's and SciPy's BLAS, OpenMP), from threadpoolctl."""
-    import numpy  # noqa: F401 - make sure the BLAS libraries are loaded
-    import scipy.linalg  # noqa: F401
+def blas_info() -> list[dict[str, Any]] | None:
+    """Native thread pools loaded now (NumPy's and SciPy's BLAS, OpenMP), from threadpoolctl.
 
+    None when threadpoolctl is not installed (it comes with ``fastrnn[numba]``).
+    """
+    import numpy  # noqa: F401 - make sure the BLAS libraries are loaded
+
+    try:
+        import scipy.linalg  # noqa: F401 - SciPy's BLAS, where SciPy is installed
+    except ImportError:
+        pass
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
-        return []
+        return None
     keys = ("user_api", "internal_api", "version", "num_threads", "threading_layer", "architecture", "filepath")
     return [{k: pool.get(k) for k in keys if k in pool} for pool in threadpool_info()]
 
 
-def info() -> dict:
+def info() -> dict[str, Any]:
     """Everything ``fastrnn info`` prints, as a JSON-serializable dict."""
     import fastrnn
     from fastrnn import backends
@@ -82,17 +92,19 @@ def info() -> dict:
     }
 
 
-def format_info(d: dict) -> str:
+def format_info(d: dict[str, Any]) -> str:
     """The human-readable text of :func:`info`."""
     lines = [f"fastrnn {d['fastrnn']} (Python {d['python']}, {d['platform']})"]
     b = d["backends"]
     lines.append(f"backends: available {', '.join(b['available']) or 'none'}; auto -> {b['auto']}")
+    build = d["build"]
     for name, reason in b["unavailable"].items():
+        if name == "cpp" and reason == build.get("error"):
+            reason = "no compiled extension, see below"
         lines.append(f"  {name}: unavailable ({reason})")
     lines.append(f"threads: {d['num_threads']}")
-    build = d["build"]
     if not build.get("available"):
-        lines.append(f"extension: not available ({build.get('error')})")
+        lines.append(f"extension: not available: {build.get('error')}")
     elif "error" in build:
         lines.append(f"extension: {build['error']}")
     else:
@@ -101,7 +113,9 @@ def format_info(d: dict) -> str:
         if "cache_limit_bytes" in build:
             lines.append(f"block cache: limit {build['cache_limit_bytes'] / 2**20:.0f} MiB "
                          f"(FASTRNN_CACHE_MB), holding {build['cache_held_bytes'] / 2**20:.1f} MiB")
-    if d["blas"]:
+    if d["blas"] is None:
+        lines.append("native thread pools: not listed (threadpoolctl is not installed; pip install threadpoolctl)")
+    elif d["blas"]:
         lines.append("native thread pools:")
         for pool in d["blas"]:
             lines.append(
@@ -126,7 +140,7 @@ for cls in (fastrnn.LSTM, fastrnn.GRU, fastrnn.RNN):
 """
 
 
-def jit_times() -> dict:
+def jit_times() -> dict[str, dict[str, tuple[float, float]]]:
     """First-call time of the Numba backend's layers (float32 forward and backward),
     with a cold on-disk cache (compiling) and then a warm one (loading), each in a
     fresh process. Returns {layer: {"cold": (fwd_s, bwd_s), "warm": (fwd_s, bwd_s)}}."""
@@ -135,7 +149,7 @@ def jit_times() -> dict:
     import sys
     import tempfile
 
-    result: dict = {}
+    result: dict[str, dict[str, tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONSAFEPATH="1")
         for phase in ("cold", "warm"):
@@ -150,7 +164,7 @@ def jit_times() -> dict:
     return result
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     d = info()
     if args.jit:
         if "numba" in d["backends"]["available"]:
@@ -171,7 +185,7 @@ def main(args) -> int:
     return 0
 
 
-def add_parser(subparsers):
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("info", help="version, backends, threads, build and BLAS of this install",
                                    description=__doc__.split("\n\n")[1].replace("\n", " "))
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")

@@ -79,7 +79,7 @@ class Linear(Module):
         return (g2 @ self._params["weight"]).reshape(x.shape)
 
 
-_CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+_CELLS: dict[str, type[Module]] = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
 
 class SequenceModel(Module):

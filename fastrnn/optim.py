@@ -21,30 +21,60 @@ from __future__ import annotations
 import math
 import numbers
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
-__all__ = ["Optimizer", "SGD", "Adam", "LBFGS", "clip_grad_norm_"]
+from ._optional import require
+
+__all__ = ["Optimizer", "SGD", "Adam", "LBFGS", "clip_grad_norm_", "Trainable", "Closure"]
 
 
-def _float(value, name, minimum=None, maximum=None, open_max=False):
+class Trainable(Protocol):
+    """What an optimizer trains: named parameter arrays and their gradients under the same names."""
+
+    def named_parameters(self) -> Iterable[tuple[str, NDArray[Any]]]: ...
+
+    @property
+    def grads(self) -> Mapping[str, NDArray[Any]]: ...
+
+
+#: a model, or a pair (params, grads) of name -> array mappings (params may be (name, array) pairs)
+ModelLike = (Trainable
+             | tuple[Mapping[str, NDArray[Any]] | Iterable[tuple[str, NDArray[Any]]], Mapping[str, NDArray[Any]]])
+#: re-evaluates the model: zeroes the gradients, computes the loss, back-propagates, returns the loss
+Closure = Callable[[], float]
+
+
+def _float(value: object, name: str, minimum: float | None = None, maximum: float | None = None,
+           open_max: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
+    x = float(value)
+    if not math.isfinite(x):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
-    value = float(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and (value >= maximum if open_max else value > maximum):
-        raise ValueError(f"{name} must be {'<' if open_max else '<='} {maximum}, got {value}")
-    return value
+    if minimum is not None and x < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {x}")
+    if maximum is not None and (x >= maximum if open_max else x > maximum):
+        raise ValueError(f"{name} must be {'<' if open_max else '<='} {maximum}, got {x}")
+    return x
 
 
-def _params_and_grads(model):
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _params_and_grads(model: ModelLike) -> tuple[OrderedDict[str, NDArray[Any]], Mapping[str, NDArray[Any]]]:
     """(OrderedDict name -> param, mapping name -> grad) from a model or a (params, grads) pair."""
+    params: OrderedDict[str, NDArray[Any]]
+    grads: Mapping[str, NDArray[Any]]
     if isinstance(model, tuple) and len(model) == 2:
-        params, grads = model
-        params = OrderedDict(params.items() if hasattr(params, "items") else params)
+        given, grads = model
+        params = OrderedDict(given.items() if isinstance(given, Mapping) else given)
     elif hasattr(model, "named_parameters") and hasattr(model, "grads"):
         params, grads = OrderedDict(model.named_parameters()), model.grads
     else:
@@ -65,15 +95,19 @@ def _params_and_grads(model):
 class Optimizer:
     """Base class: holds the parameters, their gradients and per-parameter state."""
 
-    def __init__(self, model):
-        self.params, self.grads = _params_and_grads(model)
-        self.state: dict = {name: {} for name in self.params}
+    #: the hyper-parameters, by name (each subclass's own)
+    hyper: dict[str, Any]
 
-    def zero_grad(self):
+    def __init__(self, model: ModelLike) -> None:
+        self.params, self.grads = _params_and_grads(model)
+        self.state: dict[str, dict[str, Any]] = {name: {} for name in self.params}
+
+    def zero_grad(self) -> None:
+        """Set every gradient array to zero (in place)."""
         for name in self.params:
             self.grads[name].fill(0)
 
-    def step(self, closure=None):
+    def step(self, closure: Closure | None = None) -> float | None:
         """One update. ``closure`` (optional) re-evaluates the loss, filling the grads, and returns it."""
         loss = None
         if closure is not None:
@@ -81,19 +115,21 @@ class Optimizer:
         self._update()
         return loss
 
-    def _update(self):  # pragma: no cover - abstract
+    def _update(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
+        """The per-parameter state (arrays copied) and the hyper-parameters."""
         return {"state": {n: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
                           for n, s in self.state.items()},
                 "hyper": dict(self.hyper)}
 
-    def load_state_dict(self, sd):
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
         self.state = {n: dict(s) for n, s in sd["state"].items()}
         self.hyper.update(sd["hyper"])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.hyper.items())
         return f"{type(self).__name__}({args})"
 
@@ -107,8 +143,8 @@ class SGD(Optimizer):
         p -= lr * g
     """
 
-    def __init__(self, model, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                 maximize=False):
+    def __init__(self, model: ModelLike, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False) -> None:
         super().__init__(model)
         self.hyper = dict(lr=_float(lr, "lr", 0.0), momentum=_float(momentum, "momentum", 0.0),
                           dampening=_float(dampening, "dampening"),
@@ -117,7 +153,7 @@ class SGD(Optimizer):
         if self.hyper["nesterov"] and (self.hyper["momentum"] <= 0 or self.hyper["dampening"] != 0):
             raise ValueError("nesterov momentum requires a momentum > 0 and zero dampening")
 
-    def _update(self):
+    def _update(self) -> None:
         h = self.hyper
         lr, mom, damp, wd = h["lr"], h["momentum"], h["dampening"], h["weight_decay"]
         for name, p in self.params.items():
@@ -148,8 +184,9 @@ class Adam(Optimizer):
         p -= lr / (1 - beta1**t) * m / denom
     """
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False, decoupled_weight_decay=False):
+    def __init__(self, model: ModelLike, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, maximize: bool = False,
+                 decoupled_weight_decay: bool = False) -> None:
         super().__init__(model)
         try:
             b1, b2 = betas
@@ -160,7 +197,7 @@ class Adam(Optimizer):
                           weight_decay=_float(weight_decay, "weight_decay", 0.0), amsgrad=bool(amsgrad),
                           maximize=bool(maximize), decoupled_weight_decay=bool(decoupled_weight_decay))
 
-    def _update(self):
+    def _update(self) -> None:
         h = self.hyper
         lr, b1, b2, eps, wd = h["lr"], h["beta1"], h["beta2"], h["eps"], h["weight_decay"]
         for name, p in self.params.items():
@@ -194,6 +231,12 @@ class Adam(Optimizer):
             p -= (lr / bc1) * (m / denom)
 
 
+def _scipy_minimize() -> Callable[..., Any]:
+    """``scipy.optimize.minimize``, which LBFGS runs (SciPy comes with ``fastrnn[train]``)."""
+    minimize: Callable[..., Any] = require("scipy.optimize", extra="train", feature="fastrnn.optim.LBFGS").minimize
+    return minimize
+
+
 class LBFGS(Optimizer):
     """L-BFGS through ``scipy.optimize.minimize(method="L-BFGS-B")`` over the flattened parameters.
 
@@ -212,45 +255,43 @@ class LBFGS(Optimizer):
     for full-batch training).
     """
 
-    def __init__(self, model, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
-                 history_size=100):
+    def __init__(self, model: ModelLike, max_iter: int = 20, max_eval: int | None = None,
+                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100) -> None:
+        _scipy_minimize()  # missing SciPy: say so now, not at the first step
         super().__init__(model)
-        if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
-            raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
-        if max_eval is None:
-            max_eval = max_iter * 5 // 4
-        if isinstance(max_eval, bool) or not isinstance(max_eval, numbers.Integral) or max_eval < 1:
-            raise ValueError(f"max_eval must be a positive integer, got {max_eval!r}")
-        if isinstance(history_size, bool) or not isinstance(history_size, numbers.Integral) or history_size < 1:
-            raise ValueError(f"history_size must be a positive integer, got {history_size!r}")
-        self.hyper = dict(max_iter=int(max_iter), max_eval=int(max_eval),
+        max_iter = _positive_int(max_iter, "max_iter")
+        max_eval = _positive_int(max_iter * 5 // 4 if max_eval is None else max_eval, "max_eval")
+        self.hyper = dict(max_iter=max_iter, max_eval=max_eval,
                           tolerance_grad=_float(tolerance_grad, "tolerance_grad", 0.0),
                           tolerance_change=_float(tolerance_change, "tolerance_change", 0.0),
-                          history_size=int(history_size))
-        self.last_result = None
+                          history_size=_positive_int(history_size, "history_size"))
+        #: SciPy's OptimizeResult of the last run
+        self.last_result: Any = None
         self.n_evals = 0
 
-    def _get_flat(self):
+    def _get_flat(self) -> NDArray[np.float64]:
         return np.concatenate([p.ravel() for p in self.params.values()]).astype(np.float64)
 
-    def _set_flat(self, flat):
+    def _set_flat(self, flat: NDArray[np.float64]) -> None:
         i = 0
         for p in self.params.values():
             n = p.size
             p[...] = flat[i:i + n].reshape(p.shape)
             i += n
 
-    def _flat_grad(self):
+    def _flat_grad(self) -> NDArray[np.float64]:
         return np.concatenate([self.grads[n].ravel() for n in self.params]).astype(np.float64)
 
-    def step(self, closure=None):
+    def step(self, closure: Closure | None = None) -> float:
         if closure is None:
             raise ValueError("LBFGS.step needs a closure that computes the loss and its gradients")
-        evals = []
+        evals: list[float] = []
         self.run(closure, self.hyper["max_iter"], self.hyper["max_eval"], _evals=evals)
         return evals[0] if evals else float(self.last_result.fun)
 
-    def run(self, closure, max_iter, max_eval, callback=None, _evals=None):
+    def run(self, closure: Closure, max_iter: int, max_eval: int,
+            callback: Callable[[int, NDArray[np.float64], float], object] | None = None,
+            _evals: list[float] | None = None) -> Any:
         """One SciPy L-BFGS-B run of at most ``max_iter`` iterations and ``max_eval`` evaluations.
 
         Unlike a sequence of :meth:`step` calls (each of which starts SciPy
@@ -261,11 +302,11 @@ class LBFGS(Optimizer):
         during the call. Returns SciPy's ``OptimizeResult`` (also kept in
         ``last_result``); the parameters are left at its ``x``.
         """
-        from scipy.optimize import minimize
+        minimize = _scipy_minimize()
 
         evals = [] if _evals is None else _evals
 
-        def fun(flat):
+        def fun(flat: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
             self._set_flat(flat)
             loss = float(closure())
             evals.append(loss)
@@ -273,7 +314,8 @@ class LBFGS(Optimizer):
 
         count = [0]
 
-        def on_iteration(intermediate_result):
+        def on_iteration(intermediate_result: Any) -> None:
+            assert callback is not None
             count[0] += 1
             self._set_flat(intermediate_result.x)
             callback(count[0], intermediate_result.x, float(intermediate_result.fun))
@@ -289,7 +331,8 @@ class LBFGS(Optimizer):
         return res
 
 
-def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
+def clip_grad_norm_(grads: Trainable | Mapping[str, NDArray[Any]] | Iterable[NDArray[Any]], max_norm: float,
+                    norm_type: float | str = 2.0, error_if_nonfinite: bool = False) -> float:
     """Scale gradients in place so that their global norm is at most ``max_norm``; return the norm before.
 
     As ``torch.nn.utils.clip_grad_norm_``: the total norm is the ``norm_type``
@@ -299,19 +342,19 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """
     if hasattr(grads, "grads") and not isinstance(grads, dict):
         grads = grads.grads
-    arrays = list(grads.values()) if hasattr(grads, "values") else list(grads)
+    arrays: list[NDArray[Any]] = list(grads.values()) if isinstance(grads, Mapping) else list(grads)
     max_norm = _float(max_norm, "max_norm", 0.0)
-    norm_type = float("inf") if norm_type in ("inf", math.inf) else _float(norm_type, "norm_type")
+    order = float("inf") if norm_type in ("inf", math.inf) else _float(norm_type, "norm_type")
     if not arrays:
         return 0.0
-    if math.isinf(norm_type):
+    if math.isinf(order):
         norms = [np.max(np.abs(g)) if g.size else 0.0 for g in arrays]
         total = float(np.max(norms))
     else:
-        norms = [np.linalg.norm(g.ravel(), norm_type) for g in arrays]
-        total = float(np.linalg.norm(np.asarray(norms, dtype=np.float64), norm_type))
+        norms = [np.linalg.norm(g.ravel(), order) for g in arrays]
+        total = float(np.linalg.norm(np.asarray(norms, dtype=np.float64), order))
     if error_if_nonfinite and not math.isfinite(total):
-        raise ValueError(f"the total norm of order {norm_type} of the gradients is non-finite, so it cannot be "
+        raise ValueError(f"the total norm of order {order} of the gradients is non-finite, so it cannot be "
                            "clipped (set error_if_nonfinite=False to clip anyway)")
     coef = min(max_norm / (total + 1e-6), 1.0)
     for g in arrays:

@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from ._optional import require
+
 __all__ = ["add_parser", "run"]
 
 DEFAULT_LR = {"adam": 1e-2, "sgd": 5e-2}
@@ -136,6 +138,9 @@ def run(args):
     if args.waves <= N_TEST:
         raise ValueError(f"--waves must be more than {N_TEST}: the first {N_TEST} waves are the test set, "
                          f"got {args.waves}")
+    # the optional packages the run needs, checked before it trains (fastrnn[sine] installs them)
+    for module in ("tqdm.auto", "matplotlib.figure") + (("scipy.optimize",) if args.optimizer == "lbfgs" else ()):
+        require(module, extra="sine", feature="fastrnn sine")
     t_start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "compiled extension not available": we report the backend

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from ._grad_mode import no_grad
+from ._optional import require
 from .nn import mse_loss
 from .optim import LBFGS, Adam, Optimizer, clip_grad_norm_
 
@@ -101,7 +102,7 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
     rng = np.random.default_rng(seed)
 
     history = {"loss": [], "val_loss": [], "time": []}
-    from tqdm.auto import tqdm
+    tqdm = require("tqdm.auto", extra="train", feature="fastrnn.train.fit (its progress bar)").tqdm
 
     bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not _progress_enabled(progress),
                dynamic_ncols=True, leave=True)

@@ -35,4 +35,4 @@ def dtype(request):
 
 
 def torch_or_skip():
-    return pytest.importorskip("torch", reason="PyTorch is not installed (pip install '.[compare]')")
+    return pytest.importorskip("torch", reason="PyTorch is not installed (pip install '.[torch]')")

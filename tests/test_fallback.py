@@ -188,3 +188,44 @@ def test_warning_tells_what_to_do():
     r = _run(["fastrnn._core"])
     (msg,) = r["WARNING"]
     assert "FASTRNN_BACKEND=numba" in msg
+
+
+def test_source_tree_without_extension_says_it_shadows_the_install(tmp_path):
+    """Python started in a checkout that has no built ``_core`` imports the checkout, not the install:
+    the warning and ``fastrnn info`` say so and how to avoid it."""
+    import shutil
+    from pathlib import Path
+
+    pkg = Path(fastrnn.__file__).parent
+    tree = tmp_path / "checkout"
+    shutil.copytree(pkg, tree / "fastrnn", ignore=shutil.ignore_patterns("_core*.so", "_core*.pyd", "__pycache__"))
+    (tree / "pyproject.toml").write_text("[project]\nname = 'fastrnn'\n")
+    (tree / "csrc").mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FASTRNN_BACKEND", "FASTRNN_NO_EXTENSION", "PYTHONSAFEPATH")}
+    env["PYTHONPATH"] = str(pkg.parent)  # the fastrnn this test imported, further down sys.path than the checkout
+    code = textwrap.dedent("""
+        import warnings, numpy as np
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import fastrnn
+            fastrnn.LSTM(2, 3)(np.zeros((2, 1, 2), np.float32))
+        print(fastrnn.__file__)
+        for w in caught:
+            if issubclass(w.category, RuntimeWarning):
+                print("WARNING", w.message)
+        from fastrnn.info import format_info, info
+        print(format_info(info()))
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=tree)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert Path(lines[0]).resolve() == (tree / "fastrnn" / "__init__.py").resolve()
+    warns = [line for line in lines if line.startswith("WARNING")]
+    assert len(warns) == 1, proc.stdout
+    for text in (warns[0], next(line for line in lines if line.startswith("extension:"))):
+        assert f"imported from its source tree {tree}" in text
+        assert f"shadows the installed fastrnn in {pkg.parent}" in text
+        assert "PYTHONSAFEPATH=1" in text and "another directory" in text
+        assert "pure-Python" not in text

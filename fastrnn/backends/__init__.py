@@ -12,8 +12,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 import threading
 import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import overload
+
+from .._optional import MissingExtraError
 
 #: Backend names in the order ``auto`` tries them.
 PREFERENCE = ("cpp", "numba", "numpy")
@@ -21,14 +27,14 @@ _MODULES = {"cpp": "fastrnn.backends.cpp", "numba": "fastrnn.backends.numba", "n
 _ALIASES = {"reference": "numpy", "c++": "cpp"}
 
 _lock = threading.Lock()
-_loaded: dict = {}
-_errors: dict = {}
+_loaded: dict[str, ModuleType] = {}
+_errors: dict[str, str] = {}
 _global_choice: str | None = None
 _warned_fallback = False
 _num_threads: int | None = None
 
 
-def _load(name):
+def _load(name: str) -> ModuleType | None:
     """Import backend ``name`` once; remember why it failed if it did."""
     with _lock:
         if name in _loaded:
@@ -37,8 +43,11 @@ def _load(name):
             return None
         try:
             mod = importlib.import_module(_MODULES[name])
+        except MissingExtraError as exc:  # an optional package it needs: the one-line pip advice
+            _errors[name] = str(exc)
+            return None
         except ImportError as exc:  # the backend is not there on this install
-            _errors[name] = f"{type(exc).__name__}: {exc}"
+            _errors[name] = _diagnose_extension(str(exc)) if name == "cpp" else f"{type(exc).__name__}: {exc}"
             return None
         _loaded[name] = mod
         if _num_threads is not None and hasattr(mod, "set_num_threads"):
@@ -57,7 +66,7 @@ def unavailable_backends() -> dict[str, str]:
     return dict(_errors)
 
 
-def _canonical(name):
+def _canonical(name: object) -> str:
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string such as 'auto', 'cpp', 'numba' or 'numpy', got {type(name).__name__}")
     key = name.strip().lower()
@@ -67,7 +76,11 @@ def _canonical(name):
     return key
 
 
-def check_backend(name):
+@overload
+def check_backend(name: str) -> str: ...
+@overload
+def check_backend(name: None) -> None: ...
+def check_backend(name: str | None) -> str | None:
     """Validate a backend name now: return its canonical form, or raise if it is not available."""
     if name is None:
         return None
@@ -80,22 +93,69 @@ def check_backend(name):
     return key
 
 
-def _fallback_warning(chosen):
-    """The one warning when auto cannot use the compiled extension, saying why and what to do."""
-    why = _errors["cpp"]
+def _source_tree(package_dir: Path) -> Path | None:
+    """The repository root if ``package_dir`` is fastrnn's source checkout (pyproject.toml and csrc/ beside it)."""
+    root = package_dir.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "csrc").is_dir() else None
+
+
+def _shadowed_install(package_dir: Path) -> Path | None:
+    """Another ``fastrnn`` package further down ``sys.path`` than the one imported, if any."""
+    here = package_dir.resolve()
+    for entry in sys.path:
+        candidate = Path(entry or os.getcwd()) / "fastrnn"
+        try:
+            if (candidate / "__init__.py").is_file() and candidate.resolve() != here:
+                return candidate
+        except OSError:  # an unreadable sys.path entry
+            continue
+    return None
+
+
+def extension_problem() -> str | None:
+    """Why the compiled extension does not load here, in one line with what to do; None if it loads.
+
+    Three cases: fastrnn is imported from its source tree, which has no built
+    ``_core`` (running Python from the repository root puts the checkout first
+    on ``sys.path``, shadowing the installed package); the install has no
+    extension (a pure-Python build); the extension is there but fails to load.
+    """
+    try:
+        importlib.import_module("fastrnn.backends.cpp")
+    except ImportError as exc:
+        return _diagnose_extension(str(exc))
+    return None
+
+
+def _diagnose_extension(reason: str) -> str:
+    """:func:`extension_problem` given the import error of the cpp backend."""
+    package_dir = Path(__file__).resolve().parent.parent
     try:
         absent = importlib.util.find_spec("fastrnn._core") is None
-    except ImportError:
+    except (ImportError, ValueError):
         absent = True
-    if absent:
-        advice = ("this install has no compiled extension (a pure-Python build); "
-                  "set FASTRNN_BACKEND=numba (or numpy) to choose it explicitly")
-    else:
-        advice = "the compiled extension is installed but failed to load: reinstall fastrnn (pip install --force-reinstall fastrnn)"
-    return f"fastrnn: the compiled extension is not available ({why}); using the {chosen!r} backend instead. {advice}"
+    if not absent:
+        return (f"the compiled extension is installed but does not load ({reason}); "
+                "reinstall fastrnn: pip install --force-reinstall fastrnn")
+    root = _source_tree(package_dir)
+    if root is not None:
+        installed = _shadowed_install(package_dir)
+        where = (f"it shadows the installed fastrnn in {installed.parent}" if installed is not None
+                 else "no installed fastrnn is on sys.path")
+        return (f"fastrnn is imported from its source tree {root}, which has no compiled extension "
+                f"({where}); run Python from another directory or with PYTHONSAFEPATH=1 (Python 3.11+), "
+                "or build the extension in place with tools/dev-build.sh")
+    return ("this install of fastrnn has no compiled extension (a pure-Python build: FASTRNN_NO_EXTENSION=1, "
+            "or the C++ build failed); install a binary wheel, or reinstall with a C++17 compiler and CMake")
 
 
-def _auto():
+def _fallback_warning(chosen: str) -> str:
+    """The one warning when auto cannot use the compiled extension, saying why and what to do."""
+    return (f"fastrnn: the compiled extension is not available, using the {chosen!r} backend "
+            f"(set FASTRNN_BACKEND={chosen} to choose it without this warning): {_errors['cpp']}")
+
+
+def _auto() -> ModuleType:
     global _warned_fallback
     for name in PREFERENCE:
         mod = _load(name)
@@ -108,10 +168,10 @@ def _auto():
     raise RuntimeError("no fastrnn backend could be imported")  # the numpy reference always imports
 
 
-_resolved: dict = {}  # name as given -> backend module (backends never change once imported)
+_resolved: dict[str, ModuleType] = {}  # name as given -> backend module (backends never change once imported)
 
 
-def get_backend(name=None):
+def get_backend(name: str | None = None) -> ModuleType:
     """The backend module for ``name`` (None: the global choice, then FASTRNN_BACKEND, then auto)."""
     if name is None:
         name = _global_choice or os.environ.get("FASTRNN_BACKEND") or "auto"
@@ -123,7 +183,7 @@ def get_backend(name=None):
     return mod
 
 
-def set_backend(name):
+def set_backend(name: str | None) -> None:
     """Choose the backend every layer without its own ``backend=`` uses ('auto' or None resets)."""
     global _global_choice
     _global_choice = None if name is None else check_backend(name)

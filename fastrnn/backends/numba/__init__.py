@@ -25,10 +25,11 @@ run-time arguments, absent arrays are passed with a last axis of length 0.
 
 from __future__ import annotations
 
-try:
-    import numba as _numba  # noqa: F401 - only to fail early with a clear message
-except ImportError as exc:  # pragma: no cover - exercised by tests/test_fallback.py in a subprocess
-    raise ImportError(f"the 'numba' backend needs the numba package ({exc})") from exc
+from ..._optional import require
+
+# numba, and SciPy: Numba's np.dot calls SciPy's BLAS (both come with fastrnn[numba])
+require("numba", extra="numba", feature="the 'numba' backend")
+require("scipy.linalg.cython_blas", extra="numba", feature="the 'numba' backend")
 
 from ..contract import KINDS
 from ._layer import cell_backward, cell_forward, layer_backward, layer_forward
