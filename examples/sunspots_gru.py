@@ -60,9 +60,12 @@ def windows(z, starts):
 def arima_forecast(y, n_train):
     """One-step-ahead ARIMA forecasts of the test years, (p, q) chosen by AIC on the training years."""
     from statsmodels.tsa.arima.model import ARIMA
+    from threadpoolctl import threadpool_limits
 
     best = None
-    with warnings.catch_warnings():
+    # the state-space fits multiply tiny matrices: one BLAS thread is fastest (many threads spin
+    # for nothing, and on a busy machine the fits get several times slower)
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore")  # convergence chatter of the candidate fits
         for p, q in ARIMA_ORDERS:
             res = ARIMA(y[:n_train], order=(p, 0, q)).fit()

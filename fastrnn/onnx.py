@@ -332,10 +332,13 @@ class OnnxModel:
 
     @property
     def layers(self):
+        """The fastrnn layers of :attr:`nodes`, in graph order."""
         return [n.layer for n in self.nodes]
 
     @property
     def layer(self):
+        """The one fastrnn layer this model is: its single (not reverse-only) node's, or the stack
+        :func:`export` wrote (rebuilt from its metadata and its nodes' weights); else a ValueError."""
         if _METADATA_KEY in self.metadata:
             return self._stacked_layer(json.loads(self.metadata[_METADATA_KEY]))
         if len(self.nodes) != 1:
