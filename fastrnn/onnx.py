@@ -32,12 +32,20 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
 from ._grad_mode import no_grad
 from ._validate import as_dtype, lengths_array
 from .rnn import GATES, GRU, LSTM, RNN
+
+if TYPE_CHECKING:
+    import onnx
+
+Layer = Union[RNN, LSTM, GRU]
 
 __all__ = ["load", "export", "OnnxModel", "RecurrentNode", "UnsupportedOnnxError", "DEFAULT_OPSET"]
 
@@ -59,12 +67,15 @@ class UnsupportedOnnxError(ValueError):
     """An ONNX node uses a feature fastrnn does not implement (the message names it)."""
 
 
-def _onnx():
-    """The onnx package, or a one-line ImportError naming the extra that installs it."""
+def _onnx() -> ModuleType:
+    """The onnx package, or a one-line ModuleNotFoundError naming the extra that installs it."""
     try:
         return importlib.import_module("onnx")
-    except ImportError:
-        raise ImportError('fastrnn.onnx needs the onnx package: pip install "fastrnn[onnx]"') from None
+    except ModuleNotFoundError as exc:
+        if exc.name != "onnx":
+            raise  # onnx is there; something it imports is not: its own error says what
+        raise ModuleNotFoundError('fastrnn.onnx needs onnx, which is not installed: pip install "fastrnn[onnx]"',
+                                  name="onnx") from None
 
 
 # ----------------------------------------------------------------------------
@@ -72,12 +83,12 @@ def _onnx():
 # ----------------------------------------------------------------------------
 
 
-def _reorder(a, order, H):
+def _reorder(a: np.ndarray, order: Sequence[int], H: int) -> np.ndarray:
     """Row blocks of H of ``a`` (axis 0) taken in ``order``."""
     return np.concatenate([a[k * H:(k + 1) * H] for k in order], axis=0)
 
 
-def _kind_of(op, attrs):
+def _kind_of(op: str, attrs: Mapping[str, Any]) -> str:
     """fastrnn kind of an ONNX node (its activations and GRU form)."""
     if op == "GRU":
         lbr = int(attrs.get("linear_before_reset", 0))
@@ -112,7 +123,8 @@ class RecurrentNode:
     (layout 1: ``[B, D, H]``).
     """
 
-    def __init__(self, node, attrs, consts, dtype, backend):
+    def __init__(self, node: onnx.NodeProto, attrs: Mapping[str, Any], consts: Mapping[str, np.ndarray],
+                 dtype: Any, backend: str | None) -> None:
         self.name = node.name
         self.op_type = node.op_type
         self.inputs = list(node.input) + [""] * (8 - len(node.input))
@@ -145,7 +157,7 @@ class RecurrentNode:
         kind = _kind_of(op, attrs)
         kind = self._check_activations(attrs.get("activations"), kind, D)
 
-        def const(i, what):
+        def const(i: int, what: str) -> np.ndarray | None:
             name = self.inputs[i]
             if not name:
                 return None
@@ -186,6 +198,7 @@ class RecurrentNode:
 
         bidir = D == 2
         kw = dict(bias=True, batch_first=self.layout == 1, bidirectional=bidir, dtype=dtype, backend=backend)
+        layer: Layer
         if op == "LSTM":
             layer = LSTM(I, H, **kw)
         elif op == "GRU":
@@ -205,7 +218,7 @@ class RecurrentNode:
         layer.eval()
         self.layer = layer
 
-    def _check_activations(self, acts, kind, D):
+    def _check_activations(self, acts: Sequence[str] | None, kind: str, D: int) -> str:
         """The kind the node's ``activations`` give, or an error unless they are the defaults."""
         if acts is None:
             return kind
@@ -220,11 +233,12 @@ class RecurrentNode:
         raise UnsupportedOnnxError(f"{self._where}: attribute 'activations' = {list(acts)} is not supported by "
                                    f"fastrnn (only {allowed})")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"RecurrentNode({self.op_type}, name={self.name!r}, direction={self.direction!r}, "
                 f"layout={self.layout}, layer={self.layer!r})")
 
-    def __call__(self, X, sequence_lens=None, initial_h=None, initial_c=None):
+    def __call__(self, X: Any, sequence_lens: Any = None, initial_h: Any = None,
+                 initial_c: Any = None) -> tuple[np.ndarray, ...]:
         layer = self.layer
         const = self._const_inputs
         sequence_lens = const.get(4) if sequence_lens is None else sequence_lens
@@ -239,7 +253,7 @@ class RecurrentNode:
         if sequence_lens is not None:
             lengths = lengths_array(np.asarray(sequence_lens), B, T)
 
-        def state(s, name):
+        def state(s: Any, name: str) -> np.ndarray | None:
             if s is None:
                 return None
             s = np.asarray(s)
@@ -250,6 +264,7 @@ class RecurrentNode:
             return np.ascontiguousarray(s)
 
         h0, c0 = state(initial_h, "initial_h"), state(initial_c, "initial_c")
+        hx: Any
         if self.op_type == "LSTM":
             hx = None if h0 is None and c0 is None else (h0, c0)
         else:
@@ -274,7 +289,7 @@ class RecurrentNode:
         return (np.ascontiguousarray(Y),) + tuple(np.ascontiguousarray(s) for s in states)
 
 
-def _flip_within(x, lengths):
+def _flip_within(x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
     """``x [T, B, ...]`` with each sequence b's first ``lengths[b]`` steps reversed (the rest zero)."""
     if lengths is None:
         return x[::-1]
@@ -298,7 +313,8 @@ class OnnxModel:
     :meth:`run` runs the graph as ONNX Runtime's ``InferenceSession.run`` does.
     """
 
-    def __init__(self, model, dtype=None, backend=None, constants=None):
+    def __init__(self, model: onnx.ModelProto, dtype: Any = None, backend: str | None = None,
+                 constants: Mapping[str, Any] | None = None) -> None:
         onnx = _onnx()
         from onnx import numpy_helper
 
@@ -327,16 +343,16 @@ class OnnxModel:
                 self.nodes.append(RecurrentNode(node, attrs, consts, dtype, backend))
         self._dtype, self._backend = dtype, backend
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"OnnxModel(inputs={self.input_names}, outputs={self.output_names}, nodes={self.nodes!r})"
 
     @property
-    def layers(self):
+    def layers(self) -> list[Layer]:
         """The fastrnn layers of :attr:`nodes`, in graph order."""
         return [n.layer for n in self.nodes]
 
     @property
-    def layer(self):
+    def layer(self) -> Layer:
         """The one fastrnn layer this model is: its single (not reverse-only) node's, or the stack
         :func:`export` wrote (rebuilt from its metadata and its nodes' weights); else a ValueError."""
         if _METADATA_KEY in self.metadata:
@@ -350,13 +366,14 @@ class OnnxModel:
                                        "own; call model.nodes[0] (it runs the layer over reversed sequences) or .run")
         return node.layer
 
-    def _stacked_layer(self, cfg):
+    def _stacked_layer(self, cfg: dict[str, Any]) -> Layer:
         """The multi-layer layer :func:`export` wrote, from its nodes' weights."""
-        cls = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}[cfg.pop("class")]
+        classes: dict[str, Any] = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
+        cls = classes[cfg.pop("class")]
         if len(self.nodes) != cfg["num_layers"]:
             raise ValueError(f"the model's metadata describes {cfg['num_layers']} layers but it has "
                              f"{len(self.nodes)} recurrent nodes")
-        layer = cls(**cfg, dtype=self.nodes[0].layer.dtype, backend=self._backend)
+        layer: Layer = cls(**cfg, dtype=self.nodes[0].layer.dtype, backend=self._backend)
         state = {}
         for i, node in enumerate(self.nodes):
             if node.kind != layer.kind or node.hidden_size != layer.hidden_size \
@@ -370,7 +387,7 @@ class OnnxModel:
         layer.eval()
         return layer
 
-    def run(self, output_names, input_feed):
+    def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any]) -> list[np.ndarray]:
         """Run the graph on NumPy: ``output_names`` (None: all) from ``input_feed`` (name -> array).
 
         Returns a list of arrays in the order of ``output_names``. The graph may contain
@@ -415,7 +432,7 @@ class OnnxModel:
     __call__ = run
 
 
-def _attr(onnx, a):
+def _attr(onnx: ModuleType, a: onnx.AttributeProto) -> Any:
     v = onnx.helper.get_attribute_value(a)
     if isinstance(v, bytes):
         return v.decode()
@@ -424,10 +441,10 @@ def _attr(onnx, a):
     return v
 
 
-def _constant_value(node, numpy_helper):
+def _constant_value(node: onnx.NodeProto, numpy_helper: ModuleType) -> np.ndarray:
     for a in node.attribute:
         if a.name == "value":
-            return numpy_helper.to_array(a.t)
+            return np.asarray(numpy_helper.to_array(a.t))
         if a.name in ("value_float", "value_int"):
             return np.array(a.f if a.name == "value_float" else a.i)
         if a.name in ("value_floats", "value_ints"):
@@ -435,10 +452,10 @@ def _constant_value(node, numpy_helper):
     raise UnsupportedOnnxError(f"Constant node {node.name!r}: only value, value_float(s) and value_int(s) are supported")
 
 
-def _glue(node, args):
+def _glue(node: onnx.NodeProto, args: list[Any]) -> np.ndarray:
     """The NumPy result of one shape-glue node."""
     attrs = {a.name: a for a in node.attribute}
-    x = args[0]
+    x: np.ndarray = np.asarray(args[0])
     op = node.op_type
     if op == "Identity":
         return x
@@ -451,24 +468,28 @@ def _glue(node, args):
         shape = [x.shape[i] if (s == 0 and not allowzero) else s for i, s in enumerate(shape)]
         return np.reshape(x, shape)
     if op in ("Squeeze", "Unsqueeze"):
-        axes = args[1] if len(args) > 1 and args[1] is not None else \
+        given = args[1] if len(args) > 1 and args[1] is not None else \
             (list(attrs["axes"].ints) if "axes" in attrs else None)
+        axes = None if given is None else tuple(int(a) for a in given)
         if op == "Squeeze":
-            return np.squeeze(x, axis=None if axes is None else tuple(int(a) for a in axes))
-        return np.expand_dims(x, tuple(int(a) for a in axes))
+            return np.squeeze(x, axis=axes)
+        if axes is None:
+            raise ValueError(f"Unsqueeze node {node.name!r} has no axes")
+        return np.expand_dims(x, axes)
     if op == "Concat":
         return np.concatenate(args, axis=attrs["axis"].i)
     # Slice (opset >= 10: starts, ends, axes, steps as inputs)
     starts, ends = args[1], args[2]
-    axes = args[3] if len(args) > 3 and args[3] is not None else range(len(starts))
+    slice_axes = args[3] if len(args) > 3 and args[3] is not None else range(len(starts))
     steps = args[4] if len(args) > 4 and args[4] is not None else [1] * len(starts)
     index = [slice(None)] * x.ndim
-    for s, e, a, st in zip(starts, ends, axes, steps):
+    for s, e, a, st in zip(starts, ends, slice_axes, steps):
         index[int(a)] = slice(int(s), int(e), int(st))
     return x[tuple(index)]
 
 
-def load(model, *, dtype=None, backend=None, constants=None):
+def load(model: str | os.PathLike[str] | bytes | onnx.ModelProto, *, dtype: Any = None, backend: str | None = None,
+         constants: Mapping[str, Any] | None = None) -> OnnxModel:
     """Read an ONNX model's LSTM/GRU/RNN nodes into fastrnn layers.
 
     ``model``: a path to an ``.onnx`` file, its bytes, or an ``onnx.ModelProto``.
@@ -483,12 +504,14 @@ def load(model, *, dtype=None, backend=None, constants=None):
     """
     onnx = _onnx()
     if isinstance(model, (str, os.PathLike)):
-        model = onnx.load(os.fspath(model))
+        proto = onnx.load(os.fspath(model))
     elif isinstance(model, (bytes, bytearray)):
-        model = onnx.load_from_string(bytes(model))
-    elif not isinstance(model, onnx.ModelProto):
+        proto = onnx.load_from_string(bytes(model))
+    elif isinstance(model, onnx.ModelProto):
+        proto = model
+    else:
         raise TypeError(f"model must be a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
-    return OnnxModel(model, dtype=dtype, backend=backend, constants=constants)
+    return OnnxModel(proto, dtype=dtype, backend=backend, constants=constants)
 
 
 # ----------------------------------------------------------------------------
@@ -496,7 +519,8 @@ def load(model, *, dtype=None, backend=None, constants=None):
 # ----------------------------------------------------------------------------
 
 
-def export(layer, path=None, *, lengths=False, initial_states=False, opset=DEFAULT_OPSET):
+def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths: bool = False,
+           initial_states: bool = False, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """Write a fastrnn ``RNN``/``LSTM``/``GRU`` layer as an ONNX model; returns the ``onnx.ModelProto``.
 
     The graph's inputs: ``x`` (``[T, B, input_size]``, ``[B, T, input_size]`` with
@@ -520,7 +544,7 @@ def export(layer, path=None, *, lengths=False, initial_states=False, opset=DEFAU
     elem = helper.np_dtype_to_tensor_dtype(layer.dtype)
     inits, nodes = [], []
 
-    def init(name, array):
+    def init(name: str, array: np.ndarray) -> str:
         inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
@@ -541,39 +565,39 @@ def export(layer, path=None, *, lengths=False, initial_states=False, opset=DEFAU
         x = "x_time_major"
     flat = init("shape_T_B_flat", np.array([0, 0, -1], dtype=np.int64))
     order = _TO_ONNX[op]
-    finals = {s: [] for s in states}
-    for l in range(L):
+    finals: dict[str, list[str]] = {s: [] for s in states}
+    for k in range(L):
         W, R, Bias = [], [], []
         for d in range(D):
-            w_ih, w_hh, b_ih, b_hh = layer._weights(l, d)
+            w_ih, w_hh, b_ih, b_hh = layer._weights(k, d)
             W.append(_reorder(w_ih, order, H))
             R.append(_reorder(w_hh, order, H))
             if layer.bias:
                 Bias.append(np.concatenate([_reorder(b_ih, order, H), _reorder(b_hh, order, H)]))
-        node_in = [x, init(f"W_l{l}", np.stack(W)), init(f"R_l{l}", np.stack(R)),
-                   init(f"B_l{l}", np.stack(Bias)) if layer.bias else "", "lengths" if lengths else ""]
+        node_in = [x, init(f"W_l{k}", np.stack(W)), init(f"R_l{k}", np.stack(R)),
+                   init(f"B_l{k}", np.stack(Bias)) if layer.bias else "", "lengths" if lengths else ""]
         if initial_states:
-            bounds = [init(f"states_l{l}_{k}", np.array([v], dtype=np.int64)) for k, v in
-                      (("start", l * D), ("end", (l + 1) * D))]
+            bounds = [init(f"states_l{k}_{end}", np.array([v], dtype=np.int64)) for end, v in
+                      (("start", k * D), ("end", (k + 1) * D))]
             for s in states:
-                nodes.append(helper.make_node("Slice", [s, *bounds], [f"{s}_l{l}"]))
-                node_in.append(f"{s}_l{l}")
+                nodes.append(helper.make_node("Slice", [s, *bounds], [f"{s}_l{k}"]))
+                node_in.append(f"{s}_l{k}")
         else:
             node_in += [""] * len(states)
-        outs = [f"Y_l{l}"] + [f"{s.replace('0', '_n')}_l{l}" for s in states]
+        outs = [f"Y_l{k}"] + [f"{s.replace('0', '_n')}_l{k}" for s in states]
         attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward")
         if op == "GRU":
             attrs["linear_before_reset"] = int(layer.kind == "gru")
         if layer.kind == "rnn_relu":
             attrs["activations"] = ["Relu"] * D
-        nodes.append(helper.make_node(op, node_in, outs, name=f"{op.lower()}_l{l}", **attrs))
+        nodes.append(helper.make_node(op, node_in, outs, name=f"{op.lower()}_l{k}", **attrs))
         for s, o in zip(states, outs[1:]):
             finals[s].append(o)
         # Y [T, D, B, H] -> [T, B, D*H], the next layer's input (directions side by side as in fastrnn)
-        nodes.append(helper.make_node("Transpose", [f"Y_l{l}"], [f"Y_l{l}_TBDH"], perm=[0, 2, 1, 3]))
-        last = l == L - 1
-        x = "output_time_major" if (last and layer.batch_first) else ("output" if last else f"x_l{l + 1}")
-        nodes.append(helper.make_node("Reshape", [f"Y_l{l}_TBDH", flat], [x]))
+        nodes.append(helper.make_node("Transpose", [f"Y_l{k}"], [f"Y_l{k}_TBDH"], perm=[0, 2, 1, 3]))
+        last = k == L - 1
+        x = "output_time_major" if (last and layer.batch_first) else ("output" if last else f"x_l{k + 1}")
+        nodes.append(helper.make_node("Reshape", [f"Y_l{k}_TBDH", flat], [x]))
     if layer.batch_first:
         nodes.append(helper.make_node("Transpose", [x], ["output"], perm=[1, 0, 2]))
     for s in states:

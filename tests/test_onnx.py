@@ -301,7 +301,8 @@ def test_load_rejects_what_is_not_a_model():
 
 def test_missing_onnx_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
-    with pytest.raises(ImportError, match=r'^fastrnn.onnx needs the onnx package: pip install "fastrnn\[onnx\]"$'):
+    with pytest.raises(ModuleNotFoundError,
+                       match=r'^fastrnn.onnx needs onnx, which is not installed: pip install "fastrnn\[onnx\]"$'):
         fo.load("model.onnx")
     with pytest.raises(ImportError, match=r'pip install "fastrnn\[onnx\]"'):
         fo.export(fastrnn.GRU(2, 3), None)
