@@ -135,7 +135,9 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with momentum, as ``torch.optim.SGD``::
+    """Stochastic gradient descent with momentum, as ``torch.optim.SGD``.
+
+    Update rule::
 
         g = grad + weight_decay * p
         buf = g (first step) | momentum * buf + (1 - dampening) * g
@@ -174,7 +176,9 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam, as ``torch.optim.Adam`` (``amsgrad`` optional)::
+    """Adam, as ``torch.optim.Adam`` (``amsgrad`` optional).
+
+    Update rule::
 
         g = grad + weight_decay * p          (or p *= 1 - lr*weight_decay if decoupled, i.e. AdamW)
         m = m + (1 - beta1) * (g - m)        (torch's lerp)
