@@ -324,3 +324,35 @@ def test_import_fastrnn_without_torch(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(
         __import__("pathlib").Path(fastrnn.__file__).parent.parent))
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+
+
+def test_threads_follow_torch_set_num_threads():
+    prev_torch, prev_ours = torch.get_num_threads(), fastrnn.get_num_threads()
+    mod = ft.GRU(2, 3)
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            mod(torch.randn(3, 1, 2))
+            assert fastrnn.get_num_threads() == n
+    finally:
+        torch.set_num_threads(prev_torch)
+        fastrnn.set_num_threads(prev_ours)
+
+
+def test_parameter_updates_are_seen():
+    """In-place updates (optimizers), replaced .data and new Parameters all reach the kernels."""
+    ref, mod = pair("LSTMCell", torch.float64, input_size=3, hidden_size=4)
+    x = torch.randn(2, 3, dtype=torch.float64)
+    close(mod(x)[0], ref(x)[0], torch.float64, "before")
+    with torch.no_grad():
+        for p, q in zip(ref.parameters(), mod.parameters()):
+            p.mul_(0.5)
+            q.mul_(0.5)
+    close(mod(x)[0], ref(x)[0], torch.float64, "after in-place update")
+    new = torch.randn(16, 4, dtype=torch.float64)
+    ref.weight_hh.data = new.clone()
+    mod.weight_hh.data = new.clone()
+    close(mod(x)[0], ref(x)[0], torch.float64, "after .data replaced")
+    ref.weight_ih = nn.Parameter(torch.randn(16, 3, dtype=torch.float64))
+    mod.weight_ih = nn.Parameter(ref.weight_ih.detach().clone())
+    close(mod(x)[0], ref(x)[0], torch.float64, "after a new Parameter")

@@ -107,6 +107,25 @@ def _np(t):
     return t.detach().numpy()
 
 
+# id(parameter) -> (weak reference, data address, NumPy view): a Parameter's view stays valid
+# while its memory does (optimizers update it in place), and looking it up costs a fraction
+# of making a view afresh on every call of a cell stepped through a sequence.
+_views: dict = {}
+
+
+def _np_w(t):
+    """:func:`_np` for a weight: the NumPy view of a Parameter is made once and reused."""
+    if t is None or type(t) is not torch.nn.Parameter or not t.is_contiguous():
+        return _np(t)
+    key = id(t)
+    entry = _views.get(key)
+    if entry is not None and entry[0]() is t and entry[1] == t.data_ptr() and entry[2].shape == t.shape:
+        return entry[2]
+    view = t.detach().numpy()
+    _views[key] = (weakref.ref(t, lambda _, key=key: _views.pop(key, None)), t.data_ptr(), view)
+    return view
+
+
 def _t(a, like):
     """A tensor sharing memory with array ``a``; an empty tensor of ``like``'s dtype for None."""
     if a is None:
@@ -114,15 +133,11 @@ def _t(a, like):
     return torch.from_numpy(a)
 
 
-_threads = [0]
-
-
 def _sync_threads():
     """fastrnn's kernels use as many threads as PyTorch's intra-op pool (``torch.set_num_threads``)."""
     n = torch.get_num_threads()
-    if n != _threads[0]:
+    if n != _backends.get_num_threads():
         _backends.set_num_threads(n)
-        _threads[0] = n
 
 
 def _backend(name):
@@ -138,7 +153,7 @@ def _backend(name):
 def _run_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend):
     _sync_threads()
     out, h_n, c_n, ws = _backend(backend).layer_forward(
-        kind, _np(x), _np(h0), _np(c0), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), _np(lengths), reverse, keep)
+        kind, _np(x), _np(h0), _np(c0), _np_w(w_ih), _np_w(w_hh), _np_w(b_ih), _np_w(b_hh), _np(lengths), reverse, keep)
     return torch.from_numpy(out), torch.from_numpy(h_n), _t(c_n, x), ws
 
 
@@ -146,7 +161,7 @@ def _grad_layer(ws, grad_out, grad_h_n, grad_c_n, kind, x, h0, c0, w_ih, w_hh, b
     _sync_threads()
     be = _backend(backend)
     if ws is None:
-        ws = be.layer_forward(kind, _np(x), _np(h0), _np(c0), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh),
+        ws = be.layer_forward(kind, _np(x), _np(h0), _np(c0), _np_w(w_ih), _np_w(w_hh), _np_w(b_ih), _np_w(b_hh),
                               _np(lengths), reverse, True)[3]
     g = be.layer_backward(ws, _np(grad_out), _np(grad_h_n), _np(grad_c_n))
     return (torch.from_numpy(g["x"]), torch.from_numpy(g["h0"]), _t(g["c0"], x), torch.from_numpy(g["w_ih"]),
@@ -156,7 +171,7 @@ def _grad_layer(ws, grad_out, grad_h_n, grad_c_n, kind, x, h0, c0, w_ih, w_hh, b
 def _run_cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend):
     _sync_threads()
     h_new, c_new, ws = _backend(backend).cell_forward(
-        kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), keep)
+        kind, _np(x), _np(h), _np(c), _np_w(w_ih), _np_w(w_hh), _np_w(b_ih), _np_w(b_hh), keep)
     return torch.from_numpy(h_new), _t(c_new, x), ws
 
 
@@ -164,7 +179,7 @@ def _grad_cell(ws, grad_h, grad_c, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backen
     _sync_threads()
     be = _backend(backend)
     if ws is None:
-        ws = be.cell_forward(kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), True)[2]
+        ws = be.cell_forward(kind, _np(x), _np(h), _np(c), _np_w(w_ih), _np_w(w_hh), _np_w(b_ih), _np_w(b_hh), True)[2]
     g = be.cell_backward(ws, _np(grad_h), _np(grad_c))
     return (torch.from_numpy(g["x"]), torch.from_numpy(g["h"]), _t(g["c"], x), torch.from_numpy(g["w_ih"]),
             torch.from_numpy(g["w_hh"]), _t(g["b_ih"], x), _t(g["b_hh"], x))
