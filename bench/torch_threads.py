@@ -11,7 +11,10 @@ rounds in ONE process so that a loaded machine hits all of them alike:
 - ``after-torch-1thread``: the PyTorch step runs with torch.set_num_threads(1) (no
   OpenMP workers wake up; the caches are evicted as before);
 - ``after-matmul``: after a multi-threaded torch matmul sized to touch as much memory as
-  the LSTM step (OpenMP workers spin, little else).
+  the LSTM step (OpenMP workers spin, little else);
+- ``numpy-api-alone`` / ``numpy-api-after-torch``: the same step through fastrnn's NumPy
+  API (``fastrnn.LSTM``, no torch operator inside the step), back to back / each right
+  after a torch.nn.LSTM step: the situation of the issue (6.4 vs 9.1 ms measured there).
 
 Run it with different OpenMP settings to see what PyTorch's workers cost, e.g.::
 
@@ -35,6 +38,7 @@ import os
 import statistics
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -65,6 +69,17 @@ def main():
         out, _ = ours(x)
         out.sum().backward()
 
+    import fastrnn
+
+    np_layer = fastrnn.LSTM(I, H)
+    np_layer.load_state_dict({k: v.detach().numpy() for k, v in peer.state_dict().items()})
+    xn = x.detach().numpy()
+    ones = np.ones((T, B, H), np.float32)
+
+    def numpy_api_step():
+        np_layer(xn)
+        np_layer.backward(ones)
+
     def torch_step():
         out, _ = peer(x)
         out.sum().backward()
@@ -89,6 +104,8 @@ def main():
         "after-torch+sleep": (torch_step, pause),
         "after-torch-1thread": (torch_step_1thread,),
         "after-matmul": (matmul,),
+        "numpy-api-alone": (),
+        "numpy-api-after-torch": (torch_step,),
     }
     for _ in range(3):  # warm up both libraries
         fastrnn_step()
@@ -104,7 +121,7 @@ def main():
                     f()
                 cpu0 = _cpu_ns(omp_workers)
                 t0 = time.perf_counter()
-                fastrnn_step()
+                (numpy_api_step if name.startswith("numpy-api") else fastrnn_step)()
                 times.append(time.perf_counter() - t0)
                 burned[name].append((_cpu_ns(omp_workers) - cpu0) / 1e6)
             results[name].append(statistics.median(times) * 1e3)
