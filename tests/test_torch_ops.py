@@ -115,4 +115,14 @@ def test_compile_fullgraph_and_export():
     ep = torch.export.export(model, (x,))
     targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
     assert "fastrnn.layer_forward.default" in targets and "fastrnn.cell_forward.default" in targets
-    torch.testing.assert_close(ep.module()(x), eager, rtol=1e-6, atol=1e-6)
+    ops = [n for n in ep.graph.nodes if str(n.target).startswith("fastrnn.")]
+    assert all(n.args[-2] is False for n in ops)  # keep=False: the exported graph keeps no workspace
+    exported = ep.module()
+    model.zero_grad()
+    exported.zero_grad()
+    got = exported(x)
+    torch.testing.assert_close(got, eager, rtol=1e-6, atol=1e-6)
+    got.sum().backward()  # differentiating it anyway: the backward operators recompute the forward
+    grads = dict(exported.named_parameters())
+    for (name, _), w in zip(model.named_parameters(), want):
+        torch.testing.assert_close(grads[name].grad, w, rtol=1e-5, atol=1e-6)

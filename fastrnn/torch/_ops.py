@@ -377,6 +377,11 @@ def _needs_grad(tensors):
     return False
 
 
+# torch.export records keep=False (an exported program is an inference graph; should
+# it be differentiated after all, the backward operator recomputes the forward); torch.compile
+# records whether the traced call needs a gradient.
+
+
 def layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
     """One layer, one direction: ``(out, h_n, c_n)`` (``c_n`` empty unless LSTM), differentiable.
 
@@ -385,6 +390,7 @@ def layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
     """
     keep = _needs_grad((x, h0, c0, w_ih, w_hh, b_ih, b_hh))
     if torch.compiler.is_compiling():
+        keep = keep and not torch.compiler.is_exporting()  # see the note above layer()
         return layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend)[:3]
     if keep:
         return _LayerFn.apply(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend)
@@ -395,6 +401,7 @@ def cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend):
     """One step: ``(h_new, c_new)`` (``c_new`` empty unless LSTM), differentiable (as :func:`layer`)."""
     keep = _needs_grad((x, h, c, w_ih, w_hh, b_ih, b_hh))
     if torch.compiler.is_compiling():
+        keep = keep and not torch.compiler.is_exporting()  # see the note above layer()
         return cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend)[:2]
     if keep:
         return _CellFn.apply(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend)
