@@ -320,10 +320,16 @@ def test_import_fastrnn_without_torch(tmp_path):
 
     code = ("import sys; sys.modules['torch'] = None; import fastrnn, numpy as np; "
             "m = fastrnn.LSTM(2, 3); m(np.zeros((4, 1, 2), np.float32)); "
-            "assert 'fastrnn.torch' not in sys.modules; print('ok')")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(
-        __import__("pathlib").Path(fastrnn.__file__).parent.parent))
+            "assert 'fastrnn.torch' not in sys.modules; print('ok', fastrnn.__file__)")
+    import os
+    from pathlib import Path
+
+    source = str(Path(fastrnn.__file__).resolve().parent.parent)  # the fastrnn these tests import
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
+    env["PYTHONPATH"] = source
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=source, env=env)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+    assert res.stdout.split()[-1].startswith(source)
 
 
 def test_threads_follow_torch_set_num_threads():
