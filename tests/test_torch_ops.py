@@ -126,3 +126,14 @@ def test_compile_fullgraph_and_export():
     grads = dict(exported.named_parameters())
     for (name, _), w in zip(model.named_parameters(), want):
         torch.testing.assert_close(grads[name].grad, w, rtol=1e-5, atol=1e-6)
+
+
+def test_tensors_reach_the_kernels_without_copies():
+    w = nn.Parameter(torch.randn(12, 3, dtype=torch.float64))
+    x = torch.randn(5, 3)
+    for t, conv in ((x, ft._ops._np), (w, ft._ops._np_w)):
+        view = conv(t)
+        assert view.__array_interface__["data"][0] == t.data_ptr()
+    assert ft._ops._np_w(w) is ft._ops._np_w(w)  # a Parameter's view is made once
+    out = ft._ops._t(view, x)
+    assert out.data_ptr() == view.__array_interface__["data"][0]  # results come back as views too
