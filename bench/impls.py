@@ -219,6 +219,12 @@ class TorchImpl(Impl):
         finally:
             torch.set_num_threads(prev)
 
+    def modules(self):
+        """Where the recurrent module classes come from (LSTM, GRU, RNN and their cells)."""
+        from torch import nn
+
+        return nn
+
     def prepare(self, case, data):
         import torch
         from torch import nn
@@ -228,12 +234,11 @@ class TorchImpl(Impl):
         def T(a):
             return None if a is None else torch.from_numpy(np.ascontiguousarray(a))
 
+        mods = self.modules()
         if case.kind == "cell":
-            m = {"LSTM": nn.LSTMCell, "GRU": nn.GRUCell, "RNN": nn.RNNCell}[case.cell](case.I, case.H, dtype=tdt)
+            m = getattr(mods, case.cell + "Cell")(case.I, case.H, dtype=tdt)
         else:
-            m = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN": nn.RNN}[case.cell](
-                case.I, case.H, num_layers=case.layers, dtype=tdt
-            )
+            m = getattr(mods, case.cell)(case.I, case.H, num_layers=case.layers, dtype=tdt)
         m.load_state_dict({k: T(v) for k, v in data["params"].items()})
         lstm = case.cell == "LSTM"
         train = case.mode == "train"
@@ -334,6 +339,27 @@ class TorchImpl(Impl):
             return res
 
         return fn, collect
+
+
+class FastrnnTorchImpl(TorchImpl):
+    """fastrnn inside PyTorch: the same code as :class:`TorchImpl` with fastrnn.torch's modules
+    (torch.nn's interface, fastrnn's kernels; fastrnn's threads follow torch.set_num_threads)."""
+
+    name = "fastrnn.torch"
+
+    def unavailable(self, case):
+        if not _installed("torch"):
+            return "PyTorch is not installed"
+        try:
+            import fastrnn.torch  # noqa: F401
+        except ImportError as exc:
+            return f"fastrnn.torch does not import: {exc}"
+        return None
+
+    def modules(self):
+        import fastrnn.torch
+
+        return fastrnn.torch
 
 
 # ----------------------------------------------------------------------------
@@ -479,4 +505,4 @@ def implementations() -> list[Impl]:
     """Every fastrnn backend fastrnn knows of (missing ones are skipped), then the peers."""
     from fastrnn.backends import PREFERENCE
 
-    return [FastrnnImpl(name) for name in PREFERENCE] + [TorchImpl(), OrtImpl()]
+    return [FastrnnImpl(name) for name in PREFERENCE] + [FastrnnTorchImpl(), TorchImpl(), OrtImpl()]

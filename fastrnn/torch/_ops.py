@@ -1,0 +1,408 @@
+"""fastrnn's kernels as PyTorch custom operators (``torch.library``).
+
+Four operators, one per entry of the backend contract (``backends/CONTRACT.md``):
+
+- ``fastrnn::layer_forward``  one layer, one direction, the whole sequence;
+- ``fastrnn::layer_backward`` its gradients;
+- ``fastrnn::cell_forward``   one step;
+- ``fastrnn::cell_backward``  its gradients.
+
+Each forward has ``register_autograd`` (its backward is the matching backward
+operator) and ``register_fake`` (shapes only), so eager autograd,
+``torch.compile(fullgraph=True)`` and ``torch.export`` all see one opaque
+operator. Tensors reach the kernels as NumPy views of their memory and the
+kernels' arrays come back through ``torch.from_numpy``: no copies.
+
+The backward workspace. A training forward of the kernels returns an opaque
+``ws`` (post-activation gates, cell states) that only the backend's backward
+reads; an operator can only return tensors. The forward therefore also
+returns a *handle*: a one-element int64 tensor whose memory is owned by a
+small NumPy array that holds ``ws`` (``torch.from_numpy`` keeps that array
+alive exactly as long as the tensor's storage). Autograd saves the handle for
+backward (eagerly, and in the graphs ``torch.compile`` builds), and the
+backward operator takes ``ws`` from it, once. When the handle carries no
+workspace - the forward kept nothing (``keep=False``), the workspace was
+already consumed (backward called again with ``retain_graph=True``), or a
+tracer copied the handle - the backward operator runs the forward again with
+``keep=True`` from its saved inputs and differentiates that: the same result
+at the cost of one more forward. The operators are thus pure functions of
+their tensor arguments, as ``torch.library.opcheck`` requires. When the graph
+is freed without a backward, the handle's storage goes and takes ``ws`` with it.
+
+Eagerly (not compiling), :func:`layer` and :func:`cell` skip the dispatcher:
+the same kernels run under a plain ``torch.autograd.Function`` that keeps
+``ws`` on its context, or with ``keep=False`` and no autograd at all when
+nothing needs a gradient (``torch.no_grad()``, ``inference_mode()``, or no
+input requiring one). A custom operator's autograd goes through the
+dispatcher twice per call and measures several times the per-call cost of an
+``autograd.Function`` (a lower-level ``torch.library.Library`` registration
+costs the same as ``custom_op``); under ``torch.compile`` and ``torch.export``
+the operators are what the graph records.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import torch
+
+from .. import backends as _backends
+
+_LIB = "fastrnn"
+
+# ---------------------------------------------------------------------------
+# Workspace handles
+# ---------------------------------------------------------------------------
+
+
+class _Holder(np.ndarray):
+    """The one-element int64 array (value 0) behind a handle tensor; ``ws`` rides on it."""
+
+    ws = None
+
+
+# handle's data address -> its holder (an address is unique among live arrays; a copy of a
+# handle has another address and finds nothing, so its backward recomputes)
+_holders: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _handle(ws):
+    """A handle tensor for ``ws`` (a plain zero when ``ws`` is None). Every handle holds the value 0,
+    so the operators' outputs are deterministic; the workspace is found by the handle's address."""
+    if ws is None:
+        return torch.zeros(1, dtype=torch.int64)
+    holder = np.zeros(1, dtype=np.int64).view(_Holder)
+    holder.ws = ws
+    handle = torch.from_numpy(holder)
+    _holders[handle.data_ptr()] = holder
+    return handle
+
+
+def _take_ws(handle):
+    """The workspace behind ``handle``, removed so that it is used once; None if there is none."""
+    holder = _holders.get(handle.data_ptr())
+    if holder is None:
+        return None
+    ws, holder.ws = holder.ws, None
+    return ws
+
+
+def pending_workspaces() -> int:
+    """Number of forward workspaces alive and not yet consumed by a backward (for tests)."""
+    return sum(1 for h in list(_holders.values()) if h.ws is not None)
+
+
+# ---------------------------------------------------------------------------
+# Conversions (no copies for contiguous CPU tensors)
+# ---------------------------------------------------------------------------
+
+
+def _np(t):
+    """A NumPy view of a tensor (a contiguous copy first if it is not C-contiguous)."""
+    if t is None:
+        return None
+    if not t.is_contiguous():
+        t = t.contiguous()
+    return t.detach().numpy()
+
+
+# id(parameter) -> (weak reference, data address, NumPy view): a Parameter's view stays valid
+# while its memory does (optimizers update it in place), and looking it up costs a fraction
+# of making a view afresh on every call of a cell stepped through a sequence.
+_views: dict = {}
+
+
+def _np_w(t):
+    """:func:`_np` for a weight: the NumPy view of a Parameter is made once and reused."""
+    if t is None or type(t) is not torch.nn.Parameter or not t.is_contiguous():
+        return _np(t)
+    key = id(t)
+    entry = _views.get(key)
+    if entry is not None and entry[0]() is t and entry[1] == t.data_ptr() and entry[2].shape == t.shape:
+        return entry[2]
+    view = t.detach().numpy()
+    _views[key] = (weakref.ref(t, lambda _, key=key: _views.pop(key, None)), t.data_ptr(), view)
+    return view
+
+
+def _t(a, like):
+    """A tensor sharing memory with array ``a``; an empty tensor of ``like``'s dtype for None."""
+    if a is None:
+        return like.new_empty(0)
+    return torch.from_numpy(a)
+
+
+def _sync_threads():
+    """fastrnn's kernels use as many threads as PyTorch's intra-op pool (``torch.set_num_threads``)."""
+    n = torch.get_num_threads()
+    if n != _backends.get_num_threads():
+        _backends.set_num_threads(n)
+
+
+def _backend(name):
+    return _backends.get_backend(name or None)
+
+
+# ---------------------------------------------------------------------------
+# The kernels on tensors: a forward returns its workspace, a backward takes it
+# (None: recompute the forward with keep=True first)
+# ---------------------------------------------------------------------------
+
+
+def _run_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend):
+    _sync_threads()
+    out, h_n, c_n, ws = _backend(backend).layer_forward(
+        kind, _np(x), _np(h0), _np(c0), _np_w(w_ih), _np_w(w_hh), _np_w(b_ih), _np_w(b_hh), _np(lengths), reverse, keep)
+    return torch.from_numpy(out), torch.from_numpy(h_n), _t(c_n, x), ws
+
+
+def _grad_layer(ws, grad_out, grad_h_n, grad_c_n, kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
+    _sync_threads()
+    be = _backend(backend)
+    if ws is None:
+        ws = be.layer_forward(kind, _np(x), _np(h0), _np(c0), _np_w(w_ih), _np_w(w_hh), _np_w(b_ih), _np_w(b_hh),
+                              _np(lengths), reverse, True)[3]
+    g = be.layer_backward(ws, _np(grad_out), _np(grad_h_n), _np(grad_c_n))
+    return (torch.from_numpy(g["x"]), torch.from_numpy(g["h0"]), _t(g["c0"], x), torch.from_numpy(g["w_ih"]),
+            torch.from_numpy(g["w_hh"]), _t(g["b_ih"], x), _t(g["b_hh"], x))
+
+
+def _run_cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend):
+    _sync_threads()
+    h_new, c_new, ws = _backend(backend).cell_forward(
+        kind, _np(x), _np(h), _np(c), _np_w(w_ih), _np_w(w_hh), _np_w(b_ih), _np_w(b_hh), keep)
+    return torch.from_numpy(h_new), _t(c_new, x), ws
+
+
+def _grad_cell(ws, grad_h, grad_c, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend):
+    _sync_threads()
+    be = _backend(backend)
+    if ws is None:
+        ws = be.cell_forward(kind, _np(x), _np(h), _np(c), _np_w(w_ih), _np_w(w_hh), _np_w(b_ih), _np_w(b_hh), True)[2]
+    g = be.cell_backward(ws, _np(grad_h), _np(grad_c))
+    return (torch.from_numpy(g["x"]), torch.from_numpy(g["h"]), _t(g["c"], x), torch.from_numpy(g["w_ih"]),
+            torch.from_numpy(g["w_hh"]), _t(g["b_ih"], x), _t(g["b_hh"], x))
+
+
+def _zeros_for(g, like):
+    """An output's gradient as the kernels take it: zeros when autograd has none."""
+    return torch.zeros_like(like, memory_format=torch.contiguous_format) if g is None else g.contiguous()
+
+
+# ---------------------------------------------------------------------------
+# The custom operators (what torch.compile and torch.export see)
+# ---------------------------------------------------------------------------
+
+_T = torch.Tensor
+
+
+@torch.library.custom_op(f"{_LIB}::layer_forward", mutates_args=(), device_types="cpu")
+def layer_forward(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
+                  lengths: _T | None, reverse: bool, keep: bool, backend: str) -> tuple[_T, _T, _T, _T]:
+    """``out [T,B,H], h_n [B,H], c_n [B,H] (LSTM; else empty), handle`` (CONTRACT.md's layer_forward)."""
+    out, h_n, c_n, ws = _run_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend)
+    return out, h_n, c_n, _handle(ws)
+
+
+@layer_forward.register_fake
+def _(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend):
+    T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
+    c_n = x.new_empty((B, H)) if c0 is not None else x.new_empty(0)
+    return x.new_empty((T, B, H)), x.new_empty((B, H)), c_n, x.new_empty((1,), dtype=torch.int64)
+
+
+@torch.library.custom_op(f"{_LIB}::layer_backward", mutates_args=(), device_types="cpu")
+def layer_backward(handle: _T, grad_out: _T, grad_h_n: _T, grad_c_n: _T | None, kind: str, x: _T, h0: _T,
+                   c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, lengths: _T | None,
+                   reverse: bool, backend: str) -> tuple[_T, _T, _T, _T, _T, _T, _T]:
+    """Gradients ``x, h0, c0, w_ih, w_hh, b_ih, b_hh`` (empty where the forward had None)."""
+    return _grad_layer(_take_ws(handle), grad_out, grad_h_n, grad_c_n, kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                       lengths, reverse, backend)
+
+
+def _like(t, x):
+    return x.new_empty(0) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
+
+
+@layer_backward.register_fake
+def _(handle, grad_out, grad_h_n, grad_c_n, kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
+    return tuple(_like(t, x) for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh))
+
+
+def _layer_setup(ctx, inputs, output):
+    kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend = inputs
+    ctx.args = (kind, reverse, backend, c0 is not None, b_ih is not None)
+    ctx.save_for_backward(output[3], x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+
+
+def _layer_autograd(ctx, grad_out, grad_h_n, grad_c_n, _grad_handle):
+    kind, reverse, backend, lstm, bias = ctx.args
+    handle, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths = ctx.saved_tensors
+    out_like = x.new_empty((x.shape[0], x.shape[1], w_hh.shape[1]))
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = layer_backward(
+        handle, _zeros_for(grad_out, out_like), _zeros_for(grad_h_n, h0), _zeros_for(grad_c_n, h0) if lstm else None,
+        kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend)
+    return (None, dx, dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if bias else None, db_hh if bias else None,
+            None, None, None, None)
+
+
+layer_forward.register_autograd(_layer_autograd, setup_context=_layer_setup)
+
+
+@torch.library.custom_op(f"{_LIB}::cell_forward", mutates_args=(), device_types="cpu")
+def cell_forward(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
+                 keep: bool, backend: str) -> tuple[_T, _T, _T]:
+    """``h_new [B,H], c_new [B,H] (LSTM; else empty), handle`` (CONTRACT.md's cell_forward)."""
+    h_new, c_new, ws = _run_cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend)
+    return h_new, c_new, _handle(ws)
+
+
+@cell_forward.register_fake
+def _(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend):
+    B, H = x.shape[0], w_hh.shape[1]
+    c_new = x.new_empty((B, H)) if c is not None else x.new_empty(0)
+    return x.new_empty((B, H)), c_new, x.new_empty((1,), dtype=torch.int64)
+
+
+@torch.library.custom_op(f"{_LIB}::cell_backward", mutates_args=(), device_types="cpu")
+def cell_backward(handle: _T, grad_h: _T, grad_c: _T | None, kind: str, x: _T, h: _T, c: _T | None, w_ih: _T,
+                  w_hh: _T, b_ih: _T | None, b_hh: _T | None, backend: str) -> tuple[_T, _T, _T, _T, _T, _T, _T]:
+    """Gradients ``x, h, c, w_ih, w_hh, b_ih, b_hh`` (empty where the forward had None)."""
+    return _grad_cell(_take_ws(handle), grad_h, grad_c, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend)
+
+
+@cell_backward.register_fake
+def _(handle, grad_h, grad_c, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend):
+    return tuple(_like(t, x) for t in (x, h, c, w_ih, w_hh, b_ih, b_hh))
+
+
+def _cell_setup(ctx, inputs, output):
+    kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend = inputs
+    ctx.args = (kind, backend, c is not None, b_ih is not None)
+    ctx.save_for_backward(output[2], x, h, c, w_ih, w_hh, b_ih, b_hh)
+
+
+def _cell_autograd(ctx, grad_h, grad_c, _grad_handle):
+    kind, backend, lstm, bias = ctx.args
+    handle, x, h, c, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors
+    dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh = cell_backward(
+        handle, _zeros_for(grad_h, h), _zeros_for(grad_c, h) if lstm else None, kind, x, h, c, w_ih, w_hh, b_ih,
+        b_hh, backend)
+    return (None, dx, dh, dc if lstm else None, dw_ih, dw_hh, db_ih if bias else None, db_hh if bias else None,
+            None, None)
+
+
+cell_forward.register_autograd(_cell_autograd, setup_context=_cell_setup)
+
+_DOUBLE = ("fastrnn.torch: double backward (the gradient of a gradient, e.g. autograd.grad(..., create_graph=True) "
+           "then backward through it) is not supported by fastrnn's kernels")
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(_DOUBLE)
+
+
+def _nothing_to_save(ctx, inputs, output):
+    pass
+
+
+layer_backward.register_autograd(_no_double_backward, setup_context=_nothing_to_save)
+cell_backward.register_autograd(_no_double_backward, setup_context=_nothing_to_save)
+
+
+# ---------------------------------------------------------------------------
+# The eager path: the same kernels under a plain autograd.Function, the
+# workspace on its context (no dispatcher round trips: cheaper per call)
+# ---------------------------------------------------------------------------
+
+
+class _LayerFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
+        out, h_n, c_n, ws = _run_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, True, backend)
+        ctx.ws = ws
+        ctx.args = (kind, reverse, backend, c0 is not None, b_ih is not None)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+        return out, h_n, c_n
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h_n, grad_c_n):
+        if torch.is_grad_enabled():
+            raise RuntimeError(_DOUBLE)
+        kind, reverse, backend, lstm, bias = ctx.args
+        ws, ctx.ws = ctx.ws, None  # consumed: a second backward (retain_graph=True) recomputes
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths = ctx.saved_tensors
+        dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = _grad_layer(
+            ws, grad_out.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous() if lstm else None, kind, x, h0,
+            c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend)
+        return (None, dx, dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if bias else None, db_hh if bias else None,
+                None, None, None)
+
+
+class _CellFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend):
+        h_new, c_new, ws = _run_cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, True, backend)
+        ctx.ws = ws
+        ctx.args = (kind, backend, c is not None, b_ih is not None)
+        ctx.save_for_backward(x, h, c, w_ih, w_hh, b_ih, b_hh)
+        return h_new, c_new
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_c):
+        if torch.is_grad_enabled():
+            raise RuntimeError(_DOUBLE)
+        kind, backend, lstm, bias = ctx.args
+        ws, ctx.ws = ctx.ws, None
+        x, h, c, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors
+        dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh = _grad_cell(
+            ws, grad_h.contiguous(), grad_c.contiguous() if lstm else None, kind, x, h, c, w_ih, w_hh, b_ih, b_hh,
+            backend)
+        return (None, dx, dh, dc if lstm else None, dw_ih, dw_hh, db_ih if bias else None, db_hh if bias else None,
+                None)
+
+
+# ---------------------------------------------------------------------------
+# Entry points of the modules
+# ---------------------------------------------------------------------------
+
+
+def _needs_grad(tensors):
+    if not torch.is_grad_enabled():
+        return False
+    for t in tensors:
+        if t is not None and t.requires_grad:
+            return True
+    return False
+
+
+# torch.export records keep=False (an exported program is an inference graph; should
+# it be differentiated after all, the backward operator recomputes the forward); torch.compile
+# records whether the traced call needs a gradient.
+
+
+def layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
+    """One layer, one direction: ``(out, h_n, c_n)`` (``c_n`` empty unless LSTM), differentiable.
+
+    Eagerly through :class:`_LayerFn` (training) or the kernel itself (nothing needs a gradient:
+    ``keep=False``); under ``torch.compile``/``torch.export`` through the custom operator.
+    """
+    keep = _needs_grad((x, h0, c0, w_ih, w_hh, b_ih, b_hh))
+    if torch.compiler.is_compiling():
+        keep = keep and not torch.compiler.is_exporting()  # see the note above layer()
+        return layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend)[:3]
+    if keep:
+        return _LayerFn.apply(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend)
+    return _run_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, False, backend)[:3]
+
+
+def cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend):
+    """One step: ``(h_new, c_new)`` (``c_new`` empty unless LSTM), differentiable (as :func:`layer`)."""
+    keep = _needs_grad((x, h, c, w_ih, w_hh, b_ih, b_hh))
+    if torch.compiler.is_compiling():
+        keep = keep and not torch.compiler.is_exporting()  # see the note above layer()
+        return cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend)[:2]
+    if keep:
+        return _CellFn.apply(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend)
+    return _run_cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, False, backend)[:2]

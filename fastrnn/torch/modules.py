@@ -1,0 +1,325 @@
+"""``torch.nn.Module``s with ``torch.nn``'s exact interface whose math runs in fastrnn's kernels.
+
+The layers subclass ``torch.nn.RNNBase`` (not ``nn.LSTM`` & co: TorchDynamo
+refuses to trace anything that is an ``nn.LSTM``/``nn.GRU``/``nn.RNN``, and these
+modules are meant to compile), so parameters, their names, shapes,
+initialisation, ``state_dict`` keys, ``reset_parameters`` and ``extra_repr``
+are PyTorch's own. The cells subclass ``nn.LSTMCell``, ``nn.GRUCell`` and
+``nn.RNNCell`` directly. Only ``forward`` differs: it validates the input,
+then runs each layer and direction through :func:`fastrnn.torch._ops.layer`
+(one step of a cell through :func:`fastrnn.torch._ops.cell`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from .. import backends as _backends
+from . import _ops
+
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "InputError", "InputTypeError"]
+
+_KIND = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
+_DTYPES = (torch.float32, torch.float64)
+
+
+class InputError(ValueError, RuntimeError):
+    """Bad input (shape, device): a ``ValueError`` as in fastrnn's NumPy API, and the ``RuntimeError``
+    PyTorch raises for the same mistakes."""
+
+
+class InputTypeError(TypeError, RuntimeError):
+    """Input of the wrong dtype: a ``TypeError`` as in fastrnn's NumPy API, and a ``RuntimeError``
+    as PyTorch raises."""
+
+
+def check_supported(dtype, device, what):
+    """Raise unless ``dtype``/``device`` are what fastrnn's kernels run: CPU float32 or float64."""
+    if device.type != "cpu":
+        raise InputError(f"{what} is on device {device}; fastrnn.torch runs on the CPU only "
+                         "(keep torch.nn's module for other devices, or move the module and its input with .cpu())")
+    if dtype not in _DTYPES:
+        raise InputTypeError(f"{what} has dtype {dtype}; fastrnn.torch computes in torch.float32 or torch.float64 "
+                             "(convert with .float() or .double())")
+
+
+def _check_tensor(t, name, like):
+    """``t`` is a tensor on ``like``'s device with ``like``'s dtype (the module's parameters)."""
+    if not isinstance(t, torch.Tensor):
+        raise InputTypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype is not like.dtype or t.device != like.device:
+        check_supported(t.dtype, t.device, name)
+        check_supported(like.dtype, like.device, "the module's parameters")
+        if t.dtype is not like.dtype:
+            raise InputTypeError(f"{name} has dtype {t.dtype} but the module's parameters are {like.dtype}; convert "
+                                 f"one of them explicitly ({name}.to({like.dtype}) or module.to({t.dtype}))")
+
+
+def _check_state(t, name, shape):
+    if tuple(t.shape) != shape:
+        raise InputError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+
+
+def _packed_layout(batch_sizes, sorted_indices):
+    """Where each row of a PackedSequence's data sits in a padded ``[T*B]`` batch (original order),
+    and each sequence's length (original order). Index arithmetic, no loop over sequences."""
+    T, B = batch_sizes.shape[0], int(batch_sizes[0])
+    slots = torch.arange(B)
+    valid = slots[None, :] < batch_sizes[:, None]  # [T, B]: step t of sorted sequence b exists
+    order = slots if sorted_indices is None else sorted_indices  # sorted slot -> original sequence
+    rows = (torch.arange(T)[:, None] * B + order[None, :])[valid]  # packed order is t-major, then sorted slot
+    lengths = torch.empty(B, dtype=torch.int64)
+    lengths[order] = valid.sum(0)
+    return T, B, rows, lengths
+
+
+class _Backend:
+    """The ``backend=`` keyword shared by every module: '' is fastrnn's own choice (get_backend)."""
+
+    def _set_backend(self, backend):
+        self.backend = _backends.check_backend(backend) or ""
+
+
+# ---------------------------------------------------------------------------
+# Sequence layers
+# ---------------------------------------------------------------------------
+
+
+class _RNNBase(nn.RNNBase, _Backend):
+    """``torch.nn.RNNBase``'s parameters with fastrnn's forward."""
+
+    def __init__(self, mode, *args, backend=None, **kwargs):
+        super().__init__(mode, *args, **kwargs)
+        if self.proj_size != 0:
+            raise NotImplementedError(f"fastrnn.torch.LSTM does not support proj_size (got {self.proj_size}); "
+                                      "use torch.nn.LSTM for projected LSTMs")
+        self._set_backend(backend)
+        self._kind = _KIND[mode]
+
+    def flatten_parameters(self):
+        """No-op: fastrnn reads each parameter where it is (nothing to flatten for cuDNN)."""
+
+    def forward(self, input, hx=None):  # noqa: A002 - torch.nn's argument name
+        kind, H, L = self._kind, self.hidden_size, self.num_layers
+        D = 2 if self.bidirectional else 1
+        lstm = kind == "lstm"
+        weights = [getattr(self, name) for name in self._flat_weights_names]
+        w0 = weights[0]
+        packed = isinstance(input, PackedSequence)
+        lengths = None
+        if packed:
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            _check_tensor(data, "input", w0)
+            if data.dim() != 2 or data.shape[-1] != self.input_size:
+                raise InputError(f"the PackedSequence's data must have shape (*, {self.input_size}), "
+                                 f"got {tuple(data.shape)}")
+            T, B, rows, lengths = _packed_layout(batch_sizes, sorted_indices)
+            x = data.new_zeros((T * B, self.input_size)).index_copy(0, rows, data).view(T, B, self.input_size)
+            if bool((lengths == T).all()):
+                lengths = None  # nothing is padded
+            batched = True
+        else:
+            _check_tensor(input, "input", w0)
+            if input.dim() not in (2, 3):
+                raise InputError(f"{type(self).__name__}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            if input.shape[-1] != self.input_size:
+                raise InputError(f"input must have input_size={self.input_size} features in its last axis, "
+                                 f"got shape {tuple(input.shape)}")
+            batched = input.dim() == 3
+            if not batched:
+                x = input.unsqueeze(1)
+            elif self.batch_first:
+                x = input.transpose(0, 1)
+            else:
+                x = input
+            T, B = x.shape[0], x.shape[1]
+            if T == 0 or B == 0:
+                raise InputError(f"input must have at least one time step and one sequence, got shape "
+                                 f"{tuple(input.shape)}")
+            x = x.contiguous()
+
+        state_shape = (L * D, B, H)
+        if hx is None:
+            h0 = x.new_zeros(state_shape)
+            c0 = h0 if lstm else None
+        else:
+            if lstm:
+                if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                    raise InputTypeError(f"hx of an LSTM must be a pair (h_0, c_0) or None, got {type(hx).__name__}")
+                h0, c0 = hx
+            else:
+                if isinstance(hx, (tuple, list)):
+                    raise InputTypeError(f"hx of a {type(self).__name__} must be a tensor or None, "
+                                         f"not a {type(hx).__name__}")
+                h0, c0 = hx, None
+            for t, name in ((h0, "h_0"), (c0, "c_0")):
+                if t is None:
+                    continue
+                _check_tensor(t, name, w0)
+                if t.dim() != (3 if batched else 2):
+                    raise InputError(f"For {'batched 3-D' if batched else 'unbatched 2-D'} input, {name} should also "
+                                     f"be {3 if batched else 2}-D but got a {t.dim()}-D tensor")
+            if not batched:
+                h0 = h0.unsqueeze(1)
+                c0 = None if c0 is None else c0.unsqueeze(1)
+            _check_state(h0, "h_0", state_shape)
+            h0 = h0.contiguous()
+            if c0 is not None:
+                _check_state(c0, "c_0", state_shape)
+                c0 = c0.contiguous()
+
+        per = 4 if self.bias else 2
+        drop = self.dropout if self.training else 0.0
+        hs, cs = [], []
+        inp = x
+        for layer in range(L):
+            outs = []
+            for d in range(D):
+                i = layer * D + d
+                w = weights[i * per:(i + 1) * per]
+                b_ih, b_hh = (w[2], w[3]) if self.bias else (None, None)
+                out, h, c = _ops.layer(kind, inp, h0[i], None if c0 is None else c0[i], w[0], w[1], b_ih, b_hh,
+                                       lengths, d == 1, self.backend)
+                outs.append(out)
+                hs.append(h)
+                cs.append(c)
+            inp = outs[0] if D == 1 else torch.cat(outs, 2)
+            if drop > 0 and layer < L - 1:
+                inp = nn.functional.dropout(inp, drop, True)
+
+        out = inp
+        h_n = torch.stack(hs)
+        c_n = torch.stack(cs) if lstm else None
+        if packed:
+            out = PackedSequence(out.reshape(T * B, D * H).index_select(0, rows), batch_sizes, sorted_indices,
+                                 unsorted_indices)
+        elif not batched:
+            out, h_n = out.squeeze(1), h_n.squeeze(1)
+            c_n = None if c_n is None else c_n.squeeze(1)
+        elif self.batch_first:
+            out = out.transpose(0, 1)
+        return (out, (h_n, c_n)) if lstm else (out, h_n)
+
+
+class LSTM(_RNNBase):
+    """``torch.nn.LSTM`` on fastrnn's kernels (``proj_size`` is not supported).
+
+    Same arguments as ``torch.nn.LSTM`` (plus keyword ``backend=``: 'auto', 'cpp', 'numba' or 'numpy').
+    """
+
+    def __init__(self, *args, backend=None, **kwargs):
+        super().__init__("LSTM", *args, backend=backend, **kwargs)
+
+
+class GRU(_RNNBase):
+    """``torch.nn.GRU`` on fastrnn's kernels (same arguments, plus keyword ``backend=``)."""
+
+    def __init__(self, *args, backend=None, **kwargs):
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        super().__init__("GRU", *args, backend=backend, **kwargs)
+
+
+class RNN(_RNNBase):
+    """``torch.nn.RNN`` on fastrnn's kernels (same arguments, plus keyword ``backend=``)."""
+
+    def __init__(self, *args, backend=None, **kwargs):
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if len(args) > 3:  # torch.nn.RNN's positional order: input_size, hidden_size, num_layers, nonlinearity, ...
+            self.nonlinearity = args[3]
+            args = args[:3] + args[4:]
+        else:
+            self.nonlinearity = kwargs.pop("nonlinearity", "tanh")
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'.")
+        super().__init__("RNN_" + self.nonlinearity.upper(), *args, backend=backend, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Cells
+# ---------------------------------------------------------------------------
+
+
+class _Cell(_Backend):
+    """fastrnn's forward for ``torch.nn``'s cells (mixed in before the torch class)."""
+
+    _kind = ""
+
+    def forward(self, input, hx=None):  # noqa: A002 - torch.nn's argument name
+        kind, H = self._kind, self.hidden_size
+        lstm = kind == "lstm"
+        w_ih = self.weight_ih
+        _check_tensor(input, "input", w_ih)
+        dim = input.dim()
+        if dim != 2 and dim != 1:
+            raise InputError(f"{type(self).__name__}: Expected input to be 1D or 2D, got {dim}D instead")
+        if input.shape[-1] != self.input_size:
+            raise InputError(f"input must have input_size={self.input_size} features in its last axis, "
+                             f"got shape {tuple(input.shape)}")
+        batched = dim == 2
+        x = input if batched else input.unsqueeze(0)
+        B = x.shape[0]
+        if B == 0:
+            raise InputError(f"input must have at least one row, got shape {tuple(input.shape)}")
+        if hx is None:
+            h = x.new_zeros((B, H))
+            c = h if lstm else None
+        else:
+            if lstm:
+                if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                    raise InputTypeError(f"hx of an LSTMCell must be a pair (h, c) or None, got {type(hx).__name__}")
+                h, c = hx
+            else:
+                if isinstance(hx, (tuple, list)):
+                    raise InputTypeError(f"hx of a {type(self).__name__} must be a tensor or None, "
+                                         f"not a {type(hx).__name__}")
+                h, c = hx, None
+            shape = (B, H) if batched else (H,)
+            for t, name in ((h, "h"), (c, "c")):
+                if t is not None:
+                    _check_tensor(t, name if lstm else "hx", w_ih)
+                    _check_state(t, name if lstm else "hx", shape)
+            if not batched:
+                h = h.unsqueeze(0)
+                c = None if c is None else c.unsqueeze(0)
+            h = h.contiguous()
+            c = None if c is None else c.contiguous()
+        h_new, c_new = _ops.cell(kind, x.contiguous(), h, c, w_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+                                 self.backend)
+        if not batched:
+            h_new, c_new = h_new.squeeze(0), c_new.squeeze(0) if lstm else c_new
+        return (h_new, c_new) if lstm else h_new
+
+
+class LSTMCell(_Cell, nn.LSTMCell):
+    """``torch.nn.LSTMCell`` on fastrnn's kernels (same arguments, plus keyword ``backend=``)."""
+
+    _kind = "lstm"
+
+    def __init__(self, *args, backend=None, **kwargs):
+        nn.LSTMCell.__init__(self, *args, **kwargs)
+        self._set_backend(backend)
+
+
+class GRUCell(_Cell, nn.GRUCell):
+    """``torch.nn.GRUCell`` on fastrnn's kernels (same arguments, plus keyword ``backend=``)."""
+
+    _kind = "gru"
+
+    def __init__(self, *args, backend=None, **kwargs):
+        nn.GRUCell.__init__(self, *args, **kwargs)
+        self._set_backend(backend)
+
+
+class RNNCell(_Cell, nn.RNNCell):
+    """``torch.nn.RNNCell`` on fastrnn's kernels (same arguments, plus keyword ``backend=``)."""
+
+    def __init__(self, *args, backend=None, **kwargs):
+        nn.RNNCell.__init__(self, *args, **kwargs)
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity: {self.nonlinearity}")
+        self._kind = "rnn_" + self.nonlinearity
+        self._set_backend(backend)
