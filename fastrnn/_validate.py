@@ -66,6 +66,28 @@ def float_array(value, name, dtype, shapes=None):
     return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
+def checked_array(a, name, dtype, shape, optional=False):
+    """``a`` itself if it is exactly what C code may read through its raw pointer: a NumPy array
+    of ``dtype`` (native byte order), ``shape``, C-contiguous and aligned; else a TypeError or
+    ValueError naming ``name``. No conversion: a caller that hands a pointer to C checks with this
+    (a strided or misaligned array read as if it were dense is garbage or a crash)."""
+    if a is None:
+        if optional:
+            return None
+        raise TypeError(f"{name} must be an array of shape {tuple(shape)}, got None")
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != dtype:  # a non-native byte order is a different dtype here
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)} (native byte order), got {a.dtype.str}")
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray({name})), got strides {a.strides}")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} must be aligned to its dtype")
+    return a
+
+
 def _shape_matches(shape, pattern):
     if len(shape) != len(pattern):
         return False
