@@ -10,6 +10,11 @@ import numpy as np
 from ._validate import to_numpy
 
 
+class GradientError(ValueError, RuntimeError):
+    """``backward`` cannot run: no forward to differentiate, it kept nothing (``no_grad``), or
+    something it depends on changed since (a parameter replaced, the step's outputs dropped)."""
+
+
 class Module:
     """Base of fastrnn's layers: named parameters, their gradients, train/eval.
 
@@ -21,6 +26,14 @@ class Module:
     (``self._local``), and gradients accumulate under a lock, so one layer may
     run forwards and backwards in several threads at once; each thread's
     ``backward`` differentiates that thread's own most recent forward.
+
+    Versions: replacing parameters (:meth:`load_state_dict`, assigning
+    ``layer.weight = ...``) bumps ``self._version``; a forward records the
+    version it ran with and its backward raises :class:`GradientError` naming
+    the parameters replaced since (a gradient of weights that are no longer
+    there would be silently wrong). In-place NumPy writes into a parameter
+    array (``layer.weight[...] = 0``, an optimizer's step) do not count: do
+    them between a backward and the next forward.
     """
 
     def __init__(self):
@@ -29,6 +42,23 @@ class Module:
         self.training = True
         self._local = threading.local()
         self._grad_lock = threading.Lock()
+        self._version = 0
+        self._changed: dict[str, int] = {}  # parameter name -> the version that replaced it last
+
+    def _bump(self, names):
+        """Record that parameters ``names`` were replaced (see Versions above)."""
+        self._version += 1
+        for name in names:
+            self._changed[name] = self._version
+
+    def _check_version(self, version, what="backward"):
+        """Raise GradientError if parameters were replaced since ``version`` (a forward's)."""
+        if self._version != version:
+            names = sorted(n for n, v in self._changed.items() if v > version)
+            raise GradientError(
+                f"{type(self).__name__}.{what}: parameter(s) {', '.join(names)} were replaced (load_state_dict or "
+                "assignment) after the forward this backward differentiates, so its gradient would not be the "
+                "gradient of that forward; run the forward again")
 
     # copy/pickle: the per-thread records and the lock are not state
     def __getstate__(self):
@@ -38,6 +68,8 @@ class Module:
         return state
 
     def __setstate__(self, state):
+        state.setdefault("_version", 0)
+        state.setdefault("_changed", {})
         self.__dict__.update(state)
         self.__dict__["_local"] = threading.local()
         self.__dict__["_grad_lock"] = threading.Lock()
@@ -75,6 +107,7 @@ class Module:
         if arr.shape != target.shape:
             raise ValueError(f"parameter {name!r} must have shape {target.shape}, got {tuple(arr.shape)}")
         np.copyto(target, arr, casting="unsafe")
+        self._bump([name])
 
     def named_parameters(self):
         """(name, array) pairs in PyTorch's order."""
@@ -114,6 +147,7 @@ class Module:
             staged[name] = arr
         for name, arr in staged.items():
             np.copyto(self._params[name], arr, casting="unsafe")
+        self._bump(staged)
         return missing, unexpected
 
     def zero_grad(self):

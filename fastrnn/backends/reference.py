@@ -35,16 +35,17 @@ def _split(a, n):
 
 
 def _step_forward(kind, gx, h, c, w_hh, b_hh):
-    """One recurrent step. Returns (h_new, c_new, saved-for-backward)."""
+    """One recurrent step. Returns (h_new, c_new, saved-for-backward). Nothing saved is an array
+    returned to the caller (who may write into it): the RNN step saves a copy of h_new."""
     gh = h @ w_hh.T
     if b_hh is not None:
         gh = gh + b_hh
     if kind == "rnn_tanh":
         h_new = np.tanh(gx + gh)
-        return h_new, None, (h_new,)
+        return h_new, None, (h_new.copy(),)
     if kind == "rnn_relu":
         h_new = np.maximum(gx + gh, 0)
-        return h_new, None, (h_new,)
+        return h_new, None, (h_new.copy(),)
     if kind == "lstm":
         xi, xf, xg, xo = _split(gx + gh, 4)
         i = sigmoid(xi)
