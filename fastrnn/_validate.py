@@ -32,6 +32,16 @@ def positive_int(value, name, allow_zero=False):
     return int(value)
 
 
+def thread_count(n, name="n"):
+    """A number of threads: an integer of any kind (int, numpy.int64, ...) >= 1, as an int.
+    (The upper bound is the kernels' own: the cpp backend refuses what it cannot run.)"""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an integer number of threads, got {type(n).__name__} {n!r}")
+    if n < 1:
+        raise ValueError(f"{name} must be a positive integer (a number of threads), got {int(n)}")
+    return int(n)
+
+
 def to_numpy(value):
     """A NumPy view of an array-like; torch tensors without importing torch."""
     if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):

@@ -41,7 +41,6 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_fallbac
     raise ImportError(f"the 'numba' backend needs the numba package ({exc})") from exc
 
 import contextlib
-import numbers
 import threading
 
 import numpy as np
@@ -50,6 +49,7 @@ from numba.core import types as _types
 from numba.extending import intrinsic as _intrinsic
 from numba.extending import overload as _overload
 
+from .._validate import thread_count
 from ._acc import add_into, check_acc
 
 NAME = "numba"
@@ -70,8 +70,7 @@ def set_num_threads(n: int) -> None:
     pool of one OpenMP runtime slowed another's (PyTorch's) in the same
     process 8x (GRU seed workload on 2 threads: 0.64 -> 5.2 s).
     """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    thread_count(n)
 
 
 # ==========================================================================
