@@ -32,7 +32,6 @@ def _fresh(code, env_value=None):
     env = {k: v for k, v in os.environ.items() if k != "FASTRNN_NUM_THREADS"}
     if env_value is not None:
         env["FASTRNN_NUM_THREADS"] = env_value
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd()] + [p for p in [env.get("PYTHONPATH")] if p])
     r = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, env=env,
                        timeout=300)
     assert r.returncode == 0, r.stderr
