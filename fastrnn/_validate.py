@@ -32,6 +32,19 @@ def positive_int(value, name, allow_zero=False):
     return int(value)
 
 
+def generator(seed, name="seed"):
+    """A ``numpy.random.Generator`` from None, a non-negative integer or a Generator (used as is)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None:
+        return np.random.default_rng()
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be None, an integer or a numpy.random.Generator, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {int(seed)}")
+    return np.random.default_rng(int(seed))
+
+
 def thread_count(n, name="n"):
     """A number of threads: an integer of any kind (int, numpy.int64, ...) >= 1, as an int.
     (The upper bound is the kernels' own: the cpp backend refuses what it cannot run.)"""
@@ -42,11 +55,19 @@ def thread_count(n, name="n"):
     return int(n)
 
 
-def to_numpy(value):
-    """A NumPy view of an array-like; torch tensors without importing torch."""
-    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
+def to_numpy(value, name="value"):
+    """A NumPy view of an array-like; torch tensors without importing torch. What NumPy cannot
+    hold (a bfloat16 or meta tensor, a ragged list) raises TypeError naming ``name``."""
+    try:
+        if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
+            return value.detach().cpu().numpy()
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+        what = getattr(value, "dtype", type(value).__name__)
+        device = getattr(value, "device", None)
+        raise TypeError(f"{name} ({what}{'' if device is None else ' on ' + str(device)}) cannot be read as a "
+                        f"NumPy array: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                        "convert it first (e.g. tensor.float().cpu())") from None
 
 
 def float_array(value, name, dtype, shapes=None):
@@ -57,7 +78,7 @@ def float_array(value, name, dtype, shapes=None):
     """
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
-    arr = value if type(value) is np.ndarray else to_numpy(value)
+    arr = value if type(value) is np.ndarray else to_numpy(value, name)
     dt = arr.dtype
     if dt is not dtype and dt != dtype:
         if dt.kind != "f":
@@ -113,7 +134,7 @@ def _fmt(pattern):
 
 def lengths_array(lengths, batch, steps):
     """Validate ``lengths`` of a padded batch: integers in [1, steps], one per sequence."""
-    arr = to_numpy(lengths)
+    arr = to_numpy(lengths, "lengths")
     if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
         if arr.dtype.kind == "f" and arr.size and not np.all(np.isfinite(arr)):
             raise ValueError("lengths must be finite integers, got non-finite values")

@@ -23,20 +23,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validate import as_dtype
+from ._validate import as_dtype, generator
 
 __all__ = ["SineData", "sine_waves", "make_sine_data", "to_layout", "EXAMPLE_T"]
 
 #: The example's time scale: ``sin(x / 20)``, a period of ``2*pi*20`` (about 125.7) samples.
 EXAMPLE_T = 20.0
-
-
-def _rng(seed):
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
-        return np.random.default_rng(seed)
-    raise TypeError(f"seed must be None, an integer or a numpy.random.Generator, got {type(seed).__name__}")
 
 
 def _int(value, name, minimum):
@@ -145,7 +137,7 @@ def sine_waves(n_waves=100, length=1000, *, period=None, amplitude=1.0, shift=(-
     n_waves = _int(n_waves, "n_waves", 1)
     length = _int(length, "length", 2)
     dt = as_dtype(dtype)
-    rng = _rng(seed)
+    rng = generator(seed)
 
     if isinstance(shift, numbers.Integral) and not isinstance(shift, bool):
         shifts = np.full(n_waves, int(shift), dtype=np.int64)

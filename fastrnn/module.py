@@ -101,7 +101,7 @@ class Module:
     def _assign(self, name, value):
         """Copy ``value`` into parameter ``name`` in place (shape checked, cast to the layer's dtype)."""
         target = self._params[name]
-        arr = to_numpy(value)
+        arr = to_numpy(value, f"parameter {name!r}")
         if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
             raise TypeError(f"parameter {name!r} must be a real numeric array, got dtype {arr.dtype}")
         if arr.shape != target.shape:
@@ -123,8 +123,10 @@ class Module:
     def load_state_dict(self, state_dict, strict=True):
         """Load parameters from NumPy arrays or torch tensors (torch is not imported).
 
-        Missing or unexpected keys (with ``strict``) and wrong shapes are errors;
-        nothing is changed unless every entry is valid.
+        Missing or unexpected keys (with ``strict``) and wrong shapes raise
+        ValueError, entries NumPy cannot hold (e.g. bfloat16 or meta tensors)
+        and non-numeric dtypes TypeError, each naming the key; nothing is
+        changed unless every entry is valid.
         """
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
@@ -132,14 +134,14 @@ class Module:
         missing = [k for k in self._params if k not in keys]
         unexpected = sorted(k for k in keys if k not in self._params)
         if strict and (missing or unexpected):
-            raise KeyError(
+            raise ValueError(
                 f"error loading state_dict into {type(self).__name__}: missing keys {missing}, unexpected keys {unexpected}"
             )
         staged = {}
         for name, target in self._params.items():
             if name not in keys:
                 continue
-            arr = to_numpy(state_dict[name])
+            arr = to_numpy(state_dict[name], f"state_dict[{name!r}]")
             if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
                 raise TypeError(f"state_dict[{name!r}] must be a real numeric array, got dtype {arr.dtype}")
             if arr.shape != target.shape:

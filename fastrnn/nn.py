@@ -20,7 +20,7 @@ from ._grad_mode import is_grad_enabled
 from ._validate import as_dtype, float_array, positive_int
 from .module import Module
 from .module import GradientError
-from .rnn import GRU, LSTM, RNN, _generator
+from .rnn import GRU, LSTM, RNN, _generator, sized_uniform
 
 __all__ = ["Linear", "SequenceModel", "mse_loss"]
 
@@ -44,9 +44,11 @@ class Linear(Module):
         self.dtype = as_dtype(dtype)
         rng = _generator(seed)
         bound = 1.0 / math.sqrt(self.in_features)
-        self._register("weight", rng.uniform(-bound, bound, (self.out_features, self.in_features)).astype(self.dtype))
+        sizes = f"in_features={self.in_features}, out_features={self.out_features}"
+        self._register("weight", sized_uniform(rng, bound, (self.out_features, self.in_features), self.dtype,
+                                               "weight", sizes))
         if self.bias_enabled:
-            self._register("bias", rng.uniform(-bound, bound, (self.out_features,)).astype(self.dtype))
+            self._register("bias", sized_uniform(rng, bound, (self.out_features,), self.dtype, "bias", sizes))
 
     def __repr__(self):
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "

@@ -17,6 +17,7 @@ import numpy as np
 from . import backends as _backends
 from ._grad_mode import is_grad_enabled
 from ._validate import as_dtype, float_array, lengths_array, positive_int
+from ._validate import generator as _generator
 from .module import GradientError, Module
 
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
@@ -24,12 +25,15 @@ GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "GradientError"]
 
 
-def _generator(seed):
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
-        return np.random.default_rng(seed)
-    raise TypeError(f"seed must be None, an integer or a numpy.random.Generator, got {type(seed).__name__}")
+def sized_uniform(rng, bound, shape, dtype, name, sizes):
+    """A new parameter ``name``: uniform in (-bound, bound), or an error naming the sizes that made
+    it too large (MemoryError if it does not fit in memory, ValueError if no array can be that big)."""
+    try:
+        return rng.uniform(-bound, bound, size=shape).astype(dtype)
+    except MemoryError:
+        raise MemoryError(f"{name} of shape {shape} does not fit in memory ({sizes})") from None
+    except ValueError as exc:
+        raise ValueError(f"{sizes} is too large: {name} would have shape {shape} ({exc})") from None
 
 
 def _rnn_kind(nonlinearity):
@@ -81,7 +85,8 @@ class _Recurrent(Module):
 
     def _new_param(self, name, shape):
         bound = 1.0 / math.sqrt(self.hidden_size)
-        self._register(name, self._rng.uniform(-bound, bound, size=shape).astype(self.dtype))
+        self._register(name, sized_uniform(self._rng, bound, shape, self.dtype, name,
+                                           f"input_size={self.input_size}, hidden_size={self.hidden_size}"))
 
     def _backend(self):
         return _backends.get_backend(self.backend)

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from ._grad_mode import no_grad
+from ._validate import generator
 from .nn import mse_loss
 from .optim import LBFGS, Adam, Optimizer, clip_grad_norm_
 
@@ -105,7 +106,7 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
         if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
             raise ValueError(f"{name} contains NaN or Inf ({int(np.size(a) - np.count_nonzero(np.isfinite(a)))} "
                              "values); fit checks its data before it steps")
-    rng = np.random.default_rng(seed)
+    rng = generator(seed)
 
     history = {"loss": [], "val_loss": [], "time": []}
     from tqdm.auto import tqdm

@@ -783,8 +783,10 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
     dtype = x.dtype
     one = dtype.type(1)
     lens, reverse = ws["lengths"], ws["reverse"]
-    grad_out = _arr(grad_out, "grad_out", dtype, (T, B, H))
-    dh = np.array(_arr(grad_h_n, "grad_h_n", dtype, (B, H)), order="C")  # a fresh copy: the kernel updates it
+    # None means a zero gradient (CONTRACT.md)
+    grad_out = np.zeros((T, B, H), dtype) if grad_out is None else _arr(grad_out, "grad_out", dtype, (T, B, H))
+    dh = np.zeros((B, H), dtype) if grad_h_n is None else \
+        np.array(_arr(grad_h_n, "grad_h_n", dtype, (B, H)), order="C")  # a fresh copy: the kernel updates it
     dc = None
     if kind == "lstm":
         dc = np.zeros((B, H), dtype) if grad_c_n is None else np.array(_arr(grad_c_n, "grad_c_n", dtype, (B, H)))
@@ -846,6 +848,10 @@ def cell_backward(ws, grad_h, grad_c):
         raise ValueError("ws must be the workspace of a numba cell_forward(..., keep=True), not yet consumed "
                          "by a cell_backward")
     B, H = ws["hp"].shape[1:]
-    zeros = np.zeros((1, B, H), dtype=ws["x"].dtype)
+    dtype = ws["x"].dtype
+    zeros = np.zeros((1, B, H), dtype=dtype)
+    # the cell's own argument names in errors (layer_backward would say grad_h_n)
+    grad_h = None if grad_h is None else _arr(grad_h, "grad_h", dtype, (B, H))
+    grad_c = None if grad_c is None else _arr(grad_c, "grad_c", dtype, (B, H))
     g = layer_backward(ws, zeros, grad_h, grad_c)
     return dict(x=g["x"][0], h=g["h0"], c=g["c0"], w_ih=g["w_ih"], w_hh=g["w_hh"], b_ih=g["b_ih"], b_hh=g["b_hh"])
