@@ -39,12 +39,43 @@ def positive_int(value: object, name: str, allow_zero: bool = False) -> int:
     return int(value)
 
 
-def to_numpy(value: Any) -> NDArray[Any]:
-    """A NumPy view of an array-like; torch tensors without importing torch."""
-    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
-        arr: NDArray[Any] = value.detach().cpu().numpy()
-        return arr
-    return np.asarray(value)
+def generator(seed: Any, name: str = "seed") -> np.random.Generator:
+    """A ``numpy.random.Generator`` from None, a non-negative integer or a Generator (used as is)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None:
+        return np.random.default_rng()
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be None, an integer or a numpy.random.Generator, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {int(seed)}")
+    return np.random.default_rng(int(seed))
+
+
+def thread_count(n: Any, name: str = "n") -> int:
+    """A number of threads: an integer of any kind (int, numpy.int64, ...) >= 1, as an int.
+    (The upper bound is the kernels' own: the cpp backend refuses what it cannot run.)"""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an integer number of threads, got {type(n).__name__} {n!r}")
+    if n < 1:
+        raise ValueError(f"{name} must be a positive integer (a number of threads), got {int(n)}")
+    return int(n)
+
+
+def to_numpy(value: Any, name: str = "value") -> NDArray[Any]:
+    """A NumPy view of an array-like; torch tensors without importing torch. What NumPy cannot
+    hold (a bfloat16 or meta tensor, a ragged list) raises TypeError naming ``name``."""
+    try:
+        if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
+            arr: NDArray[Any] = value.detach().cpu().numpy()
+            return arr
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+        what = getattr(value, "dtype", type(value).__name__)
+        device = getattr(value, "device", None)
+        raise TypeError(f"{name} ({what}{'' if device is None else ' on ' + str(device)}) cannot be read as a "
+                        f"NumPy array: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                        "convert it first (e.g. tensor.float().cpu())") from None
 
 
 def float_array(value: Any, name: str, dtype: np.dtype[Any],
@@ -56,7 +87,7 @@ def float_array(value: Any, name: str, dtype: np.dtype[Any],
     """
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
-    arr = value if type(value) is np.ndarray else to_numpy(value)
+    arr = value if type(value) is np.ndarray else to_numpy(value, name)
     dt = arr.dtype
     if dt is not dtype and dt != dtype:
         if dt.kind != "f":
@@ -75,6 +106,28 @@ def float_array(value: Any, name: str, dtype: np.dtype[Any],
     return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
+def checked_array(a: Any, name: str, dtype: Any, shape: Sequence[int], optional: bool = False) -> NDArray[Any] | None:
+    """``a`` itself if it is exactly what C code may read through its raw pointer: a NumPy array
+    of ``dtype`` (native byte order), ``shape``, C-contiguous and aligned; else a TypeError or
+    ValueError naming ``name``. No conversion: a caller that hands a pointer to C checks with this
+    (a strided or misaligned array read as if it were dense is garbage or a crash)."""
+    if a is None:
+        if optional:
+            return None
+        raise TypeError(f"{name} must be an array of shape {tuple(shape)}, got None")
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != dtype:  # a non-native byte order is a different dtype here
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)} (native byte order), got {a.dtype.str}")
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray({name})), got strides {a.strides}")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} must be aligned to its dtype")
+    return a
+
+
 def _shape_matches(shape: tuple[int, ...], pattern: ShapePattern) -> bool:
     if len(shape) != len(pattern):
         return False
@@ -90,7 +143,7 @@ def _fmt(pattern: ShapePattern) -> str:
 
 def lengths_array(lengths: Any, batch: int, steps: int) -> NDArray[np.int64]:
     """Validate ``lengths`` of a padded batch: integers in [1, steps], one per sequence."""
-    arr = to_numpy(lengths)
+    arr = to_numpy(lengths, "lengths")
     if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
         if arr.dtype.kind == "f" and arr.size and not np.all(np.isfinite(arr)):
             raise ValueError("lengths must be finite integers, got non-finite values")

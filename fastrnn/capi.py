@@ -28,6 +28,8 @@ FFI = require("cffi", extra="capi", feature="fastrnn.capi (the C ABI through cff
 
 from .backends.contract import KINDS
 
+from ._validate import checked_array as _arr
+
 __all__ = [
     "ffi", "lib", "header_path", "abi_version", "status_message", "FastrnnCError",
     "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "GRU_ORIG", "KIND_CODES",
@@ -121,27 +123,12 @@ def _kind_code(kind):
         raise ValueError(f"kind must be one of {list(KIND_CODES)}, got {kind!r}") from None
 
 
-def _arr(a, name, dtype, shape, optional=False):
-    if a is None:
-        if optional:
-            return None
-        raise TypeError(f"{name} must be an array of shape {shape}, got None")
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype}, got {a.dtype}")
-    if a.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
-    return a
-
-
 def _ptr(a, dtype):
     return ffi.NULL if a is None else ffi.cast(_CTYPE[dtype], a.ctypes.data)
 
 
 def _dtype_of(x):
+    """The dtype of the call (x's); x itself is checked with the other arrays."""
     if not isinstance(x, np.ndarray) or x.dtype not in _SUFFIX:
         raise TypeError(f"x must be a float32 or float64 numpy.ndarray, got {getattr(x, 'dtype', type(x).__name__)}")
     return x.dtype
@@ -179,6 +166,7 @@ def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
     if x.ndim != 2:
         raise ValueError(f"x must have shape (B, I), got {x.shape}")
     B, I = x.shape
+    _arr(x, "x", dt, (B, I))
     H = h.shape[-1] if isinstance(h, np.ndarray) and h.ndim == 2 else -1
     _arr(h, "h", dt, (B, H))
     lstm = code == LSTM
@@ -225,6 +213,7 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
     if x.ndim != 3:
         raise ValueError(f"x must have shape (T, B, I), got {x.shape}")
     T, B, I = x.shape
+    _arr(x, "x", dt, (T, B, I))
     H = h0.shape[-1] if isinstance(h0, np.ndarray) and h0.ndim == 2 else -1
     _arr(h0, "h0", dt, (B, H))
     lstm = code == LSTM

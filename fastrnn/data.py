@@ -25,7 +25,7 @@ from typing import Any, Literal, overload
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from ._validate import as_dtype
+from ._validate import as_dtype, generator
 
 __all__ = ["SineData", "sine_waves", "make_sine_data", "to_layout", "EXAMPLE_T"]
 
@@ -36,14 +36,6 @@ EXAMPLE_T = 20.0
 Range = float | tuple[float, float]
 #: what seeds a draw: None (fresh entropy), an integer, or a generator used as it is
 Seed = int | np.random.Generator | None
-
-
-def _rng(seed: object) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
-        return np.random.default_rng(None if seed is None else int(seed))
-    raise TypeError(f"seed must be None, an integer or a numpy.random.Generator, got {type(seed).__name__}")
 
 
 def _int(value: object, name: str, minimum: int) -> int:
@@ -165,7 +157,7 @@ def sine_waves(n_waves: int = 100, length: int = 1000, *, period: Range | None =
     n_waves = _int(n_waves, "n_waves", 1)
     length = _int(length, "length", 2)
     dt = as_dtype(dtype)
-    rng = _rng(seed)
+    rng = generator(seed)
 
     if isinstance(shift, numbers.Integral) and not isinstance(shift, bool):
         shifts = np.full(n_waves, int(shift), dtype=np.int64)

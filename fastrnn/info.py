@@ -38,6 +38,9 @@ def build_info() -> dict[str, Any]:
     if facts is None:
         return {"available": True, "error": "fastrnn._core has no build_info()"}
     out = {"available": True, **dict(facts())}
+    if hasattr(_core, "simd_path"):  # build_info's "simd" is the compile-time baseline; this is what runs
+        out["simd_baseline"] = out.get("simd")
+        out["simd"] = str(_core.simd_path())
     if hasattr(_core, "get_cache_limit"):
         out["cache_limit_bytes"] = int(_core.get_cache_limit())
         out["cache_held_bytes"] = int(_core.cached_bytes())

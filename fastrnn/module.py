@@ -10,6 +10,11 @@ import numpy as np
 from ._validate import to_numpy
 
 
+class GradientError(ValueError, RuntimeError):
+    """``backward`` cannot run: no forward to differentiate, it kept nothing (``no_grad``), or
+    something it depends on changed since (a parameter replaced, the step's outputs dropped)."""
+
+
 class Module:
     """Base of fastrnn's layers: named parameters, their gradients, train/eval.
 
@@ -21,6 +26,14 @@ class Module:
     (``self._local``), and gradients accumulate under a lock, so one layer may
     run forwards and backwards in several threads at once; each thread's
     ``backward`` differentiates that thread's own most recent forward.
+
+    Versions: replacing parameters (:meth:`load_state_dict`, assigning
+    ``layer.weight = ...``) bumps ``self._version``; a forward records the
+    version it ran with and its backward raises :class:`GradientError` naming
+    the parameters replaced since (a gradient of weights that are no longer
+    there would be silently wrong). In-place NumPy writes into a parameter
+    array (``layer.weight[...] = 0``, an optimizer's step) do not count: do
+    them between a backward and the next forward.
     """
 
     def __init__(self):
@@ -29,6 +42,23 @@ class Module:
         self.training = True
         self._local = threading.local()
         self._grad_lock = threading.Lock()
+        self._version = 0
+        self._changed: dict[str, int] = {}  # parameter name -> the version that replaced it last
+
+    def _bump(self, names):
+        """Record that parameters ``names`` were replaced (see Versions above)."""
+        self._version += 1
+        for name in names:
+            self._changed[name] = self._version
+
+    def _check_version(self, version, what="backward"):
+        """Raise GradientError if parameters were replaced since ``version`` (a forward's)."""
+        if self._version != version:
+            names = sorted(n for n, v in self._changed.items() if v > version)
+            raise GradientError(
+                f"{type(self).__name__}.{what}: parameter(s) {', '.join(names)} were replaced (load_state_dict or "
+                "assignment) after the forward this backward differentiates, so its gradient would not be the "
+                "gradient of that forward; run the forward again")
 
     # copy/pickle: the per-thread records and the lock are not state
     def __getstate__(self):
@@ -38,6 +68,8 @@ class Module:
         return state
 
     def __setstate__(self, state):
+        state.setdefault("_version", 0)
+        state.setdefault("_changed", {})
         self.__dict__.update(state)
         self.__dict__["_local"] = threading.local()
         self.__dict__["_grad_lock"] = threading.Lock()
@@ -69,12 +101,13 @@ class Module:
     def _assign(self, name, value):
         """Copy ``value`` into parameter ``name`` in place (shape checked, cast to the layer's dtype)."""
         target = self._params[name]
-        arr = to_numpy(value)
+        arr = to_numpy(value, f"parameter {name!r}")
         if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
             raise TypeError(f"parameter {name!r} must be a real numeric array, got dtype {arr.dtype}")
         if arr.shape != target.shape:
             raise ValueError(f"parameter {name!r} must have shape {target.shape}, got {tuple(arr.shape)}")
         np.copyto(target, arr, casting="unsafe")
+        self._bump([name])
 
     def named_parameters(self):
         """(name, array) pairs in PyTorch's order."""
@@ -90,8 +123,10 @@ class Module:
     def load_state_dict(self, state_dict, strict=True):
         """Load parameters from NumPy arrays or torch tensors (torch is not imported).
 
-        Missing or unexpected keys (with ``strict``) and wrong shapes are errors;
-        nothing is changed unless every entry is valid.
+        Missing or unexpected keys (with ``strict``) and wrong shapes raise
+        ValueError, entries NumPy cannot hold (e.g. bfloat16 or meta tensors)
+        and non-numeric dtypes TypeError, each naming the key; nothing is
+        changed unless every entry is valid.
         """
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
@@ -99,14 +134,14 @@ class Module:
         missing = [k for k in self._params if k not in keys]
         unexpected = sorted(k for k in keys if k not in self._params)
         if strict and (missing or unexpected):
-            raise KeyError(
+            raise ValueError(
                 f"error loading state_dict into {type(self).__name__}: missing keys {missing}, unexpected keys {unexpected}"
             )
         staged = {}
         for name, target in self._params.items():
             if name not in keys:
                 continue
-            arr = to_numpy(state_dict[name])
+            arr = to_numpy(state_dict[name], f"state_dict[{name!r}]")
             if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
                 raise TypeError(f"state_dict[{name!r}] must be a real numeric array, got dtype {arr.dtype}")
             if arr.shape != target.shape:
@@ -114,6 +149,7 @@ class Module:
             staged[name] = arr
         for name, arr in staged.items():
             np.copyto(self._params[name], arr, casting="unsafe")
+        self._bump(staged)
         return missing, unexpected
 
     def zero_grad(self):

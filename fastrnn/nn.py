@@ -19,7 +19,8 @@ import numpy as np
 from ._grad_mode import is_grad_enabled
 from ._validate import as_dtype, float_array, positive_int
 from .module import Module
-from .rnn import GRU, LSTM, RNN, GradientError, _generator
+from .module import GradientError
+from .rnn import GRU, LSTM, RNN, _generator, sized_uniform
 
 __all__ = ["Linear", "SequenceModel", "mse_loss"]
 
@@ -43,40 +44,54 @@ class Linear(Module):
         self.dtype = as_dtype(dtype)
         rng = _generator(seed)
         bound = 1.0 / math.sqrt(self.in_features)
-        self._register("weight", rng.uniform(-bound, bound, (self.out_features, self.in_features)).astype(self.dtype))
+        sizes = f"in_features={self.in_features}, out_features={self.out_features}"
+        self._register("weight", sized_uniform(rng, bound, (self.out_features, self.in_features), self.dtype,
+                                               "weight", sizes))
         if self.bias_enabled:
-            self._register("bias", rng.uniform(-bound, bound, (self.out_features,)).astype(self.dtype))
-        self._saved = None
+            self._register("bias", sized_uniform(rng, bound, (self.out_features,), self.dtype, "bias", sizes))
 
     def __repr__(self):
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias_enabled}, dtype={self.dtype})")
 
     def forward(self, x):
-        """``x [..., in_features]`` -> ``[..., out_features]``; keeps ``x`` for backward unless under no_grad."""
+        """``x [..., in_features]`` -> ``[..., out_features]``; unless under no_grad, keeps a private
+        copy of ``x`` for backward (per thread, like the recurrent layers' records)."""
+        x_arg = x
         x = float_array(x, "x", self.dtype)
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have in_features={self.in_features} features in its last axis, got shape {x.shape}")
         y = x @ self._params["weight"].T
         if self.bias_enabled:
             y += self._params["bias"]
-        self._saved = x if is_grad_enabled() else None
+        if is_grad_enabled():
+            if x is x_arg or not x.flags.owndata:  # the caller's array: it may change before backward
+                x = x.copy()
+            self._local.saved = (x, self._version)
+        else:
+            self._local.saved = None
         return y
 
     def backward(self, grad_output):
-        """Gradient w.r.t. the last forward's input; accumulates ``grads['weight']`` (and ``'bias'``)."""
-        x = self._saved
-        if x is None:
-            raise GradientError("Linear.backward: nothing to differentiate (no forward with gradients enabled, "
-                                "or backward already consumed it)")
+        """Gradient w.r.t. this thread's last forward's input; accumulates ``grads['weight']`` (and ``'bias'``).
+
+        Raises :class:`GradientError` if parameters were replaced since that forward."""
+        saved = getattr(self._local, "saved", None)
+        if saved is None:
+            raise GradientError("Linear.backward: nothing to differentiate (no forward with gradients enabled "
+                                "in this thread, or backward already consumed it)")
+        x, version = saved
+        self._check_version(version)
         g = float_array(grad_output, "grad_output", self.dtype, shapes=[x.shape[:-1] + (self.out_features,)])
-        self._saved = None
         g2 = g.reshape(-1, self.out_features)
         x2 = x.reshape(-1, self.in_features)
-        self.grads["weight"] += g2.T @ x2
+        pairs = [("weight", g2.T @ x2)]
         if self.bias_enabled:
-            self.grads["bias"] += g2.sum(axis=0)
-        return (g2 @ self._params["weight"]).reshape(x.shape)
+            pairs.append(("bias", g2.sum(axis=0)))
+        dx = (g2 @ self._params["weight"]).reshape(x.shape)
+        self._local.saved = None
+        self._accumulate(pairs)
+        return dx
 
 
 _CELLS: dict[str, type[Module]] = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -121,6 +136,14 @@ class SequenceModel(Module):
             for name, arr in mod._params.items():
                 self._params[f"{prefix}.{name}"] = arr
                 self.grads[f"{prefix}.{name}"] = mod.grads[name]
+
+    def _bump(self, names):
+        """The parameters are the sub-layers': their versions change (their records check them)."""
+        Module._bump(self, names)
+        for prefix, mod in (("rnn.", self.rnn), ("head.", self.head)):
+            mine = [n[len(prefix):] for n in names if n.startswith(prefix)]
+            if mine:
+                mod._bump(mine)
 
     @classmethod
     def from_modules(cls, rnn, head):

@@ -10,28 +10,29 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 
 import numpy as np
 
 from . import backends as _backends
 from ._grad_mode import is_grad_enabled
 from ._validate import as_dtype, float_array, lengths_array, positive_int
+from ._validate import generator as _generator
 from .backends.contract import GATES
-from .module import Module
+from .module import GradientError, Module
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "GradientError"]
 
 
-class GradientError(ValueError, RuntimeError):
-    """``backward`` cannot run: no forward to differentiate, or it kept nothing (``no_grad``)."""
-
-
-def _generator(seed):
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
-        return np.random.default_rng(seed)
-    raise TypeError(f"seed must be None, an integer or a numpy.random.Generator, got {type(seed).__name__}")
+def sized_uniform(rng, bound, shape, dtype, name, sizes):
+    """A new parameter ``name``: uniform in (-bound, bound), or an error naming the sizes that made
+    it too large (MemoryError if it does not fit in memory, ValueError if no array can be that big)."""
+    try:
+        return rng.uniform(-bound, bound, size=shape).astype(dtype)
+    except MemoryError:
+        raise MemoryError(f"{name} of shape {shape} does not fit in memory ({sizes})") from None
+    except ValueError as exc:
+        raise ValueError(f"{sizes} is too large: {name} would have shape {shape} ({exc})") from None
 
 
 def _rnn_kind(nonlinearity):
@@ -83,7 +84,8 @@ class _Recurrent(Module):
 
     def _new_param(self, name, shape):
         bound = 1.0 / math.sqrt(self.hidden_size)
-        self._register(name, self._rng.uniform(-bound, bound, size=shape).astype(self.dtype))
+        self._register(name, sized_uniform(self._rng, bound, shape, self.dtype, name,
+                                           f"input_size={self.input_size}, hidden_size={self.hidden_size}"))
 
     def _backend(self):
         return _backends.get_backend(self.backend)
@@ -218,6 +220,7 @@ class _RNNBase(_Recurrent):
         Returns ``out, h_n`` (LSTM: ``out, (h_n, c_n)``).
         """
         backend = self._backend()
+        x_arg = x
         x = float_array(x, "x", self.dtype)
         if x.ndim != 2 and x.ndim != 3:
             raise ValueError(f"x must have shape (*, *) or (*, *, *), got {x.shape}")
@@ -244,6 +247,14 @@ class _RNNBase(_Recurrent):
         h0, c0 = self._states(hx, B, unbatched)
 
         keep = is_grad_enabled()
+        if keep:
+            # What backward reads must stay what this forward read: private copies of the caller's
+            # arrays (x, states, lengths; a backend keeps references), parameters by version.
+            if x3 is x_arg or not x3.flags.owndata:
+                x3 = x3.copy()
+            h0 = h0.copy()
+            c0 = None if c0 is None else c0.copy()
+            lengths = None if lengths is None else lengths.copy()
         self._record = None
         self._record_note = "the last forward failed"
         kind, H, D = self.kind, self.hidden_size, self._dirs
@@ -275,7 +286,7 @@ class _RNNBase(_Recurrent):
 
         if keep:
             self._record = dict(backend=backend, ws=workspaces, masks=masks, shape=x.shape, T=T, B=B,
-                                unbatched=unbatched)
+                                unbatched=unbatched, version=self._version)
         else:
             self._record_note = "the last forward ran under fastrnn.no_grad() and kept nothing for backward"
 
@@ -320,10 +331,15 @@ class _RNNBase(_Recurrent):
         Returns ``dx, dh_0`` (LSTM: ``dx, (dh_0, dc_0)``) in the layouts of
         the forward's ``x`` and states; parameter gradients accumulate in
         ``self.grads``.
+
+        Raises :class:`GradientError` if parameters were replaced since the
+        forward. If it fails before any gradient is computed (bad argument,
+        no memory), the forward stays recorded and backward may be retried.
         """
         rec = self._record
         if rec is None:
             raise GradientError(f"{type(self).__name__}.backward: nothing to differentiate ({self._record_note})")
+        self._check_version(rec["version"])
         H, D, L = self.hidden_size, self._dirs, self.num_layers
         T, B, unbatched = rec["T"], rec["B"], rec["unbatched"]
         out_shape = rec["shape"][:-1] + (D * H,)
@@ -337,11 +353,31 @@ class _RNNBase(_Recurrent):
         gh, gc = self._state_pair(grad_hx, "grad_hx", ("grad_h_n", "grad_c_n"), state_shape,
                                   1 if unbatched else None)
 
-        self._record = None
-        self._record_note = "backward already consumed the last forward"
         backend = rec["backend"]
         dh0 = np.empty((L * D, B, H), dtype=self.dtype)
         dc0 = np.empty_like(dh0) if gc is not None else None
+        try:
+            dx = self._backward_layers(rec, backend, g, gh, gc, dh0, dc0)
+        except BaseException:
+            if rec.get("started"):
+                self._record = None
+                self._record_note = ("the last backward failed part way (self.grads holds part of its gradients); "
+                                     "run the forward again")
+            raise
+        self._record = None
+        self._record_note = "backward already consumed the last forward"
+        if unbatched:
+            dx, dh0 = dx[:, 0, :], dh0[:, 0, :]
+            dc0 = None if dc0 is None else dc0[:, 0, :]
+        elif self.batch_first:
+            dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
+        if self.kind == "lstm":
+            return dx, (dh0, dc0)
+        return dx, dh0
+
+    def _backward_layers(self, rec, backend, g, gh, gc, dh0, dc0):
+        """The stack's backward, last layer first; sets ``rec['started']`` once a backend call succeeded."""
+        H, D, L = self.hidden_size, self._dirs, self.num_layers
         for layer in range(L - 1, -1, -1):
             dx = None
             for d in range(D):
@@ -351,6 +387,7 @@ class _RNNBase(_Recurrent):
                     backend, self._suffix(layer, d),
                     (rec["ws"][i], g_d, np.ascontiguousarray(gh[i]),
                      None if gc is None else np.ascontiguousarray(gc[i])))
+                rec["started"] = True
                 dh0[i] = grads["h0"]
                 if dc0 is not None:
                     dc0[i] = grads["c0"]
@@ -358,14 +395,7 @@ class _RNNBase(_Recurrent):
             if layer > 0:
                 mask = rec["masks"][layer - 1]
                 g = dx if mask is None else dx * mask
-        if unbatched:
-            dx, dh0 = dx[:, 0, :], dh0[:, 0, :]
-            dc0 = None if dc0 is None else dc0[:, 0, :]
-        elif self.batch_first:
-            dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
-        if self.kind == "lstm":
-            return dx, (dh0, dc0)
-        return dx, dh0
+        return dx
 
 
 class RNN(_RNNBase):
@@ -410,6 +440,99 @@ class GRU(_RNNBase):
 # ----------------------------------------------------------------------------
 
 
+# What a cell call keeps for backward lives as long as an array it returned
+# (as PyTorch frees a step's graph with its outputs). A call holds the arrays
+# it was given, so a chain of calls (h = cell(x, h)) lives while its latest
+# output does; backward moves what a consumed call held to its tape, where it
+# stays until that tape is empty at the next recorded call (or clear_tape),
+# so the chain's backward can go on through older calls (of this cell or of
+# another that fed it). An inference loop that drops its outputs keeps O(1)
+# calls.
+#
+# Liveness is polled through plain weak references (no callbacks: a Python
+# callback per output costs more than the rest of the bookkeeping): each
+# recorded call checks the newest entries of its tape, going deeper while it
+# finds released ones, and the whole tape is swept whenever it has doubled
+# since the last sweep (amortised O(1) per call).
+
+
+class _Step:
+    """One recorded cell call: the backend's workspace and what backward needs to interpret it.
+
+    ``state``: 1 recorded (its outputs may be alive), 0 released (all gone; kept as a marker),
+    -1 consumed by backward or cleared."""
+
+    __slots__ = ("backend", "ws", "unbatched", "B", "version", "state", "refs", "inputs")
+
+    def alive(self):
+        for r in self.refs:
+            if r() is not None:
+                return True
+        return False
+
+    def release(self):
+        """Every output is gone: drop what backward would have needed, and the inputs held."""
+        self.state = 0
+        self.ws = self.inputs = None
+
+
+class _Tape:
+    """One thread's recorded calls of one cell, oldest first; backward takes the last (LIFO).
+
+    A released call stays as a marker, so that a backward reaching it raises instead of
+    silently differentiating an older call; a run of markers is kept as one, and markers with
+    nothing below them are dropped. ``held``: inputs of consumed calls (see above)."""
+
+    __slots__ = ("steps", "next_sweep", "held")
+
+    def __init__(self):
+        self.steps = []
+        self.next_sweep = 64
+        self.held = []
+
+    def __len__(self):
+        """The number of entries (recorded calls and markers) after a sweep."""
+        self.sweep(None)
+        return len(self.steps)
+
+    def sweep(self, depth):
+        """Release the calls whose outputs are all gone among the newest ``depth`` entries (None:
+        all) and ``depth`` more below each one released, newest first (a released call drops the
+        inputs it held, which older entries then find gone in the same pass, so a dropped
+        chain is freed at once); then merge the markers."""
+        steps = self.steps
+        n = len(steps)
+        first = n  # the oldest entry released in this pass
+        i = n - 1
+        while i >= 0 and (depth is None or i >= first - depth):  # a release widens the window
+            st = steps[i]
+            if st.state == 1 and not st.alive():
+                st.release()
+                first = i
+            i -= 1
+        if first < n:
+            start = max(first - 1, 0)
+            below_marker = start == 0 or steps[start - 1].state == 0
+            tail = []
+            for st in steps[start:]:
+                if st.state == 1:
+                    tail.append(st)
+                    below_marker = False
+                elif not below_marker:
+                    tail.append(st)
+                    below_marker = True
+            steps[start:] = tail
+        if depth is None:
+            self.next_sweep = 2 * len(steps) + 64
+
+    def clear(self):
+        for st in self.steps:
+            st.state = -1
+            st.ws = st.inputs = None
+        self.steps.clear()
+        self.held.clear()
+
+
 class _CellBase(_Recurrent):
     def __init__(self, kind, input_size, hidden_size, bias=True, *, dtype=None, backend=None, seed=None):
         self._setup(kind, input_size, hidden_size, bias, dtype, backend, seed)
@@ -425,7 +548,7 @@ class _CellBase(_Recurrent):
         """This thread's recorded forward calls (LIFO)."""
         tape = getattr(self._local, "tape", None)
         if tape is None:
-            tape = self._local.tape = []
+            tape = self._local.tape = _Tape()
         return tape
 
     def __repr__(self):
@@ -442,8 +565,16 @@ class _CellBase(_Recurrent):
         self._tape.clear()
 
     def forward(self, x, hx=None):
-        """One step: ``x [B, I]`` or ``[I]``; returns ``h'`` (LSTM: ``(h', c')``)."""
+        """One step: ``x [B, I]`` or ``[I]``; returns ``h'`` (LSTM: ``(h', c')``).
+
+        With gradients enabled the call is recorded for :meth:`backward` (per
+        thread) with private copies of ``x`` and the states, until backward
+        consumes it or every array it returned is gone: keep the returned
+        arrays (or a later step's, if that step took them as input) until
+        backward. Under ``fastrnn.no_grad()`` nothing is kept.
+        """
         backend = self._backend()
+        x_arg = x
         x = float_array(x, "input", self.dtype)
         xs = x.shape
         if len(xs) == 2 and xs[1] == self.input_size and xs[0] > 0:  # the common case, checked once
@@ -460,32 +591,69 @@ class _CellBase(_Recurrent):
         h, c = self._state_pair(hx, "hx", ("h", "c") if self.kind == "lstm" else ("hx",), shape,
                                 0 if unbatched else None)
         keep = is_grad_enabled()
+        if keep:  # private copies: the caller may change its arrays before backward
+            x2 = x2.copy()
+            h = h.copy()
+            c = None if c is None else c.copy()
         h_new, c_new, ws = backend.cell_forward(self.kind, x2, h, c, *self._weights(), keep)
-        if keep:
-            self._tape.append((backend, ws, unbatched, B))
         if unbatched:
             h_new = h_new[0]
             c_new = None if c_new is None else c_new[0]
+        if keep:
+            self._record_step(backend, ws, unbatched, B, (x_arg, hx), h_new, c_new)
         return (h_new, c_new) if self.kind == "lstm" else h_new
+
+    def _record_step(self, backend, ws, unbatched, B, inputs, h_new, c_new):
+        tape = self._tape
+        steps = tape.steps
+        if steps:
+            if len(steps) >= tape.next_sweep:
+                tape.sweep(None)
+            elif len(steps) == 1 and not steps[0].alive():  # a loop that drops its outputs
+                steps[0].release()
+                steps.clear()
+            else:
+                tape.sweep(2)
+        if not steps and tape.held:
+            tape.held.clear()
+        st = _Step()
+        st.backend, st.ws, st.unbatched, st.B, st.version = backend, ws, unbatched, B, self._version
+        st.state, st.inputs = 1, inputs
+        st.refs = (weakref.ref(h_new),) if c_new is None else (weakref.ref(h_new), weakref.ref(c_new))
+        steps.append(st)
 
     def backward(self, grad):
         """Back-propagate the most recent unconsumed forward call (LIFO).
 
         ``grad``: gradient w.r.t. ``h'`` (LSTM: a pair for ``(h', c')``, either
         may be None). Returns ``dx, dh`` (LSTM: ``dx, (dh, dc)``); parameter
-        gradients accumulate in ``self.grads``.
+        gradients accumulate in ``self.grads``. Raises :class:`GradientError`
+        if that call's outputs were all dropped or parameters were replaced
+        since; if it fails before computing (bad argument, no memory), the
+        call stays recorded.
         """
-        if not self._tape:
+        tape = self._tape
+        tape.sweep(3)
+        if not tape.steps:
             raise GradientError(f"{type(self).__name__}.backward: no recorded forward call to differentiate "
                                 "(none ran, all were consumed, or they ran under fastrnn.no_grad())")
-        backend, ws, unbatched, B = self._tape[-1]
-        shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)
-        gh, gc = self._state_pair(grad, "grad", ("grad_h", "grad_c"), shape, 0 if unbatched else None)
-        self._tape.pop()
-        grads = backend.cell_backward(ws, gh, gc)
+        st = tape.steps[-1]
+        if st.state != 1:
+            raise GradientError(
+                f"{type(self).__name__}.backward: every array the most recent recorded forward call returned (and "
+                "every later call that took them as input) was dropped before backward, which freed what it kept; "
+                "keep the returned arrays until backward (clear_tape() forgets the calls left on the tape)")
+        self._check_version(st.version)
+        shape = (self.hidden_size,) if st.unbatched else (st.B, self.hidden_size)
+        gh, gc = self._state_pair(grad, "grad", ("grad_h", "grad_c"), shape, 0 if st.unbatched else None)
+        grads = st.backend.cell_backward(st.ws, gh, gc)
+        tape.steps.pop()
+        st.state = -1
+        tape.held.append(st.inputs)  # the older calls of the chain that fed this one stay for their backward
+        st.ws = st.inputs = None
         self._accumulate(_param_grads(grads, "", self.bias))
         dx, dh, dc = grads["x"], grads["h"], grads["c"]
-        if unbatched:
+        if st.unbatched:
             dx, dh = dx[0], dh[0]
             dc = None if dc is None else dc[0]
         return (dx, (dh, dc)) if self.kind == "lstm" else (dx, dh)

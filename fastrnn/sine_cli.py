@@ -56,6 +56,17 @@ def _positive_float(text):
     return value
 
 
+#: The fewest samples per cycle a sampled sine can have (Nyquist); the forecast is scored over one period.
+MIN_PERIOD = 2.0
+
+
+def _period(text):
+    value = _positive_float(text)
+    if value < MIN_PERIOD:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_PERIOD:g} samples per cycle, got {text}")
+    return value
+
+
 def _nonneg_float(text):
     try:
         value = float(text)
@@ -106,8 +117,8 @@ def add_parser(subparsers):
     d.add_argument("--waves", type=_int_at_least(4), default=100, help="number of sine waves (the first 3 are the test set)")
     d.add_argument("--length", type=_int_at_least(3), default=1000, help="samples per wave")
     d.add_argument("--future", type=_int_at_least(1), default=1000, help="samples to forecast after each test wave")
-    d.add_argument("--period", type=_positive_float, default=None,
-                   help="samples per cycle (default: 2*pi*20 ~ 125.7, the example's sin(x/20))")
+    d.add_argument("--period", type=_period, default=None,
+                   help=f"samples per cycle, at least {MIN_PERIOD:g} (default: 2*pi*20 ~ 125.7, the example's sin(x/20))")
     d.add_argument("--noise", type=_nonneg_float, default=0.0, help="standard deviation of additive noise on the waves")
     r = p.add_argument_group("runtime")
     r.add_argument("--backend", choices=["auto", "cpp", "numba", "numpy"], default="auto",
@@ -125,6 +136,12 @@ N_TEST = 3
 
 def run(args):
     """Run the exercise described by the parsed ``args``; returns the exit status."""
+    # a diverging run is reported once, as an error, not by NumPy's overflow warnings on the way
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _run(args)
+
+
+def _run(args):
     import warnings
 
     import fastrnn
@@ -148,7 +165,7 @@ def run(args):
         backend = fastrnn.get_backend().NAME
     if args.threads is not None:
         fastrnn.set_num_threads(args.threads)
-    os.makedirs(args.out, exist_ok=True)
+    _prepare_out(args.out)
 
     rng = np.random.default_rng(args.seed)
     data = make_sine_data(args.waves, args.length, n_test=N_TEST, period=args.period, noise=args.noise, seed=rng,
@@ -180,7 +197,7 @@ def run(args):
         hist = fit(model, data.x_train, data.y_train, opt, epochs=args.epochs, validation=(data.x_test, data.y_test),
                    progress=not args.no_progress, callback=report)
     except FloatingPointError as exc:
-        print(f"fastrnn sine: training diverged: {exc}", file=sys.stderr)
+        print(f"fastrnn sine: error: training diverged: {exc}", file=sys.stderr)
         return 1
     if len(hist["loss"]) < args.epochs:
         print(f"L-BFGS stopped after {len(hist['loss'])} epoch(s): {hist.get('stopped', '')}")
@@ -198,6 +215,11 @@ def run(args):
     mse_all = float(err.mean())
     epoch_time = float(np.mean(hist["time"]))
 
+    bad = [name for name, v in (("next-step test MSE", test_mse), ("forecast MSE", mse_all)) if not math.isfinite(v)]
+    if bad or not all(np.all(np.isfinite(p)) for p in model.parameters()):
+        what = f"{bad[0]} is {test_mse if bad[0].startswith('next') else mse_all}" if bad else "non-finite parameters"
+        print(f"fastrnn sine: error: training diverged ({what}); try a smaller --lr", file=sys.stderr)
+        return 1
     print(f"final next-step test MSE: {test_mse:.4g}")
     print(f"forecast MSE over one period ({n_period} samples): {mse_period:.4g}")
     print(f"forecast MSE over {args.future} samples: {mse_all:.4g}")
@@ -218,9 +240,32 @@ def run(args):
         "wall_time": wall, "optimizer_stopped": hist.get("stopped"),
     }
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+        json.dump(_finite_or_null(metrics), f, indent=2, allow_nan=False)  # strict JSON: no NaN/Infinity
     print(f"wrote forecast.png, loss.png, metrics.json to {args.out}/ (wall time {wall:.1f} s)")
     return 0
+
+
+def _prepare_out(path):
+    """Create the output directory now (before training), or raise ValueError saying why it cannot be."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--out {path!r} is a file, not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {path!r}: cannot create the directory ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path!r}: the directory is not writeable")
+
+
+def _finite_or_null(value):
+    """``value`` with every non-finite float (NaN, +-Inf) replaced by None (JSON null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def _plot_forecast(path, warm, truth, pred, length):

@@ -19,6 +19,7 @@ import numpy as np
 
 from ._grad_mode import no_grad
 from ._optional import require
+from ._validate import generator
 from .nn import mse_loss
 from .optim import LBFGS, Adam, Optimizer, clip_grad_norm_
 
@@ -99,7 +100,14 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError("validation must be a pair (x_val, y_val) or None")
-    rng = np.random.default_rng(seed)
+    # before any step: NaN/Inf in the data would reach the parameters through the first update
+    for name, a in (("x", x), ("y", y)) + ((("validation x", validation[0]), ("validation y", validation[1]))
+                                            if validation is not None else ()):
+        a = np.asarray(a)
+        if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} contains NaN or Inf ({int(np.size(a) - np.count_nonzero(np.isfinite(a)))} "
+                             "values); fit checks its data before it steps")
+    rng = generator(seed)
 
     history = {"loss": [], "val_loss": [], "time": []}
     tqdm = require("tqdm.auto", extra="train", feature="fastrnn.train.fit (its progress bar)").tqdm
@@ -173,6 +181,12 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
                     loss = float(optimizer.last_result.fun)
                 else:
                     loss = closure()
+                    if not math.isfinite(loss):
+                        break  # checked before the step: the parameters stay finite
+                    if not all(np.all(np.isfinite(g)) for g in model.grads.values()):
+                        bar.close()
+                        raise FloatingPointError(f"the gradients became non-finite at epoch {len(history['loss']) + 1} "
+                                                 f"(loss {loss:g}); try a smaller learning rate or gradient clipping")
                     if clip is not None:
                         clip_grad_norm_(model.grads, clip)
                     optimizer.step()

@@ -183,10 +183,10 @@ def test_load_state_dict_rejects_bad_entries():
     before = gru.state_dict()
     bad = dict(sd)
     del bad["weight_hh_l1"]
-    with pytest.raises(KeyError, match="missing keys \\['weight_hh_l1'\\]"):
+    with pytest.raises(ValueError, match="missing keys \\['weight_hh_l1'\\]"):
         gru.load_state_dict(bad)
     bad = dict(sd, extra=np.zeros(3))
-    with pytest.raises(KeyError, match="unexpected keys \\['extra'\\]"):
+    with pytest.raises(ValueError, match="unexpected keys \\['extra'\\]"):
         gru.load_state_dict(bad)
     bad = dict(sd, weight_ih_l0=np.zeros((12, 4)))
     with pytest.raises(ValueError, match="weight_ih_l0.*\\(12, 3\\)"):
@@ -219,3 +219,58 @@ def test_set_num_threads_refused_by_a_backend_changes_nothing():
         fastrnn.set_num_threads(10**6)
     assert fastrnn.get_num_threads() == before
     assert cpp.get_num_threads() == before
+
+
+# --- errors that name their argument (issue 17, item 7) -----------------------------------------
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda: fastrnn.LSTM(1, 2**62), "hidden_size=4611686018427387904"),
+    (lambda: fastrnn.GRU(2**62, 3), "input_size=4611686018427387904"),
+    (lambda: fastrnn.RNNCell(3, 2**62), "hidden_size="),
+    (lambda: fastrnn.nn.Linear(2**62, 2), "in_features="),
+])
+def test_impossible_sizes_name_the_argument(make, needle):
+    with pytest.raises((ValueError, MemoryError), match=needle):
+        make()
+
+
+@pytest.mark.parametrize("make", [
+    lambda s: fastrnn.LSTM(1, 2, seed=s), lambda s: fastrnn.GRUCell(1, 2, seed=s),
+    lambda s: fastrnn.nn.Linear(1, 2, seed=s), lambda s: fastrnn.data.make_sine_data(5, 10, seed=s),
+])
+def test_negative_seed_names_seed(make):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
+        make(-1)
+    with pytest.raises(TypeError, match="seed must be"):
+        make(1.5)
+    make(np.int64(3))
+
+
+@pytest.mark.parametrize("what", ["bfloat16", "meta"])
+def test_torch_tensors_numpy_cannot_hold_name_the_key(what):
+    torch = pytest.importorskip("torch")
+    gru = fastrnn.GRU(3, 4, seed=0)
+    before = gru.state_dict()
+    sd = {k: torch.from_numpy(v) for k, v in before.items()}
+    sd["weight_hh_l0"] = (sd["weight_hh_l0"].to(torch.bfloat16) if what == "bfloat16"
+                          else torch.empty(tuple(before["weight_hh_l0"].shape), device="meta"))
+    with pytest.raises(TypeError, match="state_dict\\['weight_hh_l0'\\]"):
+        gru.load_state_dict(sd)
+    with pytest.raises(TypeError, match="parameter 'weight_hh_l0'"):
+        gru.weight_hh_l0 = sd["weight_hh_l0"]
+    for k, v in gru.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_load_state_dict_key_errors_are_value_errors():
+    """README: bad input raises ValueError/TypeError; a missing or unexpected key is a ValueError."""
+    gru = fastrnn.GRU(3, 4, seed=0)
+    sd = gru.state_dict()
+    sd.pop("bias_hh_l0")
+    with pytest.raises(ValueError, match="missing keys"):
+        gru.load_state_dict(sd)
+    sd = gru.state_dict()
+    sd["nope"] = np.zeros(1)
+    with pytest.raises(ValueError, match="unexpected keys"):
+        gru.load_state_dict(sd)

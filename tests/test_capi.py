@@ -134,3 +134,27 @@ def test_njit_loop_over_c_cell_matches_layer_api(dtype):
     np.testing.assert_allclose(c, c_n[0], **tol)
     with pytest.raises(TypeError):
         lstm_loop(np.int32)
+
+
+@pytest.mark.parametrize("bad", ["w_ih_cols", "xs_strided", "h_dtype", "b_short", "c_readonly"])
+def test_njit_loop_checks_every_array(bad):
+    """lstm_loop hands raw pointers to C: a wrong shape, stride or dtype is refused, not read out of bounds."""
+    pytest.importorskip("numba")
+    from fastrnn.capi_njit import lstm_loop
+
+    B, I, H = 2, 4, 5
+    a = dict(xs=np.ones((3, B, I)), h=np.zeros((B, H)), c=np.zeros((B, H)), w_ih=np.ones((4 * H, I)),
+             w_hh=np.ones((4 * H, H)), b_ih=np.ones(4 * H), b_hh=np.ones(4 * H))
+    if bad == "w_ih_cols":
+        a["w_ih"] = np.ones((4 * H, 1))
+    elif bad == "xs_strided":
+        a["xs"] = np.ones((3, B, 2 * I))[:, :, ::2]
+    elif bad == "h_dtype":
+        a["h"] = a["h"].astype(np.float32)
+    elif bad == "b_short":
+        a["b_hh"] = np.ones(H)
+    else:
+        a["c"].flags.writeable = False
+    with pytest.raises((ValueError, TypeError), match=bad.split("_")[0]):
+        lstm_loop(np.float64)(*a.values())
+    assert lstm_loop(np.float64).njit is not None

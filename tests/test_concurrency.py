@@ -84,3 +84,60 @@ def test_layers_copy_and_pickle():
     for clone in (copy.deepcopy(gru), pickle.loads(pickle.dumps(gru))):
         np.testing.assert_array_equal(clone(x)[0], gru(x)[0])
         clone.backward(np.ones((2, 1, 4)))
+
+
+def _barrier_task(module, x, barrier):
+    """Forward, wait until every thread has run its forward, then backward: each thread's
+    backward must differentiate its own forward, not the last one any thread ran."""
+    y = module(x)
+    barrier.wait()
+    dx = module.backward(np.ones_like(y))
+    return y, dx
+
+
+@pytest.mark.parametrize("which", ["Linear", "SequenceModel", "LSTM", "GRUCell"])
+def test_every_module_with_a_forward_record_is_per_thread(which, backend):
+    import threading
+
+    n = 4
+    rng = np.random.default_rng(0)
+    if which == "Linear":
+        make = lambda: fastrnn.nn.Linear(3, 2, dtype=np.float64, seed=0)  # noqa: E731
+        xs = [rng.standard_normal((5, 3)) * (i + 1) for i in range(n)]
+    elif which == "SequenceModel":
+        make = lambda: fastrnn.nn.SequenceModel(2, 4, num_layers=1, dtype=np.float64, backend=backend, seed=0)  # noqa: E731
+        xs = [rng.standard_normal((6, 2, 2)) * (i + 1) for i in range(n)]
+    elif which == "LSTM":
+        make = lambda: fastrnn.LSTM(3, 4, dtype=np.float64, backend=backend, seed=0)  # noqa: E731
+        xs = [rng.standard_normal((6, 2, 3)) * (i + 1) for i in range(n)]
+    else:
+        make = lambda: fastrnn.GRUCell(3, 4, dtype=np.float64, backend=backend, seed=0)  # noqa: E731
+        xs = [rng.standard_normal((2, 3)) * (i + 1) for i in range(n)]
+
+    def unpack(m, x):
+        y = m(x)
+        return y[0] if isinstance(y, tuple) else y
+
+    class Wrap:  # forward returns one array; backward takes its gradient
+        def __init__(self, m):
+            self.m = m
+
+        def __call__(self, x):
+            return unpack(self.m, x)
+
+        def backward(self, g):
+            r = self.m.backward(g)
+            return r[0] if isinstance(r, tuple) else r
+
+    shared = make()
+    barrier = threading.Barrier(n)
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        par = list(pool.map(lambda x: _barrier_task(Wrap(shared), x, barrier), xs))
+    solo = make()
+    for x, (y, dx) in zip(xs, par):
+        y_ref = unpack(solo, x)
+        r = Wrap(solo).backward(np.ones_like(y_ref))
+        np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dx, r, rtol=1e-12, atol=1e-12)
+    for name in solo.grads:
+        np.testing.assert_allclose(shared.grads[name], solo.grads[name], rtol=1e-10, atol=1e-10, err_msg=name)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import fastrnn
 from _helpers import layer_args
 from fastrnn.backends import reference
-from fastrnn.backends.contract import KINDS
+from fastrnn.backends.contract import GATES, KINDS
 
 try:
     from fastrnn import _core as core
@@ -178,3 +178,90 @@ def test_load_state_dict_fuzz(data):
         gru.load_state_dict(sd)
     for k, v in gru.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
+
+
+def _capi():
+    try:
+        from fastrnn import capi
+    except ImportError:
+        return None
+    return capi
+
+
+@st.composite
+def capi_case(draw):
+    """A valid call of a ``fastrnn.capi`` helper with at most one array mangled: any dtype, byte
+    order or strides (negative, non-contiguous, Fortran, transposed), or not an array at all."""
+    kind = draw(st.sampled_from(KINDS))
+    dtype = np.dtype(draw(st.sampled_from([np.float32, np.float64])))
+    T, B, I, H = (draw(st.integers(1, 4)) for _ in range(4))
+    G = GATES[kind]
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    cell = draw(st.booleans())
+    x_shape = (B, I) if cell else (T, B, I)
+    args = dict(
+        x=rng.standard_normal(x_shape).astype(dtype),
+        h=rng.standard_normal((B, H)).astype(dtype),
+        c=rng.standard_normal((B, H)).astype(dtype) if kind == "lstm" else None,
+        w_ih=rng.standard_normal((G * H, I)).astype(dtype),
+        w_hh=rng.standard_normal((G * H, H)).astype(dtype),
+        b_ih=rng.standard_normal(G * H).astype(dtype),
+        b_hh=rng.standard_normal(G * H).astype(dtype),
+    )
+    lengths = None if cell else rng.integers(1, T + 1, size=B).astype(np.int64)
+    grads = dict(out=None if cell else rng.standard_normal((T, B, H)).astype(dtype),
+                 h=rng.standard_normal((B, H)).astype(dtype),
+                 c=rng.standard_normal((B, H)).astype(dtype) if kind == "lstm" else None)
+    names = [k for k, v in args.items() if v is not None] + (["lengths"] if lengths is not None else []) \
+        + ["grad_" + k for k, v in grads.items() if v is not None] + ["none"]
+    target = draw(st.sampled_from(names))
+    how = "same"
+    if target == "lengths":
+        how, lengths = draw(mangled(lengths))
+    elif target.startswith("grad_"):
+        how, grads[target[5:]] = draw(mangled(grads[target[5:]]))
+    elif target != "none":
+        how, args[target] = draw(mangled(args[target]))
+    return kind, cell, args, lengths, grads, target, how
+
+
+@pytest.mark.skipif(_capi() is None, reason="the compiled extension (and its C ABI) is not installed")
+@SETTINGS
+@given(case=capi_case(), reverse=st.booleans())
+def test_capi_helpers_fuzz(case, reverse):
+    """The cffi helpers hand raw pointers to C: every array they accept must be what C reads,
+    so each call either equals the reference (forward and backward) or raises ValueError/TypeError."""
+    capi = _capi()
+    kind, cell, args, lengths, grads, target, how = case
+    snapshot = {k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v for k, v in args.items()}
+    a = list(args.values())
+    try:
+        if cell:
+            h, c, ws = capi.cell_forward(kind, *a, True)
+        else:
+            out, h, c, ws = capi.layer_forward(kind, *a, lengths, reverse, True)
+        g = capi.cell_backward(ws, grads["h"], grads["c"]) if cell else \
+            capi.layer_backward(ws, grads["out"], grads["h"], grads["c"])
+    except (ValueError, TypeError):
+        assert how != "same", f"a valid call was refused ({target})"
+        return
+    ok = {k: np.ascontiguousarray(v) for k, v in snapshot.items() if isinstance(v, np.ndarray)}
+    ok.update({k: None for k, v in snapshot.items() if v is None})
+    r = [ok[k] for k in args]
+    tol = 1e-10 if r[0].dtype == np.float64 else 1e-5
+    gr = {k: None if v is None else np.ascontiguousarray(v, dtype=r[0].dtype) for k, v in grads.items()}
+    if cell:
+        h_r, c_r, ws_r = reference.cell_forward(kind, *r, True)
+        g_r = reference.cell_backward(ws_r, gr["h"], np.zeros_like(h_r) if gr["c"] is None and kind == "lstm"
+                                      else gr["c"])
+    else:
+        out_r, h_r, c_r, ws_r = reference.layer_forward(kind, *r, np.ascontiguousarray(lengths, np.int64),
+                                                        reverse, True)
+        np.testing.assert_allclose(out, out_r, rtol=tol, atol=tol, err_msg=f"{target} {how}")
+        g_r = reference.layer_backward(ws_r, gr["out"], gr["h"], gr["c"])
+    np.testing.assert_allclose(h, h_r, rtol=tol, atol=tol, err_msg=f"{target} {how}")
+    for key in ("x", "w_ih", "w_hh"):
+        np.testing.assert_allclose(g[key], g_r[key], rtol=tol * 100, atol=tol * 100, err_msg=f"{target} {how} d{key}")
+    for k, v in snapshot.items():  # inputs are never written
+        if isinstance(v, np.ndarray):
+            np.testing.assert_array_equal(args[k], v)

@@ -103,3 +103,17 @@ def test_info_jit_times_of_the_numba_backend():
         for phase in ("cold", "warm"):
             fwd, bwd = phases[phase]
             assert 0 < fwd < 600 and 0 < bwd < 600
+
+
+def test_info_reports_the_simd_path_that_runs():
+    """build_info's "simd" is the compile-time baseline (SSE2 on x86-64); info shows the path
+    the kernels dispatch to at run time (e.g. AVX2), and the baseline beside it."""
+    core = pytest.importorskip("fastrnn._core")
+    if not hasattr(core, "simd_path"):
+        pytest.skip("this extension does not report its run-time SIMD path")
+    from fastrnn import info
+
+    build = info.info()["build"]
+    assert build["simd"] == core.simd_path()
+    assert build["simd_baseline"] == core.build_info()["simd"]
+    assert f"simd {core.simd_path()}" in info.format_info(info.info())

@@ -82,3 +82,74 @@ def test_bad_options_in_process(tmp_path, capsys, bad, needle):
     assert exc.value.code == 2
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+# --- bad output paths, degenerate periods, divergence: one line, non-zero, valid JSON --------------
+
+
+def _one_line_error(proc, needle):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if "error:" in ln]  # (argparse prints its usage above)
+    assert len(errors) == 1, proc.stderr
+    assert needle in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("where", ["file", "under_file", "under_missing_file_parent"])
+def test_bad_out_is_one_line_error(tmp_path, where):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    out = {"file": f, "under_file": f / "sub", "under_missing_file_parent": f / "a" / "b"}[where]
+    proc = _run([*TINY, "--out", str(out)], cwd=tmp_path)
+    _one_line_error(proc, "--out")
+    assert proc.returncode == 2
+    assert "epoch" not in proc.stdout  # refused before training
+
+
+@pytest.mark.parametrize("period", ["0.3", "1", "1.99"])
+def test_period_below_two_samples_is_refused(tmp_path, period):
+    proc = _run([*TINY, "--out", str(tmp_path / "o"), "--period", period], cwd=tmp_path)
+    _one_line_error(proc, "--period")
+    assert proc.returncode == 2
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_diverging_run_fails(tmp_path):
+    out = tmp_path / "o"
+    proc = _run([*TINY, "--out", str(out), "--optimizer", "sgd", "--lr", "1e300"], cwd=tmp_path)
+    _one_line_error(proc, "diverged")
+    assert proc.returncode == 1
+    if (out / "metrics.json").exists():  # whatever is written is strict JSON
+        json.loads((out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+
+
+def test_metrics_json_is_strict_even_with_non_finite_values():
+    from fastrnn.sine_cli import _finite_or_null
+
+    text = json.dumps(_finite_or_null({"a": float("nan"), "b": [1.0, float("inf")], "c": "x"}), allow_nan=False)
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": "x"}
+
+
+@pytest.mark.parametrize("bad", ["inf_x", "nan_y", "inf_val"])
+def test_fit_refuses_non_finite_data_before_any_step(bad):
+    import numpy as np
+
+    import fastrnn
+    from fastrnn.optim import SGD
+    from fastrnn.train import fit
+
+    model = fastrnn.nn.SequenceModel(1, 4, num_layers=1, dtype=np.float64, seed=0)
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    x = np.ones((5, 2, 1))
+    y = np.ones((5, 2, 1))
+    val = (np.ones((5, 1, 1)), np.ones((5, 1, 1)))
+    if bad == "inf_x":
+        x[2, 1, 0] = np.inf
+    elif bad == "nan_y":
+        y[0, 0, 0] = np.nan
+    else:
+        val[0][1, 0, 0] = -np.inf
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        fit(model, x, y, SGD(model, lr=0.1), epochs=2, validation=val, progress=False)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])  # no step was taken

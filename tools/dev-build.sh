@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Incremental developer build: compile the extension with CMake in build/dev and
 # put fastrnn/_core*.so next to the sources, so `python -c "import fastrnn"` from
-# the repository root uses the compiled backend (the .so is git-ignored).
+# the repository root uses the compiled backend and fastrnn.capi finds its header
+# (both git-ignored, as in an installed package).
 #   tools/dev-build.sh [extra cmake -D options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,3 +15,4 @@ if [ ! -f build/dev/CMakeCache.txt ]; then
 fi
 cmake --build build/dev -j"${JOBS:-2}"
 cp build/dev/_core*.so fastrnn/
+mkdir -p fastrnn/include && cp csrc/include/fastrnn/fastrnn.h fastrnn/include/  # what the wheel installs for fastrnn.capi

@@ -21,6 +21,8 @@ from typing import overload
 
 from .._optional import MissingExtraError
 
+from .._validate import thread_count
+
 #: Backend names in the order ``auto`` tries them.
 PREFERENCE = ("cpp", "numba", "numpy")
 _MODULES = {"cpp": "fastrnn.backends.cpp", "numba": "fastrnn.backends.numba", "numpy": "fastrnn.backends.reference"}
@@ -50,9 +52,23 @@ def _load(name: str) -> ModuleType | None:
             _errors[name] = _diagnose_extension(str(exc)) if name == "cpp" else f"{type(exc).__name__}: {exc}"
             return None
         _loaded[name] = mod
-        if _num_threads is not None and hasattr(mod, "set_num_threads"):
-            mod.set_num_threads(_num_threads)
+        if hasattr(mod, "set_num_threads"):
+            _give_threads(mod)
         return mod
+
+
+def _give_threads(mod):
+    """Set a newly imported backend's count to get_num_threads() explicitly, so that what
+    get_num_threads() reports is what its kernels use (whatever they read at start-up)."""
+    global _env_refused
+    try:
+        mod.set_num_threads(_current_threads())
+    except ValueError as exc:  # only a FASTRNN_NUM_THREADS beyond the backend's bound gets here
+        if _num_threads is not None:
+            raise
+        _env_refused = True
+        _warn_env(f"{os.environ.get('FASTRNN_NUM_THREADS')!r} is refused by the {mod.NAME} backend ({exc})")
+        mod.set_num_threads(_current_threads())
 
 
 def available_backends() -> list[str]:
@@ -191,28 +207,67 @@ def set_backend(name: str | None) -> None:
         _global_choice = None
 
 
-def default_num_threads() -> int:
-    env = os.environ.get("FASTRNN_NUM_THREADS")
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(f"FASTRNN_NUM_THREADS must be a positive integer, got {env!r}") from None
-        if n >= 1:
-            return n
-        raise ValueError(f"FASTRNN_NUM_THREADS must be a positive integer, got {env!r}")
-    if hasattr(os, "sched_getaffinity"):  # the CPUs this process may run on, as the kernels count
+_env_warned = False
+_env_refused = False  # FASTRNN_NUM_THREADS was valid for Python but refused by a backend
+_oversubscribed_warned: set = set()
+
+
+def _warn_env(why):
+    global _env_warned
+    if not _env_warned:
+        _env_warned = True
+        warnings.warn(f"fastrnn: ignoring FASTRNN_NUM_THREADS: {why}; using the default, one thread per CPU "
+                      f"({_cpus()})", RuntimeWarning, stacklevel=4)
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's share), as the kernels count them."""
+    if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1
 
 
-def set_num_threads(n: int) -> None:
-    """Number of threads fastrnn's kernels use (all backends that thread)."""
+def _env_threads():
+    """FASTRNN_NUM_THREADS as a count; None if unset or bad (a bad value warns once)."""
+    env = os.environ.get("FASTRNN_NUM_THREADS", "").strip()
+    if not env or _env_refused:
+        return None
+    try:
+        return thread_count(int(env), "FASTRNN_NUM_THREADS")
+    except (ValueError, TypeError):
+        _warn_env(f"{env!r} is not a positive integer")
+        return None
+
+
+def default_num_threads() -> int:
+    """FASTRNN_NUM_THREADS if it is a positive integer (a bad value warns once and is ignored),
+    else the number of CPUs this process may run on."""
+    n = _env_threads()
+    return _cpus() if n is None else n
+
+
+def _warn_oversubscribed(n):
+    cpus = _cpus()
+    if n > cpus and n not in _oversubscribed_warned:
+        _oversubscribed_warned.add(n)
+        warnings.warn(f"fastrnn: {n} threads on {cpus} CPU(s): the kernels' threads meet at a barrier every "
+                      "time step, and with more threads than CPUs each step waits for descheduled ones (tens of "
+                      f"times slower for small batches); set_num_threads({cpus}) or fewer is faster",
+                      RuntimeWarning, stacklevel=3)
+
+
+def set_num_threads(n) -> None:
+    """Number of threads fastrnn's kernels use (all backends that thread); wins over FASTRNN_NUM_THREADS.
+
+    ``n``: an integer of any kind >= 1; a count a backend cannot run (the cpp kernels: at most
+    4096) raises ValueError here and changes nothing. More threads than CPUs warns (once per count).
+    """
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    mods = [mod for mod in _loaded.values() if hasattr(mod, "set_num_threads")]
-    prev = get_num_threads()
+    n = thread_count(n)
+    _load("cpp")  # the backend with an upper bound: imported now so that it checks n at this call
+    with _lock:
+        mods = [mod for mod in _loaded.values() if hasattr(mod, "set_num_threads")]
+    prev = _current_threads()
     try:
         for mod in mods:
             mod.set_num_threads(n)
@@ -221,8 +276,15 @@ def set_num_threads(n: int) -> None:
             mod.set_num_threads(prev)
         raise
     _num_threads = n
+    _warn_oversubscribed(n)
+
+
+def _current_threads() -> int:
+    return _num_threads if _num_threads is not None else default_num_threads()
 
 
 def get_num_threads() -> int:
-    """Number of threads fastrnn's kernels use."""
-    return _num_threads if _num_threads is not None else default_num_threads()
+    """Number of threads fastrnn's kernels use (the last set_num_threads, else the default)."""
+    if _num_threads is None:
+        _load("cpp")  # a FASTRNN_NUM_THREADS the kernels refuse is found out (and replaced) here
+    return _current_threads()

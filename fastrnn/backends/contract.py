@@ -31,6 +31,14 @@ Arrays: every array a backend receives is a NumPy array of ONE floating dtype
 it. The layers validate user input before calling a backend (shapes, dtypes,
 lengths range), so a backend may rely on it; a compiled backend still checks
 at its own boundary so that nothing reachable from Python can crash.
+
+What a workspace holds, and for how long: a backend may keep references to
+the forward's arrays in ``ws`` (x, states, weights, lengths) and read them in
+backward, so the caller leaves them unchanged until then. The layers do so by
+passing private copies of the caller's x, states and lengths and by refusing
+a backward after parameters were replaced (``Module._version``). A backend
+never keeps an array it returned (``out``, ``h_n``, ``c_n``, ``h_new``,
+``c_new``): the caller owns those and may write into them.
 """
 
 from __future__ import annotations
@@ -138,7 +146,9 @@ class Backend(Protocol):
         """Gradients of a ``layer_forward(..., keep=True)``: a dict with keys :data:`LAYER_GRAD_KEYS`.
 
         - ``grad_out [T, B, H]``, ``grad_h_n [B, H]``, ``grad_c_n [B, H]``
-          (lstm) or None; the layers pass zero arrays for absent gradients.
+          (lstm): each an array or None, and None means a zero gradient (the
+          result is the same as for a zero array, on every backend);
+          ``grad_c_n`` is ignored for other kinds.
         - returns ``x [T,B,I]``, ``h0 [B,H]``, ``c0 [B,H]`` (lstm; else None),
           ``w_ih``, ``w_hh``, ``b_ih``, ``b_hh`` (None without bias), freshly
           allocated. Padded steps give zero gradient into x.
@@ -162,7 +172,8 @@ class Backend(Protocol):
 
     def cell_backward(self, ws: Any, grad_h: Array, grad_c: Optional[Array]) -> dict:
         """Gradients of a ``cell_forward(..., keep=True)``: a dict with keys :data:`CELL_GRAD_KEYS`.
-        ``grad_h [B, H]``, ``grad_c [B, H]`` (lstm; zeros when absent) or None."""
+        ``grad_h [B, H]``, ``grad_c [B, H]`` (lstm): each an array or None, and None means a zero
+        gradient (as for :meth:`layer_backward`); an error names ``grad_h`` or ``grad_c``."""
 
 
 @runtime_checkable

@@ -29,6 +29,8 @@ _missing = [name for name in _REQUIRED if not hasattr(_core, name)]
 if _missing:
     raise ImportError(f"fastrnn._core lacks the recurrent kernels ({', '.join(_missing)}); rebuild the extension")
 
+from fastrnn._validate import thread_count  # noqa: E402
+
 from .contract import KINDS  # noqa: E402 - after the check that the extension has the kernels
 
 NAME = "cpp"
@@ -44,8 +46,8 @@ cell_backward = _core.cell_backward
 
 
 def set_num_threads(n: int) -> None:
-    """Number of threads the C++ kernels use (global)."""
-    _core.set_num_threads(int(n))
+    """Number of threads the C++ kernels use (global); an integer of any kind, at most 4096."""
+    _core.set_num_threads(thread_count(n))
 
 
 def get_num_threads() -> int:

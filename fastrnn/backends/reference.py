@@ -42,16 +42,17 @@ def _split(a, n):
 
 
 def _step_forward(kind, gx, h, c, w_hh, b_hh):
-    """One recurrent step. Returns (h_new, c_new, saved-for-backward)."""
+    """One recurrent step. Returns (h_new, c_new, saved-for-backward). Nothing saved is an array
+    returned to the caller (who may write into it): the RNN step saves a copy of h_new."""
     gh = h @ w_hh.T
     if b_hh is not None:
         gh = gh + b_hh
     if kind == "rnn_tanh":
         h_new = np.tanh(gx + gh)
-        return h_new, None, (h_new,)
+        return h_new, None, (h_new.copy(),)
     if kind == "rnn_relu":
         h_new = np.maximum(gx + gh, 0)
-        return h_new, None, (h_new,)
+        return h_new, None, (h_new.copy(),)
     if kind == "lstm":
         xi, xf, xg, xo = _split(gx + gh, 4)
         i = sigmoid(xi)
@@ -174,10 +175,20 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
     return out, h, c, ws
 
 
+def _zeros_for_none(g, shape, dtype):
+    """A gradient argument: None means zero (CONTRACT.md)."""
+    return np.zeros(shape, dtype) if g is None else g
+
+
 def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
     """Gradients of a ``layer_forward(..., keep=True)``; see ``contract.Backend``."""
     kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
     check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n))
+    T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
+    grad_out = _zeros_for_none(grad_out, (T, B, H), x.dtype)
+    grad_h_n = _zeros_for_none(grad_h_n, (B, H), x.dtype)
+    if kind == "lstm":
+        grad_c_n = _zeros_for_none(grad_c_n, (B, H), x.dtype)
     lengths = ws["lengths"]
     T = x.shape[0]
     steps = range(T) if ws["reverse"] else range(T - 1, -1, -1)
@@ -237,6 +248,10 @@ def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
 def cell_backward(ws, grad_h, grad_c):
     """Gradients of a ``cell_forward(..., keep=True)``; see ``contract.Backend``."""
     x, w_ih = ws["x"], ws["w_ih"]
+    shape = (x.shape[0], ws["w_hh"].shape[1])
+    grad_h = _zeros_for_none(grad_h, shape, x.dtype)
+    if ws["kind"] == "lstm":
+        grad_c = _zeros_for_none(grad_c, shape, x.dtype)
     dgx, dW_hh, dgh, dh, dc = _step_backward(ws["kind"], ws["saved"], grad_h, grad_c, ws["h"], ws["c"], ws["w_hh"])
     return dict(
         x=dgx @ w_ih,

@@ -87,8 +87,10 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
     T, B, I = x.shape
     GH, H = w_hh.shape
     dtype = x.dtype
-    grad_out = as_array(grad_out, "grad_out", dtype, (T, B, H))
-    dh = np.array(as_array(grad_h_n, "grad_h_n", dtype, (B, H)), order="C")  # a fresh copy: the loop updates it
+    # None means a zero gradient (contract.Backend.layer_backward)
+    grad_out = np.zeros((T, B, H), dtype) if grad_out is None else as_array(grad_out, "grad_out", dtype, (T, B, H))
+    dh = np.zeros((B, H), dtype) if grad_h_n is None else \
+        np.array(as_array(grad_h_n, "grad_h_n", dtype, (B, H)), order="C")  # a fresh copy: the loop updates it
     dc = np.empty((B, 0), dtype)
     if kind == "lstm":
         dc = np.zeros((B, H), dtype) if grad_c_n is None else np.array(as_array(grad_c_n, "grad_c_n", dtype, (B, H)))
@@ -149,6 +151,10 @@ def cell_backward(ws, grad_h, grad_c):
         raise ValueError("ws must be the workspace of a numba cell_forward(..., keep=True), not yet consumed "
                          "by a cell_backward")
     B, H = ws["hp"].shape[1:]
-    zeros = np.zeros((1, B, H), dtype=ws["x"].dtype)
+    dtype = ws["x"].dtype
+    zeros = np.zeros((1, B, H), dtype=dtype)
+    # the cell's own argument names in errors (layer_backward would say grad_h_n)
+    grad_h = None if grad_h is None else as_array(grad_h, "grad_h", dtype, (B, H))
+    grad_c = None if grad_c is None else as_array(grad_c, "grad_c", dtype, (B, H))
     g = layer_backward(ws, zeros, grad_h, grad_c)
     return dict(x=g["x"][0], h=g["h0"], c=g["c0"], w_ih=g["w_ih"], w_hh=g["w_hh"], b_ih=g["b_ih"], b_hh=g["b_hh"])

@@ -9,8 +9,9 @@ threads (``OPENBLAS_NUM_THREADS`` / threadpoolctl).
 from __future__ import annotations
 
 import contextlib
-import numbers
 import threading
+
+from ..._validate import thread_count
 
 
 def set_num_threads(n: int) -> None:
@@ -24,8 +25,7 @@ def set_num_threads(n: int) -> None:
     pool of one OpenMP runtime slows another's (PyTorch's) in the same
     process several times over.
     """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    thread_count(n)
 
 
 class _SerialBLAS:
