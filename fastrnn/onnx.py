@@ -29,7 +29,6 @@ onnx is imported only when these functions run (``pip install "fastrnn[onnx]"``)
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -39,8 +38,10 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from ._grad_mode import no_grad
+from ._optional import require
 from ._validate import as_dtype, lengths_array
-from .rnn import GATES, GRU, LSTM, RNN
+from .backends.contract import GATES
+from .rnn import GRU, LSTM, RNN
 
 if TYPE_CHECKING:
     import onnx
@@ -68,14 +69,8 @@ class UnsupportedOnnxError(ValueError):
 
 
 def _onnx() -> ModuleType:
-    """The onnx package, or a one-line ModuleNotFoundError naming the extra that installs it."""
-    try:
-        return importlib.import_module("onnx")
-    except ModuleNotFoundError as exc:
-        if exc.name != "onnx":
-            raise  # onnx is there; something it imports is not: its own error says what
-        raise ModuleNotFoundError('fastrnn.onnx needs onnx, which is not installed: pip install "fastrnn[onnx]"',
-                                  name="onnx") from None
+    """The onnx package, or the one-line MissingExtraError naming the extra that installs it."""
+    return require("onnx", extra="onnx", feature="fastrnn.onnx")
 
 
 # ----------------------------------------------------------------------------
