@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. fastrnn info | head: the reader left, nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a file named on the command line cannot be read or written
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        parser.exit(1, f"fastrnn {args.command}: error: {where}{exc.strerror or exc}\n")
 
 
 if __name__ == "__main__":

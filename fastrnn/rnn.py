@@ -606,14 +606,24 @@ class _CellBase(_Recurrent):
     def _record_step(self, backend, ws, unbatched, B, inputs, h_new, c_new):
         tape = self._tape
         steps = tape.steps
-        if steps:
-            if len(steps) >= tape.next_sweep:
+        n = len(steps)
+        if n:  # the sweep, inlined for the common cases (this runs once per step)
+            if n >= tape.next_sweep:
                 tape.sweep(None)
-            elif len(steps) == 1 and not steps[0].alive():  # a loop that drops its outputs
-                steps[0].release()
-                steps.clear()
             else:
-                tape.sweep(2)
+                top = steps[-1]
+                r = top.refs
+                if top.state == 1 and r[0]() is None and (len(r) == 1 or r[1]() is None):
+                    if n == 1:  # a loop that drops its outputs
+                        top.release()
+                        steps.clear()
+                    else:
+                        tape.sweep(2)
+                elif n > 1:
+                    below = steps[-2]
+                    r = below.refs
+                    if below.state == 1 and r[0]() is None and (len(r) == 1 or r[1]() is None):
+                        tape.sweep(2)
         if not steps and tape.held:
             tape.held.clear()
         st = _Step()

@@ -153,3 +153,10 @@ def test_fit_refuses_non_finite_data_before_any_step(bad):
         fit(model, x, y, SGD(model, lr=0.1), epochs=2, validation=val, progress=False)
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k])  # no step was taken
+
+
+def test_other_commands_report_unreadable_files_in_one_line(tmp_path):
+    """The same class as --out: a file named on the command line that cannot be read is one error line."""
+    proc = subprocess.run([sys.executable, "-m", "fastrnn", "bench-report", str(tmp_path / "missing.json")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    _one_line_error(proc, "missing.json")

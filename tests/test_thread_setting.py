@@ -126,3 +126,14 @@ def test_more_threads_than_cpus_warns(restore):
     with pytest.warns(RuntimeWarning, match="threads on .* CPU"):
         fastrnn.set_num_threads(CPUS + 1)
     assert fastrnn.get_num_threads() == CPUS + 1  # the explicit call wins; the warning says what it costs
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="the cpp backend (whose kernels read the variable) is not available")
+def test_bad_cache_environment_value_warns():
+    """FASTRNN_CACHE_MB is read by the kernels like FASTRNN_NUM_THREADS: a bad value is not silent."""
+    env = {k: v for k, v in os.environ.items() if k != "FASTRNN_CACHE_MB"}
+    env["FASTRNN_CACHE_MB"] = "lots"
+    r = subprocess.run([sys.executable, "-W", "always", "-c", "import fastrnn.backends.cpp"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "FASTRNN_CACHE_MB" in r.stderr

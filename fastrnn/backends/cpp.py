@@ -55,6 +55,25 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
+def _check_cache_env():
+    """A FASTRNN_CACHE_MB the kernels cannot use (they then keep the 1 GiB default) warns once."""
+    import os
+    import warnings
+
+    env = os.environ.get("FASTRNN_CACHE_MB", "").strip()
+    if env:
+        try:
+            ok = 0 <= int(env) <= 2**30
+        except ValueError:
+            ok = False
+        if not ok:
+            warnings.warn(f"fastrnn: ignoring FASTRNN_CACHE_MB={env!r} (expected an integer number of MiB >= 0); "
+                          f"the block cache keeps its default limit ({_core.get_cache_limit() >> 20} MiB)",
+                          RuntimeWarning, stacklevel=2)
+
+
+_check_cache_env()
+
 #: set_cache_limit(nbytes): freed blocks of >= 1 MB (outputs, workspaces) kept
 #: for reuse by the next call, at most this many bytes (default 1 GiB, or the
 #: environment variable FASTRNN_CACHE_MB at start-up); 0 turns it off.
