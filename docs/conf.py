@@ -13,9 +13,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# the pages document the source tree next to them (with its compiled extension when one was built in place)
-sys.path.insert(0, str(ROOT))
-import fastrnn  # noqa: E402
+# The pages document the fastrnn that imports here: an installed package (with its compiled
+# extension: what CI builds the docs against, with PYTHONSAFEPATH=1) or else the source tree next
+# to them (with an extension built in place by tools/dev-build.sh, when there is one).
+try:
+    import fastrnn
+except ImportError:
+    sys.path.insert(0, str(ROOT))
+    import fastrnn  # noqa: E402
 
 try:  # the C ABI's Python module needs the compiled extension and its installed header
     import fastrnn.capi  # noqa: F401,E402

@@ -14,7 +14,16 @@ from _helpers import tol
 from conftest import torch_or_skip
 
 torch = torch_or_skip()
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64_by_default():
+    """PyTorch modules built here default to float64; the setting is process-wide, so restore it."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
 
 TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
