@@ -21,9 +21,10 @@ WORLD = 2
 class Model(nn.Module):
     def __init__(self):
         super().__init__()
-        self.rnn = nn.LSTM(3, 8, num_layers=2, batch_first=True)
-        self.cell = nn.GRUCell(8, 4)
-        self.head = nn.Linear(4, 1)
+        f64 = dict(dtype=torch.float64)  # explicit: the spawned processes start with torch's default dtype
+        self.rnn = nn.LSTM(3, 8, num_layers=2, batch_first=True, **f64)
+        self.cell = nn.GRUCell(8, 4, **f64)
+        self.head = nn.Linear(4, 1, **f64)
 
     def forward(self, x):
         out, _ = self.rnn(x)
@@ -32,7 +33,7 @@ class Model(nn.Module):
 
 def _model_and_data():
     torch.manual_seed(0)
-    model = ft.convert(Model().double())
+    model = ft.convert(Model())
     x = torch.randn(8, 6, 3, dtype=torch.float64)
     y = torch.randn(8, 1, dtype=torch.float64)
     return model, x, y

@@ -275,14 +275,14 @@ def test_gradcheck_layers_and_cells():
 
 
 def test_bad_input_errors():
-    mod = ft.LSTM(3, 4, num_layers=2)
-    x = torch.randn(5, 2, 3)
+    mod = ft.LSTM(3, 4, num_layers=2, dtype=torch.float32)  # explicit: another test file changes the default
+    x = torch.randn(5, 2, 3, dtype=torch.float32)
     with pytest.raises(ValueError, match="input_size=3"):
-        mod(torch.randn(5, 2, 4))
+        mod(torch.randn(5, 2, 4, dtype=torch.float32))
     with pytest.raises(RuntimeError, match="input_size=3"):
-        mod(torch.randn(5, 2, 4))
+        mod(torch.randn(5, 2, 4, dtype=torch.float32))
     with pytest.raises(ValueError, match="2D or 3D"):
-        mod(torch.randn(5, 2, 1, 3))
+        mod(torch.randn(5, 2, 1, 3, dtype=torch.float32))
     with pytest.raises(TypeError, match="float64.*float32"):
         mod(x.double())
     with pytest.raises(TypeError, match="torch.float32 or torch.float64"):
@@ -290,23 +290,23 @@ def test_bad_input_errors():
     with pytest.raises(TypeError, match="torch.Tensor"):
         mod(x.numpy())
     with pytest.raises(ValueError, match=r"h_0 must have shape \(2, 2, 4\)"):
-        mod(x, (torch.zeros(1, 2, 4), torch.zeros(2, 2, 4)))
+        mod(x, (torch.zeros(1, 2, 4, dtype=torch.float32), torch.zeros(2, 2, 4, dtype=torch.float32)))
     with pytest.raises(TypeError, match="pair"):
-        mod(x, torch.zeros(2, 2, 4))
+        mod(x, torch.zeros(2, 2, 4, dtype=torch.float32))
     with pytest.raises(ValueError, match="3-D"):
-        mod(x, (torch.zeros(2, 4), torch.zeros(2, 4)))
+        mod(x, (torch.zeros(2, 4, dtype=torch.float32), torch.zeros(2, 4, dtype=torch.float32)))
     with pytest.raises(ValueError, match="at least one"):
-        mod(torch.randn(0, 2, 3))
+        mod(torch.randn(0, 2, 3, dtype=torch.float32))
     with pytest.raises(ValueError, match="device meta"):
-        mod(torch.randn(5, 2, 3, device="meta"))
-    gru = ft.GRU(3, 4)
+        mod(torch.randn(5, 2, 3, device="meta", dtype=torch.float32))
+    gru = ft.GRU(3, 4, dtype=torch.float32)
     with pytest.raises(TypeError, match="tensor or None"):
-        gru(x, (torch.zeros(1, 2, 4),))
-    cell = ft.GRUCell(3, 4)
+        gru(x, (torch.zeros(1, 2, 4, dtype=torch.float32),))
+    cell = ft.GRUCell(3, 4, dtype=torch.float32)
     with pytest.raises(ValueError, match="1D or 2D"):
         cell(x)
     with pytest.raises(ValueError, match=r"hx must have shape \(2, 4\)"):
-        cell(x[0], torch.zeros(3, 4))
+        cell(x[0], torch.zeros(3, 4, dtype=torch.float32))
     with pytest.raises(TypeError, match="dtype"):
         cell(x[0].double())
     with pytest.raises(ValueError, match="backend"):
