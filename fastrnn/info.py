@@ -33,7 +33,7 @@ def build_info() -> dict[str, Any]:
     except ImportError:
         from .backends import extension_problem
 
-        return {"available": False, "error": extension_problem() or "fastrnn._core does not import"}
+        return {"available": False, "error": extension_problem() or "the compiled extension fastrnn._core does not import"}
     facts = getattr(_core, "build_info", None)
     if facts is None:
         return {"available": True, "error": "fastrnn._core has no build_info()"}
