@@ -589,12 +589,19 @@ py::dict cell_backward_t(CellWorkspace& ws, const std::optional<Arr<F>>& grad_h,
 
 template <class F>
 Arr<F> activation_t(const std::string& which, const Arr<F>& x) {
-    int w = which == "sigmoid" ? 0 : which == "tanh" ? 1 : which == "exp" ? 2 : -1;
-    if (w < 0) value_error("which must be 'sigmoid', 'tanh' or 'exp'");
+    Activation fn;
+    if (which == "sigmoid")
+        fn = Activation::sigmoid;
+    else if (which == "tanh")
+        fn = Activation::tanh;
+    else if (which == "exp")
+        fn = Activation::exp;
+    else
+        value_error("which must be 'sigmoid', 'tanh' or 'exp'");
     if (!aligned(x)) value_error("x must be an aligned array");
     std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
     Arr<F> out(shape);
-    fastrnn::apply_activation<F>(w, x.data(), out.mutable_data(), (int64_t)x.size());
+    fastrnn::apply_activation<F>(fn, x.data(), out.mutable_data(), (int64_t)x.size());
     return out;
 }
 

@@ -141,11 +141,14 @@ const char* simd_path();
 }  // namespace fastrnn
 
 namespace fastrnn {
+// The activations of the pointwise rows.
+enum class Activation : int { sigmoid = 0, tanh = 1, exp = 2 };
+
 // The vectorized activations of the kernels applied elementwise (for tests
-// of their accuracy): which = 0 sigmoid, 1 tanh, 2 exp.
+// of their accuracy).
 //   in: [n], out: [n]
 template <typename T>
-void apply_activation(int which, const T* in, T* out, int64_t n);
+void apply_activation(Activation fn, const T* in, T* out, int64_t n);
 
 // The GEMM of the layers' large products: C = op(A) · op(B), row-major.
 //   A: [M, K] (lda) or, with ta, [K, M];  B: [K, N] (ldb) or, with tb, [N, K];
