@@ -4,12 +4,12 @@
 #include <cstddef>
 #include <cstring>
 #include <new>
+
 #include "fastrnn/memory.h"
 
 namespace fastrnn::FASTRNN_ISA_NS {
 namespace {
 
-// ---------------------------------------------------------------- buffers
 inline size_t checked_mul(size_t a, size_t b) {
     size_t r;
     if (__builtin_mul_overflow(a, b, &r)) throw std::bad_alloc();

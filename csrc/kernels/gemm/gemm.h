@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+
 #include "common/scratch.h"
 #include "fastrnn/blas.h"
 #include "fastrnn/threads.h"
@@ -12,14 +13,6 @@
 namespace fastrnn::FASTRNN_ISA_NS {
 namespace {
 
-// ---------------------------------------------------------------- own GEMM
-
-// C[M, N] (+)= A[M, K] · B[K, N] with A[m, k] at A[m*rs + k*cs] and B[k, n]
-// at B[k*brs + n*bcs] (so either operand may be transposed). B is packed into
-// panels once, K is blocked by KC so a group of panels stays in L1 while rows
-// of A stream past it. Threads split rows (or panels when rows are few); each
-// element's sum runs over k in the same order whatever the split, so the
-// result does not depend on the thread count.
 // Pack panels [p0, p1) of B ([K, N], element (k, n) at B[k*brs + n*bcs]).
 template <class T>
 void pack_b_panels(const T* B, int64_t brs, int64_t bcs, int64_t K, int64_t N, Packed<T>& pk,
@@ -114,9 +107,8 @@ void gemm_block(int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t N, int64
 
 // C[M, N] (+)= A[M, K] · B[K, N] with A[m, k] at A[m*rs + k*cs] and B[k, n]
 // at B[k*brs + n*bcs] (so either operand may be transposed). B is packed into
-// panels KB rows of K at a time (a [KB, N] buffer, not [K, N]: dx = dG · W_ih
-// of a GRU layer with H = I = 1024 packed 12 MB of W_ih per backward chunk),
-// and within gemm_block K is blocked again so a group of panels stays in L2
+// panels KB rows of K at a time (a [KB, N] buffer, not [K, N], so the packed
+// copy stays small however large K is), and within gemm_block K is blocked again so a group of panels stays in L2
 // while rows of A stream past it. A read transposed (the weight gradients
 // dG^T · x) is packed too, by each row task for its own rows only. Threads
 // split rows (or panels when rows are few); each element's sum runs over k in
@@ -138,9 +130,8 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
     // instead of touching a new page at every k.
     const bool pack_a = cs != 1;
     const int64_t nmb = (M + kTileRows - 1) / kTileRows;
-    // Threads for products of ~8 MFLOP (~0.3 ms) or more: e.g. the weight
-    // gradients of one backward chunk (13 steps of the seed shape, B=97
-    // H=51, 2 threads: layer backward 279 -> 232 ms at I=51).
+    // Threads for products of ~8 MFLOP or more (such as the weight gradients
+    // of one backward chunk): below that the fork and join cost more.
     const int P = get_num_threads();
     const bool threaded = P > 1 && (double)M * N * K >= 4e6;
     // Row blocks [b0, b1) of A, k in [k0, k0 + kc), into dst ([b1 - b0][kc][kTileRows]).
@@ -223,9 +214,10 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
     }
 }
 
-// Row-major C = op(A) · op(B) (+ C) on the own GEMM, or SciPy's BLAS when
-// chosen with set_gemm_backend (the own kernels are the default: they
-// measure faster here and thread with the kernels' own thread count).
+// Row-major C = op(A) · op(B) (+ C), the product every large step of the
+// layers goes through: the own GEMM above by default (it threads with the
+// kernels' own thread count), or SciPy's BLAS when chosen with
+// fastrnn._core.set_gemm("scipy") (fastrnn/blas.h).
 // With `bias` ([N], only without `accumulate`): C = bias + op(A) · op(B).
 template <class T>
 void large_product(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdint>
+
 #include "gemm/tile.h"
 #include "parallel/plan.h"
 
@@ -47,14 +48,14 @@ void panels_gemm(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t lda, con
     }
 }
 
-// Pack W (logical [ktot, ncols] accessed through `get`) into panels. For the
-// forward pass panel p = jp*G + g holds units [jp*NR, jp*NR+NR) of gate g.
+// Pack W_hh ([G*H, H]) for the forward product h · W_hh^T, part `id` of `nt`:
+// panel p = jp*G + g holds units [jp*NR, jp*NR+NR) of gate g, [H, NR].
 template <class T>
 void pack_forward(const T* w_hh, int64_t H, int G, Packed<T>& pk, int id, int nt) {
     constexpr int NR = 2 * V<T>::W;
-    const int64_t npg = (H + NR - 1) / NR;
+    const int64_t unit_panels = (H + NR - 1) / NR;
     int64_t p0, p1;
-    split(npg * G, nt, id, &p0, &p1);
+    split(unit_panels * G, nt, id, &p0, &p1);
     for (int64_t p = p0; p < p1; ++p) {
         int64_t jp = p / G, g = p % G;
         T* dst = pk.panel_w(p);
@@ -74,9 +75,9 @@ void pack_forward(const T* w_hh, int64_t H, int G, Packed<T>& pk, int id, int nt
 template <class T>
 void pack_backward(const T* w_hh, int64_t GH, int64_t H, Packed<T>& pk, int id, int nt) {
     constexpr int NR = 2 * V<T>::W;
-    const int64_t npg = (H + NR - 1) / NR;
+    const int64_t unit_panels = (H + NR - 1) / NR;
     int64_t p0, p1;
-    split(npg, nt, id, &p0, &p1);
+    split(unit_panels, nt, id, &p0, &p1);
     for (int64_t jp = p0; jp < p1; ++jp) {
         T* dst = pk.panel_w(jp);
         int64_t nc = std::min<int64_t>(NR, H - jp * NR);

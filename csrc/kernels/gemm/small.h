@@ -1,17 +1,16 @@
-// Products of the cells (a few rows): no packing, direct loops over the weights.
+// Products of the cells (a few rows): no packing, direct loops over the
+// row-major weights; more than 4 rows go to the large-product GEMM.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <utility>
+
 #include "gemm/gemm.h"
 #include "simd/vec.h"
 
 namespace fastrnn::FASTRNN_ISA_NS {
 namespace {
-
-// ---------------------------------------------------------------- small products
-// For cells (one step): no packing, direct loops over the row-major weights.
 
 // Horizontal sums of W vectors at once: out[i] = sum_l v[i][l], by a tree of
 // even/odd lane shuffles (log2 W levels of W/2... adds instead of W*W scalar

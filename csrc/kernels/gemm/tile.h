@@ -3,13 +3,13 @@
 
 #include <algorithm>
 #include <cstdint>
+
 #include "common/scratch.h"
 #include "simd/vec.h"
 
 namespace fastrnn::FASTRNN_ISA_NS {
 namespace {
 
-// ---------------------------------------------------------------- step product
 // Register tile: C[m, panel p] (+)= sum_k A[m, k] * P_p[k, 0..NR) for MR rows
 // and NP panels, A[m, k] at A[m*rs + k*cs] where either rs == 1 (A read
 // transposed: one pointer stepping by cs) or cs == 1 (MR row pointers indexed

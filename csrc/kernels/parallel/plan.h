@@ -4,13 +4,18 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+
 #include "fastrnn/threads.h"
 
 namespace fastrnn::FASTRNN_ISA_NS {
 namespace {
 
-// ---------------------------------------------------------------- threading plan
-enum class Mode { serial, batch, units };
+// How a layer's time loop is shared among threads.
+enum class Mode {
+    serial,  // one thread: small steps, where a fork and a join cost more than they save
+    batch,   // each thread owns slices of batch rows for the whole sequence
+    units,   // each thread owns panels of hidden units; the team meets at a barrier every step
+};
 
 struct Plan {
     Mode mode = Mode::serial;
@@ -18,29 +23,23 @@ struct Plan {
     std::shared_ptr<SpinBarrier> bar;  // units mode: the team's barrier
 };
 
-// How a layer's time loop is shared among threads.
-//   step_work: multiply-adds of one step's recurrent product (B*G*H*H)
-//   steps:     time steps T
-//   wbytes:    bytes of the packed recurrent weights
-// * batch: each thread owns a slice of the batch rows for the whole sequence:
-//   no synchronisation at all inside the loop (rows are independent), so it
-//   is used whenever each thread gets a couple of rows and the whole call is
-//   worth a fork (the join can cost a time slice on a busy machine). Each
-//   thread streams all the weights,
-//   so when they do not fit a core's L2 and the batch is small, units wins.
-// * units: each thread owns panels of hidden units, one barrier per step
-//   (two for gru_orig). From 64K multiply-adds a step (~3 us: LSTM B=1
-//   H=128): such a step streams its weights from L2, and each core then
-//   reads only its half (LSTM B=1 I=64 H=128 T=100 inference, 2 threads:
-//   0.31 -> 0.25 ms; at 256K it was serial). It is also the mode that
-//   suffers most when the machine is oversubscribed (a descheduled thread
-//   stalls the others every step).
-//   Long steps (>= 4M multiply-adds) whose weights do not fit L2 also take
-//   units: each core then streams only its half of W_hh from L3 (2 threads:
-//   LSTM B=32 I=H=512 T=50 inference 37.5 -> 26.2 ms, training 94 -> 80 ms;
-//   B=64 I=H=1024 T=25 inference 122 -> 101 ms).
-// * serial otherwise (small steps: the latency path).
-inline Plan make_plan(int64_t B, int64_t npg, int64_t step_work, int64_t steps, int64_t wbytes) {
+// The plan of one layer call.
+//   unit_panels: panels of NR hidden units (the units mode's share)
+//   step_work:   multiply-adds of one step's recurrent product (B*G*H*H)
+//   steps:       time steps T
+//   wbytes:      bytes of the packed recurrent weights
+// * batch needs no synchronisation inside the loop (rows are independent), so
+//   it is taken whenever each thread gets a couple of rows and the whole call
+//   is worth a fork. Each thread streams all the weights, so when they do not
+//   fit a core's L2 and the batch is small, units is better.
+// * units from 64K multiply-adds a step (LSTM B=1 H=128): such a step streams
+//   its weights from L2 and each core reads only its share of them. Long
+//   steps (>= 4M multiply-adds) whose weights do not fit L2 take it too: each
+//   core then streams only its share of W_hh from L3. It is the mode that
+//   suffers most on an oversubscribed machine (a descheduled member stalls
+//   the others every step), hence the thresholds.
+// * serial otherwise: the latency path.
+inline Plan make_plan(int64_t B, int64_t unit_panels, int64_t step_work, int64_t steps, int64_t wbytes) {
     Plan p;
     const int P = get_num_threads();
     if (P <= 1) return p;
@@ -53,9 +52,9 @@ inline Plan make_plan(int64_t B, int64_t npg, int64_t step_work, int64_t steps, 
         p.nthreads = P;
         return p;
     }
-    if (npg >= P && step_work >= 65536) {
+    if (unit_panels >= P && step_work >= 65536) {
         p.mode = Mode::units;
-        p.nthreads = (int)std::min<int64_t>(P, npg);
+        p.nthreads = (int)std::min<int64_t>(P, unit_panels);
         p.bar = std::make_shared<SpinBarrier>(p.nthreads);
         return p;
     }
@@ -66,10 +65,12 @@ inline Plan make_plan(int64_t B, int64_t npg, int64_t step_work, int64_t steps, 
     return p;
 }
 
+// The team's barrier in units mode; nothing otherwise.
 inline void barrier(const Plan& pl) {
     if (pl.mode == Mode::units) pl.bar->wait();
 }
 
+// Part `id` of `parts` near-equal parts of [0, n): [*lo, *hi).
 inline void split(int64_t n, int parts, int id, int64_t* lo, int64_t* hi) {
     int64_t q = n / parts, r = n % parts;
     *lo = id * q + std::min<int64_t>(id, r);

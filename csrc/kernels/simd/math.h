@@ -3,12 +3,12 @@
 
 #include <cstdint>
 #include <limits>
+
 #include "simd/vec.h"
 
 namespace fastrnn::FASTRNN_ISA_NS {
 namespace {
 
-// ---------------------------------------------------------------- math
 // exp with Cody-Waite reduction; float: Cephes minimax polynomial (< 1 ulp
 // on the reduced range), double: Taylor series to r^13 (< 1 ulp). The result
 // is built as p * 2^(n-1) * 2 so that the exponent field never overflows.

@@ -21,7 +21,6 @@
 namespace fastrnn::FASTRNN_ISA_NS {
 namespace {
 
-// ---------------------------------------------------------------- vectors
 template <class T>
 struct V;
 template <>
@@ -54,8 +53,8 @@ inline void vstore(T* p, typename V<T>::v x) {
 }
 // Load n <= W elements (n >= 1), zero-fill the rest; store n elements. A
 // partial vector (the tail of a row whose length is not a multiple of W,
-// e.g. H = 51) is one masked instruction on AVX2/AVX-512: a memcpy of
-// variable size there cost ~40 % of a small-H LSTM step.
+// e.g. H = 51) is one masked instruction on AVX2/AVX-512: a variable-size
+// memcpy would be a library call in every row of a small-H step.
 #if defined(__AVX512F__)
 template <class T>
 inline typename V<T>::v load_tail(const T* p, int n) {
