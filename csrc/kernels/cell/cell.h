@@ -29,9 +29,9 @@ void cell_forward_units(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, 
     constexpr int NR = 2 * W;
     const int G = num_gates(kind);
     const int64_t GH = G * H;
-    const bool lstm = kind == Kind::lstm, gruk = kind == Kind::gru;
+    const bool lstm = kind == Kind::lstm, is_gru = kind == Kind::gru;
     const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
-    const T* bhn = (gruk && b_hh) ? b_hh + 2 * H : nullptr;
+    const T* bhn = (is_gru && b_hh) ? b_hh + 2 * H : nullptr;
     const int64_t nv = (H + W - 1) / W;
     const int P = get_num_threads();
     const int parts = (P > 1 && B * GH * (I + H) >= 65536) ? (int)std::min<int64_t>(P, nv) : 1;
@@ -48,7 +48,7 @@ void cell_forward_units(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, 
         }
         for (int64_t b = 0; b < B; ++b) {
             T* g = gx + b * ldg;
-            const SL<T> sb{S + b * GH, NR, H};
+            const GateSums<T> sb{S + b * GH, NR, H};
             if (rnn) {
                 rnn_fwd_row<T>(relu, u0, u1, g, keep ? g : nullptr, sb, h_new + b * H, nullptr);
             } else if (lstm) {
@@ -76,7 +76,7 @@ void run_cell_forward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, co
     const int64_t GH = G * H;
     const bool keep = ws_gates != nullptr;
     const int64_t ldg = keep ? kept_gates(kind) * H : GH;
-    const bool lstm = kind == Kind::lstm, gruk = kind == Kind::gru, gruo = kind == Kind::gru_orig;
+    const bool lstm = kind == Kind::lstm, is_gru = kind == Kind::gru, is_gru_orig = kind == Kind::gru_orig;
     const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
 
     Scratch<T> gxbuf;
@@ -86,33 +86,33 @@ void run_cell_forward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, co
         gx = gxbuf.p;
     }
     Scratch<T> S(checked_mul(B, GH));
-    if (B <= 4 && !gruo) {
+    if (B <= 4 && !is_gru_orig) {
         cell_forward_units(kind, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new, gx, ldg,
                            keep, S.p);
         return;
     }
     input_projection(kind, B, I, H, x, w_ih, b_ih, b_hh, gx, ldg);
-    small_nt<T>(B, gruo ? 2 * H : GH, H, h, H, w_hh, H, S.p, GH, false);
-    const T* bhn = (gruk && b_hh) ? b_hh + 2 * H : nullptr;
+    small_nt<T>(B, is_gru_orig ? 2 * H : GH, H, h, H, w_hh, H, S.p, GH, false);
+    const T* bhn = (is_gru && b_hh) ? b_hh + 2 * H : nullptr;
     if (lstm) std::memcpy(c_new, c, B * H * sizeof(T));
-    Scratch<T> rhbuf(gruo && !keep ? checked_mul(B, H) : 1);
+    Scratch<T> rhbuf(is_gru_orig && !keep ? checked_mul(B, H) : 1);
     for (int64_t b = 0; b < B; ++b) {
         T* g = gx + b * ldg;
-        const SL<T> sb{S.p + b * GH, NR, H};
+        const GateSums<T> sb{S.p + b * GH, NR, H};
         if (rnn)
             rnn_fwd_row<T>(relu, 0, H, g, keep ? g : nullptr, sb, h_new + b * H, nullptr);
         else if (lstm)
             lstm_fwd_row<T>(H, 0, H, g, keep ? g : nullptr, sb, c_new + b * H, h_new + b * H, nullptr, nullptr);
-        else if (gruk)
+        else if (is_gru)
             gru_fwd_row<T>(H, 0, H, g, keep ? g : nullptr, sb, bhn, h + b * H, h_new + b * H, nullptr);
         else
             gruo_fwd_row1<T>(H, 0, H, g, sb, h + b * H, keep ? g + 3 * H : rhbuf.p + b * H);
     }
-    if (gruo) {
+    if (is_gru_orig) {
         const T* rh = keep ? gx + 3 * H : rhbuf.p;
         small_nt<T>(B, H, H, rh, keep ? ldg : H, w_hh + 2 * H * H, H, S.p + 2 * H, GH, false);
         for (int64_t b = 0; b < B; ++b) {
-            const SL<T> sb{S.p + b * GH, NR, H};
+            const GateSums<T> sb{S.p + b * GH, NR, H};
             gruo_fwd_row2<T>(H, 0, H, gx + b * ldg, keep, sb, h + b * H, h_new + b * H, nullptr);
         }
     }
@@ -126,16 +126,16 @@ void run_cell_backward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, c
     const int G = num_gates(kind);
     const int64_t GH = G * H;
     const int64_t ldg = kept_gates(kind) * H;
-    const bool lstm = kind == Kind::lstm, gruk = kind == Kind::gru, gruo = kind == Kind::gru_orig;
+    const bool lstm = kind == Kind::lstm, is_gru = kind == Kind::gru, is_gru_orig = kind == Kind::gru_orig;
     const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
 
     Scratch<T> dG(checked_mul(B, GH));
-    Scratch<T> dGn(gruk ? checked_mul(B, H) : 1);  // gru: n block of the recurrent projection's gradient
-    Scratch<T> dd(checked_mul(B, H));
+    Scratch<T> dGn(is_gru ? checked_mul(B, H) : 1);  // gru: n block of the recurrent projection's gradient
+    Scratch<T> dh_carry(checked_mul(B, H));
     if (grad_h)
-        std::memcpy(dd.p, grad_h, B * H * sizeof(T));
+        std::memcpy(dh_carry.p, grad_h, B * H * sizeof(T));
     else
-        dd.zero(B * H);
+        dh_carry.zero(B * H);
     if (lstm) {
         if (grad_c)
             std::memcpy(dc, grad_c, B * H * sizeof(T));
@@ -144,35 +144,35 @@ void run_cell_backward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, c
     }
     for (int64_t b = 0; b < B; ++b) {
         const T* gk = ws_gates + b * ldg;
-        T* ddb = dd.p + b * H;
+        T* ddb = dh_carry.p + b * H;
         if (rnn)
             rnn_bwd_row<T>(relu, 0, H, gk, nullptr, nullptr, ddb, dG.p + b * GH);
         else if (lstm)
             lstm_bwd_row<T>(H, 0, H, gk, c + b * H, c_new + b * H, nullptr, nullptr, ddb,
                             dc + b * H, dG.p + b * GH);
-        else if (gruk)
+        else if (is_gru)
             gru_bwd_row<T>(H, 0, H, gk, h + b * H, nullptr, nullptr, ddb, dG.p + b * GH,
                            dGn.p + b * H);
         else
             gruo_bwd_rowA<T>(H, 0, H, gk, h + b * H, nullptr, nullptr, ddb, dG.p + b * GH);
     }
-    if (gruo) {
-        Scratch<T> S2(checked_mul(B, H));
-        small_nn<T>(B, H, H, dG.p + 2 * H, GH, w_hh + 2 * H * H, H, S2.p, H, false);
+    if (is_gru_orig) {
+        Scratch<T> drh(checked_mul(B, H));
+        small_nn<T>(B, H, H, dG.p + 2 * H, GH, w_hh + 2 * H * H, H, drh.p, H, false);
         for (int64_t b = 0; b < B; ++b)
-            gruo_bwd_rowB<T>(0, H, ws_gates + b * ldg, h + b * H, S2.p + b * H, dd.p + b * H,
+            gruo_bwd_rowB<T>(0, H, ws_gates + b * ldg, h + b * H, drh.p + b * H, dh_carry.p + b * H,
                              dG.p + b * GH);
     }
-    // dh = dd + dGh · W_hh (gru_orig: n went through drh; gru: its n block from dGn)
-    std::memcpy(dh, dd.p, B * H * sizeof(T));
-    small_nn<T>(B, H, (gruo || gruk) ? 2 * H : GH, dG.p, GH, w_hh, H, dh, H, true);
-    if (gruk) small_nn<T>(B, H, H, dGn.p, H, w_hh + 2 * H * H, H, dh, H, true);
+    // dh = dh_carry + dGh · W_hh (gru_orig: n went through drh; gru: its n block from dGn)
+    std::memcpy(dh, dh_carry.p, B * H * sizeof(T));
+    small_nn<T>(B, H, (is_gru_orig || is_gru) ? 2 * H : GH, dG.p, GH, w_hh, H, dh, H, true);
+    if (is_gru) small_nn<T>(B, H, H, dGn.p, H, w_hh + 2 * H * H, H, dh, H, true);
     small_nn<T>(B, I, GH, dG.p, GH, w_ih, I, dx, I, false);
     small_tn<T>(B, GH, I, dG.p, GH, x, I, dw_ih, I);
-    if (gruo) {
+    if (is_gru_orig) {
         small_tn<T>(B, 2 * H, H, dG.p, GH, h, H, dw_hh, H);
         small_tn<T>(B, H, H, dG.p + 2 * H, GH, ws_gates + 3 * H, ldg, dw_hh + 2 * H * H, H);
-    } else if (gruk) {
+    } else if (is_gru) {
         small_tn<T>(B, 2 * H, H, dG.p, GH, h, H, dw_hh, H);
         small_tn<T>(B, H, H, dGn.p, H, h, H, dw_hh + 2 * H * H, H);
     } else {
@@ -180,7 +180,7 @@ void run_cell_backward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, c
     }
     if (db_ih) {
         colsum<T>(B, GH, dG.p, GH, db_ih);
-        if (gruk) {
+        if (is_gru) {
             std::memcpy(db_hh, db_ih, 2 * H * sizeof(T));
             colsum<T>(B, H, dGn.p, H, db_hh + 2 * H);
         } else {

@@ -17,7 +17,7 @@ namespace {
 // jp = j / NR, c = j % NR (panel layout: sA = G*NR, sB = NR; natural layout:
 // sA = NR, sB = H).
 template <class T>
-struct SL {
+struct GateSums {
     const T* s;
     int64_t sA, sB;
     const T* at(int64_t j, int g) const {
@@ -28,7 +28,7 @@ struct SL {
 };
 
 template <class T>
-void rnn_fwd_row(bool relu, int64_t u0, int64_t u1, const T* gx, T* gk, SL<T> s, T* hnew, T* out) {
+void rnn_fwd_row(bool relu, int64_t u0, int64_t u1, const T* gx, T* gk, GateSums<T> s, T* hnew, T* out) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
     for (int64_t j = u0; j < u1; j += W) {
@@ -42,7 +42,7 @@ void rnn_fwd_row(bool relu, int64_t u0, int64_t u1, const T* gx, T* gk, SL<T> s,
 }
 
 template <class T>
-void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* gk, SL<T> s, T* c, T* hnew,
+void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* gk, GateSums<T> s, T* c, T* hnew,
                   T* out, T* ckeep) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
@@ -69,7 +69,7 @@ void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* gk, SL<T> s
 
 // PyTorch GRU. bhn: [H] recurrent bias of the n gate or nullptr.
 template <class T>
-void gru_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* gk, SL<T> s, const T* bhn,
+void gru_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* gk, GateSums<T> s, const T* bhn,
                  const T* hprev, T* hnew, T* out) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
@@ -95,7 +95,7 @@ void gru_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* gk, SL<T> s,
 
 // gru_orig, phase 1: r, z (stored in place) and rh = r*h.
 template <class T>
-void gruo_fwd_row1(int64_t H, int64_t u0, int64_t u1, T* gx, SL<T> s, const T* hprev, T* rh) {
+void gruo_fwd_row1(int64_t H, int64_t u0, int64_t u1, T* gx, GateSums<T> s, const T* hprev, T* rh) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
     for (int64_t j = u0; j < u1; j += W) {
@@ -110,7 +110,7 @@ void gruo_fwd_row1(int64_t H, int64_t u0, int64_t u1, T* gx, SL<T> s, const T* h
 
 // gru_orig, phase 2: n from W_hn (r*h), state update.
 template <class T>
-void gruo_fwd_row2(int64_t H, int64_t u0, int64_t u1, T* gx, bool keep, SL<T> s, const T* hprev,
+void gruo_fwd_row2(int64_t H, int64_t u0, int64_t u1, T* gx, bool keep, GateSums<T> s, const T* hprev,
                    T* hnew, T* out) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
@@ -126,40 +126,40 @@ void gruo_fwd_row2(int64_t H, int64_t u0, int64_t u1, T* gx, bool keep, SL<T> s,
     }
 }
 
-// ---- backward rows. dh = dd + s + go (s, go may be null: zero). `dg` is the
+// ---- backward rows. dh = dh_carry + s + go (s, go may be null: zero). `dg` is the
 // row of pre-activation gradients (ld G*H); `dgh` the gradients seen by the
 // recurrent product (gru: n block is dan*r), may alias dg.
 template <class T>
-inline typename V<T>::v load_dh(const T* dd, const T* s, const T* go, int64_t j, int n) {
-    typename V<T>::v dh = vloadn(dd + j, n);
+inline typename V<T>::v load_dh(const T* dh_carry, const T* s, const T* go, int64_t j, int n) {
+    typename V<T>::v dh = vloadn(dh_carry + j, n);
     if (s) dh += vloadn(s + j, n);
     if (go) dh += vloadn(go + j, n);
     return dh;
 }
 
 template <class T>
-void rnn_bwd_row(bool relu, int64_t u0, int64_t u1, const T* gk, const T* s, const T* go, T* dd,
+void rnn_bwd_row(bool relu, int64_t u0, int64_t u1, const T* gk, const T* s, const T* go, T* dh_carry,
                  T* dg) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
     for (int64_t j = u0; j < u1; j += W) {
         int n = (int)std::min<int64_t>(W, u1 - j);
-        v dh = load_dh(dd, s, go, j, n);
+        v dh = load_dh(dh_carry, s, go, j, n);
         v h = vloadn(gk + j, n);
         v da = relu ? (h > 0 ? dh : v{}) : dh * (1 - h * h);
         vstoren(dg + j, da, n);
-        vstoren(dd + j, v{}, n);
+        vstoren(dh_carry + j, v{}, n);
     }
 }
 
 template <class T>
 void lstm_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* gk, const T* cprev, const T* ct,
-                  const T* s, const T* go, T* dd, T* dc, T* dg) {
+                  const T* s, const T* go, T* dh_carry, T* dc, T* dg) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
     for (int64_t j = u0; j < u1; j += W) {
         int n = (int)std::min<int64_t>(W, u1 - j);
-        v dh = load_dh(dd, s, go, j, n);
+        v dh = load_dh(dh_carry, s, go, j, n);
         v i = vloadn(gk + j, n), f = vloadn(gk + H + j, n);
         v g = vloadn(gk + 2 * H + j, n), o = vloadn(gk + 3 * H + j, n);
         v tc = vtanh(vloadn(ct + j, n));
@@ -170,7 +170,7 @@ void lstm_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* gk, const T* cprev
         vstoren(dg + H + j, df * f * (1 - f), n);
         vstoren(dg + 2 * H + j, dgg * (1 - g * g), n);
         vstoren(dg + 3 * H + j, dov * o * (1 - o), n);
-        vstoren(dd + j, v{}, n);
+        vstoren(dh_carry + j, v{}, n);
     }
 }
 
@@ -178,12 +178,12 @@ void lstm_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* gk, const T* cprev
 // ([H]; its r and z blocks are dg's own).
 template <class T>
 void gru_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* gk, const T* hprev, const T* s,
-                 const T* go, T* dd, T* dg, T* dgh) {
+                 const T* go, T* dh_carry, T* dg, T* dgh) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
     for (int64_t j = u0; j < u1; j += W) {
         int n = (int)std::min<int64_t>(W, u1 - j);
-        v dh = load_dh(dd, s, go, j, n);
+        v dh = load_dh(dh_carry, s, go, j, n);
         v r = vloadn(gk + j, n), z = vloadn(gk + H + j, n);
         v nn = vloadn(gk + 2 * H + j, n), hn = vloadn(gk + 3 * H + j, n);
         v hp = vloadn(hprev + j, n);
@@ -192,7 +192,7 @@ void gru_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* gk, const T* hprev,
         v dan = dn * (1 - nn * nn);
         v dar = dan * hn * r * (1 - r);
         v daz = dz * z * (1 - z);
-        vstoren(dd + j, dh * z, n);
+        vstoren(dh_carry + j, dh * z, n);
         vstoren(dg + j, dar, n);
         vstoren(dg + H + j, daz, n);
         vstoren(dg + 2 * H + j, dan, n);
@@ -200,28 +200,28 @@ void gru_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* gk, const T* hprev,
     }
 }
 
-// gru_orig backward, phase A: z and n gates, dd = dh*z.
+// gru_orig backward, phase A: z and n gates, dh_carry = dh*z.
 template <class T>
 void gruo_bwd_rowA(int64_t H, int64_t u0, int64_t u1, const T* gk, const T* hprev, const T* s,
-                   const T* go, T* dd, T* dg) {
+                   const T* go, T* dh_carry, T* dg) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
     for (int64_t j = u0; j < u1; j += W) {
         int n = (int)std::min<int64_t>(W, u1 - j);
-        v dh = load_dh(dd, s, go, j, n);
+        v dh = load_dh(dh_carry, s, go, j, n);
         v z = vloadn(gk + H + j, n), nn = vloadn(gk + 2 * H + j, n);
         v hp = vloadn(hprev + j, n);
         v dn = dh * (1 - z);
         v dz = dh * (hp - nn);
-        vstoren(dd + j, dh * z, n);
+        vstoren(dh_carry + j, dh * z, n);
         vstoren(dg + H + j, dz * z * (1 - z), n);
         vstoren(dg + 2 * H + j, dn * (1 - nn * nn), n);
     }
 }
 
-// gru_orig backward, phase B: drh = dan · W_hn (in s2); r gate, dd += drh*r.
+// gru_orig backward, phase B: drh = dan · W_hn (in s2); r gate, dh_carry += drh*r.
 template <class T>
-void gruo_bwd_rowB(int64_t u0, int64_t u1, const T* gk, const T* hprev, const T* s2, T* dd,
+void gruo_bwd_rowB(int64_t u0, int64_t u1, const T* gk, const T* hprev, const T* s2, T* dh_carry,
                    T* dg) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
@@ -231,15 +231,15 @@ void gruo_bwd_rowB(int64_t u0, int64_t u1, const T* gk, const T* hprev, const T*
         v r = vloadn(gk + j, n);
         v dr = drh * vloadn(hprev + j, n);
         vstoren(dg + j, dr * r * (1 - r), n);
-        vstoren(dd + j, vloadn(dd + j, n) + drh * r, n);
+        vstoren(dh_carry + j, vloadn(dh_carry + j, n) + drh * r, n);
     }
 }
 
 // Padded step of a row in backward: dh carried, no gate gradient.
 template <class T>
-void pad_bwd_row(int64_t u0, int64_t u1, const T* s, T* dd) {
+void pad_bwd_row(int64_t u0, int64_t u1, const T* s, T* dh_carry) {
     if (s)
-        for (int64_t j = u0; j < u1; ++j) dd[j] += s[j];
+        for (int64_t j = u0; j < u1; ++j) dh_carry[j] += s[j];
 }
 
 }  // namespace

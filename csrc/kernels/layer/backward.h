@@ -16,7 +16,7 @@ namespace {
 
 // ================================================================ layer backward
 // The backward keeps dG for chunks of steps: about this many bytes (at least
-// kBwdChunkRows rows of T*B: shorter chunks measured slower on wide layers,
+// kBwdChunkRows rows of T*B: shorter chunks are slower on wide layers,
 // e.g. LSTM B=32 I=H=512, where each chunk re-reads and re-writes dW).
 constexpr int64_t kBwdChunkBytes = int64_t(2) << 20;
 constexpr int64_t kBwdChunkRows = 1024;
@@ -31,37 +31,34 @@ void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
     const int G = num_gates(kind);
     const int64_t GH = G * H;
     const int64_t ldg = kept_gates(kind) * H;
-    const bool lstm = kind == Kind::lstm, gruk = kind == Kind::gru, gruo = kind == Kind::gru_orig;
+    const bool lstm = kind == Kind::lstm, is_gru = kind == Kind::gru, is_gru_orig = kind == Kind::gru_orig;
     const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
-    const int64_t TB = Tn * B;
-
-    (void)TB;
     // dG is kept for a chunk of Tc steps only (not all T): after each chunk its
     // rows go through the large products (dx rows, dW, db accumulate), so the
     // buffer stays small (a few MB, reused from the block cache) instead of
     // T*B*G*H (page faults on fresh memory dominated at large T*B). Tc depends
     // on the shapes only, never on the thread count.
-    const int64_t step_bytes = std::max<int64_t>(1, B * (GH + (gruk ? H : 0)) * (int64_t)sizeof(T));
+    const int64_t step_bytes = std::max<int64_t>(1, B * (GH + (is_gru ? H : 0)) * (int64_t)sizeof(T));
     const int64_t Tc = std::max<int64_t>(
         1, std::min<int64_t>(Tn, std::max<int64_t>(kBwdChunkBytes / step_bytes,
                                                    (kBwdChunkRows + B - 1) / std::max<int64_t>(1, B))));
     // gru: the recurrent projection's gradient differs from dG only in its n
     // block (dan * r), kept apart as dGn [Tc*B, H].
     Scratch<T> dG(checked_mul(checked_mul(Tc, B), GH));
-    Scratch<T> dGn(gruk ? checked_mul(checked_mul(Tc, B), H) : 1);
+    Scratch<T> dGn(is_gru ? checked_mul(checked_mul(Tc, B), H) : 1);
 
-    const int64_t npg = (H + NR - 1) / NR;
-    const int64_t Hp = npg * NR + V<T>::W;  // row stride of S, S2 (padded)
-    Packed<T> pk;
-    pk.ktot = GH;
-    pk.npanels = npg;
-    pk.alloc();
+    const int64_t unit_panels = (H + NR - 1) / NR;
+    const int64_t Hp = unit_panels * NR + V<T>::W;  // row stride of S, drh (padded)
+    Packed<T> w_hh_packed;
+    w_hh_packed.ktot = GH;
+    w_hh_packed.npanels = unit_panels;
+    w_hh_packed.alloc();
 
-    Scratch<T> dd(checked_mul(B, H)), S(checked_mul(B, Hp)), S2(gruo ? checked_mul(B, Hp) : 1), dc(lstm ? checked_mul(B, H) : 1);
+    Scratch<T> dh_carry(checked_mul(B, H)), S(checked_mul(B, Hp)), drh(is_gru_orig ? checked_mul(B, Hp) : 1), dc(lstm ? checked_mul(B, H) : 1);
     if (grad_h_n)
-        std::memcpy(dd.p, grad_h_n, B * H * sizeof(T));
+        std::memcpy(dh_carry.p, grad_h_n, B * H * sizeof(T));
     else
-        dd.zero(B * H);
+        dh_carry.zero(B * H);
     S.zero(B * Hp);
     if (lstm) {
         if (grad_c_n)
@@ -70,9 +67,9 @@ void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
             dc.zero(B * H);
     }
 
-    const Plan pl = make_plan(B, npg, B * GH * H, Tn, npg * GH * NR * (int64_t)sizeof(T));
-    const int64_t nsl = pl.mode == Mode::batch ? (B >= 8 * pl.nthreads ? 2 * pl.nthreads : pl.nthreads) : 1;
-    std::vector<int> lists((size_t)std::max<int64_t>(pl.nthreads, nsl) * npg);
+    const Plan plan = make_plan(B, unit_panels, B * GH * H, Tn, unit_panels * GH * NR * (int64_t)sizeof(T));
+    const int64_t batch_slices = plan.mode == Mode::batch ? (B >= 8 * plan.nthreads ? 2 * plan.nthreads : plan.nthreads) : 1;
+    std::vector<int> lists((size_t)std::max<int64_t>(plan.nthreads, batch_slices) * unit_panels);
 
     // The time loop (backwards) for rows [m0, m1) and unit panels [jp0, jp1),
     // steps st in [s0, s1) (processed st = s1-1 down to s0); the chunk's
@@ -80,7 +77,7 @@ void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
     auto loop = [&](int64_t lid, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1, int64_t s0,
                     int64_t s1, int64_t t0) {
         const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
-        int* plist = lists.data() + (size_t)lid * npg;
+        int* plist = lists.data() + (size_t)lid * unit_panels;
         int np = 0;
         for (int64_t jp = jp0; jp < jp1; ++jp) plist[np++] = (int)jp;
         for (int64_t st = s1 - 1; st >= s0; --st) {
@@ -93,12 +90,12 @@ void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
             for (int64_t b = m0; b < m1; ++b) {
                 const bool active = !lengths || t < lengths[b];
                 const T* sb = S.p + b * Hp;
-                T* ddb = dd.p + b * H;
+                T* ddb = dh_carry.p + b * H;
                 if (!active) {
                     pad_bwd_row<T>(u0, u1, sb, ddb);
                     for (int g = 0; g < G; ++g)
                         std::memset(dgt + b * GH + g * H + u0, 0, (u1 - u0) * sizeof(T));
-                    if (gruk) std::memset(dgnt + b * H + u0, 0, (u1 - u0) * sizeof(T));
+                    if (is_gru) std::memset(dgnt + b * H + u0, 0, (u1 - u0) * sizeof(T));
                     continue;
                 }
                 const T* gob = go ? go + b * H : nullptr;
@@ -109,35 +106,35 @@ void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
                     const T* cprev = st == 0 ? c0 + b * H : ws_c + (tprev * B + b) * H;
                     lstm_bwd_row<T>(H, u0, u1, gk, cprev, ws_c + (t * B + b) * H, sb, gob, ddb,
                                     dc.p + b * H, dgt + b * GH);
-                } else if (gruk)
+                } else if (is_gru)
                     gru_bwd_row<T>(H, u0, u1, gk, ws_h + (t * B + b) * H, sb, gob, ddb,
                                    dgt + b * GH, dgnt + b * H);
                 else
                     gruo_bwd_rowA<T>(H, u0, u1, gk, ws_h + (t * B + b) * H, sb, gob, ddb,
                                      dgt + b * GH);
             }
-            if (gruo) {
-                barrier(pl);
+            if (is_gru_orig) {
+                barrier(plan);
                 // drh = dan · W_hn
-                panels_gemm<T>(m0, m1, H, dgt + 2 * H, GH, pk, 2 * H, plist, np, S2.p, Hp);
+                panels_gemm<T>(m0, m1, H, dgt + 2 * H, GH, w_hh_packed, 2 * H, plist, np, drh.p, Hp);
                 for (int64_t b = m0; b < m1; ++b) {
                     if (lengths && t >= lengths[b]) continue;
-                    gruo_bwd_rowB<T>(u0, u1, gkt + b * ldg, ws_h + (t * B + b) * H, S2.p + b * Hp,
-                                     dd.p + b * H, dgt + b * GH);
+                    gruo_bwd_rowB<T>(u0, u1, gkt + b * ldg, ws_h + (t * B + b) * H, drh.p + b * Hp,
+                                     dh_carry.p + b * H, dgt + b * GH);
                 }
             }
-            barrier(pl);
+            barrier(plan);
             // S = dGh_t · W_hh (gru_orig: r, z rows only; n went through drh; gru: the n
             // block from dGn, the same sum in the same k order)
-            panels_gemm<T>(m0, m1, (gruo || gruk) ? 2 * H : GH, dgt, GH, pk, 0, plist, np, S.p, Hp);
-            if (gruk) panels_gemm<T>(m0, m1, H, dgnt, H, pk, 2 * H, plist, np, S.p, Hp, true);
+            panels_gemm<T>(m0, m1, (is_gru_orig || is_gru) ? 2 * H : GH, dgt, GH, w_hh_packed, 0, plist, np, S.p, Hp);
+            if (is_gru) panels_gemm<T>(m0, m1, H, dgnt, H, w_hh_packed, 2 * H, plist, np, S.p, Hp, true);
         }
     };
-    // dh0 = dd + S (own rows / units)
+    // dh0 = dh_carry + S (own rows / units)
     auto finish = [&](int64_t m0, int64_t m1, int64_t jp0, int64_t jp1) {
         const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
         for (int64_t b = m0; b < m1; ++b)
-            for (int64_t j = u0; j < u1; ++j) dh0[b * H + j] = dd.p[b * H + j] + S.p[b * Hp + j];
+            for (int64_t j = u0; j < u1; ++j) dh0[b * H + j] = dh_carry.p[b * H + j] + S.p[b * Hp + j];
     };
 
     // The weight and bias gradients accumulate over the chunks (and, with add_dw, onto what
@@ -156,36 +153,36 @@ void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
         for (int64_t n = 0; n < ncols; ++n) out[n] += csum[n];
     };
 
-    if (pl.mode == Mode::batch)
-        parallel_for(2 * pl.nthreads,
-                     [&](int64_t i) { pack_backward(w_hh, GH, H, pk, (int)i, 2 * pl.nthreads); });
-    else if (pl.mode == Mode::serial)
-        pack_backward(w_hh, GH, H, pk, 0, 1);
+    if (plan.mode == Mode::batch)
+        parallel_for(2 * plan.nthreads,
+                     [&](int64_t i) { pack_backward(w_hh, GH, H, w_hh_packed, (int)i, 2 * plan.nthreads); });
+    else if (plan.mode == Mode::serial)
+        pack_backward(w_hh, GH, H, w_hh_packed, 0, 1);
     for (int64_t s1 = Tn; s1 > 0; s1 -= Tc) {
         const int64_t s0 = std::max<int64_t>(0, s1 - Tc);
         const int64_t t0 = reverse ? Tn - s1 : s0;  // the chunk's first time index
         const bool first = s1 == Tn, last = s0 == 0;
-        if (pl.mode == Mode::units) {
-            parallel_team(pl.nthreads, [&](int id) {
+        if (plan.mode == Mode::units) {
+            parallel_team(plan.nthreads, [&](int id) {
                 if (first) {
-                    pack_backward(w_hh, GH, H, pk, id, pl.nthreads);
-                    barrier(pl);
+                    pack_backward(w_hh, GH, H, w_hh_packed, id, plan.nthreads);
+                    barrier(plan);
                 }
                 int64_t jp0, jp1;
-                split(npg, pl.nthreads, id, &jp0, &jp1);
+                split(unit_panels, plan.nthreads, id, &jp0, &jp1);
                 loop(id, 0, B, jp0, jp1, s0, s1, t0);
                 if (last) finish(0, B, jp0, jp1);
             });
-        } else if (pl.mode == Mode::batch) {
-            parallel_for(nsl, [&](int64_t i) {
+        } else if (plan.mode == Mode::batch) {
+            parallel_for(batch_slices, [&](int64_t i) {
                 int64_t m0, m1;
-                split(B, (int)nsl, (int)i, &m0, &m1);
-                loop(i, m0, m1, 0, npg, s0, s1, t0);
-                if (last) finish(m0, m1, 0, npg);
+                split(B, (int)batch_slices, (int)i, &m0, &m1);
+                loop(i, m0, m1, 0, unit_panels, s0, s1, t0);
+                if (last) finish(m0, m1, 0, unit_panels);
             });
         } else {
-            loop(0, 0, B, 0, npg, s0, s1, t0);
-            if (last) finish(0, B, 0, npg);
+            loop(0, 0, B, 0, unit_panels, s0, s1, t0);
+            if (last) finish(0, B, 0, unit_panels);
         }
 
         // Large products over the chunk's rows (t in [t0, t0 + R / B)).
@@ -208,11 +205,11 @@ void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
                 large_product<T>(true, false, GH, H, (r1 - r0) * B, dG.p + r0 * B * GH, GH, prev, ldg, true,
                       dw_hh, H);
             }
-        } else if (gruo) {
+        } else if (is_gru_orig) {
             large_product<T>(true, false, 2 * H, H, R, dG.p, GH, hp, H, true, dw_hh, H);
             large_product<T>(true, false, H, H, R, dG.p + 2 * H, GH, ws_gates + t0 * B * ldg + 3 * H, ldg,
                   true, dw_hh + 2 * H * H, H);
-        } else if (gruk) {
+        } else if (is_gru) {
             large_product<T>(true, false, 2 * H, H, R, dG.p, GH, hp, H, true, dw_hh, H);
             large_product<T>(true, false, H, H, R, dGn.p, H, hp, H, true, dw_hh + 2 * H * H, H);
         } else {  // lstm
@@ -220,13 +217,12 @@ void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
         }
         if (db_ih) {
             add_colsum(R, dG.p, GH, GH, db_ih);
-            if (gruk) add_colsum(R, dGn.p, H, H, db_hh + 2 * H);  // r, z: db_ih's, below
+            if (is_gru) add_colsum(R, dGn.p, H, H, db_hh + 2 * H);  // r, z: db_ih's, below
         }
     }
-    if (Tn <= 0) finish(0, B, 0, npg);
     if (lstm) std::memcpy(dc0, dc.p, B * H * sizeof(T));
     // db_hh equals db_ih but in gru's n block (accumulated from dGn above)
-    if (db_ih) std::memcpy(db_hh, db_ih, (gruk ? 2 * H : GH) * sizeof(T));
+    if (db_ih) std::memcpy(db_hh, db_ih, (is_gru ? 2 * H : GH) * sizeof(T));
 }
 
 }  // namespace
