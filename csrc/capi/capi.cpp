@@ -7,46 +7,21 @@
 
 #include <cstdint>
 #include <exception>
-#include <limits>
 #include <new>
 
 #include "fastrnn/build_info.h"
 #include "fastrnn/rnn.h"
+#include "fastrnn/workspace.h"
 
 namespace {
 
 using fastrnn::Kind;
 
-constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-// Largest element count accepted for one array: its byte size must fit comfortably.
-constexpr int64_t kMaxElements = std::numeric_limits<int64_t>::max() / 16;
-
 bool valid_kind(int kind) { return kind >= FASTRNN_RNN_TANH && kind <= FASTRNN_GRU_ORIG; }
 
-// a * b, or -1 when a or b is negative or the product exceeds kMaxElements.
-int64_t mul(int64_t a, int64_t b) {
-    if (a < 0 || b < 0) return -1;
-    if (a != 0 && b > kMaxElements / a) return -1;
-    return a * b;
-}
-
-// Sizes that the kernels accept: >= 1, and every matrix dimension the kernels
-// hand to a 32-bit BLAS (T*B rows, G*H columns, I, H) within int32.
-bool valid_sizes(int kind, int64_t T, int64_t B, int64_t I, int64_t H) {
-    if (T < 1 || B < 1 || I < 1 || H < 1) return false;
-    const int64_t G = fastrnn::num_gates(static_cast<Kind>(kind));
-    const int64_t rows = mul(T, B), cols = mul(G, H);
-    if (rows < 0 || rows > kInt32Max || cols < 0 || cols > kInt32Max || I > kInt32Max) return false;
-    // the largest arrays: x [T,B,I], out [T,B,H], workspace [T,B,K+2H], weights [G*H, max(I,H)]
-    if (mul(rows, I) < 0 || mul(rows, cols + 2 * H) < 0 || mul(cols, I) < 0 || mul(cols, H) < 0) return false;
-    return true;
-}
-
-int64_t layer_ws_size(int kind, int64_t T, int64_t B, int64_t H) {
-    const Kind k = static_cast<Kind>(kind);
-    const bool rnn = fastrnn::num_gates(k) == 1;  // keeps h0 only, not a state per step
-    const int64_t per_row = int64_t(fastrnn::kept_gates(k)) * H + (rnn ? 0 : H) + (k == Kind::lstm ? H : 0);
-    return mul(mul(T, B), per_row) + (rnn ? mul(B, H) : 0);
+// The size rule of fastrnn/workspace.h (the same as the Python bindings').
+bool valid_sizes(int64_t T, int64_t B, int64_t I, int64_t H) {
+    return fastrnn::check_sizes(T, B, I, H) == fastrnn::SizeCheck::ok;
 }
 
 int check_lengths(const int64_t* lengths, int64_t T, int64_t B) {
@@ -79,7 +54,7 @@ int cell_forward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T*
                  const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, T* h_new, T* c_new,
                  T* ws) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
-    FR_REQUIRE(valid_sizes(kind, 1, B, I, H), FASTRNN_ERR_BAD_SIZE);
+    FR_REQUIRE(valid_sizes(1, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const bool lstm = kind == FASTRNN_LSTM;
     FR_REQUIRE(x && h && w_ih && w_hh && h_new, FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE(!lstm || (c && c_new), FASTRNN_ERR_NULL_POINTER);
@@ -96,7 +71,7 @@ int cell_backward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T
                   const T* grad_c, T* dx, T* dh, T* dc, T* dw_ih, T* dw_hh, T* db_ih,
                   T* db_hh) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
-    FR_REQUIRE(valid_sizes(kind, 1, B, I, H), FASTRNN_ERR_BAD_SIZE);
+    FR_REQUIRE(valid_sizes(1, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const bool lstm = kind == FASTRNN_LSTM;
     FR_REQUIRE(x && h && w_ih && w_hh && ws && dx && dh && dw_ih && dw_hh, FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE(!lstm || (c && c_new && dc), FASTRNN_ERR_NULL_POINTER);
@@ -107,8 +82,7 @@ int cell_backward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T
     });
 }
 
-// The layer workspace is one buffer: gates [T,B,K], then h [T,B,H] (rnn kinds: [B,H], h0),
-// then (lstm) c [T,B,H].
+// The layer workspace is one buffer laid out as fastrnn/workspace.h says.
 template <typename T>
 struct LayerWs {
     T* gates;
@@ -119,10 +93,10 @@ struct LayerWs {
 template <typename T>
 LayerWs<T> split_ws(T* ws, int kind, int64_t T_, int64_t B, int64_t H) {
     if (!ws) return {nullptr, nullptr, nullptr};
-    const int64_t K = int64_t(fastrnn::kept_gates(static_cast<Kind>(kind))) * H;
+    const fastrnn::LayerWorkspaceLayout w = fastrnn::layer_workspace_layout(static_cast<Kind>(kind), T_, B, H);
     T* gates = ws;
-    T* h = gates + T_ * B * K;
-    T* c = kind == FASTRNN_LSTM ? h + T_ * B * H : nullptr;
+    T* h = gates + w.gates_elems;
+    T* c = w.c_steps ? h + w.h_elems : nullptr;
     return {gates, h, c};
 }
 
@@ -131,7 +105,7 @@ int layer_forward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T
                   const T* c0, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,
                   const int64_t* lengths, int reverse, T* out, T* h_n, T* c_n, T* ws) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
-    FR_REQUIRE(valid_sizes(kind, T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
+    FR_REQUIRE(valid_sizes(T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const bool lstm = kind == FASTRNN_LSTM;
     FR_REQUIRE(x && h0 && w_ih && w_hh && out && h_n, FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE(!lstm || (c0 && c_n), FASTRNN_ERR_NULL_POINTER);
@@ -151,7 +125,7 @@ int layer_backward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const 
                    const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0, T* dc0,
                    T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
-    FR_REQUIRE(valid_sizes(kind, T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
+    FR_REQUIRE(valid_sizes(T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const bool lstm = kind == FASTRNN_LSTM;
     FR_REQUIRE(x && w_ih && w_hh && ws && dx && dh0 && dw_ih && dw_hh, FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE(!lstm || (c0 && dc0), FASTRNN_ERR_NULL_POINTER);
@@ -182,7 +156,7 @@ FASTRNN_API const char* fastrnn_status_message(int status) {
         case FASTRNN_OK: return "ok";
         case FASTRNN_ERR_NULL_POINTER: return "a required pointer argument is NULL";
         case FASTRNN_ERR_BAD_KIND: return "kind must be one of FASTRNN_RNN_TANH, FASTRNN_RNN_RELU, FASTRNN_LSTM, FASTRNN_GRU, FASTRNN_GRU_ORIG";
-        case FASTRNN_ERR_BAD_SIZE: return "sizes must be >= 1 and their products must fit the kernels (T*B and G*H within int32)";
+        case FASTRNN_ERR_BAD_SIZE: return "sizes must be >= 1 and their products must fit the kernels (T*B, 4*H and I within int32)";
         case FASTRNN_ERR_BAD_LENGTHS: return "every length must lie in [1, T]";
         case FASTRNN_ERR_BAD_BIAS: return "b_ih and b_hh (and their gradients) must both be given or both be NULL";
         case FASTRNN_ERR_NO_MEMORY: return "out of memory";
@@ -197,12 +171,12 @@ FASTRNN_API int64_t fastrnn_num_gates(int kind) {
 
 FASTRNN_API int64_t fastrnn_cell_workspace_size(int kind, int64_t B, int64_t H) {
     if (!valid_kind(kind) || B < 1 || H < 1) return -1;
-    return mul(B, mul(fastrnn::kept_gates(static_cast<Kind>(kind)), H));
+    return fastrnn::cell_workspace_elements(static_cast<Kind>(kind), B, H);
 }
 
 FASTRNN_API int64_t fastrnn_layer_workspace_size(int kind, int64_t T, int64_t B, int64_t H) {
     if (!valid_kind(kind) || T < 1 || B < 1 || H < 1) return -1;
-    return layer_ws_size(kind, T, B, H);
+    return fastrnn::layer_workspace_layout(static_cast<Kind>(kind), T, B, H).total;
 }
 
 #define FR_CELL_FWD(SUFFIX, T)                                                                      \

@@ -1,9 +1,6 @@
 // Row-major GEMM on top of a Fortran (column-major) BLAS handed in by the
-// binding layer, with a portable blocked fallback when none is installed.
-#include <algorithm>
+// binding layer (fastrnn._core.set_gemm("scipy")).
 #include <atomic>
-#include <cstring>
-#include <vector>
 
 #include "fastrnn/blas.h"
 
@@ -23,44 +20,9 @@ inline void call_blas(const char* ta, const char* tb, const int* m, const int* n
                       const int* ldb, const double* beta, double* c, const int* ldc) {
     g_dgemm.load()(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
-template <class T>
-bool blas_for();
-template <>
-bool blas_for<float>() {
-    return g_sgemm.load() != nullptr;
-}
-template <>
-bool blas_for<double>() {
-    return g_dgemm.load() != nullptr;
-}
 
-// Portable fallback: C[M, N] = alpha op(A) op(B) + beta C, row-major.
-template <class T>
-void gemm_fallback(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-    for (int64_t m = 0; m < M; ++m) {
-        T* c = C + m * ldc;
-        if (beta == T(0))
-            std::fill(c, c + N, T(0));
-        else if (beta != T(1))
-            for (int64_t n = 0; n < N; ++n) c[n] *= beta;
-        for (int64_t k = 0; k < K; ++k) {
-            const T a = alpha * (ta ? A[k * lda + m] : A[m * lda + k]);
-            if (!tb) {
-                const T* b = B + k * ldb;
-                for (int64_t n = 0; n < N; ++n) c[n] += a * b[n];
-            } else {
-                const T* b = B + k;
-                for (int64_t n = 0; n < N; ++n) c[n] += a * b[n * ldb];
-            }
-        }
-    }
-}
-}  // namespace
-
-namespace {
 std::atomic<bool> g_use_blas{false};
-}
+}  // namespace
 
 void set_use_blas_gemm(bool use) { g_use_blas.store(use); }
 bool use_blas_gemm() { return g_use_blas.load(); }
@@ -79,10 +41,6 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
     if (K <= 0) {
         for (int64_t m = 0; m < M; ++m)
             for (int64_t n = 0; n < N; ++n) C[m * ldc + n] = beta == T(0) ? T(0) : beta * C[m * ldc + n];
-        return;
-    }
-    if (!blas_for<T>()) {
-        gemm_fallback<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap

@@ -1,15 +1,13 @@
 // The large-block cache (see fastrnn/memory.h).
 #include "fastrnn/memory.h"
 
-#include <pthread.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
 #include <utility>
 #include <vector>
+
+#include "platform/platform.h"
 
 namespace fastrnn {
 
@@ -31,12 +29,12 @@ struct Cache {
     size_t limit = default_limit();
 
     void drop_oldest_locked() {
-        std::free(blocks.front().second);
+        platform::aligned_free(blocks.front().second);
         total -= blocks.front().first;
         blocks.erase(blocks.begin());
     }
     void drop_all_locked() {
-        for (auto& b : blocks) std::free(b.second);
+        for (auto& b : blocks) platform::aligned_free(b.second);
         blocks.clear();
         total = 0;
     }
@@ -46,7 +44,7 @@ Cache& cache() {
     static Cache* c = [] {
         Cache* p = new Cache();  // never destroyed: usable during exit
         // held across fork, so a child never inherits it taken by another thread
-        pthread_atfork([] { cache().mu.lock(); }, [] { cache().mu.unlock(); },
+        platform::at_fork([] { cache().mu.lock(); }, [] { cache().mu.unlock(); },
                        [] { cache().mu.unlock(); });
         return p;
     }();
@@ -61,13 +59,10 @@ size_t rounded(size_t bytes) { return (bytes + 63) / 64 * 64; }
 // what the request uses (e.g. dx of a GRU layer with H = I = 1024 took the 12
 // MB block of the forward's packed weights: 6 MB resident for nothing).
 void release_tail(void* p, size_t bytes, size_t s) {
-    static const uintptr_t page = [] {
-        const long v = sysconf(_SC_PAGESIZE);  // 4 KB on x86-64; 16/64 KB on some arm64 kernels
-        return v > 0 ? (uintptr_t)v : (uintptr_t)65536;
-    }();
+    static const uintptr_t page = platform::page_size();
     const uintptr_t a = (reinterpret_cast<uintptr_t>(p) + bytes + page - 1) & ~(page - 1);
     const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + s) & ~(page - 1);
-    if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
+    if (b > a) platform::release_pages(reinterpret_cast<void*>(a), b - a);
 }
 
 
@@ -112,7 +107,7 @@ void* cache_alloc(size_t bytes, size_t* block_bytes) {
             return p;
         }
     }
-    return std::aligned_alloc(64, bytes);
+    return platform::aligned_alloc64(bytes);
 }
 
 void cache_free(void* p, size_t bytes) {  // bytes: the block's real size (from cache_alloc)
@@ -127,7 +122,7 @@ void cache_free(void* p, size_t bytes) {  // bytes: the block's real size (from 
             return;
         }
     }
-    std::free(p);
+    platform::aligned_free(p);
 }
 
 void set_cache_limit(size_t bytes) {

@@ -1,6 +1,4 @@
 // Global thread count of the kernels and a small task pool.
-#include <pthread.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -12,9 +10,8 @@
 #include <thread>
 #include <vector>
 
-#include <sched.h>
-
 #include "fastrnn/threads.h"
+#include "platform/platform.h"
 
 namespace fastrnn {
 
@@ -26,11 +23,7 @@ int default_threads() {
         long v = std::strtol(s, &end, 10);
         if (end != s && *end == '\0' && v > 0 && v <= 4096) return (int)v;
     }
-    // the CPUs this process may run on (a container's or taskset's share)
-    cpu_set_t set;
-    int n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
-                                                          : (int)std::thread::hardware_concurrency();
-    return n > 0 ? n : 1;
+    return platform::available_cpus();
 }
 
 std::atomic<int> g_threads{0};
@@ -87,18 +80,12 @@ struct Job {
     }
 };
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
 // The i-th round of a wait for another thread: spin first (it often ends
 // within microseconds, and a yield is a system call), then yield (a
 // descheduled thread should not cost the waiter a time slice each round).
 inline void backoff(int i) {
     if (i < (1 << 14))
-        cpu_relax();
+        platform::cpu_relax();
     else
         std::this_thread::yield();
 }
@@ -123,7 +110,7 @@ struct Pool {
         for (;;) {
             const auto until = std::chrono::steady_clock::now() + kSpin;
             for (int i = 0; generation.load(std::memory_order_acquire) == seen; ++i) {
-                cpu_relax();
+                platform::cpu_relax();
                 if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) break;
             }
             std::shared_ptr<Job> j;
@@ -163,7 +150,7 @@ Pool& pool() {
         g_pool = new Pool();  // never destroyed: threads may outlive static destructors
         // In a forked child the workers do not exist: start afresh there. The
         // pool's lock is held across fork so the child never inherits it taken.
-        pthread_atfork([] { g_pool_mu.lock(); }, [] { g_pool_mu.unlock(); },
+        platform::at_fork([] { g_pool_mu.lock(); }, [] { g_pool_mu.unlock(); },
                        [] {
                            g_pool = nullptr;
                            g_pool_mu.unlock();

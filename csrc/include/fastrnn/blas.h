@@ -1,7 +1,7 @@
-// Matrix products used by the kernels. No Python here: the binding layer
-// resolves the BLAS (SciPy's, through scipy.linalg.cython_blas) and hands the
-// function pointers to set_blas(); without them a portable built-in GEMM is
-// used.
+// The optional BLAS of the large products. No Python here: the binding
+// layer resolves SciPy's BLAS (scipy.linalg.cython_blas) when it is chosen
+// and hands the function pointers to set_blas(); otherwise the kernels' own
+// GEMM runs (csrc/kernels/gemm/gemm.h).
 #pragma once
 
 #include <cstdint>
@@ -24,7 +24,7 @@ bool have_blas();
 
 // Which GEMM the layer kernels use for their large products: false (default)
 // the kernels' own packed GEMM, threaded on their pool; true the installed BLAS.
-// The own GEMM measured faster on the layer shapes and, unlike a BLAS with
+// The own GEMM is the faster one on the layer shapes and, unlike a BLAS with
 // its own thread pool, follows fastrnn's thread count and never competes
 // with the kernels' threads for cores.
 void set_use_blas_gemm(bool use);
@@ -34,8 +34,9 @@ bool use_blas_gemm();
 //   A: [M, K] (lda >= K) or, with trans_a, [K, M] (lda >= M)
 //   B: [K, N] (ldb >= N) or, with trans_b, [N, K] (ldb >= K)
 //   C: [M, N] (ldc >= N)
-// Dimensions must fit a 32-bit int (checked by the callers). Call only from
-// outside parallel regions: the BLAS may start its own threads.
+// Requires an installed BLAS (have_blas()). Dimensions must fit a 32-bit int
+// (fastrnn/workspace.h). Call only from outside parallel regions: the BLAS
+// may start its own threads.
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);

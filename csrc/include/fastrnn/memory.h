@@ -4,7 +4,7 @@
 // A fresh mmap'ed block costs a page fault and a page clear per 4 KB the
 // first time it is touched: on a training step of a long sequence (the
 // workspace of a 2-layer LSTM at B=97, T=999, H=51 in float64 is ~560 MB)
-// that measured 10-20 % of the step. Blocks of at least 1 MB are therefore
+// that is 10-20 % of the step. Blocks of at least 1 MB are therefore
 // kept in a process-wide cache after use and handed out again to a request
 // of the same size class (at most twice the requested size; the whole pages
 // beyond the request of a block more than 1.25 times it are given back to the

@@ -12,9 +12,10 @@
 //
 // Gate order follows PyTorch: LSTM i, f, g, o; GRU r, z, n.
 //
-// Preconditions (checked by the callers in csrc/python, not here): all sizes
-// >= 1, pointers non-null unless documented as optional, 1 <= lengths[b] <= T,
-// no aliasing between inputs and outputs unless documented.
+// Preconditions (checked by the callers, csrc/python and csrc/capi, not
+// here): the sizes satisfy fastrnn/workspace.h's rule (all >= 1), pointers
+// are non-null unless documented as optional, 1 <= lengths[b] <= T, no
+// aliasing between inputs and outputs unless documented.
 #pragma once
 
 #include <cstdint>
@@ -42,6 +43,10 @@ constexpr int num_gates(Kind k) {
 constexpr int kept_gates(Kind k) {
     return k == Kind::lstm ? 4 : (k == Kind::gru || k == Kind::gru_orig) ? 4 : 1;
 }
+
+// Whether the kept block of a step is the new state itself (the rnn kinds):
+// then no state per step is stored apart (ws_h holds h0 only).
+constexpr bool kept_gates_are_states(Kind k) { return num_gates(k) == 1; }
 
 // Parse "rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig". Returns false on
 // an unknown name.
@@ -141,11 +146,14 @@ const char* simd_path();
 }  // namespace fastrnn
 
 namespace fastrnn {
+// The activations of the pointwise rows.
+enum class Activation : int { sigmoid = 0, tanh = 1, exp = 2 };
+
 // The vectorized activations of the kernels applied elementwise (for tests
-// of their accuracy): which = 0 sigmoid, 1 tanh, 2 exp.
+// of their accuracy).
 //   in: [n], out: [n]
 template <typename T>
-void apply_activation(int which, const T* in, T* out, int64_t n);
+void apply_activation(Activation fn, const T* in, T* out, int64_t n);
 
 // The GEMM of the layers' large products: C = op(A) · op(B), row-major.
 //   A: [M, K] (lda) or, with ta, [K, M];  B: [K, N] (ldb) or, with tb, [N, K];

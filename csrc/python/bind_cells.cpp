@@ -1,0 +1,169 @@
+// Bindings of the cell kernels: cell_forward and cell_backward (backend
+// contract, fastrnn/backends/CONTRACT.md). They convert, check and dispatch.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <type_traits>
+
+#include "arrays.h"
+#include "blocks.h"
+#include "fastrnn/rnn.h"
+#include "fastrnn/workspace.h"
+#include "workspaces.h"
+
+namespace fastrnn::python {
+
+namespace {
+
+template <class F>
+py::tuple cell_forward_t(const std::string& kind_name, const Arr<F>& x, const Arr<F>& h,
+                         const std::optional<Arr<F>>& c, const Arr<F>& w_ih, const Arr<F>& w_hh,
+                         const std::optional<Arr<F>>& b_ih, const std::optional<Arr<F>>& b_hh,
+                         bool keep) {
+    const Kind kind = get_kind(kind_name);
+    if (x.ndim() != 2) value_error("x must have 2 dimensions (B, I), got shape " + shape_str(x));
+    const int64_t B = x.shape(0), I = x.shape(1);
+    if (B < 1 || I < 1) value_error("x must have B, I >= 1, got shape " + shape_str(x));
+    if (!aligned(x)) value_error("x must be an aligned array");
+    const int64_t H = check_weights<F>(kind, B, I, h, "h", c, "c", w_ih, w_hh, b_ih, b_hh);
+    check_sizes(1, B, I, H);
+    const bool lstm = kind == Kind::lstm;
+    Arr<F> h_new = empty<F>({B, H});
+    std::optional<Arr<F>> c_new, gates;
+    if (lstm) c_new = empty<F>({B, H});
+    if (keep) gates = empty<F>({B, cell_workspace_elements(kind, 1, H)});
+    {
+        // Small kernel, but still pure C++: no reason to hold the GIL.
+        py::gil_scoped_release nogil;
+        fastrnn::cell_forward<F>(kind, B, I, H, x.data(), h.data(), ptr_or_null(c), w_ih.data(),
+                                 w_hh.data(), ptr_or_null(b_ih), ptr_or_null(b_hh),
+                                 h_new.mutable_data(), c_new ? c_new->mutable_data() : nullptr,
+                                 gates ? gates->mutable_data() : nullptr);
+    }
+    py::object ws = py::none();
+    if (keep) {
+        CellWorkspace w;
+        w.kind = kind;
+        w.is_double = std::is_same<F, double>::value;
+        w.B = B; w.I = I; w.H = H;
+        w.bias = b_ih.has_value();
+        w.x = x; w.h = h; w.w_ih = w_ih; w.w_hh = w_hh; w.gates = *gates;
+        w.c = c ? py::object(*c) : py::none();
+        // Our own copy of c_new: the caller may modify the returned array.
+        w.c_new = py::none();
+        if (lstm) {
+            Arr<F> copy = empty<F>({B, H});
+            std::memcpy(copy.mutable_data(), c_new->data(), sizeof(F) * B * H);
+            w.c_new = copy;
+        }
+        ws = py::cast(std::move(w));
+    }
+    return py::make_tuple(h_new, c_new ? py::object(*c_new) : py::none(), ws);
+}
+
+template <class F>
+py::dict cell_backward_t(CellWorkspace& ws, const std::optional<Arr<F>>& grad_h,
+                         const std::optional<Arr<F>>& grad_c) {
+    if (ws.consumed) value_error("ws was already used by cell_backward (backward called twice)");
+    const int64_t B = ws.B, I = ws.I, H = ws.H;
+    const Kind kind = ws.kind;
+    const bool lstm = kind == Kind::lstm;
+    if (grad_h) check_shape(*grad_h, "grad_h", {B, H});
+    if (grad_c) {
+        if (!lstm) value_error("grad_c must be None for kinds other than 'lstm'");
+        check_shape(*grad_c, "grad_c", {B, H});
+    }
+    const int64_t GH = num_gates(kind) * H;
+    Arr<F> x = py::reinterpret_borrow<Arr<F>>(ws.x), h = py::reinterpret_borrow<Arr<F>>(ws.h),
+           w_ih = py::reinterpret_borrow<Arr<F>>(ws.w_ih),
+           w_hh = py::reinterpret_borrow<Arr<F>>(ws.w_hh),
+           gates = py::reinterpret_borrow<Arr<F>>(ws.gates);
+    py::object co = ws.c, cno = ws.c_new;
+    ws.consumed = true;
+    ws.x = ws.h = ws.c = ws.c_new = ws.w_ih = ws.w_hh = ws.gates = py::none();
+    const F* c = lstm ? py::reinterpret_borrow<Arr<F>>(co).data() : nullptr;
+    const F* cn = lstm ? py::reinterpret_borrow<Arr<F>>(cno).data() : nullptr;
+
+    Arr<F> dx = empty<F>({B, I}), dh = empty<F>({B, H});
+    std::optional<Arr<F>> dc;
+    if (lstm) dc = empty<F>({B, H});
+    Arr<F> dw_ih = empty<F>({GH, I}), dw_hh = empty<F>({GH, H});
+    std::optional<Arr<F>> db_ih, db_hh;
+    if (ws.bias) {
+        db_ih = empty<F>({GH});
+        db_hh = empty<F>({GH});
+    }
+    {
+        // Pure C++: release the GIL.
+        py::gil_scoped_release nogil;
+        fastrnn::cell_backward<F>(kind, B, I, H, x.data(), h.data(), c, cn, w_ih.data(),
+                                  w_hh.data(), gates.data(), ptr_or_null(grad_h),
+                                  ptr_or_null(grad_c), dx.mutable_data(), dh.mutable_data(),
+                                  dc ? dc->mutable_data() : nullptr, dw_ih.mutable_data(),
+                                  dw_hh.mutable_data(), db_ih ? db_ih->mutable_data() : nullptr,
+                                  db_hh ? db_hh->mutable_data() : nullptr);
+    }
+    py::dict d;
+    d["x"] = dx;
+    d["h"] = dh;
+    d["c"] = dc ? py::object(*dc) : py::none();
+    d["w_ih"] = dw_ih;
+    d["w_hh"] = dw_hh;
+    d["b_ih"] = db_ih ? py::object(*db_ih) : py::none();
+    d["b_hh"] = db_hh ? py::object(*db_hh) : py::none();
+    return d;
+}
+
+
+}  // namespace
+
+void bind_cells(py::module_& m) {
+    py::class_<CellWorkspace>(m, "CellWorkspace",
+                              "What cell_backward needs from a training cell_forward (opaque).");
+
+    m.def(
+        "cell_forward",
+        [](const std::string& kind, const py::object& x, const py::object& h, const py::object& c,
+           const py::object& w_ih, const py::object& w_hh, const py::object& b_ih,
+           const py::object& b_hh, bool keep) -> py::tuple {
+            auto call = [&](auto f) -> std::optional<py::tuple> {  // as in layer_forward
+                using F = decltype(f);
+                if (!all_arrays_of<F>({&x, &h, &w_ih, &w_hh}, {&c, &b_ih, &b_hh})) return std::nullopt;
+                return cell_forward_t<F>(kind, borrow<F>(x), borrow<F>(h), maybe<F>(c), borrow<F>(w_ih),
+                                         borrow<F>(w_hh), maybe<F>(b_ih), maybe<F>(b_hh), keep);
+            };
+            if (auto r = call(0.0f)) return *r;
+            if (auto r = call(0.0)) return *r;
+            report_bad_args("cell_forward",
+                            {{"x", x}, {"h", h}, {"c", c}, {"w_ih", w_ih}, {"w_hh", w_hh},
+                             {"b_ih", b_ih}, {"b_hh", b_hh}},
+                            {{"x", false}, {"h", false}, {"c", true}, {"w_ih", false},
+                             {"w_hh", false}, {"b_ih", true}, {"b_hh", true}},
+                            py::none());
+        },
+        py::arg("kind"), py::arg("x"), py::arg("h"), py::arg("c").none(true), py::arg("w_ih"),
+        py::arg("w_hh"), py::arg("b_ih").none(true), py::arg("b_hh").none(true), py::arg("keep"),
+        "cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep) -> (h_new, c_new, ws)");
+
+    m.def(
+        "cell_backward",
+        [](const py::object& ws, const py::object& gh, const py::object& gc) -> py::dict {
+            if (!py::isinstance<CellWorkspace>(ws))
+                throw py::type_error("ws must be the workspace returned by cell_forward(keep=True)");
+            CellWorkspace& w = ws.cast<CellWorkspace&>();
+            if (!w.is_double && all_arrays_of<float>({}, {&gh, &gc}))
+                return cell_backward_t<float>(w, maybe<float>(gh), maybe<float>(gc));
+            if (w.is_double && all_arrays_of<double>({}, {&gh, &gc}))
+                return cell_backward_t<double>(w, maybe<double>(gh), maybe<double>(gc));
+            report_bad_grads("cell_backward", w.is_double, {{"grad_h", gh}, {"grad_c", gc}});
+        },
+        py::arg("ws"), py::arg("grad_h").none(true), py::arg("grad_c").none(true),
+        "cell_backward(ws, grad_h, grad_c) -> dict of gradients");
+
+}
+
+}  // namespace fastrnn::python

@@ -1,0 +1,232 @@
+// Bindings of the layer kernels: layer_forward and layer_backward (backend
+// contract, fastrnn/backends/CONTRACT.md). They convert, check and dispatch.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <type_traits>
+
+#include "arrays.h"
+#include "blocks.h"
+#include "fastrnn/rnn.h"
+#include "fastrnn/workspace.h"
+#include "workspaces.h"
+
+namespace fastrnn::python {
+
+namespace {
+
+template <class F>
+py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const Arr<F>& h0,
+                          const std::optional<Arr<F>>& c0, const Arr<F>& w_ih, const Arr<F>& w_hh,
+                          const std::optional<Arr<F>>& b_ih, const std::optional<Arr<F>>& b_hh,
+                          const std::optional<Lengths>& lengths, bool reverse, bool keep) {
+    const Kind kind = get_kind(kind_name);
+    if (x.ndim() != 3) value_error("x must have 3 dimensions (T, B, I), got shape " + shape_str(x));
+    const int64_t T = x.shape(0), B = x.shape(1), I = x.shape(2);
+    if (T < 1 || B < 1 || I < 1) value_error("x must have T, B, I >= 1, got shape " + shape_str(x));
+    if (!aligned(x)) value_error("x must be an aligned array");
+    const int64_t H = check_weights<F>(kind, B, I, h0, "h0", c0, "c0", w_ih, w_hh, b_ih, b_hh);
+    check_sizes(T, B, I, H);
+    check_lengths(lengths, T, B);
+    const bool lstm = kind == Kind::lstm;
+
+    Arr<F> out = empty<F>({T, B, H});
+    Arr<F> h_n = empty<F>({B, H});
+    std::optional<Arr<F>> c_n;
+    if (lstm) c_n = empty<F>({B, H});
+    std::optional<Arr<F>> gates, hs, cs;
+    if (keep) {
+        const LayerWorkspaceLayout layout = layer_workspace_layout(kind, T, B, H);
+        gates = empty<F>({T, B, layout.gates_cols});
+        hs = empty<F>({layout.h_steps, B, H});
+        if (layout.c_steps) cs = empty<F>({layout.c_steps, B, H});
+    }
+    {
+        // The kernel touches no Python object: release the GIL so other
+        // Python threads run meanwhile (every array stays referenced here).
+        py::gil_scoped_release nogil;
+        fastrnn::layer_forward<F>(kind, T, B, I, H, x.data(), h0.data(), ptr_or_null(c0),
+                                  w_ih.data(), w_hh.data(), ptr_or_null(b_ih), ptr_or_null(b_hh),
+                                  lengths ? lengths->data() : nullptr, reverse, out.mutable_data(),
+                                  h_n.mutable_data(), c_n ? c_n->mutable_data() : nullptr,
+                                  gates ? gates->mutable_data() : nullptr,
+                                  hs ? hs->mutable_data() : nullptr,
+                                  cs ? cs->mutable_data() : nullptr);
+    }
+    py::object ws = py::none();
+    if (keep) {
+        LayerWorkspace w;
+        w.kind = kind;
+        w.is_double = std::is_same<F, double>::value;
+        w.T = T; w.B = B; w.I = I; w.H = H;
+        w.reverse = reverse;
+        w.bias = b_ih.has_value();
+        w.x = x; w.w_ih = w_ih; w.w_hh = w_hh;
+        w.c0 = c0 ? py::object(*c0) : py::none();
+        w.lengths = lengths ? py::object(*lengths) : py::none();
+        w.gates = *gates; w.hs = *hs;
+        w.cs = cs ? py::object(*cs) : py::none();
+        ws = py::cast(std::move(w));
+    }
+    return py::make_tuple(out, h_n, c_n ? py::object(*c_n) : py::none(), ws);
+}
+
+template <class F>
+py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<Arr<F>>& grad_out,
+                          const std::optional<Arr<F>>& grad_h_n,
+                          const std::optional<Arr<F>>& grad_c_n, const py::object& acc) {
+    if (ws.consumed) value_error("ws was already used by layer_backward (backward called twice)");
+    const int64_t T = ws.T, B = ws.B, I = ws.I, H = ws.H;
+    const Kind kind = ws.kind;
+    const bool lstm = kind == Kind::lstm;
+    if (grad_out) check_shape(*grad_out, "grad_out", {T, B, H});
+    if (grad_h_n) check_shape(*grad_h_n, "grad_h_n", {B, H});
+    if (grad_c_n) {
+        if (!lstm) value_error("grad_c_n must be None for kinds other than 'lstm'");
+        check_shape(*grad_c_n, "grad_c_n", {B, H});
+    }
+    const int64_t GH = num_gates(kind) * H;
+    // acc: the caller's running weight gradients, added into in place.
+    std::optional<Arr<F>> acc_ih, acc_hh;
+    if (!acc.is_none()) {
+        if (!(py::isinstance<py::tuple>(acc) || py::isinstance<py::list>(acc)) || py::len(acc) != 2)
+            throw py::type_error("acc must be None or a pair (w_ih, w_hh) of arrays to add the weight "
+                                 "gradients into, got " +
+                                 std::string(py::str(py::type::of(acc).attr("__name__"))));
+        const py::object a0 = acc[py::int_(0)], a1 = acc[py::int_(1)];
+        const char* names[2] = {"acc[0] (w_ih)", "acc[1] (w_hh)"};
+        const py::object* as[2] = {&a0, &a1};
+        const int64_t cols[2] = {I, H};
+        for (int i = 0; i < 2; ++i) {
+            if (!is_arr<F>(*as[i]))
+                throw py::type_error(std::string(names[i]) + " must be a C-contiguous numpy array of dtype " +
+                                     (std::is_same<F, double>::value ? "float64" : "float32") +
+                                     " like the forward pass");
+            const py::array a = py::reinterpret_borrow<py::array>(*as[i]);
+            check_shape(a, names[i], {GH, cols[i]});
+            if (!a.writeable()) value_error(std::string(names[i]) + " must be writeable");
+            // The kernel reads these while it writes acc: no overlap, or the result is wrong.
+            for (const py::object& other : {ws.x, ws.w_ih, ws.w_hh, ws.gates, ws.hs, ws.cs, ws.c0})
+                if (overlaps(a, other)) value_error(std::string(names[i]) + " shares memory with the forward's arrays");
+            for (const auto* g : {&grad_out, &grad_h_n, &grad_c_n})
+                if (*g && overlaps(a, **g)) value_error(std::string(names[i]) + " shares memory with a gradient argument");
+        }
+        if (overlaps(py::reinterpret_borrow<py::array>(a0), a1))
+            value_error("acc[0] and acc[1] share memory");
+        acc_ih = py::reinterpret_borrow<Arr<F>>(a0);
+        acc_hh = py::reinterpret_borrow<Arr<F>>(a1);
+    }
+    // Take the workspace (it may be consumed): its arrays stay alive in these
+    // locals while the kernel runs.
+    Arr<F> x = py::reinterpret_borrow<Arr<F>>(ws.x), w_ih = py::reinterpret_borrow<Arr<F>>(ws.w_ih),
+           w_hh = py::reinterpret_borrow<Arr<F>>(ws.w_hh),
+           gates = py::reinterpret_borrow<Arr<F>>(ws.gates), hs = py::reinterpret_borrow<Arr<F>>(ws.hs);
+    py::object c0o = ws.c0, cso = ws.cs, leno = ws.lengths;
+    ws.consumed = true;
+    ws.x = ws.c0 = ws.w_ih = ws.w_hh = ws.lengths = ws.gates = ws.hs = ws.cs = py::none();
+
+    const F* c0 = lstm ? py::reinterpret_borrow<Arr<F>>(c0o).data() : nullptr;
+    const F* cs = lstm ? py::reinterpret_borrow<Arr<F>>(cso).data() : nullptr;
+    const int64_t* len = leno.is_none() ? nullptr : py::reinterpret_borrow<Lengths>(leno).data();
+
+    Arr<F> dx = empty<F>({T, B, I}), dh0 = empty<F>({B, H});
+    std::optional<Arr<F>> dc0;
+    if (lstm) dc0 = empty<F>({B, H});
+    Arr<F> dw_ih = acc_ih ? *acc_ih : empty<F>({GH, I}), dw_hh = acc_hh ? *acc_hh : empty<F>({GH, H});
+    std::optional<Arr<F>> db_ih, db_hh;
+    if (ws.bias) {
+        db_ih = empty<F>({GH});
+        db_hh = empty<F>({GH});
+    }
+    {
+        // Pure C++ from here: let other Python threads run.
+        py::gil_scoped_release nogil;
+        fastrnn::layer_backward<F>(
+            kind, T, B, I, H, x.data(), c0, w_ih.data(), w_hh.data(), len, ws.reverse,
+            gates.data(), hs.data(), cs, ptr_or_null(grad_out), ptr_or_null(grad_h_n),
+            ptr_or_null(grad_c_n), dx.mutable_data(), dh0.mutable_data(),
+            dc0 ? dc0->mutable_data() : nullptr, dw_ih.mutable_data(), dw_hh.mutable_data(),
+            db_ih ? db_ih->mutable_data() : nullptr, db_hh ? db_hh->mutable_data() : nullptr,
+            acc_ih.has_value());
+    }
+    py::dict d;
+    d["x"] = dx;
+    d["h0"] = dh0;
+    d["c0"] = dc0 ? py::object(*dc0) : py::none();
+    d["w_ih"] = dw_ih;
+    d["w_hh"] = dw_hh;
+    d["b_ih"] = db_ih ? py::object(*db_ih) : py::none();
+    d["b_hh"] = db_hh ? py::object(*db_hh) : py::none();
+    return d;
+}
+
+}  // namespace
+
+void bind_layers(py::module_& m) {
+    py::class_<LayerWorkspace>(m, "LayerWorkspace",
+                               "What layer_backward needs from a training layer_forward (opaque).");
+
+
+    // One entry point per function for both dtypes, not one overload per dtype: pybind11's
+    // array_t caster looks a dtype object up per argument and per overload tried (~0.15 us
+    // each), and a cell step of B=1, H=128 computes for 1-5 us. Arrays that pass the fast check
+    // (is_arr) go to the kernels' binding; anything else to the argument report, which names
+    // the argument and what was expected.
+    m.def(
+        "layer_forward",
+        [](const std::string& kind, const py::object& x, const py::object& h0, const py::object& c0,
+           const py::object& w_ih, const py::object& w_hh, const py::object& b_ih,
+           const py::object& b_hh, const py::object& lengths, bool reverse, bool keep) -> py::tuple {
+            // the call in dtype F (named by a value of it) if every array is one of F
+            auto call = [&](auto f) -> std::optional<py::tuple> {
+                using F = decltype(f);
+                if (!all_arrays_of<F>({&x, &h0, &w_ih, &w_hh}, {&c0, &b_ih, &b_hh})) return std::nullopt;
+                return layer_forward_t<F>(kind, borrow<F>(x), borrow<F>(h0), maybe<F>(c0),
+                                          borrow<F>(w_ih), borrow<F>(w_hh), maybe<F>(b_ih),
+                                          maybe<F>(b_hh), maybe<int64_t>(lengths), reverse, keep);
+            };
+            if (lengths.is_none() || is_arr<int64_t>(lengths)) {
+                if (auto r = call(0.0f)) return *r;
+                if (auto r = call(0.0)) return *r;
+            }
+            report_bad_args("layer_forward",
+                            {{"x", x}, {"h0", h0}, {"c0", c0}, {"w_ih", w_ih}, {"w_hh", w_hh},
+                             {"b_ih", b_ih}, {"b_hh", b_hh}},
+                            {{"x", false}, {"h0", false}, {"c0", true}, {"w_ih", false},
+                             {"w_hh", false}, {"b_ih", true}, {"b_hh", true}},
+                            lengths);
+        },
+        py::arg("kind"), py::arg("x"), py::arg("h0"), py::arg("c0").none(true), py::arg("w_ih"),
+        py::arg("w_hh"), py::arg("b_ih").none(true), py::arg("b_hh").none(true),
+        py::arg("lengths").none(true), py::arg("reverse"), py::arg("keep"),
+        "layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep)"
+        " -> (out, h_n, c_n, ws)\n\nOne layer, one direction, whole sequence (see CONTRACT.md).");
+
+    m.def(
+        "layer_backward",
+        [](const py::object& ws, const py::object& go, const py::object& gh,
+           const py::object& gc, const py::object& acc) -> py::dict {
+            if (!py::isinstance<LayerWorkspace>(ws))
+                throw py::type_error("ws must be the workspace returned by layer_forward(keep=True)");
+            LayerWorkspace& w = ws.cast<LayerWorkspace&>();
+            if (!w.is_double && all_arrays_of<float>({}, {&go, &gh, &gc}))
+                return layer_backward_t<float>(w, maybe<float>(go), maybe<float>(gh), maybe<float>(gc),
+                                               acc);
+            if (w.is_double && all_arrays_of<double>({}, {&go, &gh, &gc}))
+                return layer_backward_t<double>(w, maybe<double>(go), maybe<double>(gh),
+                                                maybe<double>(gc), acc);
+            report_bad_grads("layer_backward", w.is_double,
+                             {{"grad_out", go}, {"grad_h_n", gh}, {"grad_c_n", gc}});
+        },
+        py::arg("ws"), py::arg("grad_out").none(true), py::arg("grad_h_n").none(true),
+        py::arg("grad_c_n").none(true), py::arg("acc") = py::none(),
+        "layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None) -> dict of gradients\n\n"
+        "acc: None or a pair (w_ih, w_hh) the weight gradients are added into (see CONTRACT.md).");
+
+}
+
+}  // namespace fastrnn::python
