@@ -1,6 +1,6 @@
 """The ``acc`` argument of ``layer_backward`` (``contract.Backend``) for the Python backends.
 
-The cpp binding checks the same in C++ (``bind_rnn.cpp``) and lets its kernel
+The cpp binding checks the same in C++ (``csrc/python/bind_layers.cpp``) and lets its kernel
 accumulate in place; these backends compute fresh weight gradients and add.
 """
 

@@ -1,7 +1,7 @@
 """The compiled backend: fused C++ kernels in ``fastrnn._core``.
 
 Implements the backend contract (``contract.Backend``) by forwarding straight to
-the pybind11 bindings (``csrc/python/bind_rnn.cpp``), which check every array
+the pybind11 bindings (``csrc/python/bind_layers.cpp``, ``bind_cells.cpp``), which check every array
 at the boundary and release the GIL while the kernels run. float32 and
 float64 arrays are computed in their own dtype; mixed dtypes are an error.
 
