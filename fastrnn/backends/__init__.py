@@ -17,7 +17,7 @@ import threading
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import overload
+from typing import SupportsInt, overload
 
 from .._optional import MissingExtraError
 
@@ -57,7 +57,7 @@ def _load(name: str) -> ModuleType | None:
         return mod
 
 
-def _give_threads(mod):
+def _give_threads(mod: ModuleType) -> None:
     """Set a newly imported backend's count to get_num_threads() explicitly, so that what
     get_num_threads() reports is what its kernels use (whatever they read at start-up)."""
     global _env_refused
@@ -209,10 +209,10 @@ def set_backend(name: str | None) -> None:
 
 _env_warned = False
 _env_refused = False  # FASTRNN_NUM_THREADS was valid for Python but refused by a backend
-_oversubscribed_warned: set = set()
+_oversubscribed_warned: set[int] = set()
 
 
-def _warn_env(why):
+def _warn_env(why: str) -> None:
     global _env_warned
     if not _env_warned:
         _env_warned = True
@@ -227,7 +227,7 @@ def _cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _env_threads():
+def _env_threads() -> int | None:
     """FASTRNN_NUM_THREADS as a count; None if unset or bad (a bad value warns once)."""
     env = os.environ.get("FASTRNN_NUM_THREADS", "").strip()
     if not env or _env_refused:
@@ -246,7 +246,7 @@ def default_num_threads() -> int:
     return _cpus() if n is None else n
 
 
-def _warn_oversubscribed(n):
+def _warn_oversubscribed(n: int) -> None:
     cpus = _cpus()
     if n > cpus and n not in _oversubscribed_warned:
         _oversubscribed_warned.add(n)
@@ -256,7 +256,7 @@ def _warn_oversubscribed(n):
                       RuntimeWarning, stacklevel=3)
 
 
-def set_num_threads(n) -> None:
+def set_num_threads(n: SupportsInt) -> None:
     """Number of threads fastrnn's kernels use (all backends that thread); wins over FASTRNN_NUM_THREADS.
 
     ``n``: an integer of any kind >= 1; a count a backend cannot run (the cpp kernels: at most
