@@ -6,6 +6,7 @@
 // The SIMD code is written with GCC/Clang vector extensions, so one source
 // serves every vector width. docs/DESIGN.md walks through the parts.
 #include "cell/cell.h"
+#include "cells/dispatch.h"
 #include "entry_points.h"
 #include "gemm/gemm.h"
 #include "layer/backward.h"
@@ -15,6 +16,48 @@
 namespace fastrnn::FASTRNN_ISA_NS {
 
 namespace {
+
+// The kind is chosen here, once per call: each driver is compiled per cell policy.
+template <class T>
+void run_layer_forward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H, const T* x,
+                       const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* b_ih,
+                       const T* b_hh, const int64_t* lengths, bool reverse, T* out, T* h_n, T* c_n,
+                       T* ws_gates, T* ws_h, T* ws_c) {
+    const LayerForwardArgs<T> args{steps, B,       I,   H,   x,   h0,       c0,   w_ih, w_hh, b_ih,
+                                   b_hh,  lengths, reverse, out, h_n, c_n, ws_gates, ws_h, ws_c};
+    with_cell(kind, [&](auto cell) { LayerForward<decltype(cell), T>(args).run(); });
+}
+
+template <class T>
+void run_layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H, const T* x,
+                        const T* c0, const T* w_ih, const T* w_hh, const int64_t* lengths,
+                        bool reverse, const T* ws_gates, const T* ws_h, const T* ws_c,
+                        const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0,
+                        T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, bool add_dw) {
+    const LayerBackwardArgs<T> args{steps,    B,        I,        H,        x,    c0,     w_ih,
+                                    w_hh,     lengths,  reverse,  ws_gates, ws_h, ws_c,   grad_out,
+                                    grad_h_n, grad_c_n, dx,       dh0,      dc0,  dw_ih,  dw_hh,
+                                    db_ih,    db_hh,    add_dw};
+    with_cell(kind, [&](auto cell) { LayerBackward<decltype(cell), T>(args).run(); });
+}
+
+template <class T>
+void run_cell_forward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,
+                      const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, T* h_new, T* c_new,
+                      T* ws_gates) {
+    const CellForwardArgs<T> args{B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new, ws_gates};
+    with_cell(kind, [&](auto cell) { cell_forward_driver<decltype(cell)>(args); });
+}
+
+template <class T>
+void run_cell_backward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h,
+                       const T* c, const T* c_new, const T* w_ih, const T* w_hh, const T* ws_gates,
+                       const T* grad_h, const T* grad_c, T* dx, T* dh, T* dc, T* dw_ih, T* dw_hh,
+                       T* db_ih, T* db_hh) {
+    const CellBackwardArgs<T> args{B,      I,      H,  x,  h,  c,  c_new, w_ih,  w_hh,  ws_gates,
+                                   grad_h, grad_c, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh};
+    with_cell(kind, [&](auto cell) { cell_backward_driver<decltype(cell)>(args); });
+}
 
 // The GEMM of the layers' large products alone (for tests and timing).
 template <class T>

@@ -1,10 +1,15 @@
-// Cell forward and backward.
+// The cell driver: one step, forward and backward (fastrnn/rnn.h,
+// cell_forward / cell_backward), for any cell policy (cells/common.h). The
+// products are gemm/small.h's (a few rows, no packing); the pointwise rows
+// are the same functions the layers use.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include "cells/rows.h"
+
+#include "cells/common.h"
+#include "common/scratch.h"
 #include "gemm/small.h"
 #include "layer/projection.h"
 #include "parallel/plan.h"
@@ -12,26 +17,56 @@
 namespace fastrnn::FASTRNN_ISA_NS {
 namespace {
 
-// ================================================================ cells
-// One step for B <= 4 (the latency path; not gru_orig, whose second product
-// needs all of r*h): each part computes its hidden units [u0, u1) of every
-// gate - input and recurrent rows, then the pointwise step - from weight rows
-// it alone reads. From 64K multiply-adds (GRU/LSTM B=1 I=64 H=128) the parts
-// are parallel_for tasks: the caller takes the first, a worker that is awake
-// the second (the same rows each call, so they stay in its core's L2), and a
-// sleeping one finds nothing left. Units are split at multiples of the vector
-// width, so each dot product is the same whatever the split.
+// The arguments of cell_forward (shapes in fastrnn/rnn.h).
 template <class T>
-void cell_forward_units(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h,
-                        const T* c, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,
-                        T* h_new, T* c_new, T* gx, int64_t ldg, bool keep, T* S) {
+struct CellForwardArgs {
+    int64_t B, I, H;
+    const T *x, *h, *c, *w_ih, *w_hh, *b_ih, *b_hh;
+    T *h_new, *c_new, *ws_gates;
+};
+
+// The arguments of cell_backward.
+template <class T>
+struct CellBackwardArgs {
+    int64_t B, I, H;
+    const T *x, *h, *c, *c_new, *w_ih, *w_hh, *ws_gates, *grad_h, *grad_c;
+    T *dx, *dh, *dc, *dw_ih, *dw_hh, *db_ih, *db_hh;
+};
+
+// Batch row b of a cell step: pre-activations gx_row (kept in place when
+// keep), recurrent sums S row (plain layout).
+template <class Cell, class T>
+ForwardRow<T> cell_row(const CellForwardArgs<T>& a, int64_t b, T* gx_row, bool keep, const T* S_row,
+                       T* rh) {
+    constexpr int NR = 2 * V<T>::W;
+    const int64_t H = a.H;
+    ForwardRow<T> row{};
+    row.gx = gx_row;
+    row.kept = keep ? gx_row : nullptr;
+    row.sums = GateSums<T>{S_row, NR, H};
+    row.h_prev = a.h + b * H;
+    row.h_new = a.h_new + b * H;
+    if (Cell::has_cell_state) row.c = a.c_new + b * H;  // c_new holds c, updated in place
+    if (Cell::n_bias_inside_reset && a.b_hh) row.b_hn = a.b_hh + 2 * H;
+    row.rh = rh;
+    return row;
+}
+
+// One step for B <= 4 (the latency path; not for a cell whose n product
+// follows the reset phase, which needs all of r*h): each part computes its
+// hidden units [u0, u1) of every gate - input and recurrent rows, then the
+// pointwise step - from weight rows it alone reads. From 64K multiply-adds
+// (GRU/LSTM B=1 I=64 H=128) the parts are parallel_for tasks: the caller
+// takes the first, a worker that is awake the second (the same rows each
+// call, so they stay in its core's L2), and a sleeping one finds nothing
+// left. Units are split at multiples of the vector width, so each dot
+// product is the same whatever the split.
+template <class Cell, class T>
+void cell_forward_units(const CellForwardArgs<T>& a, T* gx, int64_t ldg, bool keep, T* S) {
     constexpr int W = V<T>::W;
-    constexpr int NR = 2 * W;
-    const int G = num_gates(kind);
+    const int64_t B = a.B, I = a.I, H = a.H;
+    constexpr int G = num_gates(Cell::kind);
     const int64_t GH = G * H;
-    const bool lstm = kind == Kind::lstm, is_gru = kind == Kind::gru;
-    const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
-    const T* bhn = (is_gru && b_hh) ? b_hh + 2 * H : nullptr;
     const int64_t nv = (H + W - 1) / W;
     const int P = get_num_threads();
     const int parts = (P > 1 && B * GH * (I + H) >= 65536) ? (int)std::min<int64_t>(P, nv) : 1;
@@ -42,23 +77,13 @@ void cell_forward_units(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, 
         if (nu <= 0) return;
         for (int g = 0; g < G; ++g) {
             const int64_t n0 = g * H + u0;
-            for (int64_t b = 0; b < B; ++b) folded_bias(kind, H, b_ih, b_hh, n0, nu, gx + b * ldg + n0);
-            small_nt<T>(B, nu, I, x, I, w_ih + n0 * I, I, gx + n0, ldg, true);
-            small_nt<T>(B, nu, H, h, H, w_hh + n0 * H, H, S + n0, GH, false);
+            for (int64_t b = 0; b < B; ++b) folded_bias<Cell>(H, a.b_ih, a.b_hh, n0, nu, gx + b * ldg + n0);
+            small_nt<T>(B, nu, I, a.x, I, a.w_ih + n0 * I, I, gx + n0, ldg, true);
+            small_nt<T>(B, nu, H, a.h, H, a.w_hh + n0 * H, H, S + n0, GH, false);
         }
         for (int64_t b = 0; b < B; ++b) {
-            T* g = gx + b * ldg;
-            const GateSums<T> sb{S + b * GH, NR, H};
-            if (rnn) {
-                rnn_fwd_row<T>(relu, u0, u1, g, keep ? g : nullptr, sb, h_new + b * H, nullptr);
-            } else if (lstm) {
-                std::memcpy(c_new + b * H + u0, c + b * H + u0, nu * sizeof(T));
-                lstm_fwd_row<T>(H, u0, u1, g, keep ? g : nullptr, sb, c_new + b * H, h_new + b * H,
-                                nullptr, nullptr);
-            } else {
-                gru_fwd_row<T>(H, u0, u1, g, keep ? g : nullptr, sb, bhn, h + b * H, h_new + b * H,
-                               nullptr);
-            }
+            if (Cell::has_cell_state) std::memcpy(a.c_new + b * H + u0, a.c + b * H + u0, nu * sizeof(T));
+            Cell::forward(cell_row<Cell, T>(a, b, gx + b * ldg, keep, S + b * GH, nullptr), H, u0, u1);
         }
     };
     if (parts > 1)
@@ -67,125 +92,110 @@ void cell_forward_units(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, 
         part(0);
 }
 
-template <class T>
-void run_cell_forward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h,
-                       const T* c, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,
-                       T* h_new, T* c_new, T* ws_gates) {
-    constexpr int NR = 2 * V<T>::W;
-    const int G = num_gates(kind);
-    const int64_t GH = G * H;
-    const bool keep = ws_gates != nullptr;
-    const int64_t ldg = keep ? kept_gates(kind) * H : GH;
-    const bool lstm = kind == Kind::lstm, is_gru = kind == Kind::gru, is_gru_orig = kind == Kind::gru_orig;
-    const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
-
-    Scratch<T> gxbuf;
-    T* gx = ws_gates;
+template <class Cell, class T>
+void cell_forward_driver(const CellForwardArgs<T>& a) {
+    const int64_t B = a.B, I = a.I, H = a.H;
+    const int64_t GH = num_gates(Cell::kind) * H;
+    const bool keep = a.ws_gates != nullptr;
+    const int64_t ldg = keep ? kept_gates(Cell::kind) * H : GH;
+    Scratch<T> gx_buf;
+    T* gx = a.ws_gates;
     if (!keep) {
-        gxbuf.alloc(checked_mul(B, GH));
-        gx = gxbuf.p;
+        gx_buf.alloc(checked_mul(B, GH));
+        gx = gx_buf.p;
     }
     Scratch<T> S(checked_mul(B, GH));
-    if (B <= 4 && !is_gru_orig) {
-        cell_forward_units(kind, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new, gx, ldg,
-                           keep, S.p);
+    if (B <= 4 && !Cell::n_product_after_reset) {
+        cell_forward_units<Cell>(a, gx, ldg, keep, S.p);
         return;
     }
-    input_projection(kind, B, I, H, x, w_ih, b_ih, b_hh, gx, ldg);
-    small_nt<T>(B, is_gru_orig ? 2 * H : GH, H, h, H, w_hh, H, S.p, GH, false);
-    const T* bhn = (is_gru && b_hh) ? b_hh + 2 * H : nullptr;
-    if (lstm) std::memcpy(c_new, c, B * H * sizeof(T));
-    Scratch<T> rhbuf(is_gru_orig && !keep ? checked_mul(B, H) : 1);
-    for (int64_t b = 0; b < B; ++b) {
-        T* g = gx + b * ldg;
-        const GateSums<T> sb{S.p + b * GH, NR, H};
-        if (rnn)
-            rnn_fwd_row<T>(relu, 0, H, g, keep ? g : nullptr, sb, h_new + b * H, nullptr);
-        else if (lstm)
-            lstm_fwd_row<T>(H, 0, H, g, keep ? g : nullptr, sb, c_new + b * H, h_new + b * H, nullptr, nullptr);
-        else if (is_gru)
-            gru_fwd_row<T>(H, 0, H, g, keep ? g : nullptr, sb, bhn, h + b * H, h_new + b * H, nullptr);
-        else
-            gruo_fwd_row1<T>(H, 0, H, g, sb, h + b * H, keep ? g + 3 * H : rhbuf.p + b * H);
+    input_projection<Cell>(B, I, H, a.x, a.w_ih, a.b_ih, a.b_hh, gx, ldg);
+    // gru_orig: the r and z products now, the n product after the reset phase
+    const int64_t product_cols = Cell::n_product_after_reset ? 2 * H : GH;
+    small_nt<T>(B, product_cols, H, a.h, H, a.w_hh, H, S.p, GH, false);
+    if (Cell::has_cell_state) std::memcpy(a.c_new, a.c, B * H * sizeof(T));
+    Scratch<T> rh(Cell::n_product_after_reset ? checked_mul(B, H) : 1);
+    for (int64_t b = 0; b < B; ++b)
+        Cell::forward(cell_row<Cell, T>(a, b, gx + b * ldg, keep, S.p + b * GH,
+                                     Cell::n_product_after_reset ? rh.p + b * H : nullptr),
+                      H, 0, H);
+    if constexpr (Cell::n_product_after_reset) {
+        small_nt<T>(B, H, H, rh.p, H, a.w_hh + 2 * H * H, H, S.p + 2 * H, GH, false);
+        for (int64_t b = 0; b < B; ++b)
+            Cell::forward_after_reset(cell_row<Cell, T>(a, b, gx + b * ldg, keep, S.p + b * GH, nullptr), H, 0, H);
     }
-    if (is_gru_orig) {
-        const T* rh = keep ? gx + 3 * H : rhbuf.p;
-        small_nt<T>(B, H, H, rh, keep ? ldg : H, w_hh + 2 * H * H, H, S.p + 2 * H, GH, false);
+}
+
+// The pointwise backward of the B rows into dG (and dG_n), dh_carry.
+template <class Cell, class T>
+void cell_backward_rows(const CellBackwardArgs<T>& a, T* dG, T* dG_n, T* dh_carry) {
+    const int64_t B = a.B, H = a.H;
+    const int64_t GH = num_gates(Cell::kind) * H;
+    const int64_t ldg = kept_gates(Cell::kind) * H;
+    for (int64_t b = 0; b < B; ++b) {
+        BackwardRow<T> row{};
+        row.kept = a.ws_gates + b * ldg;
+        row.h_prev = a.h + b * H;
+        if (Cell::has_cell_state) {
+            row.c_prev = a.c + b * H;
+            row.c_new = a.c_new + b * H;
+            row.dc = a.dc + b * H;
+        }
+        row.dh_carry = dh_carry + b * H;
+        row.dg = dG + b * GH;
+        if (Cell::separate_n_grad) row.dg_n = dG_n + b * H;
+        Cell::backward(row, H, 0, H);
+    }
+    if constexpr (Cell::n_product_after_reset) {
+        Scratch<T> drh(checked_mul(B, H));
+        small_nn<T>(B, H, H, dG + 2 * H, GH, a.w_hh + 2 * H * H, H, drh.p, H, false);
         for (int64_t b = 0; b < B; ++b) {
-            const GateSums<T> sb{S.p + b * GH, NR, H};
-            gruo_fwd_row2<T>(H, 0, H, gx + b * ldg, keep, sb, h + b * H, h_new + b * H, nullptr);
+            BackwardRow<T> row{};
+            row.kept = a.ws_gates + b * ldg;
+            row.h_prev = a.h + b * H;
+            row.drh = drh.p + b * H;
+            row.dh_carry = dh_carry + b * H;
+            row.dg = dG + b * GH;
+            Cell::backward_after_reset(row, H, 0, H);
         }
     }
 }
 
-template <class T>
-void run_cell_backward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h,
-                        const T* c, const T* c_new, const T* w_ih, const T* w_hh,
-                        const T* ws_gates, const T* grad_h, const T* grad_c, T* dx, T* dh, T* dc,
-                        T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) {
-    const int G = num_gates(kind);
-    const int64_t GH = G * H;
-    const int64_t ldg = kept_gates(kind) * H;
-    const bool lstm = kind == Kind::lstm, is_gru = kind == Kind::gru, is_gru_orig = kind == Kind::gru_orig;
-    const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
-
+template <class Cell, class T>
+void cell_backward_driver(const CellBackwardArgs<T>& a) {
+    const int64_t B = a.B, I = a.I, H = a.H;
+    const int64_t GH = num_gates(Cell::kind) * H;
+    const int64_t ldg = kept_gates(Cell::kind) * H;
+    // gates whose dG feeds dh = dG · W_hh directly (see LayerBackward)
+    constexpr int direct_gates =
+        (Cell::separate_n_grad || Cell::n_product_after_reset) ? 2 : num_gates(Cell::kind);
     Scratch<T> dG(checked_mul(B, GH));
-    Scratch<T> dGn(is_gru ? checked_mul(B, H) : 1);  // gru: n block of the recurrent projection's gradient
+    Scratch<T> dG_n(Cell::separate_n_grad ? checked_mul(B, H) : 1);
     Scratch<T> dh_carry(checked_mul(B, H));
-    if (grad_h)
-        std::memcpy(dh_carry.p, grad_h, B * H * sizeof(T));
+    if (a.grad_h)
+        std::memcpy(dh_carry.p, a.grad_h, B * H * sizeof(T));
     else
         dh_carry.zero(B * H);
-    if (lstm) {
-        if (grad_c)
-            std::memcpy(dc, grad_c, B * H * sizeof(T));
+    if (Cell::has_cell_state) {
+        if (a.grad_c)
+            std::memcpy(a.dc, a.grad_c, B * H * sizeof(T));
         else
-            std::memset(dc, 0, B * H * sizeof(T));
+            std::memset(a.dc, 0, B * H * sizeof(T));
     }
-    for (int64_t b = 0; b < B; ++b) {
-        const T* gk = ws_gates + b * ldg;
-        T* ddb = dh_carry.p + b * H;
-        if (rnn)
-            rnn_bwd_row<T>(relu, 0, H, gk, nullptr, nullptr, ddb, dG.p + b * GH);
-        else if (lstm)
-            lstm_bwd_row<T>(H, 0, H, gk, c + b * H, c_new + b * H, nullptr, nullptr, ddb,
-                            dc + b * H, dG.p + b * GH);
-        else if (is_gru)
-            gru_bwd_row<T>(H, 0, H, gk, h + b * H, nullptr, nullptr, ddb, dG.p + b * GH,
-                           dGn.p + b * H);
-        else
-            gruo_bwd_rowA<T>(H, 0, H, gk, h + b * H, nullptr, nullptr, ddb, dG.p + b * GH);
-    }
-    if (is_gru_orig) {
-        Scratch<T> drh(checked_mul(B, H));
-        small_nn<T>(B, H, H, dG.p + 2 * H, GH, w_hh + 2 * H * H, H, drh.p, H, false);
-        for (int64_t b = 0; b < B; ++b)
-            gruo_bwd_rowB<T>(0, H, ws_gates + b * ldg, h + b * H, drh.p + b * H, dh_carry.p + b * H,
-                             dG.p + b * GH);
-    }
-    // dh = dh_carry + dGh · W_hh (gru_orig: n went through drh; gru: its n block from dGn)
-    std::memcpy(dh, dh_carry.p, B * H * sizeof(T));
-    small_nn<T>(B, H, (is_gru_orig || is_gru) ? 2 * H : GH, dG.p, GH, w_hh, H, dh, H, true);
-    if (is_gru) small_nn<T>(B, H, H, dGn.p, H, w_hh + 2 * H * H, H, dh, H, true);
-    small_nn<T>(B, I, GH, dG.p, GH, w_ih, I, dx, I, false);
-    small_tn<T>(B, GH, I, dG.p, GH, x, I, dw_ih, I);
-    if (is_gru_orig) {
-        small_tn<T>(B, 2 * H, H, dG.p, GH, h, H, dw_hh, H);
-        small_tn<T>(B, H, H, dG.p + 2 * H, GH, ws_gates + 3 * H, ldg, dw_hh + 2 * H * H, H);
-    } else if (is_gru) {
-        small_tn<T>(B, 2 * H, H, dG.p, GH, h, H, dw_hh, H);
-        small_tn<T>(B, H, H, dGn.p, H, h, H, dw_hh + 2 * H * H, H);
-    } else {
-        small_tn<T>(B, GH, H, dG.p, GH, h, H, dw_hh, H);
-    }
-    if (db_ih) {
-        colsum<T>(B, GH, dG.p, GH, db_ih);
-        if (is_gru) {
-            std::memcpy(db_hh, db_ih, 2 * H * sizeof(T));
-            colsum<T>(B, H, dGn.p, H, db_hh + 2 * H);
-        } else {
-            std::memcpy(db_hh, db_ih, GH * sizeof(T));
-        }
+    cell_backward_rows<Cell>(a, dG.p, dG_n.p, dh_carry.p);
+    std::memcpy(a.dh, dh_carry.p, B * H * sizeof(T));
+    small_nn<T>(B, H, direct_gates * H, dG.p, GH, a.w_hh, H, a.dh, H, true);
+    if (Cell::separate_n_grad) small_nn<T>(B, H, H, dG_n.p, H, a.w_hh + 2 * H * H, H, a.dh, H, true);
+    small_nn<T>(B, I, GH, dG.p, GH, a.w_ih, I, a.dx, I, false);
+    small_tn<T>(B, GH, I, dG.p, GH, a.x, I, a.dw_ih, I);
+    small_tn<T>(B, direct_gates * H, H, dG.p, GH, a.h, H, a.dw_hh, H);
+    if (Cell::n_product_after_reset)  // W_hn sees r*h (kept block 3)
+        small_tn<T>(B, H, H, dG.p + 2 * H, GH, a.ws_gates + 3 * H, ldg, a.dw_hh + 2 * H * H, H);
+    if (Cell::separate_n_grad) small_tn<T>(B, H, H, dG_n.p, H, a.h, H, a.dw_hh + 2 * H * H, H);
+    if (a.db_ih) {
+        colsum<T>(B, GH, dG.p, GH, a.db_ih);
+        std::memcpy(a.db_hh, a.db_ih, (Cell::separate_n_grad ? 2 * H : GH) * sizeof(T));
+        if (Cell::separate_n_grad) colsum<T>(B, H, dG_n.p, H, a.db_hh + 2 * H);
     }
 }
 

@@ -1,11 +1,21 @@
-// Layer backward.
+// The layer backward driver (fastrnn/rnn.h, layer_backward), for any cell
+// policy (cells/common.h).
+//
+// Steps run in reverse processing order in chunks. Per step: the policy's
+// backward row gives the gates' pre-activation gradients dG and the
+// gradient carried into h, then the recurrent product dG · W_hh (W_hh packed
+// into panels of its columns) feeds the step processed next. After each
+// chunk its dG rows go through the large products (dx, dW_ih, dW_hh) and the
+// bias column sums, so dG is kept for one chunk only.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
-#include "cells/rows.h"
+
+#include "cells/common.h"
+#include "common/scratch.h"
 #include "gemm/gemm.h"
 #include "gemm/recurrent.h"
 #include "gemm/small.h"
@@ -14,215 +24,287 @@
 namespace fastrnn::FASTRNN_ISA_NS {
 namespace {
 
-// ================================================================ layer backward
-// The backward keeps dG for chunks of steps: about this many bytes (at least
-// kBwdChunkRows rows of T*B: shorter chunks are slower on wide layers,
-// e.g. LSTM B=32 I=H=512, where each chunk re-reads and re-writes dW).
+// The arguments of layer_backward (shapes in fastrnn/rnn.h).
+template <class T>
+struct LayerBackwardArgs {
+    int64_t steps, B, I, H;
+    const T *x, *c0, *w_ih, *w_hh;
+    const int64_t* lengths;
+    bool reverse;
+    const T *ws_gates, *ws_h, *ws_c, *grad_out, *grad_h_n, *grad_c_n;
+    T *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh;
+    bool add_dw;
+};
+
+// dG is kept for chunks of steps of about this many bytes, and at least
+// kBwdChunkRows rows of T*B: shorter chunks re-read and re-write dW too
+// often on wide layers. The chunk depends on the shapes only, never on the
+// thread count (the products' sums must not change with it).
 constexpr int64_t kBwdChunkBytes = int64_t(2) << 20;
 constexpr int64_t kBwdChunkRows = 1024;
 
-template <class T>
-void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, const T* x,
-                         const T* c0, const T* w_ih, const T* w_hh, const int64_t* lengths,
-                         bool reverse, const T* ws_gates, const T* ws_h, const T* ws_c,
-                         const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0,
-                         T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, bool add_dw) {
-    constexpr int NR = 2 * V<T>::W;
-    const int G = num_gates(kind);
-    const int64_t GH = G * H;
-    const int64_t ldg = kept_gates(kind) * H;
-    const bool lstm = kind == Kind::lstm, is_gru = kind == Kind::gru, is_gru_orig = kind == Kind::gru_orig;
-    const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
-    // dG is kept for a chunk of Tc steps only (not all T): after each chunk its
-    // rows go through the large products (dx rows, dW, db accumulate), so the
-    // buffer stays small (a few MB, reused from the block cache) instead of
-    // T*B*G*H (page faults on fresh memory dominated at large T*B). Tc depends
-    // on the shapes only, never on the thread count.
-    const int64_t step_bytes = std::max<int64_t>(1, B * (GH + (is_gru ? H : 0)) * (int64_t)sizeof(T));
-    const int64_t Tc = std::max<int64_t>(
-        1, std::min<int64_t>(Tn, std::max<int64_t>(kBwdChunkBytes / step_bytes,
-                                                   (kBwdChunkRows + B - 1) / std::max<int64_t>(1, B))));
-    // gru: the recurrent projection's gradient differs from dG only in its n
-    // block (dan * r), kept apart as dGn [Tc*B, H].
-    Scratch<T> dG(checked_mul(checked_mul(Tc, B), GH));
-    Scratch<T> dGn(is_gru ? checked_mul(checked_mul(Tc, B), H) : 1);
+template <class Cell, class T>
+class LayerBackward {
+public:
+    explicit LayerBackward(const LayerBackwardArgs<T>& a) : a_(a) { setup(); }
+    void run();
 
-    const int64_t unit_panels = (H + NR - 1) / NR;
-    const int64_t Hp = unit_panels * NR + V<T>::W;  // row stride of S, drh (padded)
-    Packed<T> w_hh_packed;
-    w_hh_packed.ktot = GH;
-    w_hh_packed.npanels = unit_panels;
-    w_hh_packed.alloc();
+private:
+    static constexpr int NR = 2 * V<T>::W;
+    static constexpr int G = num_gates(Cell::kind);
+    // Gates whose dG feeds dh = dG · W_hh directly: the n block of a GRU
+    // goes through dG_n (gru) or through the reset phase (gru_orig).
+    static constexpr int direct_gates = (Cell::separate_n_grad || Cell::n_product_after_reset) ? 2 : G;
 
-    Scratch<T> dh_carry(checked_mul(B, H)), S(checked_mul(B, Hp)), drh(is_gru_orig ? checked_mul(B, Hp) : 1), dc(lstm ? checked_mul(B, H) : 1);
-    if (grad_h_n)
-        std::memcpy(dh_carry.p, grad_h_n, B * H * sizeof(T));
+    void setup();
+    void step_rows(int64_t m0, int64_t m1, int64_t u0, int64_t u1, int64_t st, int64_t t0);
+    void time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1, int64_t s0,
+                   int64_t s1, int64_t t0);
+    void finish(int64_t m0, int64_t m1, int64_t jp0, int64_t jp1);
+    void chunk_loop(int64_t s0, int64_t s1, int64_t t0, bool first, bool last);
+    void chunk_products(int64_t s0, int64_t s1, int64_t t0);
+    void add_colsum(int64_t R, const T* A, int64_t lda, int64_t ncols, T* out);
+
+    const LayerBackwardArgs<T>& a_;
+    int64_t Tn_ = 0, B_ = 0, H_ = 0, GH_ = 0, ldg_ = 0;
+    int64_t chunk_steps_ = 0;
+    int64_t unit_panels_ = 0;
+    int64_t lds_ = 0;       // row stride of S_ and drh_ (padded)
+    Scratch<T> dG_, dG_n_;  // gru: dG_n [chunk_steps_*B, H], the recurrent product's n block
+    Packed<T> w_hh_packed_;
+    Scratch<T> dh_carry_, S_, drh_, dc_;
+    Plan plan_;
+    int64_t batch_slices_ = 1;
+    std::vector<int> lists_;
+    std::vector<T> colsum_;
+};
+
+template <class Cell, class T>
+void LayerBackward<Cell, T>::setup() {
+    const int64_t B = B_ = a_.B, H = H_ = a_.H;
+    Tn_ = a_.steps;
+    GH_ = G * H;
+    ldg_ = kept_gates(Cell::kind) * H;
+    const int64_t step_bytes = std::max<int64_t>(1, B * (GH_ + (Cell::separate_n_grad ? H : 0)) * (int64_t)sizeof(T));
+    chunk_steps_ = std::max<int64_t>(
+        1, std::min<int64_t>(Tn_, std::max<int64_t>(kBwdChunkBytes / step_bytes, (kBwdChunkRows + B - 1) / B)));
+    dG_.alloc(checked_mul(checked_mul(chunk_steps_, B), GH_));
+    dG_n_.alloc(Cell::separate_n_grad ? checked_mul(checked_mul(chunk_steps_, B), H) : 1);
+
+    unit_panels_ = (H + NR - 1) / NR;
+    lds_ = unit_panels_ * NR + V<T>::W;
+    w_hh_packed_.ktot = GH_;
+    w_hh_packed_.npanels = unit_panels_;
+    w_hh_packed_.alloc();
+
+    dh_carry_.alloc(checked_mul(B, H));
+    S_.alloc(checked_mul(B, lds_));
+    drh_.alloc(Cell::n_product_after_reset ? checked_mul(B, lds_) : 1);
+    dc_.alloc(Cell::has_cell_state ? checked_mul(B, H) : 1);
+    if (a_.grad_h_n)
+        std::memcpy(dh_carry_.p, a_.grad_h_n, B * H * sizeof(T));
     else
-        dh_carry.zero(B * H);
-    S.zero(B * Hp);
-    if (lstm) {
-        if (grad_c_n)
-            std::memcpy(dc.p, grad_c_n, B * H * sizeof(T));
+        dh_carry_.zero(B * H);
+    S_.zero(B * lds_);
+    if (Cell::has_cell_state) {
+        if (a_.grad_c_n)
+            std::memcpy(dc_.p, a_.grad_c_n, B * H * sizeof(T));
         else
-            dc.zero(B * H);
+            dc_.zero(B * H);
     }
+    plan_ = make_plan(B, unit_panels_, B * GH_ * H, Tn_, unit_panels_ * GH_ * NR * (int64_t)sizeof(T));
+    batch_slices_ = plan_.mode == Mode::batch ? (B >= 8 * plan_.nthreads ? 2 * plan_.nthreads : plan_.nthreads) : 1;
+    lists_.resize((size_t)std::max<int64_t>(plan_.nthreads, batch_slices_) * unit_panels_);
+    colsum_.resize(a_.db_ih ? GH_ : 1);
+}
 
-    const Plan plan = make_plan(B, unit_panels, B * GH * H, Tn, unit_panels * GH * NR * (int64_t)sizeof(T));
-    const int64_t batch_slices = plan.mode == Mode::batch ? (B >= 8 * plan.nthreads ? 2 * plan.nthreads : plan.nthreads) : 1;
-    std::vector<int> lists((size_t)std::max<int64_t>(plan.nthreads, batch_slices) * unit_panels);
+// The pointwise rows of step st for rows [m0, m1), units [u0, u1); the
+// chunk's dG rows start at time t0.
+template <class Cell, class T>
+void LayerBackward<Cell, T>::step_rows(int64_t m0, int64_t m1, int64_t u0, int64_t u1, int64_t st, int64_t t0) {
+    const int64_t B = B_, H = H_;
+    const int64_t t = a_.reverse ? Tn_ - 1 - st : st;
+    const int64_t tprev = a_.reverse ? t + 1 : t - 1;  // the step processed before t
+    const T* keptt = a_.ws_gates + t * B * ldg_;
+    const T* go = a_.grad_out ? a_.grad_out + t * B * H : nullptr;
+    T* dgt = dG_.p + (t - t0) * B * GH_;
+    T* dgnt = dG_n_.p + (t - t0) * B * H;
+    for (int64_t b = m0; b < m1; ++b) {
+        const T* sums = S_.p + b * lds_;
+        T* carry = dh_carry_.p + b * H;
+        if (a_.lengths && t >= a_.lengths[b]) {  // padded: dh is carried, no gate gradient
+            pad_bwd_row<T>(u0, u1, sums, carry);
+            for (int g = 0; g < G; ++g) std::memset(dgt + b * GH_ + g * H + u0, 0, (u1 - u0) * sizeof(T));
+            if (Cell::separate_n_grad) std::memset(dgnt + b * H + u0, 0, (u1 - u0) * sizeof(T));
+            continue;
+        }
+        BackwardRow<T> row{};
+        row.kept = keptt + b * ldg_;
+        if (!Cell::kept_gates_are_state) row.h_prev = a_.ws_h + (t * B + b) * H;
+        if (Cell::has_cell_state) {
+            row.c_prev = st == 0 ? a_.c0 + b * H : a_.ws_c + (tprev * B + b) * H;
+            row.c_new = a_.ws_c + (t * B + b) * H;
+            row.dc = dc_.p + b * H;
+        }
+        row.sums = sums;
+        row.grad_out = go ? go + b * H : nullptr;
+        row.dh_carry = carry;
+        row.dg = dgt + b * GH_;
+        if (Cell::separate_n_grad) row.dg_n = dgnt + b * H;
+        Cell::backward(row, H, u0, u1);
+    }
+}
 
-    // The time loop (backwards) for rows [m0, m1) and unit panels [jp0, jp1),
-    // steps st in [s0, s1) (processed st = s1-1 down to s0); the chunk's
-    // steps have t in [t0, t0 + s1 - s0), stored at dG row (t - t0) * B.
-    auto loop = [&](int64_t lid, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1, int64_t s0,
-                    int64_t s1, int64_t t0) {
-        const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
-        int* plist = lists.data() + (size_t)lid * unit_panels;
-        int np = 0;
-        for (int64_t jp = jp0; jp < jp1; ++jp) plist[np++] = (int)jp;
-        for (int64_t st = s1 - 1; st >= s0; --st) {
-            const int64_t t = reverse ? Tn - 1 - st : st;
-            const int64_t tprev = reverse ? t + 1 : t - 1;  // step processed before t
-            const T* gkt = ws_gates + t * B * ldg;
-            const T* go = grad_out ? grad_out + t * B * H : nullptr;
-            T* dgt = dG.p + (t - t0) * B * GH;
-            T* dgnt = dGn.p + (t - t0) * B * H;
+// The time loop (backwards) for rows [m0, m1) and unit panels [jp0, jp1),
+// steps st in [s0, s1) (processed st = s1-1 down to s0); the chunk's steps
+// have t in [t0, t0 + s1 - s0), stored at dG row (t - t0) * B.
+template <class Cell, class T>
+void LayerBackward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1,
+                                       int64_t s0, int64_t s1, int64_t t0) {
+    const int64_t B = B_, H = H_;
+    const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
+    int* panels = lists_.data() + (size_t)list_id * unit_panels_;
+    int np = 0;
+    for (int64_t jp = jp0; jp < jp1; ++jp) panels[np++] = (int)jp;
+    for (int64_t st = s1 - 1; st >= s0; --st) {
+        const int64_t t = a_.reverse ? Tn_ - 1 - st : st;
+        T* dgt = dG_.p + (t - t0) * B * GH_;
+        step_rows(m0, m1, u0, u1, st, t0);
+        if constexpr (Cell::n_product_after_reset) {
+            barrier(plan_);
+            // drh = dan · W_hn, then the reset gate's rows
+            panels_gemm<T>(m0, m1, H, dgt + 2 * H, GH_, w_hh_packed_, 2 * H, panels, np, drh_.p, lds_);
             for (int64_t b = m0; b < m1; ++b) {
-                const bool active = !lengths || t < lengths[b];
-                const T* sb = S.p + b * Hp;
-                T* ddb = dh_carry.p + b * H;
-                if (!active) {
-                    pad_bwd_row<T>(u0, u1, sb, ddb);
-                    for (int g = 0; g < G; ++g)
-                        std::memset(dgt + b * GH + g * H + u0, 0, (u1 - u0) * sizeof(T));
-                    if (is_gru) std::memset(dgnt + b * H + u0, 0, (u1 - u0) * sizeof(T));
-                    continue;
-                }
-                const T* gob = go ? go + b * H : nullptr;
-                const T* gk = gkt + b * ldg;
-                if (rnn)
-                    rnn_bwd_row<T>(relu, u0, u1, gk, sb, gob, ddb, dgt + b * GH);
-                else if (lstm) {
-                    const T* cprev = st == 0 ? c0 + b * H : ws_c + (tprev * B + b) * H;
-                    lstm_bwd_row<T>(H, u0, u1, gk, cprev, ws_c + (t * B + b) * H, sb, gob, ddb,
-                                    dc.p + b * H, dgt + b * GH);
-                } else if (is_gru)
-                    gru_bwd_row<T>(H, u0, u1, gk, ws_h + (t * B + b) * H, sb, gob, ddb,
-                                   dgt + b * GH, dgnt + b * H);
-                else
-                    gruo_bwd_rowA<T>(H, u0, u1, gk, ws_h + (t * B + b) * H, sb, gob, ddb,
-                                     dgt + b * GH);
+                if (a_.lengths && t >= a_.lengths[b]) continue;
+                BackwardRow<T> row{};
+                row.kept = a_.ws_gates + t * B * ldg_ + b * ldg_;
+                row.h_prev = a_.ws_h + (t * B + b) * H;
+                row.drh = drh_.p + b * lds_;
+                row.dh_carry = dh_carry_.p + b * H;
+                row.dg = dgt + b * GH_;
+                Cell::backward_after_reset(row, H, u0, u1);
             }
-            if (is_gru_orig) {
-                barrier(plan);
-                // drh = dan · W_hn
-                panels_gemm<T>(m0, m1, H, dgt + 2 * H, GH, w_hh_packed, 2 * H, plist, np, drh.p, Hp);
-                for (int64_t b = m0; b < m1; ++b) {
-                    if (lengths && t >= lengths[b]) continue;
-                    gruo_bwd_rowB<T>(u0, u1, gkt + b * ldg, ws_h + (t * B + b) * H, drh.p + b * Hp,
-                                     dh_carry.p + b * H, dgt + b * GH);
-                }
+        }
+        barrier(plan_);
+        // S = dG_t · W_hh over the direct gates; gru adds its n block from dG_n
+        // (the same sum in the same k order)
+        panels_gemm<T>(m0, m1, direct_gates * H, dgt, GH_, w_hh_packed_, 0, panels, np, S_.p, lds_);
+        if (Cell::separate_n_grad)
+            panels_gemm<T>(m0, m1, H, dG_n_.p + (t - t0) * B * H, H, w_hh_packed_, 2 * H, panels, np, S_.p,
+                           lds_, true);
+    }
+}
+
+// dh0 = dh_carry + S (own rows / units).
+template <class Cell, class T>
+void LayerBackward<Cell, T>::finish(int64_t m0, int64_t m1, int64_t jp0, int64_t jp1) {
+    const int64_t H = H_;
+    const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
+    for (int64_t b = m0; b < m1; ++b)
+        for (int64_t j = u0; j < u1; ++j) a_.dh0[b * H + j] = dh_carry_.p[b * H + j] + S_.p[b * lds_ + j];
+}
+
+// The time loop of one chunk, shared among the threads as planned.
+template <class Cell, class T>
+void LayerBackward<Cell, T>::chunk_loop(int64_t s0, int64_t s1, int64_t t0, bool first, bool last) {
+    const int64_t B = B_;
+    if (plan_.mode == Mode::units) {
+        parallel_team(plan_.nthreads, [&](int id) {
+            if (first) {
+                pack_backward(a_.w_hh, GH_, H_, w_hh_packed_, id, plan_.nthreads);
+                barrier(plan_);
             }
-            barrier(plan);
-            // S = dGh_t · W_hh (gru_orig: r, z rows only; n went through drh; gru: the n
-            // block from dGn, the same sum in the same k order)
-            panels_gemm<T>(m0, m1, (is_gru_orig || is_gru) ? 2 * H : GH, dgt, GH, w_hh_packed, 0, plist, np, S.p, Hp);
-            if (is_gru) panels_gemm<T>(m0, m1, H, dgnt, H, w_hh_packed, 2 * H, plist, np, S.p, Hp, true);
-        }
-    };
-    // dh0 = dh_carry + S (own rows / units)
-    auto finish = [&](int64_t m0, int64_t m1, int64_t jp0, int64_t jp1) {
-        const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
-        for (int64_t b = m0; b < m1; ++b)
-            for (int64_t j = u0; j < u1; ++j) dh0[b * H + j] = dh_carry.p[b * H + j] + S.p[b * Hp + j];
-    };
-
-    // The weight and bias gradients accumulate over the chunks (and, with add_dw, onto what
-    // dw_ih and dw_hh held: the caller's running sums, saving it a temporary and an add).
-    if (!add_dw) {
-        std::memset(dw_ih, 0, GH * I * sizeof(T));
-        std::memset(dw_hh, 0, GH * H * sizeof(T));
+            int64_t jp0, jp1;
+            split(unit_panels_, plan_.nthreads, id, &jp0, &jp1);
+            time_loop(id, 0, B, jp0, jp1, s0, s1, t0);
+            if (last) finish(0, B, jp0, jp1);
+        });
+    } else if (plan_.mode == Mode::batch) {
+        parallel_for(batch_slices_, [&](int64_t i) {
+            int64_t m0, m1;
+            split(B, (int)batch_slices_, (int)i, &m0, &m1);
+            time_loop(i, m0, m1, 0, unit_panels_, s0, s1, t0);
+            if (last) finish(m0, m1, 0, unit_panels_);
+        });
+    } else {
+        time_loop(0, 0, B, 0, unit_panels_, s0, s1, t0);
+        if (last) finish(0, B, 0, unit_panels_);
     }
-    if (db_ih) {
-        std::memset(db_ih, 0, GH * sizeof(T));
-        std::memset(db_hh, 0, GH * sizeof(T));
-    }
-    std::vector<T> csum(db_ih ? GH : 1);
-    auto add_colsum = [&](int64_t R, const T* A, int64_t lda, int64_t ncols, T* out) {
-        colsum<T>(R, ncols, A, lda, csum.data());
-        for (int64_t n = 0; n < ncols; ++n) out[n] += csum[n];
-    };
+}
 
-    if (plan.mode == Mode::batch)
-        parallel_for(2 * plan.nthreads,
-                     [&](int64_t i) { pack_backward(w_hh, GH, H, w_hh_packed, (int)i, 2 * plan.nthreads); });
-    else if (plan.mode == Mode::serial)
-        pack_backward(w_hh, GH, H, w_hh_packed, 0, 1);
-    for (int64_t s1 = Tn; s1 > 0; s1 -= Tc) {
-        const int64_t s0 = std::max<int64_t>(0, s1 - Tc);
-        const int64_t t0 = reverse ? Tn - s1 : s0;  // the chunk's first time index
-        const bool first = s1 == Tn, last = s0 == 0;
-        if (plan.mode == Mode::units) {
-            parallel_team(plan.nthreads, [&](int id) {
-                if (first) {
-                    pack_backward(w_hh, GH, H, w_hh_packed, id, plan.nthreads);
-                    barrier(plan);
-                }
-                int64_t jp0, jp1;
-                split(unit_panels, plan.nthreads, id, &jp0, &jp1);
-                loop(id, 0, B, jp0, jp1, s0, s1, t0);
-                if (last) finish(0, B, jp0, jp1);
-            });
-        } else if (plan.mode == Mode::batch) {
-            parallel_for(batch_slices, [&](int64_t i) {
-                int64_t m0, m1;
-                split(B, (int)batch_slices, (int)i, &m0, &m1);
-                loop(i, m0, m1, 0, unit_panels, s0, s1, t0);
-                if (last) finish(m0, m1, 0, unit_panels);
-            });
-        } else {
-            loop(0, 0, B, 0, unit_panels, s0, s1, t0);
-            if (last) finish(0, B, 0, unit_panels);
-        }
+template <class Cell, class T>
+void LayerBackward<Cell, T>::add_colsum(int64_t R, const T* A, int64_t lda, int64_t ncols, T* out) {
+    colsum<T>(R, ncols, A, lda, colsum_.data());
+    for (int64_t n = 0; n < ncols; ++n) out[n] += colsum_[n];
+}
 
-        // Large products over the chunk's rows (t in [t0, t0 + R / B)).
-        const int64_t R = (s1 - s0) * B;
-        large_product<T>(false, false, R, I, GH, dG.p, GH, w_ih, I, false, dx + t0 * B * I, I);
-        large_product<T>(true, false, GH, I, R, dG.p, GH, x + t0 * B * I, I, true, dw_ih, I);
-        const T* hp = rnn ? nullptr : ws_h + t0 * B * H;  // rnn kinds: ws_h is h0 only
-        if (rnn) {
-            // The state before step t is the kept state of the step processed before it
-            // (t - 1, or t + 1 in reverse), h0 (ws_h) for the first step processed.
-            const int64_t n = s1 - s0;
-            const bool has_first = reverse ? t0 + n == Tn : t0 == 0;
-            const int64_t tf = reverse ? Tn - 1 : 0;  // the first step processed
-            if (has_first)
-                large_product<T>(true, false, GH, H, B, dG.p + (tf - t0) * B * GH, GH, ws_h, H, true, dw_hh, H);
-            const int64_t r0 = (has_first && !reverse) ? 1 : 0;  // chunk steps [r0, r1) from gates
-            const int64_t r1 = (has_first && reverse) ? n - 1 : n;
-            if (r1 > r0) {
-                const T* prev = ws_gates + (t0 + r0 + (reverse ? 1 : -1)) * B * ldg;
-                large_product<T>(true, false, GH, H, (r1 - r0) * B, dG.p + r0 * B * GH, GH, prev, ldg, true,
-                      dw_hh, H);
-            }
-        } else if (is_gru_orig) {
-            large_product<T>(true, false, 2 * H, H, R, dG.p, GH, hp, H, true, dw_hh, H);
-            large_product<T>(true, false, H, H, R, dG.p + 2 * H, GH, ws_gates + t0 * B * ldg + 3 * H, ldg,
-                  true, dw_hh + 2 * H * H, H);
-        } else if (is_gru) {
-            large_product<T>(true, false, 2 * H, H, R, dG.p, GH, hp, H, true, dw_hh, H);
-            large_product<T>(true, false, H, H, R, dGn.p, H, hp, H, true, dw_hh + 2 * H * H, H);
-        } else {  // lstm
-            large_product<T>(true, false, GH, H, R, dG.p, GH, hp, H, true, dw_hh, H);
+// The large products over the chunk's rows (t in [t0, t0 + R / B)).
+template <class Cell, class T>
+void LayerBackward<Cell, T>::chunk_products(int64_t s0, int64_t s1, int64_t t0) {
+    const int64_t B = B_, I = a_.I, H = H_, GH = GH_, ldg = ldg_;
+    const int64_t R = (s1 - s0) * B;
+    const T* dG = dG_.p;
+    large_product<T>(false, false, R, I, GH, dG, GH, a_.w_ih, I, false, a_.dx + t0 * B * I, I);
+    large_product<T>(true, false, GH, I, R, dG, GH, a_.x + t0 * B * I, I, true, a_.dw_ih, I);
+    if constexpr (Cell::kept_gates_are_state) {
+        // The state before step t is the kept state of the step processed
+        // before it (t - 1, or t + 1 in reverse); h0 (ws_h) for the first one.
+        const bool reverse = a_.reverse;
+        const int64_t n = s1 - s0;
+        const bool has_first = reverse ? t0 + n == Tn_ : t0 == 0;
+        const int64_t tf = reverse ? Tn_ - 1 : 0;  // the first step processed
+        if (has_first)
+            large_product<T>(true, false, GH, H, B, dG + (tf - t0) * B * GH, GH, a_.ws_h, H, true, a_.dw_hh, H);
+        const int64_t r0 = (has_first && !reverse) ? 1 : 0;  // chunk steps [r0, r1) from the gates
+        const int64_t r1 = (has_first && reverse) ? n - 1 : n;
+        if (r1 > r0) {
+            const T* prev = a_.ws_gates + (t0 + r0 + (reverse ? 1 : -1)) * B * ldg;
+            large_product<T>(true, false, GH, H, (r1 - r0) * B, dG + r0 * B * GH, GH, prev, ldg, true,
+                             a_.dw_hh, H);
         }
-        if (db_ih) {
-            add_colsum(R, dG.p, GH, GH, db_ih);
-            if (is_gru) add_colsum(R, dGn.p, H, H, db_hh + 2 * H);  // r, z: db_ih's, below
-        }
+    } else {
+        const T* hp = a_.ws_h + t0 * B * H;
+        large_product<T>(true, false, direct_gates * H, H, R, dG, GH, hp, H, true, a_.dw_hh, H);
+        if constexpr (Cell::n_product_after_reset)  // W_hn sees r*h (kept block 3)
+            large_product<T>(true, false, H, H, R, dG + 2 * H, GH, a_.ws_gates + t0 * B * ldg + 3 * H, ldg,
+                             true, a_.dw_hh + 2 * H * H, H);
+        if constexpr (Cell::separate_n_grad)
+            large_product<T>(true, false, H, H, R, dG_n_.p, H, hp, H, true, a_.dw_hh + 2 * H * H, H);
     }
-    if (lstm) std::memcpy(dc0, dc.p, B * H * sizeof(T));
-    // db_hh equals db_ih but in gru's n block (accumulated from dGn above)
-    if (db_ih) std::memcpy(db_hh, db_ih, (is_gru ? 2 * H : GH) * sizeof(T));
+    if (a_.db_ih) {
+        add_colsum(R, dG, GH, GH, a_.db_ih);
+        if (Cell::separate_n_grad) add_colsum(R, dG_n_.p, H, H, a_.db_hh + 2 * H);  // r, z: db_ih's, below
+    }
+}
+
+template <class Cell, class T>
+void LayerBackward<Cell, T>::run() {
+    const int64_t B = B_, I = a_.I, H = H_, GH = GH_;
+    // The weight and bias gradients accumulate over the chunks (and, with
+    // add_dw, onto what dw_ih and dw_hh hold: the caller's running sums).
+    if (!a_.add_dw) {
+        std::memset(a_.dw_ih, 0, GH * I * sizeof(T));
+        std::memset(a_.dw_hh, 0, GH * H * sizeof(T));
+    }
+    if (a_.db_ih) {
+        std::memset(a_.db_ih, 0, GH * sizeof(T));
+        std::memset(a_.db_hh, 0, GH * sizeof(T));
+    }
+    if (plan_.mode == Mode::batch)
+        parallel_for(2 * plan_.nthreads,
+                     [&](int64_t i) { pack_backward(a_.w_hh, GH, H, w_hh_packed_, (int)i, 2 * plan_.nthreads); });
+    else if (plan_.mode == Mode::serial)
+        pack_backward(a_.w_hh, GH, H, w_hh_packed_, 0, 1);
+    // (units mode packs inside its team, at the first chunk)
+    for (int64_t s1 = Tn_; s1 > 0; s1 -= chunk_steps_) {
+        const int64_t s0 = std::max<int64_t>(0, s1 - chunk_steps_);
+        const int64_t t0 = a_.reverse ? Tn_ - s1 : s0;  // the chunk's first time index
+        chunk_loop(s0, s1, t0, s1 == Tn_, s0 == 0);
+        chunk_products(s0, s1, t0);
+    }
+    if (Cell::has_cell_state) std::memcpy(a_.dc0, dc_.p, B * H * sizeof(T));
+    // db_hh equals db_ih but in gru's n block (accumulated from dG_n above)
+    if (a_.db_ih) std::memcpy(a_.db_hh, a_.db_ih, (Cell::separate_n_grad ? 2 * H : GH) * sizeof(T));
 }
 
 }  // namespace

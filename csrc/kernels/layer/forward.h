@@ -1,248 +1,354 @@
-// Layer forward.
+// The layer forward driver: one layer, one direction, the whole sequence
+// (fastrnn/rnn.h, layer_forward), for any cell policy (cells/common.h).
+//
+// Per step: the recurrent product h · W_hh^T into S (W_hh packed once per
+// call into panels, gemm/recurrent.h), then one fused pointwise pass per batch
+// row (the policy's forward row) that reads the input projection gx and S,
+// writes the new state, the output and, in training, the kept gates.
+// The threads share the loop as parallel/plan.h decides.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
-#include "cells/rows.h"
+
+#include "cells/common.h"
+#include "common/scratch.h"
 #include "gemm/recurrent.h"
+#include "gemm/tile.h"
 #include "layer/projection.h"
 #include "parallel/plan.h"
 
 namespace fastrnn::FASTRNN_ISA_NS {
 namespace {
 
-// ================================================================ layer forward
+// The arguments of layer_forward (shapes in fastrnn/rnn.h).
 template <class T>
-void run_layer_forward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, const T* x,
-                        const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* b_ih,
-                        const T* b_hh, const int64_t* lengths, bool reverse, T* out, T* h_n,
-                        T* c_n, T* ws_gates, T* ws_h, T* ws_c) {
-    constexpr int NR = 2 * V<T>::W;
-    const int G = num_gates(kind);
-    const int64_t GH = G * H;
-    const bool keep = ws_gates != nullptr;
-    const int64_t ldg = keep ? kept_gates(kind) * H : GH;
-    const bool lstm = kind == Kind::lstm, is_gru = kind == Kind::gru, is_gru_orig = kind == Kind::gru_orig;
-    const bool rnn = G == 1, relu = kind == Kind::rnn_relu;
+struct LayerForwardArgs {
+    int64_t steps, B, I, H;
+    const T *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh;
+    const int64_t* lengths;
+    bool reverse;
+    T *out, *h_n, *c_n, *ws_gates, *ws_h, *ws_c;
+};
 
-    const T* bhn = (is_gru && b_hh) ? b_hh + 2 * H : nullptr;
-    const int64_t unit_panels = (H + NR - 1) / NR;
-    const int64_t Hp = unit_panels * NR;
-    const int64_t lds = G * Hp + V<T>::W;  // padded: no power-of-two row distance
-    Packed<T> w_hh_packed;
-    w_hh_packed.ktot = H;
-    w_hh_packed.npanels = unit_panels * G;
-    w_hh_packed.alloc();
-    Plan plan = make_plan(B, unit_panels, B * GH * H, Tn, w_hh_packed.npanels * H * NR * (int64_t)sizeof(T));
-    // Units mode computes the input projection of all T steps up front; in
-    // inference that buffer is extra memory (training keeps it anyway), so a
-    // long sequence whose projection would pass 64 MB stays on one thread
-    // with the chunked projection instead (e.g. LSTM B=1 H=128 T=10^6: 2 GB).
-    if (!keep && plan.mode == Mode::units && Tn * B * GH * (int64_t)sizeof(T) > ((int64_t)64 << 20)) {
-        plan.mode = Mode::serial;
-        plan.nthreads = 1;
-    }
+// The input projection is computed in chunks of about this many bytes, each
+// just before its steps run, when the whole projection would be larger: the
+// chunk stays in L2 next to x and out (a projection of a few MB in one buffer
+// runs some layers 2x slower, depending on where its pages fall).
+constexpr int64_t kProjChunkBytes = int64_t(512) << 10;
+// Units mode computes the whole projection up front; in inference that is
+// extra memory, so a projection above this size keeps one thread and chunks.
+constexpr int64_t kUnitsMaxProjectionBytes = int64_t(64) << 20;
 
-    // Input projection. A small Gx: all T steps in one GEMM (straight into
-    // the workspace in training). A large Gx: in chunks of Tc steps computed
-    // by each thread for its own rows just before they are used, so Gx never
-    // leaves the cache (a 512 KB buffer instead of T*B*G*H values); training
-    // then writes each workspace row once, with the post-activations, instead
-    // of the projection followed by a second pass over it (gru_orig keeps
-    // the single GEMM: its r*h slot is read back by the second phase).
-    const int64_t step_bytes = B * GH * (int64_t)sizeof(T);
-    // Chunks of 512 KB: the chunk stays in L2 next to x and out (a projection
-    // of a few MB in one buffer runs some layers 2x slower, depending on
-    // where its pages fall).
-    constexpr int64_t kProjChunkBytes = int64_t(512) << 10;
-    const bool chunked = !(keep && is_gru_orig) && plan.mode != Mode::units && Tn * step_bytes > kProjChunkBytes;
-    const int64_t Tc = chunked ? std::max<int64_t>(1, std::min<int64_t>(Tn, kProjChunkBytes / step_bytes)) : Tn;
-    Scratch<T> gxbuf;
-    T* gx = ws_gates;
-    if (!keep || chunked) {
-        gxbuf.alloc(checked_mul(checked_mul(Tc, B), GH));
-        gx = gxbuf.p;
-    }
-    Packed<T> w_ih_packed;
-    std::vector<T> fbias;
-    if (!chunked) {
-        input_projection(kind, Tn * B, I, H, x, w_ih, b_ih, b_hh, gx, ldg);
-    } else {
-        w_ih_packed.ktot = I;
-        w_ih_packed.npanels = (GH + NR - 1) / NR;
-        w_ih_packed.alloc();
-        if (b_ih) {
-            fbias.resize(GH);
-            folded_bias(kind, H, b_ih, b_hh, 0, GH, fbias.data());
-        }
-    }
-    const T* bias_row = fbias.empty() ? nullptr : fbias.data();
+template <class Cell, class T>
+class LayerForward {
+public:
+    explicit LayerForward(const LayerForwardArgs<T>& a) : a_(a) { setup(); }
+    void run();
 
-    // Variable lengths: the recurrent state lives in rows sorted by decreasing
-    // length (row r holds sequence perm[r]), so the sequences still running at
-    // step t are the rows [0, nact[t]) and the step's product skips the
-    // finished ones; x, out and the workspace stay in batch order. Without
-    // lengths perm is the identity. (A row's result does not depend on which
-    // rows share its product, so this changes no value.)
-    const bool permuted = lengths != nullptr;
-    std::vector<int64_t> perm(B), nact(permuted ? Tn : 0);
-    for (int64_t b = 0; b < B; ++b) perm[b] = b;
-    if (permuted) {
-        std::stable_sort(perm.begin(), perm.end(),
+private:
+    static constexpr int NR = 2 * V<T>::W;
+    static constexpr int G = num_gates(Cell::kind);
+
+    // The share of one thread (or task): state rows [m0, m1), unit panels
+    // [jp0, jp1) (units [u0, u1)), and the panel lists of its products.
+    struct Part {
+        int64_t m0, m1, u0, u1;
+        const int* product_panels;  // the step's product (gru_orig: r and z only)
+        int n_product;
+        const int* reset_panels;  // gru_orig: the n product after the reset phase
+        int n_reset;
+    };
+
+    void setup();
+    void setup_projection();
+    void setup_state();
+    void pack(int64_t task, int64_t ntasks);
+    void project_chunk(const Part& p, int64_t st, int64_t t);
+    void step_rows(const Part& p, int64_t st, int64_t t, int64_t active_end);
+    void step_after_reset(const Part& p, int64_t st, int64_t t, int64_t active_end);
+    void time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1);
+
+    const LayerForwardArgs<T>& a_;
+    int64_t Tn_ = 0, B_ = 0, H_ = 0, GH_ = 0;
+    bool keep_ = false;
+    int64_t ldg_ = 0;             // row stride of ws_gates (kept blocks * H), or GH in inference
+    const T* b_hn_ = nullptr;     // gru: the n gate's recurrent bias
+    int64_t unit_panels_ = 0;     // panels of NR hidden units
+    int64_t lds_ = 0;             // row stride of S
+    Packed<T> w_hh_packed_;
+    Plan plan_;
+    bool chunked_ = false;        // the projection in chunks of chunk_steps_ steps
+    int64_t chunk_steps_ = 0;
+    Scratch<T> gx_buf_;
+    T* gx_ = nullptr;             // the projection (ws_gates in training unless chunked)
+    Packed<T> w_ih_packed_;       // chunked: W_ih^T in panels
+    std::vector<T> folded_bias_;
+    bool permuted_ = false;
+    std::vector<int64_t> perm_;         // state row r holds sequence perm_[r]
+    std::vector<int64_t> active_rows_;  // rows [0, active_rows_[t]) still run at step t
+    Scratch<T> h_buf_, c_buf_, S_, rh_buf_, x_rows_;
+    int64_t batch_slices_ = 1;
+    std::vector<int> lists_;
+};
+
+template <class Cell, class T>
+void LayerForward<Cell, T>::setup() {
+    Tn_ = a_.steps;
+    B_ = a_.B;
+    H_ = a_.H;
+    GH_ = G * H_;
+    keep_ = a_.ws_gates != nullptr;
+    ldg_ = keep_ ? kept_gates(Cell::kind) * H_ : GH_;
+    if (Cell::n_bias_inside_reset && a_.b_hh) b_hn_ = a_.b_hh + 2 * H_;
+    unit_panels_ = (H_ + NR - 1) / NR;
+    lds_ = G * unit_panels_ * NR + V<T>::W;  // padded: no power-of-two row distance
+    w_hh_packed_.ktot = H_;
+    w_hh_packed_.npanels = unit_panels_ * G;
+    w_hh_packed_.alloc();
+    plan_ = make_plan(B_, unit_panels_, B_ * GH_ * H_, Tn_,
+                      w_hh_packed_.npanels * H_ * NR * (int64_t)sizeof(T));
+    if (!keep_ && plan_.mode == Mode::units &&
+        Tn_ * B_ * GH_ * (int64_t)sizeof(T) > kUnitsMaxProjectionBytes) {
+        plan_.mode = Mode::serial;
+        plan_.nthreads = 1;
+    }
+    setup_projection();
+    setup_state();
+}
+
+// The input projection. A small one: all T steps in one GEMM (straight into
+// the workspace in training). A large one: chunks of chunk_steps_ steps, each
+// computed by the thread that owns its rows just before they are used, so it
+// never leaves the cache; training then writes each workspace row once, with
+// the post-activations. A cell whose n product follows the reset phase keeps
+// the single GEMM in training (its r*h block is read back by the second phase).
+template <class Cell, class T>
+void LayerForward<Cell, T>::setup_projection() {
+    const int64_t step_bytes = B_ * GH_ * (int64_t)sizeof(T);
+    chunked_ = !(keep_ && Cell::n_product_after_reset) && plan_.mode != Mode::units &&
+               Tn_ * step_bytes > kProjChunkBytes;
+    chunk_steps_ = chunked_ ? std::max<int64_t>(1, std::min<int64_t>(Tn_, kProjChunkBytes / step_bytes)) : Tn_;
+    gx_ = a_.ws_gates;
+    if (!keep_ || chunked_) {
+        gx_buf_.alloc(checked_mul(checked_mul(chunk_steps_, B_), GH_));
+        gx_ = gx_buf_.p;
+    }
+    if (!chunked_) {
+        input_projection<Cell>(Tn_ * B_, a_.I, H_, a_.x, a_.w_ih, a_.b_ih, a_.b_hh, gx_, ldg_);
+        return;
+    }
+    w_ih_packed_.ktot = a_.I;
+    w_ih_packed_.npanels = (GH_ + NR - 1) / NR;
+    w_ih_packed_.alloc();
+    if (a_.b_ih) {
+        folded_bias_.resize(GH_);
+        folded_bias<Cell>(H_, a_.b_ih, a_.b_hh, 0, GH_, folded_bias_.data());
+    }
+}
+
+// Variable lengths: the recurrent state lives in rows sorted by decreasing
+// length (row r holds sequence perm_[r]), so the sequences still running at
+// step t are the rows [0, active_rows_[t]) and the step's product skips the
+// finished ones; x, out and the workspace stay in batch order. Without
+// lengths perm_ is the identity. A row's result does not depend on which
+// rows share its product, so this changes no value.
+template <class Cell, class T>
+void LayerForward<Cell, T>::setup_state() {
+    const int64_t B = B_, H = H_, I = a_.I;
+    permuted_ = a_.lengths != nullptr;
+    perm_.resize(B);
+    active_rows_.assign(permuted_ ? Tn_ : 0, 0);
+    for (int64_t b = 0; b < B; ++b) perm_[b] = b;
+    if (permuted_) {
+        const int64_t* lengths = a_.lengths;
+        std::stable_sort(perm_.begin(), perm_.end(),
                          [&](int64_t p, int64_t q) { return lengths[p] > lengths[q]; });
         for (int64_t b = 0; b < B; ++b)  // histogram of lengths, then suffix sums
-            if (lengths[b] >= 1 && lengths[b] <= Tn) ++nact[lengths[b] - 1];
-        for (int64_t t = Tn - 2; t >= 0; --t) nact[t] += nact[t + 1];
+            if (lengths[b] >= 1 && lengths[b] <= Tn_) ++active_rows_[lengths[b] - 1];
+        for (int64_t t = Tn_ - 2; t >= 0; --t) active_rows_[t] += active_rows_[t + 1];
     }
-    Scratch<T> hbuf(checked_mul(2 * B, H)), cbuf(lstm ? checked_mul(B, H) : 1), S(checked_mul(B, lds));
-    Scratch<T> rhbuf(is_gru_orig ? checked_mul(B, H) : 1);
-    Scratch<T> xg((chunked && permuted) ? checked_mul(B, I) : 1);  // x rows of a step, in state order
+    h_buf_.alloc(checked_mul(2 * B, H));
+    c_buf_.alloc(Cell::has_cell_state ? checked_mul(B, H) : 1);
+    S_.alloc(checked_mul(B, lds_));
+    rh_buf_.alloc(Cell::n_product_after_reset ? checked_mul(B, H) : 1);
+    x_rows_.alloc((chunked_ && permuted_) ? checked_mul(B, I) : 1);  // a step's x rows in state order
     for (int64_t r = 0; r < B; ++r) {
-        std::memcpy(hbuf.p + r * H, h0 + perm[r] * H, H * sizeof(T));
-        if (lstm) std::memcpy(cbuf.p + r * H, c0 + perm[r] * H, H * sizeof(T));
+        std::memcpy(h_buf_.p + r * H, a_.h0 + perm_[r] * H, H * sizeof(T));
+        if (Cell::has_cell_state) std::memcpy(c_buf_.p + r * H, a_.c0 + perm_[r] * H, H * sizeof(T));
     }
-    // rnn kinds keep no per-step states: the kept gates are the states after each step
-    // (carried through padded steps), and ws_h keeps h0 only ([B, H]).
-    if (keep && rnn) std::memcpy(ws_h, h0, B * H * sizeof(T));
+    // A cell whose kept gates are its states keeps h0 only in ws_h ([B, H]).
+    if (keep_ && Cell::kept_gates_are_state) std::memcpy(a_.ws_h, a_.h0, B * H * sizeof(T));
+    // Batch mode: slices of rows claimed by whichever thread is free, so a
+    // thread that is late on a busy machine never holds the others up.
+    batch_slices_ = plan_.mode == Mode::batch ? (B >= 8 * plan_.nthreads ? 2 * plan_.nthreads : plan_.nthreads) : 1;
+    // Allocated here: nothing inside the parallel region allocates (or may throw).
+    lists_.resize((size_t)std::max<int64_t>(plan_.nthreads, batch_slices_) * 2 * w_hh_packed_.npanels);
+}
 
-    // Batch mode: slices of rows, each running the whole sequence, claimed by
-    // whichever thread is free (parallel_for), so a thread that is late on a
-    // busy machine never holds the others up.
-    const int64_t batch_slices = plan.mode == Mode::batch ? (B >= 8 * plan.nthreads ? 2 * plan.nthreads : plan.nthreads) : 1;
-    // No allocation (nor anything that may throw) inside the parallel region.
-    std::vector<int> lists((size_t)std::max<int64_t>(plan.nthreads, batch_slices) * 3 * w_hh_packed.npanels);
+// Task `task` of `ntasks` of packing W_hh (and, chunked, W_ih^T).
+template <class Cell, class T>
+void LayerForward<Cell, T>::pack(int64_t task, int64_t ntasks) {
+    pack_forward(a_.w_hh, H_, G, w_hh_packed_, (int)task, (int)ntasks);
+    if (chunked_) {
+        int64_t p0, p1;
+        split(w_ih_packed_.npanels, (int)ntasks, (int)task, &p0, &p1);
+        pack_b_panels(a_.w_ih, 1, a_.I, a_.I, GH_, w_ih_packed_, p0, p1);  // W_ih^T
+    }
+}
 
-    auto pack_task = [&](int64_t i, int64_t n) {
-        pack_forward(w_hh, H, G, w_hh_packed, (int)i, (int)n);
-        if (chunked) {
-            int64_t p0, p1;
-            split(w_ih_packed.npanels, (int)n, (int)i, &p0, &p1);
-            pack_b_panels(w_ih, 1, I, I, GH, w_ih_packed, p0, p1);  // W_ih^T
+// The projection chunk that starts at step st (time index t), rows [m0, m1).
+// The chunk buffer is in state order, the full projection in batch order.
+template <class Cell, class T>
+void LayerForward<Cell, T>::project_chunk(const Part& p, int64_t st, int64_t t) {
+    const int64_t B = B_, I = a_.I;
+    const int64_t ns = std::min<int64_t>(chunk_steps_, Tn_ - st);
+    const T* bias = folded_bias_.empty() ? nullptr : folded_bias_.data();
+    if (!permuted_ && !a_.reverse && p.m0 == 0 && p.m1 == B) {  // the chunk's rows are contiguous
+        gemm_block<T>(0, ns * B, 0, w_ih_packed_.npanels, GH_, I, a_.x + t * B * I, I, 1, nullptr, 0,
+                      w_ih_packed_, false, bias, gx_, GH_);
+        return;
+    }
+    for (int64_t s = 0; s < ns; ++s) {
+        const int64_t ts = a_.reverse ? t - s : t + s;
+        const T* xs = a_.x + ts * B * I;
+        if (permuted_) {
+            for (int64_t r = p.m0; r < p.m1; ++r)
+                std::memcpy(x_rows_.p + r * I, xs + perm_[r] * I, I * sizeof(T));
+            xs = x_rows_.p;
         }
-    };
-    // The time loop for state rows [m0, m1) and hidden-unit panels [jp0, jp1).
-    auto loop = [&](int64_t lid, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1) {
-        const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
-        // Panel lists: all gates (phase 1 of gru_orig: r, z; phase 2: n).
-        int* pl_all = lists.data() + (size_t)lid * 3 * w_hh_packed.npanels;
-        int* pl_rz = pl_all + w_hh_packed.npanels;
-        int* pl_n = pl_rz + w_hh_packed.npanels;
-        int n_all = 0, n_rz = 0, n_n = 0;
-        for (int64_t jp = jp0; jp < jp1; ++jp)
-            for (int g = 0; g < G; ++g) {
-                pl_all[n_all++] = (int)(jp * G + g);
-                if (g < 2)
-                    pl_rz[n_rz++] = (int)(jp * G + g);
-                else
-                    pl_n[n_n++] = (int)(jp * G + g);
-            }
-        const GateSums<T> sl{S.p, G * NR, NR};
-        for (int64_t st = 0; st < Tn; ++st) {
-            const int64_t t = reverse ? Tn - 1 - st : st;
-            const T* hp = hbuf.p + (st & 1) * B * H;
-            T* hn = hbuf.p + ((st + 1) & 1) * B * H;
-            // the chunk buffer is in state order, the full projection in batch order
-            T* gxt = chunked ? gx + (st % Tc) * B * GH : gx + t * B * ldg;
-            const int64_t ldx = chunked ? GH : ldg;  // row stride of gxt
-            T* gkt = keep ? ws_gates + t * B * ldg : nullptr;
-            T* outt = out + t * B * H;
-            if (chunked && st % Tc == 0) {
-                const int64_t ns = std::min<int64_t>(Tc, Tn - st);
-                if (!permuted && !reverse && m0 == 0 && m1 == B) {  // the chunk's rows are contiguous
-                    gemm_block<T>(0, ns * B, 0, w_ih_packed.npanels, GH, I, x + t * B * I, I, 1, nullptr,
-                                  0, w_ih_packed, false, bias_row, gx, GH);
-                } else {
-                    for (int64_t s2 = 0; s2 < ns; ++s2) {
-                        const int64_t t2 = reverse ? t - s2 : t + s2;
-                        const T* xs = x + t2 * B * I;
-                        if (permuted) {
-                            for (int64_t r = m0; r < m1; ++r)
-                                std::memcpy(xg.p + r * I, xs + perm[r] * I, I * sizeof(T));
-                            xs = xg.p;
-                        }
-                        gemm_block<T>(m0, m1, 0, w_ih_packed.npanels, GH, I, xs, I, 1, nullptr, 0, w_ih_packed,
-                                      false, bias_row, gx + s2 * B * GH, GH);
-                    }
-                }
-            }
-            // rows [m0, active_end) still run at step t
-            const int64_t active_end = permuted ? std::min(m1, std::max(m0, nact[t])) : m1;
-            if (active_end > m0) {
-                if (!is_gru_orig)
-                    panels_gemm<T>(m0, active_end, H, hp, H, w_hh_packed, 0, pl_all, n_all, S.p, lds);
-                else
-                    panels_gemm<T>(m0, active_end, H, hp, H, w_hh_packed, 0, pl_rz, n_rz, S.p, lds);
-            }
-            for (int64_t r = m0; r < m1; ++r) {
-                const int64_t b = perm[r];
-                T* g = gxt + (chunked ? r : b) * ldx;
-                T* gk = keep ? gkt + b * ldg : nullptr;
-                const GateSums<T> sb{sl.s + r * lds, sl.sA, sl.sB};
-                const T* hpb = hp + r * H;
-                T* hnb = hn + r * H;
-                T* cb = cbuf.p + r * H;
-                if (keep && !rnn)
-                    std::memcpy(ws_h + (t * B + b) * H + u0, hpb + u0, (u1 - u0) * sizeof(T));
-                if (r >= active_end) {  // finished: the state is carried, the output is zero
-                    std::memcpy(hnb + u0, hpb + u0, (u1 - u0) * sizeof(T));
-                    if (keep && rnn) std::memcpy(gk + u0, hpb + u0, (u1 - u0) * sizeof(T));
-                    std::memset(outt + b * H + u0, 0, (u1 - u0) * sizeof(T));
-                    if (keep && lstm)
-                        std::memcpy(ws_c + (t * B + b) * H + u0, cb + u0, (u1 - u0) * sizeof(T));
-                    if (keep && is_gru_orig) std::memset(gk + 3 * H + u0, 0, (u1 - u0) * sizeof(T));
-                    continue;
-                }
-                if (rnn)
-                    rnn_fwd_row<T>(relu, u0, u1, g, gk, sb, hnb, outt + b * H);
-                else if (lstm)
-                    lstm_fwd_row<T>(H, u0, u1, g, gk, sb, cb, hnb, outt + b * H,
-                                    keep ? ws_c + (t * B + b) * H : nullptr);
-                else if (is_gru)
-                    gru_fwd_row<T>(H, u0, u1, g, gk, sb, bhn, hpb, hnb, outt + b * H);
-                else {
-                    gruo_fwd_row1<T>(H, u0, u1, g, sb, hpb, rhbuf.p + r * H);
-                    if (keep)  // backward reads r*h from the workspace
-                        std::memcpy(gk + 3 * H + u0, rhbuf.p + r * H + u0, (u1 - u0) * sizeof(T));
-                }
-            }
-            if (is_gru_orig) {
-                barrier(plan);
-                if (active_end > m0) panels_gemm<T>(m0, active_end, H, rhbuf.p, H, w_hh_packed, 0, pl_n, n_n, S.p, lds);
-                for (int64_t r = m0; r < active_end; ++r) {
-                    const int64_t b = perm[r];
-                    const GateSums<T> sb{sl.s + r * lds, sl.sA, sl.sB};
-                    gruo_fwd_row2<T>(H, u0, u1, gxt + (chunked ? r : b) * ldx, keep, sb, hp + r * H,
-                                     hn + r * H, outt + b * H);
-                }
-            }
-            barrier(plan);
+        gemm_block<T>(p.m0, p.m1, 0, w_ih_packed_.npanels, GH_, I, xs, I, 1, nullptr, 0, w_ih_packed_,
+                      false, bias, gx_ + s * B * GH_, GH_);
+    }
+}
+
+// The pointwise pass of step st (time t) over the part's rows: rows
+// [m0, active_end) run the cell, the others carry their state.
+template <class Cell, class T>
+void LayerForward<Cell, T>::step_rows(const Part& p, int64_t st, int64_t t, int64_t active_end) {
+    const int64_t B = B_, H = H_;
+    const int64_t u0 = p.u0, u1 = p.u1, nu = u1 - u0;
+    const T* hp = h_buf_.p + (st & 1) * B * H;
+    T* hn = h_buf_.p + ((st + 1) & 1) * B * H;
+    T* gxt = chunked_ ? gx_ + (st % chunk_steps_) * B * GH_ : gx_ + t * B * ldg_;
+    const int64_t ldx = chunked_ ? GH_ : ldg_;  // row stride of gxt
+    T* keptt = keep_ ? a_.ws_gates + t * B * ldg_ : nullptr;
+    T* outt = a_.out + t * B * H;
+    for (int64_t r = p.m0; r < p.m1; ++r) {
+        const int64_t b = perm_[r];
+        ForwardRow<T> row{};
+        row.gx = gxt + (chunked_ ? r : b) * ldx;
+        row.kept = keep_ ? keptt + b * ldg_ : nullptr;
+        row.sums = GateSums<T>{S_.p + r * lds_, G * NR, NR};
+        row.h_prev = hp + r * H;
+        row.h_new = hn + r * H;
+        row.out = outt + b * H;
+        if (Cell::has_cell_state) {
+            row.c = c_buf_.p + r * H;
+            row.c_kept = keep_ ? a_.ws_c + (t * B + b) * H : nullptr;
         }
-    };
-    if (plan.mode == Mode::units) {
-        parallel_team(plan.nthreads, [&](int id) {
-            pack_task(id, plan.nthreads);
-            barrier(plan);
+        row.b_hn = b_hn_;
+        if (Cell::n_product_after_reset) row.rh = rh_buf_.p + r * H;
+        if (keep_ && !Cell::kept_gates_are_state)
+            std::memcpy(a_.ws_h + (t * B + b) * H + u0, row.h_prev + u0, nu * sizeof(T));
+        if (r >= active_end) {  // finished: the state is carried, the output is zero
+            std::memcpy(row.h_new + u0, row.h_prev + u0, nu * sizeof(T));
+            std::memset(row.out + u0, 0, nu * sizeof(T));
+            Cell::forward_padded(row, H, u0, u1);
+            continue;
+        }
+        Cell::forward(row, H, u0, u1);
+    }
+}
+
+// gru_orig's second phase of step st: the n product on r*h, then n and h'.
+template <class Cell, class T>
+void LayerForward<Cell, T>::step_after_reset(const Part& p, int64_t st, int64_t t, int64_t active_end) {
+    if constexpr (Cell::n_product_after_reset) {
+        const int64_t B = B_, H = H_;
+        const T* hp = h_buf_.p + (st & 1) * B * H;
+        T* hn = h_buf_.p + ((st + 1) & 1) * B * H;
+        T* gxt = chunked_ ? gx_ + (st % chunk_steps_) * B * GH_ : gx_ + t * B * ldg_;
+        const int64_t ldx = chunked_ ? GH_ : ldg_;
+        T* outt = a_.out + t * B * H;
+        barrier(plan_);
+        if (active_end > p.m0)
+            panels_gemm<T>(p.m0, active_end, H, rh_buf_.p, H, w_hh_packed_, 0, p.reset_panels, p.n_reset,
+                           S_.p, lds_);
+        for (int64_t r = p.m0; r < active_end; ++r) {
+            const int64_t b = perm_[r];
+            ForwardRow<T> row{};
+            row.gx = gxt + (chunked_ ? r : b) * ldx;
+            row.kept = keep_ ? row.gx : nullptr;
+            row.sums = GateSums<T>{S_.p + r * lds_, G * NR, NR};
+            row.h_prev = hp + r * H;
+            row.h_new = hn + r * H;
+            row.out = outt + b * H;
+            Cell::forward_after_reset(row, H, p.u0, p.u1);
+        }
+    } else {
+        (void)p, (void)st, (void)t, (void)active_end;
+    }
+}
+
+// The time loop for state rows [m0, m1) and hidden-unit panels [jp0, jp1).
+template <class Cell, class T>
+void LayerForward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1) {
+    const int64_t npanels = w_hh_packed_.npanels;
+    int* product_panels = lists_.data() + (size_t)list_id * 2 * npanels;
+    int* reset_panels = product_panels + npanels;
+    int n_product = 0, n_reset = 0;
+    for (int64_t jp = jp0; jp < jp1; ++jp)
+        for (int g = 0; g < G; ++g) {
+            if (Cell::n_product_after_reset && g >= 2)
+                reset_panels[n_reset++] = (int)(jp * G + g);
+            else
+                product_panels[n_product++] = (int)(jp * G + g);
+        }
+    const Part p{m0, m1, jp0 * NR, std::min<int64_t>(H_, jp1 * NR), product_panels, n_product,
+                 reset_panels, n_reset};
+    for (int64_t st = 0; st < Tn_; ++st) {
+        const int64_t t = a_.reverse ? Tn_ - 1 - st : st;
+        if (chunked_ && st % chunk_steps_ == 0) project_chunk(p, st, t);
+        // rows [m0, active_end) still run at step t
+        const int64_t active_end = permuted_ ? std::min(m1, std::max(m0, active_rows_[t])) : m1;
+        if (active_end > m0)
+            panels_gemm<T>(m0, active_end, H_, h_buf_.p + (st & 1) * B_ * H_, H_, w_hh_packed_, 0,
+                           p.product_panels, p.n_product, S_.p, lds_);
+        step_rows(p, st, t, active_end);
+        step_after_reset(p, st, t, active_end);
+        barrier(plan_);
+    }
+}
+
+template <class Cell, class T>
+void LayerForward<Cell, T>::run() {
+    const int64_t B = B_, H = H_;
+    if (plan_.mode == Mode::units) {
+        parallel_team(plan_.nthreads, [&](int id) {
+            pack(id, plan_.nthreads);
+            barrier(plan_);
             int64_t jp0, jp1;
-            split(unit_panels, plan.nthreads, id, &jp0, &jp1);
-            loop(id, 0, B, jp0, jp1);
+            split(unit_panels_, plan_.nthreads, id, &jp0, &jp1);
+            time_loop(id, 0, B, jp0, jp1);
         });
-    } else if (plan.mode == Mode::batch) {
-        parallel_for(2 * plan.nthreads, [&](int64_t i) { pack_task(i, 2 * plan.nthreads); });
-        parallel_for(batch_slices, [&](int64_t i) {
+    } else if (plan_.mode == Mode::batch) {
+        parallel_for(2 * plan_.nthreads, [&](int64_t i) { pack(i, 2 * plan_.nthreads); });
+        parallel_for(batch_slices_, [&](int64_t i) {
             int64_t m0, m1;
-            split(B, (int)batch_slices, (int)i, &m0, &m1);
-            loop(i, m0, m1, 0, unit_panels);
+            split(B, (int)batch_slices_, (int)i, &m0, &m1);
+            time_loop(i, m0, m1, 0, unit_panels_);
         });
     } else {
-        pack_task(0, 1);
-        loop(0, 0, B, 0, unit_panels);
+        pack(0, 1);
+        time_loop(0, 0, B, 0, unit_panels_);
     }
-    const T* hfin = hbuf.p + (Tn & 1) * B * H;
+    const T* h_final = h_buf_.p + (Tn_ & 1) * B * H;
     for (int64_t r = 0; r < B; ++r) {
-        std::memcpy(h_n + perm[r] * H, hfin + r * H, H * sizeof(T));
-        if (lstm) std::memcpy(c_n + perm[r] * H, cbuf.p + r * H, H * sizeof(T));
+        std::memcpy(a_.h_n + perm_[r] * H, h_final + r * H, H * sizeof(T));
+        if (Cell::has_cell_state) std::memcpy(a_.c_n + perm_[r] * H, c_buf_.p + r * H, H * sizeof(T));
     }
 }
 

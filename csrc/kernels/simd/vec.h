@@ -114,6 +114,34 @@ inline void vstoren(T* p, typename V<T>::v x, int n) {
     else
         store_tail(p, x, n);
 }
+// a * b rounded to the vector type, a value the compiler cannot fuse into
+// a following addition (-ffp-contract=fast would, where it sees both in one
+// basic block): the empty asm hands the product over in a register.
+template <class VT>
+inline VT product_rounded(VT a, VT b) {
+    VT p = a * b;
+    __asm__("" : "+x"(p));
+    return p;
+}
+#if defined(__FMA__)
+// a * b + c rounded once: the FMA instruction, whatever the compiler would
+// contract.
+inline vf fma_once(vf a, vf b, vf c) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#else
+    return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#endif
+}
+inline vd fma_once(vd a, vd b, vd c) {
+#if defined(__AVX512F__)
+    return (vd)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#else
+    return (vd)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#endif
+}
+#endif
+
 template <class T>
 inline typename V<T>::v broadcast(T s) {
     // s * ones folds to one broadcast ({} + s would keep an addition for

@@ -1,0 +1,101 @@
+// The LSTM cell (PyTorch's gate order i, f, g, o):
+//   c' = f*c + i*g ; h' = o*tanh(c')
+// It keeps the post-activation gates [i, f, g, o] per step, and c' in ws_c.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "cells/common.h"
+
+namespace fastrnn::FASTRNN_ISA_NS {
+namespace {
+
+template <class T>
+FASTRNN_ROW
+void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* kept, GateSums<T> s, T* c,
+                  T* h_new, T* out, T* c_kept) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t j = u0; j < u1; j += W) {
+        int n = (int)std::min<int64_t>(W, u1 - j);
+        v i = vsigmoid(vloadn(gx + j, n) + vloadn(s.at(j, 0), n));
+        v f = vsigmoid(vloadn(gx + H + j, n) + vloadn(s.at(j, 1), n));
+        v g = vtanh(vloadn(gx + 2 * H + j, n) + vloadn(s.at(j, 2), n));
+        v o = vsigmoid(vloadn(gx + 3 * H + j, n) + vloadn(s.at(j, 3), n));
+        v cn = f * vloadn(c + j, n) + i * g;
+        v h = o * vtanh(cn);
+        vstoren(c + j, cn, n);
+        vstoren(h_new + j, h, n);
+        if (out) vstoren(out + j, h, n);
+        if (kept) {
+            vstoren(kept + j, i, n);
+            vstoren(kept + H + j, f, n);
+            vstoren(kept + 2 * H + j, g, n);
+            vstoren(kept + 3 * H + j, o, n);
+        }
+        if (c_kept) vstoren(c_kept + j, cn, n);
+    }
+}
+
+// dc + a*b, the cell state's gradient: rounded once (an FMA) in the AVX-512
+// copy, twice (the product, then the sum) in the AVX2 and generic copies -
+// the roundings tools/golden.py's files hold. Written out because, left to
+// -ffp-contract=fast, the AVX2 rounding depends on where the compiler puts
+// the branch of dc's masked load, which moves with the code around the row.
+template <class VT>
+inline VT add_cell_grad(VT dc, VT a, VT b) {
+#if defined(__AVX512F__)
+    return fma_once(a, b, dc);
+#else
+    return dc + product_rounded(a, b);
+#endif
+}
+
+template <class T>
+FASTRNN_ROW
+void lstm_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* kept, const T* c_prev, const T* c_new,
+                  const T* sums, const T* grad_out, T* dh_carry, T* dc, T* dg) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t j = u0; j < u1; j += W) {
+        int n = (int)std::min<int64_t>(W, u1 - j);
+        v dh = load_dh(dh_carry, sums, grad_out, j, n);
+        v i = vloadn(kept + j, n), f = vloadn(kept + H + j, n);
+        v g = vloadn(kept + 2 * H + j, n), o = vloadn(kept + 3 * H + j, n);
+        v tc = vtanh(vloadn(c_new + j, n));
+        v dcv = add_cell_grad(vloadn(dc + j, n), dh * o, 1 - tc * tc);
+        v di = dcv * g, dgg = dcv * i, df = dcv * vloadn(c_prev + j, n), dov = dh * tc;
+        vstoren(dc + j, dcv * f, n);
+        vstoren(dg + j, di * i * (1 - i), n);
+        vstoren(dg + H + j, df * f * (1 - f), n);
+        vstoren(dg + 2 * H + j, dgg * (1 - g * g), n);
+        vstoren(dg + 3 * H + j, dov * o * (1 - o), n);
+        vstoren(dh_carry + j, v{}, n);
+    }
+}
+
+struct LstmCell : CellDefaults {
+    static constexpr Kind kind = Kind::lstm;
+    static constexpr bool has_cell_state = true;
+
+    template <class T>
+    __attribute__((always_inline)) static void forward(const ForwardRow<T>& r, int64_t H, int64_t u0,
+                                                       int64_t u1) {
+        lstm_fwd_row<T>(H, u0, u1, r.gx, r.kept, r.sums, r.c, r.h_new, r.out, r.c_kept);
+    }
+    // A padded step keeps the carried cell state.
+    template <class T>
+    static void forward_padded(const ForwardRow<T>& r, int64_t, int64_t u0, int64_t u1) {
+        if (r.c_kept) std::memcpy(r.c_kept + u0, r.c + u0, (u1 - u0) * sizeof(T));
+    }
+    template <class T>
+    __attribute__((always_inline)) static void backward(const BackwardRow<T>& r, int64_t H, int64_t u0,
+                                                        int64_t u1) {
+        lstm_bwd_row<T>(H, u0, u1, r.kept, r.c_prev, r.c_new, r.sums, r.grad_out, r.dh_carry, r.dc,
+                        r.dg);
+    }
+};
+
+}  // namespace
+}  // namespace fastrnn::FASTRNN_ISA_NS
