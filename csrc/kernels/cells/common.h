@@ -55,6 +55,13 @@ struct GateSums {
     }
 };
 
+// Gate g's pre-activation for units [j, j + n) of a forward row: the input
+// projection gx (gate g at gx[g*H + j]) plus the recurrent product.
+template <class T>
+inline typename V<T>::v gate_input(const T* gx, GateSums<T> s, int64_t H, int g, int64_t j, int n) {
+    return vloadn(gx + g * H + j, n) + vloadn(s.at(j, g), n);
+}
+
 // One batch row of a forward step. gx: the pre-activations (x·W_ih^T +
 // folded bias), gate g at gx[g*H + j]; kept: the row of the workspace that
 // receives what backward needs (same layout; may be gx itself), or nullptr

@@ -21,8 +21,8 @@ void gru_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* kept, GateSu
     constexpr int W = V<T>::W;
     for (int64_t j = u0; j < u1; j += W) {
         int n = (int)std::min<int64_t>(W, u1 - j);
-        v r = vsigmoid(vloadn(gx + j, n) + vloadn(s.at(j, 0), n));
-        v z = vsigmoid(vloadn(gx + H + j, n) + vloadn(s.at(j, 1), n));
+        v r = vsigmoid(gate_input(gx, s, H, 0, j, n));
+        v z = vsigmoid(gate_input(gx, s, H, 1, j, n));
         v hn = vloadn(s.at(j, 2), n);
         if (b_hn) hn += vloadn(b_hn + j, n);
         v nn = vtanh(vloadn(gx + 2 * H + j, n) + r * hn);

@@ -22,8 +22,8 @@ void gru_orig_fwd_reset_row(int64_t H, int64_t u0, int64_t u1, T* gx, GateSums<T
     constexpr int W = V<T>::W;
     for (int64_t j = u0; j < u1; j += W) {
         int n = (int)std::min<int64_t>(W, u1 - j);
-        v r = vsigmoid(vloadn(gx + j, n) + vloadn(s.at(j, 0), n));
-        v z = vsigmoid(vloadn(gx + H + j, n) + vloadn(s.at(j, 1), n));
+        v r = vsigmoid(gate_input(gx, s, H, 0, j, n));
+        v z = vsigmoid(gate_input(gx, s, H, 1, j, n));
         vstoren(gx + j, r, n);
         vstoren(gx + H + j, z, n);
         vstoren(rh + j, r * vloadn(h_prev + j, n), n);
@@ -39,7 +39,7 @@ void gru_orig_fwd_update_row(int64_t H, int64_t u0, int64_t u1, T* gx, bool keep
     constexpr int W = V<T>::W;
     for (int64_t j = u0; j < u1; j += W) {
         int n = (int)std::min<int64_t>(W, u1 - j);
-        v nn = vtanh(vloadn(gx + 2 * H + j, n) + vloadn(s.at(j, 2), n));
+        v nn = vtanh(gate_input(gx, s, H, 2, j, n));
         v z = vloadn(gx + H + j, n);
         v hp = vloadn(h_prev + j, n);
         v h = nn + z * (hp - nn);

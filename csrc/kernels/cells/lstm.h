@@ -19,10 +19,10 @@ void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* kept, GateS
     constexpr int W = V<T>::W;
     for (int64_t j = u0; j < u1; j += W) {
         int n = (int)std::min<int64_t>(W, u1 - j);
-        v i = vsigmoid(vloadn(gx + j, n) + vloadn(s.at(j, 0), n));
-        v f = vsigmoid(vloadn(gx + H + j, n) + vloadn(s.at(j, 1), n));
-        v g = vtanh(vloadn(gx + 2 * H + j, n) + vloadn(s.at(j, 2), n));
-        v o = vsigmoid(vloadn(gx + 3 * H + j, n) + vloadn(s.at(j, 3), n));
+        v i = vsigmoid(gate_input(gx, s, H, 0, j, n));
+        v f = vsigmoid(gate_input(gx, s, H, 1, j, n));
+        v g = vtanh(gate_input(gx, s, H, 2, j, n));
+        v o = vsigmoid(gate_input(gx, s, H, 3, j, n));
         v cn = f * vloadn(c + j, n) + i * g;
         v h = o * vtanh(cn);
         vstoren(c + j, cn, n);
@@ -43,10 +43,10 @@ void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* kept, GateS
 // the roundings tools/golden.py's files hold. Written out because, left to
 // -ffp-contract=fast, the AVX2 rounding depends on where the compiler puts
 // the branch of dc's masked load, which moves with the code around the row.
-template <class VT>
-inline VT add_cell_grad(VT dc, VT a, VT b) {
+template <class T>
+inline typename V<T>::v add_cell_grad(typename V<T>::v dc, typename V<T>::v a, typename V<T>::v b) {
 #if defined(__AVX512F__)
-    return fma_once(a, b, dc);
+    return fma_once<T>(a, b, dc);
 #else
     return dc + product_rounded(a, b);
 #endif
@@ -64,7 +64,7 @@ void lstm_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* kept, const T* c_p
         v i = vloadn(kept + j, n), f = vloadn(kept + H + j, n);
         v g = vloadn(kept + 2 * H + j, n), o = vloadn(kept + 3 * H + j, n);
         v tc = vtanh(vloadn(c_new + j, n));
-        v dcv = add_cell_grad(vloadn(dc + j, n), dh * o, 1 - tc * tc);
+        v dcv = add_cell_grad<T>(vloadn(dc + j, n), dh * o, 1 - tc * tc);
         v di = dcv * g, dgg = dcv * i, df = dcv * vloadn(c_prev + j, n), dov = dh * tc;
         vstoren(dc + j, dcv * f, n);
         vstoren(dg + j, di * i * (1 - i), n);

@@ -70,6 +70,15 @@ inline void store_tail(T* p, typename V<T>::v x, int n) {
     else
         _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1), (__m512d)x);
 }
+// a * b + c rounded once: the FMA instruction, whatever the compiler would
+// contract.
+template <class T>
+inline typename V<T>::v fma_once(typename V<T>::v a, typename V<T>::v b, typename V<T>::v c) {
+    if constexpr (std::is_same<T, float>::value)
+        return (typename V<T>::v)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+    else
+        return (typename V<T>::v)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+}
 #elif defined(__AVX2__)
 template <class T>
 inline __m256i lane_mask(int n) {  // all ones in lanes i < n
@@ -123,25 +132,6 @@ inline VT product_rounded(VT a, VT b) {
     __asm__("" : "+x"(p));
     return p;
 }
-#if defined(__FMA__)
-// a * b + c rounded once: the FMA instruction, whatever the compiler would
-// contract.
-inline vf fma_once(vf a, vf b, vf c) {
-#if defined(__AVX512F__)
-    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
-#else
-    return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
-#endif
-}
-inline vd fma_once(vd a, vd b, vd c) {
-#if defined(__AVX512F__)
-    return (vd)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
-#else
-    return (vd)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
-#endif
-}
-#endif
-
 template <class T>
 inline typename V<T>::v broadcast(T s) {
     // s * ones folds to one broadcast ({} + s would keep an addition for
