@@ -18,7 +18,7 @@ from . import backends as _backends
 from ._grad_mode import is_grad_enabled
 from ._validate import as_dtype, float_array, lengths_array, positive_int
 from ._validate import generator as _generator
-from .backends.contract import GATES
+from .backends.contract import GATES, PartialBackwardError
 from .module import GradientError, Module
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "GradientError"]
@@ -333,8 +333,10 @@ class _RNNBase(_Recurrent):
         ``self.grads``.
 
         Raises :class:`GradientError` if parameters were replaced since the
-        forward. If it fails before any gradient is computed (bad argument,
-        no memory), the forward stays recorded and backward may be retried.
+        forward. If it fails (bad argument, no memory, no thread) before any
+        part of its gradients reached ``self.grads``, the forward stays
+        recorded and backward may be retried; after, the forward is consumed
+        and a retry raises :class:`GradientError` saying why.
         """
         rec = self._record
         if rec is None:
@@ -358,8 +360,10 @@ class _RNNBase(_Recurrent):
         dc0 = np.empty_like(dh0) if gc is not None else None
         try:
             dx = self._backward_layers(rec, backend, g, gh, gc, dh0, dc0)
-        except BaseException:
-            if rec.get("started"):
+        except BaseException as exc:
+            # A backend's failed call leaves its workspace usable (retry), unless it had begun
+            # adding into self.grads (PartialBackwardError), as has an earlier call that succeeded.
+            if rec.get("started") or isinstance(exc, PartialBackwardError):
                 self._record = None
                 self._record_note = ("the last backward failed part way (self.grads holds part of its gradients); "
                                      "run the forward again")

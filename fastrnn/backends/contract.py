@@ -49,7 +49,7 @@ from typing import Any, Optional, Protocol, runtime_checkable
 import numpy as np
 
 __all__ = ["KindSpec", "SPECS", "KINDS", "GATES", "num_gates", "has_cell_state", "Backend", "ThreadedBackend",
-           "LAYER_GRAD_KEYS", "CELL_GRAD_KEYS"]
+           "LAYER_GRAD_KEYS", "CELL_GRAD_KEYS", "PartialBackwardError"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,13 @@ def num_gates(kind) -> int:
 def has_cell_state(kind) -> bool:
     """Whether ``kind`` carries a cell state ``c`` besides ``h`` (lstm); ValueError if it is not a kind."""
     return _spec(kind).cell_state
+
+
+class PartialBackwardError(RuntimeError):
+    """``layer_backward`` failed (no memory, no thread) after it began adding into ``acc``: ``acc``
+    may hold part of this backward's weight gradients, and ``ws`` is consumed (a retry would add
+    them twice). Any other error of a backward leaves ``ws`` and ``acc`` as they were, so the
+    call may be retried."""
 
 
 Array = np.ndarray
@@ -160,8 +167,12 @@ class Backend(Protocol):
           (``Module.grads``), which saves a temporary of each weight's size at
           the peak and an add. A bad ``acc`` raises before anything is
           consumed.
-        - ``ws`` may be consumed (a backend may free it); calling backward
-          twice on one ``ws`` is the layer's error to prevent.
+        - ``ws`` is consumed by a backward that succeeded (a backend may free
+          it); calling backward twice on one ``ws`` is the layer's error to
+          prevent. A backward that raises leaves ``ws`` usable and ``acc``
+          unchanged (a bad argument, no memory or no thread for the call: it
+          may be retried), except :class:`PartialBackwardError`: it failed
+          after it began adding into ``acc``, and ``ws`` is consumed.
         """
 
     def cell_forward(self, kind: str, x: Array, h: Array, c: Optional[Array], w_ih: Array, w_hh: Array,
@@ -173,7 +184,8 @@ class Backend(Protocol):
     def cell_backward(self, ws: Any, grad_h: Array, grad_c: Optional[Array]) -> dict:
         """Gradients of a ``cell_forward(..., keep=True)``: a dict with keys :data:`CELL_GRAD_KEYS`.
         ``grad_h [B, H]``, ``grad_c [B, H]`` (lstm): each an array or None, and None means a zero
-        gradient (as for :meth:`layer_backward`); an error names ``grad_h`` or ``grad_c``."""
+        gradient (as for :meth:`layer_backward`); an error names ``grad_h`` or ``grad_c``. As for
+        :meth:`layer_backward`, ``ws`` is consumed only by a backward that succeeded."""
 
 
 @runtime_checkable

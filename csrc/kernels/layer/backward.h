@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <vector>
 #include "cells/rows.h"
+#include "fastrnn/rnn.h"
 #include "gemm/gemm.h"
 #include "gemm/recurrent.h"
 #include "gemm/small.h"
@@ -21,12 +23,14 @@ namespace {
 constexpr int64_t kBwdChunkBytes = int64_t(2) << 20;
 constexpr int64_t kBwdChunkRows = 1024;
 
+// The backward of one layer; *dw_started is set before its first addition into dw_ih / dw_hh.
 template <class T>
-void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, const T* x,
+void layer_backward_pass(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, const T* x,
                          const T* c0, const T* w_ih, const T* w_hh, const int64_t* lengths,
                          bool reverse, const T* ws_gates, const T* ws_h, const T* ws_c,
                          const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0,
-                         T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, bool add_dw) {
+                         T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, bool add_dw,
+                         bool* dw_started) {
     constexpr int NR = 2 * V<T>::W;
     const int G = num_gates(kind);
     const int64_t GH = G * H;
@@ -188,6 +192,7 @@ void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
         // Large products over the chunk's rows (t in [t0, t0 + R / B)).
         const int64_t R = (s1 - s0) * B;
         large_product<T>(false, false, R, I, GH, dG.p, GH, w_ih, I, false, dx + t0 * B * I, I);
+        *dw_started = true;
         large_product<T>(true, false, GH, I, R, dG.p, GH, x + t0 * B * I, I, true, dw_ih, I);
         const T* hp = rnn ? nullptr : ws_h + t0 * B * H;  // rnn kinds: ws_h is h0 only
         if (rnn) {
@@ -223,6 +228,29 @@ void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
     if (lstm) std::memcpy(dc0, dc.p, B * H * sizeof(T));
     // db_hh equals db_ih but in gru's n block (accumulated from dGn above)
     if (db_ih) std::memcpy(db_hh, db_ih, (is_gru ? 2 * H : GH) * sizeof(T));
+}
+
+// layer_backward_pass; an error after it began adding into the caller's dw_ih / dw_hh
+// (add_dw) becomes PartialAccumulation (fastrnn/rnn.h), so the caller knows they hold part of
+// the sum.
+template <class T>
+void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, const T* x,
+                        const T* c0, const T* w_ih, const T* w_hh, const int64_t* lengths,
+                        bool reverse, const T* ws_gates, const T* ws_h, const T* ws_c,
+                        const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0,
+                        T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, bool add_dw) {
+    bool dw_started = false;
+    try {
+        layer_backward_pass<T>(kind, Tn, B, I, H, x, c0, w_ih, w_hh, lengths, reverse, ws_gates,
+                               ws_h, ws_c, grad_out, grad_h_n, grad_c_n, dx, dh0, dc0, dw_ih,
+                               dw_hh, db_ih, db_hh, add_dw, &dw_started);
+    } catch (const std::exception& e) {
+        if (add_dw && dw_started) throw PartialAccumulation(e.what());
+        throw;
+    } catch (...) {
+        if (add_dw && dw_started) throw PartialAccumulation("unknown error");
+        throw;
+    }
 }
 
 }  // namespace
