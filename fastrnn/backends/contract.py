@@ -26,11 +26,16 @@ gru_orig    3   r, z, n       n = tanh(W_in x + b_in + W_hn (r*h) + b_hn); h' = 
 original paper's (ONNX ``linear_before_reset=0``). Only ``lstm`` has a cell
 state ``c``.
 
-Arrays: every array a backend receives is a NumPy array of ONE floating dtype
-(float32 or float64); a backend computes in that dtype and returns arrays of
-it. The layers validate user input before calling a backend (shapes, dtypes,
-lengths range), so a backend may rely on it; a compiled backend still checks
-at its own boundary so that nothing reachable from Python can crash.
+Arrays: every array a backend receives is a ``numpy.ndarray`` of ONE floating
+dtype (float32 or float64, native byte order), of the shape given below,
+C-contiguous and aligned; ``lengths`` is None or an int64 array. A backend
+computes in that dtype and returns arrays of it. Every backend checks this at
+its boundary and converts nothing: anything else raises TypeError (not an
+array, another dtype) or ValueError (shape, layout, values) naming the
+argument, the same on every backend. The Python implementations share one
+check (``backends/_args.py``); the cpp binding makes the same in C++
+(``csrc/python/arrays.h``); ``tests/test_contract.py`` holds them to it.
+Read-only arrays are accepted (a backend only reads its inputs).
 
 What a workspace holds, and for how long: a backend may keep references to
 the forward's arrays in ``ws`` (x, states, weights, lengths) and read them in
