@@ -157,8 +157,8 @@ def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
                  p(h_new), p(c_new), p(ws)))
     state = None
     if keep:
-        state = dict(kind=kind, x=x, h=h, c=c if lstm else None, c_new=c_new, w_ih=w_ih, w_hh=w_hh,
-                     bias=b_ih is not None, ws=ws)
+        state = dict(kind=kind, x=x.copy(), h=h.copy(), c=c.copy() if lstm else None, c_new=c_new.copy() if lstm
+                     else None, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None, ws=ws)  # copies (contract.Backend)
     return h_new, c_new, state
 
 

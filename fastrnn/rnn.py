@@ -594,11 +594,7 @@ class _CellBase(_Recurrent):
         shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)
         h, c = self._state_pair(hx, "hx", ("h", "c") if self.kind == "lstm" else ("hx",), shape,
                                 0 if unbatched else None)
-        keep = is_grad_enabled()
-        if keep:  # private copies: the caller may change its arrays before backward
-            x2 = x2.copy()
-            h = h.copy()
-            c = None if c is None else c.copy()
+        keep = is_grad_enabled()  # the backend keeps copies of x, h, c (contract.Backend.cell_forward)
         h_new, c_new, ws = backend.cell_forward(self.kind, x2, h, c, *self._weights(), keep)
         if unbatched:
             h_new = h_new[0]

@@ -566,3 +566,20 @@ def test_every_backend_accepts_read_only_arrays(impl):
         if v is not None:
             v.flags.writeable = False
     np.testing.assert_array_equal(impl.layer_forward("gru", *a.values(), None, False, False)[0], want)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cell_workspace_holds_copies_of_the_inputs(impl, kind):
+    """contract.Backend.cell_forward: writing into x, h, c after the call changes nothing of its
+    backward (the layers rely on it and copy nothing themselves)."""
+    a = cell_args(kind, 2, 4, 5, np.float64, seed=3)
+    g = (np.ones((2, 5)), np.ones((2, 5)) if has_cell_state(kind) else None)
+    want = impl.cell_backward(impl.cell_forward(kind, *a.values(), True)[2], *g)
+    _, _, ws = impl.cell_forward(kind, *a.values(), True)
+    for name in ("x", "h", "c"):
+        if a[name] is not None:
+            a[name] *= -3.0
+    got = impl.cell_backward(ws, *g)
+    for k in CELL_GRAD_KEYS:
+        if want[k] is not None:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)

@@ -52,15 +52,14 @@ py::tuple cell_forward_t(const std::string& kind_name, const Arr<F>& x, const Ar
         w.is_double = std::is_same<F, double>::value;
         w.B = B; w.I = I; w.H = H;
         w.bias = b_ih.has_value();
-        w.x = x; w.h = h; w.w_ih = w_ih; w.w_hh = w_hh; w.gates = *gates;
-        w.c = c ? py::object(*c) : py::none();
-        // Our own copy of c_new: the caller may modify the returned array.
-        w.c_new = py::none();
-        if (lstm) {
-            Arr<F> copy = empty<F>({B, H});
-            std::memcpy(copy.mutable_data(), c_new->data(), sizeof(F) * B * H);
-            w.c_new = copy;
-        }
+        // Our own copies of the inputs and of c_new (contract.Backend.cell_forward): the caller
+        // may change its arrays, or write into the returned one, before backward. The weights
+        // are kept by reference (the layers refuse a backward after they changed).
+        w.x = copy_of(x, {B, I});
+        w.h = copy_of(h, {B, H});
+        w.c = c ? py::object(copy_of(*c, {B, H})) : py::none();
+        w.c_new = lstm ? py::object(copy_of(*c_new, {B, H})) : py::none();
+        w.w_ih = w_ih; w.w_hh = w_hh; w.gates = *gates;
         ws = py::cast(std::move(w));
     }
     return py::make_tuple(h_new, c_new ? py::object(*c_new) : py::none(), ws);

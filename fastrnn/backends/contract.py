@@ -37,10 +37,13 @@ check (``backends/_args.py``); the cpp binding makes the same in C++
 (``csrc/python/arrays.h``); ``tests/test_contract.py`` holds them to it.
 Read-only arrays are accepted (a backend only reads its inputs).
 
-What a workspace holds, and for how long: a backend may keep references to
-the forward's arrays in ``ws`` (x, states, weights, lengths) and read them in
-backward, so the caller leaves them unchanged until then. The layers do so by
-passing private copies of the caller's x, states and lengths and by refusing
+What a workspace holds, and for how long: a layer's ``ws`` may keep references
+to the forward's arrays (x, states, weights, lengths) and read them in
+backward, so the caller leaves them unchanged until then; the layers pass
+private copies of the caller's x, states and lengths. A cell's ``ws`` holds its
+own copies of ``x``, ``h`` and ``c`` (a step's arrays are small, and a copy in
+the backend costs less than one per array in Python): the caller may change
+them after the call. Weights are kept by reference in both; the layers refuse
 a backward after parameters were replaced (``Module._version``). A backend
 never keeps an array it returned (``out``, ``h_n``, ``c_n``, ``h_new``,
 ``c_new``): the caller owns those and may write into them.
@@ -183,8 +186,9 @@ class Backend(Protocol):
     def cell_forward(self, kind: str, x: Array, h: Array, c: Optional[Array], w_ih: Array, w_hh: Array,
                      b_ih: Optional[Array], b_hh: Optional[Array], keep: bool) -> tuple:
         """One step: ``x [B, I]``, ``h [B, H]``, ``c [B, H]`` (lstm) or None; returns
-        ``(h_new [B, H], c_new [B, H] (lstm) or None, ws)``, ``ws`` None unless ``keep``.
-        Weights and biases as in :meth:`layer_forward`."""
+        ``(h_new [B, H], c_new [B, H] (lstm) or None, ws)``, ``ws`` None unless ``keep``; ``ws``
+        holds copies of ``x``, ``h``, ``c`` (not references). Weights and biases as in
+        :meth:`layer_forward`."""
 
     def cell_backward(self, ws: Any, grad_h: Array, grad_c: Optional[Array]) -> dict:
         """Gradients of a ``cell_forward(..., keep=True)``: a dict with keys :data:`CELL_GRAD_KEYS`.

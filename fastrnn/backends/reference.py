@@ -246,7 +246,8 @@ def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
     h_new, c_new, saved = _step_forward(kind, gx, h, c, w_hh, b_hh)
     ws = None
     if keep:
-        ws = dict(kind=kind, x=x, h=h, c=c, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None, saved=saved)
+        ws = dict(kind=kind, x=x.copy(), h=h.copy(), c=None if c is None else c.copy(), w_ih=w_ih, w_hh=w_hh,
+                  bias=b_ih is not None, saved=saved)  # copies of the inputs (contract.Backend.cell_forward)
     return h_new, c_new, ws
 
 

@@ -143,6 +143,7 @@ def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
     out, h_new, c_new, ws = layer_forward(kind, x[None], h, c, w_ih, w_hh, b_ih, b_hh, None, False, keep)
     if ws is not None:
         ws["cell"] = True
+        ws["x"] = ws["x"].copy()  # a copy of x (contract.Backend.cell_forward); h, c are copied by the loop
     return h_new, c_new, ws
 
 
