@@ -28,7 +28,7 @@ FFI = require("cffi", extra="capi", feature="fastrnn.capi (the C ABI through cff
 
 from .backends.contract import KINDS
 
-from ._validate import checked_array as _arr
+from .backends._args import check_forward, check_gradients
 
 __all__ = [
     "ffi", "lib", "header_path", "abi_version", "status_message", "FastrnnCError",
@@ -127,24 +127,6 @@ def _ptr(a, dtype):
     return ffi.NULL if a is None else ffi.cast(_CTYPE[dtype], a.ctypes.data)
 
 
-def _dtype_of(x):
-    """The dtype of the call (x's); x itself is checked with the other arrays."""
-    if not isinstance(x, np.ndarray) or x.dtype not in _SUFFIX:
-        raise TypeError(f"x must be a float32 or float64 numpy.ndarray, got {getattr(x, 'dtype', type(x).__name__)}")
-    return x.dtype
-
-
-def _check_weights(code, dt, I, H, w_ih, w_hh, b_ih, b_hh):
-    G = int(lib.fastrnn_num_gates(code))
-    _arr(w_ih, "w_ih", dt, (G * H, I))
-    _arr(w_hh, "w_hh", dt, (G * H, H))
-    if (b_ih is None) != (b_hh is None):
-        raise ValueError("b_ih and b_hh must both be given or both be None")
-    _arr(b_ih, "b_ih", dt, (G * H,), optional=True)
-    _arr(b_hh, "b_hh", dt, (G * H,), optional=True)
-    return G
-
-
 def _gradient_arrays(code, x, B, H, bias, h_key, c_key):
     """Fresh output arrays of a backward: dx like ``x``, the state gradients under ``h_key``/``c_key``
     (``c_key`` None unless LSTM), weight gradients, bias gradients (None without bias)."""
@@ -162,17 +144,9 @@ def _lengths_ptr(lengths):
 
 def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
     """One step through the C ABI; same arguments and results as the backend contract."""
-    code, dt = _kind_code(kind), _dtype_of(x)
-    if x.ndim != 2:
-        raise ValueError(f"x must have shape (B, I), got {x.shape}")
-    B, I = x.shape
-    _arr(x, "x", dt, (B, I))
-    H = h.shape[-1] if isinstance(h, np.ndarray) and h.ndim == 2 else -1
-    _arr(h, "h", dt, (B, H))
+    code = _kind_code(kind)
+    dt, _, B, I, H = check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True)
     lstm = code == LSTM
-    if lstm:
-        _arr(c, "c", dt, (B, H))
-    _check_weights(code, dt, I, H, w_ih, w_hh, b_ih, b_hh)
     h_new = np.empty((B, H), dt)
     c_new = np.empty((B, H), dt) if lstm else None
     ws = np.empty(int(lib.fastrnn_cell_workspace_size(code, B, H)), dt) if keep else None
@@ -183,8 +157,8 @@ def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
                  p(h_new), p(c_new), p(ws)))
     state = None
     if keep:
-        state = dict(kind=kind, x=x, h=h, c=c if lstm else None, c_new=c_new, w_ih=w_ih, w_hh=w_hh,
-                     bias=b_ih is not None, ws=ws)
+        state = dict(kind=kind, x=x.copy(), h=h.copy(), c=c.copy() if lstm else None, c_new=c_new.copy() if lstm
+                     else None, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None, ws=ws)  # copies (contract.Backend)
     return h_new, c_new, state
 
 
@@ -195,8 +169,7 @@ def cell_backward(state, grad_h, grad_c):
     B, I = x.shape
     H = h.shape[1]
     lstm = code == LSTM
-    _arr(grad_h, "grad_h", dt, (B, H), optional=True)
-    _arr(grad_c, "grad_c", dt, (B, H), optional=True)
+    check_gradients(dt, grad_h=(grad_h, (B, H)), grad_c=(grad_c if lstm else None, (B, H)))
     g = _gradient_arrays(code, x, B, H, state["bias"], "h", "c")
     fn = getattr(lib, f"fastrnn_cell_backward_{_SUFFIX[dt]}")
     p = lambda a: _ptr(a, dt)  # noqa: E731
@@ -209,19 +182,10 @@ def cell_backward(state, grad_h, grad_c):
 
 def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep):
     """A whole sequence through the C ABI; same arguments and results as the backend contract."""
-    code, dt = _kind_code(kind), _dtype_of(x)
-    if x.ndim != 3:
-        raise ValueError(f"x must have shape (T, B, I), got {x.shape}")
-    T, B, I = x.shape
-    _arr(x, "x", dt, (T, B, I))
-    H = h0.shape[-1] if isinstance(h0, np.ndarray) and h0.ndim == 2 else -1
-    _arr(h0, "h0", dt, (B, H))
+    code = _kind_code(kind)
+    dt, _, B, I, H = check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+    T = x.shape[0]
     lstm = code == LSTM
-    if lstm:
-        _arr(c0, "c0", dt, (B, H))
-    _check_weights(code, dt, I, H, w_ih, w_hh, b_ih, b_hh)
-    if lengths is not None:
-        _arr(lengths, "lengths", np.dtype(np.int64), (B,))
     out = np.empty((T, B, H), dt)
     h_n = np.empty((B, H), dt)
     c_n = np.empty((B, H), dt) if lstm else None
@@ -245,9 +209,8 @@ def layer_backward(state, grad_out, grad_h_n, grad_c_n):
     dt = x.dtype
     T, B, I = x.shape
     lstm = code == LSTM
-    _arr(grad_out, "grad_out", dt, (T, B, H), optional=True)
-    _arr(grad_h_n, "grad_h_n", dt, (B, H), optional=True)
-    _arr(grad_c_n, "grad_c_n", dt, (B, H), optional=True)
+    check_gradients(dt, grad_out=(grad_out, (T, B, H)), grad_h_n=(grad_h_n, (B, H)),
+                    grad_c_n=(grad_c_n if lstm else None, (B, H)))
     g = _gradient_arrays(code, x, B, H, state["bias"], "h0", "c0")
     fn = getattr(lib, f"fastrnn_layer_backward_{_SUFFIX[dt]}")
     p = lambda a: _ptr(a, dt)  # noqa: E731

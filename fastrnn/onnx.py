@@ -60,6 +60,23 @@ _FROM_ONNX = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2), "RNN": (0,)}
 _TO_ONNX = {op: tuple(int(i) for i in np.argsort(p)) for op, p in _FROM_ONNX.items()}
 _DEFAULT_ACTIVATIONS = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "RNN": ("tanh",)}
 _DIRECTIONS = ("forward", "reverse", "bidirectional")
+#: the attributes of ONNX's LSTM/GRU/RNN and their types (ONNX's operator schemas)
+_ATTRIBUTE_TYPES = {"hidden_size": "int", "direction": "string", "layout": "int", "activations": "strings",
+                    "activation_alpha": "floats", "activation_beta": "floats", "clip": "float",
+                    "linear_before_reset": "int", "input_forget": "int"}
+
+
+def _has_type(value: Any, want: str) -> bool:
+    """Whether an attribute's value (as ``_attr`` gives it) is of the ONNX type ``want``."""
+    if want in ("strings", "floats"):
+        return isinstance(value, list) and all(_has_type(v, want[:-1]) for v in value)
+    if want == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if want == "float":
+        return isinstance(value, float)
+    return isinstance(value, str)
+
+
 _GLUE_OPS = ("Identity", "Constant", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice")
 _METADATA_KEY = "fastrnn.layer"
 
@@ -127,10 +144,15 @@ class RecurrentNode:
         op = self.op_type
         where = f"{op} node {self.name!r}" if self.name else f"{op} node"
         self._where = where
-        unknown = sorted(set(attrs) - {"hidden_size", "direction", "layout", "activations", "activation_alpha",
-                                       "activation_beta", "clip", "linear_before_reset", "input_forget"})
+        unknown = sorted(set(attrs) - set(_ATTRIBUTE_TYPES))
         if unknown:
             raise UnsupportedOnnxError(f"{where}: unknown attribute(s) {unknown}")
+        for name, value in attrs.items():
+            if not _has_type(value, _ATTRIBUTE_TYPES[name]):
+                raise ValueError(f"{where}: attribute {name!r} must be of ONNX type {_ATTRIBUTE_TYPES[name]}, "
+                                 f"got {value!r}")
+        if attrs.get("hidden_size", 1) < 1:
+            raise ValueError(f"{where}: attribute 'hidden_size' must be a positive integer, got {attrs['hidden_size']}")
         for name in ("clip", "activation_alpha", "activation_beta"):
             if name in attrs:
                 raise UnsupportedOnnxError(f"{where}: attribute {name!r} is not supported by fastrnn")

@@ -18,7 +18,7 @@ from . import backends as _backends
 from ._grad_mode import is_grad_enabled
 from ._validate import as_dtype, float_array, lengths_array, positive_int
 from ._validate import generator as _generator
-from .backends.contract import GATES
+from .backends.contract import GATES, PartialBackwardError
 from .module import GradientError, Module
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "GradientError"]
@@ -333,8 +333,10 @@ class _RNNBase(_Recurrent):
         ``self.grads``.
 
         Raises :class:`GradientError` if parameters were replaced since the
-        forward. If it fails before any gradient is computed (bad argument,
-        no memory), the forward stays recorded and backward may be retried.
+        forward. If it fails (bad argument, no memory, no thread) before any
+        part of its gradients reached ``self.grads``, the forward stays
+        recorded and backward may be retried; after, the forward is consumed
+        and a retry raises :class:`GradientError` saying why.
         """
         rec = self._record
         if rec is None:
@@ -358,8 +360,10 @@ class _RNNBase(_Recurrent):
         dc0 = np.empty_like(dh0) if gc is not None else None
         try:
             dx = self._backward_layers(rec, backend, g, gh, gc, dh0, dc0)
-        except BaseException:
-            if rec.get("started"):
+        except BaseException as exc:
+            # A backend's failed call leaves its workspace usable (retry), unless it had begun
+            # adding into self.grads (PartialBackwardError), as has an earlier call that succeeded.
+            if rec.get("started") or isinstance(exc, PartialBackwardError):
                 self._record = None
                 self._record_note = ("the last backward failed part way (self.grads holds part of its gradients); "
                                      "run the forward again")
@@ -590,11 +594,7 @@ class _CellBase(_Recurrent):
         shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)
         h, c = self._state_pair(hx, "hx", ("h", "c") if self.kind == "lstm" else ("hx",), shape,
                                 0 if unbatched else None)
-        keep = is_grad_enabled()
-        if keep:  # private copies: the caller may change its arrays before backward
-            x2 = x2.copy()
-            h = h.copy()
-            c = None if c is None else c.copy()
+        keep = is_grad_enabled()  # the backend keeps copies of x, h, c (contract.Backend.cell_forward)
         h_new, c_new, ws = backend.cell_forward(self.kind, x2, h, c, *self._weights(), keep)
         if unbatched:
             h_new = h_new[0]

@@ -7,9 +7,10 @@ suite of its behaviour that every backend runs.
 * Each available backend module conforms to :class:`contract.Backend`, with
   the protocol's parameter names, order and defaults.
 * On every backend (numpy, numba, cpp) and the C ABI (``fastrnn.capi``):
-  shapes and dtypes, lengths, reverse, keep=False, acc, agreement with the
-  NumPy reference (float64 to 1e-10, float32 to 1e-5) and float64 gradients
-  against finite differences.
+  shapes and dtypes, lengths, reverse, keep=False, acc, None gradients, the
+  one rule of what arrays a backend accepts (the same errors everywhere),
+  agreement with the NumPy reference (float64 to 1e-10, float32 to 1e-5) and
+  float64 gradients against finite differences.
 """
 
 from __future__ import annotations
@@ -457,3 +458,128 @@ def test_acc_sharing_memory_with_a_gradient_argument_rejected(impl):
     shared = go[0]  # acc[1] is [6, 6]: a view of grad_out's first step
     with pytest.raises(ValueError, match="acc\\[1\\] \\(w_hh\\) shares memory"):
         impl.layer_backward(ws, go, grads[1], None, acc=(np.zeros_like(w_ih), shared))
+
+
+# --------------------------------------------------------------------------- None gradients
+# A None gradient argument means a zero gradient, on every backend (contract.Backend.layer_backward).
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_none_gradients_mean_zero(impl, kind):
+    a = cell_args(kind, 2, 4, 5, np.float64, seed=0)
+    zeros = np.zeros((2, 5))
+    g = impl.cell_backward(impl.cell_forward(kind, *a.values(), True)[2], None, None)
+    g0 = impl.cell_backward(impl.cell_forward(kind, *a.values(), True)[2], zeros,
+                            zeros if has_cell_state(kind) else None)
+    for k in ("x", "h", "w_ih", "w_hh", "b_ih", "b_hh"):
+        np.testing.assert_array_equal(g[k], g0[k], err_msg=f"cell {k}")
+    T, B, I, H = 3, 2, 4, 5
+    a = layer_args(kind, T, B, I, H, np.float64, seed=1)
+    g = impl.layer_backward(impl.layer_forward(kind, *a.values(), None, False, True)[3], None, None, None)
+    g0 = impl.layer_backward(impl.layer_forward(kind, *a.values(), None, False, True)[3], np.zeros((T, B, H)),
+                             np.zeros((B, H)), np.zeros((B, H)) if has_cell_state(kind) else None)
+    for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"):
+        np.testing.assert_array_equal(g[k], g0[k], err_msg=f"layer {k}")
+
+
+def test_cell_backward_errors_name_the_cell_arguments(impl):
+    a = cell_args("lstm", 2, 4, 5, np.float64, seed=0)
+    with pytest.raises(ValueError, match="grad_h"):
+        impl.cell_backward(impl.cell_forward("lstm", *a.values(), True)[2], np.zeros((7, 7)), None)
+    with pytest.raises(ValueError, match="grad_c"):
+        impl.cell_backward(impl.cell_forward("lstm", *a.values(), True)[2], None, np.zeros((7, 7)))
+
+
+# --------------------------------------------------------------------------- the array rule
+# One rule for what a backend accepts (contract.py, "Arrays"; backends/_args.py and the cpp
+# binding's arrays.h): the same exception type, naming the same argument, on every backend.
+
+
+def _misaligned(a):
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    m = buf[1:].view(a.dtype).reshape(a.shape)
+    m[...] = a
+    return m
+
+
+def _swapped(a):
+    return a.astype(a.dtype.newbyteorder())
+
+
+# (name, argument, how to spoil it, exception): layer_forward of an lstm in float64
+BAD_LAYER_ARGS = [
+    ("list", "x", lambda a: a.tolist(), TypeError),
+    ("int", "x", lambda a: a.astype(np.int64), TypeError),
+    ("byteswapped", "x", _swapped, TypeError),
+    ("strided", "x", lambda a: np.repeat(a, 2, axis=2)[:, :, ::2], ValueError),
+    ("misaligned", "x", _misaligned, ValueError),
+    ("other-dtype", "h0", lambda a: a.astype(np.float32), TypeError),
+    ("byteswapped", "h0", _swapped, TypeError),
+    ("list", "c0", lambda a: a.tolist(), TypeError),
+    ("none", "c0", lambda a: None, ValueError),
+    ("fortran", "w_ih", np.asfortranarray, ValueError),
+    ("misaligned", "w_hh", _misaligned, ValueError),
+    ("shape", "w_hh", lambda a: a[:-1], ValueError),
+    ("other-dtype", "b_ih", lambda a: a.astype(np.float32), TypeError),
+    ("strided", "b_hh", lambda a: np.repeat(a, 2)[::2], ValueError),
+    ("int32", "lengths", lambda a: a.astype(np.int32), TypeError),
+    ("float", "lengths", lambda a: a.astype(np.float64), TypeError),
+    ("strided", "lengths", lambda a: np.repeat(a, 2)[::2], ValueError),
+    ("range", "lengths", lambda a: a + 10, ValueError),
+]
+
+
+@pytest.mark.parametrize("case, arg, spoil, exc", BAD_LAYER_ARGS, ids=[f"{c[1]}-{c[0]}" for c in BAD_LAYER_ARGS])
+def test_every_backend_refuses_the_same_arrays(impl, case, arg, spoil, exc):
+    a = layer_args("lstm", 3, 4, 5, 6, np.float64)
+    a["lengths"] = np.array([3, 1, 2, 3], dtype=np.int64)
+    a[arg] = spoil(a[arg])
+    with pytest.raises(exc, match=rf"\b{arg}\b"):
+        impl.layer_forward("lstm", *a.values(), False, True)
+
+
+BAD_GRADS = [
+    ("strided", "grad_out", lambda g: np.repeat(g, 2, axis=0)[::2], ValueError),
+    ("other-dtype", "grad_out", lambda g: g.astype(np.float32), TypeError),
+    ("list", "grad_h_n", lambda g: g.tolist(), TypeError),
+    ("fortran", "grad_c_n", np.asfortranarray, ValueError),
+    ("shape", "grad_c_n", lambda g: g[:, :-1], ValueError),
+]
+
+
+@pytest.mark.parametrize("case, arg, spoil, exc", BAD_GRADS, ids=[f"{c[1]}-{c[0]}" for c in BAD_GRADS])
+def test_every_backend_refuses_the_same_gradient_arrays(impl, case, arg, spoil, exc):
+    T, B, I, H = 3, 4, 5, 6
+    ws = impl.layer_forward("lstm", *layer_args("lstm", T, B, I, H, np.float64).values(), None, False, True)[3]
+    grads = dict(zip(("grad_out", "grad_h_n", "grad_c_n"), layer_grads("lstm", T, B, H, np.float64)))
+    grads[arg] = spoil(grads[arg])
+    with pytest.raises(exc, match=rf"\b{arg}\b"):
+        impl.layer_backward(ws, *grads.values())
+    good = dict(zip(("grad_out", "grad_h_n", "grad_c_n"), layer_grads("lstm", T, B, H, np.float64)))
+    impl.layer_backward(ws, *good.values())  # a refused call consumed nothing
+
+
+def test_every_backend_accepts_read_only_arrays(impl):
+    a = layer_args("gru", 3, 4, 5, 6, np.float64)
+    want = impl.layer_forward("gru", *a.values(), None, False, False)[0]
+    for v in a.values():
+        if v is not None:
+            v.flags.writeable = False
+    np.testing.assert_array_equal(impl.layer_forward("gru", *a.values(), None, False, False)[0], want)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cell_workspace_holds_copies_of_the_inputs(impl, kind):
+    """contract.Backend.cell_forward: writing into x, h, c after the call changes nothing of its
+    backward (the layers rely on it and copy nothing themselves)."""
+    a = cell_args(kind, 2, 4, 5, np.float64, seed=3)
+    g = (np.ones((2, 5)), np.ones((2, 5)) if has_cell_state(kind) else None)
+    want = impl.cell_backward(impl.cell_forward(kind, *a.values(), True)[2], *g)
+    _, _, ws = impl.cell_forward(kind, *a.values(), True)
+    for name in ("x", "h", "c"):
+        if a[name] is not None:
+            a[name] *= -3.0
+    got = impl.cell_backward(ws, *g)
+    for k in CELL_GRAD_KEYS:
+        if want[k] is not None:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)

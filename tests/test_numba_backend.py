@@ -19,10 +19,16 @@ from fastrnn.backends import reference as ref
 nbb = pytest.importorskip("fastrnn.backends.numba", reason="numba is not installed")
 
 
-def test_strided_and_readonly_inputs():
+def test_readonly_inputs_accepted_strided_refused():
+    """The contract's array rule (backends/_args.py): read-only arrays are arrays like any other
+    (Numba gets a copy); a strided one is refused, as on every backend."""
     rng = np.random.default_rng(5)
     a = layer_args("lstm", 4, 3, 2, 5, np.float64, rng=rng)
-    x = np.asfortranarray(a["x"])
+    with pytest.raises(ValueError, match="x must be C-contiguous"):
+        nbb.layer_forward("lstm", np.asfortranarray(a["x"]), a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"],
+                          a["b_hh"], None, False, True)
+    x = a["x"].copy()
+    x.setflags(write=False)
     w_hh = a["w_hh"].copy()
     w_hh.setflags(write=False)
     got = nbb.layer_forward("lstm", x, a["h0"], a["c0"], a["w_ih"], w_hh, a["b_ih"], a["b_hh"], None, False, True)
@@ -42,9 +48,9 @@ def test_boundary_errors():
     args = [a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"]]
     with pytest.raises(ValueError, match="kind"):
         nbb.layer_forward("lstmx", *args, None, False, False)
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(TypeError, match="h0 must have dtype float64"):
         nbb.layer_forward("gru", a["x"], a["h0"].astype(np.float32), *args[2:], None, False, False)
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(TypeError, match="x must be a numpy.ndarray of dtype float32 or float64"):
         nbb.layer_forward("gru", a["x"].astype(np.int64), *args[1:], None, False, False)
     with pytest.raises(ValueError, match="shape"):
         nbb.layer_forward("gru", a["x"], a["h0"], None, a["w_ih"][:-1], *args[4:], None, False, False)

@@ -306,3 +306,20 @@ def test_missing_onnx_names_the_extra(monkeypatch):
         fo.load("model.onnx")
     with pytest.raises(ImportError, match=r'pip install "fastrnn\[onnx\]"'):
         fo.export(fastrnn.GRU(2, 3), None)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("hidden_size", 4.0), ("hidden_size", "4"), ("hidden_size", 0), ("hidden_size", -4), ("layout", "x"),
+    ("direction", 3), ("activations", [1, 2, 3]), ("input_forget", "x"), ("activations", "Sigmoid"),
+])
+def test_load_refuses_attributes_of_the_wrong_type_naming_them(name, value):
+    """An attribute of another ONNX type than the operator's schema (or hidden_size < 1) is a
+    ValueError naming it (it was accepted, or raised AttributeError / a bare int() error)."""
+    model = fo.export(fastrnn.LSTM(3, 4, seed=0))
+    node = next(n for n in model.graph.node if n.op_type == "LSTM")
+    for a in list(node.attribute):
+        if a.name == name:
+            node.attribute.remove(a)
+    node.attribute.append(helper.make_attribute(name, value))
+    with pytest.raises(ValueError, match=f"'{name}'"):
+        fo.load(model)

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "fastrnn/testing.h"
 #include "platform/platform.h"
 
 namespace fastrnn {
@@ -97,6 +98,7 @@ void* take_cached(size_t bytes, size_t* block_bytes) {
 }  // namespace
 
 void* cache_alloc(size_t bytes, size_t* block_bytes) {
+    if (testing::injected_failure(testing::Failure::allocation)) return nullptr;
     if (bytes == 0) bytes = 1;
     if (bytes > (size_t)-1 - 64) return nullptr;
     bytes = rounded(bytes);

@@ -7,9 +7,11 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
+#include "fastrnn/testing.h"
 #include "fastrnn/threads.h"
 #include "platform/platform.h"
 
@@ -187,6 +189,9 @@ namespace {
 // fn(i) for i in [0, n) on the pool with `workers` workers and the caller;
 // pinned: task i on slot i (the caller 0, worker k k + 1), else claimed.
 void run_on_pool(int64_t n, int workers, bool pinned, const std::function<void(int64_t)>& fn) {
+    if (testing::injected_failure(testing::Failure::pool))
+        throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                                "cannot start the kernels' threads (injected failure)");
     Pool& p = pool();
     std::lock_guard<std::mutex> run(p.run_mu);
     p.ensure(workers);

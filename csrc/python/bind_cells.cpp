@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "arrays.h"
+#include "backward.h"
 #include "blocks.h"
 #include "fastrnn/rnn.h"
 #include "fastrnn/workspace.h"
@@ -51,15 +52,14 @@ py::tuple cell_forward_t(const std::string& kind_name, const Arr<F>& x, const Ar
         w.is_double = std::is_same<F, double>::value;
         w.B = B; w.I = I; w.H = H;
         w.bias = b_ih.has_value();
-        w.x = x; w.h = h; w.w_ih = w_ih; w.w_hh = w_hh; w.gates = *gates;
-        w.c = c ? py::object(*c) : py::none();
-        // Our own copy of c_new: the caller may modify the returned array.
-        w.c_new = py::none();
-        if (lstm) {
-            Arr<F> copy = empty<F>({B, H});
-            std::memcpy(copy.mutable_data(), c_new->data(), sizeof(F) * B * H);
-            w.c_new = copy;
-        }
+        // Our own copies of the inputs and of c_new (contract.Backend.cell_forward): the caller
+        // may change its arrays, or write into the returned one, before backward. The weights
+        // are kept by reference (the layers refuse a backward after they changed).
+        w.x = copy_of(x, {B, I});
+        w.h = copy_of(h, {B, H});
+        w.c = c ? py::object(copy_of(*c, {B, H})) : py::none();
+        w.c_new = lstm ? py::object(copy_of(*c_new, {B, H})) : py::none();
+        w.w_ih = w_ih; w.w_hh = w_hh; w.gates = *gates;
         ws = py::cast(std::move(w));
     }
     return py::make_tuple(h_new, c_new ? py::object(*c_new) : py::none(), ws);
@@ -68,7 +68,7 @@ py::tuple cell_forward_t(const std::string& kind_name, const Arr<F>& x, const Ar
 template <class F>
 py::dict cell_backward_t(CellWorkspace& ws, const std::optional<Arr<F>>& grad_h,
                          const std::optional<Arr<F>>& grad_c) {
-    if (ws.consumed) value_error("ws was already used by cell_backward (backward called twice)");
+    check_usable(ws, "cell_backward");
     const int64_t B = ws.B, I = ws.I, H = ws.H;
     const Kind kind = ws.kind;
     const bool lstm = kind == Kind::lstm;
@@ -77,45 +77,21 @@ py::dict cell_backward_t(CellWorkspace& ws, const std::optional<Arr<F>>& grad_h,
         if (!lstm) value_error("grad_c must be None for kinds other than 'lstm'");
         check_shape(*grad_c, "grad_c", {B, H});
     }
-    const int64_t GH = num_gates(kind) * H;
-    Arr<F> x = py::reinterpret_borrow<Arr<F>>(ws.x), h = py::reinterpret_borrow<Arr<F>>(ws.h),
-           w_ih = py::reinterpret_borrow<Arr<F>>(ws.w_ih),
-           w_hh = py::reinterpret_borrow<Arr<F>>(ws.w_hh),
-           gates = py::reinterpret_borrow<Arr<F>>(ws.gates);
-    py::object co = ws.c, cno = ws.c_new;
-    ws.consumed = true;
-    ws.x = ws.h = ws.c = ws.c_new = ws.w_ih = ws.w_hh = ws.gates = py::none();
-    const F* c = lstm ? py::reinterpret_borrow<Arr<F>>(co).data() : nullptr;
-    const F* cn = lstm ? py::reinterpret_borrow<Arr<F>>(cno).data() : nullptr;
+    // The workspace's arrays, read by the kernel (ws keeps them alive while it runs).
+    const Arr<F> x = borrow<F>(ws.x), h = borrow<F>(ws.h), w_ih = borrow<F>(ws.w_ih),
+                 w_hh = borrow<F>(ws.w_hh), gates = borrow<F>(ws.gates);
+    const F* c = lstm ? borrow<F>(ws.c).data() : nullptr;
+    const F* cn = lstm ? borrow<F>(ws.c_new).data() : nullptr;
 
-    Arr<F> dx = empty<F>({B, I}), dh = empty<F>({B, H});
-    std::optional<Arr<F>> dc;
-    if (lstm) dc = empty<F>({B, H});
-    Arr<F> dw_ih = empty<F>({GH, I}), dw_hh = empty<F>({GH, H});
-    std::optional<Arr<F>> db_ih, db_hh;
-    if (ws.bias) {
-        db_ih = empty<F>({GH});
-        db_hh = empty<F>({GH});
-    }
-    {
-        // Pure C++: release the GIL.
-        py::gil_scoped_release nogil;
+    Gradients<F> g({B, I}, B, I, H, kind, ws.bias);
+    run_backward(ws, "cell_backward", [&] {
         fastrnn::cell_backward<F>(kind, B, I, H, x.data(), h.data(), c, cn, w_ih.data(),
                                   w_hh.data(), gates.data(), ptr_or_null(grad_h),
-                                  ptr_or_null(grad_c), dx.mutable_data(), dh.mutable_data(),
-                                  dc ? dc->mutable_data() : nullptr, dw_ih.mutable_data(),
-                                  dw_hh.mutable_data(), db_ih ? db_ih->mutable_data() : nullptr,
-                                  db_hh ? db_hh->mutable_data() : nullptr);
-    }
-    py::dict d;
-    d["x"] = dx;
-    d["h"] = dh;
-    d["c"] = dc ? py::object(*dc) : py::none();
-    d["w_ih"] = dw_ih;
-    d["w_hh"] = dw_hh;
-    d["b_ih"] = db_ih ? py::object(*db_ih) : py::none();
-    d["b_hh"] = db_hh ? py::object(*db_hh) : py::none();
-    return d;
+                                  ptr_or_null(grad_c), g.dx.mutable_data(), g.dh.mutable_data(),
+                                  g.dc_ptr(), g.dw_ih.mutable_data(), g.dw_hh.mutable_data(),
+                                  g.db_ih_ptr(), g.db_hh_ptr());
+    });
+    return g.dict("h", "c");
 }
 
 

@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "arrays.h"
+#include "backward.h"
 #include "blocks.h"
 #include "fastrnn/rnn.h"
 #include "fastrnn/workspace.h"
@@ -79,7 +80,7 @@ template <class F>
 py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<Arr<F>>& grad_out,
                           const std::optional<Arr<F>>& grad_h_n,
                           const std::optional<Arr<F>>& grad_c_n, const py::object& acc) {
-    if (ws.consumed) value_error("ws was already used by layer_backward (backward called twice)");
+    check_usable(ws, "layer_backward");
     const int64_t T = ws.T, B = ws.B, I = ws.I, H = ws.H;
     const Kind kind = ws.kind;
     const bool lstm = kind == Kind::lstm;
@@ -120,48 +121,23 @@ py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<Arr<F>>& grad_
         acc_ih = py::reinterpret_borrow<Arr<F>>(a0);
         acc_hh = py::reinterpret_borrow<Arr<F>>(a1);
     }
-    // Take the workspace (it may be consumed): its arrays stay alive in these
-    // locals while the kernel runs.
-    Arr<F> x = py::reinterpret_borrow<Arr<F>>(ws.x), w_ih = py::reinterpret_borrow<Arr<F>>(ws.w_ih),
-           w_hh = py::reinterpret_borrow<Arr<F>>(ws.w_hh),
-           gates = py::reinterpret_borrow<Arr<F>>(ws.gates), hs = py::reinterpret_borrow<Arr<F>>(ws.hs);
-    py::object c0o = ws.c0, cso = ws.cs, leno = ws.lengths;
-    ws.consumed = true;
-    ws.x = ws.c0 = ws.w_ih = ws.w_hh = ws.lengths = ws.gates = ws.hs = ws.cs = py::none();
+    // The workspace's arrays, read by the kernel (ws keeps them alive while it runs).
+    const Arr<F> x = borrow<F>(ws.x), w_ih = borrow<F>(ws.w_ih), w_hh = borrow<F>(ws.w_hh),
+                 gates = borrow<F>(ws.gates), hs = borrow<F>(ws.hs);
+    const F* c0 = lstm ? borrow<F>(ws.c0).data() : nullptr;
+    const F* cs = lstm ? borrow<F>(ws.cs).data() : nullptr;
+    const int64_t* len = ws.lengths.is_none() ? nullptr : py::reinterpret_borrow<Lengths>(ws.lengths).data();
 
-    const F* c0 = lstm ? py::reinterpret_borrow<Arr<F>>(c0o).data() : nullptr;
-    const F* cs = lstm ? py::reinterpret_borrow<Arr<F>>(cso).data() : nullptr;
-    const int64_t* len = leno.is_none() ? nullptr : py::reinterpret_borrow<Lengths>(leno).data();
-
-    Arr<F> dx = empty<F>({T, B, I}), dh0 = empty<F>({B, H});
-    std::optional<Arr<F>> dc0;
-    if (lstm) dc0 = empty<F>({B, H});
-    Arr<F> dw_ih = acc_ih ? *acc_ih : empty<F>({GH, I}), dw_hh = acc_hh ? *acc_hh : empty<F>({GH, H});
-    std::optional<Arr<F>> db_ih, db_hh;
-    if (ws.bias) {
-        db_ih = empty<F>({GH});
-        db_hh = empty<F>({GH});
-    }
-    {
-        // Pure C++ from here: let other Python threads run.
-        py::gil_scoped_release nogil;
+    Gradients<F> g({T, B, I}, B, I, H, kind, ws.bias, acc_ih, acc_hh);
+    run_backward(ws, "layer_backward", [&] {
         fastrnn::layer_backward<F>(
             kind, T, B, I, H, x.data(), c0, w_ih.data(), w_hh.data(), len, ws.reverse,
             gates.data(), hs.data(), cs, ptr_or_null(grad_out), ptr_or_null(grad_h_n),
-            ptr_or_null(grad_c_n), dx.mutable_data(), dh0.mutable_data(),
-            dc0 ? dc0->mutable_data() : nullptr, dw_ih.mutable_data(), dw_hh.mutable_data(),
-            db_ih ? db_ih->mutable_data() : nullptr, db_hh ? db_hh->mutable_data() : nullptr,
+            ptr_or_null(grad_c_n), g.dx.mutable_data(), g.dh.mutable_data(), g.dc_ptr(),
+            g.dw_ih.mutable_data(), g.dw_hh.mutable_data(), g.db_ih_ptr(), g.db_hh_ptr(),
             acc_ih.has_value());
-    }
-    py::dict d;
-    d["x"] = dx;
-    d["h0"] = dh0;
-    d["c0"] = dc0 ? py::object(*dc0) : py::none();
-    d["w_ih"] = dw_ih;
-    d["w_hh"] = dw_hh;
-    d["b_ih"] = db_ih ? py::object(*db_ih) : py::none();
-    d["b_hh"] = db_hh ? py::object(*db_hh) : py::none();
-    return d;
+    });
+    return g.dict("h0", "c0");
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Test hooks of the compiled kernels: the vectorized activations and the
-// layers' GEMM on their own (for accuracy tests and timing).
+// layers' GEMM on their own (for accuracy tests and timing), and failure
+// injection (for tests of what a failed call leaves behind).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -10,6 +11,7 @@
 #include "arrays.h"
 #include "blocks.h"
 #include "fastrnn/rnn.h"
+#include "fastrnn/testing.h"
 #include "fastrnn/workspace.h"
 
 namespace fastrnn::python {
@@ -64,6 +66,21 @@ void bind_test_hooks(py::module_& m) {
           "op(a) @ op(b) through the layers' GEMM (for tests and timing).");
     m.def("_matmul", &matmul_t<double>, py::arg("a").noconvert(), py::arg("b").noconvert(),
           py::arg("ta") = false, py::arg("tb") = false);
+
+    m.def(
+        "_inject_failure",
+        [](const std::string& what, int64_t n) {
+            if (n < 0) value_error("n must be >= 0 (0 disarms)");
+            if (what == "allocation") return testing::inject_failure(testing::Failure::allocation, n);
+            if (what == "pool") return testing::inject_failure(testing::Failure::pool, n);
+            value_error("what must be 'allocation' or 'pool'");
+        },
+        py::arg("what"), py::arg("n"),
+        "_inject_failure(what, n) -> the countdown left before\n\n"
+        "The n-th event of `what` from now fails: 'allocation' (a kernel scratch buffer or an "
+        "output block: MemoryError) or 'pool' (a parallel call of the kernels' threads: "
+        "RuntimeError, as when a thread cannot start). n = 0 disarms; returns what was left of "
+        "the previous countdown (0 if it fired).");
 }
 
 }  // namespace fastrnn::python

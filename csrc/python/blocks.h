@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <cstring>
 #include <new>
 #include <vector>
 
@@ -35,6 +36,14 @@ Arr<F> empty(std::initializer_list<int64_t> dims) {
     void* p = nullptr;
     py::capsule owner = cached_block(bytes, &p);
     return Arr<F>(shape, static_cast<F*>(p), owner);
+}
+
+// A new C-contiguous array with the contents of `a` (of `dims`, its shape).
+template <class F>
+Arr<F> copy_of(const Arr<F>& a, std::initializer_list<int64_t> dims) {
+    Arr<F> c = empty<F>(dims);
+    std::memcpy(c.mutable_data(), a.data(), sizeof(F) * (size_t)a.size());
+    return c;
 }
 
 }  // namespace fastrnn::python

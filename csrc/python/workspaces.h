@@ -12,23 +12,36 @@ namespace fastrnn::python {
 
 namespace py = pybind11;
 
-struct LayerWorkspace {
+// How a backward uses a workspace (backward.h's run_backward): `busy` while its kernel runs,
+// `consumed` once it succeeded; consume() drops the arrays it referenced.
+struct WorkspaceUse {
+    bool consumed = false;
+    bool busy = false;
+};
+
+struct LayerWorkspace : WorkspaceUse {
     Kind kind;
     bool is_double;
     int64_t T, B, I, H;
     bool reverse, bias;
-    bool consumed = false;
     py::object x, c0, w_ih, w_hh, lengths;  // the forward inputs (references)
     py::object gates, hs, cs;               // kept: [T,B,K], [h_steps,B,H], [T,B,H] (lstm)
+    void consume() {
+        consumed = true;
+        x = c0 = w_ih = w_hh = lengths = gates = hs = cs = py::none();
+    }
 };
 
-struct CellWorkspace {
+struct CellWorkspace : WorkspaceUse {
     Kind kind;
     bool is_double;
     int64_t B, I, H;
     bool bias;
-    bool consumed = false;
     py::object x, h, c, c_new, w_ih, w_hh, gates;
+    void consume() {
+        consumed = true;
+        x = h = c = c_new = w_ih = w_hh = gates = py::none();
+    }
 };
 
 }  // namespace fastrnn::python

@@ -26,16 +26,24 @@ gru_orig    3   r, z, n       n = tanh(W_in x + b_in + W_hn (r*h) + b_hn); h' = 
 original paper's (ONNX ``linear_before_reset=0``). Only ``lstm`` has a cell
 state ``c``.
 
-Arrays: every array a backend receives is a NumPy array of ONE floating dtype
-(float32 or float64); a backend computes in that dtype and returns arrays of
-it. The layers validate user input before calling a backend (shapes, dtypes,
-lengths range), so a backend may rely on it; a compiled backend still checks
-at its own boundary so that nothing reachable from Python can crash.
+Arrays: every array a backend receives is a ``numpy.ndarray`` of ONE floating
+dtype (float32 or float64, native byte order), of the shape given below,
+C-contiguous and aligned; ``lengths`` is None or an int64 array. A backend
+computes in that dtype and returns arrays of it. Every backend checks this at
+its boundary and converts nothing: anything else raises TypeError (not an
+array, another dtype) or ValueError (shape, layout, values) naming the
+argument, the same on every backend. The Python implementations share one
+check (``backends/_args.py``); the cpp binding makes the same in C++
+(``csrc/python/arrays.h``); ``tests/test_contract.py`` holds them to it.
+Read-only arrays are accepted (a backend only reads its inputs).
 
-What a workspace holds, and for how long: a backend may keep references to
-the forward's arrays in ``ws`` (x, states, weights, lengths) and read them in
-backward, so the caller leaves them unchanged until then. The layers do so by
-passing private copies of the caller's x, states and lengths and by refusing
+What a workspace holds, and for how long: a layer's ``ws`` may keep references
+to the forward's arrays (x, states, weights, lengths) and read them in
+backward, so the caller leaves them unchanged until then; the layers pass
+private copies of the caller's x, states and lengths. A cell's ``ws`` holds its
+own copies of ``x``, ``h`` and ``c`` (a step's arrays are small, and a copy in
+the backend costs less than one per array in Python): the caller may change
+them after the call. Weights are kept by reference in both; the layers refuse
 a backward after parameters were replaced (``Module._version``). A backend
 never keeps an array it returned (``out``, ``h_n``, ``c_n``, ``h_new``,
 ``c_new``): the caller owns those and may write into them.
@@ -49,7 +57,7 @@ from typing import Any, Optional, Protocol, runtime_checkable
 import numpy as np
 
 __all__ = ["KindSpec", "SPECS", "KINDS", "GATES", "num_gates", "has_cell_state", "Backend", "ThreadedBackend",
-           "LAYER_GRAD_KEYS", "CELL_GRAD_KEYS"]
+           "LAYER_GRAD_KEYS", "CELL_GRAD_KEYS", "PartialBackwardError"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,13 @@ def num_gates(kind) -> int:
 def has_cell_state(kind) -> bool:
     """Whether ``kind`` carries a cell state ``c`` besides ``h`` (lstm); ValueError if it is not a kind."""
     return _spec(kind).cell_state
+
+
+class PartialBackwardError(RuntimeError):
+    """``layer_backward`` failed (no memory, no thread) after it began adding into ``acc``: ``acc``
+    may hold part of this backward's weight gradients, and ``ws`` is consumed (a retry would add
+    them twice). Any other error of a backward leaves ``ws`` and ``acc`` as they were, so the
+    call may be retried."""
 
 
 Array = np.ndarray
@@ -160,20 +175,26 @@ class Backend(Protocol):
           (``Module.grads``), which saves a temporary of each weight's size at
           the peak and an add. A bad ``acc`` raises before anything is
           consumed.
-        - ``ws`` may be consumed (a backend may free it); calling backward
-          twice on one ``ws`` is the layer's error to prevent.
+        - ``ws`` is consumed by a backward that succeeded (a backend may free
+          it); calling backward twice on one ``ws`` is the layer's error to
+          prevent. A backward that raises leaves ``ws`` usable and ``acc``
+          unchanged (a bad argument, no memory or no thread for the call: it
+          may be retried), except :class:`PartialBackwardError`: it failed
+          after it began adding into ``acc``, and ``ws`` is consumed.
         """
 
     def cell_forward(self, kind: str, x: Array, h: Array, c: Optional[Array], w_ih: Array, w_hh: Array,
                      b_ih: Optional[Array], b_hh: Optional[Array], keep: bool) -> tuple:
         """One step: ``x [B, I]``, ``h [B, H]``, ``c [B, H]`` (lstm) or None; returns
-        ``(h_new [B, H], c_new [B, H] (lstm) or None, ws)``, ``ws`` None unless ``keep``.
-        Weights and biases as in :meth:`layer_forward`."""
+        ``(h_new [B, H], c_new [B, H] (lstm) or None, ws)``, ``ws`` None unless ``keep``; ``ws``
+        holds copies of ``x``, ``h``, ``c`` (not references). Weights and biases as in
+        :meth:`layer_forward`."""
 
     def cell_backward(self, ws: Any, grad_h: Array, grad_c: Optional[Array]) -> dict:
         """Gradients of a ``cell_forward(..., keep=True)``: a dict with keys :data:`CELL_GRAD_KEYS`.
         ``grad_h [B, H]``, ``grad_c [B, H]`` (lstm): each an array or None, and None means a zero
-        gradient (as for :meth:`layer_backward`); an error names ``grad_h`` or ``grad_c``."""
+        gradient (as for :meth:`layer_backward`); an error names ``grad_h`` or ``grad_c``. As for
+        :meth:`layer_backward`, ``ws`` is consumed only by a backward that succeeded."""
 
 
 @runtime_checkable

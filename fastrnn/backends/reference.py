@@ -26,6 +26,7 @@ except ImportError:  # the core install has no SciPy: the same formula in NumPy
             return 1 / (1 + np.exp(-x))
 
 from ._acc import add_into, check_acc
+from ._args import check_forward, check_gradients
 from .contract import KINDS
 
 NAME = "numpy"
@@ -143,6 +144,7 @@ def _step_backward(kind, saved, dh, dc, h, c, w_hh):
 
 def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep):
     """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
+    check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     T, B, _ = x.shape
     H = h0.shape[1]
     gx_all = x.reshape(T * B, -1) @ w_ih.T
@@ -185,6 +187,8 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
     kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
     check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n))
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
+    check_gradients(x.dtype, grad_out=(grad_out, (T, B, H)), grad_h_n=(grad_h_n, (B, H)),
+                    grad_c_n=(grad_c_n if kind == "lstm" else None, (B, H)))
     grad_out = _zeros_for_none(grad_out, (T, B, H), x.dtype)
     grad_h_n = _zeros_for_none(grad_h_n, (B, H), x.dtype)
     if kind == "lstm":
@@ -235,13 +239,15 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
 
 def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
     """One step of a cell on ``x [B, I]``; see ``contract.Backend``."""
+    check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True)
     gx = x @ w_ih.T
     if b_ih is not None:
         gx = gx + b_ih
     h_new, c_new, saved = _step_forward(kind, gx, h, c, w_hh, b_hh)
     ws = None
     if keep:
-        ws = dict(kind=kind, x=x, h=h, c=c, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None, saved=saved)
+        ws = dict(kind=kind, x=x.copy(), h=h.copy(), c=None if c is None else c.copy(), w_ih=w_ih, w_hh=w_hh,
+                  bias=b_ih is not None, saved=saved)  # copies of the inputs (contract.Backend.cell_forward)
     return h_new, c_new, ws
 
 
@@ -249,6 +255,7 @@ def cell_backward(ws, grad_h, grad_c):
     """Gradients of a ``cell_forward(..., keep=True)``; see ``contract.Backend``."""
     x, w_ih = ws["x"], ws["w_ih"]
     shape = (x.shape[0], ws["w_hh"].shape[1])
+    check_gradients(x.dtype, grad_h=(grad_h, shape), grad_c=(grad_c if ws["kind"] == "lstm" else None, shape))
     grad_h = _zeros_for_none(grad_h, shape, x.dtype)
     if ws["kind"] == "lstm":
         grad_c = _zeros_for_none(grad_c, shape, x.dtype)

@@ -20,7 +20,8 @@ returns a *handle*: a one-element int64 tensor whose memory is owned by a
 small NumPy array that holds ``ws`` (``torch.from_numpy`` keeps that array
 alive exactly as long as the tensor's storage). Autograd saves the handle for
 backward (eagerly, and in the graphs ``torch.compile`` builds), and the
-backward operator takes ``ws`` from it, once. When the handle carries no
+backward operator takes ``ws`` from it, once (once it succeeded: a backward that
+failed leaves ``ws`` for a retry). When the handle carries no
 workspace - the forward kept nothing (``keep=False``), the workspace was
 already consumed (backward called again with ``retain_graph=True``), or a
 tracer copied the handle - the backward operator runs the forward again with
@@ -79,13 +80,18 @@ def _handle(ws):
     return handle
 
 
-def _take_ws(handle):
-    """The workspace behind ``handle``, removed so that it is used once; None if there is none."""
+def _ws_of(handle):
+    """The workspace behind ``handle``; None if there is none."""
     holder = _holders.get(handle.data_ptr())
-    if holder is None:
-        return None
-    ws, holder.ws = holder.ws, None
-    return ws
+    return None if holder is None else holder.ws
+
+
+def _consume(handle):
+    """Remove the workspace behind ``handle`` once a backward used it: the backend consumed it. A
+    backward that failed leaves it, and a retry differentiates it (contract.Backend)."""
+    holder = _holders.get(handle.data_ptr())
+    if holder is not None:
+        holder.ws = None
 
 
 def pending_workspaces() -> int:
@@ -217,8 +223,10 @@ def layer_backward(handle: _T, grad_out: _T, grad_h_n: _T, grad_c_n: _T | None, 
                    c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, lengths: _T | None,
                    reverse: bool, backend: str) -> tuple[_T, _T, _T, _T, _T, _T, _T]:
     """Gradients ``x, h0, c0, w_ih, w_hh, b_ih, b_hh`` (empty where the forward had None)."""
-    return _grad_layer(_take_ws(handle), grad_out, grad_h_n, grad_c_n, kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                       lengths, reverse, backend)
+    grads = _grad_layer(_ws_of(handle), grad_out, grad_h_n, grad_c_n, kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                        lengths, reverse, backend)
+    _consume(handle)
+    return grads
 
 
 def _like(t, x):
@@ -269,7 +277,9 @@ def _(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend):
 def cell_backward(handle: _T, grad_h: _T, grad_c: _T | None, kind: str, x: _T, h: _T, c: _T | None, w_ih: _T,
                   w_hh: _T, b_ih: _T | None, b_hh: _T | None, backend: str) -> tuple[_T, _T, _T, _T, _T, _T, _T]:
     """Gradients ``x, h, c, w_ih, w_hh, b_ih, b_hh`` (empty where the forward had None)."""
-    return _grad_cell(_take_ws(handle), grad_h, grad_c, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend)
+    grads = _grad_cell(_ws_of(handle), grad_h, grad_c, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend)
+    _consume(handle)
+    return grads
 
 
 @cell_backward.register_fake
@@ -331,11 +341,13 @@ class _LayerFn(torch.autograd.Function):
         if torch.is_grad_enabled():
             raise RuntimeError(_DOUBLE)
         kind, reverse, backend, lstm, bias = ctx.args
-        ws, ctx.ws = ctx.ws, None  # consumed: a second backward (retain_graph=True) recomputes
         x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths = ctx.saved_tensors
         dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = _grad_layer(
-            ws, grad_out.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous() if lstm else None, kind, x, h0,
-            c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend)
+            ctx.ws, grad_out.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous() if lstm else None, kind, x,
+            h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend)
+        # consumed (after success: a failed backward leaves it for a retry); a second backward
+        # (retain_graph=True) recomputes
+        ctx.ws = None
         return (None, dx, dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if bias else None, db_hh if bias else None,
                 None, None, None)
 
@@ -354,11 +366,11 @@ class _CellFn(torch.autograd.Function):
         if torch.is_grad_enabled():
             raise RuntimeError(_DOUBLE)
         kind, backend, lstm, bias = ctx.args
-        ws, ctx.ws = ctx.ws, None
         x, h, c, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors
         dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh = _grad_cell(
-            ws, grad_h.contiguous(), grad_c.contiguous() if lstm else None, kind, x, h, c, w_ih, w_hh, b_ih, b_hh,
-            backend)
+            ctx.ws, grad_h.contiguous(), grad_c.contiguous() if lstm else None, kind, x, h, c, w_ih, w_hh, b_ih,
+            b_hh, backend)
+        ctx.ws = None  # consumed, as in _LayerFn
         return (None, dx, dh, dc if lstm else None, dw_ih, dw_hh, db_ih if bias else None, db_hh if bias else None,
                 None)
 

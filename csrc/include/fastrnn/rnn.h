@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 
 namespace fastrnn {
 
@@ -105,6 +106,16 @@ void layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                     T* db_hh,                // db_hh: [G*H] or nullptr
                     bool add_dw = false);    // true: dw_ih, dw_hh += the gradients (they hold
                                              // values to accumulate onto); false: overwritten
+
+// What layer_backward throws when it fails (std::bad_alloc for a scratch buffer, a thread
+// that cannot start) after it began adding into dw_ih / dw_hh (add_dw): they then hold part
+// of this call's gradients, and a repeated call would add them twice. Any other error leaves
+// dw_ih / dw_hh as they were. The kept ws_* and the other inputs are only read, so a call that
+// failed with any other error may be repeated.
+class PartialAccumulation : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
 
 // ---------------------------------------------------------------------------
 // One step (cell). Same equations as one step of the layer, no lengths.

@@ -12,10 +12,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <vector>
 
 #include "cells/common.h"
 #include "common/scratch.h"
+#include "fastrnn/rnn.h"
 #include "gemm/gemm.h"
 #include "gemm/recurrent.h"
 #include "gemm/small.h"
@@ -77,6 +79,7 @@ private:
     int64_t batch_slices_ = 1;
     std::vector<int> lists_;
     std::vector<T> colsum_;
+    bool dw_started_ = false;  // set before the first addition into dw_ih / dw_hh
 };
 
 template <class Cell, class T>
@@ -245,6 +248,7 @@ void LayerBackward<Cell, T>::chunk_products(int64_t s0, int64_t s1, int64_t t0) 
     const int64_t R = (s1 - s0) * B;
     const T* dG = dG_.p;
     large_product<T>(false, false, R, I, GH, dG, GH, a_.w_ih, I, false, a_.dx + t0 * B * I, I);
+    dw_started_ = true;
     large_product<T>(true, false, GH, I, R, dG, GH, a_.x + t0 * B * I, I, true, a_.dw_ih, I);
     if constexpr (Cell::kept_gates_are_state) {
         // The state before step t is the kept state of the step processed
@@ -296,11 +300,22 @@ void LayerBackward<Cell, T>::run() {
     else if (plan_.mode == Mode::serial)
         pack_backward(a_.w_hh, GH, H, w_hh_packed_, 0, 1);
     // (units mode packs inside its team, at the first chunk)
-    for (int64_t s1 = Tn_; s1 > 0; s1 -= chunk_steps_) {
-        const int64_t s0 = std::max<int64_t>(0, s1 - chunk_steps_);
-        const int64_t t0 = a_.reverse ? Tn_ - s1 : s0;  // the chunk's first time index
-        chunk_loop(s0, s1, t0, s1 == Tn_, s0 == 0);
-        chunk_products(s0, s1, t0);
+    // An error (a scratch buffer, a thread that cannot start) after the first
+    // addition into the caller's dw_ih / dw_hh (add_dw) becomes
+    // PartialAccumulation (fastrnn/rnn.h): they then hold part of the sum.
+    try {
+        for (int64_t s1 = Tn_; s1 > 0; s1 -= chunk_steps_) {
+            const int64_t s0 = std::max<int64_t>(0, s1 - chunk_steps_);
+            const int64_t t0 = a_.reverse ? Tn_ - s1 : s0;  // the chunk's first time index
+            chunk_loop(s0, s1, t0, s1 == Tn_, s0 == 0);
+            chunk_products(s0, s1, t0);
+        }
+    } catch (const std::exception& e) {
+        if (a_.add_dw && dw_started_) throw PartialAccumulation(e.what());
+        throw;
+    } catch (...) {
+        if (a_.add_dw && dw_started_) throw PartialAccumulation("unknown error");
+        throw;
     }
     if (Cell::has_cell_state) std::memcpy(a_.dc0, dc_.p, B * H * sizeof(T));
     // db_hh equals db_ih but in gru's n block (accumulated from dG_n above)

@@ -13,7 +13,8 @@ import numpy as np
 
 from .._acc import add_into, check_acc
 from ..contract import KINDS
-from ._checks import as_array, check_layer, lengths_array
+from .._args import check_forward, check_gradients
+from ._checks import check_layer, lengths_array, writeable
 from ._loops import backward_loop, forward_loop
 from ._products import at_b, transposed
 from ._threads import serial_blas
@@ -45,7 +46,7 @@ def _input_projection(kind, x, w_ih, b_ih, b_hh, H):
 
 def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep):
     """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, dtype, G = check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, dtype, G = check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     T, B, _ = x.shape
     H = h0.shape[1]
     lens, padded = lengths_array(lengths, T, B)
@@ -88,12 +89,13 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
     GH, H = w_hh.shape
     dtype = x.dtype
     # None means a zero gradient (contract.Backend.layer_backward)
-    grad_out = np.zeros((T, B, H), dtype) if grad_out is None else as_array(grad_out, "grad_out", dtype, (T, B, H))
-    dh = np.zeros((B, H), dtype) if grad_h_n is None else \
-        np.array(as_array(grad_h_n, "grad_h_n", dtype, (B, H)), order="C")  # a fresh copy: the loop updates it
+    check_gradients(dtype, grad_out=(grad_out, (T, B, H)), grad_h_n=(grad_h_n, (B, H)),
+                    grad_c_n=(grad_c_n if kind == "lstm" else None, (B, H)))
+    grad_out = np.zeros((T, B, H), dtype) if grad_out is None else writeable(grad_out)
+    dh = np.zeros((B, H), dtype) if grad_h_n is None else grad_h_n.copy()  # a fresh copy: the loop updates it
     dc = np.empty((B, 0), dtype)
     if kind == "lstm":
-        dc = np.zeros((B, H), dtype) if grad_c_n is None else np.array(as_array(grad_c_n, "grad_c_n", dtype, (B, H)))
+        dc = np.zeros((B, H), dtype) if grad_c_n is None else grad_c_n.copy()
 
     def scratch(width):
         return np.empty((B, width), dtype=dtype)
@@ -137,11 +139,11 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
 
 def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
     """One step of a cell on ``x [B, I]``; see ``contract.Backend``."""
-    if getattr(x, "ndim", 0) != 2:
-        raise ValueError(f"x must have shape [B, I], got {getattr(x, 'shape', None)}")
+    check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True)  # errors name the cell's h, c
     out, h_new, c_new, ws = layer_forward(kind, x[None], h, c, w_ih, w_hh, b_ih, b_hh, None, False, keep)
     if ws is not None:
         ws["cell"] = True
+        ws["x"] = ws["x"].copy()  # a copy of x (contract.Backend.cell_forward); h, c are copied by the loop
     return h_new, c_new, ws
 
 
@@ -154,7 +156,6 @@ def cell_backward(ws, grad_h, grad_c):
     dtype = ws["x"].dtype
     zeros = np.zeros((1, B, H), dtype=dtype)
     # the cell's own argument names in errors (layer_backward would say grad_h_n)
-    grad_h = None if grad_h is None else as_array(grad_h, "grad_h", dtype, (B, H))
-    grad_c = None if grad_c is None else as_array(grad_c, "grad_c", dtype, (B, H))
+    check_gradients(dtype, grad_h=(grad_h, (B, H)), grad_c=(grad_c if ws["kind"] == "lstm" else None, (B, H)))
     g = layer_backward(ws, zeros, grad_h, grad_c)
     return dict(x=g["x"][0], h=g["h0"], c=g["c0"], w_ih=g["w_ih"], w_hh=g["w_hh"], b_ih=g["b_ih"], b_hh=g["b_hh"])

@@ -1,0 +1,66 @@
+"""The arguments of the backend contract (``contract.Backend``), checked once for every Python
+implementation of it: the reference, the Numba backend and ``fastrnn.capi``.
+
+The rule (``contract.py``, "Arrays"): every array is a ``numpy.ndarray`` of float32 or float64
+in native byte order, the dtype of ``x``, of the contract's shape, C-contiguous and aligned
+(``fastrnn._validate.checked_array``); ``lengths`` is None or an int64 array ``[B]`` with values
+in [1, T]. Nothing is converted: anything else raises TypeError (not an array, another dtype) or
+ValueError (shape, layout, values) naming the argument. The cpp binding applies the same rule in
+C++ (``csrc/python/arrays.h``); ``tests/test_contract.py`` holds every backend to the same errors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import FLOAT_DTYPES, checked_array
+from .contract import has_cell_state, num_gates
+
+INT64 = np.dtype(np.int64)
+
+
+def call_dtype(x):
+    """The dtype of a call: x's, float32 or float64 in native byte order."""
+    dt = getattr(x, "dtype", None)
+    if not isinstance(x, np.ndarray) or dt not in FLOAT_DTYPES or not dt.isnative:
+        raise TypeError(f"x must be a numpy.ndarray of dtype float32 or float64 (native byte order), got "
+                        f"{dt.str if isinstance(dt, np.dtype) else type(x).__name__}")
+    return dt
+
+
+def check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, lengths=None, *, cell=False):
+    """Check the arguments of ``layer_forward`` (``cell``: ``cell_forward``, states named h, c
+    instead of h0, c0, no lengths). Returns ``(dtype, G, B, I, H)``."""
+    G = num_gates(kind)
+    dt = call_dtype(x)
+    ndim = 2 if cell else 3
+    if x.ndim != ndim or min(x.shape) < 1:
+        raise ValueError(f"x must have shape {'(B, I)' if cell else '(T, B, I)'} with every size >= 1, got {x.shape}")
+    B, I = x.shape[-2:]
+    checked_array(x, "x", dt, x.shape)
+    hname, cname = ("h", "c") if cell else ("h0", "c0")
+    H = h.shape[1] if isinstance(h, np.ndarray) and h.ndim == 2 and h.shape[1] >= 1 else -1
+    checked_array(h, hname, dt, (B, H))
+    if has_cell_state(kind):
+        if c is None:
+            raise ValueError(f"{cname} must be an array of shape ({B}, {H}) for kind {kind!r}, got None")
+        checked_array(c, cname, dt, (B, H))
+    elif c is not None:
+        raise ValueError(f"{cname} must be None for kind {kind!r}")
+    checked_array(w_ih, "w_ih", dt, (G * H, I))
+    checked_array(w_hh, "w_hh", dt, (G * H, H))
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih and b_hh must both be arrays or both be None")
+    checked_array(b_ih, "b_ih", dt, (G * H,), optional=True)
+    checked_array(b_hh, "b_hh", dt, (G * H,), optional=True)
+    if lengths is not None:
+        checked_array(lengths, "lengths", INT64, (B,))
+        if lengths.min() < 1 or lengths.max() > x.shape[0]:
+            raise ValueError(f"lengths must lie in [1, T={x.shape[0]}], got min {lengths.min()}, max {lengths.max()}")
+    return dt, G, B, I, H
+
+
+def check_gradients(dtype, **grads):
+    """Each gradient argument (name=(array or None, shape)) None or an array of ``dtype`` and shape."""
+    for name, (a, shape) in grads.items():
+        checked_array(a, name, dtype, shape, optional=True)
