@@ -25,7 +25,8 @@ template <class T>
 void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, const T* x,
                          const T* c0, const T* w_ih, const T* w_hh, const int64_t* lengths,
                          bool reverse, const T* ws_gates, const T* ws_h, const T* ws_c,
-                         const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0,
+                         const T* grad_out, int64_t grad_out_t_stride,
+                         int64_t grad_out_b_stride, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0,
                          T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, bool add_dw) {
     constexpr int NR = 2 * V<T>::W;
     const int G = num_gates(kind);
@@ -84,7 +85,7 @@ void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
             const int64_t t = reverse ? Tn - 1 - st : st;
             const int64_t tprev = reverse ? t + 1 : t - 1;  // step processed before t
             const T* gkt = ws_gates + t * B * ldg;
-            const T* go = grad_out ? grad_out + t * B * H : nullptr;
+            const T* go = grad_out ? grad_out + t * grad_out_t_stride : nullptr;
             T* dgt = dG.p + (t - t0) * B * GH;
             T* dgnt = dGn.p + (t - t0) * B * H;
             for (int64_t b = m0; b < m1; ++b) {
@@ -98,7 +99,7 @@ void run_layer_backward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, 
                     if (is_gru) std::memset(dgnt + b * H + u0, 0, (u1 - u0) * sizeof(T));
                     continue;
                 }
-                const T* gob = go ? go + b * H : nullptr;
+                const T* gob = go ? go + b * grad_out_b_stride : nullptr;
                 const T* gk = gkt + b * ldg;
                 if (rnn)
                     rnn_bwd_row<T>(relu, u0, u1, gk, sb, gob, ddb, dgt + b * GH);

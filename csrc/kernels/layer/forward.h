@@ -17,8 +17,9 @@ namespace {
 template <class T>
 void run_layer_forward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, const T* x,
                         const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* b_ih,
-                        const T* b_hh, const int64_t* lengths, bool reverse, T* out, T* h_n,
-                        T* c_n, T* ws_gates, T* ws_h, T* ws_c) {
+                        const T* b_hh, const int64_t* lengths, bool reverse, T* out,
+                        int64_t out_t_stride, int64_t out_b_stride, T* h_n, T* c_n, T* ws_gates,
+                        T* ws_h, T* ws_c) {
     constexpr int NR = 2 * V<T>::W;
     const int G = num_gates(kind);
     const int64_t GH = G * H;
@@ -147,7 +148,7 @@ void run_layer_forward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, c
             T* gxt = chunked ? gx + (st % Tc) * B * GH : gx + t * B * ldg;
             const int64_t ldx = chunked ? GH : ldg;  // row stride of gxt
             T* gkt = keep ? ws_gates + t * B * ldg : nullptr;
-            T* outt = out + t * B * H;
+            T* outt = out + t * out_t_stride;  // row b at outt + b * out_b_stride
             if (chunked && st % Tc == 0) {
                 const int64_t ns = std::min<int64_t>(Tc, Tn - st);
                 if (!permuted && !reverse && m0 == 0 && m1 == B) {  // the chunk's rows are contiguous
@@ -188,19 +189,19 @@ void run_layer_forward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, c
                 if (r >= active_end) {  // finished: the state is carried, the output is zero
                     std::memcpy(hnb + u0, hpb + u0, (u1 - u0) * sizeof(T));
                     if (keep && rnn) std::memcpy(gk + u0, hpb + u0, (u1 - u0) * sizeof(T));
-                    std::memset(outt + b * H + u0, 0, (u1 - u0) * sizeof(T));
+                    std::memset(outt + b * out_b_stride + u0, 0, (u1 - u0) * sizeof(T));
                     if (keep && lstm)
                         std::memcpy(ws_c + (t * B + b) * H + u0, cb + u0, (u1 - u0) * sizeof(T));
                     if (keep && is_gru_orig) std::memset(gk + 3 * H + u0, 0, (u1 - u0) * sizeof(T));
                     continue;
                 }
                 if (rnn)
-                    rnn_fwd_row<T>(relu, u0, u1, g, gk, sb, hnb, outt + b * H);
+                    rnn_fwd_row<T>(relu, u0, u1, g, gk, sb, hnb, outt + b * out_b_stride);
                 else if (lstm)
-                    lstm_fwd_row<T>(H, u0, u1, g, gk, sb, cb, hnb, outt + b * H,
+                    lstm_fwd_row<T>(H, u0, u1, g, gk, sb, cb, hnb, outt + b * out_b_stride,
                                     keep ? ws_c + (t * B + b) * H : nullptr);
                 else if (is_gru)
-                    gru_fwd_row<T>(H, u0, u1, g, gk, sb, bhn, hpb, hnb, outt + b * H);
+                    gru_fwd_row<T>(H, u0, u1, g, gk, sb, bhn, hpb, hnb, outt + b * out_b_stride);
                 else {
                     gruo_fwd_row1<T>(H, u0, u1, g, sb, hpb, rhbuf.p + r * H);
                     if (keep)  // backward reads r*h from the workspace
@@ -214,7 +215,7 @@ void run_layer_forward(Kind kind, int64_t Tn, int64_t B, int64_t I, int64_t H, c
                     const int64_t b = perm[r];
                     const GateSums<T> sb{sl.s + r * lds, sl.sA, sl.sB};
                     gruo_fwd_row2<T>(H, u0, u1, gxt + (chunked ? r : b) * ldx, keep, sb, hp + r * H,
-                                     hn + r * H, outt + b * H);
+                                     hn + r * H, outt + b * out_b_stride);
                 }
             }
             barrier(plan);
