@@ -34,6 +34,21 @@ def _rows_disjoint(a) -> bool:
     return True
 
 
+def _rows_array(a, name, shape, dtype, like) -> None:
+    """Raise unless ``a`` is an ndarray of ``dtype`` (else TypeError) of ``shape`` with adjacent
+    rows, aligned (else ValueError naming ``name``)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be None or a numpy array of dtype {dtype}, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} like {like}, got {a.dtype}")
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} must be an aligned array")
+    if not has_rows(a):
+        raise ValueError(f"{name} must have adjacent rows ({name}[t, b] H adjacent values), got strides {a.strides}")
+
+
 def check_out(out, shape, dtype, inputs) -> None:
     """Raise unless ``out`` is None or what ``layer_forward`` may write into: an ndarray of
     ``dtype`` (else TypeError) of ``shape``, aligned, writeable, with adjacent rows that do not
@@ -41,18 +56,9 @@ def check_out(out, shape, dtype, inputs) -> None:
     (else ValueError naming ``out``)."""
     if out is None:
         return
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be None or a numpy array of dtype {dtype}, got {type(out).__name__}")
-    if out.dtype != dtype:
-        raise TypeError(f"out must have dtype {dtype} like x, got {out.dtype}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"out must have shape {tuple(shape)}, got {out.shape}")
-    if not out.flags.aligned:
-        raise ValueError("out must be an aligned array")
+    _rows_array(out, "out", shape, dtype, "x")
     if not out.flags.writeable:
         raise ValueError("out must be writeable")
-    if not has_rows(out):
-        raise ValueError(f"out must have adjacent rows (out[t, b] H adjacent values), got strides {out.strides}")
     if not _rows_disjoint(out):
         raise ValueError(f"out's rows must not overlap each other (time-major or batch-major rows of H), "
                          f"got strides {out.strides}")
@@ -64,15 +70,5 @@ def check_out(out, shape, dtype, inputs) -> None:
 def check_rows_arg(a, name, shape, dtype) -> None:
     """Raise unless ``a`` (``grad_out``) is None or an ndarray of ``dtype`` (else TypeError) of
     ``shape`` with adjacent rows, aligned (else ValueError naming ``name``)."""
-    if a is None:
-        return
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype} like the forward pass, got {a.dtype}")
-    if a.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
-    if not has_rows(a):
-        raise ValueError(f"{name} must have adjacent rows ({name}[t, b] H adjacent values), got strides {a.strides}")
-    if not a.flags.aligned:
-        raise ValueError(f"{name} must be an aligned array")
+    if a is not None:
+        _rows_array(a, name, shape, dtype, "the forward pass")
