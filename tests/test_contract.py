@@ -561,7 +561,7 @@ def test_bad_grad_out_raises_before_consuming(impl):
     ws = impl.layer_forward(kind, *a.values(), None, False, True)[3]
     wide = np.zeros((T, B, 2 * H), np.float32)
     bad = [
-        ([[0.0]], TypeError, "grad_out must be a numpy array"),
+        ([[0.0]], TypeError, "grad_out must be None or a numpy array"),
         (np.zeros((T, B, H)), TypeError, "grad_out must have dtype float32"),
         (wide[:, :, ::2], ValueError, "grad_out must have adjacent rows"),
     ]

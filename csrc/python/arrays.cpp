@@ -198,7 +198,8 @@ void check_rows_arg(const py::object& o, const char* name, bool is_double) {
     if (o.is_none()) return;
     const py::dtype dt = is_double ? py::dtype::of<double>() : py::dtype::of<float>();
     if (!py::isinstance<py::array>(o))
-        throw py::type_error(std::string(name) + " must be a numpy array, got " +
+        throw py::type_error(std::string(name) + " must be None or a numpy array of dtype " +
+                             std::string(py::str(dt)) + ", got " +
                              std::string(py::str(py::type::of(o).attr("__name__"))));
     const py::array a = py::reinterpret_borrow<py::array>(o);
     if (!(is_double ? has_dtype<double>(a) : has_dtype<float>(a)))
