@@ -263,27 +263,29 @@ class _RNNBase(_Recurrent):
         h_n = np.empty((L * D, B, H), dtype=self.dtype)
         c_n = np.empty_like(h_n) if kind == "lstm" else None
         # Each direction writes its half of the layer's [T, B, D*H] output in place (contract:
-        # layer_forward's out); the last layer writes straight into the result, whose rows are
-        # batch-major with batch_first. The layers below the last read their input from the
-        # buffer the layer before wrote (dense rows: the kernels' input projection reads x at
-        # one row stride).
+        # layer_forward's out); with batch_first the last layer writes straight into the batch-major
+        # result. One direction, time-major: the backend allocates the output (the cpp backend from
+        # its block cache). The layers above the first read their input from the buffer the layer
+        # below wrote (dense rows: the kernels' input projection reads x at one row stride).
         batch_major = self.batch_first and not unbatched
-        result = np.empty((B, T, D * H) if batch_major else (T, B, D * H), dtype=self.dtype)
         workspaces, masks = [], []
         for layer in range(L):
-            if layer == L - 1:
-                out = result.transpose(1, 0, 2) if batch_major else result
+            if layer == L - 1 and batch_major:
+                result = np.empty((B, T, D * H), dtype=self.dtype)
+                out = result.transpose(1, 0, 2)
             else:
-                out = np.empty((T, B, D * H), dtype=self.dtype)
+                out = np.empty((T, B, D * H), dtype=self.dtype) if D > 1 else None
             for d in range(D):
                 i = layer * D + d
-                _, h, c, ws = backend.layer_forward(
+                o, h, c, ws = backend.layer_forward(
                     kind, inp, h0[i], None if c0 is None else c0[i], *self._weights(layer, d), lengths, bool(d), keep,
-                    out=out[:, :, d * H:(d + 1) * H])
+                    out=None if out is None else out[:, :, d * H:(d + 1) * H])
                 h_n[i] = h
                 if c_n is not None:
                     c_n[i] = c
                 workspaces.append(ws)
+            if out is None:
+                out = o
             mask = None
             if drop > 0 and layer < L - 1:
                 mask = (self._rng.random(out.shape) >= drop).astype(self.dtype)
@@ -298,7 +300,8 @@ class _RNNBase(_Recurrent):
         else:
             self._record_note = "the last forward ran under fastrnn.no_grad() and kept nothing for backward"
 
-        out = result
+        if batch_major:
+            out = result
         if unbatched:
             out, h_n = out[:, 0, :], h_n[:, 0, :]
             c_n = None if c_n is None else c_n[:, 0, :]
