@@ -358,14 +358,13 @@ class _RNNBase(_Recurrent):
         # grad_out is read in place by each direction (contract: its rows at any strides); None
         # stays None (a zero gradient, with no array of zeros).
         g = None if grad_output is None else float_array(grad_output, "grad_output", self.dtype, [out_shape])
-        if g is not None and not g.flags.aligned:
-            g = g.copy()
-        if g is None:
-            pass
-        elif unbatched:
-            g = g[:, None, :]
-        elif self.batch_first:
-            g = g.transpose(1, 0, 2)
+        if g is not None:
+            if not g.flags.aligned:
+                g = g.copy()
+            if unbatched:
+                g = g[:, None, :]
+            elif self.batch_first:
+                g = g.transpose(1, 0, 2)
         gh, gc = self._state_pair(grad_hx, "grad_hx", ("grad_h_n", "grad_c_n"), state_shape,
                                   1 if unbatched else None)
 
