@@ -12,7 +12,7 @@ call minus the resident memory before it, allocator caches emptied first, as
 ``memprobe.py``). MODE is ``infer`` (forward under ``no_grad``) or ``train``
 (forward + backward).
 
-``python bench/layout.py --ab TREE_A TREE_B [--rounds N]`` compares two source
+``python bench/layout.py --ab TREE_A TREE_B [--rounds N] [--repeats R]`` compares two source
 trees (each with its compiled module): every case and mode in a fresh process,
 A and B alternating, N rounds; it prints the median of the rounds' medians and
 the spread per tree. Linux only (``/proc/self/clear_refs``).
@@ -94,7 +94,7 @@ def run_one(case, mode, repeats=15):
     return {"median_s": med, "spread": (max(times) - min(times)) / med, "peak_bytes": (peak - before) * 1024}
 
 
-def ab(tree_a, tree_b, rounds):
+def ab(tree_a, tree_b, rounds, repeats):
     here = os.path.abspath(__file__)
     results = {}
     for r in range(rounds):
@@ -102,11 +102,13 @@ def ab(tree_a, tree_b, rounds):
             for mode in MODES:
                 for label, tree in (("A", tree_a), ("B", tree_b)) if r % 2 == 0 else (("B", tree_b), ("A", tree_a)):
                     env = dict(os.environ, PYTHONPATH=tree, PYTHONSAFEPATH="1", FASTRNN_NUM_THREADS="1")
-                    run = subprocess.run([sys.executable, here, case, mode], capture_output=True, text=True, env=env,
+                    run = subprocess.run([sys.executable, here, case, mode, "--repeats", str(repeats)], capture_output=True, text=True, env=env,
                                          cwd=tree, timeout=900)
                     if run.returncode != 0:
                         raise RuntimeError(run.stderr[-2000:])
                     results.setdefault((case, mode, label), []).append(json.loads(run.stdout.splitlines()[-1]))
+                    print(f"round {r + 1}/{rounds} {case} {mode} {label}: {run.stdout.splitlines()[-1]}",
+                          file=sys.stderr, flush=True)
     print(f"{'case':24} {'mode':6} {'A ms':>8} {'B ms':>8} {'B/A':>6} {'A spread':>9} {'B spread':>9} "
           f"{'A peak MB':>10} {'B peak MB':>10}")
     for case in CASES:
@@ -128,11 +130,12 @@ def main():
     p.add_argument("mode", nargs="?", choices=MODES)
     p.add_argument("--ab", nargs=2, metavar=("TREE_A", "TREE_B"))
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=15, help="timed calls per process")
     args = p.parse_args()
     if args.ab:
-        ab(*(os.path.abspath(t) for t in args.ab), args.rounds)
+        ab(*(os.path.abspath(t) for t in args.ab), args.rounds, args.repeats)
     elif args.case and args.mode:
-        print(json.dumps(run_one(args.case, args.mode)))
+        print(json.dumps(run_one(args.case, args.mode, args.repeats)))
     else:
         p.error("give CASE MODE, or --ab TREE_A TREE_B")
 
