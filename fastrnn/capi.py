@@ -29,6 +29,7 @@ FFI = require("cffi", extra="capi", feature="fastrnn.capi (the C ABI through cff
 from .backends.contract import KINDS
 
 from .backends._args import check_forward, check_gradients
+from .backends._rows import check_out, check_rows_arg
 
 __all__ = [
     "ffi", "lib", "header_path", "abi_version", "status_message", "FastrnnCError",
@@ -180,13 +181,17 @@ def cell_backward(state, grad_h, grad_c):
     return g
 
 
-def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep):
-    """A whole sequence through the C ABI; same arguments and results as the backend contract."""
+def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, out=None):
+    """A whole sequence through the C ABI; same arguments and results as the backend contract.
+    The C functions take dense arrays: an ``out`` that is not C-contiguous is filled from a
+    dense one (a copy the compiled backend, ``_core.layer_forward``, does not make)."""
     code = _kind_code(kind)
     dt, _, B, I, H = check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     T = x.shape[0]
     lstm = code == LSTM
-    out = np.empty((T, B, H), dt)
+    check_out(out, (T, B, H), dt, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
+                                       lengths=lengths))
+    dense = out if out is not None and out.flags.c_contiguous else np.empty((T, B, H), dt)
     h_n = np.empty((B, H), dt)
     c_n = np.empty((B, H), dt) if lstm else None
     ws = np.empty(int(lib.fastrnn_layer_workspace_size(code, T, B, H)), dt) if keep else None
@@ -195,7 +200,11 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
     lp = _lengths_ptr(lengths)
     _raise_on("fastrnn_layer_forward",
               fn(code, T, B, I, H, p(x), p(h0), p(c0 if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
-                 lp, int(bool(reverse)), p(out), p(h_n), p(c_n), p(ws)))
+                 lp, int(bool(reverse)), p(dense), p(h_n), p(c_n), p(ws)))
+    if out is None:
+        out = dense
+    elif dense is not out:
+        out[...] = dense
     state = None
     if keep:
         state = dict(kind=kind, x=x, c0=c0 if lstm else None, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None,
@@ -204,13 +213,16 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
 
 
 def layer_backward(state, grad_out, grad_h_n, grad_c_n):
-    """Gradients of a ``layer_forward(..., keep=True)`` through the C ABI."""
+    """Gradients of a ``layer_forward(..., keep=True)`` through the C ABI (a ``grad_out`` that is
+    not C-contiguous is copied to a dense one: the C function takes dense arrays)."""
     code, x, H = _kind_code(state["kind"]), state["x"], state["H"]
     dt = x.dtype
     T, B, I = x.shape
     lstm = code == LSTM
-    check_gradients(dt, grad_out=(grad_out, (T, B, H)), grad_h_n=(grad_h_n, (B, H)),
-                    grad_c_n=(grad_c_n if lstm else None, (B, H)))
+    check_rows_arg(grad_out, "grad_out", (T, B, H), dt)
+    if grad_out is not None:
+        grad_out = np.ascontiguousarray(grad_out)
+    check_gradients(dt, grad_h_n=(grad_h_n, (B, H)), grad_c_n=(grad_c_n if lstm else None, (B, H)))
     g = _gradient_arrays(code, x, B, H, state["bias"], "h0", "c0")
     fn = getattr(lib, f"fastrnn_layer_backward_{_SUFFIX[dt]}")
     p = lambda a: _ptr(a, dt)  # noqa: E731

@@ -257,30 +257,40 @@ class _RNNBase(_Recurrent):
             lengths = None if lengths is None else lengths.copy()
         self._record = None
         self._record_note = "the last forward failed"
-        kind, H, D = self.kind, self.hidden_size, self._dirs
-        drop = self.dropout if (self.training and self.num_layers > 1) else 0.0
+        kind, H, D, L = self.kind, self.hidden_size, self._dirs, self.num_layers
+        drop = self.dropout if (self.training and L > 1) else 0.0
         inp = x3
-        h_n = np.empty((self.num_layers * D, B, H), dtype=self.dtype)
+        h_n = np.empty((L * D, B, H), dtype=self.dtype)
         c_n = np.empty_like(h_n) if kind == "lstm" else None
+        # Each direction writes its half of the layer's [T, B, D*H] output in place (contract:
+        # layer_forward's out); with batch_first the last layer writes straight into the batch-major
+        # result. One direction, time-major: the backend allocates the output (the cpp backend from
+        # its block cache). The layers above the first read their input from the buffer the layer
+        # below wrote (dense rows: the kernels' input projection reads x at one row stride).
+        batch_major = self.batch_first and not unbatched
         workspaces, masks = [], []
-        for layer in range(self.num_layers):
-            outs = []
+        for layer in range(L):
+            if layer == L - 1 and batch_major:
+                result = np.empty((B, T, D * H), dtype=self.dtype)
+                out = result.transpose(1, 0, 2)
+            else:
+                out = np.empty((T, B, D * H), dtype=self.dtype) if D > 1 else None
             for d in range(D):
                 i = layer * D + d
-                out, h, c, ws = backend.layer_forward(
-                    kind, inp, h0[i], None if c0 is None else c0[i], *self._weights(layer, d), lengths, bool(d), keep
-                )
-                outs.append(out)
+                o, h, c, ws = backend.layer_forward(
+                    kind, inp, h0[i], None if c0 is None else c0[i], *self._weights(layer, d), lengths, bool(d), keep,
+                    out=None if out is None else out[:, :, d * H:(d + 1) * H])
                 h_n[i] = h
                 if c_n is not None:
                     c_n[i] = c
                 workspaces.append(ws)
-            out = outs[0] if D == 1 else np.concatenate(outs, axis=2)
+            if out is None:
+                out = o
             mask = None
-            if drop > 0 and layer < self.num_layers - 1:
+            if drop > 0 and layer < L - 1:
                 mask = (self._rng.random(out.shape) >= drop).astype(self.dtype)
                 mask *= self.dtype.type(1.0 / (1.0 - drop)) if drop < 1 else 0
-                out = out * mask
+                out *= mask
             masks.append(mask)
             inp = out
 
@@ -290,11 +300,11 @@ class _RNNBase(_Recurrent):
         else:
             self._record_note = "the last forward ran under fastrnn.no_grad() and kept nothing for backward"
 
+        if batch_major:
+            out = result
         if unbatched:
             out, h_n = out[:, 0, :], h_n[:, 0, :]
             c_n = None if c_n is None else c_n[:, 0, :]
-        elif self.batch_first:
-            out = np.ascontiguousarray(out.transpose(1, 0, 2))
         if kind == "lstm":
             return out, (h_n, c_n)
         return out, h_n
@@ -347,11 +357,16 @@ class _RNNBase(_Recurrent):
         out_shape = rec["shape"][:-1] + (D * H,)
         state_shape = (L * D, H) if unbatched else (L * D, B, H)
 
-        g = _zeros_if_none(grad_output, out_shape, self.dtype, "grad_output")
-        if unbatched:
-            g = g[:, None, :]
-        elif self.batch_first:
-            g = g.transpose(1, 0, 2)
+        # grad_out is read in place by each direction (contract: its rows at any strides); None
+        # stays None (a zero gradient, with no array of zeros).
+        g = None if grad_output is None else float_array(grad_output, "grad_output", self.dtype, [out_shape])
+        if g is not None:
+            if not g.flags.aligned:
+                g = g.copy()
+            if unbatched:
+                g = g[:, None, :]
+            elif self.batch_first:
+                g = g.transpose(1, 0, 2)
         gh, gc = self._state_pair(grad_hx, "grad_hx", ("grad_h_n", "grad_c_n"), state_shape,
                                   1 if unbatched else None)
 
@@ -359,7 +374,7 @@ class _RNNBase(_Recurrent):
         dh0 = np.empty((L * D, B, H), dtype=self.dtype)
         dc0 = np.empty_like(dh0) if gc is not None else None
         try:
-            dx = self._backward_layers(rec, backend, g, gh, gc, dh0, dc0)
+            dx = self._backward_layers(rec, backend, g, gh, gc, dh0, dc0, self.batch_first and not unbatched)
         except BaseException as exc:
             # A backend's failed call leaves its workspace usable (retry), unless it had begun
             # adding into self.grads (PartialBackwardError), as has an earlier call that succeeded.
@@ -374,31 +389,40 @@ class _RNNBase(_Recurrent):
             dx, dh0 = dx[:, 0, :], dh0[:, 0, :]
             dc0 = None if dc0 is None else dc0[:, 0, :]
         elif self.batch_first:
-            dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
+            dx = np.ascontiguousarray(dx.transpose(1, 0, 2))  # no copy if the sum below wrote it batch-major
         if self.kind == "lstm":
             return dx, (dh0, dc0)
         return dx, dh0
 
-    def _backward_layers(self, rec, backend, g, gh, gc, dh0, dc0):
-        """The stack's backward, last layer first; sets ``rec['started']`` once a backend call succeeded."""
+    def _backward_layers(self, rec, backend, g, gh, gc, dh0, dc0, batch_major):
+        """The stack's backward, last layer first; sets ``rec['started']`` once a backend call succeeded.
+        ``g``: the gradient of the top layer's output ([T, B, D*H] rows) or None for zero. Returns the
+        gradient of x as [T, B, I] (with ``batch_major`` and two directions, a view of a [B, T, I] array)."""
         H, D, L = self.hidden_size, self._dirs, self.num_layers
         for layer in range(L - 1, -1, -1):
             dx = None
             for d in range(D):
                 i = layer * D + d
-                g_d = np.ascontiguousarray(g[:, :, d * H:(d + 1) * H])
                 grads = self._backward_into_grads(
                     backend, self._suffix(layer, d),
-                    (rec["ws"][i], g_d, np.ascontiguousarray(gh[i]),
+                    (rec["ws"][i], None if g is None else g[:, :, d * H:(d + 1) * H], np.ascontiguousarray(gh[i]),
                      None if gc is None else np.ascontiguousarray(gc[i])))
                 rec["started"] = True
                 dh0[i] = grads["h0"]
                 if dc0 is not None:
                     dc0[i] = grads["c0"]
-                dx = grads["x"] if dx is None else dx + grads["x"]
+                if dx is None:
+                    dx = grads["x"]  # freshly allocated by the backend: ours to add into
+                elif layer == 0 and batch_major:  # the sum written in the caller's layout
+                    T, B, I = dx.shape
+                    dx = np.add(dx, grads["x"], out=np.empty((B, T, I), dtype=self.dtype).transpose(1, 0, 2))
+                else:
+                    dx += grads["x"]
             if layer > 0:
                 mask = rec["masks"][layer - 1]
-                g = dx if mask is None else dx * mask
+                if mask is not None:
+                    dx *= mask
+                g = dx
         return dx
 
 

@@ -539,7 +539,7 @@ def test_every_backend_refuses_the_same_arrays(impl, case, arg, spoil, exc):
 
 
 BAD_GRADS = [
-    ("strided", "grad_out", lambda g: np.repeat(g, 2, axis=0)[::2], ValueError),
+    ("strided", "grad_out", lambda g: np.repeat(g, 2, axis=2)[:, :, ::2], ValueError),  # rows not adjacent
     ("other-dtype", "grad_out", lambda g: g.astype(np.float32), TypeError),
     ("list", "grad_h_n", lambda g: g.tolist(), TypeError),
     ("fortran", "grad_c_n", np.asfortranarray, ValueError),
@@ -583,3 +583,116 @@ def test_cell_workspace_holds_copies_of_the_inputs(impl, kind):
     for k in CELL_GRAD_KEYS:
         if want[k] is not None:
             np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+# --------------------------------------------------------------------------- out and grad_out at row strides
+# Layouts of layer_forward's ``out`` and layer_backward's ``grad_out`` [T, B, H]: a view into a larger
+# buffer filled with NaN, so that a write outside the view shows.
+
+def _row_views(T, B, H, dtype):
+    """(name, buffer, [T, B, H] view of it) for each layout the layers use."""
+    def buf(*shape):
+        return np.full(shape, np.nan, dtype=dtype)
+
+    dense, bi, bf, bf_bi = buf(T, B, H), buf(T, B, 2 * H), buf(B, T, H), buf(B, T, 2 * H)
+    return [("dense", dense, dense), ("bidir-forward-half", bi, bi[:, :, :H]), ("bidir-reverse-half", bi, bi[:, :, H:]),
+            ("batch-first", bf, bf.transpose(1, 0, 2)), ("batch-first-bidir-half", bf_bi, bf_bi.transpose(1, 0, 2)[:, :, H:])]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("lengths", [None, [5, 2, 1, 5]], ids=["full", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_out_and_grad_out_at_row_strides(impl, kind, dtype, lengths, reverse):
+    """layer_forward writes exactly the view it is given (the same object comes back, every element of
+    it written, nothing around it), bit for bit what it returns without ``out``; layer_backward reads a
+    strided grad_out as it reads the same values dense."""
+    T, B, I, H = 5, 4, 3, 6
+    a = layer_args(kind, T, B, I, H, dtype, seed=5)
+    L = None if lengths is None else np.array(lengths, dtype=np.int64)
+    grads = layer_grads(kind, T, B, H, dtype, seed=5)
+    for keep in (False, True):
+        want, want_h, want_c, ws = impl.layer_forward(kind, *a.values(), L, reverse, keep)
+        want_g = impl.layer_backward(ws, *grads) if keep else None
+        for name, buf, view in _row_views(T, B, H, dtype):
+            buf[...] = np.nan
+            got, h, c, ws = impl.layer_forward(kind, *a.values(), L, reverse, keep, out=view)
+            assert got is view, name
+            np.testing.assert_array_equal(view, want, err_msg=name)
+            assert np.isnan(buf).sum() == buf.size - view.size, f"{name}: written outside out"
+            np.testing.assert_array_equal(h, want_h, err_msg=name)
+            if want_c is not None:
+                np.testing.assert_array_equal(c, want_c, err_msg=name)
+            if keep:
+                buf[...] = np.nan
+                view[...] = grads[0]  # the same gradient, at this layout's strides
+                got_g = impl.layer_backward(ws, view, *grads[1:])
+                for k, v in want_g.items():
+                    if v is None:
+                        assert got_g[k] is None
+                    else:
+                        np.testing.assert_array_equal(got_g[k], v, err_msg=f"{name} d{k}")
+
+
+def test_grad_out_rows_may_repeat(impl):
+    """grad_out is only read: a broadcast one (stride 0 over T) is the same as its dense copy."""
+    kind, T, B, I, H = "gru", 4, 3, 2, 5
+    a = layer_args(kind, T, B, I, H, np.float64, seed=2)
+    row = np.random.default_rng(0).standard_normal((B, H))
+    grads = []
+    for go in (np.broadcast_to(row, (T, B, H)), np.ascontiguousarray(np.broadcast_to(row, (T, B, H)))):
+        ws = impl.layer_forward(kind, *a.values(), None, False, True)[3]
+        grads.append(impl.layer_backward(ws, go, None, None))
+    for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"):
+        np.testing.assert_array_equal(grads[0][k], grads[1][k], err_msg=k)
+
+
+def test_bad_out_raises_naming_it(impl):
+    """A bad ``out`` raises before anything is computed: TypeError for a wrong type or dtype,
+    ValueError naming out otherwise (shape, read-only, rows not adjacent, rows overlapping, memory
+    shared with an input, misaligned)."""
+    kind, T, B, I, H = "lstm", 4, 3, 6, 6
+    a = layer_args(kind, T, B, I, H, np.float64, seed=1)
+    before = {k: v.copy() for k, v in a.items()}
+    wide = np.zeros((T, B, 2 * H))
+    ro = np.zeros((T, B, H))
+    ro.flags.writeable = False
+    raw = np.zeros(T * B * H * 8 + 1, dtype=np.uint8)
+    bad = [
+        ("out", TypeError, "out must"),
+        (np.zeros((T, B, H), np.float32), TypeError, "out must have dtype float64"),
+        (np.zeros((T, B, H + 1)), ValueError, "out must have shape"),
+        (np.zeros((B, T, H)), ValueError, "out must have shape"),
+        (ro, ValueError, "out must be writeable"),
+        (wide[:, :, ::2], ValueError, "out must have adjacent rows"),
+        (np.lib.stride_tricks.as_strided(wide, (T, B, H), (0, 8 * H, 8)), ValueError, "out's rows must not overlap"),
+        (np.lib.stride_tricks.as_strided(wide, (T, B, H), (8 * H, 8 * 2, 8)), ValueError, "out's rows must not overlap"),
+        (np.zeros((T, B, H))[::-1], ValueError, "out's rows must not overlap"),
+        (a["x"], ValueError, "out shares memory with x"),
+        (raw[1:].view(np.float64).reshape(T, B, H), ValueError, "out must be an aligned array"),
+    ]
+    for out, exc, msg in bad:
+        with pytest.raises(exc, match=msg):
+            impl.layer_forward(kind, *a.values(), None, False, True, out=out)
+    for k, v in a.items():
+        np.testing.assert_array_equal(v, before[k], err_msg=f"{k} was modified")
+    w_hh = a["w_hh"].reshape(-1)[: T * B * H].reshape(T, B, H)  # a view of another input
+    with pytest.raises(ValueError, match="out shares memory with w_hh"):
+        impl.layer_forward(kind, *a.values(), None, False, True, out=w_hh)
+    np.testing.assert_array_equal(a["w_hh"], before["w_hh"])
+
+
+def test_bad_grad_out_raises_before_consuming(impl):
+    kind, T, B, I, H = "gru_orig", 4, 3, 2, 5
+    a = layer_args(kind, T, B, I, H, np.float32, seed=1)
+    ws = impl.layer_forward(kind, *a.values(), None, False, True)[3]
+    wide = np.zeros((T, B, 2 * H), np.float32)
+    bad = [
+        ([[0.0]], TypeError, "grad_out must be None or a numpy array"),
+        (np.zeros((T, B, H)), TypeError, "grad_out must have dtype float32"),
+        (wide[:, :, ::2], ValueError, "grad_out must have adjacent rows"),
+    ]
+    for go, exc, msg in bad:
+        with pytest.raises(exc, match=msg):
+            impl.layer_backward(ws, go, None, None)
+    got = impl.layer_backward(ws, wide[:, :, H:], None, None)  # still usable after the rejected calls
+    assert got["x"].shape == (T, B, I)

@@ -106,3 +106,27 @@ def test_long_chain_is_freed_without_deep_recursion(backend):
     cell(x)  # the next call lets the released steps drop what they held
     gc.collect()
     assert len(cell._tape) <= 2
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time-major", "batch-first"])
+def test_bidirectional_output_is_written_in_place(batch_first):
+    """Each direction writes its half of the result, batch-major with batch_first: the forward's peak
+    is the result plus the kernels' scratch (a 512 KB projection chunk, x's copy), not the result
+    again for a concatenation (and again for a transposition)."""
+    if "cpp" not in fastrnn.available_backends():
+        pytest.skip("the compiled backend is not installed")
+    import tracemalloc
+
+    T, B, I, H = 1000, 16, 2, 64
+    layer = fastrnn.LSTM(I, H, bidirectional=True, batch_first=batch_first, dtype=np.float64, backend="cpp", seed=0)
+    x = np.random.default_rng(0).standard_normal((B, T, I) if batch_first else (T, B, I))
+    with fastrnn.no_grad():
+        layer(x)  # warm
+        tracemalloc.start()
+        try:
+            out, _ = layer(x)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert out.flags.c_contiguous and out.shape == ((B, T, 2 * H) if batch_first else (T, B, 2 * H))
+    assert peak - out.nbytes < out.nbytes // 4, (peak, out.nbytes)

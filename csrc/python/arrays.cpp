@@ -2,6 +2,7 @@
 #include "arrays.h"
 
 #include <string>
+#include <utility>
 
 #include "fastrnn/workspace.h"
 
@@ -64,12 +65,69 @@ Kind get_kind(const std::string& name) {
 
 bool aligned(const py::array& a) { return (a.flags() & kNpyArrayAligned) != 0; }
 
+namespace {
+
+// [lo, hi): the bytes from a's lowest to its highest element (empty if a has none).
+std::pair<const char*, const char*> span(const py::array& a) {
+    const char* lo = static_cast<const char*>(a.data());
+    if (a.size() == 0) return {lo, lo};
+    const char* hi = lo + a.itemsize();
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+        const py::ssize_t reach = (a.shape(i) - 1) * a.strides(i);
+        (reach < 0 ? lo : hi) += reach;
+    }
+    return {lo, hi};
+}
+
+}  // namespace
+
 bool overlaps(const py::array& a, const py::object& b) {
     if (b.is_none() || !py::isinstance<py::array>(b)) return false;
-    const py::array bb = py::reinterpret_borrow<py::array>(b);
-    const char* a0 = static_cast<const char*>(a.data());
-    const char* b0 = static_cast<const char*>(bb.data());
-    return a0 < b0 + bb.nbytes() && b0 < a0 + a.nbytes();
+    const auto sa = span(a), sb = span(py::reinterpret_borrow<py::array>(b));
+    return sa.first < sb.second && sb.first < sa.second;
+}
+
+bool has_rows(const py::array& a) {
+    const py::ssize_t item = a.itemsize();
+    for (py::ssize_t i = 0; i < a.ndim(); ++i)
+        if (a.strides(i) % item != 0) return false;
+    return a.shape(a.ndim() - 1) <= 1 || a.strides(a.ndim() - 1) == item;
+}
+
+RowStrides row_strides(const py::array& a) {
+    return {a.strides(0) / a.itemsize(), a.strides(1) / a.itemsize()};
+}
+
+void check_out(const py::object& out, bool is_double, int64_t T, int64_t B, int64_t H,
+               std::initializer_list<std::pair<const char*, const py::object*>> inputs) {
+    if (out.is_none()) return;
+    const char* want = is_double ? "float64" : "float32";
+    if (!py::isinstance<py::array>(out))
+        throw py::type_error(std::string("out must be None or a numpy array of dtype ") + want + ", got " +
+                             std::string(py::str(py::type::of(out).attr("__name__"))));
+    const py::array a = py::reinterpret_borrow<py::array>(out);
+    if (!(is_double ? has_dtype<double>(a) : has_dtype<float>(a)))
+        throw py::type_error(std::string("out must have dtype ") + want + " like x, got " +
+                             std::string(py::str(a.dtype())));
+    check_shape(a, "out", {T, B, H});
+    if (!a.writeable()) value_error("out must be writeable");
+    if (!has_rows(a))
+        value_error("out must have adjacent rows (out[t, b] H adjacent values), got strides " +
+                    std::string(py::str(py::tuple(a.attr("strides")))));
+    // The rows must not overlap: ordered by stride, each axis of length > 1
+    // steps past the whole extent of the one inside it.
+    const RowStrides s = row_strides(a);
+    struct Axis { int64_t n, stride; };
+    Axis inner{T, s.t}, outer{B, s.b};
+    if (inner.n <= 1 || (outer.n > 1 && outer.stride < inner.stride)) std::swap(inner, outer);
+    const bool disjoint = (inner.n <= 1 || inner.stride >= H) &&
+                          (outer.n <= 1 || (inner.n <= 1 ? outer.stride >= H
+                                                         : outer.stride >= inner.n * inner.stride));
+    if (!disjoint)
+        value_error("out's rows must not overlap each other (time-major or batch-major rows of H), got strides " +
+                    std::string(py::str(py::tuple(a.attr("strides")))));
+    for (const auto& in : inputs)
+        if (overlaps(a, *in.second)) value_error(std::string("out shares memory with ") + in.first);
 }
 
 void check_shape(const py::array& a, const char* name, std::initializer_list<int64_t> dims) {
@@ -134,6 +192,24 @@ void report_bad_args(const char* fn, std::initializer_list<std::pair<const char*
             throw py::type_error("lengths must have dtype int64, got " + std::string(py::str(a.dtype())));
     }
     throw py::type_error(std::string(fn) + ": invalid argument types");
+}
+
+void check_rows_arg(const py::object& o, const char* name, bool is_double) {
+    if (o.is_none()) return;
+    const py::dtype dt = is_double ? py::dtype::of<double>() : py::dtype::of<float>();
+    if (!py::isinstance<py::array>(o))
+        throw py::type_error(std::string(name) + " must be None or a numpy array of dtype " +
+                             std::string(py::str(dt)) + ", got " +
+                             std::string(py::str(py::type::of(o).attr("__name__"))));
+    const py::array a = py::reinterpret_borrow<py::array>(o);
+    if (!(is_double ? has_dtype<double>(a) : has_dtype<float>(a)))
+        throw py::type_error(std::string(name) + " must have dtype " + std::string(py::str(dt)) +
+                             " like the forward pass, got " + std::string(py::str(a.dtype())));
+    if (a.ndim() != 3) value_error(std::string(name) + " must have 3 dimensions (T, B, H), got shape " + shape_str(a));
+    if (!has_rows(a))
+        value_error(std::string(name) + " must have adjacent rows (" + name + "[t, b] H adjacent values), got strides " +
+                    std::string(py::str(py::tuple(a.attr("strides")))));
+    if (!aligned(a)) value_error(std::string(name) + " must be an aligned array");
 }
 
 void report_bad_grads(const char* fn, bool is_double,

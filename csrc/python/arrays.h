@@ -42,7 +42,8 @@ std::string shape_str(const py::array& a);
 Kind get_kind(const std::string& name);
 // Whether the array's data is aligned for its dtype (NPY_ARRAY_ALIGNED).
 bool aligned(const py::array& a);
-// Whether a's bytes and those of b (an array or None) overlap.
+// Whether the bytes a spans and those b (an array or None) spans overlap
+// (the span from the lowest to the highest element, whatever the strides).
 bool overlaps(const py::array& a, const py::object& b);
 // a has exactly these dimensions and is aligned, else a ValueError.
 void check_shape(const py::array& a, const char* name, std::initializer_list<int64_t> dims);
@@ -59,6 +60,10 @@ void check_lengths(const std::optional<Lengths>& lengths, int64_t T, int64_t B);
                                   std::initializer_list<std::pair<const char*, py::object>> floats,
                                   std::initializer_list<std::pair<const char*, bool>> optional,
                                   const py::object& lengths);
+// A [T, B, H] argument read by rows (grad_out) on the report path: None, or
+// an ndarray of the forward's dtype (else TypeError) with 3 dimensions,
+// adjacent rows and aligned (else ValueError).
+void check_rows_arg(const py::object& o, const char* name, bool is_double);
 // The same for the gradients of a backward call (dtype of the forward pass).
 [[noreturn]] void report_bad_grads(const char* fn, bool is_double,
                                    std::initializer_list<std::pair<const char*, py::object>> grads);
@@ -74,18 +79,51 @@ inline bool is_int64_num(int num) {
     return num == dtype_num<int64_t>() || (sizeof(long long) == 8 && num == longlong);
 }
 
+// Whether an array's elements are F in this machine's byte order.
+template <class F>
+bool has_dtype(const py::array& a) {
+    const py::dtype d = a.dtype();
+    const int num = d.num();
+    const bool dtype_ok = std::is_same<F, int64_t>::value ? is_int64_num(num) : num == dtype_num<F>();
+    constexpr char foreign = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? '>' : '<';
+    return dtype_ok && d.byteorder() != foreign;
+}
+
 // What Arr<F> accepts without conversion: a C-contiguous ndarray of F in
 // this machine's byte order.
 template <class F>
 bool is_arr(const py::object& o) {
     if (!py::isinstance<py::array>(o)) return false;
     const auto a = py::reinterpret_borrow<py::array>(o);
-    const py::dtype d = a.dtype();
-    const int num = d.num();
-    const bool dtype_ok = std::is_same<F, int64_t>::value ? is_int64_num(num) : num == dtype_num<F>();
-    constexpr char foreign = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? '>' : '<';
-    return dtype_ok && d.byteorder() != foreign && (a.flags() & py::array::c_style) != 0;
+    return has_dtype<F>(a) && (a.flags() & py::array::c_style) != 0;
 }
+
+// The rows of a [T, B, H] array that need not be dense (layer_forward's out,
+// layer_backward's grad_out): row (t, b) is H adjacent values at
+// data + t * t + b * b (strides in elements).
+struct RowStrides {
+    int64_t t, b;
+};
+
+// Whether a (3 dimensions) has adjacent rows: its last axis has unit stride
+// (or length 1) and every stride is a whole number of elements.
+bool has_rows(const py::array& a);
+// The row strides of an array that has_rows.
+RowStrides row_strides(const py::array& a);
+// What a strided grad_out may be without a report: an ndarray of F with
+// has_rows, aligned.
+template <class F>
+bool is_rows(const py::object& o) {
+    if (!py::isinstance<py::array>(o)) return false;
+    const auto a = py::reinterpret_borrow<py::array>(o);
+    return has_dtype<F>(a) && a.ndim() == 3 && has_rows(a) && aligned(a);
+}
+// layer_forward's out: None, or an ndarray of F (else TypeError) of shape
+// (T, B, H), aligned, writeable, with adjacent rows that do not overlap each
+// other (time-major or batch-major) and no byte shared with `inputs` (else
+// ValueError naming out and what is wrong).
+void check_out(const py::object& out, bool is_double, int64_t T, int64_t B, int64_t H,
+               std::initializer_list<std::pair<const char*, const py::object*>> inputs);
 
 // Every `required` argument is_arr<F>, every `optional` one too or None.
 template <class F>

@@ -24,7 +24,8 @@ template <class F>
 py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const Arr<F>& h0,
                           const std::optional<Arr<F>>& c0, const Arr<F>& w_ih, const Arr<F>& w_hh,
                           const std::optional<Arr<F>>& b_ih, const std::optional<Arr<F>>& b_hh,
-                          const std::optional<Lengths>& lengths, bool reverse, bool keep) {
+                          const std::optional<Lengths>& lengths, bool reverse, bool keep,
+                          const py::object& out_arg) {
     const Kind kind = get_kind(kind_name);
     if (x.ndim() != 3) value_error("x must have 3 dimensions (T, B, I), got shape " + shape_str(x));
     const int64_t T = x.shape(0), B = x.shape(1), I = x.shape(2);
@@ -34,8 +35,18 @@ py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const A
     check_sizes(T, B, I, H);
     check_lengths(lengths, T, B);
     const bool lstm = kind == Kind::lstm;
+    const py::object none = py::none(), c0o = c0 ? py::object(*c0) : none,
+                     b_iho = b_ih ? py::object(*b_ih) : none, b_hho = b_hh ? py::object(*b_hh) : none,
+                     leno = lengths ? py::object(*lengths) : none;
+    check_out(out_arg, std::is_same<F, double>::value, T, B, H,
+              {{"x", &x}, {"h0", &h0}, {"c0", &c0o}, {"w_ih", &w_ih}, {"w_hh", &w_hh}, {"b_ih", &b_iho},
+               {"b_hh", &b_hho}, {"lengths", &leno}});
 
-    Arr<F> out = empty<F>({T, B, H});
+    // The caller's out (any row strides), or a new dense one.
+    py::array out = out_arg.is_none() ? py::array(empty<F>({T, B, H}))
+                                            : py::reinterpret_borrow<py::array>(out_arg);
+    const RowStrides out_rows = out_arg.is_none() ? RowStrides{B * H, H} : row_strides(out);
+    F* const out_data = static_cast<F*>(out.mutable_data());
     Arr<F> h_n = empty<F>({B, H});
     std::optional<Arr<F>> c_n;
     if (lstm) c_n = empty<F>({B, H});
@@ -52,8 +63,8 @@ py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const A
         py::gil_scoped_release nogil;
         fastrnn::layer_forward<F>(kind, T, B, I, H, x.data(), h0.data(), ptr_or_null(c0),
                                   w_ih.data(), w_hh.data(), ptr_or_null(b_ih), ptr_or_null(b_hh),
-                                  lengths ? lengths->data() : nullptr, reverse, out.mutable_data(),
-                                  h_n.mutable_data(), c_n ? c_n->mutable_data() : nullptr,
+                                  lengths ? lengths->data() : nullptr, reverse, out_data,
+                                  out_rows.t, out_rows.b, h_n.mutable_data(), c_n ? c_n->mutable_data() : nullptr,
                                   gates ? gates->mutable_data() : nullptr,
                                   hs ? hs->mutable_data() : nullptr,
                                   cs ? cs->mutable_data() : nullptr);
@@ -77,7 +88,7 @@ py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const A
 }
 
 template <class F>
-py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<Arr<F>>& grad_out,
+py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<py::array>& grad_out,
                           const std::optional<Arr<F>>& grad_h_n,
                           const std::optional<Arr<F>>& grad_c_n, const py::object& acc) {
     check_usable(ws, "layer_backward");
@@ -90,6 +101,7 @@ py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<Arr<F>>& grad_
         if (!lstm) value_error("grad_c_n must be None for kinds other than 'lstm'");
         check_shape(*grad_c_n, "grad_c_n", {B, H});
     }
+    const RowStrides go_rows = grad_out ? row_strides(*grad_out) : RowStrides{B * H, H};
     const int64_t GH = num_gates(kind) * H;
     // acc: the caller's running weight gradients, added into in place.
     std::optional<Arr<F>> acc_ih, acc_hh;
@@ -113,8 +125,10 @@ py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<Arr<F>>& grad_
             // The kernel reads these while it writes acc: no overlap, or the result is wrong.
             for (const py::object& other : {ws.x, ws.w_ih, ws.w_hh, ws.gates, ws.hs, ws.cs, ws.c0})
                 if (overlaps(a, other)) value_error(std::string(names[i]) + " shares memory with the forward's arrays");
-            for (const auto* g : {&grad_out, &grad_h_n, &grad_c_n})
-                if (*g && overlaps(a, **g)) value_error(std::string(names[i]) + " shares memory with a gradient argument");
+            const py::object go = grad_out ? py::object(*grad_out) : py::none();
+            for (const py::object& g : {go, grad_h_n ? py::object(*grad_h_n) : py::none(),
+                                        grad_c_n ? py::object(*grad_c_n) : py::none()})
+                if (overlaps(a, g)) value_error(std::string(names[i]) + " shares memory with a gradient argument");
         }
         if (overlaps(py::reinterpret_borrow<py::array>(a0), a1))
             value_error("acc[0] and acc[1] share memory");
@@ -132,9 +146,11 @@ py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<Arr<F>>& grad_
     run_backward(ws, "layer_backward", [&] {
         fastrnn::layer_backward<F>(
             kind, T, B, I, H, x.data(), c0, w_ih.data(), w_hh.data(), len, ws.reverse,
-            gates.data(), hs.data(), cs, ptr_or_null(grad_out), ptr_or_null(grad_h_n),
-            ptr_or_null(grad_c_n), g.dx.mutable_data(), g.dh.mutable_data(), g.dc_ptr(),
-            g.dw_ih.mutable_data(), g.dw_hh.mutable_data(), g.db_ih_ptr(), g.db_hh_ptr(),
+            gates.data(), hs.data(), cs,
+            grad_out ? static_cast<const F*>(grad_out->data()) : nullptr, go_rows.t, go_rows.b,
+            ptr_or_null(grad_h_n), ptr_or_null(grad_c_n), g.dx.mutable_data(),
+            g.dh.mutable_data(), g.dc_ptr(), g.dw_ih.mutable_data(), g.dw_hh.mutable_data(),
+            g.db_ih_ptr(), g.db_hh_ptr(),
             acc_ih.has_value());
     });
     return g.dict("h0", "c0");
@@ -156,14 +172,15 @@ void bind_layers(py::module_& m) {
         "layer_forward",
         [](const std::string& kind, const py::object& x, const py::object& h0, const py::object& c0,
            const py::object& w_ih, const py::object& w_hh, const py::object& b_ih,
-           const py::object& b_hh, const py::object& lengths, bool reverse, bool keep) -> py::tuple {
+           const py::object& b_hh, const py::object& lengths, bool reverse, bool keep,
+           const py::object& out) -> py::tuple {
             // the call in dtype F (named by a value of it) if every array is one of F
             auto call = [&](auto f) -> std::optional<py::tuple> {
                 using F = decltype(f);
                 if (!all_arrays_of<F>({&x, &h0, &w_ih, &w_hh}, {&c0, &b_ih, &b_hh})) return std::nullopt;
                 return layer_forward_t<F>(kind, borrow<F>(x), borrow<F>(h0), maybe<F>(c0),
                                           borrow<F>(w_ih), borrow<F>(w_hh), maybe<F>(b_ih),
-                                          maybe<F>(b_hh), maybe<int64_t>(lengths), reverse, keep);
+                                          maybe<F>(b_hh), maybe<int64_t>(lengths), reverse, keep, out);
             };
             if (lengths.is_none() || is_arr<int64_t>(lengths)) {
                 if (auto r = call(0.0f)) return *r;
@@ -178,9 +195,10 @@ void bind_layers(py::module_& m) {
         },
         py::arg("kind"), py::arg("x"), py::arg("h0"), py::arg("c0").none(true), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("b_ih").none(true), py::arg("b_hh").none(true),
-        py::arg("lengths").none(true), py::arg("reverse"), py::arg("keep"),
-        "layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep)"
-        " -> (out, h_n, c_n, ws)\n\nOne layer, one direction, whole sequence (see CONTRACT.md).");
+        py::arg("lengths").none(true), py::arg("reverse"), py::arg("keep"), py::arg("out") = py::none(),
+        "layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, out=None)"
+        " -> (out, h_n, c_n, ws)\n\nOne layer, one direction, whole sequence (see CONTRACT.md); out: None or "
+        "a [T, B, H] array with adjacent rows to write into (e.g. one half of a bidirectional buffer).");
 
     m.def(
         "layer_backward",
@@ -189,14 +207,16 @@ void bind_layers(py::module_& m) {
             if (!py::isinstance<LayerWorkspace>(ws))
                 throw py::type_error("ws must be the workspace returned by layer_forward(keep=True)");
             LayerWorkspace& w = ws.cast<LayerWorkspace&>();
-            if (!w.is_double && all_arrays_of<float>({}, {&go, &gh, &gc}))
-                return layer_backward_t<float>(w, maybe<float>(go), maybe<float>(gh), maybe<float>(gc),
-                                               acc);
-            if (w.is_double && all_arrays_of<double>({}, {&go, &gh, &gc}))
-                return layer_backward_t<double>(w, maybe<double>(go), maybe<double>(gh),
-                                                maybe<double>(gc), acc);
-            report_bad_grads("layer_backward", w.is_double,
-                             {{"grad_out", go}, {"grad_h_n", gh}, {"grad_c_n", gc}});
+            // grad_out is read by rows: any strides with adjacent rows (e.g. one half of a
+            // bidirectional gradient, or a batch-first one)
+            const std::optional<py::array> rows =
+                go.is_none() ? std::nullopt : std::optional<py::array>(py::reinterpret_borrow<py::array>(go));
+            if (!w.is_double && (go.is_none() || is_rows<float>(go)) && all_arrays_of<float>({}, {&gh, &gc}))
+                return layer_backward_t<float>(w, rows, maybe<float>(gh), maybe<float>(gc), acc);
+            if (w.is_double && (go.is_none() || is_rows<double>(go)) && all_arrays_of<double>({}, {&gh, &gc}))
+                return layer_backward_t<double>(w, rows, maybe<double>(gh), maybe<double>(gc), acc);
+            check_rows_arg(go, "grad_out", w.is_double);
+            report_bad_grads("layer_backward", w.is_double, {{"grad_h_n", gh}, {"grad_c_n", gc}});
         },
         py::arg("ws"), py::arg("grad_out").none(true), py::arg("grad_h_n").none(true),
         py::arg("grad_c_n").none(true), py::arg("acc") = py::none(),

@@ -3,7 +3,8 @@ implementation of it: the reference, the Numba backend and ``fastrnn.capi``.
 
 The rule (``contract.py``, "Arrays"): every array is a ``numpy.ndarray`` of float32 or float64
 in native byte order, the dtype of ``x``, of the contract's shape, C-contiguous and aligned
-(``fastrnn._validate.checked_array``); ``lengths`` is None or an int64 array ``[B]`` with values
+(``fastrnn._validate.checked_array``; ``out`` and ``grad_out``, which need only adjacent rows,
+are checked in ``_rows.py``); ``lengths`` is None or an int64 array ``[B]`` with values
 in [1, T]. Nothing is converted: anything else raises TypeError (not an array, another dtype) or
 ValueError (shape, layout, values) naming the argument. The cpp binding applies the same rule in
 C++ (``csrc/python/arrays.h``); ``tests/test_contract.py`` holds every backend to the same errors.

@@ -28,7 +28,8 @@ state ``c``.
 
 Arrays: every array a backend receives is a ``numpy.ndarray`` of ONE floating
 dtype (float32 or float64, native byte order), of the shape given below,
-C-contiguous and aligned; ``lengths`` is None or an int64 array. A backend
+C-contiguous and aligned (``layer_forward``'s ``out`` and ``layer_backward``'s
+``grad_out`` need only adjacent rows, see there); ``lengths`` is None or an int64 array. A backend
 computes in that dtype and returns arrays of it. Every backend checks this at
 its boundary and converts nothing: anything else raises TypeError (not an
 array, another dtype) or ValueError (shape, layout, values) naming the
@@ -132,7 +133,7 @@ class Backend(Protocol):
 
     def layer_forward(self, kind: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Array, w_hh: Array,
                       b_ih: Optional[Array], b_hh: Optional[Array], lengths: Optional[Array], reverse: bool,
-                      keep: bool) -> tuple:
+                      keep: bool, out: Optional[Array] = None) -> tuple:
         """Whole sequence, one layer, one direction: returns ``(out, h_n, c_n, ws)``.
 
         - ``x [T, B, I]``, T >= 1, B >= 1, I >= 1
@@ -145,6 +146,17 @@ class Backend(Protocol):
         - ``keep``: keep what backward needs in ``ws`` (training). With
           keep=False ``ws`` is None and nothing for backward is stored
           (inference).
+        - ``out``: None (the backend allocates ``out``), or the array to write
+          ``out`` into, which is then returned: shape ``[T, B, H]``, x's dtype,
+          writeable and aligned, with *adjacent rows* (each ``out[t, b]`` is H
+          adjacent values: unit stride in the last axis; the T and B strides are
+          free, whole elements) that do not overlap each other (time-major or
+          batch-major, no negative strides), sharing no memory with any other
+          argument. So a direction writes its half of a bidirectional
+          ``[T, B, 2H]`` output (``buf[:, :, :H]``), or a batch-first one
+          (``buf.transpose(1, 0, 2)``), in place. Every element is written. A bad
+          ``out`` raises before anything is computed: TypeError if it is not an
+          array of x's dtype, ValueError naming ``out`` otherwise.
         - returns ``out [T, B, H]``, ``h_n [B, H]``, ``c_n [B, H]`` (lstm) or
           None, and ``ws``: an opaque object only this backend's
           ``layer_backward`` reads.
@@ -163,7 +175,11 @@ class Backend(Protocol):
         - ``grad_out [T, B, H]``, ``grad_h_n [B, H]``, ``grad_c_n [B, H]``
           (lstm): each an array or None, and None means a zero gradient (the
           result is the same as for a zero array, on every backend);
-          ``grad_c_n`` is ignored for other kinds.
+          ``grad_c_n`` is ignored for other kinds. ``grad_out`` need not be
+          dense: any array of the forward's dtype with adjacent rows (as
+          ``out`` of :meth:`layer_forward`; here rows may overlap, e.g. a
+          broadcast) is read in place, e.g. one direction's half of a
+          bidirectional gradient or a batch-first one.
         - returns ``x [T,B,I]``, ``h0 [B,H]``, ``c0 [B,H]`` (lstm; else None),
           ``w_ih``, ``w_hh``, ``b_ih``, ``b_hh`` (None without bias), freshly
           allocated. Padded steps give zero gradient into x.

@@ -27,6 +27,7 @@ except ImportError:  # the core install has no SciPy: the same formula in NumPy
 
 from ._acc import add_into, check_acc
 from ._args import check_forward, check_gradients
+from ._rows import check_out, check_rows_arg
 from .contract import KINDS
 
 NAME = "numpy"
@@ -142,16 +143,19 @@ def _step_backward(kind, saved, dh, dc, h, c, w_hh):
 # --------------------------------------------------------------------------
 
 
-def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep):
+def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, out=None):
     """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
     check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     T, B, _ = x.shape
     H = h0.shape[1]
+    check_out(out, (T, B, H), x.dtype, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
+                                            lengths=lengths))
     gx_all = x.reshape(T * B, -1) @ w_ih.T
     if b_ih is not None:
         gx_all = gx_all + b_ih
     gx_all = gx_all.reshape(T, B, -1)
-    out = np.zeros((T, B, H), dtype=x.dtype)
+    if out is None:
+        out = np.empty((T, B, H), dtype=x.dtype)  # every step writes its row
     steps = range(T - 1, -1, -1) if reverse else range(T)
     h, c = h0, c0
     saved = [None] * T
@@ -187,8 +191,8 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
     kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
     check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n))
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
-    check_gradients(x.dtype, grad_out=(grad_out, (T, B, H)), grad_h_n=(grad_h_n, (B, H)),
-                    grad_c_n=(grad_c_n if kind == "lstm" else None, (B, H)))
+    check_rows_arg(grad_out, "grad_out", (T, B, H), x.dtype)  # read at its strides
+    check_gradients(x.dtype, grad_h_n=(grad_h_n, (B, H)), grad_c_n=(grad_c_n if kind == "lstm" else None, (B, H)))
     grad_out = _zeros_for_none(grad_out, (T, B, H), x.dtype)
     grad_h_n = _zeros_for_none(grad_h_n, (B, H), x.dtype)
     if kind == "lstm":

@@ -60,6 +60,10 @@ bool parse_kind(const char* name, Kind* out);
 // state is carried unchanged and out[t, b] = 0. With `reverse`, steps run
 // t = T-1 .. 0 and sequence b starts from h0 at its own last step.
 // With ws_gates == nullptr nothing for backward is stored (inference).
+// out need not be dense: row out[t, b] (H contiguous values) starts at
+// out + t * out_t_stride + b * out_b_stride (dense: B * H and H), so a
+// direction can write its half of a bidirectional [T, B, 2H] buffer, or a
+// batch-first [B, T, H] buffer, in place. The rows must not overlap.
 template <typename T>
 void layer_forward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                    const T* x,             // x: [T, B, I]
@@ -71,7 +75,9 @@ void layer_forward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                    const T* b_hh,          // b_hh: [G*H] or nullptr
                    const int64_t* lengths, // lengths: [B] or nullptr (all T)
                    bool reverse,
-                   T* out,                 // out: [T, B, H]
+                   T* out,                 // out: [T, B, H], rows at the strides below
+                   int64_t out_t_stride,   // elements from out[t, b] to out[t + 1, b]
+                   int64_t out_b_stride,   // elements from out[t, b] to out[t, b + 1]
                    T* h_n,                 // h_n: [B, H]
                    T* c_n,                 // c_n: [B, H] (lstm), else ignored
                    T* ws_gates,            // ws_gates: [T, B, K] or nullptr (inference)
@@ -82,7 +88,8 @@ void layer_forward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
 
 // Backward of layer_forward (called with the same inputs and its ws_*).
 // Gradients are written, not accumulated (but see add_dw). Padded steps give
-// zero gradient into dx and ignore grad_out.
+// zero gradient into dx and ignore grad_out. grad_out's rows are read at
+// strides as forward's out is written (any strides; dense: B * H and H).
 template <typename T>
 void layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                     const T* x,              // x: [T, B, I]
@@ -95,6 +102,8 @@ void layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                     const T* ws_h,           // ws_h: [T, B, H] (rnn kinds: [B, H])
                     const T* ws_c,           // ws_c: [T, B, H] (lstm)
                     const T* grad_out,       // grad_out: [T, B, H] or nullptr (zeros)
+                    int64_t grad_out_t_stride,  // elements from grad_out[t, b] to [t + 1, b]
+                    int64_t grad_out_b_stride,  // elements from grad_out[t, b] to [t, b + 1]
                     const T* grad_h_n,       // grad_h_n: [B, H] or nullptr (zeros)
                     const T* grad_c_n,       // grad_c_n: [B, H] (lstm) or nullptr (zeros)
                     T* dx,                   // dx: [T, B, I]

@@ -33,7 +33,9 @@ struct LayerBackwardArgs {
     const T *x, *c0, *w_ih, *w_hh;
     const int64_t* lengths;
     bool reverse;
-    const T *ws_gates, *ws_h, *ws_c, *grad_out, *grad_h_n, *grad_c_n;
+    const T *ws_gates, *ws_h, *ws_c, *grad_out;
+    int64_t grad_out_t_stride, grad_out_b_stride;  // row (t, b) of grad_out at these strides
+    const T *grad_h_n, *grad_c_n;
     T *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh;
     bool add_dw;
 };
@@ -129,7 +131,7 @@ void LayerBackward<Cell, T>::step_rows(int64_t m0, int64_t m1, int64_t u0, int64
     const int64_t t = a_.reverse ? Tn_ - 1 - st : st;
     const int64_t tprev = a_.reverse ? t + 1 : t - 1;  // the step processed before t
     const T* keptt = a_.ws_gates + t * B * ldg_;
-    const T* go = a_.grad_out ? a_.grad_out + t * B * H : nullptr;
+    const T* go = a_.grad_out ? a_.grad_out + t * a_.grad_out_t_stride : nullptr;
     T* dgt = dG_.p + (t - t0) * B * GH_;
     T* dgnt = dG_n_.p + (t - t0) * B * H;
     for (int64_t b = m0; b < m1; ++b) {
@@ -150,7 +152,7 @@ void LayerBackward<Cell, T>::step_rows(int64_t m0, int64_t m1, int64_t u0, int64
             row.dc = dc_.p + b * H;
         }
         row.sums = sums;
-        row.grad_out = go ? go + b * H : nullptr;
+        row.grad_out = go ? go + b * a_.grad_out_b_stride : nullptr;
         row.dh_carry = carry;
         row.dg = dgt + b * GH_;
         if (Cell::separate_n_grad) row.dg_n = dgnt + b * H;

@@ -30,7 +30,9 @@ struct LayerForwardArgs {
     const T *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh;
     const int64_t* lengths;
     bool reverse;
-    T *out, *h_n, *c_n, *ws_gates, *ws_h, *ws_c;
+    T* out;
+    int64_t out_t_stride, out_b_stride;  // row (t, b) of out at out + t * out_t_stride + b * out_b_stride
+    T *h_n, *c_n, *ws_gates, *ws_h, *ws_c;
 };
 
 // The input projection is computed in chunks of about this many bytes, each
@@ -235,7 +237,7 @@ void LayerForward<Cell, T>::step_rows(const Part& p, int64_t st, int64_t t, int6
     T* gxt = chunked_ ? gx_ + (st % chunk_steps_) * B * GH_ : gx_ + t * B * ldg_;
     const int64_t ldx = chunked_ ? GH_ : ldg_;  // row stride of gxt
     T* keptt = keep_ ? a_.ws_gates + t * B * ldg_ : nullptr;
-    T* outt = a_.out + t * B * H;
+    T* outt = a_.out + t * a_.out_t_stride;
     for (int64_t r = p.m0; r < p.m1; ++r) {
         const int64_t b = perm_[r];
         ForwardRow<T> row{};
@@ -244,7 +246,7 @@ void LayerForward<Cell, T>::step_rows(const Part& p, int64_t st, int64_t t, int6
         row.sums = GateSums<T>{S_.p + r * lds_, G * NR, NR};
         row.h_prev = hp + r * H;
         row.h_new = hn + r * H;
-        row.out = outt + b * H;
+        row.out = outt + b * a_.out_b_stride;
         if (Cell::has_cell_state) {
             row.c = c_buf_.p + r * H;
             row.c_kept = keep_ ? a_.ws_c + (t * B + b) * H : nullptr;
@@ -272,7 +274,7 @@ void LayerForward<Cell, T>::step_after_reset(const Part& p, int64_t st, int64_t 
         T* hn = h_buf_.p + ((st + 1) & 1) * B * H;
         T* gxt = chunked_ ? gx_ + (st % chunk_steps_) * B * GH_ : gx_ + t * B * ldg_;
         const int64_t ldx = chunked_ ? GH_ : ldg_;
-        T* outt = a_.out + t * B * H;
+        T* outt = a_.out + t * a_.out_t_stride;
         barrier(plan_);
         if (active_end > p.m0)
             panels_gemm<T>(p.m0, active_end, H, rh_buf_.p, H, w_hh_packed_, 0, p.reset_panels, p.n_reset,
@@ -285,7 +287,7 @@ void LayerForward<Cell, T>::step_after_reset(const Part& p, int64_t st, int64_t 
             row.sums = GateSums<T>{S_.p + r * lds_, G * NR, NR};
             row.h_prev = hp + r * H;
             row.h_new = hn + r * H;
-            row.out = outt + b * H;
+            row.out = outt + b * a_.out_b_stride;
             Cell::forward_after_reset(row, H, p.u0, p.u1);
         }
     } else {

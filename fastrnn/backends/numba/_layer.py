@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._acc import add_into, check_acc
+from .._rows import check_out, check_rows_arg
 from ..contract import KINDS
 from .._args import check_forward, check_gradients
 from ._checks import check_layer, lengths_array, writeable
@@ -44,11 +45,13 @@ def _input_projection(kind, x, w_ih, b_ih, b_hh, H):
     return gx.reshape(T, B, -1), bhn
 
 
-def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep):
+def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, out=None):
     """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, dtype, G = check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     T, B, _ = x.shape
     H = h0.shape[1]
+    check_out(out, (T, B, H), dtype, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
+                                          lengths=lengths))
     lens, padded = lengths_array(lengths, T, B)
     reverse, keep = bool(reverse), bool(keep)
     gx, bhn = _input_projection(kind, x, w_ih, b_ih, b_hh, H)
@@ -56,7 +59,8 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
     def kept(width):  # an array the loop fills only with keep (and always indexes by t, b)
         return np.empty((T, B, width if keep else 0), dtype=dtype)
 
-    out = np.empty((T, B, H), dtype=dtype)
+    if out is None:
+        out = np.empty((T, B, H), dtype=dtype)
     h = h0.copy()
     c = np.empty((B, 0), dtype=dtype) if c0 is None else c0.copy()
     s1, s2 = (kept(n * H) for n in SAVED[kind])
@@ -89,8 +93,8 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
     GH, H = w_hh.shape
     dtype = x.dtype
     # None means a zero gradient (contract.Backend.layer_backward)
-    check_gradients(dtype, grad_out=(grad_out, (T, B, H)), grad_h_n=(grad_h_n, (B, H)),
-                    grad_c_n=(grad_c_n if kind == "lstm" else None, (B, H)))
+    check_rows_arg(grad_out, "grad_out", (T, B, H), dtype)  # read in place, at its strides
+    check_gradients(dtype, grad_h_n=(grad_h_n, (B, H)), grad_c_n=(grad_c_n if kind == "lstm" else None, (B, H)))
     grad_out = np.zeros((T, B, H), dtype) if grad_out is None else writeable(grad_out)
     dh = np.zeros((B, H), dtype) if grad_h_n is None else grad_h_n.copy()  # a fresh copy: the loop updates it
     dc = np.empty((B, 0), dtype)
