@@ -16,8 +16,8 @@ from ._grad_mode import is_grad_enabled, no_grad
 from .backends import available_backends, get_backend, get_num_threads, set_backend, set_num_threads
 from .module import Module
 from .rnn import GRU, LSTM, RNN, GradientError, GRUCell, LSTMCell, RNNCell
-from . import data, nn, optim, train  # noqa: E402  (sine-wave training utilities)
-from .nn import Linear, SequenceModel, mse_loss
+from .training import data, nn, optim, train  # the sine-wave training utilities
+from .training.nn import Linear, SequenceModel, mse_loss
 
 __all__ = [
     "__version__",

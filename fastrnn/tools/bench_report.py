@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._optional import require
+from .._optional import require
 
 FASTRNN_PREFIX = "fastrnn-"
 TORCH, ORT, GEMM = "torch", "onnxruntime", "gemm-roofline"

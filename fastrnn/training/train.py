@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
-from ._grad_mode import no_grad
-from ._optional import require
-from ._validate import generator
+from .._grad_mode import no_grad
+from .._optional import require
+from .._validate import generator
 from .nn import mse_loss
 from .optim import LBFGS, Adam, Optimizer, clip_grad_norm_
 

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from ._optional import require
+from .._optional import require
 
 __all__ = ["add_parser", "run"]
 

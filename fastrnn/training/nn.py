@@ -16,11 +16,11 @@ import math
 
 import numpy as np
 
-from ._grad_mode import is_grad_enabled
-from ._validate import as_dtype, float_array, positive_int
-from .module import Module
-from .module import GradientError
-from .rnn import GRU, LSTM, RNN, _generator, sized_uniform
+from .._grad_mode import is_grad_enabled
+from .._validate import as_dtype, float_array, positive_int
+from ..module import Module
+from ..module import GradientError
+from ..rnn import GRU, LSTM, RNN, _generator, sized_uniform
 
 __all__ = ["Linear", "SequenceModel", "mse_loss"]
 
