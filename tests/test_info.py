@@ -112,7 +112,7 @@ def test_info_reports_the_simd_path_that_runs():
     core = pytest.importorskip("fastrnn._core")
     if not hasattr(core, "simd_path"):
         pytest.skip("this extension does not report its run-time SIMD path")
-    from fastrnn import info
+    from fastrnn.tools import info
 
     build = info.info()["build"]
     assert build["simd"] == core.simd_path()
