@@ -18,9 +18,12 @@ Two ways to use it:
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._optional import require
 
@@ -67,7 +70,7 @@ ffi.cdef(_cdef_text(header_path()))
 lib = ffi.dlopen(_library_path())  # the module Python already loaded: same kernels, same state
 
 
-def _resolve_blas():
+def _resolve_blas() -> None:
     """Resolve SciPy's BLAS as the pybind11 path does, so both paths share one GEMM setting
     (the kernels' own GEMM by default; ``fastrnn._core.set_gemm("scipy")`` switches both)."""
     import fastrnn._core as core
@@ -87,7 +90,7 @@ KIND_CODES = {kind: getattr(lib, "FASTRNN_" + kind.upper()) for kind in KINDS}
 class FastrnnCError(ValueError):
     """An error status returned by the C ABI (``status`` holds the code)."""
 
-    def __init__(self, func, status):
+    def __init__(self, func: str, status: int) -> None:
         self.status = int(status)
         super().__init__(f"{func}: {status_message(status)} (status {status})")
 
@@ -97,10 +100,11 @@ def abi_version() -> int:
 
 
 def status_message(status: int) -> str:
-    return ffi.string(lib.fastrnn_status_message(int(status))).decode()
+    message: str = ffi.string(lib.fastrnn_status_message(int(status))).decode()
+    return message
 
 
-def _raise_on(func, status):
+def _raise_on(func: str, status: int) -> None:
     if status == lib.FASTRNN_OK:
         return
     if status == lib.FASTRNN_ERR_NO_MEMORY:
@@ -116,25 +120,28 @@ _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _CTYPE = {np.dtype(np.float32): "float *", np.dtype(np.float64): "double *"}
 
 
-def _kind_code(kind):
+def _kind_code(kind: Any) -> int:
     try:
-        return KIND_CODES[kind]
+        code: int = KIND_CODES[kind]
+        return code
     except (KeyError, TypeError):
         raise ValueError(f"kind must be one of {list(KIND_CODES)}, got {kind!r}") from None
 
 
-def _ptr(a, dtype):
+def _ptr(a: NDArray[Any] | None, dtype: np.dtype[Any]) -> Any:
     return ffi.NULL if a is None else ffi.cast(_CTYPE[dtype], a.ctypes.data)
 
 
-def _dtype_of(x):
+def _dtype_of(x: Any) -> np.dtype[Any]:
     """The dtype of the call (x's); x itself is checked with the other arrays."""
     if not isinstance(x, np.ndarray) or x.dtype not in _SUFFIX:
         raise TypeError(f"x must be a float32 or float64 numpy.ndarray, got {getattr(x, 'dtype', type(x).__name__)}")
-    return x.dtype
+    dtype: np.dtype[Any] = x.dtype
+    return dtype
 
 
-def _check_weights(code, dt, I, H, w_ih, w_hh, b_ih, b_hh):
+def _check_weights(code: int, dt: np.dtype[Any], I: int, H: int, w_ih: Any, w_hh: Any, b_ih: Any,
+                   b_hh: Any) -> int:
     G = int(lib.fastrnn_num_gates(code))
     _arr(w_ih, "w_ih", dt, (G * H, I))
     _arr(w_hh, "w_hh", dt, (G * H, H))
@@ -145,7 +152,8 @@ def _check_weights(code, dt, I, H, w_ih, w_hh, b_ih, b_hh):
     return G
 
 
-def _gradient_arrays(code, x, B, H, bias, h_key, c_key):
+def _gradient_arrays(code: int, x: NDArray[Any], B: int, H: int, bias: bool, h_key: str,
+                     c_key: str) -> dict[str, NDArray[Any] | None]:
     """Fresh output arrays of a backward: dx like ``x``, the state gradients under ``h_key``/``c_key``
     (``c_key`` None unless LSTM), weight gradients, bias gradients (None without bias)."""
     dt, I = x.dtype, x.shape[-1]
@@ -156,11 +164,12 @@ def _gradient_arrays(code, x, B, H, bias, h_key, c_key):
             "b_ih": np.empty(G * H, dt) if bias else None, "b_hh": np.empty(G * H, dt) if bias else None}
 
 
-def _lengths_ptr(lengths):
+def _lengths_ptr(lengths: NDArray[Any] | None) -> Any:
     return ffi.NULL if lengths is None else ffi.cast("int64_t *", lengths.ctypes.data)
 
 
-def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
+def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | None, w_ih: NDArray[Any], w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
+                 keep: bool) -> tuple[NDArray[Any], NDArray[Any] | None, dict[str, Any] | None]:
     """One step through the C ABI; same arguments and results as the backend contract."""
     code, dt = _kind_code(kind), _dtype_of(x)
     if x.ndim != 2:
@@ -177,18 +186,18 @@ def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
     c_new = np.empty((B, H), dt) if lstm else None
     ws = np.empty(int(lib.fastrnn_cell_workspace_size(code, B, H)), dt) if keep else None
     fn = getattr(lib, f"fastrnn_cell_forward_{_SUFFIX[dt]}")
-    p = lambda a: _ptr(a, dt)  # noqa: E731
+    p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     _raise_on("fastrnn_cell_forward",
               fn(code, B, I, H, p(x), p(h), p(c if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
                  p(h_new), p(c_new), p(ws)))
-    state = None
+    state: dict[str, Any] | None = None
     if keep:
         state = dict(kind=kind, x=x, h=h, c=c if lstm else None, c_new=c_new, w_ih=w_ih, w_hh=w_hh,
                      bias=b_ih is not None, ws=ws)
     return h_new, c_new, state
 
 
-def cell_backward(state, grad_h, grad_c):
+def cell_backward(state: dict[str, Any], grad_h: NDArray[Any] | None, grad_c: NDArray[Any] | None) -> dict[str, NDArray[Any] | None]:
     """Gradients of a ``cell_forward(..., keep=True)`` through the C ABI."""
     code, x, h, c = _kind_code(state["kind"]), state["x"], state["h"], state["c"]
     dt = x.dtype
@@ -199,7 +208,7 @@ def cell_backward(state, grad_h, grad_c):
     _arr(grad_c, "grad_c", dt, (B, H), optional=True)
     g = _gradient_arrays(code, x, B, H, state["bias"], "h", "c")
     fn = getattr(lib, f"fastrnn_cell_backward_{_SUFFIX[dt]}")
-    p = lambda a: _ptr(a, dt)  # noqa: E731
+    p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     _raise_on("fastrnn_cell_backward",
               fn(code, B, I, H, p(x), p(h), p(c), p(state["c_new"]), p(state["w_ih"]), p(state["w_hh"]),
                  p(state["ws"]), p(grad_h), p(grad_c if lstm else None), p(g["x"]), p(g["h"]), p(g["c"]),
@@ -207,7 +216,8 @@ def cell_backward(state, grad_h, grad_c):
     return g
 
 
-def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep):
+def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any] | None, w_ih: NDArray[Any], w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
+                  lengths: NDArray[Any] | None, reverse: bool, keep: bool) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, dict[str, Any] | None]:
     """A whole sequence through the C ABI; same arguments and results as the backend contract."""
     code, dt = _kind_code(kind), _dtype_of(x)
     if x.ndim != 3:
@@ -227,19 +237,19 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
     c_n = np.empty((B, H), dt) if lstm else None
     ws = np.empty(int(lib.fastrnn_layer_workspace_size(code, T, B, H)), dt) if keep else None
     fn = getattr(lib, f"fastrnn_layer_forward_{_SUFFIX[dt]}")
-    p = lambda a: _ptr(a, dt)  # noqa: E731
+    p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     lp = _lengths_ptr(lengths)
     _raise_on("fastrnn_layer_forward",
               fn(code, T, B, I, H, p(x), p(h0), p(c0 if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
                  lp, int(bool(reverse)), p(out), p(h_n), p(c_n), p(ws)))
-    state = None
+    state: dict[str, Any] | None = None
     if keep:
         state = dict(kind=kind, x=x, c0=c0 if lstm else None, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None,
                      lengths=lengths, reverse=bool(reverse), ws=ws, H=H)
     return out, h_n, c_n, state
 
 
-def layer_backward(state, grad_out, grad_h_n, grad_c_n):
+def layer_backward(state: dict[str, Any], grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any] | None, grad_c_n: NDArray[Any] | None) -> dict[str, NDArray[Any] | None]:
     """Gradients of a ``layer_forward(..., keep=True)`` through the C ABI."""
     code, x, H = _kind_code(state["kind"]), state["x"], state["H"]
     dt = x.dtype
@@ -250,7 +260,7 @@ def layer_backward(state, grad_out, grad_h_n, grad_c_n):
     _arr(grad_c_n, "grad_c_n", dt, (B, H), optional=True)
     g = _gradient_arrays(code, x, B, H, state["bias"], "h0", "c0")
     fn = getattr(lib, f"fastrnn_layer_backward_{_SUFFIX[dt]}")
-    p = lambda a: _ptr(a, dt)  # noqa: E731
+    p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     lp = _lengths_ptr(state["lengths"])
     _raise_on("fastrnn_layer_backward",
               fn(code, T, B, I, H, p(x), p(state["c0"]), p(state["w_ih"]), p(state["w_hh"]), lp,
