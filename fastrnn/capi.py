@@ -168,7 +168,8 @@ def _lengths_ptr(lengths: NDArray[Any] | None) -> Any:
     return ffi.NULL if lengths is None else ffi.cast("int64_t *", lengths.ctypes.data)
 
 
-def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | None, w_ih: NDArray[Any], w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
+def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | None, w_ih: NDArray[Any],
+                 w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
                  keep: bool) -> tuple[NDArray[Any], NDArray[Any] | None, dict[str, Any] | None]:
     """One step through the C ABI; same arguments and results as the backend contract."""
     code, dt = _kind_code(kind), _dtype_of(x)
@@ -197,7 +198,8 @@ def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | 
     return h_new, c_new, state
 
 
-def cell_backward(state: dict[str, Any], grad_h: NDArray[Any] | None, grad_c: NDArray[Any] | None) -> dict[str, NDArray[Any] | None]:
+def cell_backward(state: dict[str, Any], grad_h: NDArray[Any] | None, grad_c: NDArray[Any] | None) -> dict[str,
+                  NDArray[Any] | None]:
     """Gradients of a ``cell_forward(..., keep=True)`` through the C ABI."""
     code, x, h, c = _kind_code(state["kind"]), state["x"], state["h"], state["c"]
     dt = x.dtype
@@ -216,8 +218,10 @@ def cell_backward(state: dict[str, Any], grad_h: NDArray[Any] | None, grad_c: ND
     return g
 
 
-def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any] | None, w_ih: NDArray[Any], w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
-                  lengths: NDArray[Any] | None, reverse: bool, keep: bool) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, dict[str, Any] | None]:
+def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any] | None, w_ih: NDArray[Any],
+                  w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
+                  lengths: NDArray[Any] | None, reverse: bool, keep: bool) -> tuple[NDArray[Any], NDArray[Any],
+                  NDArray[Any] | None, dict[str, Any] | None]:
     """A whole sequence through the C ABI; same arguments and results as the backend contract."""
     code, dt = _kind_code(kind), _dtype_of(x)
     if x.ndim != 3:
@@ -249,7 +253,8 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     return out, h_n, c_n, state
 
 
-def layer_backward(state: dict[str, Any], grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any] | None, grad_c_n: NDArray[Any] | None) -> dict[str, NDArray[Any] | None]:
+def layer_backward(state: dict[str, Any], grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any] | None,
+                   grad_c_n: NDArray[Any] | None) -> dict[str, NDArray[Any] | None]:
     """Gradients of a ``layer_forward(..., keep=True)`` through the C ABI."""
     code, x, H = _kind_code(state["kind"]), state["x"], state["H"]
     dt = x.dtype

@@ -144,7 +144,8 @@ class _RNNBase(_Recurrent):
 
     def __init__(self, kind: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
-                 dtype: DTypeLike | None = None, backend: str | None = None, seed: int | np.random.Generator | None = None) -> None:
+                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         self._setup(kind, input_size, hidden_size, bias, dtype, backend, seed)
         self.num_layers = positive_int(num_layers, "num_layers")
         self.batch_first = bool(batch_first)
@@ -416,7 +417,8 @@ class RNN(_RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
-                 dtype: DTypeLike | None = None, backend: str | None = None, seed: int | np.random.Generator | None = None) -> None:
+                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         self.nonlinearity = nonlinearity
         super().__init__(_rnn_kind(nonlinearity), input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype=dtype, backend=backend, seed=seed)
@@ -427,7 +429,8 @@ class LSTM(_RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, *,
-                 dtype: DTypeLike | None = None, backend: str | None = None, seed: int | np.random.Generator | None = None) -> None:
+                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         if proj_size != 0:
             raise ValueError(f"proj_size is not supported by fastrnn (must be 0), got {proj_size!r}")
         self.proj_size = 0
@@ -560,7 +563,8 @@ class _Tape:
 
 class _CellBase(_Recurrent):
     def __init__(self, kind: str, input_size: int, hidden_size: int, bias: bool = True, *,
-                 dtype: DTypeLike | None = None, backend: str | None = None, seed: int | np.random.Generator | None = None) -> None:
+                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         self._setup(kind, input_size, hidden_size, bias, dtype, backend, seed)
         G, H = self._gates, self.hidden_size
         self._new_param("weight_ih", (G * H, self.input_size))
@@ -700,7 +704,8 @@ class RNNCell(_CellBase):
     """One Elman RNN step, as ``torch.nn.RNNCell``."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh", *,
-                 dtype: DTypeLike | None = None, backend: str | None = None, seed: int | np.random.Generator | None = None) -> None:
+                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         self.nonlinearity = nonlinearity
         super().__init__(_rnn_kind(nonlinearity), input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
 
@@ -717,7 +722,8 @@ class GRUCell(_CellBase):
     """One GRU step, as ``torch.nn.GRUCell`` (``linear_before_reset`` as in :class:`GRU`)."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, linear_before_reset: bool = True,
-                 dtype: DTypeLike | None = None, backend: str | None = None, seed: int | np.random.Generator | None = None) -> None:
+                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         self.linear_before_reset = bool(linear_before_reset)
         super().__init__(_gru_kind(linear_before_reset), input_size, hidden_size, bias, dtype=dtype, backend=backend,
                          seed=seed)

@@ -115,8 +115,10 @@ class SequenceModel(Module):
     ``batch_first``); predictions ``[T, B, output_size]`` (same layout).
     """
 
-    def __init__(self, input_size: int = 1, hidden_size: int = 51, num_layers: int = 2, output_size: int | None = None,
-                 cell: str = "lstm", *, batch_first: bool = False, dtype: DTypeLike | None = None, backend: str | None = None,
+    def __init__(self, input_size: int = 1, hidden_size: int = 51, num_layers: int = 2,
+                 output_size: int | None = None,
+                 cell: str = "lstm", *, batch_first: bool = False, dtype: DTypeLike | None = None,
+                 backend: str | None = None,
                  seed: int | np.random.Generator | None = None, rnn: _RNNBase | None = None,
                  head: Linear | None = None) -> None:
         Module.__init__(self)
