@@ -74,7 +74,10 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["loadavg_start"] = getattr(config, "_fastrnn_bench_load_start", None)
     machine_info["loadavg_end"] = _loadavg()
     try:
-        from fastrnn.info import info
-    except ImportError:  # an install older than fastrnn.info
-        return
+        from fastrnn.tools.info import info
+    except ImportError:
+        try:  # an install from before fastrnn.tools
+            from fastrnn.info import info
+        except ImportError:  # an install older than fastrnn.info
+            return
     machine_info["fastrnn"] = info()

@@ -2,7 +2,7 @@
 
 import sys
 
-from fastrnn.bench_report import main
+from fastrnn.tools.bench_report import main
 
 if __name__ == "__main__":
     sys.exit(main())

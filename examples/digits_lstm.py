@@ -16,15 +16,17 @@ prints the test accuracy and writes ``digits.png`` (learning curve, confusion ma
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
+import sys
 import time
 
 import numpy as np
 
 import fastrnn
 from fastrnn.optim import Adam
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common.py beside this file
+from _common import parse_args, pyplot, save, train_minibatches
 
 
 def load_sequences(seed=0):
@@ -60,36 +62,26 @@ def predict(model, x):
 def train(model, x, y, epochs, batch_size=64, lr=1e-2, seed=0):
     """Mini-batch Adam on the last step's cross-entropy; returns the mean loss of each epoch."""
     optimizer = Adam(model, lr=lr)
-    rng = np.random.default_rng(seed)
-    n = x.shape[1]
-    curve = []
+
+    def step(idx):
+        model.zero_grad()
+        scores = model(np.ascontiguousarray(x[:, idx]))  # [8, B, 10]: the head at every step; the last is read
+        loss, grad_last = cross_entropy(scores[-1], y[idx])
+        grad = np.zeros_like(scores)
+        grad[-1] = grad_last
+        model.backward(grad)
+        optimizer.step()
+        return loss
+
     model.train()
-    for _ in range(epochs):
-        losses = []
-        for idx in np.array_split(rng.permutation(n), max(1, n // batch_size)):
-            xb = np.ascontiguousarray(x[:, idx])
-            model.zero_grad()
-            scores = model(xb)  # [8, B, 10]: the head at every step; only the last one is read
-            loss, grad_last = cross_entropy(scores[-1], y[idx])
-            grad = np.zeros_like(scores)
-            grad[-1] = grad_last
-            model.backward(grad)
-            optimizer.step()
-            losses.append(loss)
-        curve.append(float(np.mean(losses)))
+    curve = train_minibatches(step, x.shape[1], epochs, batch_size, seed)
     model.eval()
     return curve
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="digits-out", help="directory for digits.png and metrics.json")
-    parser.add_argument("--epochs", type=int, default=30, help="training epochs")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the batches")
-    parser.add_argument("--quick", action="store_true", help="a short run (8 epochs), as the tests use")
-    args = parser.parse_args(argv)
-    epochs = 8 if args.quick else args.epochs
-    os.makedirs(args.out, exist_ok=True)
+    args = parse_args(__doc__, "digits", epochs=30, quick_epochs=8, argv=argv)
+    epochs = args.epochs
 
     t0 = time.perf_counter()
     x_train, x_test, y_train, y_test = load_sequences(args.seed)
@@ -110,11 +102,7 @@ def main(argv=None):
     print(f"test accuracy {accuracy:.4f} (train {train_accuracy:.4f}), final training loss {curve[-1]:.4f}")
     print(f"{metrics['seconds']:.1f} s")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(np.arange(1, epochs + 1), curve, marker="o")
     ax1.set_yscale("log")
@@ -132,11 +120,7 @@ def main(argv=None):
     ax2.set_xlabel("predicted digit")
     ax2.set_ylabel("true digit")
     ax2.set_title(f"test set: accuracy {accuracy:.1%}")
-    fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "digits.png"), dpi=110)
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    return metrics
+    return save(args.out, "digits", fig, metrics)
 
 
 if __name__ == "__main__":

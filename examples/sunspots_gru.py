@@ -21,9 +21,8 @@ prints the errors and writes ``sunspots.png`` and ``metrics.json`` into DIR.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
+import sys
 import time
 import warnings
 
@@ -31,6 +30,9 @@ import numpy as np
 
 import fastrnn
 from fastrnn.optim import Adam
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common.py beside this file
+from _common import parse_args, pyplot, save
 
 TEST_YEARS = 40
 WINDOW = 44      # four solar cycles of context per prediction
@@ -110,14 +112,8 @@ def gru_forecast(y, n_train, epochs, seed=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="sunspots-out", help="directory for sunspots.png and metrics.json")
-    parser.add_argument("--epochs", type=int, default=60, help="training epochs of the GRU")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the GRU's initialisation and batches")
-    parser.add_argument("--quick", action="store_true", help="a short run (40 epochs), as the tests use")
-    args = parser.parse_args(argv)
-    epochs = 40 if args.quick else args.epochs
-    os.makedirs(args.out, exist_ok=True)
+    args = parse_args(__doc__, "sunspots", epochs=60, quick_epochs=40, argv=argv)
+    epochs = args.epochs
 
     t0 = time.perf_counter()
     years, y = load_series()
@@ -142,11 +138,7 @@ def main(argv=None):
         print(f"{name:<24}{metrics[key]['rmse']:8.2f}{metrics[key]['mae']:8.2f}")
     print(f"{metrics['seconds']:.1f} s")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 4))
     start = n_train - 60
     ax.plot(years[start:], y[start:], color="black", lw=1.5, label="observed")
@@ -159,11 +151,7 @@ def main(argv=None):
     ax.set_ylabel("sunspot number")
     ax.set_title("Yearly sunspots: one-year-ahead forecasts of the test years")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "sunspots.png"), dpi=110)
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    return metrics
+    return save(args.out, "sunspots", fig, metrics)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,22 @@ NumPy-native and drop-in compatible with PyTorch's layers::
 
 from __future__ import annotations
 
+import sys as _sys
+
 __version__ = "0.1.0"
 
 from ._grad_mode import is_grad_enabled, no_grad
 from .backends import available_backends, get_backend, get_num_threads, set_backend, set_num_threads
 from .module import Module
 from .rnn import GRU, LSTM, RNN, GradientError, GRUCell, LSTMCell, RNNCell
-from . import data, nn, optim, train  # noqa: E402  (sine-wave training utilities)
-from .nn import Linear, SequenceModel, mse_loss
+# The sine-wave training utilities live in fastrnn/training/. Their public names fastrnn.data,
+# fastrnn.nn, fastrnn.optim and fastrnn.train are the same module objects, registered here so that
+# `import fastrnn.nn`, `from fastrnn.nn import ...` and pickles naming fastrnn.nn find them; the stubs
+# fastrnn/{data,nn,optim,train}.pyi give type checkers the same names.
+from .training import data, nn, optim, train
+
+_sys.modules.update({f"{__name__}.{m.__name__.rsplit('.', 1)[1]}": m for m in (data, nn, optim, train)})
+from .training.nn import Linear, SequenceModel, mse_loss
 
 __all__ = [
     "__version__",

@@ -19,9 +19,9 @@ from ._optional import MissingExtraError
 
 # subcommand name -> module with add_parser(subparsers)
 SUBCOMMANDS = {
-    "info": "fastrnn.info",
-    "sine": "fastrnn.sine_cli",
-    "bench-report": "fastrnn.bench_report",
+    "info": "fastrnn.tools.info",
+    "sine": "fastrnn.training.sine_cli",
+    "bench-report": "fastrnn.tools.bench_report",
 }
 
 

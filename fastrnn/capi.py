@@ -18,9 +18,12 @@ Two ways to use it:
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._optional import require
 
@@ -68,7 +71,7 @@ ffi.cdef(_cdef_text(header_path()))
 lib = ffi.dlopen(_library_path())  # the module Python already loaded: same kernels, same state
 
 
-def _resolve_blas():
+def _resolve_blas() -> None:
     """Resolve SciPy's BLAS as the pybind11 path does, so both paths share one GEMM setting
     (the kernels' own GEMM by default; ``fastrnn._core.set_gemm("scipy")`` switches both)."""
     import fastrnn._core as core
@@ -88,7 +91,7 @@ KIND_CODES = {kind: getattr(lib, "FASTRNN_" + kind.upper()) for kind in KINDS}
 class FastrnnCError(ValueError):
     """An error status returned by the C ABI (``status`` holds the code)."""
 
-    def __init__(self, func, status):
+    def __init__(self, func: str, status: int) -> None:
         self.status = int(status)
         super().__init__(f"{func}: {status_message(status)} (status {status})")
 
@@ -98,10 +101,11 @@ def abi_version() -> int:
 
 
 def status_message(status: int) -> str:
-    return ffi.string(lib.fastrnn_status_message(int(status))).decode()
+    message: str = ffi.string(lib.fastrnn_status_message(int(status))).decode()
+    return message
 
 
-def _raise_on(func, status):
+def _raise_on(func: str, status: int) -> None:
     if status == lib.FASTRNN_OK:
         return
     if status == lib.FASTRNN_ERR_NO_MEMORY:
@@ -117,18 +121,20 @@ _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _CTYPE = {np.dtype(np.float32): "float *", np.dtype(np.float64): "double *"}
 
 
-def _kind_code(kind):
+def _kind_code(kind: Any) -> int:
     try:
-        return KIND_CODES[kind]
+        code: int = KIND_CODES[kind]
+        return code
     except (KeyError, TypeError):
         raise ValueError(f"kind must be one of {list(KIND_CODES)}, got {kind!r}") from None
 
 
-def _ptr(a, dtype):
+def _ptr(a: NDArray[Any] | None, dtype: np.dtype[Any]) -> Any:
     return ffi.NULL if a is None else ffi.cast(_CTYPE[dtype], a.ctypes.data)
 
 
-def _gradient_arrays(code, x, B, H, bias, h_key, c_key):
+def _gradient_arrays(code: int, x: NDArray[Any], B: int, H: int, bias: bool, h_key: str,
+                     c_key: str) -> dict[str, NDArray[Any] | None]:
     """Fresh output arrays of a backward: dx like ``x``, the state gradients under ``h_key``/``c_key``
     (``c_key`` None unless LSTM), weight gradients, bias gradients (None without bias)."""
     dt, I = x.dtype, x.shape[-1]
@@ -139,11 +145,13 @@ def _gradient_arrays(code, x, B, H, bias, h_key, c_key):
             "b_ih": np.empty(G * H, dt) if bias else None, "b_hh": np.empty(G * H, dt) if bias else None}
 
 
-def _lengths_ptr(lengths):
+def _lengths_ptr(lengths: NDArray[Any] | None) -> Any:
     return ffi.NULL if lengths is None else ffi.cast("int64_t *", lengths.ctypes.data)
 
 
-def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
+def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | None, w_ih: NDArray[Any],
+                 w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
+                 keep: bool) -> tuple[NDArray[Any], NDArray[Any] | None, dict[str, Any] | None]:
     """One step through the C ABI; same arguments and results as the backend contract."""
     code = _kind_code(kind)
     dt, _, B, I, H = check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True)
@@ -152,18 +160,19 @@ def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
     c_new = np.empty((B, H), dt) if lstm else None
     ws = np.empty(int(lib.fastrnn_cell_workspace_size(code, B, H)), dt) if keep else None
     fn = getattr(lib, f"fastrnn_cell_forward_{_SUFFIX[dt]}")
-    p = lambda a: _ptr(a, dt)  # noqa: E731
+    p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     _raise_on("fastrnn_cell_forward",
               fn(code, B, I, H, p(x), p(h), p(c if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
                  p(h_new), p(c_new), p(ws)))
-    state = None
+    state: dict[str, Any] | None = None
     if keep:
-        state = dict(kind=kind, x=x.copy(), h=h.copy(), c=c.copy() if lstm else None, c_new=c_new.copy() if lstm
-                     else None, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None, ws=ws)  # copies (contract.Backend)
+        state = dict(kind=kind, x=x.copy(), h=h.copy(), c=c.copy() if c is not None else None,
+                     c_new=c_new.copy() if c_new is not None else None, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None, ws=ws)  # copies (contract.Backend)
     return h_new, c_new, state
 
 
-def cell_backward(state, grad_h, grad_c):
+def cell_backward(state: dict[str, Any], grad_h: NDArray[Any] | None, grad_c: NDArray[Any] | None) -> dict[str,
+                  NDArray[Any] | None]:
     """Gradients of a ``cell_forward(..., keep=True)`` through the C ABI."""
     code, x, h, c = _kind_code(state["kind"]), state["x"], state["h"], state["c"]
     dt = x.dtype
@@ -173,7 +182,7 @@ def cell_backward(state, grad_h, grad_c):
     check_gradients(dt, grad_h=(grad_h, (B, H)), grad_c=(grad_c if lstm else None, (B, H)))
     g = _gradient_arrays(code, x, B, H, state["bias"], "h", "c")
     fn = getattr(lib, f"fastrnn_cell_backward_{_SUFFIX[dt]}")
-    p = lambda a: _ptr(a, dt)  # noqa: E731
+    p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     _raise_on("fastrnn_cell_backward",
               fn(code, B, I, H, p(x), p(h), p(c), p(state["c_new"]), p(state["w_ih"]), p(state["w_hh"]),
                  p(state["ws"]), p(grad_h), p(grad_c if lstm else None), p(g["x"]), p(g["h"]), p(g["c"]),
@@ -181,7 +190,11 @@ def cell_backward(state, grad_h, grad_c):
     return g
 
 
-def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, out=None):
+def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any] | None, w_ih: NDArray[Any],
+                  w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
+                  lengths: NDArray[Any] | None, reverse: bool, keep: bool,
+                  out: NDArray[Any] | None = None) -> tuple[NDArray[Any], NDArray[Any],
+                  NDArray[Any] | None, dict[str, Any] | None]:
     """A whole sequence through the C ABI; same arguments and results as the backend contract.
     The C functions take dense arrays: an ``out`` that is not C-contiguous is filled from a
     dense one (a copy the compiled backend, ``_core.layer_forward``, does not make)."""
@@ -196,7 +209,7 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
     c_n = np.empty((B, H), dt) if lstm else None
     ws = np.empty(int(lib.fastrnn_layer_workspace_size(code, T, B, H)), dt) if keep else None
     fn = getattr(lib, f"fastrnn_layer_forward_{_SUFFIX[dt]}")
-    p = lambda a: _ptr(a, dt)  # noqa: E731
+    p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     lp = _lengths_ptr(lengths)
     _raise_on("fastrnn_layer_forward",
               fn(code, T, B, I, H, p(x), p(h0), p(c0 if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
@@ -205,14 +218,15 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
         out = dense
     elif dense is not out:
         out[...] = dense
-    state = None
+    state: dict[str, Any] | None = None
     if keep:
         state = dict(kind=kind, x=x, c0=c0 if lstm else None, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None,
                      lengths=lengths, reverse=bool(reverse), ws=ws, H=H)
     return out, h_n, c_n, state
 
 
-def layer_backward(state, grad_out, grad_h_n, grad_c_n):
+def layer_backward(state: dict[str, Any], grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any] | None,
+                   grad_c_n: NDArray[Any] | None) -> dict[str, NDArray[Any] | None]:
     """Gradients of a ``layer_forward(..., keep=True)`` through the C ABI (a ``grad_out`` that is
     not C-contiguous is copied to a dense one: the C function takes dense arrays)."""
     code, x, H = _kind_code(state["kind"]), state["x"], state["H"]
@@ -225,7 +239,7 @@ def layer_backward(state, grad_out, grad_h_n, grad_c_n):
     check_gradients(dt, grad_h_n=(grad_h_n, (B, H)), grad_c_n=(grad_c_n if lstm else None, (B, H)))
     g = _gradient_arrays(code, x, B, H, state["bias"], "h0", "c0")
     fn = getattr(lib, f"fastrnn_layer_backward_{_SUFFIX[dt]}")
-    p = lambda a: _ptr(a, dt)  # noqa: E731
+    p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     lp = _lengths_ptr(state["lengths"])
     _raise_on("fastrnn_layer_backward",
               fn(code, T, B, I, H, p(x), p(state["c0"]), p(state["w_ih"]), p(state["w_hh"]), lp,

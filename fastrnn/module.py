@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._validate import to_numpy
+
+_M = TypeVar("_M", bound="Module")
 
 
 class GradientError(ValueError, RuntimeError):
@@ -36,22 +41,25 @@ class Module:
     them between a backward and the next forward.
     """
 
-    def __init__(self):
-        self._params: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.grads: OrderedDict[str, np.ndarray] = OrderedDict()
+    #: the layer's computation; ``layer(...)`` calls it (each subclass defines it)
+    forward: Callable[..., Any]
+
+    def __init__(self) -> None:
+        self._params: OrderedDict[str, NDArray[Any]] = OrderedDict()
+        self.grads: OrderedDict[str, NDArray[Any]] = OrderedDict()
         self.training = True
         self._local = threading.local()
         self._grad_lock = threading.Lock()
         self._version = 0
         self._changed: dict[str, int] = {}  # parameter name -> the version that replaced it last
 
-    def _bump(self, names):
+    def _bump(self, names: Iterable[str]) -> None:
         """Record that parameters ``names`` were replaced (see Versions above)."""
         self._version += 1
         for name in names:
             self._changed[name] = self._version
 
-    def _check_version(self, version, what="backward"):
+    def _check_version(self, version: int, what: str = "backward") -> None:
         """Raise GradientError if parameters were replaced since ``version`` (a forward's)."""
         if self._version != version:
             names = sorted(n for n, v in self._changed.items() if v > version)
@@ -61,44 +69,44 @@ class Module:
                 "gradient of that forward; run the forward again")
 
     # copy/pickle: the per-thread records and the lock are not state
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_local", None)
         state.pop("_grad_lock", None)
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_version", 0)
         state.setdefault("_changed", {})
         self.__dict__.update(state)
         self.__dict__["_local"] = threading.local()
         self.__dict__["_grad_lock"] = threading.Lock()
 
-    def _accumulate(self, pairs):
+    def _accumulate(self, pairs: Iterable[tuple[str, NDArray[Any]]]) -> None:
         """Add (name, gradient) pairs into ``self.grads`` (under the lock)."""
         with self._grad_lock:
             for name, g in pairs:
                 self.grads[name] += g
 
     # parameters --------------------------------------------------------
-    def _register(self, name, array):
+    def _register(self, name: str, array: NDArray[Any]) -> None:
         self._params[name] = array
         self.grads[name] = np.zeros_like(array)
 
-    def __getattr__(self, name):
-        params = self.__dict__.get("_params")
+    def __getattr__(self, name: str) -> NDArray[Any]:
+        params: dict[str, NDArray[Any]] | None = self.__dict__.get("_params")
         if params is not None and name in params:
             return params[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         params = self.__dict__.get("_params")
         if params is not None and name in params:
             self._assign(name, value)
         else:
             object.__setattr__(self, name, value)
 
-    def _assign(self, name, value):
+    def _assign(self, name: str, value: Any) -> None:
         """Copy ``value`` into parameter ``name`` in place (shape checked, cast to the layer's dtype)."""
         target = self._params[name]
         arr = to_numpy(value, f"parameter {name!r}")
@@ -109,18 +117,18 @@ class Module:
         np.copyto(target, arr, casting="unsafe")
         self._bump([name])
 
-    def named_parameters(self):
+    def named_parameters(self) -> Iterator[tuple[str, NDArray[Any]]]:
         """(name, array) pairs in PyTorch's order."""
         return iter(self._params.items())
 
-    def parameters(self):
+    def parameters(self) -> list[NDArray[Any]]:
         return list(self._params.values())
 
-    def state_dict(self):
+    def state_dict(self) -> OrderedDict[str, NDArray[Any]]:
         """A copy of every parameter under its PyTorch name."""
         return OrderedDict((k, v.copy()) for k, v in self._params.items())
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> tuple[list[str], list[str]]:
         """Load parameters from NumPy arrays or torch tensors (torch is not imported).
 
         Missing or unexpected keys (with ``strict``) and wrong shapes raise
@@ -137,7 +145,7 @@ class Module:
             raise ValueError(
                 f"error loading state_dict into {type(self).__name__}: missing keys {missing}, unexpected keys {unexpected}"
             )
-        staged = {}
+        staged: dict[str, NDArray[Any]] = {}
         for name, target in self._params.items():
             if name not in keys:
                 continue
@@ -152,17 +160,17 @@ class Module:
         self._bump(staged)
         return missing, unexpected
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for g in self.grads.values():
             g.fill(0)
 
     # modes -------------------------------------------------------------
-    def train(self, mode=True):
+    def train(self: _M, mode: bool = True) -> _M:
         self.training = bool(mode)
         return self
 
-    def eval(self):
+    def eval(self: _M) -> _M:
         return self.train(False)
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)

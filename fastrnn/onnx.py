@@ -33,7 +33,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Union, cast
 
 import numpy as np
 
@@ -565,14 +565,14 @@ def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths:
         inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
-    x_shape = ["B", "T", layer.input_size] if layer.batch_first else ["T", "B", layer.input_size]
+    x_shape: list[str | int] = ["B", "T", layer.input_size] if layer.batch_first else ["T", "B", layer.input_size]
     inputs = [helper.make_tensor_value_info("x", elem, x_shape)]
     if lengths:
         inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT32, ["B"]))
     states = ["h0", "c0"] if op == "LSTM" else ["h0"]
     if initial_states:
         inputs += [helper.make_tensor_value_info(s, elem, [L * D, "B", H]) for s in states]
-    out_shape = ["B", "T", D * H] if layer.batch_first else ["T", "B", D * H]
+    out_shape: list[str | int] = ["B", "T", D * H] if layer.batch_first else ["T", "B", D * H]
     outputs = [helper.make_tensor_value_info("output", elem, out_shape)]
     outputs += [helper.make_tensor_value_info(s.replace("0", "_n"), elem, [L * D, "B", H]) for s in states]
 
@@ -590,7 +590,8 @@ def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths:
             W.append(_reorder(w_ih, order, H))
             R.append(_reorder(w_hh, order, H))
             if layer.bias:
-                Bias.append(np.concatenate([_reorder(b_ih, order, H), _reorder(b_hh, order, H)]))
+                Bias.append(np.concatenate([_reorder(cast(np.ndarray, b_ih), order, H),
+                                            _reorder(cast(np.ndarray, b_hh), order, H)]))
         node_in = [x, init(f"W_l{k}", np.stack(W)), init(f"R_l{k}", np.stack(R)),
                    init(f"B_l{k}", np.stack(Bias)) if layer.bias else "", "lengths" if lengths else ""]
         if initial_states:
@@ -602,7 +603,7 @@ def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths:
         else:
             node_in += [""] * len(states)
         outs = [f"Y_l{k}"] + [f"{s.replace('0', '_n')}_l{k}" for s in states]
-        attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward")
+        attrs: dict[str, Any] = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward")
         if op == "GRU":
             attrs["linear_before_reset"] = int(layer.kind == "gru")
         if layer.kind == "rnn_relu":
@@ -626,7 +627,7 @@ def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths:
 
     graph = helper.make_graph(nodes, f"fastrnn_{type(layer).__name__}", inputs, outputs, initializer=inits)
     model = helper.make_model(graph, producer_name="fastrnn", opset_imports=[helper.make_operatorsetid("", opset)])
-    cfg = dict(input_size=layer.input_size, hidden_size=H, num_layers=L, bias=layer.bias,
+    cfg: dict[str, Any] = dict(input_size=layer.input_size, hidden_size=H, num_layers=L, bias=layer.bias,
                batch_first=layer.batch_first, bidirectional=layer.bidirectional)
     if op == "RNN":
         cfg["nonlinearity"] = layer.kind[4:]

@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 import numbers
 import weakref
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import backends as _backends
 from ._grad_mode import is_grad_enabled
@@ -24,7 +26,8 @@ from .module import GradientError, Module
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "GradientError"]
 
 
-def sized_uniform(rng, bound, shape, dtype, name, sizes):
+def sized_uniform(rng: np.random.Generator, bound: float, shape: tuple[int, ...], dtype: DTypeLike, name: str,
+                  sizes: str) -> NDArray[Any]:
     """A new parameter ``name``: uniform in (-bound, bound), or an error naming the sizes that made
     it too large (MemoryError if it does not fit in memory, ValueError if no array can be that big)."""
     try:
@@ -35,19 +38,19 @@ def sized_uniform(rng, bound, shape, dtype, name, sizes):
         raise ValueError(f"{sizes} is too large: {name} would have shape {shape} ({exc})") from None
 
 
-def _rnn_kind(nonlinearity):
+def _rnn_kind(nonlinearity: str) -> str:
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     return "rnn_" + nonlinearity
 
 
-def _gru_kind(linear_before_reset):
+def _gru_kind(linear_before_reset: bool) -> str:
     if not isinstance(linear_before_reset, (bool, np.bool_)):
         raise TypeError(f"linear_before_reset must be a bool, got {type(linear_before_reset).__name__}")
     return "gru" if linear_before_reset else "gru_orig"
 
 
-def _param_grads(grads, suffix, bias):
+def _param_grads(grads: Any, suffix: str, bias: bool) -> list[tuple[str, NDArray[Any]]]:
     """(parameter name, gradient) pairs of a backend's backward result."""
     pairs = [("weight_ih" + suffix, grads["w_ih"]), ("weight_hh" + suffix, grads["w_hh"])]
     if bias:
@@ -55,12 +58,12 @@ def _param_grads(grads, suffix, bias):
     return pairs
 
 
-def _ready(a, shape, dtype):
+def _ready(a: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> bool:
     """``a`` already is what the backends take: a C-contiguous ndarray of ``shape`` and ``dtype``."""
     return type(a) is np.ndarray and a.dtype is dtype and a.shape == shape and a.flags.c_contiguous
 
 
-def _zeros_if_none(value, shape, dtype, name):
+def _zeros_if_none(value: Any, shape: tuple[int, ...], dtype: np.dtype[Any], name: str) -> NDArray[Any]:
     if value is None:
         return np.zeros(shape, dtype=dtype)
     return float_array(value, name, dtype, shapes=[shape])
@@ -69,7 +72,8 @@ def _zeros_if_none(value, shape, dtype, name):
 class _Recurrent(Module):
     """What layers and cells share: kind, sizes, dtype, backend, initialisation."""
 
-    def _setup(self, kind, input_size, hidden_size, bias, dtype, backend, seed):
+    def _setup(self, kind: str, input_size: int, hidden_size: int, bias: bool, dtype: DTypeLike | None,
+               backend: str | None, seed: int | np.random.Generator | None) -> None:
         Module.__init__(self)
         self.kind = kind
         self.input_size = positive_int(input_size, "input_size")
@@ -82,15 +86,16 @@ class _Recurrent(Module):
         self._rng = _generator(seed)
         self._gates = GATES[kind]
 
-    def _new_param(self, name, shape):
+    def _new_param(self, name: str, shape: tuple[int, ...]) -> None:
         bound = 1.0 / math.sqrt(self.hidden_size)
         self._register(name, sized_uniform(self._rng, bound, shape, self.dtype, name,
                                            f"input_size={self.input_size}, hidden_size={self.hidden_size}"))
 
-    def _backend(self):
+    def _backend(self) -> Any:
         return _backends.get_backend(self.backend)
 
-    def _state_pair(self, value, arg, names, shape, batch_axis):
+    def _state_pair(self, value: Any, arg: str, names: tuple[str, ...], shape: tuple[int, ...],
+                    batch_axis: int | None) -> tuple[NDArray[Any], NDArray[Any] | None]:
         """``value`` (an LSTM's pair, or one array) as ``(h, c)`` arrays of ``shape``, zeros where
         None; ``c`` is None for other kinds. ``arg``/``names`` name the argument and its parts in
         errors; for unbatched input (``batch_axis`` not None) a batch axis of 1 is inserted there."""
@@ -121,7 +126,7 @@ class _Recurrent(Module):
         return h, c
 
     @property
-    def mode(self):
+    def mode(self) -> str:
         return {"rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU", "lstm": "LSTM", "gru": "GRU", "gru_orig": "GRU"}[self.kind]
 
 
@@ -131,8 +136,16 @@ class _Recurrent(Module):
 
 
 class _RNNBase(_Recurrent):
-    def __init__(self, kind, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, dtype=None, backend=None, seed=None):
+    num_layers: int
+    batch_first: bool
+    dropout: float
+    bidirectional: bool
+    _dirs: int
+
+    def __init__(self, kind: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
+                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         self._setup(kind, input_size, hidden_size, bias, dtype, backend, seed)
         self.num_layers = positive_int(num_layers, "num_layers")
         self.batch_first = bool(batch_first)
@@ -154,36 +167,37 @@ class _RNNBase(_Recurrent):
 
     # what the most recent forward of this thread kept for backward
     @property
-    def _record(self):
+    def _record(self) -> Any:
         return getattr(self._local, "record", None)
 
     @_record.setter
-    def _record(self, value):
+    def _record(self, value: Any) -> None:
         self._local.record = value
 
     @property
-    def _record_note(self):
+    def _record_note(self) -> str:
         return getattr(self._local, "note", "no forward has run yet (in this thread)")
 
     @_record_note.setter
-    def _record_note(self, value):
+    def _record_note(self, value: str) -> None:
         self._local.note = value
 
     @staticmethod
-    def _suffix(layer, direction):
+    def _suffix(layer: int, direction: int) -> str:
         return f"_l{layer}" + ("_reverse" if direction else "")
 
-    def _weights(self, layer, direction):
+    def _weights(self, layer: int, direction: int) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None,
+                                                              NDArray[Any] | None]:
         sfx = self._suffix(layer, direction)
         p = self._params
         if self.bias:
             return p["weight_ih" + sfx], p["weight_hh" + sfx], p["bias_ih" + sfx], p["bias_hh" + sfx]
         return p["weight_ih" + sfx], p["weight_hh" + sfx], None, None
 
-    def flatten_parameters(self):
+    def flatten_parameters(self) -> None:
         """No-op, for PyTorch compatibility (parameters are always contiguous here)."""
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
@@ -201,17 +215,17 @@ class _RNNBase(_Recurrent):
             s += ", linear_before_reset=False"
         return s + f", dtype={self.dtype}"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
     # forward -----------------------------------------------------------
-    def _states(self, hx, batch, unbatched):
+    def _states(self, hx: Any, batch: int, unbatched: bool) -> tuple[NDArray[Any], NDArray[Any] | None]:
         """Initial states as [L*D, B, H] arrays (zeros where not given)."""
         n = self.num_layers * self._dirs
         shape = (n, self.hidden_size) if unbatched else (n, batch, self.hidden_size)
         return self._state_pair(hx, "hx", ("h_0", "c_0"), shape, 1 if unbatched else None)
 
-    def forward(self, x, hx=None, lengths=None):
+    def forward(self, x: ArrayLike, hx: Any = None, lengths: ArrayLike | None = None) -> tuple[NDArray[Any], Any]:
         """Run the stack over ``x``.
 
         ``x``: ``[T, B, I]`` (``[B, T, I]`` with batch_first) or unbatched ``[T, I]``.
@@ -310,7 +324,7 @@ class _RNNBase(_Recurrent):
         return out, h_n
 
     # backward ----------------------------------------------------------
-    def _backward_into_grads(self, backend, sfx, args):
+    def _backward_into_grads(self, backend: Any, sfx: str, args: Any) -> Any:
         """``backend.layer_backward(*args)`` for the parameters named with ``sfx``, its gradients
         added into ``self.grads``. The weight gradients go straight in (CONTRACT.md's ``acc``: no
         temporary of each weight's size at the peak of the step) when the gradient lock is free
@@ -332,7 +346,7 @@ class _RNNBase(_Recurrent):
             self._accumulate(_param_grads(grads, sfx, self.bias))
         return grads
 
-    def backward(self, grad_output, grad_hx=None):
+    def backward(self, grad_output: ArrayLike, grad_hx: Any = None) -> tuple[NDArray[Any], Any]:
         """Differentiate the most recent forward.
 
         ``grad_output``: gradient w.r.t. ``out`` (same shape), or None for zero.
@@ -394,7 +408,8 @@ class _RNNBase(_Recurrent):
             return dx, (dh0, dc0)
         return dx, dh0
 
-    def _backward_layers(self, rec, backend, g, gh, gc, dh0, dc0, batch_major):
+    def _backward_layers(self, rec: Any, backend: Any, g: Any, gh: Any, gc: Any, dh0: Any, dc0: Any,
+                         batch_major: bool) -> Any:
         """The stack's backward, last layer first; sets ``rec['started']`` once a backend call succeeded.
         ``g``: the gradient of the top layer's output ([T, B, D*H] rows) or None for zero. Returns the
         gradient of x as [T, B, I] (with ``batch_major`` and two directions, a view of a [B, T, I] array)."""
@@ -429,8 +444,10 @@ class _RNNBase(_Recurrent):
 class RNN(_RNNBase):
     """Elman RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (or relu), as ``torch.nn.RNN``."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, dtype=None, backend=None, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
+                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         self.nonlinearity = nonlinearity
         super().__init__(_rnn_kind(nonlinearity), input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype=dtype, backend=backend, seed=seed)
@@ -439,8 +456,10 @@ class RNN(_RNNBase):
 class LSTM(_RNNBase):
     """LSTM with gates (i, f, g, o), as ``torch.nn.LSTM`` (``proj_size`` is not supported)."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, proj_size=0, *, dtype=None, backend=None, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, *,
+                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         if proj_size != 0:
             raise ValueError(f"proj_size is not supported by fastrnn (must be 0), got {proj_size!r}")
         self.proj_size = 0
@@ -456,8 +475,10 @@ class GRU(_RNNBase):
     ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``.
     """
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, *, linear_before_reset=True, dtype=None, backend=None, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
+                 linear_before_reset: bool = True, dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         self.linear_before_reset = bool(linear_before_reset)
         super().__init__(_gru_kind(linear_before_reset), input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, dtype=dtype, backend=backend, seed=seed)
@@ -491,14 +512,22 @@ class _Step:
     -1 consumed by backward or cleared."""
 
     __slots__ = ("backend", "ws", "unbatched", "B", "version", "state", "refs", "inputs")
+    backend: Any
+    ws: Any
+    unbatched: bool
+    B: int
+    version: int
+    state: int
+    refs: tuple[weakref.ref[Any], ...]
+    inputs: Any
 
-    def alive(self):
+    def alive(self) -> bool:
         for r in self.refs:
             if r() is not None:
                 return True
         return False
 
-    def release(self):
+    def release(self) -> None:
         """Every output is gone: drop what backward would have needed, and the inputs held."""
         self.state = 0
         self.ws = self.inputs = None
@@ -513,17 +542,17 @@ class _Tape:
 
     __slots__ = ("steps", "next_sweep", "held")
 
-    def __init__(self):
-        self.steps = []
+    def __init__(self) -> None:
+        self.steps: list[_Step] = []
         self.next_sweep = 64
-        self.held = []
+        self.held: list[Any] = []
 
-    def __len__(self):
+    def __len__(self) -> int:
         """The number of entries (recorded calls and markers) after a sweep."""
         self.sweep(None)
         return len(self.steps)
 
-    def sweep(self, depth):
+    def sweep(self, depth: int | None) -> None:
         """Release the calls whose outputs are all gone among the newest ``depth`` entries (None:
         all) and ``depth`` more below each one released, newest first (a released call drops the
         inputs it held, which older entries then find gone in the same pass, so a dropped
@@ -553,7 +582,7 @@ class _Tape:
         if depth is None:
             self.next_sweep = 2 * len(steps) + 64
 
-    def clear(self):
+    def clear(self) -> None:
         for st in self.steps:
             st.state = -1
             st.ws = st.inputs = None
@@ -562,7 +591,9 @@ class _Tape:
 
 
 class _CellBase(_Recurrent):
-    def __init__(self, kind, input_size, hidden_size, bias=True, *, dtype=None, backend=None, seed=None):
+    def __init__(self, kind: str, input_size: int, hidden_size: int, bias: bool = True, *,
+                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         self._setup(kind, input_size, hidden_size, bias, dtype, backend, seed)
         G, H = self._gates, self.hidden_size
         self._new_param("weight_ih", (G * H, self.input_size))
@@ -572,27 +603,27 @@ class _CellBase(_Recurrent):
             self._new_param("bias_hh", (G * H,))
 
     @property
-    def _tape(self):
+    def _tape(self) -> _Tape:
         """This thread's recorded forward calls (LIFO)."""
         tape = getattr(self._local, "tape", None)
         if tape is None:
             tape = self._local.tape = _Tape()
         return tape
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}, dtype={self.dtype})"
 
-    def _weights(self):
+    def _weights(self) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, NDArray[Any] | None]:
         p = self._params
         if self.bias:
             return p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]
         return p["weight_ih"], p["weight_hh"], None, None
 
-    def clear_tape(self):
+    def clear_tape(self) -> None:
         """Forget this thread's recorded forward calls that were never back-propagated."""
         self._tape.clear()
 
-    def forward(self, x, hx=None):
+    def forward(self, x: ArrayLike, hx: Any = None) -> Any:
         """One step: ``x [B, I]`` or ``[I]``; returns ``h'`` (LSTM: ``(h', c')``).
 
         With gradients enabled the call is recorded for :meth:`backward` (per
@@ -627,7 +658,8 @@ class _CellBase(_Recurrent):
             self._record_step(backend, ws, unbatched, B, (x_arg, hx), h_new, c_new)
         return (h_new, c_new) if self.kind == "lstm" else h_new
 
-    def _record_step(self, backend, ws, unbatched, B, inputs, h_new, c_new):
+    def _record_step(self, backend: Any, ws: Any, unbatched: bool, B: int, inputs: Any, h_new: NDArray[Any],
+                     c_new: NDArray[Any] | None) -> None:
         tape = self._tape
         steps = tape.steps
         n = len(steps)
@@ -656,7 +688,7 @@ class _CellBase(_Recurrent):
         st.refs = (weakref.ref(h_new),) if c_new is None else (weakref.ref(h_new), weakref.ref(c_new))
         steps.append(st)
 
-    def backward(self, grad):
+    def backward(self, grad: Any) -> tuple[NDArray[Any], Any]:
         """Back-propagate the most recent unconsumed forward call (LIFO).
 
         ``grad``: gradient w.r.t. ``h'`` (LSTM: a pair for ``(h', c')``, either
@@ -696,7 +728,9 @@ class _CellBase(_Recurrent):
 class RNNCell(_CellBase):
     """One Elman RNN step, as ``torch.nn.RNNCell``."""
 
-    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", *, dtype=None, backend=None, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh", *,
+                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         self.nonlinearity = nonlinearity
         super().__init__(_rnn_kind(nonlinearity), input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
 
@@ -704,15 +738,17 @@ class RNNCell(_CellBase):
 class LSTMCell(_CellBase):
     """One LSTM step, as ``torch.nn.LSTMCell``."""
 
-    def __init__(self, input_size, hidden_size, bias=True, *, dtype=None, backend=None, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, dtype: DTypeLike | None = None,
+                 backend: str | None = None, seed: int | np.random.Generator | None = None) -> None:
         super().__init__("lstm", input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
 
 
 class GRUCell(_CellBase):
     """One GRU step, as ``torch.nn.GRUCell`` (``linear_before_reset`` as in :class:`GRU`)."""
 
-    def __init__(self, input_size, hidden_size, bias=True, *, linear_before_reset=True, dtype=None, backend=None,
-                 seed=None):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, linear_before_reset: bool = True,
+                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         self.linear_before_reset = bool(linear_before_reset)
         super().__init__(_gru_kind(linear_before_reset), input_size, hidden_size, bias, dtype=dtype, backend=backend,
                          seed=seed)

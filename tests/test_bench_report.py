@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fastrnn import bench_report
+from fastrnn.tools import bench_report
 
 REPO = Path(__file__).resolve().parents[1]
 

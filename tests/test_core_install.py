@@ -205,7 +205,7 @@ def test_sine_command_without_its_extra(tmp_path):
 def test_bench_report_plot_without_matplotlib():
     last = one_line_error(run_hidden("""
     import types
-    from fastrnn import bench_report
+    from fastrnn.tools import bench_report
     bench_report.plot([types.SimpleNamespace(speedup=lambda peer: 2.0, group="g")], "plot.png")
     """), "bench")
     assert "--no-plot" in last

@@ -214,7 +214,7 @@ def test_source_tree_without_extension_says_it_shadows_the_install(tmp_path):
         for w in caught:
             if issubclass(w.category, RuntimeWarning):
                 print("WARNING", w.message)
-        from fastrnn.info import format_info, info
+        from fastrnn.tools.info import format_info, info
         print(format_info(info()))
         """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,

@@ -10,7 +10,7 @@ import types
 import pytest
 
 import fastrnn
-from fastrnn import info as info_mod
+from fastrnn.tools import info as info_mod
 
 
 def run_cli(*args):
@@ -72,7 +72,7 @@ def test_build_info_of_an_extension_without_build_info(monkeypatch):
 
 
 def test_info_does_not_import_torch():
-    code = "import sys, fastrnn.info as i; i.info(); print('torch' in sys.modules)"
+    code = "import sys, fastrnn.tools.info as i; i.info(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
@@ -112,7 +112,7 @@ def test_info_reports_the_simd_path_that_runs():
     core = pytest.importorskip("fastrnn._core")
     if not hasattr(core, "simd_path"):
         pytest.skip("this extension does not report its run-time SIMD path")
-    from fastrnn import info
+    from fastrnn.tools import info
 
     build = info.info()["build"]
     assert build["simd"] == core.simd_path()

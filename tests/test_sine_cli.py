@@ -124,7 +124,7 @@ def test_diverging_run_fails(tmp_path):
 
 
 def test_metrics_json_is_strict_even_with_non_finite_values():
-    from fastrnn.sine_cli import _finite_or_null
+    from fastrnn.training.sine_cli import _finite_or_null
 
     text = json.dumps(_finite_or_null({"a": float("nan"), "b": [1.0, float("inf")], "c": "x"}), allow_nan=False)
     assert json.loads(text) == {"a": None, "b": [1.0, None], "c": "x"}

@@ -6,10 +6,13 @@ accumulate in place; these backends compute fresh weight gradients and add.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 
 
-def check_acc(acc, w_ih, w_hh, others):
+def check_acc(acc: Any, w_ih: np.ndarray, w_hh: np.ndarray, others: Iterable[Any]) -> None:
     """Raise unless ``acc`` is None or a pair of writeable C-contiguous arrays shaped and typed
     like ``w_ih``, ``w_hh`` that share no memory with each other or with ``others``."""
     if acc is None:
@@ -29,7 +32,7 @@ def check_acc(acc, w_ih, w_hh, others):
                 raise ValueError(f"{name} shares memory with another argument")
 
 
-def add_into(grads, acc):
+def add_into(grads: dict[str, Any], acc: Any) -> dict[str, Any]:
     """``grads`` with its weight gradients added into ``acc`` (checked) and replaced by it."""
     if acc is not None:
         a_ih, a_hh = acc

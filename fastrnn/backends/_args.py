@@ -12,6 +12,8 @@ C++ (``csrc/python/arrays.h``); ``tests/test_contract.py`` holds every backend t
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .._validate import FLOAT_DTYPES, checked_array
@@ -20,16 +22,18 @@ from .contract import has_cell_state, num_gates
 INT64 = np.dtype(np.int64)
 
 
-def call_dtype(x):
+def call_dtype(x: Any) -> np.dtype[Any]:
     """The dtype of a call: x's, float32 or float64 in native byte order."""
     dt = getattr(x, "dtype", None)
     if not isinstance(x, np.ndarray) or dt not in FLOAT_DTYPES or not dt.isnative:
         raise TypeError(f"x must be a numpy.ndarray of dtype float32 or float64 (native byte order), got "
                         f"{dt.str if isinstance(dt, np.dtype) else type(x).__name__}")
-    return dt
+    dtype: np.dtype[Any] = x.dtype
+    return dtype
 
 
-def check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, lengths=None, *, cell=False):
+def check_forward(kind: str, x: Any, h: Any, c: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any,
+                  lengths: Any = None, *, cell: bool = False) -> tuple[np.dtype[Any], int, int, int, int]:
     """Check the arguments of ``layer_forward`` (``cell``: ``cell_forward``, states named h, c
     instead of h0, c0, no lengths). Returns ``(dtype, G, B, I, H)``."""
     G = num_gates(kind)
@@ -61,7 +65,7 @@ def check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, lengths=None, *, cell=F
     return dt, G, B, I, H
 
 
-def check_gradients(dtype, **grads):
+def check_gradients(dtype: np.dtype[Any], **grads: tuple[Any, tuple[int, ...]]) -> None:
     """Each gradient argument (name=(array or None, shape)) None or an array of ``dtype`` and shape."""
     for name, (a, shape) in grads.items():
         checked_array(a, name, dtype, shape, optional=True)

@@ -10,16 +10,18 @@ are free. The cpp binding checks the same in C++ (``csrc/python/arrays.cpp``: ``
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
 
 
-def has_rows(a) -> bool:
+def has_rows(a: np.ndarray[Any, Any]) -> bool:
     """Whether the 3-dimensional array ``a`` has adjacent rows."""
     item = a.itemsize
     return all(s % item == 0 for s in a.strides) and (a.shape[-1] <= 1 or a.strides[-1] == item)
 
 
-def _rows_disjoint(a) -> bool:
+def _rows_disjoint(a: np.ndarray[Any, Any]) -> bool:
     """Whether no two rows of ``a`` (which has adjacent rows) share an element: ordered by stride,
     each axis of length > 1 steps past the whole extent of the one inside it (time-major or
     batch-major rows; no negative strides)."""
@@ -34,7 +36,7 @@ def _rows_disjoint(a) -> bool:
     return True
 
 
-def _rows_array(a, name, shape, dtype, like) -> None:
+def _rows_array(a: Any, name: str, shape: tuple[int, ...], dtype: np.dtype[Any], like: str) -> None:
     """Raise unless ``a`` is an ndarray of ``dtype`` (else TypeError) of ``shape`` with adjacent
     rows, aligned (else ValueError naming ``name``)."""
     if not isinstance(a, np.ndarray):
@@ -49,7 +51,7 @@ def _rows_array(a, name, shape, dtype, like) -> None:
         raise ValueError(f"{name} must have adjacent rows ({name}[t, b] H adjacent values), got strides {a.strides}")
 
 
-def check_out(out, shape, dtype, inputs) -> None:
+def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype[Any], inputs: Mapping[str, Any]) -> None:
     """Raise unless ``out`` is None or what ``layer_forward`` may write into: an ndarray of
     ``dtype`` (else TypeError) of ``shape``, aligned, writeable, with adjacent rows that do not
     overlap each other and no memory shared with the arrays of ``inputs`` (name -> array or None)
@@ -67,7 +69,7 @@ def check_out(out, shape, dtype, inputs) -> None:
             raise ValueError(f"out shares memory with {name}")
 
 
-def check_rows_arg(a, name, shape, dtype) -> None:
+def check_rows_arg(a: Any, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
     """Raise unless ``a`` (``grad_out``) is None or an ndarray of ``dtype`` (else TypeError) of
     ``shape`` with adjacent rows, aligned (else ValueError naming ``name``)."""
     if a is not None:

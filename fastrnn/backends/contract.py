@@ -66,7 +66,7 @@ class KindSpec:
     """One kind of recurrence: its name, its gates (row blocks of H, in order) and whether it has a cell state."""
 
     name: str
-    gate_names: tuple
+    gate_names: tuple[str, ...]
     cell_state: bool
     update: str
 
@@ -94,19 +94,19 @@ LAYER_GRAD_KEYS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")
 CELL_GRAD_KEYS = ("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh")
 
 
-def _spec(kind) -> KindSpec:
+def _spec(kind: Any) -> KindSpec:
     try:
         return SPECS[kind]
     except (KeyError, TypeError):
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}") from None
 
 
-def num_gates(kind) -> int:
+def num_gates(kind: Any) -> int:
     """G of ``kind``; ValueError naming the kinds if it is not one."""
     return _spec(kind).gates
 
 
-def has_cell_state(kind) -> bool:
+def has_cell_state(kind: Any) -> bool:
     """Whether ``kind`` carries a cell state ``c`` besides ``h`` (lstm); ValueError if it is not a kind."""
     return _spec(kind).cell_state
 
@@ -129,11 +129,11 @@ class Backend(Protocol):
     #: "numpy", "numba" or "cpp".
     NAME: str
     #: The kinds it accepts: :data:`KINDS`.
-    KINDS: tuple
+    KINDS: tuple[str, ...]
 
     def layer_forward(self, kind: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Array, w_hh: Array,
                       b_ih: Optional[Array], b_hh: Optional[Array], lengths: Optional[Array], reverse: bool,
-                      keep: bool, out: Optional[Array] = None) -> tuple:
+                      keep: bool, out: Optional[Array] = None) -> tuple[Any, ...]:
         """Whole sequence, one layer, one direction: returns ``(out, h_n, c_n, ws)``.
 
         - ``x [T, B, I]``, T >= 1, B >= 1, I >= 1
@@ -169,7 +169,7 @@ class Backend(Protocol):
         """
 
     def layer_backward(self, ws: Any, grad_out: Array, grad_h_n: Array, grad_c_n: Optional[Array],
-                       acc: Optional[tuple] = None) -> dict:
+                       acc: Optional[tuple[Array, Array]] = None) -> dict[str, Any]:
         """Gradients of a ``layer_forward(..., keep=True)``: a dict with keys :data:`LAYER_GRAD_KEYS`.
 
         - ``grad_out [T, B, H]``, ``grad_h_n [B, H]``, ``grad_c_n [B, H]``
@@ -200,13 +200,13 @@ class Backend(Protocol):
         """
 
     def cell_forward(self, kind: str, x: Array, h: Array, c: Optional[Array], w_ih: Array, w_hh: Array,
-                     b_ih: Optional[Array], b_hh: Optional[Array], keep: bool) -> tuple:
+                     b_ih: Optional[Array], b_hh: Optional[Array], keep: bool) -> tuple[Any, ...]:
         """One step: ``x [B, I]``, ``h [B, H]``, ``c [B, H]`` (lstm) or None; returns
         ``(h_new [B, H], c_new [B, H] (lstm) or None, ws)``, ``ws`` None unless ``keep``; ``ws``
         holds copies of ``x``, ``h``, ``c`` (not references). Weights and biases as in
         :meth:`layer_forward`."""
 
-    def cell_backward(self, ws: Any, grad_h: Array, grad_c: Optional[Array]) -> dict:
+    def cell_backward(self, ws: Any, grad_h: Array, grad_c: Optional[Array]) -> dict[str, Any]:
         """Gradients of a ``cell_forward(..., keep=True)``: a dict with keys :data:`CELL_GRAD_KEYS`.
         ``grad_h [B, H]``, ``grad_c [B, H]`` (lstm): each an array or None, and None means a zero
         gradient (as for :meth:`layer_backward`); an error names ``grad_h`` or ``grad_c``. As for

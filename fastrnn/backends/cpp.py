@@ -55,7 +55,7 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
-def _check_cache_env():
+def _check_cache_env() -> None:
     """A FASTRNN_CACHE_MB the kernels cannot use (they then keep the 1 GiB default) warns once."""
     import os
     import warnings

@@ -14,13 +14,16 @@ and the gate blocks follow PyTorch's order: LSTM (i, f, g, o), GRU (r, z, n).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 try:
     from scipy.special import expit as sigmoid
 except ImportError:  # the core install has no SciPy: the same formula in NumPy
 
-    def sigmoid(x):
+    def sigmoid(x: Any) -> Any:
         """1 / (1 + exp(-x)) in the dtype of ``x`` (SciPy's expit: equal in float64, within 1 ulp in float32)."""
         with np.errstate(over="ignore"):  # exp(-x) = inf for x << 0 gives 0, as it should
             return 1 / (1 + np.exp(-x))
@@ -33,7 +36,7 @@ from .contract import KINDS
 NAME = "numpy"
 
 
-def _split(a, n):
+def _split(a: NDArray[Any], n: int) -> list[NDArray[Any]]:
     """Split the last axis of ``a`` into ``n`` equal gate blocks."""
     return np.split(a, n, axis=-1)
 
@@ -43,7 +46,8 @@ def _split(a, n):
 # --------------------------------------------------------------------------
 
 
-def _step_forward(kind, gx, h, c, w_hh, b_hh):
+def _step_forward(kind: str, gx: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | None, w_hh: NDArray[Any],
+                  b_hh: NDArray[Any] | None) -> tuple[Any, Any, Any]:
     """One recurrent step. Returns (h_new, c_new, saved-for-backward). Nothing saved is an array
     returned to the caller (who may write into it): the RNN step saves a copy of h_new."""
     gh = h @ w_hh.T
@@ -87,7 +91,8 @@ def _step_forward(kind, gx, h, c, w_hh, b_hh):
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
 
-def _step_backward(kind, saved, dh, dc, h, c, w_hh):
+def _step_backward(kind: str, saved: Any, dh: NDArray[Any], dc: NDArray[Any] | None, h: NDArray[Any],
+                   c: NDArray[Any] | None, w_hh: NDArray[Any]) -> tuple[Any, ...]:
     """Backward of one step.
 
     ``dh``/``dc`` are the gradients w.r.t. the step's new h/c; ``h``/``c``
@@ -143,7 +148,10 @@ def _step_backward(kind, saved, dh, dc, h, c, w_hh):
 # --------------------------------------------------------------------------
 
 
-def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, out=None):
+def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any] | None, w_ih: NDArray[Any],
+                  w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
+                  lengths: NDArray[Any] | None, reverse: bool, keep: bool,
+                  out: NDArray[Any] | None = None) -> tuple[Any, ...]:
     """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
     check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     T, B, _ = x.shape
@@ -158,8 +166,8 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
         out = np.empty((T, B, H), dtype=x.dtype)  # every step writes its row
     steps = range(T - 1, -1, -1) if reverse else range(T)
     h, c = h0, c0
-    saved = [None] * T
-    states = [None] * T
+    saved: list[Any] = [None] * T
+    states: list[Any] = [None] * T
     for t in steps:
         h_step, c_step, saved_t = _step_forward(kind, gx_all[t], h, c, w_hh, b_hh)
         if keep:
@@ -181,12 +189,14 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
     return out, h, c, ws
 
 
-def _zeros_for_none(g, shape, dtype):
+def _zeros_for_none(g: NDArray[Any] | None, shape: tuple[int, ...], dtype: Any) -> NDArray[Any]:
     """A gradient argument: None means zero (CONTRACT.md)."""
     return np.zeros(shape, dtype) if g is None else g
 
 
-def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
+def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any] | None,
+                   grad_c_n: NDArray[Any] | None,
+                   acc: tuple[NDArray[Any], NDArray[Any]] | None = None) -> dict[str, Any]:
     """Gradients of a ``layer_forward(..., keep=True)``; see ``contract.Backend``."""
     kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
     check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n))
@@ -241,7 +251,9 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
 # --------------------------------------------------------------------------
 
 
-def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
+def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | None, w_ih: NDArray[Any],
+                 w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
+                 keep: bool) -> tuple[Any, ...]:
     """One step of a cell on ``x [B, I]``; see ``contract.Backend``."""
     check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True)
     gx = x @ w_ih.T
@@ -255,7 +267,7 @@ def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
     return h_new, c_new, ws
 
 
-def cell_backward(ws, grad_h, grad_c):
+def cell_backward(ws: Any, grad_h: NDArray[Any] | None, grad_c: NDArray[Any] | None) -> dict[str, Any]:
     """Gradients of a ``cell_forward(..., keep=True)``; see ``contract.Backend``."""
     x, w_ih = ws["x"], ws["w_ih"]
     shape = (x.shape[0], ws["w_hh"].shape[1])

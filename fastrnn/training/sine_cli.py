@@ -22,18 +22,21 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
-from ._optional import require
+from .._optional import require
 
 __all__ = ["add_parser", "run"]
 
 DEFAULT_LR = {"adam": 1e-2, "sgd": 5e-2}
 
 
-def _int_at_least(minimum):
-    def parse(text):
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
@@ -46,52 +49,51 @@ def _int_at_least(minimum):
     return parse
 
 
-def _positive_float(text):
+def _finite_float(text: str, ok: Callable[[float], bool], requirement: str) -> float:
+    """``text`` as a finite float for which ``ok`` holds, else an argparse error saying ``requirement``."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    if not math.isfinite(value) or not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _finite_float(text, lambda v: v > 0, "a positive finite number")
 
 
 #: The fewest samples per cycle a sampled sine can have (Nyquist); the forecast is scored over one period.
 MIN_PERIOD = 2.0
 
 
-def _period(text):
+def _period(text: str) -> float:
     value = _positive_float(text)
     if value < MIN_PERIOD:
         raise argparse.ArgumentTypeError(f"must be at least {MIN_PERIOD:g} samples per cycle, got {text}")
     return value
 
 
-def _nonneg_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+def _nonneg_float(text: str) -> float:
+    return _finite_float(text, lambda v: v >= 0, "a finite number >= 0")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keeps the description's paragraphs; shows defaults except None/False (explained in the help text)."""
 
-    def _get_help_string(self, action):
+    def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.default is None or action.default is False:
             return action.help
         return super()._get_help_string(action)
 
 
-def _description():
+def _description() -> str:
     paragraphs = __doc__.replace("``", "").split("\n\n")[1:]
     return "\n\n".join(paragraphs).strip()
 
 
-def add_parser(subparsers):
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register the ``sine`` subcommand on ``subparsers``; returns its parser."""
     p = subparsers.add_parser(
         "sine",
@@ -134,20 +136,20 @@ def add_parser(subparsers):
 N_TEST = 3
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     """Run the exercise described by the parsed ``args``; returns the exit status."""
     # a diverging run is reported once, as an error, not by NumPy's overflow warnings on the way
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return _run(args)
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     import warnings
 
     import fastrnn
     from .data import make_sine_data
     from .nn import SequenceModel
-    from .optim import LBFGS, SGD, Adam
+    from .optim import LBFGS, SGD, Adam, Optimizer
     from .train import evaluate, fit, forecast
 
     if args.optimizer == "lbfgs" and args.lr is not None:
@@ -173,12 +175,13 @@ def _run(args):
     model = SequenceModel(1, args.hidden, args.layers, cell=args.cell, dtype=args.dtype, seed=rng)
     n_params = sum(p.size for p in model.parameters())
     lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.optimizer)
+    opt: Optimizer
     if args.optimizer == "lbfgs":
         opt = LBFGS(model, max_iter=20, history_size=100)
     elif args.optimizer == "adam":
-        opt = Adam(model, lr=lr)
+        opt = Adam(model, lr=cast(float, lr))  # DEFAULT_LR has adam's and sgd's
     else:
-        opt = SGD(model, lr=lr, momentum=0.9)
+        opt = SGD(model, lr=cast(float, lr), momentum=0.9)
 
     print(f"fastrnn sine: {args.cell.upper()}(1, {args.hidden}, num_layers={args.layers}) + Linear({args.hidden}, 1), "
           f"{n_params} parameters, {args.dtype}, backend {backend!r}, {fastrnn.get_num_threads()} thread(s)")
@@ -188,7 +191,7 @@ def _run(args):
 
     from tqdm.auto import tqdm
 
-    def report(epoch, rec):
+    def report(epoch: int, rec: dict[str, Any]) -> None:
         tqdm.write(f"epoch {epoch:3d}/{args.epochs}  loss {rec['loss']:.6g}  test {rec['val_loss']:.6g}  "
                    f"({rec['time']:.2f} s)", file=sys.stdout)
         sys.stdout.flush()
@@ -245,7 +248,7 @@ def _run(args):
     return 0
 
 
-def _prepare_out(path):
+def _prepare_out(path: str) -> None:
     """Create the output directory now (before training), or raise ValueError saying why it cannot be."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"--out {path!r} is a file, not a directory")
@@ -257,7 +260,7 @@ def _prepare_out(path):
         raise ValueError(f"--out {path!r}: the directory is not writeable")
 
 
-def _finite_or_null(value):
+def _finite_or_null(value: Any) -> Any:
     """``value`` with every non-finite float (NaN, +-Inf) replaced by None (JSON null)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
@@ -268,7 +271,7 @@ def _finite_or_null(value):
     return value
 
 
-def _plot_forecast(path, warm, truth, pred, length):
+def _plot_forecast(path: str, warm: NDArray[Any], truth: NDArray[Any], pred: NDArray[Any], length: int) -> None:
     from matplotlib.figure import Figure
 
     n = warm.shape[1]
@@ -288,7 +291,7 @@ def _plot_forecast(path, warm, truth, pred, length):
     fig.savefig(path, dpi=100)
 
 
-def _plot_loss(path, hist, args):
+def _plot_loss(path: str, hist: dict[str, Any], args: argparse.Namespace) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4), layout="constrained")

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from ._optional import require
+from .._optional import require
 
 __all__ = ["Optimizer", "SGD", "Adam", "LBFGS", "clip_grad_norm_", "Trainable", "Closure"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._optional import require
+from .._optional import require
 
 FASTRNN_PREFIX = "fastrnn-"
 TORCH, ORT, GEMM = "torch", "onnxruntime", "gemm-roofline"
@@ -334,6 +334,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python bench/report.py ARGS``: the same as ``fastrnn bench-report ARGS``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="fastrnn bench-report", description=__doc__.split("\n\n")[1])
     _arguments(parser)
     args = parser.parse_args(argv)

@@ -29,9 +29,9 @@ def _version(dist: str) -> str | None:
 def build_info() -> dict[str, Any]:
     """The compiled extension's build facts, or ``{"available": False, "error": ...}`` (one line: why, what to do)."""
     try:
-        from . import _core
+        from .. import _core
     except ImportError:
-        from .backends import extension_problem
+        from ..backends import extension_problem
 
         return {"available": False, "error": extension_problem() or "the compiled extension fastrnn._core does not import"}
     facts = getattr(_core, "build_info", None)

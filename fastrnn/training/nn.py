@@ -13,14 +13,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from ._grad_mode import is_grad_enabled
-from ._validate import as_dtype, float_array, positive_int
-from .module import Module
-from .module import GradientError
-from .rnn import GRU, LSTM, RNN, _generator, sized_uniform
+from .._grad_mode import is_grad_enabled
+from .._validate import as_dtype, float_array, positive_int
+from .._validate import generator as _generator
+from ..module import Module
+from ..module import GradientError
+from ..rnn import GRU, LSTM, RNN, _RNNBase, sized_uniform
 
 __all__ = ["Linear", "SequenceModel", "mse_loss"]
 
@@ -34,7 +38,8 @@ class Linear(Module):
     the recurrent layers) or float64.
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, dtype=None, seed=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, dtype: DTypeLike | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         Module.__init__(self)
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
@@ -50,18 +55,18 @@ class Linear(Module):
         if self.bias_enabled:
             self._register("bias", sized_uniform(rng, bound, (self.out_features,), self.dtype, "bias", sizes))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias_enabled}, dtype={self.dtype})")
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> NDArray[Any]:
         """``x [..., in_features]`` -> ``[..., out_features]``; unless under no_grad, keeps a private
         copy of ``x`` for backward (per thread, like the recurrent layers' records)."""
         x_arg = x
         x = float_array(x, "x", self.dtype)
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have in_features={self.in_features} features in its last axis, got shape {x.shape}")
-        y = x @ self._params["weight"].T
+        y: NDArray[Any] = x @ self._params["weight"].T
         if self.bias_enabled:
             y += self._params["bias"]
         if is_grad_enabled():
@@ -72,7 +77,7 @@ class Linear(Module):
             self._local.saved = None
         return y
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> NDArray[Any]:
         """Gradient w.r.t. this thread's last forward's input; accumulates ``grads['weight']`` (and ``'bias'``).
 
         Raises :class:`GradientError` if parameters were replaced since that forward."""
@@ -88,13 +93,13 @@ class Linear(Module):
         pairs = [("weight", g2.T @ x2)]
         if self.bias_enabled:
             pairs.append(("bias", g2.sum(axis=0)))
-        dx = (g2 @ self._params["weight"]).reshape(x.shape)
+        dx: NDArray[Any] = (g2 @ self._params["weight"]).reshape(x.shape)
         self._local.saved = None
         self._accumulate(pairs)
         return dx
 
 
-_CELLS: dict[str, type[Module]] = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+_CELLS: dict[str, type[LSTM] | type[GRU] | type[RNN]] = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
 
 class SequenceModel(Module):
@@ -110,8 +115,12 @@ class SequenceModel(Module):
     ``batch_first``); predictions ``[T, B, output_size]`` (same layout).
     """
 
-    def __init__(self, input_size=1, hidden_size=51, num_layers=2, output_size=None, cell="lstm", *,
-                 batch_first=False, dtype=None, backend=None, seed=None, rnn=None, head=None):
+    def __init__(self, input_size: int = 1, hidden_size: int = 51, num_layers: int = 2,
+                 output_size: int | None = None,
+                 cell: str = "lstm", *, batch_first: bool = False, dtype: DTypeLike | None = None,
+                 backend: str | None = None,
+                 seed: int | np.random.Generator | None = None, rnn: _RNNBase | None = None,
+                 head: Linear | None = None) -> None:
         Module.__init__(self)
         if rnn is None:
             if not isinstance(cell, str) or cell.lower() not in _CELLS:
@@ -137,7 +146,7 @@ class SequenceModel(Module):
                 self._params[f"{prefix}.{name}"] = arr
                 self.grads[f"{prefix}.{name}"] = mod.grads[name]
 
-    def _bump(self, names):
+    def _bump(self, names: Iterable[str]) -> None:
         """The parameters are the sub-layers': their versions change (their records check them)."""
         Module._bump(self, names)
         for prefix, mod in (("rnn.", self.rnn), ("head.", self.head)):
@@ -146,47 +155,48 @@ class SequenceModel(Module):
                 mod._bump(mine)
 
     @classmethod
-    def from_modules(cls, rnn, head):
+    def from_modules(cls, rnn: _RNNBase, head: Linear) -> SequenceModel:
         """Wrap an existing recurrent layer and ``Linear`` head (their arrays are shared, not copied)."""
         return cls(rnn=rnn, head=head)
 
     # properties --------------------------------------------------------
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any]:
         return self.rnn.dtype
 
     @property
-    def batch_first(self):
+    def batch_first(self) -> bool:
         return self.rnn.batch_first
 
     @property
-    def input_size(self):
+    def input_size(self) -> int:
         return self.rnn.input_size
 
     @property
-    def output_size(self):
+    def output_size(self) -> int:
         return self.head.out_features
 
     @property
-    def cell(self):
+    def cell(self) -> str:
         return {"lstm": "lstm", "gru": "gru", "gru_orig": "gru"}.get(self.rnn.kind, "rnn")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"SequenceModel(\n  (rnn): {self.rnn!r}\n  (head): {self.head!r}\n)"
 
     # modes / grads -----------------------------------------------------
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> SequenceModel:
         Module.train(self, mode)
         self.rnn.train(mode)
         self.head.train(mode)
         return self
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         self.rnn.zero_grad()
         self.head.zero_grad()
 
     # forward / backward ------------------------------------------------
-    def forward(self, x, state=None, return_state=False, lengths=None):
+    def forward(self, x: ArrayLike, state: Any = None, return_state: bool = False,
+                lengths: ArrayLike | None = None) -> Any:
         """Predictions for every step of ``x``; with ``return_state`` also the final recurrent state.
 
         ``state``: initial state as the recurrent layer takes it (``h_0``, or
@@ -196,7 +206,7 @@ class SequenceModel(Module):
         pred = self.head(out)
         return (pred, h_n) if return_state else pred
 
-    def backward(self, grad_pred, grad_state=None):
+    def backward(self, grad_pred: ArrayLike, grad_state: Any = None) -> NDArray[Any]:
         """Back-propagate ``grad_pred`` (same shape as the predictions); returns the input gradient.
 
         Parameter gradients accumulate in ``grads``; ``grad_state`` is an
@@ -206,7 +216,7 @@ class SequenceModel(Module):
         dx, _ = self.rnn.backward(g_out, grad_state)
         return dx
 
-    def step(self, x_t, state=None):
+    def step(self, x_t: ArrayLike, state: Any = None) -> tuple[NDArray[Any], Any]:
         """One time step: ``x_t [B, input_size]`` -> ``(pred [B, output_size], new_state)``.
 
         Runs the sequence layer on a one-step input from ``state``, so a loop
@@ -221,7 +231,7 @@ class SequenceModel(Module):
         return pred, new_state
 
 
-def mse_loss(pred, target):
+def mse_loss(pred: ArrayLike, target: ArrayLike) -> tuple[float, NDArray[Any]]:
     """Mean squared error and its gradient w.r.t. ``pred``: ``(loss, grad)``.
 
     ``loss = mean((pred - target)**2)`` as ``torch.nn.functional.mse_loss``

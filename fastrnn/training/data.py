@@ -25,7 +25,7 @@ from typing import Any, Literal, overload
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from ._validate import as_dtype, generator
+from .._validate import as_dtype, generator
 
 __all__ = ["SineData", "sine_waves", "make_sine_data", "to_layout", "EXAMPLE_T"]
 

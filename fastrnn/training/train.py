@@ -14,30 +14,37 @@ import math
 import numbers
 import sys
 import time
+from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-from ._grad_mode import no_grad
-from ._optional import require
-from ._validate import generator
-from .nn import mse_loss
+from .._grad_mode import no_grad
+from .._optional import require
+from .._validate import generator
+from .nn import SequenceModel, mse_loss
 from .optim import LBFGS, Adam, Optimizer, clip_grad_norm_
 
 __all__ = ["fit", "evaluate", "forecast"]
 
 
-def _batch_axis(model):
+#: ``loss_fn(pred, target) -> (loss, gradient w.r.t. pred)``, as :func:`~fastrnn.nn.mse_loss`
+LossFn = Callable[[NDArray[Any], ArrayLike], tuple[float, NDArray[Any]]]
+
+
+def _batch_axis(model: SequenceModel) -> int:
     return 0 if getattr(model, "batch_first", False) else 1
 
 
-def evaluate(model, x, y, loss_fn=mse_loss):
+def evaluate(model: SequenceModel, x: ArrayLike, y: ArrayLike, loss_fn: LossFn = mse_loss) -> float:
     """``loss_fn(model(x), y)`` under ``no_grad`` (the loss only)."""
     with no_grad():
         pred = model.forward(x)
     return loss_fn(pred, y)[0]
 
 
-def _progress_enabled(progress):
+def _progress_enabled(progress: bool) -> bool:
     if not progress:
         return False
     try:
@@ -46,8 +53,11 @@ def _progress_enabled(progress):
         return False
 
 
-def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=None, clip=None, loss_fn=mse_loss,
-        progress=True, callback=None, seed=None):
+def fit(model: SequenceModel, x: ArrayLike, y: ArrayLike, optimizer: Optimizer | None = None, epochs: int = 10, *,
+        validation: tuple[ArrayLike, ArrayLike] | None = None, batch_size: int | None = None,
+        clip: float | None = None, loss_fn: LossFn = mse_loss, progress: bool = True,
+        callback: Callable[[int, dict[str, Any]], object] | None = None,
+        seed: int | np.random.Generator | None = None) -> dict[str, Any]:
     """Train ``model`` on inputs ``x`` and targets ``y``; return the history.
 
     - ``x``, ``y``: arrays in the model's layout (``[T, B, I]`` and
@@ -109,13 +119,13 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
                              "values); fit checks its data before it steps")
     rng = generator(seed)
 
-    history = {"loss": [], "val_loss": [], "time": []}
+    history: dict[str, Any] = {"loss": [], "val_loss": [], "time": []}
     tqdm = require("tqdm.auto", extra="train", feature="fastrnn.train.fit (its progress bar)").tqdm
 
     bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not _progress_enabled(progress),
                dynamic_ncols=True, leave=True)
 
-    def end_epoch(loss, dt):
+    def end_epoch(loss: float, dt: float) -> None:
         epoch = len(history["loss"]) + 1
         if not math.isfinite(loss):
             bar.close()
@@ -123,7 +133,7 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
                                      "try a smaller learning rate or gradient clipping")
         history["loss"].append(loss)
         history["time"].append(dt)
-        record = {"epoch": epoch, "loss": loss, "time": dt}
+        record: dict[str, Any] = {"epoch": epoch, "loss": loss, "time": dt}
         postfix = {"loss": f"{loss:.3g}"}
         if validation is not None:
             model.eval()
@@ -137,8 +147,8 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
         if callback is not None:
             callback(epoch, record)
 
-    def closure_for(xb, yb):
-        def closure():
+    def closure_for(xb: NDArray[Any], yb: NDArray[Any]) -> Callable[[], float]:
+        def closure() -> float:
             model.zero_grad()
             pred = model.forward(xb)
             loss, grad = loss_fn(pred, yb)
@@ -153,12 +163,12 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
         per_epoch = optimizer.hyper["max_iter"]
         clock = [time.perf_counter(), 0]  # start of the epoch, iterations done when it started
 
-        def on_iteration(it, flat, loss):
+        def on_iteration(it: int, flat: NDArray[Any], loss: float) -> None:
             if it % per_epoch == 0:
                 end_epoch(loss, time.perf_counter() - clock[0])
                 clock[:] = [time.perf_counter(), it]
 
-        res = optimizer.run(closure_for(x, y), per_epoch * epochs, optimizer.hyper["max_eval"] * epochs,
+        res = cast(LBFGS, optimizer).run(closure_for(x, y), per_epoch * epochs, optimizer.hyper["max_eval"] * epochs,
                             callback=on_iteration)
         if res.nit > clock[1] or not history["loss"]:  # stopped within an epoch (converged or out of evaluations)
             end_epoch(float(res.fun), time.perf_counter() - clock[0])
@@ -167,7 +177,7 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
         for _ in range(epochs):
             t0 = time.perf_counter()
             if batch_size >= n:
-                batches = [None]
+                batches: list[NDArray[np.intp] | None] = [None]
             else:
                 order = rng.permutation(n)
                 batches = [np.sort(order[i:i + batch_size]) for i in range(0, n, batch_size)]
@@ -178,7 +188,7 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
                 closure = closure_for(xb, yb)
                 if lbfgs:
                     optimizer.step(closure)
-                    loss = float(optimizer.last_result.fun)
+                    loss = float(cast(LBFGS, optimizer).last_result.fun)
                 else:
                     loss = closure()
                     if not math.isfinite(loss):
@@ -203,7 +213,8 @@ def fit(model, x, y, optimizer=None, epochs=10, *, validation=None, batch_size=N
     return history
 
 
-def forecast(model, warmup, steps, state=None, return_state=False):
+def forecast(model: SequenceModel, warmup: ArrayLike, steps: int, state: Any = None,
+             return_state: bool = False) -> Any:
     """Continue sequences autoregressively for ``steps`` samples after ``warmup``.
 
     ``warmup``: ``[T, B, I]`` (batch-first models: ``[B, T, I]``); the model's
