@@ -83,6 +83,25 @@ class _Backend:
         self.backend = _backends.check_backend(backend) or ""
         self._weight_views = _ops.WeightViews()
 
+    def _weights(self, names):
+        """The tensors named ``names`` (parameters, or what stands in for them), as ``getattr`` finds
+        them. nn.Module's ``__getattr__`` costs about a microsecond a name; for this package's own
+        classes, with nothing in the instance's ``__dict__`` under those names (torch.func.functional_call
+        puts its tensors there; torch.nn.utils.parametrize makes a subclass), the parameters dict is
+        what it would return."""
+        d = self.__dict__
+        if type(self) in _OWN_CLASSES:
+            for n in names:
+                if n in d:
+                    break
+            else:
+                params = d["_parameters"]
+                try:
+                    return tuple(params[n] for n in names)
+                except KeyError:  # deleted: getattr raises torch's error
+                    pass
+        return tuple(getattr(self, n) for n in names)
+
     def _views(self, weights):
         """The NumPy views of ``weights`` from the cache; None under torch.compile/export (the custom
         operators take the tensors)."""
@@ -112,7 +131,7 @@ class _RNNBase(nn.RNNBase, _Backend):
         kind, H, L = self._kind, self.hidden_size, self.num_layers
         D = 2 if self.bidirectional else 1
         lstm = kind == "lstm"
-        weights = tuple(getattr(self, name) for name in self._flat_weights_names)
+        weights = self._weights(self._flat_weights_names)
         w0 = weights[0]
         check_supported(w0.dtype, w0.device, "the module's parameters")
         packed = isinstance(input, PackedSequence)
@@ -260,7 +279,7 @@ class _Cell(_Backend):
     _kind = ""
 
     def forward(self, input, hx=None):  # noqa: A002 - torch.nn's argument name
-        w_ih, w_hh, b_ih, b_hh = self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+        w_ih, w_hh, b_ih, b_hh = self._weights(_CELL_WEIGHTS)
         views = self._views((w_ih, w_hh, b_ih, b_hh))
         # the common case, checked at the least cost: a batch [B, I] and hx None or [B, H] states, all
         # CPU tensors of the weights' dtype; anything else takes _forward_checked
@@ -337,6 +356,9 @@ def _state_ok(t, dtype, B, H):
             and t.shape[1] == H)
 
 
+_CELL_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
 class LSTMCell(_Cell, nn.LSTMCell):
     """``torch.nn.LSTMCell`` on fastrnn's kernels (same arguments, plus keyword ``backend=``)."""
 
@@ -366,3 +388,6 @@ class RNNCell(_Cell, nn.RNNCell):
             raise ValueError(f"Unknown nonlinearity: {self.nonlinearity}")
         self._kind = "rnn_" + self.nonlinearity
         self._set_backend(backend)
+
+
+_OWN_CLASSES = frozenset((LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell))  # see _Backend._weights
