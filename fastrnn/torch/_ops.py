@@ -99,12 +99,14 @@ def pending_workspaces() -> int:
 
 
 def _np(t):
-    """A NumPy view of a tensor (a contiguous copy first if it is not C-contiguous)."""
+    """A NumPy view of a tensor; a C-contiguous NumPy copy if the tensor is not C-contiguous (e.g.
+    the expanded gradient of ``out.sum()``). The copy is NumPy's, not ``Tensor.contiguous()``: a
+    large torch copy runs on PyTorch's OpenMP threads, which then busy-wait on the cores while
+    the kernel that follows runs (see bench/torch_threads.py)."""
     if t is None:
         return None
-    if not t.is_contiguous():
-        t = t.contiguous()
-    return t.detach().numpy() if t.requires_grad else t.numpy()
+    a = t.detach().numpy() if t.requires_grad else t.numpy()
+    return a if t.is_contiguous() else np.ascontiguousarray(a)
 
 
 def _t(a, like):
