@@ -51,14 +51,7 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sleep-ms", type=float, default=20.0)
-    ap.add_argument("--own-pool", action="store_true",
-                    help="run the kernels on fastrnn's own thread pool, not on PyTorch's OpenMP team "
-                         "(fastrnn.torch's default where PyTorch runs on libgomp)")
     args = ap.parse_args()
-    if args.own_pool:
-        from fastrnn import _core
-
-        _core.set_openmp_runtime(None)
     torch.set_num_threads(args.threads)
     before_omp = _tids()
     torch.mm(torch.randn(256, 256), torch.randn(256, 256))  # starts PyTorch's OpenMP workers
@@ -138,11 +131,8 @@ def main():
             peer_times.append(time.perf_counter() - t0)
     env = {k: os.environ[k] for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "KMP_BLOCKTIME", "OMP_NUM_THREADS")
            if k in os.environ}
-    from fastrnn import _core
-
     print(f"threads={args.threads} env={env or '{}'} rounds={args.rounds} steps/round={args.steps} "
-          f"OpenMP workers={len(omp_workers)} kernels on "
-          f"{'PyTorch OpenMP team' if _core.using_openmp_runtime() else 'fastrnn pool'}")
+          f"OpenMP workers={len(omp_workers)}")
     print(f"  torch.nn.LSTM step     median {statistics.median(peer_times) * 1e3:7.2f} ms   (the peer itself, "
           "for the cost of an OpenMP setting to PyTorch)")
     for name, meds in results.items():

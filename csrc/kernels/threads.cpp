@@ -184,53 +184,9 @@ void SpinBarrier::wait() {
 
 namespace {
 
-// The OpenMP runtime the calls run on, if one is set (set_openmp_runtime).
-// Written rarely (once by fastrnn.torch); a call reads one consistent copy.
-std::mutex g_omp_mu;
-std::shared_ptr<const OpenMPRuntime> g_omp;
-
-std::shared_ptr<const OpenMPRuntime> openmp_runtime() {
-    std::lock_guard<std::mutex> lock(g_omp_mu);
-    return g_omp;
-}
-
-// fn(i) for i in [0, n) on an OpenMP team of workers + 1 threads (the caller is
-// thread 0); pinned: task i on team thread i, else claimed. False if the team
-// came out smaller than asked (then nothing ran).
-bool run_on_openmp(const OpenMPRuntime& omp, int64_t n, int workers, bool pinned,
-                   const std::function<void(int64_t)>& fn) {
-    Job job;
-    job.fn = fn;
-    job.total = n;
-    job.pinned = pinned;
-    struct Ctx {
-        Job* job;
-        const OpenMPRuntime* omp;
-        int size;
-        std::atomic<bool> short_team{false};
-    } ctx{&job, &omp, workers + 1};
-    omp.parallel(
-        [](void* p) {
-            auto* c = static_cast<Ctx*>(p);
-            if (c->omp->num_threads() != c->size) {  // every member sees the same team size
-                c->short_team.store(true, std::memory_order_relaxed);
-                return;
-            }
-            c->job->work(c->omp->thread_num());
-        },
-        &ctx, (unsigned)(workers + 1), 0);
-    // GOMP_parallel returns when every member has: all started tasks are done
-    if (ctx.short_team.load(std::memory_order_relaxed)) return false;
-    if (job.err) std::rethrow_exception(job.err);
-    return true;
-}
-
 // fn(i) for i in [0, n) on the pool with `workers` workers and the caller;
 // pinned: task i on slot i (the caller 0, worker k k + 1), else claimed.
 void run_on_pool(int64_t n, int workers, bool pinned, const std::function<void(int64_t)>& fn) {
-    if (auto omp = openmp_runtime()) {
-        if (run_on_openmp(*omp, n, workers, pinned, fn)) return;
-    }
     Pool& p = pool();
     std::lock_guard<std::mutex> run(p.run_mu);
     p.ensure(workers);
@@ -262,16 +218,6 @@ void run_on_pool(int64_t n, int workers, bool pinned, const std::function<void(i
 }
 
 }  // namespace
-
-void set_openmp_runtime(const OpenMPRuntime& rt) {
-    std::lock_guard<std::mutex> lock(g_omp_mu);
-    if (rt.parallel && rt.thread_num && rt.num_threads)
-        g_omp = std::make_shared<const OpenMPRuntime>(rt);
-    else
-        g_omp.reset();
-}
-
-bool using_openmp_runtime() { return openmp_runtime() != nullptr; }
 
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
     if (n <= 0) return;

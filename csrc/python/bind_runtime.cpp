@@ -10,7 +10,6 @@
 #include <type_traits>
 
 #include "arrays.h"
-#include "platform.h"
 #include "fastrnn/blas.h"
 #include "fastrnn/memory.h"
 #include "fastrnn/threads.h"
@@ -67,28 +66,6 @@ void bind_runtime(py::module_& m) {
     m.def("cached_bytes", []() { return (unsigned long long)fastrnn::cached_bytes(); },
           "Bytes the block cache holds right now (free blocks kept for reuse).");
     m.def("release_cache", &fastrnn::release_cache, "Return every cached block to the system.");
-    m.def(
-        "set_openmp_runtime",
-        [](const py::object& path_obj) {
-            fastrnn::OpenMPRuntime rt;
-            if (!path_obj.is_none()) {
-                if (!py::isinstance<py::str>(path_obj)) throw py::type_error("path must be a str or None");
-                const std::string path = path_obj.cast<std::string>();
-                auto sym = [&](const char* name) { return platform::find_loaded_library_symbol(path.c_str(), name); };
-                rt.parallel = reinterpret_cast<decltype(rt.parallel)>(sym("GOMP_parallel"));
-                rt.thread_num = reinterpret_cast<decltype(rt.thread_num)>(sym("omp_get_thread_num"));
-                rt.num_threads = reinterpret_cast<decltype(rt.num_threads)>(sym("omp_get_num_threads"));
-                if (!rt.parallel || !rt.thread_num || !rt.num_threads)
-                    value_error("path must name a GNU OpenMP runtime (libgomp) this process has already loaded, got '" +
-                                path + "'");
-            }
-            fastrnn::set_openmp_runtime(rt);
-        },
-        py::arg("path").none(true),
-        "Run the kernels' parallel parts on the OpenMP team of the libgomp at `path` (already loaded, e.g. "
-        "PyTorch's), or on the kernels' own pool (None, the default).");
-    m.def("using_openmp_runtime", &fastrnn::using_openmp_runtime,
-          "Whether the kernels' parallel parts run on an OpenMP runtime's team (set_openmp_runtime).");
     m.def("simd_path", &fastrnn::simd_path, "SIMD code path chosen at runtime for this CPU.");
     m.def(
         "blas_info",

@@ -123,45 +123,6 @@ def _sync_threads():
         _backends.set_num_threads(n)
 
 
-def _torch_openmp_library():
-    """The path of the GNU OpenMP runtime (libgomp) PyTorch's operators run on, if it is one and
-    this process has it loaded (Linux); else None."""
-    if "ATen parallel backend: OpenMP" not in torch.__config__.parallel_info():
-        return None
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.split()[-1]
-                if "/libgomp" in path:
-                    return path
-    except OSError:
-        pass
-    return None
-
-
-def share_torch_openmp_threads():
-    """Run the C++ kernels' parallel parts on PyTorch's OpenMP team instead of fastrnn's own pool.
-
-    After each parallel PyTorch operator, libgomp's workers busy-wait for the next parallel region
-    (GOMP_SPINCOUNT); a fastrnn kernel that starts then would compete with them for the cores
-    (bench/torch_threads.py measures the CPU time they burn). On their team the same workers run
-    the kernel's tasks instead. Results are unchanged (each task computes the same numbers on any
-    thread). True if PyTorch runs on a libgomp this process has loaded and the kernels now use
-    it; False otherwise (the kernels keep their own pool)."""
-    path = _torch_openmp_library()
-    core = getattr(_backends._load("cpp"), "_core", None)
-    if path is None or core is None or not hasattr(core, "set_openmp_runtime"):
-        return False
-    try:
-        core.set_openmp_runtime(path)
-    except ValueError:  # not a libgomp after all (another OpenMP runtime)
-        return False
-    return True
-
-
-_shared_openmp = share_torch_openmp_threads()
-
-
 def _backend(name):
     return _backends.get_backend(name or None)
 

@@ -34,23 +34,6 @@ void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 // serially.
 void parallel_team(int n, const std::function<void(int)>& fn);
 
-// An OpenMP runtime already loaded in the process (e.g. PyTorch's libgomp),
-// given by three of its entry points. When one is set, parallel_for and
-// parallel_team run on its team (GOMP_parallel) instead of the own pool: the
-// OpenMP workers that PyTorch's operators just used, and that busy-wait for
-// their next region, do the kernels' work instead of competing with the
-// pool's threads for the cores. Tasks, slots and results are the same: a task
-// or member runs on team thread `slot` exactly as on pool slot `slot`. A team
-// smaller than asked for (nested, or a thread limit) makes the call fall back
-// to the own pool. nullptr functions: back to the own pool.
-struct OpenMPRuntime {
-    void (*parallel)(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags) = nullptr;
-    int (*thread_num)() = nullptr;   // omp_get_thread_num
-    int (*num_threads)() = nullptr;  // omp_get_num_threads
-};
-void set_openmp_runtime(const OpenMPRuntime& rt);
-bool using_openmp_runtime();
-
 // A reusable barrier for the n threads of one parallel_team: wait() returns
 // when all n have called it. Spins (then yields: a descheduled member should
 // not cost the others a time slice each).
