@@ -362,3 +362,27 @@ def test_parameter_updates_are_seen():
     ref.weight_ih = nn.Parameter(torch.randn(16, 3, dtype=torch.float64))
     mod.weight_ih = nn.Parameter(ref.weight_ih.detach().clone())
     close(mod(x)[0], ref(x)[0], torch.float64, "after a new Parameter")
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRU"])
+def test_functional_call_and_parametrize_reach_the_kernels(kind):
+    """Weights that stand in for the parameters (torch.func.functional_call, parametrizations)
+    are the ones the kernels use, as in torch.nn."""
+    torch.manual_seed(0)
+    kw = dict(input_size=3, hidden_size=4)
+    ref, mod = pair(kind, torch.float64, **kw)
+    x = torch.randn(2, 3, dtype=torch.float64) if kind.endswith("Cell") else torch.randn(5, 2, 3, dtype=torch.float64)
+    first = lambda out: out[0] if isinstance(out, tuple) else out  # noqa: E731
+    other = {n: torch.randn_like(p) for n, p in ref.named_parameters()}
+    want = first(torch.func.functional_call(ref, other, (x,)))
+    close(first(torch.func.functional_call(mod, other, (x,))), want, torch.float64, "functional_call")
+    close(first(mod(x)), first(ref(x)), torch.float64, "after functional_call")
+    name = "weight_hh" if kind.endswith("Cell") else "weight_hh_l0"
+
+    class Double(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    for m in (ref, mod):
+        torch.nn.utils.parametrize.register_parametrization(m, name, Double())
+    close(first(mod(x)), first(ref(x)), torch.float64, "parametrized")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -131,9 +133,46 @@ def test_compile_fullgraph_and_export():
 def test_tensors_reach_the_kernels_without_copies():
     w = nn.Parameter(torch.randn(12, 3, dtype=torch.float64))
     x = torch.randn(5, 3)
-    for t, conv in ((x, ft._ops._np), (w, ft._ops._np_w)):
-        view = conv(t)
-        assert view.__array_interface__["data"][0] == t.data_ptr()
-    assert ft._ops._np_w(w) is ft._ops._np_w(w)  # a Parameter's view is made once
+    view = ft._ops._np(x)
+    assert view.__array_interface__["data"][0] == x.data_ptr()
+    cache = ft._ops.WeightViews()
+    (wv,) = cache.get((w,))
+    assert wv.__array_interface__["data"][0] == w.data_ptr()
+    assert cache.get((w,))[0] is wv  # a Parameter's view is made once
     out = ft._ops._t(view, x)
     assert out.data_ptr() == view.__array_interface__["data"][0]  # results come back as views too
+
+
+def test_weight_views_follow_every_change_of_a_weight():
+    """The cached views are remade for a new tensor and for a replaced .data, even one over the same
+    memory with another shape or layout; in-place updates are seen through the same view."""
+    w = nn.Parameter(torch.arange(16.0, dtype=torch.float64).reshape(4, 4))
+    cache = ft._ops.WeightViews()
+    (v,) = cache.get((w,))
+    with torch.no_grad():
+        w.mul_(2)
+    assert cache.get((w,))[0] is v and v[1, 0] == 8.0  # in place: same view, new values
+    w.data = w.data.t()  # same memory, transposed: not contiguous, a contiguous copy is made
+    (v2,) = cache.get((w,))
+    assert v2 is not v and v2[1, 0] == w[1, 0] == 2.0
+    w.data = w.data.t().reshape(2, 8)  # same memory and layout, another shape
+    assert cache.get((w,))[0].shape == (2, 8)
+    other = nn.Parameter(w.detach().clone())
+    assert cache.get((other,))[0].__array_interface__["data"][0] == other.data_ptr()
+    assert copy.deepcopy(cache).get((other,))[0] is not cache.get((other,))[0]  # a copy starts empty
+
+
+@pytest.mark.parametrize("cls", ["LSTMCell", "GRU"])
+def test_changed_in_place_between_forward_and_backward_is_an_error(cls):
+    """The workspace of a forward refers to its inputs' memory: autograd's version check turns an
+    in-place change of an input or weight before backward into an error, not a wrong gradient."""
+    torch.manual_seed(0)
+    mod = getattr(ft, cls)(3, 4, dtype=torch.float64)
+    x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True) if cls.endswith("Cell") else \
+        torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    out = mod(x)
+    out = out[0] if isinstance(out, tuple) else out
+    with torch.no_grad():
+        getattr(mod, "weight_hh" if cls.endswith("Cell") else "weight_hh_l0").add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()

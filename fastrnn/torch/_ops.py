@@ -105,31 +105,14 @@ def pending_workspaces() -> int:
 
 
 def _np(t):
-    """A NumPy view of a tensor (a contiguous copy first if it is not C-contiguous)."""
+    """A NumPy view of a tensor; a C-contiguous NumPy copy if the tensor is not C-contiguous (e.g.
+    the expanded gradient of ``out.sum()``). The copy is NumPy's, not ``Tensor.contiguous()``: a
+    large torch copy runs on PyTorch's OpenMP threads, which then busy-wait on the cores while
+    the kernel that follows runs (see bench/torch_threads.py)."""
     if t is None:
         return None
-    if not t.is_contiguous():
-        t = t.contiguous()
-    return t.detach().numpy()
-
-
-# id(parameter) -> (weak reference, data address, NumPy view): a Parameter's view stays valid
-# while its memory does (optimizers update it in place), and looking it up costs a fraction
-# of making a view afresh on every call of a cell stepped through a sequence.
-_views: dict = {}
-
-
-def _np_w(t):
-    """:func:`_np` for a weight: the NumPy view of a Parameter is made once and reused."""
-    if t is None or type(t) is not torch.nn.Parameter or not t.is_contiguous():
-        return _np(t)
-    key = id(t)
-    entry = _views.get(key)
-    if entry is not None and entry[0]() is t and entry[1] == t.data_ptr() and entry[2].shape == t.shape:
-        return entry[2]
-    view = t.detach().numpy()
-    _views[key] = (weakref.ref(t, lambda _, key=key: _views.pop(key, None)), t.data_ptr(), view)
-    return view
+    a = t.detach().numpy() if t.requires_grad else t.numpy()
+    return a if t.is_contiguous() else np.ascontiguousarray(a)
 
 
 def _t(a, like):
@@ -159,7 +142,7 @@ def _backend(name):
 def _run_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend):
     _sync_threads()
     out, h_n, c_n, ws = _backend(backend).layer_forward(
-        kind, _np(x), _np(h0), _np(c0), _np_w(w_ih), _np_w(w_hh), _np_w(b_ih), _np_w(b_hh), _np(lengths), reverse, keep)
+        kind, _np(x), _np(h0), _np(c0), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), _np(lengths), reverse, keep)
     return torch.from_numpy(out), torch.from_numpy(h_n), _t(c_n, x), ws
 
 
@@ -167,7 +150,7 @@ def _grad_layer(ws, grad_out, grad_h_n, grad_c_n, kind, x, h0, c0, w_ih, w_hh, b
     _sync_threads()
     be = _backend(backend)
     if ws is None:
-        ws = be.layer_forward(kind, _np(x), _np(h0), _np(c0), _np_w(w_ih), _np_w(w_hh), _np_w(b_ih), _np_w(b_hh),
+        ws = be.layer_forward(kind, _np(x), _np(h0), _np(c0), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh),
                               _np(lengths), reverse, True)[3]
     g = be.layer_backward(ws, _np(grad_out), _np(grad_h_n), _np(grad_c_n))
     return (torch.from_numpy(g["x"]), torch.from_numpy(g["h0"]), _t(g["c0"], x), torch.from_numpy(g["w_ih"]),
@@ -177,7 +160,7 @@ def _grad_layer(ws, grad_out, grad_h_n, grad_c_n, kind, x, h0, c0, w_ih, w_hh, b
 def _run_cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend):
     _sync_threads()
     h_new, c_new, ws = _backend(backend).cell_forward(
-        kind, _np(x), _np(h), _np(c), _np_w(w_ih), _np_w(w_hh), _np_w(b_ih), _np_w(b_hh), keep)
+        kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), keep)
     return torch.from_numpy(h_new), _t(c_new, x), ws
 
 
@@ -185,7 +168,7 @@ def _grad_cell(ws, grad_h, grad_c, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backen
     _sync_threads()
     be = _backend(backend)
     if ws is None:
-        ws = be.cell_forward(kind, _np(x), _np(h), _np(c), _np_w(w_ih), _np_w(w_hh), _np_w(b_ih), _np_w(b_hh), True)[2]
+        ws = be.cell_forward(kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), True)[2]
     g = be.cell_backward(ws, _np(grad_h), _np(grad_c))
     return (torch.from_numpy(g["x"]), torch.from_numpy(g["h"]), _t(g["c"], x), torch.from_numpy(g["w_ih"]),
             torch.from_numpy(g["w_hh"]), _t(g["b_ih"], x), _t(g["b_hh"], x))
@@ -326,53 +309,131 @@ cell_backward.register_autograd(_no_double_backward, setup_context=_nothing_to_s
 # workspace on its context (no dispatcher round trips: cheaper per call)
 # ---------------------------------------------------------------------------
 
+# Function.apply is a Python wrapper around the C++ ``_FunctionBase.apply``: when no functorch
+# transform (vmap, grad, ...) is active it only unwraps dead functorch wrappers and calls it, at
+# several microseconds per call. :func:`_apply` does the same for the two Functions below.
+_functorch_active = torch._C._are_functorch_transforms_active
+_unwrap_if_dead = torch._C._functorch.unwrap_if_dead
+_base_apply = torch._C._FunctionBase.__dict__["apply"]
+
 
 class _LayerFn(torch.autograd.Function):
+    """One layer and direction; non-tensor arguments first: the backend module, the kind, the
+    NumPy views of the weights (see :class:`WeightViews`), lengths, reverse."""
+
     @staticmethod
-    def forward(ctx, kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
-        out, h_n, c_n, ws = _run_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, True, backend)
+    def forward(ctx, be, kind, views, lengths, reverse, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        ctx.set_materialize_grads(False)  # a missing output gradient reaches the kernels as None (zero)
+        out, h_n, c_n, ws = be.layer_forward(kind, _np(x), _np(h0), _np(c0), *views, _np(lengths), reverse, True)
         ctx.ws = ws
-        ctx.args = (kind, reverse, backend, c0 is not None, b_ih is not None)
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
-        return out, h_n, c_n
+        ctx.be, ctx.kind, ctx.lengths, ctx.reverse = be, kind, lengths, reverse
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        return torch.from_numpy(out), torch.from_numpy(h_n), _t(c_n, x)
 
     @staticmethod
     def backward(ctx, grad_out, grad_h_n, grad_c_n):
         if torch.is_grad_enabled():
             raise RuntimeError(_DOUBLE)
-        kind, reverse, backend, lstm, bias = ctx.args
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths = ctx.saved_tensors
-        dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = _grad_layer(
-            ctx.ws, grad_out.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous() if lstm else None, kind, x,
-            h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend)
-        # consumed (after success: a failed backward leaves it for a retry); a second backward
+        # saved_tensors is read even when the workspace is there: autograd raises if one of them
+        # was changed in place since the forward (the workspace refers to their memory)
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors
+        be, ws = ctx.be, ctx.ws
+        if ws is None:
+            ws = be.layer_forward(ctx.kind, _np(x), _np(h0), _np(c0), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh),
+                                  _np(ctx.lengths), ctx.reverse, True)[3]
+        g = be.layer_backward(ws, _np_grad(grad_out), _np_grad(grad_h_n), _np_grad(grad_c_n))
+        # consumed after success (a failed backward leaves it for a retry); a second backward
         # (retain_graph=True) recomputes
         ctx.ws = None
-        return (None, dx, dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if bias else None, db_hh if bias else None,
-                None, None, None)
+        return (None, None, None, None, None) + _grads(ctx.needs_input_grad, g, "h0", "c0")
 
 
 class _CellFn(torch.autograd.Function):
+    """One step; non-tensor arguments first: the backend module, the kind, the weights' NumPy views."""
+
     @staticmethod
-    def forward(ctx, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend):
-        h_new, c_new, ws = _run_cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, True, backend)
+    def forward(ctx, be, kind, views, x, h, c, w_ih, w_hh, b_ih, b_hh):
+        ctx.set_materialize_grads(False)
+        h_new, c_new, ws = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, True)
         ctx.ws = ws
-        ctx.args = (kind, backend, c is not None, b_ih is not None)
+        ctx.be, ctx.kind = be, kind
         ctx.save_for_backward(x, h, c, w_ih, w_hh, b_ih, b_hh)
-        return h_new, c_new
+        return torch.from_numpy(h_new), _t(c_new, x)
 
     @staticmethod
     def backward(ctx, grad_h, grad_c):
         if torch.is_grad_enabled():
             raise RuntimeError(_DOUBLE)
-        kind, backend, lstm, bias = ctx.args
-        x, h, c, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors
-        dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh = _grad_cell(
-            ctx.ws, grad_h.contiguous(), grad_c.contiguous() if lstm else None, kind, x, h, c, w_ih, w_hh, b_ih,
-            b_hh, backend)
-        ctx.ws = None  # consumed, as in _LayerFn
-        return (None, dx, dh, dc if lstm else None, dw_ih, dw_hh, db_ih if bias else None, db_hh if bias else None,
-                None)
+        x, h, c, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors  # read for autograd's in-place check (as above)
+        be, ws = ctx.be, ctx.ws
+        if ws is None:
+            ws = be.cell_forward(ctx.kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh),
+                                 True)[2]
+        g = be.cell_backward(ws, _np_grad(grad_h), _np_grad(grad_c))
+        ctx.ws = None  # consumed after success, as in _LayerFn
+        return (None, None, None) + _grads(ctx.needs_input_grad, g, "h", "c")
+
+
+_apply_layer = _base_apply.__get__(None, _LayerFn)
+_apply_cell = _base_apply.__get__(None, _CellFn)
+_LAYER_TENSORS = 5  # _LayerFn.forward's arguments before the tensors
+_CELL_TENSORS = 3
+
+
+def _np_grad(g):
+    """An output's gradient as the kernels take it: None (zero) when autograd has none."""
+    return None if g is None else _np(g)
+
+
+def _grads(needs, g, h, c):
+    """The kernels' gradient dict as the Functions' gradients of ``x, h, c, w_ih, w_hh, b_ih, b_hh``
+    (``needs``: ctx.needs_input_grad; None where no gradient is needed or the input was None)."""
+    n = len(needs) - 7
+    out = []
+    for i, key in enumerate(("x", h, c, "w_ih", "w_hh", "b_ih", "b_hh")):
+        a = g[key] if needs[n + i] else None
+        out.append(None if a is None else torch.from_numpy(a))
+    return tuple(out)
+
+
+def _apply(fn, apply, args):
+    """``fn.apply(*args)``, through the C++ apply directly when no functorch transform is active."""
+    if _functorch_active():
+        return fn.apply(*args)
+    return apply(*[_unwrap_if_dead(a) if isinstance(a, torch.Tensor) else a for a in args])
+
+
+class WeightViews:
+    """NumPy views of a module's weights, made once and reused while each weight is the same
+    tensor over the same memory (address, shape, dtype, contiguous): optimizers update weights
+    in place, which the views see. A new Parameter or a replaced ``.data`` makes them afresh.
+    A copy or pickle of the module starts with an empty cache."""
+
+    __slots__ = ("tensors", "keys", "views")
+
+    def __init__(self):
+        self.tensors, self.keys, self.views = (), (), ()
+
+    def __deepcopy__(self, memo):
+        return WeightViews()
+
+    def __reduce__(self):
+        return WeightViews, ()
+
+    def get(self, weights):
+        """The views of ``weights`` (a tuple of tensors or None)."""
+        if len(weights) == len(self.tensors):
+            for t, old, key in zip(weights, self.tensors, self.keys):
+                if t is not old or (t is not None and (key is None or t.data_ptr() != key[0] or t.shape != key[1]
+                                                       or t.dtype is not key[2] or not t.is_contiguous())):
+                    break
+            else:
+                return self.views
+        self.views = tuple(_np(t) for t in weights)
+        self.keys = tuple(None if t is None or not t.is_contiguous() else (t.data_ptr(), t.shape, t.dtype)
+                          for t in weights)
+        self.tensors = weights
+        return self.views
 
 
 # ---------------------------------------------------------------------------
@@ -394,27 +455,43 @@ def _needs_grad(tensors):
 # records whether the traced call needs a gradient.
 
 
-def layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
+def layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend, views=None):
     """One layer, one direction: ``(out, h_n, c_n)`` (``c_n`` empty unless LSTM), differentiable.
 
     Eagerly through :class:`_LayerFn` (training) or the kernel itself (nothing needs a gradient:
     ``keep=False``); under ``torch.compile``/``torch.export`` through the custom operator.
+    ``views``: the weights' NumPy views if the caller has them (:class:`WeightViews`).
     """
     keep = _needs_grad((x, h0, c0, w_ih, w_hh, b_ih, b_hh))
     if torch.compiler.is_compiling():
         keep = keep and not torch.compiler.is_exporting()  # see the note above layer()
         return layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend)[:3]
+    _sync_threads()
+    be = _backend(backend)
+    if views is None:
+        views = (_np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh))
     if keep:
-        return _LayerFn.apply(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend)
-    return _run_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, False, backend)[:3]
+        return _apply(_LayerFn, _apply_layer, (be, kind, views, lengths, reverse, x, h0, c0, w_ih, w_hh, b_ih, b_hh))
+    out, h_n, c_n, _ = be.layer_forward(kind, _np(x), _np(h0), _np(c0), *views, _np(lengths), reverse, False)
+    return torch.from_numpy(out), torch.from_numpy(h_n), _t(c_n, x)
 
 
-def cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend):
+def cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend, views=None):
     """One step: ``(h_new, c_new)`` (``c_new`` empty unless LSTM), differentiable (as :func:`layer`)."""
-    keep = _needs_grad((x, h, c, w_ih, w_hh, b_ih, b_hh))
+    if torch.is_grad_enabled() and (x.requires_grad or h.requires_grad or w_ih.requires_grad or
+                                    w_hh.requires_grad or (c is not None and c.requires_grad) or
+                                    (b_ih is not None and (b_ih.requires_grad or b_hh.requires_grad))):
+        keep = True
+    else:
+        keep = False
     if torch.compiler.is_compiling():
         keep = keep and not torch.compiler.is_exporting()  # see the note above layer()
         return cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend)[:2]
+    _sync_threads()
+    be = _backend(backend)
+    if views is None:
+        views = (_np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh))
     if keep:
-        return _CellFn.apply(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend)
-    return _run_cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, False, backend)[:2]
+        return _apply(_CellFn, _apply_cell, (be, kind, views, x, h, c, w_ih, w_hh, b_ih, b_hh))
+    h_new, c_new, _ = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, False)
+    return torch.from_numpy(h_new), _t(c_new, x)

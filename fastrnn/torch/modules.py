@@ -76,10 +76,36 @@ def _packed_layout(batch_sizes, sorted_indices):
 
 
 class _Backend:
-    """The ``backend=`` keyword shared by every module: '' is fastrnn's own choice (get_backend)."""
+    """The ``backend=`` keyword shared by every module ('' is fastrnn's own choice, get_backend), and
+    the cache of the NumPy views of the module's weights (:class:`fastrnn.torch._ops.WeightViews`)."""
 
     def _set_backend(self, backend):
         self.backend = _backends.check_backend(backend) or ""
+        self._weight_views = _ops.WeightViews()
+
+    def _weights(self, names):
+        """The tensors named ``names`` (parameters, or what stands in for them), as ``getattr`` finds
+        them. nn.Module's ``__getattr__`` costs about a microsecond a name; for this package's own
+        classes, with nothing in the instance's ``__dict__`` under those names (torch.func.functional_call
+        puts its tensors there; torch.nn.utils.parametrize makes a subclass), the parameters dict is
+        what it would return."""
+        d = self.__dict__
+        if type(self) in _OWN_CLASSES:
+            for n in names:
+                if n in d:
+                    break
+            else:
+                params = d["_parameters"]
+                try:
+                    return tuple(params[n] for n in names)
+                except KeyError:  # deleted: getattr raises torch's error
+                    pass
+        return tuple(getattr(self, n) for n in names)
+
+    def _views(self, weights):
+        """The NumPy views of ``weights`` from the cache; None under torch.compile/export (the custom
+        operators take the tensors)."""
+        return None if torch.compiler.is_compiling() else self._weight_views.get(weights)
 
 
 # ---------------------------------------------------------------------------
@@ -105,8 +131,9 @@ class _RNNBase(nn.RNNBase, _Backend):
         kind, H, L = self._kind, self.hidden_size, self.num_layers
         D = 2 if self.bidirectional else 1
         lstm = kind == "lstm"
-        weights = [getattr(self, name) for name in self._flat_weights_names]
+        weights = self._weights(self._flat_weights_names)
         w0 = weights[0]
+        check_supported(w0.dtype, w0.device, "the module's parameters")
         packed = isinstance(input, PackedSequence)
         lengths = None
         if packed:
@@ -171,6 +198,7 @@ class _RNNBase(nn.RNNBase, _Backend):
                 c0 = c0.contiguous()
 
         per = 4 if self.bias else 2
+        views = self._views(weights)
         drop = self.dropout if self.training else 0.0
         hs, cs = [], []
         inp = x
@@ -180,8 +208,10 @@ class _RNNBase(nn.RNNBase, _Backend):
                 i = layer * D + d
                 w = weights[i * per:(i + 1) * per]
                 b_ih, b_hh = (w[2], w[3]) if self.bias else (None, None)
+                v = None if views is None else views[i * per:(i + 1) * per]
+                v = v if v is None or self.bias else (v[0], v[1], None, None)
                 out, h, c = _ops.layer(kind, inp, h0[i], None if c0 is None else c0[i], w[0], w[1], b_ih, b_hh,
-                                       lengths, d == 1, self.backend)
+                                       lengths, d == 1, self.backend, v)
                 outs.append(out)
                 hs.append(h)
                 cs.append(c)
@@ -249,9 +279,36 @@ class _Cell(_Backend):
     _kind = ""
 
     def forward(self, input, hx=None):  # noqa: A002 - torch.nn's argument name
+        w_ih, w_hh, b_ih, b_hh = self._weights(_CELL_WEIGHTS)
+        views = self._views((w_ih, w_hh, b_ih, b_hh))
+        # the common case, checked at the least cost: a batch [B, I] and hx None or [B, H] states, all
+        # CPU tensors of the weights' dtype; anything else takes _forward_checked
+        dtype = w_ih.dtype
+        if (type(input) is torch.Tensor and input.dtype is dtype and input.is_cpu and input.dim() == 2
+                and w_ih.is_cpu and dtype in _DTYPES):
+            B, I = input.shape
+            if I == self.input_size and B:
+                if hx is None:
+                    h = input.new_zeros((B, self.hidden_size))
+                    return self._step(input, h, h if self._kind == "lstm" else None, w_ih, w_hh, b_ih, b_hh, views)
+                if self._kind == "lstm":
+                    if type(hx) is tuple and len(hx) == 2:
+                        h, c = hx
+                        if _state_ok(h, dtype, B, self.hidden_size) and _state_ok(c, dtype, B, self.hidden_size):
+                            return self._step(input, h, c, w_ih, w_hh, b_ih, b_hh, views)
+                elif _state_ok(hx, dtype, B, self.hidden_size):
+                    return self._step(input, hx, None, w_ih, w_hh, b_ih, b_hh, views)
+        return self._forward_checked(input, hx, w_ih, w_hh, b_ih, b_hh, views)
+
+    def _step(self, x, h, c, w_ih, w_hh, b_ih, b_hh, views):
+        h_new, c_new = _ops.cell(self._kind, x, h, c, w_ih, w_hh, b_ih, b_hh, self.backend, views)
+        return (h_new, c_new) if c is not None else h_new
+
+    def _forward_checked(self, input, hx, w_ih, w_hh, b_ih, b_hh, views):  # noqa: A002
+        """forward with every check and the less common forms (unbatched, strided)."""
         kind, H = self._kind, self.hidden_size
         lstm = kind == "lstm"
-        w_ih = self.weight_ih
+        check_supported(w_ih.dtype, w_ih.device, "the module's parameters")
         _check_tensor(input, "input", w_ih)
         dim = input.dim()
         if dim != 2 and dim != 1:
@@ -287,11 +344,19 @@ class _Cell(_Backend):
                 c = None if c is None else c.unsqueeze(0)
             h = h.contiguous()
             c = None if c is None else c.contiguous()
-        h_new, c_new = _ops.cell(kind, x.contiguous(), h, c, w_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-                                 self.backend)
+        h_new, c_new = _ops.cell(kind, x.contiguous(), h, c, w_ih, w_hh, b_ih, b_hh, self.backend, views)
         if not batched:
             h_new, c_new = h_new.squeeze(0), c_new.squeeze(0) if lstm else c_new
         return (h_new, c_new) if lstm else h_new
+
+
+def _state_ok(t, dtype, B, H):
+    """``t`` is a CPU tensor [B, H] of ``dtype`` (the cells' fast path)."""
+    return (type(t) is torch.Tensor and t.dtype is dtype and t.is_cpu and t.dim() == 2 and t.shape[0] == B
+            and t.shape[1] == H)
+
+
+_CELL_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 class LSTMCell(_Cell, nn.LSTMCell):
@@ -323,3 +388,6 @@ class RNNCell(_Cell, nn.RNNCell):
             raise ValueError(f"Unknown nonlinearity: {self.nonlinearity}")
         self._kind = "rnn_" + self.nonlinearity
         self._set_backend(backend)
+
+
+_OWN_CLASSES = frozenset((LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell))  # see _Backend._weights
