@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import pickle
 import shutil
+import site
 import subprocess
 import sys
 import textwrap
@@ -99,13 +100,19 @@ def test_type_checker_reads_the_public_paths(tmp_path):
         reveal_type(fastrnn.train.forecast)
         wrong: int = fastrnn.nn.Linear
     """).lstrip())
-    package_root = str(Path(fastrnn.__file__).resolve().parent.parent)
+    package_root = Path(fastrnn.__file__).resolve().parent.parent
+    env = dict(__import__("os").environ)
+    # a source tree is named to mypy; an installed package is found (mypy refuses site-packages
+    # in MYPYPATH)
+    installed = any(package_root == Path(p).resolve() for p in site.getsitepackages() + [site.getusersitepackages()])
+    if not installed:
+        env["MYPYPATH"] = str(package_root)
     proc = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", "--follow-imports=silent",
                            "--no-error-summary", str(user)], capture_output=True, text=True, timeout=600,
-                          cwd=tmp_path, env={**__import__("os").environ, "MYPYPATH": package_root})
+                          cwd=tmp_path, env=env)
     lines = proc.stdout.splitlines()
     revealed = [line for line in lines if "Revealed type" in line]
-    assert len(revealed) == 3, proc.stdout
+    assert len(revealed) == 3, proc.stdout + proc.stderr
     assert revealed[0].endswith('-> float | None"')  # Adam.step, through fastrnn.optim
     assert revealed[1].endswith('-> fastrnn.training.data.SineData"')  # through fastrnn.data
     assert revealed[2].startswith('user.py:10: note: Revealed type is "def (model: ')  # through fastrnn.train
