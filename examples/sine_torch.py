@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common.py bes
 from _common import parse_args, pyplot, save
 
 N_TEST = 3
+DEFAULT = {"waves": 18, "length": 400}
 QUICK = {"waves": 12, "length": 300}
 
 
@@ -79,9 +80,9 @@ def train(model, x, y, epochs):
 
 def add_arguments(parser):
     parser.add_argument("--waves", type=int, default=None, help=f"sine waves, the first {N_TEST} the test set "
-                        f"(default 30; --quick: {QUICK['waves']})")
-    parser.add_argument("--length", type=int, default=None, help=f"samples per wave (default 400; --quick: "
-                        f"{QUICK['length']})")
+                        f"(default {DEFAULT['waves']}; --quick: {QUICK['waves']})")
+    parser.add_argument("--length", type=int, default=None, help=f"samples per wave (default {DEFAULT['length']}; "
+                        f"--quick: {QUICK['length']})")
     parser.add_argument("--future", type=int, default=500, help="samples to forecast after each test wave")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads (fastrnn.torch's kernels use as many); default: PyTorch's. "
@@ -91,7 +92,7 @@ def add_arguments(parser):
 
 def main(argv=None):
     args = parse_args(__doc__, "sine_torch", epochs=10, quick_epochs=5, argv=argv, add_arguments=add_arguments)
-    defaults = QUICK if args.quick else {"waves": 30, "length": 400}
+    defaults = QUICK if args.quick else DEFAULT
     args.waves = args.waves or defaults["waves"]
     args.length = args.length or defaults["length"]
 

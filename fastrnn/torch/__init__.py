@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,10 +30,11 @@ __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "convert", "I
            "pending_workspaces"]
 
 # torch.nn class -> fastrnn.torch class (exact types: a subclass of nn.LSTM may have its own forward)
-_SWAP = {nn.LSTM: LSTM, nn.GRU: GRU, nn.RNN: RNN, nn.LSTMCell: LSTMCell, nn.GRUCell: GRUCell, nn.RNNCell: RNNCell}
+_SWAP: dict[type[nn.Module], type[nn.Module]] = {nn.LSTM: LSTM, nn.GRU: GRU, nn.RNN: RNN, nn.LSTMCell: LSTMCell,
+                                                 nn.GRUCell: GRUCell, nn.RNNCell: RNNCell}
 
 
-def _why_not(module):
+def _why_not(module: nn.Module) -> str | None:
     """None if fastrnn can serve ``module``, else the reason."""
     if getattr(module, "proj_size", 0):
         return f"proj_size={module.proj_size}"
@@ -44,7 +46,7 @@ def _why_not(module):
     return None
 
 
-def _replacement(module, backend):
+def _replacement(module: Any, backend: str | None) -> nn.Module:
     """A fastrnn.torch module of ``module``'s configuration holding ``module``'s own parameters."""
     cls = _SWAP[type(module)]
     p = next(module.parameters())
@@ -66,7 +68,7 @@ def _replacement(module, backend):
     return new
 
 
-def convert(model, inplace=False, *, backend=None):
+def convert(model: nn.Module, inplace: bool = False, *, backend: str | None = None) -> nn.Module:
     """``model`` with every ``nn.LSTM``/``nn.GRU``/``nn.RNN`` and cell replaced by fastrnn's.
 
     The replacements hold the original modules' parameters (the same ``Parameter`` objects, so an
@@ -80,9 +82,10 @@ def convert(model, inplace=False, *, backend=None):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
-    done, skipped = {}, []
+    done: dict[int, nn.Module] = {}
+    skipped: list[str] = []
 
-    def swap(module, name):
+    def swap(module: nn.Module, name: str) -> nn.Module:
         key = id(module)
         if key not in done:
             reason = _why_not(module)

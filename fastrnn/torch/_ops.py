@@ -44,9 +44,13 @@ the operators are what the graph records.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, overload
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from .. import backends as _backends
 
@@ -60,15 +64,15 @@ _LIB = "fastrnn"
 class _Holder(np.ndarray):
     """The one-element int64 array (value 0) behind a handle tensor; ``ws`` rides on it."""
 
-    ws = None
+    ws: Any = None
 
 
 # handle's data address -> its holder (an address is unique among live arrays; a copy of a
 # handle has another address and finds nothing, so its backward recomputes)
-_holders: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_holders: weakref.WeakValueDictionary[int, _Holder] = weakref.WeakValueDictionary()
 
 
-def _handle(ws):
+def _handle(ws: Any) -> torch.Tensor:
     """A handle tensor for ``ws`` (a plain zero when ``ws`` is None). Every handle holds the value 0,
     so the operators' outputs are deterministic; the workspace is found by the handle's address."""
     if ws is None:
@@ -80,13 +84,13 @@ def _handle(ws):
     return handle
 
 
-def _ws_of(handle):
+def _ws_of(handle: torch.Tensor) -> Any:
     """The workspace behind ``handle``; None if there is none."""
     holder = _holders.get(handle.data_ptr())
     return None if holder is None else holder.ws
 
 
-def _consume(handle):
+def _consume(handle: torch.Tensor) -> None:
     """Remove the workspace behind ``handle`` once a backward used it: the backend consumed it. A
     backward that failed leaves it, and a retry differentiates it (contract.Backend)."""
     holder = _holders.get(handle.data_ptr())
@@ -104,7 +108,13 @@ def pending_workspaces() -> int:
 # ---------------------------------------------------------------------------
 
 
-def _np(t):
+@overload
+def _np(t: torch.Tensor) -> NDArray[Any]: ...
+@overload
+def _np(t: torch.Tensor | None) -> NDArray[Any] | None: ...
+
+
+def _np(t: torch.Tensor | None) -> NDArray[Any] | None:
     """A NumPy view of a tensor; a C-contiguous NumPy copy if the tensor is not C-contiguous (e.g.
     the expanded gradient of ``out.sum()``). The copy is NumPy's, not ``Tensor.contiguous()``: a
     large torch copy runs on PyTorch's OpenMP threads, which then busy-wait on the cores while
@@ -115,21 +125,21 @@ def _np(t):
     return a if t.is_contiguous() else np.ascontiguousarray(a)
 
 
-def _t(a, like):
+def _t(a: NDArray[Any] | None, like: torch.Tensor) -> torch.Tensor:
     """A tensor sharing memory with array ``a``; an empty tensor of ``like``'s dtype for None."""
     if a is None:
         return like.new_empty(0)
     return torch.from_numpy(a)
 
 
-def _sync_threads():
+def _sync_threads() -> None:
     """fastrnn's kernels use as many threads as PyTorch's intra-op pool (``torch.set_num_threads``)."""
     n = torch.get_num_threads()
     if n != _backends.get_num_threads():
         _backends.set_num_threads(n)
 
 
-def _backend(name):
+def _backend(name: str | None) -> ModuleType:
     return _backends.get_backend(name or None)
 
 
@@ -139,14 +149,17 @@ def _backend(name):
 # ---------------------------------------------------------------------------
 
 
-def _run_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend):
+def _run_layer(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
+               lengths: _T | None, reverse: bool, keep: bool, backend: str) -> tuple[_T, _T, _T, Any]:
     _sync_threads()
     out, h_n, c_n, ws = _backend(backend).layer_forward(
         kind, _np(x), _np(h0), _np(c0), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), _np(lengths), reverse, keep)
     return torch.from_numpy(out), torch.from_numpy(h_n), _t(c_n, x), ws
 
 
-def _grad_layer(ws, grad_out, grad_h_n, grad_c_n, kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
+def _grad_layer(ws: Any, grad_out: _T, grad_h_n: _T, grad_c_n: _T | None, kind: str, x: _T, h0: _T, c0: _T | None,
+                w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, lengths: _T | None, reverse: bool,
+                backend: str) -> tuple[_T, _T, _T, _T, _T, _T, _T]:
     _sync_threads()
     be = _backend(backend)
     if ws is None:
@@ -157,14 +170,16 @@ def _grad_layer(ws, grad_out, grad_h_n, grad_c_n, kind, x, h0, c0, w_ih, w_hh, b
             torch.from_numpy(g["w_hh"]), _t(g["b_ih"], x), _t(g["b_hh"], x))
 
 
-def _run_cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend):
+def _run_cell(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
+              keep: bool, backend: str) -> tuple[_T, _T, Any]:
     _sync_threads()
     h_new, c_new, ws = _backend(backend).cell_forward(
         kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), keep)
     return torch.from_numpy(h_new), _t(c_new, x), ws
 
 
-def _grad_cell(ws, grad_h, grad_c, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend):
+def _grad_cell(ws: Any, grad_h: _T, grad_c: _T | None, kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T,
+               b_ih: _T | None, b_hh: _T | None, backend: str) -> tuple[_T, _T, _T, _T, _T, _T, _T]:
     _sync_threads()
     be = _backend(backend)
     if ws is None:
@@ -174,7 +189,7 @@ def _grad_cell(ws, grad_h, grad_c, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backen
             torch.from_numpy(g["w_hh"]), _t(g["b_ih"], x), _t(g["b_hh"], x))
 
 
-def _zeros_for(g, like):
+def _zeros_for(g: _T | None, like: _T) -> _T:
     """An output's gradient as the kernels take it: zeros when autograd has none."""
     return torch.zeros_like(like, memory_format=torch.contiguous_format) if g is None else g.contiguous()
 
@@ -195,7 +210,8 @@ def layer_forward(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b
 
 
 @layer_forward.register_fake
-def _(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend):
+def _(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
+      lengths: _T | None, reverse: bool, keep: bool, backend: str) -> tuple[_T, _T, _T, _T]:
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
     c_n = x.new_empty((B, H)) if c0 is not None else x.new_empty(0)
     return x.new_empty((T, B, H)), x.new_empty((B, H)), c_n, x.new_empty((1,), dtype=torch.int64)
@@ -212,22 +228,25 @@ def layer_backward(handle: _T, grad_out: _T, grad_h_n: _T, grad_c_n: _T | None, 
     return grads
 
 
-def _like(t, x):
+def _like(t: _T | None, x: _T) -> _T:
     return x.new_empty(0) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
 
 
 @layer_backward.register_fake
-def _(handle, grad_out, grad_h_n, grad_c_n, kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
+def _(handle: _T, grad_out: _T, grad_h_n: _T, grad_c_n: _T | None, kind: str, x: _T, h0: _T, c0: _T | None,
+      w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, lengths: _T | None, reverse: bool,
+      backend: str) -> tuple[_T, ...]:
     return tuple(_like(t, x) for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh))
 
 
-def _layer_setup(ctx, inputs, output):
+def _layer_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[_T, ...]) -> None:
     kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend = inputs
     ctx.args = (kind, reverse, backend, c0 is not None, b_ih is not None)
     ctx.save_for_backward(output[3], x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
 
 
-def _layer_autograd(ctx, grad_out, grad_h_n, grad_c_n, _grad_handle):
+def _layer_autograd(ctx: Any, grad_out: _T | None, grad_h_n: _T | None, grad_c_n: _T | None,
+                    _grad_handle: _T | None) -> tuple[_T | None, ...]:
     kind, reverse, backend, lstm, bias = ctx.args
     handle, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths = ctx.saved_tensors
     out_like = x.new_empty((x.shape[0], x.shape[1], w_hh.shape[1]))
@@ -250,7 +269,8 @@ def cell_forward(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih
 
 
 @cell_forward.register_fake
-def _(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend):
+def _(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, keep: bool,
+      backend: str) -> tuple[_T, _T, _T]:
     B, H = x.shape[0], w_hh.shape[1]
     c_new = x.new_empty((B, H)) if c is not None else x.new_empty(0)
     return x.new_empty((B, H)), c_new, x.new_empty((1,), dtype=torch.int64)
@@ -266,17 +286,18 @@ def cell_backward(handle: _T, grad_h: _T, grad_c: _T | None, kind: str, x: _T, h
 
 
 @cell_backward.register_fake
-def _(handle, grad_h, grad_c, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend):
+def _(handle: _T, grad_h: _T, grad_c: _T | None, kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T,
+      b_ih: _T | None, b_hh: _T | None, backend: str) -> tuple[_T, ...]:
     return tuple(_like(t, x) for t in (x, h, c, w_ih, w_hh, b_ih, b_hh))
 
 
-def _cell_setup(ctx, inputs, output):
+def _cell_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[_T, ...]) -> None:
     kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend = inputs
     ctx.args = (kind, backend, c is not None, b_ih is not None)
     ctx.save_for_backward(output[2], x, h, c, w_ih, w_hh, b_ih, b_hh)
 
 
-def _cell_autograd(ctx, grad_h, grad_c, _grad_handle):
+def _cell_autograd(ctx: Any, grad_h: _T | None, grad_c: _T | None, _grad_handle: _T | None) -> tuple[_T | None, ...]:
     kind, backend, lstm, bias = ctx.args
     handle, x, h, c, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors
     dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh = cell_backward(
@@ -292,11 +313,11 @@ _DOUBLE = ("fastrnn.torch: double backward (the gradient of a gradient, e.g. aut
            "then backward through it) is not supported by fastrnn's kernels")
 
 
-def _no_double_backward(ctx, *grads):
+def _no_double_backward(ctx: Any, *grads: Any) -> Any:
     raise RuntimeError(_DOUBLE)
 
 
-def _nothing_to_save(ctx, inputs, output):
+def _nothing_to_save(ctx: Any, inputs: Any, output: Any) -> None:
     pass
 
 
@@ -322,7 +343,9 @@ class _LayerFn(torch.autograd.Function):
     NumPy views of the weights (see :class:`WeightViews`), lengths, reverse."""
 
     @staticmethod
-    def forward(ctx, be, kind, views, lengths, reverse, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    def forward(ctx: Any, be: ModuleType, kind: str, views: Sequence[NDArray[Any] | None], lengths: _T | None,
+                reverse: bool, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None,
+                b_hh: _T | None) -> tuple[_T, _T, _T]:
         ctx.set_materialize_grads(False)  # a missing output gradient reaches the kernels as None (zero)
         out, h_n, c_n, ws = be.layer_forward(kind, _np(x), _np(h0), _np(c0), *views, _np(lengths), reverse, True)
         ctx.ws = ws
@@ -331,7 +354,7 @@ class _LayerFn(torch.autograd.Function):
         return torch.from_numpy(out), torch.from_numpy(h_n), _t(c_n, x)
 
     @staticmethod
-    def backward(ctx, grad_out, grad_h_n, grad_c_n):
+    def backward(ctx: Any, grad_out: _T | None, grad_h_n: _T | None, grad_c_n: _T | None) -> tuple[_T | None, ...]:
         if torch.is_grad_enabled():
             raise RuntimeError(_DOUBLE)
         # saved_tensors is read even when the workspace is there: autograd raises if one of them
@@ -352,7 +375,8 @@ class _CellFn(torch.autograd.Function):
     """One step; non-tensor arguments first: the backend module, the kind, the weights' NumPy views."""
 
     @staticmethod
-    def forward(ctx, be, kind, views, x, h, c, w_ih, w_hh, b_ih, b_hh):
+    def forward(ctx: Any, be: ModuleType, kind: str, views: Sequence[NDArray[Any] | None], x: _T, h: _T,
+                c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None) -> tuple[_T, _T]:
         ctx.set_materialize_grads(False)
         h_new, c_new, ws = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, True)
         ctx.ws = ws
@@ -361,7 +385,7 @@ class _CellFn(torch.autograd.Function):
         return torch.from_numpy(h_new), _t(c_new, x)
 
     @staticmethod
-    def backward(ctx, grad_h, grad_c):
+    def backward(ctx: Any, grad_h: _T | None, grad_c: _T | None) -> tuple[_T | None, ...]:
         if torch.is_grad_enabled():
             raise RuntimeError(_DOUBLE)
         x, h, c, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors  # read for autograd's in-place check (as above)
@@ -380,26 +404,26 @@ _LAYER_TENSORS = 5  # _LayerFn.forward's arguments before the tensors
 _CELL_TENSORS = 3
 
 
-def _np_grad(g):
+def _np_grad(g: _T | None) -> NDArray[Any] | None:
     """An output's gradient as the kernels take it: None (zero) when autograd has none."""
     return None if g is None else _np(g)
 
 
-def _grads(needs, g, h, c):
+def _grads(needs: Sequence[bool], g: dict[str, Any], h: str, c: str) -> tuple[_T | None, ...]:
     """The kernels' gradient dict as the Functions' gradients of ``x, h, c, w_ih, w_hh, b_ih, b_hh``
     (``needs``: ctx.needs_input_grad; None where no gradient is needed or the input was None)."""
     n = len(needs) - 7
-    out = []
+    out: list[_T | None] = []
     for i, key in enumerate(("x", h, c, "w_ih", "w_hh", "b_ih", "b_hh")):
         a = g[key] if needs[n + i] else None
         out.append(None if a is None else torch.from_numpy(a))
     return tuple(out)
 
 
-def _apply(fn, apply, args):
+def _apply(fn: type[torch.autograd.Function], apply: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     """``fn.apply(*args)``, through the C++ apply directly when no functorch transform is active."""
     if _functorch_active():
-        return fn.apply(*args)
+        return fn.apply(*args)  # type: ignore[no-untyped-call]  # torch's Function.apply is untyped
     return apply(*[_unwrap_if_dead(a) if isinstance(a, torch.Tensor) else a for a in args])
 
 
@@ -411,16 +435,18 @@ class WeightViews:
 
     __slots__ = ("tensors", "keys", "views")
 
-    def __init__(self):
-        self.tensors, self.keys, self.views = (), (), ()
+    def __init__(self) -> None:
+        self.tensors: tuple[_T | None, ...] = ()
+        self.keys: tuple[tuple[int, torch.Size, torch.dtype] | None, ...] = ()
+        self.views: tuple[NDArray[Any] | None, ...] = ()
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo: dict[int, Any]) -> WeightViews:
         return WeightViews()
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[WeightViews], tuple[()]]:
         return WeightViews, ()
 
-    def get(self, weights):
+    def get(self, weights: tuple[_T | None, ...]) -> tuple[NDArray[Any] | None, ...]:
         """The views of ``weights`` (a tuple of tensors or None)."""
         if len(weights) == len(self.tensors):
             for t, old, key in zip(weights, self.tensors, self.keys):
@@ -441,7 +467,7 @@ class WeightViews:
 # ---------------------------------------------------------------------------
 
 
-def _needs_grad(tensors):
+def _needs_grad(tensors: Sequence[_T | None]) -> bool:
     if not torch.is_grad_enabled():
         return False
     for t in tensors:
@@ -455,7 +481,9 @@ def _needs_grad(tensors):
 # records whether the traced call needs a gradient.
 
 
-def layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend, views=None):
+def layer(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
+          lengths: _T | None, reverse: bool, backend: str,
+          views: Sequence[NDArray[Any] | None] | None = None) -> tuple[_T, _T, _T]:
     """One layer, one direction: ``(out, h_n, c_n)`` (``c_n`` empty unless LSTM), differentiable.
 
     Eagerly through :class:`_LayerFn` (training) or the kernel itself (nothing needs a gradient:
@@ -465,33 +493,41 @@ def layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend, vi
     keep = _needs_grad((x, h0, c0, w_ih, w_hh, b_ih, b_hh))
     if torch.compiler.is_compiling():
         keep = keep and not torch.compiler.is_exporting()  # see the note above layer()
-        return layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend)[:3]
+        traced: tuple[_T, _T, _T] = layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep,
+                                                  backend)[:3]
+        return traced
     _sync_threads()
     be = _backend(backend)
     if views is None:
         views = (_np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh))
     if keep:
-        return _apply(_LayerFn, _apply_layer, (be, kind, views, lengths, reverse, x, h0, c0, w_ih, w_hh, b_ih, b_hh))
+        outs: tuple[_T, _T, _T] = _apply(_LayerFn, _apply_layer,
+                                         (be, kind, views, lengths, reverse, x, h0, c0, w_ih, w_hh, b_ih, b_hh))
+        return outs
     out, h_n, c_n, _ = be.layer_forward(kind, _np(x), _np(h0), _np(c0), *views, _np(lengths), reverse, False)
     return torch.from_numpy(out), torch.from_numpy(h_n), _t(c_n, x)
 
 
-def cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend, views=None):
+def cell(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, backend: str,
+         views: Sequence[NDArray[Any] | None] | None = None) -> tuple[_T, _T]:
     """One step: ``(h_new, c_new)`` (``c_new`` empty unless LSTM), differentiable (as :func:`layer`)."""
     if torch.is_grad_enabled() and (x.requires_grad or h.requires_grad or w_ih.requires_grad or
                                     w_hh.requires_grad or (c is not None and c.requires_grad) or
-                                    (b_ih is not None and (b_ih.requires_grad or b_hh.requires_grad))):
+                                    (b_ih is not None and (b_ih.requires_grad or  # b_hh is given with b_ih
+                                                           b_hh.requires_grad))):  # type: ignore[union-attr]
         keep = True
     else:
         keep = False
     if torch.compiler.is_compiling():
         keep = keep and not torch.compiler.is_exporting()  # see the note above layer()
-        return cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend)[:2]
+        traced: tuple[_T, _T] = cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend)[:2]
+        return traced
     _sync_threads()
     be = _backend(backend)
     if views is None:
         views = (_np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh))
     if keep:
-        return _apply(_CellFn, _apply_cell, (be, kind, views, x, h, c, w_ih, w_hh, b_ih, b_hh))
+        outs: tuple[_T, _T] = _apply(_CellFn, _apply_cell, (be, kind, views, x, h, c, w_ih, w_hh, b_ih, b_hh))
+        return outs
     h_new, c_new, _ = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, False)
     return torch.from_numpy(h_new), _t(c_new, x)

@@ -12,8 +12,12 @@ then runs each layer and direction through :func:`fastrnn.torch._ops.layer`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import nn
+from numpy.typing import NDArray
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import backends as _backends
@@ -35,7 +39,7 @@ class InputTypeError(TypeError, RuntimeError):
     as PyTorch raises."""
 
 
-def check_supported(dtype, device, what):
+def check_supported(dtype: torch.dtype, device: torch.device, what: str) -> None:
     """Raise unless ``dtype``/``device`` are what fastrnn's kernels run: CPU float32 or float64."""
     if device.type != "cpu":
         raise InputError(f"{what} is on device {device}; fastrnn.torch runs on the CPU only "
@@ -45,7 +49,7 @@ def check_supported(dtype, device, what):
                              "(convert with .float() or .double())")
 
 
-def _check_tensor(t, name, like):
+def _check_tensor(t: Any, name: str, like: torch.Tensor) -> None:
     """``t`` is a tensor on ``like``'s device with ``like``'s dtype (the module's parameters)."""
     if not isinstance(t, torch.Tensor):
         raise InputTypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -57,12 +61,13 @@ def _check_tensor(t, name, like):
                                  f"one of them explicitly ({name}.to({like.dtype}) or module.to({t.dtype}))")
 
 
-def _check_state(t, name, shape):
+def _check_state(t: torch.Tensor, name: str, shape: tuple[int, ...]) -> None:
     if tuple(t.shape) != shape:
         raise InputError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
 
 
-def _packed_layout(batch_sizes, sorted_indices):
+def _packed_layout(batch_sizes: torch.Tensor,
+                   sorted_indices: torch.Tensor | None) -> tuple[int, int, torch.Tensor, torch.Tensor]:
     """Where each row of a PackedSequence's data sits in a padded ``[T*B]`` batch (original order),
     and each sequence's length (original order). Index arithmetic, no loop over sequences."""
     T, B = batch_sizes.shape[0], int(batch_sizes[0])
@@ -79,11 +84,14 @@ class _Backend:
     """The ``backend=`` keyword shared by every module ('' is fastrnn's own choice, get_backend), and
     the cache of the NumPy views of the module's weights (:class:`fastrnn.torch._ops.WeightViews`)."""
 
-    def _set_backend(self, backend):
+    backend: str
+    _weight_views: _ops.WeightViews
+
+    def _set_backend(self, backend: str | None) -> None:
         self.backend = _backends.check_backend(backend) or ""
         self._weight_views = _ops.WeightViews()
 
-    def _weights(self, names):
+    def _weights(self, names: Sequence[str]) -> tuple[Any, ...]:
         """The tensors named ``names`` (parameters, or what stands in for them), as ``getattr`` finds
         them. nn.Module's ``__getattr__`` costs about a microsecond a name; for this package's own
         classes, with nothing in the instance's ``__dict__`` under those names (torch.func.functional_call
@@ -102,7 +110,7 @@ class _Backend:
                     pass
         return tuple(getattr(self, n) for n in names)
 
-    def _views(self, weights):
+    def _views(self, weights: tuple[torch.Tensor | None, ...]) -> tuple[NDArray[Any] | None, ...] | None:
         """The NumPy views of ``weights`` from the cache; None under torch.compile/export (the custom
         operators take the tensors)."""
         return None if torch.compiler.is_compiling() else self._weight_views.get(weights)
@@ -116,7 +124,7 @@ class _Backend:
 class _RNNBase(nn.RNNBase, _Backend):
     """``torch.nn.RNNBase``'s parameters with fastrnn's forward."""
 
-    def __init__(self, mode, *args, backend=None, **kwargs):
+    def __init__(self, mode: str, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
         super().__init__(mode, *args, **kwargs)
         if self.proj_size != 0:
             raise NotImplementedError(f"fastrnn.torch.LSTM does not support proj_size (got {self.proj_size}); "
@@ -124,10 +132,10 @@ class _RNNBase(nn.RNNBase, _Backend):
         self._set_backend(backend)
         self._kind = _KIND[mode]
 
-    def flatten_parameters(self):
+    def flatten_parameters(self) -> None:
         """No-op: fastrnn reads each parameter where it is (nothing to flatten for cuDNN)."""
 
-    def forward(self, input, hx=None):  # noqa: A002 - torch.nn's argument name
+    def forward(self, input: Any, hx: Any = None) -> Any:  # noqa: A002 - torch.nn's argument name
         kind, H, L = self._kind, self.hidden_size, self.num_layers
         D = 2 if self.bidirectional else 1
         lstm = kind == "lstm"
@@ -202,6 +210,7 @@ class _RNNBase(nn.RNNBase, _Backend):
         drop = self.dropout if self.training else 0.0
         hs, cs = [], []
         inp = x
+        out: Any  # a tensor; the PackedSequence returned for a packed input
         for layer in range(L):
             outs = []
             for d in range(D):
@@ -239,14 +248,14 @@ class LSTM(_RNNBase):
     Same arguments as ``torch.nn.LSTM`` (plus keyword ``backend=``: 'auto', 'cpp', 'numba' or 'numpy').
     """
 
-    def __init__(self, *args, backend=None, **kwargs):
+    def __init__(self, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
         super().__init__("LSTM", *args, backend=backend, **kwargs)
 
 
 class GRU(_RNNBase):
     """``torch.nn.GRU`` on fastrnn's kernels (same arguments, plus keyword ``backend=``)."""
 
-    def __init__(self, *args, backend=None, **kwargs):
+    def __init__(self, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
         if "proj_size" in kwargs:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         super().__init__("GRU", *args, backend=backend, **kwargs)
@@ -255,7 +264,7 @@ class GRU(_RNNBase):
 class RNN(_RNNBase):
     """``torch.nn.RNN`` on fastrnn's kernels (same arguments, plus keyword ``backend=``)."""
 
-    def __init__(self, *args, backend=None, **kwargs):
+    def __init__(self, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
         if "proj_size" in kwargs:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if len(args) > 3:  # torch.nn.RNN's positional order: input_size, hidden_size, num_layers, nonlinearity, ...
@@ -277,8 +286,10 @@ class _Cell(_Backend):
     """fastrnn's forward for ``torch.nn``'s cells (mixed in before the torch class)."""
 
     _kind = ""
+    input_size: int  # the torch class's
+    hidden_size: int
 
-    def forward(self, input, hx=None):  # noqa: A002 - torch.nn's argument name
+    def forward(self, input: Any, hx: Any = None) -> Any:  # noqa: A002 - torch.nn's argument name
         w_ih, w_hh, b_ih, b_hh = self._weights(_CELL_WEIGHTS)
         views = self._views((w_ih, w_hh, b_ih, b_hh))
         # the common case, checked at the least cost: a batch [B, I] and hx None or [B, H] states, all
@@ -300,11 +311,15 @@ class _Cell(_Backend):
                     return self._step(input, hx, None, w_ih, w_hh, b_ih, b_hh, views)
         return self._forward_checked(input, hx, w_ih, w_hh, b_ih, b_hh, views)
 
-    def _step(self, x, h, c, w_ih, w_hh, b_ih, b_hh, views):
+    def _step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_ih: torch.Tensor, w_hh: torch.Tensor,
+              b_ih: torch.Tensor | None, b_hh: torch.Tensor | None,
+              views: tuple[NDArray[Any] | None, ...] | None) -> Any:
         h_new, c_new = _ops.cell(self._kind, x, h, c, w_ih, w_hh, b_ih, b_hh, self.backend, views)
         return (h_new, c_new) if c is not None else h_new
 
-    def _forward_checked(self, input, hx, w_ih, w_hh, b_ih, b_hh, views):  # noqa: A002
+    def _forward_checked(self, input: Any, hx: Any, w_ih: torch.Tensor, w_hh: torch.Tensor,  # noqa: A002
+                         b_ih: torch.Tensor | None, b_hh: torch.Tensor | None,
+                         views: tuple[NDArray[Any] | None, ...] | None) -> Any:
         """forward with every check and the less common forms (unbatched, strided)."""
         kind, H = self._kind, self.hidden_size
         lstm = kind == "lstm"
@@ -350,7 +365,7 @@ class _Cell(_Backend):
         return (h_new, c_new) if lstm else h_new
 
 
-def _state_ok(t, dtype, B, H):
+def _state_ok(t: Any, dtype: torch.dtype, B: int, H: int) -> bool:
     """``t`` is a CPU tensor [B, H] of ``dtype`` (the cells' fast path)."""
     return (type(t) is torch.Tensor and t.dtype is dtype and t.is_cpu and t.dim() == 2 and t.shape[0] == B
             and t.shape[1] == H)
@@ -364,7 +379,7 @@ class LSTMCell(_Cell, nn.LSTMCell):
 
     _kind = "lstm"
 
-    def __init__(self, *args, backend=None, **kwargs):
+    def __init__(self, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
         nn.LSTMCell.__init__(self, *args, **kwargs)
         self._set_backend(backend)
 
@@ -374,7 +389,7 @@ class GRUCell(_Cell, nn.GRUCell):
 
     _kind = "gru"
 
-    def __init__(self, *args, backend=None, **kwargs):
+    def __init__(self, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
         nn.GRUCell.__init__(self, *args, **kwargs)
         self._set_backend(backend)
 
@@ -382,7 +397,7 @@ class GRUCell(_Cell, nn.GRUCell):
 class RNNCell(_Cell, nn.RNNCell):
     """``torch.nn.RNNCell`` on fastrnn's kernels (same arguments, plus keyword ``backend=``)."""
 
-    def __init__(self, *args, backend=None, **kwargs):
+    def __init__(self, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
         nn.RNNCell.__init__(self, *args, **kwargs)
         if self.nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"Unknown nonlinearity: {self.nonlinearity}")

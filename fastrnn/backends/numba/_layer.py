@@ -9,7 +9,10 @@ GEMMs / reductions over all T*B rows afterwards.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
+from numpy.typing import NDArray
 
 from .._acc import add_into, check_acc
 from .._rows import check_out, check_rows_arg
@@ -26,7 +29,8 @@ from ._threads import serial_blas
 SAVED = {"rnn_tanh": (1, 0), "rnn_relu": (1, 0), "lstm": (4, 1), "gru": (3, 1), "gru_orig": (3, 1)}
 
 
-def _input_projection(kind, x, w_ih, b_ih, b_hh, H):
+def _input_projection(kind: str, x: NDArray[Any], w_ih: NDArray[Any], b_ih: NDArray[Any] | None,
+                      b_hh: NDArray[Any] | None, H: int) -> tuple[NDArray[Any], NDArray[Any]]:
     """gx = x @ W_ih.T with every bias the step does not need apart folded in, and b_hn (gru: the
     bias inside r * (W_hn h + b_hn); an empty array for the other kinds)."""
     T, B, I = x.shape
@@ -34,6 +38,7 @@ def _input_projection(kind, x, w_ih, b_ih, b_hh, H):
     bhn = None
     if b_ih is not None:
         bias = b_ih.copy()
+        b_hh = cast(NDArray[Any], b_hh)  # given with b_ih (check_layer)
         if kind == "gru":
             bias[: 2 * H] += b_hh[: 2 * H]
             bhn = b_hh[2 * H:].copy()
@@ -45,7 +50,10 @@ def _input_projection(kind, x, w_ih, b_ih, b_hh, H):
     return gx.reshape(T, B, -1), bhn
 
 
-def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, out=None):
+def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any] | None, w_ih: NDArray[Any],
+                  w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
+                  lengths: NDArray[Any] | None, reverse: bool, keep: bool,
+                  out: NDArray[Any] | None = None) -> tuple[Any, ...]:
     """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, dtype, G = check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     T, B, _ = x.shape
@@ -56,7 +64,7 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
     reverse, keep = bool(reverse), bool(keep)
     gx, bhn = _input_projection(kind, x, w_ih, b_ih, b_hh, H)
 
-    def kept(width):  # an array the loop fills only with keep (and always indexes by t, b)
+    def kept(width: int) -> NDArray[Any]:  # an array the loop fills only with keep (and always indexes by t, b)
         return np.empty((T, B, width if keep else 0), dtype=dtype)
 
     if out is None:
@@ -82,7 +90,9 @@ def layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, kee
     return out, h, None if c0 is None else c, ws
 
 
-def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
+def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any] | None,
+                   grad_c_n: NDArray[Any] | None,
+                   acc: tuple[NDArray[Any], NDArray[Any]] | None = None) -> dict[str, Any]:
     """Gradients of a ``layer_forward(..., keep=True)``; see ``contract.Backend``."""
     if not isinstance(ws, dict) or "hp" not in ws:
         raise ValueError("ws must be the workspace of a numba layer_forward(..., keep=True), not yet consumed "
@@ -101,7 +111,7 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
     if kind == "lstm":
         dc = np.zeros((B, H), dtype) if grad_c_n is None else grad_c_n.copy()
 
-    def scratch(width):
+    def scratch(width: int) -> NDArray[Any]:
         return np.empty((B, width), dtype=dtype)
 
     dgx = np.empty((T, B, GH), dtype=dtype)
@@ -141,7 +151,9 @@ def layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None):
     return add_into(grads, acc)
 
 
-def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
+def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | None, w_ih: NDArray[Any],
+                 w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
+                 keep: bool) -> tuple[Any, ...]:
     """One step of a cell on ``x [B, I]``; see ``contract.Backend``."""
     check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True)  # errors name the cell's h, c
     out, h_new, c_new, ws = layer_forward(kind, x[None], h, c, w_ih, w_hh, b_ih, b_hh, None, False, keep)
@@ -151,7 +163,7 @@ def cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep):
     return h_new, c_new, ws
 
 
-def cell_backward(ws, grad_h, grad_c):
+def cell_backward(ws: Any, grad_h: NDArray[Any] | None, grad_c: NDArray[Any] | None) -> dict[str, Any]:
     """Gradients of a ``cell_forward(..., keep=True)``; see ``contract.Backend``."""
     if not isinstance(ws, dict) or not ws.get("cell"):
         raise ValueError("ws must be the workspace of a numba cell_forward(..., keep=True), not yet consumed "

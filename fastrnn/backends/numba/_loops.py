@@ -17,14 +17,20 @@ carries its state's gradient unchanged.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 from ._math import jit
 from ._rows import GRU_ORIG, backward_row, forward_row, gru_orig_backward_reset, gru_orig_reset
 
 
 @jit
-def forward_loop(kind, gx, h, c, wt, wt_n, bhn, lengths, reverse, keep, one, out, gh, gn, rh, s1, s2, hp_s, cp_s):
+def forward_loop(kind: int, gx: NDArray[Any], h: NDArray[Any], c: NDArray[Any], wt: NDArray[Any], wt_n: NDArray[Any],
+                 bhn: NDArray[Any], lengths: NDArray[Any], reverse: bool, keep: bool, one: Any, out: NDArray[Any],
+                 gh: NDArray[Any], gn: NDArray[Any], rh: NDArray[Any], s1: NDArray[Any], s2: NDArray[Any],
+                 hp_s: NDArray[Any], cp_s: NDArray[Any]) -> None:
     """Run ``kind`` over all steps. h [B,H] (in: h0, out: h_n), c likewise (lstm);
     wt = W_hh.T (gru_orig: W_hh[:2H].T, and wt_n = W_hh[2H:].T); gh [B, columns of wt] scratch,
     gn, rh [B,H] gru_orig's scratch. keep: s1, s2 the kind's saved arrays (``_layer.SAVED``),
@@ -53,8 +59,11 @@ def forward_loop(kind, gx, h, c, wt, wt_n, bhn, lengths, reverse, keep, one, out
 
 
 @jit
-def backward_loop(kind, s1, s2, hp_s, cp_s, w, w_n, lengths, reverse, one, grad_out, dh, dc, dgx, dgh, direct,
-                  dn, drh, drz, dtmp):
+def backward_loop(kind: int, s1: NDArray[Any], s2: NDArray[Any], hp_s: NDArray[Any], cp_s: NDArray[Any],
+                  w: NDArray[Any], w_n: NDArray[Any], lengths: NDArray[Any], reverse: bool, one: Any,
+                  grad_out: NDArray[Any], dh: NDArray[Any], dc: NDArray[Any], dgx: NDArray[Any], dgh: NDArray[Any],
+                  direct: NDArray[Any], dn: NDArray[Any], drh: NDArray[Any], drz: NDArray[Any],
+                  dtmp: NDArray[Any]) -> None:
     """Backward of :func:`forward_loop`. dh [B,H] (in: grad of h_n, out: of h0), dc likewise (lstm);
     w = W_hh (gru_orig: W_hh[:2H], and w_n = W_hh[2H:]). dgx [T,B,G*H] receives the gradients of
     the gate pre-activations, dgh those of the recurrent product (gru; the same array as dgx for

@@ -14,6 +14,9 @@ by overloads, so float32 arithmetic stays in float32.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -23,16 +26,22 @@ from numba.extending import intrinsic, overload
 #: The kernels' decorator: compiled on first call, machine code cached in ``__pycache__``,
 #: the GIL released, NumPy's error model (no exception on division by zero). No ``fastmath``:
 #: NaN and Inf propagate and no expression is reassociated.
-jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+_F = TypeVar("_F", bound=Callable[..., Any])
+_njit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+def jit(f: _F) -> _F:
+    """``f`` compiled by Numba with the options above (typed as ``f`` for the type checker)."""
+    return cast(_F, _njit(f))
 
 
 @intrinsic
-def _pow2_f64(typingctx, k):
+def _pow2_f64(typingctx: Any, k: Any) -> Any:
     """2**k for a float64 holding an integer k in [-1022, 1023], built from its bits (no call, vectorizable)."""
     if k != types.float64:
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         i64 = ir.IntType(64)
         bits = builder.shl(builder.add(builder.fptosi(args[0], i64), i64(1023)), i64(52))
         return builder.bitcast(bits, ir.DoubleType())
@@ -41,12 +50,12 @@ def _pow2_f64(typingctx, k):
 
 
 @intrinsic
-def _pow2_f32(typingctx, k):
+def _pow2_f32(typingctx: Any, k: Any) -> Any:
     """2**k for a float32 holding an integer k in [-126, 127], in 32-bit lanes (no call, vectorizable)."""
     if k != types.float32:
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         i32 = ir.IntType(32)
         bits = builder.shl(builder.add(builder.fptosi(args[0], i32), i32(127)), i32(23))
         return builder.bitcast(bits, ir.FloatType())
@@ -55,7 +64,7 @@ def _pow2_f32(typingctx, k):
 
 
 @jit
-def _expm1_parts64(x):
+def _expm1_parts64(x: Any) -> tuple[Any, Any]:
     """(p, 2^k) with expm1(x) = p if k == 0 else (1 + p) 2^k - 1; x clamped to [-708, 709]."""
     x = 709.0 if x > 709.0 else x
     x = -708.0 if x < -708.0 else x
@@ -74,12 +83,12 @@ def _expm1_parts64(x):
     q = q * r + 1.0 / 6.0
     q = q * r + 0.5
     p = r + r * (r * q)
-    scale = _pow2_f64(k)
+    scale: Any = _pow2_f64(k)  # type: ignore[call-arg]  # Numba's intrinsic: the typing context is Numba's
     return p, scale
 
 
 @jit
-def _expm1_parts32(x):
+def _expm1_parts32(x: Any) -> tuple[Any, Any]:
     x = np.float32(88.0) if x > np.float32(88.0) else x
     x = np.float32(-87.0) if x < np.float32(-87.0) else x
     k = np.rint(x * np.float32(1.44269504))
@@ -93,12 +102,12 @@ def _expm1_parts32(x):
     q = q * r + np.float32(1.0 / 6.0)
     q = q * r + np.float32(0.5)
     p = r + r * (r * q)
-    scale = _pow2_f32(k)
+    scale: Any = _pow2_f32(k)  # type: ignore[call-arg]  # Numba's intrinsic: the typing context is Numba's
     return p, scale
 
 
 @jit
-def _sigmoid64(x):
+def _sigmoid64(x: Any) -> Any:
     p, scale = _expm1_parts64(-x)
     e = (1.0 + p) * scale
     e = np.inf if -x > 709.78 else e
@@ -106,7 +115,7 @@ def _sigmoid64(x):
 
 
 @jit
-def _sigmoid32(x):
+def _sigmoid32(x: Any) -> Any:
     p, scale = _expm1_parts32(-x)
     e = (np.float32(1.0) + p) * scale
     e = np.float32(np.inf) if -x > np.float32(88.72) else e
@@ -114,7 +123,7 @@ def _sigmoid32(x):
 
 
 @jit
-def _tanh64(x):
+def _tanh64(x: Any) -> Any:
     p, scale = _expm1_parts64(x + x)
     t = (1.0 + p) * scale - 1.0
     t = p if scale == 1.0 else t
@@ -122,23 +131,24 @@ def _tanh64(x):
 
 
 @jit
-def _tanh32(x):
+def _tanh32(x: Any) -> Any:
     p, scale = _expm1_parts32(x + x)
     t = (np.float32(1.0) + p) * scale - np.float32(1.0)
     t = p if scale == np.float32(1.0) else t
     return t / (t + np.float32(2.0))
 
 
-def sigmoid(x):  # pragma: no cover - typed by the overload below
+def sigmoid(x: Any) -> Any:  # pragma: no cover - typed by the overload below
     raise NotImplementedError
 
 
-def tanh(x):  # pragma: no cover - typed by the overload below
+def tanh(x: Any) -> Any:  # pragma: no cover - typed by the overload below
     raise NotImplementedError
 
 
+# x unannotated: Numba requires the overload's parameters, annotations included, to be the lambdas'
 @overload(sigmoid, jit_options=dict(nogil=True, error_model="numpy"))
-def _ov_sigmoid(x):
+def _ov_sigmoid(x) -> Callable[[Any], Any] | None:  # type: ignore[no-untyped-def]
     if x == types.float32:
         return lambda x: _sigmoid32(x)
     if x == types.float64:
@@ -146,8 +156,9 @@ def _ov_sigmoid(x):
     return None
 
 
+# x unannotated: Numba requires the overload's parameters, annotations included, to be the lambdas'
 @overload(tanh, jit_options=dict(nogil=True, error_model="numpy"))
-def _ov_tanh(x):
+def _ov_tanh(x) -> Callable[[Any], Any] | None:  # type: ignore[no-untyped-def]
     if x == types.float32:
         return lambda x: _tanh32(x)
     if x == types.float64:

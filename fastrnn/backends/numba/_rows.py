@@ -18,6 +18,10 @@ cache does not keep a loop specialised on a function passed to it.
 
 from __future__ import annotations
 
+from typing import Any
+
+from numpy.typing import NDArray
+
 from ..contract import KINDS
 from ._math import jit, sigmoid, tanh
 
@@ -29,7 +33,8 @@ RNN_TANH, RNN_RELU, LSTM, GRU, GRU_ORIG = (KINDS.index(k) for k in ("rnn_tanh", 
 
 
 @jit
-def _rnn_forward(relu, one, xb, g, hb, ob, keep, y):
+def _rnn_forward(relu: bool, one: Any, xb: NDArray[Any], g: NDArray[Any], hb: NDArray[Any], ob: NDArray[Any],
+                 keep: bool, y: NDArray[Any]) -> None:
     """Elman RNN: h' = act(xb + g). keep: y = h'."""
     zero = one - one
     H = hb.shape[0]
@@ -47,7 +52,8 @@ def _rnn_forward(relu, one, xb, g, hb, ob, keep, y):
 
 
 @jit
-def _lstm_forward(one, xb, g, hb, cb, ob, keep, gates, tc):
+def _lstm_forward(one: Any, xb: NDArray[Any], g: NDArray[Any], hb: NDArray[Any], cb: NDArray[Any], ob: NDArray[Any],
+                  keep: bool, gates: NDArray[Any], tc: NDArray[Any]) -> None:
     """LSTM, gates (i, f, g, o): c' = f*c + i*g, h' = o*tanh(c'). keep: gates post-activation,
     tc = tanh(c')."""
     H = hb.shape[0]
@@ -72,7 +78,8 @@ def _lstm_forward(one, xb, g, hb, cb, ob, keep, gates, tc):
 
 
 @jit
-def _gru_forward(one, xb, g, bhn, hb, ob, keep, gates, hn):
+def _gru_forward(one: Any, xb: NDArray[Any], g: NDArray[Any], bhn: NDArray[Any], hb: NDArray[Any], ob: NDArray[Any],
+                 keep: bool, gates: NDArray[Any], hn: NDArray[Any]) -> None:
     """GRU, PyTorch form: n = tanh(xb_n + r * (W_hn h + b_hn)); xb holds b_ih and b_hr, b_hz, and
     bhn is b_hn. keep: gates (r, z, n), hn = W_hn h + b_hn."""
     H = hb.shape[0]
@@ -94,7 +101,7 @@ def _gru_forward(one, xb, g, bhn, hb, ob, keep, gates, hn):
 
 
 @jit
-def gru_orig_reset(xb, g, hb, rhb):
+def gru_orig_reset(xb: NDArray[Any], g: NDArray[Any], hb: NDArray[Any], rhb: NDArray[Any]) -> None:
     """GRU, original form, the part before its second product (every row, padded ones too:
     harmless, and the saved r*h is read for every row): r, z = sigmoid(xb + g) in place,
     rhb = r * h."""
@@ -106,7 +113,8 @@ def gru_orig_reset(xb, g, hb, rhb):
 
 
 @jit
-def _gru_orig_forward(one, xb, g, nb, hb, ob, keep, gates):
+def _gru_orig_forward(one: Any, xb: NDArray[Any], g: NDArray[Any], nb: NDArray[Any], hb: NDArray[Any],
+                      ob: NDArray[Any], keep: bool, gates: NDArray[Any]) -> None:
     """GRU, original form: n = tanh(xb_n + W_hn (r * h)); xb holds all biases, g the r, z of
     :func:`gru_orig_reset`, nb = W_hn (r * h). keep: gates (r, z, n)."""
     H = hb.shape[0]
@@ -123,7 +131,9 @@ def _gru_orig_forward(one, xb, g, nb, hb, ob, keep, gates):
 
 
 @jit
-def forward_row(kind, one, xb, g, gn, bhn, hb, cb, ob, keep, s1, s2):
+def forward_row(kind: int, one: Any, xb: NDArray[Any], g: NDArray[Any], gn: NDArray[Any], bhn: NDArray[Any],
+                hb: NDArray[Any], cb: NDArray[Any], ob: NDArray[Any], keep: bool, s1: NDArray[Any],
+                s2: NDArray[Any]) -> None:
     """The forward row of ``kind`` (``gn``: gru_orig's W_hn (r*h); ``bhn``: gru's b_hn)."""
     if kind == LSTM:
         _lstm_forward(one, xb, g, hb, cb, ob, keep, s1, s2)
@@ -141,7 +151,8 @@ def forward_row(kind, one, xb, g, gn, bhn, hb, cb, ob, keep, s1, s2):
 
 
 @jit
-def _rnn_backward(relu, one, dhb, gob, y, dgx):
+def _rnn_backward(relu: bool, one: Any, dhb: NDArray[Any], gob: NDArray[Any], y: NDArray[Any],
+                  dgx: NDArray[Any]) -> None:
     zero = one - one
     for j in range(dhb.shape[0]):
         d = dhb[j] + gob[j]
@@ -153,7 +164,8 @@ def _rnn_backward(relu, one, dhb, gob, y, dgx):
 
 
 @jit
-def _lstm_backward(one, dhb, gob, gates, tc, cp, dcb, dgx):
+def _lstm_backward(one: Any, dhb: NDArray[Any], gob: NDArray[Any], gates: NDArray[Any], tc: NDArray[Any],
+                   cp: NDArray[Any], dcb: NDArray[Any], dgx: NDArray[Any]) -> None:
     """dcb (in: grad of c', out: of c) is updated in place."""
     H = dhb.shape[0]
     for j in range(H):
@@ -173,7 +185,8 @@ def _lstm_backward(one, dhb, gob, gates, tc, cp, dcb, dgx):
 
 
 @jit
-def _gru_backward(one, dhb, gob, gates, hn, hp, dgx, dgh, direct):
+def _gru_backward(one: Any, dhb: NDArray[Any], gob: NDArray[Any], gates: NDArray[Any], hn: NDArray[Any],
+                  hp: NDArray[Any], dgx: NDArray[Any], dgh: NDArray[Any], direct: NDArray[Any]) -> None:
     """dgh: the recurrent product's gradient (the n block times r); direct = d * z."""
     H = dhb.shape[0]
     for j in range(H):
@@ -194,7 +207,8 @@ def _gru_backward(one, dhb, gob, gates, hn, hp, dgx, dgh, direct):
 
 
 @jit
-def _gru_orig_backward(one, dhb, gob, gates, hp, dnb, drzb, direct):
+def _gru_orig_backward(one: Any, dhb: NDArray[Any], gob: NDArray[Any], gates: NDArray[Any], hp: NDArray[Any],
+                       dnb: NDArray[Any], drzb: NDArray[Any], direct: NDArray[Any]) -> None:
     """The part before the product dn @ W_hn: dnb = dn, drzb's z block, direct = d * z."""
     H = dhb.shape[0]
     for j in range(H):
@@ -207,7 +221,8 @@ def _gru_orig_backward(one, dhb, gob, gates, hp, dnb, drzb, direct):
 
 
 @jit
-def gru_orig_backward_reset(one, drhb, gates, hp, dnb, drzb, dgx, direct):
+def gru_orig_backward_reset(one: Any, drhb: NDArray[Any], gates: NDArray[Any], hp: NDArray[Any], dnb: NDArray[Any],
+                            drzb: NDArray[Any], dgx: NDArray[Any], direct: NDArray[Any]) -> None:
     """The part after the product drh = dn @ W_hn (= d(r*h)): the r block, the row's dgx, and
     the r * drh part of direct."""
     H = dnb.shape[0]
@@ -222,7 +237,9 @@ def gru_orig_backward_reset(one, drhb, gates, hp, dnb, drzb, dgx, direct):
 
 
 @jit
-def backward_row(kind, one, dhb, gob, s1, s2, hp, cp, dcb, dgx, dgh, direct, dnb, drzb):
+def backward_row(kind: int, one: Any, dhb: NDArray[Any], gob: NDArray[Any], s1: NDArray[Any], s2: NDArray[Any],
+                 hp: NDArray[Any], cp: NDArray[Any], dcb: NDArray[Any], dgx: NDArray[Any], dgh: NDArray[Any],
+                 direct: NDArray[Any], dnb: NDArray[Any], drzb: NDArray[Any]) -> None:
     """The backward row of ``kind`` (s1, s2: the rows its forward saved; hp, cp: the step's
     input states)."""
     if kind == LSTM:

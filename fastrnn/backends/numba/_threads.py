@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 from ..._validate import thread_count
 
@@ -39,13 +41,13 @@ class _SerialBLAS:
     threadpoolctl; without it BLAS is left as it is.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._libs = None
+        self._libs: list[Any] | None = None
         self._depth = 0
-        self._saved = []
+        self._saved: list[int] = []
 
-    def _find(self):
+    def _find(self) -> list[Any]:
         try:
             import scipy.linalg.cython_blas  # noqa: F401 - the BLAS numba's np.dot calls; load it first
             from threadpoolctl import ThreadpoolController
@@ -55,7 +57,7 @@ class _SerialBLAS:
             return []
 
     @contextlib.contextmanager
-    def limit(self, steps):
+    def limit(self, steps: int) -> Iterator[None]:
         if steps <= 1:
             yield
             return
