@@ -48,11 +48,7 @@ std::string simd_level() {
 }  // namespace
 
 BuildInfo build_info() {
-#ifdef FASTRNN_SANITIZED
-    const std::string flags = std::string(FASTRNN_CXX_FLAGS) + " -fsanitize=address,undefined";
-#else
-    const std::string flags = FASTRNN_CXX_FLAGS;
-#endif
+    const std::string flags = FASTRNN_CXX_FLAGS;  // with the sanitizer flags in a sanitizer build
     return BuildInfo{FASTRNN_VERSION, compiler_name(), flags, FASTRNN_BUILD_TYPE, simd_level()};
 }
 
