@@ -28,6 +28,18 @@ rss_measurable = pytest.mark.skipif(bool(os.environ.get("FASTRNN_SANITIZED")),
                                     reason="AddressSanitizer's quarantine holds freed memory: RSS is no measure under it")
 
 
+def _rss_growth(call):
+    """RSS growth over N_CALLS calls of ``call`` (after 50 warm-up calls), in bytes."""
+    for _ in range(50):
+        call()
+    gc.collect()
+    before = _rss_bytes()
+    for _ in range(N_CALLS):
+        call()
+    gc.collect()
+    return _rss_bytes() - before
+
+
 @rss_measurable
 @pytest.mark.parametrize("cls", [fastrnn.LSTMCell, fastrnn.GRUCell, fastrnn.RNNCell])
 def test_cell_calls_without_no_grad_stay_flat(backend, cls):
@@ -35,14 +47,7 @@ def test_cell_calls_without_no_grad_stay_flat(backend, cls):
     smaller: one kept step is still >= 8*64*4 bytes, 5000 of them >= 10 MB."""
     cell = cls(16, 64, backend=backend, seed=0)
     x = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
-    for _ in range(50):
-        cell(x)
-    gc.collect()
-    before = _rss_bytes()
-    for _ in range(N_CALLS):
-        cell(x)
-    gc.collect()
-    grown = _rss_bytes() - before
+    grown = _rss_growth(lambda: cell(x))
     assert grown < 4 << 20, f"RSS grew by {grown / 1e6:.1f} MB over {N_CALLS} calls"
     assert len(cell._tape) <= 1
 
@@ -51,14 +56,7 @@ def test_cell_calls_without_no_grad_stay_flat(backend, cls):
 def test_layer_calls_without_no_grad_stay_flat(backend):
     layer = fastrnn.LSTM(4, 16, num_layers=2, backend=backend, seed=0)
     x = np.random.default_rng(0).standard_normal((5, 4, 4)).astype(np.float32)
-    for _ in range(50):
-        layer(x)
-    gc.collect()
-    before = _rss_bytes()
-    for _ in range(N_CALLS):
-        layer(x)
-    gc.collect()
-    grown = _rss_bytes() - before
+    grown = _rss_growth(lambda: layer(x))
     assert grown < 4 << 20, f"RSS grew by {grown / 1e6:.1f} MB over {N_CALLS} calls"
 
 

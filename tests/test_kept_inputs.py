@@ -32,6 +32,22 @@ def _scribble(a):
     a[...] = 7 if a.dtype.kind in "iu" else np.asarray(a) * -3.0 + 0.5
 
 
+def _change_parameters(module, target, seed):
+    """For target "load_state_dict" or "assign", replace one of ``module``'s parameters (chosen by
+    ``seed``) that way and return True; for any other target return False."""
+    if target == "load_state_dict":
+        sd = module.state_dict()
+        name = sorted(sd)[seed % len(sd)]
+        sd[name] = sd[name] + 1
+        module.load_state_dict(sd)
+    elif target == "assign":
+        name = sorted(module._params)[seed % len(module._params)]
+        setattr(module, name, getattr(module, name) * 2)
+    else:
+        return False
+    return True
+
+
 def _grads(m):
     return {k: v.copy() for k, v in m.grads.items()}
 
@@ -82,15 +98,7 @@ def test_layer_mutation_between_forward_and_backward(case, backend):
     ref = run(clean, x.copy(), h0.copy(), c0.copy(), None if lengths is None else lengths.copy(), lambda a: None)
 
     def mutate(arrays):
-        if target == "load_state_dict":
-            sd = layer.state_dict()
-            name = sorted(sd)[seed % len(sd)]
-            sd[name] = sd[name] + 1
-            layer.load_state_dict(sd)
-        elif target == "assign":
-            name = sorted(layer._params)[seed % len(layer._params)]
-            setattr(layer, name, getattr(layer, name) * 2)
-        else:
+        if not _change_parameters(layer, target, seed):
             _scribble(arrays[target])
 
     if target in PARAM_CHANGES:
@@ -148,17 +156,8 @@ def test_cell_mutation_between_forward_and_backward(case, backend):
     ref, _ = chain(clean, lambda a: None)
 
     def mutate(arrays):
-        if target == "load_state_dict":
-            sd = cell.state_dict()
-            name = sorted(sd)[seed % len(sd)]
-            sd[name] = sd[name] + 1
-            cell.load_state_dict(sd)
-        elif target == "assign":
-            name = sorted(cell._params)[seed % len(cell._params)]
-            setattr(cell, name, getattr(cell, name) * 2)
-        elif target in ("h_new", "c_new"):
-            pass  # written after the next call read it (below), so the chain's values stay the same
-        else:
+        # h_new, c_new: written after the next call read it (below), so the chain's values stay the same
+        if not _change_parameters(cell, target, seed) and target not in ("h_new", "c_new"):
             _scribble(arrays[target])
 
     if target in PARAM_CHANGES:

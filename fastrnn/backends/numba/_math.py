@@ -35,32 +35,26 @@ def jit(f: _F) -> _F:
     return cast(_F, _njit(f))
 
 
-@intrinsic
-def _pow2_f64(typingctx: Any, k: Any) -> Any:
-    """2**k for a float64 holding an integer k in [-1022, 1023], built from its bits (no call, vectorizable)."""
-    if k != types.float64:
-        return None
+def _pow2_intrinsic(float_type: Any, ir_float: Any, int_bits: int, bias: int, mantissa_bits: int) -> Any:
+    """An intrinsic 2**k for a ``float_type`` holding an integer k in the type's normal exponent
+    range, built from its bits in lanes of ``int_bits`` (no call, vectorizable)."""
 
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        i64 = ir.IntType(64)
-        bits = builder.shl(builder.add(builder.fptosi(args[0], i64), i64(1023)), i64(52))
-        return builder.bitcast(bits, ir.DoubleType())
+    def pow2(typingctx: Any, k: Any) -> Any:
+        if k != float_type:
+            return None
 
-    return types.float64(types.float64), codegen
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            ity = ir.IntType(int_bits)
+            bits = builder.shl(builder.add(builder.fptosi(args[0], ity), ity(bias)), ity(mantissa_bits))
+            return builder.bitcast(bits, ir_float)
+
+        return float_type(float_type), codegen
+
+    return intrinsic(pow2)
 
 
-@intrinsic
-def _pow2_f32(typingctx: Any, k: Any) -> Any:
-    """2**k for a float32 holding an integer k in [-126, 127], in 32-bit lanes (no call, vectorizable)."""
-    if k != types.float32:
-        return None
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        i32 = ir.IntType(32)
-        bits = builder.shl(builder.add(builder.fptosi(args[0], i32), i32(127)), i32(23))
-        return builder.bitcast(bits, ir.FloatType())
-
-    return types.float32(types.float32), codegen
+_pow2_f64 = _pow2_intrinsic(types.float64, ir.DoubleType(), 64, 1023, 52)  # k in [-1022, 1023]
+_pow2_f32 = _pow2_intrinsic(types.float32, ir.FloatType(), 32, 127, 23)  # k in [-126, 127]
 
 
 @jit
@@ -83,7 +77,7 @@ def _expm1_parts64(x: Any) -> tuple[Any, Any]:
     q = q * r + 1.0 / 6.0
     q = q * r + 0.5
     p = r + r * (r * q)
-    scale: Any = _pow2_f64(k)  # type: ignore[call-arg]  # Numba's intrinsic: the typing context is Numba's
+    scale: Any = _pow2_f64(k)
     return p, scale
 
 
@@ -102,7 +96,7 @@ def _expm1_parts32(x: Any) -> tuple[Any, Any]:
     q = q * r + np.float32(1.0 / 6.0)
     q = q * r + np.float32(0.5)
     p = r + r * (r * q)
-    scale: Any = _pow2_f32(k)  # type: ignore[call-arg]  # Numba's intrinsic: the typing context is Numba's
+    scale: Any = _pow2_f32(k)
     return p, scale
 
 
