@@ -39,7 +39,8 @@ def plain(html, page):
 
 
 def test_pages_are_built(html):
-    for page in ("index", "getting-started", "api", "backends", "design", "benchmarks", "bench-2026-11-26", "capi",
+    for page in ("index", "getting-started", "api", "backends", "design", "benchmarks", "bench-2026-12-01", "bench-2026-11-26",
+                 "capi",
                  "onnx", "examples"):
         assert (html / f"{page}.html").exists(), page
 
@@ -73,7 +74,7 @@ def test_included_files_are_shown(html):
     assert "FASTRNN_CDEF_BEGIN" in capi and "ffi.from_buffer" in capi  # the header and the README's Numba loop
     examples = plain(html, "examples.html")
     assert "def gru_forecast" in examples and "def cross_entropy" in examples
-    assert (html / "_images" / "bench-2026-11-26-speedups.png").exists()
+    assert (html / "_images" / "bench-2026-12-01-speedups.png").exists()
     design = plain(html, "design.html")
     if (DOCS / "DESIGN.md").exists():
         first_heading = re.search(r"^#\s+(.+)$", (DOCS / "DESIGN.md").read_text(), re.M).group(1)
