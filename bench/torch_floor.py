@@ -1,7 +1,7 @@
 """The floor of the time-sequence model's own PyTorch work (not a pytest benchmark).
 
 The example's model (bench/test_bench_torch_e2e.py) with its two cells replaced by
-autograd Functions that do no arithmetic (outputs of the right shape, zero gradients):
+autograd Functions that do no arithmetic (zero states of the right shape, zero gradients):
 what a training step costs with infinitely fast cell kernels. Printed beside the
 unchanged model and fastrnn.torch.convert(model): CPU time per training step (zero_grad,
 forward, loss, backward) at 1 thread, median of N rounds, the three alternating.
@@ -10,6 +10,7 @@ forward, loss, backward) at 1 thread, median of N rounds, the three alternating.
 """
 from __future__ import annotations
 
+import os
 import pathlib
 import statistics
 import sys
@@ -21,51 +22,37 @@ from torch import nn
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import bench.test_bench_torch_e2e as e2e  # noqa: E402
 
-torch.set_num_threads(1)
-H = e2e.H
-
 
 class NullCellFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, h, c, *w):
-        ctx.shapes = (x.shape, h.shape, c.shape, [t.shape for t in w])
-        return h.new_empty(h.shape), c.new_empty(c.shape)
-    @staticmethod
-    def backward(ctx, gh, gc):
-        xs, hs, cs, ws = ctx.shapes
-        return (gh.new_zeros(xs), gh.new_zeros(hs), gh.new_zeros(cs), *[gh.new_zeros(s) for s in ws])
+    """A cell step without arithmetic: ``apply(n_states, *states, x, *weights)`` returns zero
+    states of the inputs' shapes, and zero gradients for every input."""
 
+    @staticmethod
+    def forward(ctx, n_states, *args):
+        ctx.shapes = [a.shape for a in args]
+        states = tuple(s.new_zeros(s.shape) for s in args[:n_states])
+        return states if n_states > 1 else states[0]
 
-class NullGRUFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h, *w):
-        ctx.shapes = (x.shape, h.shape, [t.shape for t in w])
-        return h.new_empty(h.shape)
-    @staticmethod
-    def backward(ctx, gh):
-        xs, hs, ws = ctx.shapes
-        return (gh.new_zeros(xs), gh.new_zeros(hs), *[gh.new_zeros(s) for s in ws])
+    def backward(ctx, *grads):
+        return (None, *[grads[0].new_zeros(s) for s in ctx.shapes])
 
 
 class NullLSTMCell(nn.LSTMCell):
     def forward(self, x, hx):
-        return NullCellFn.apply(x, hx[0], hx[1], self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        return NullCellFn.apply(2, hx[0], hx[1], x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
 
 class NullGRUCell(nn.GRUCell):
     def forward(self, x, h):
-        return NullGRUFn.apply(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        return NullCellFn.apply(1, h, x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
 
 def null_model(cell):
     torch.manual_seed(0)
     m = e2e.Sequence(cell).double()
-    cls = NullLSTMCell if cell == "LSTM" else NullGRUCell
-    for name in ("lstm1", "lstm2"):
-        old = getattr(m, name)
-        new = cls(old.input_size, old.hidden_size).double()
-        new.load_state_dict(old.state_dict())
-        setattr(m, name, new)
+    for name in ("lstm1", "lstm2"):  # the same modules and weights, stepping without arithmetic
+        getattr(m, name).__class__ = NullLSTMCell if cell == "LSTM" else NullGRUCell
     return m
 
 
@@ -79,8 +66,9 @@ def cpu_step(model, inp, target):
 
 
 def main():
+    torch.set_num_threads(1)  # fastrnn.torch's kernels follow it
     inp, target = e2e._waves()
-    print(f"CPU time per training step, 1 thread; load average {open('/proc/loadavg').read().split()[:3]}")
+    print(f"CPU time per training step, 1 thread; load average {os.getloadavg()}")
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     for cell in ("LSTM", "GRU"):
         models = {"torch.nn": e2e._model(cell, "torch"), "fastrnn.torch": e2e._model(cell, "fastrnn.torch"),

@@ -39,9 +39,8 @@ def plain(html, page):
 
 
 def test_pages_are_built(html):
-    for page in ("index", "getting-started", "api", "backends", "design", "benchmarks", "bench-2026-12-01", "bench-2026-11-26",
-                 "capi",
-                 "onnx", "examples"):
+    for page in ("index", "getting-started", "api", "backends", "design", "benchmarks", "bench-2026-12-01",
+                 "bench-2026-11-26", "capi", "onnx", "examples"):
         assert (html / f"{page}.html").exists(), page
 
 
