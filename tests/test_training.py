@@ -225,6 +225,7 @@ def test_lbfgs_decreases_the_loss_and_leaves_params_at_the_result():
     assert evaluate(model, d.x_train, d.y_train) == pytest.approx(hist["loss"][-1], rel=1e-12)
     # SciPy's maxfun is checked between line searches, so a run may overshoot it by one line search
     assert 2 <= opt.n_evals <= 2 * (opt.hyper["max_eval"] + 20)
+    assert hist["evaluations"] == opt.n_evals  # every closure call is one forward + backward pass
 
 
 def test_lbfgs_minibatches_one_step_per_batch():
@@ -234,6 +235,7 @@ def test_lbfgs_minibatches_one_step_per_batch():
     hist = fit(model, d.x_train, d.y_train, opt, epochs=2, batch_size=4, seed=0, progress=False)
     assert len(hist["loss"]) == 2 and all(np.isfinite(hist["loss"]))
     assert "stopped" not in hist
+    assert hist["evaluations"] == opt.n_evals >= 2 * 2  # 2 batches of the 8 waves per epoch, each >= 1 evaluation
 
 
 def test_fit_minibatches_and_history():
@@ -245,6 +247,7 @@ def test_fit_minibatches_and_history():
     assert [e for e, _ in seen] == [1, 2, 3]
     assert len(hist["loss"]) == len(hist["val_loss"]) == len(hist["time"]) == 3
     assert all(np.isfinite(hist["loss"])) and all(t > 0 for t in hist["time"])
+    assert hist["evaluations"] == 3 * 3  # 8 waves in batches of 3: 3 Adam steps per epoch
 
 
 # ---------------------------------------------------------------------------

@@ -226,7 +226,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"final next-step test MSE: {test_mse:.4g}")
     print(f"forecast MSE over one period ({n_period} samples): {mse_period:.4g}")
     print(f"forecast MSE over {args.future} samples: {mse_all:.4g}")
-    print(f"time per epoch: {epoch_time:.3f} s (training {sum(hist['time']):.2f} s, forecast {t_forecast:.2f} s)")
+    print(f"time per epoch: {epoch_time:.3f} s (training {sum(hist['time']):.2f} s in {hist['evaluations']} "
+          f"forward + backward passes, forecast {t_forecast:.2f} s)")
 
     _plot_forecast(os.path.join(args.out, "forecast.png"), warm, truth, pred, args.length)
     _plot_loss(os.path.join(args.out, "loss.png"), hist, args)
@@ -240,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
         "final_train_loss": hist["loss"][-1], "test_mse": test_mse,
         "forecast_mse_period": mse_period, "forecast_period_samples": n_period, "forecast_mse": mse_all,
         "time_per_epoch": epoch_time, "train_time": float(sum(hist["time"])), "forecast_time": t_forecast,
-        "wall_time": wall, "optimizer_stopped": hist.get("stopped"),
+        "wall_time": wall, "optimizer_stopped": hist.get("stopped"), "evaluations": hist["evaluations"],
     }
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(_finite_or_null(metrics), f, indent=2, allow_nan=False)  # strict JSON: no NaN/Infinity

@@ -82,8 +82,10 @@ def fit(model: SequenceModel, x: ArrayLike, y: ArrayLike, optimizer: Optimizer |
 
     Returns a dict: ``loss`` (per epoch: the mean loss of the epoch's batches
     before their updates; with L-BFGS the loss at the epoch's last iterate),
-    ``val_loss`` (per epoch, empty without validation) and ``time`` (seconds
-    per epoch, excluding validation).
+    ``val_loss`` (per epoch, empty without validation), ``time`` (seconds
+    per epoch, excluding validation) and ``evaluations`` (forward + backward
+    passes over the training data, the cost unit of training: one per batch
+    for Adam/SGD, as many as the line search asks for with L-BFGS).
     """
     if optimizer is None:
         optimizer = Adam(model, lr=1e-3)
@@ -119,7 +121,7 @@ def fit(model: SequenceModel, x: ArrayLike, y: ArrayLike, optimizer: Optimizer |
                              "values); fit checks its data before it steps")
     rng = generator(seed)
 
-    history: dict[str, Any] = {"loss": [], "val_loss": [], "time": []}
+    history: dict[str, Any] = {"loss": [], "val_loss": [], "time": [], "evaluations": 0}
     tqdm = require("tqdm.auto", extra="train", feature="fastrnn.train.fit (its progress bar)").tqdm
 
     bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not _progress_enabled(progress),
@@ -149,6 +151,7 @@ def fit(model: SequenceModel, x: ArrayLike, y: ArrayLike, optimizer: Optimizer |
 
     def closure_for(xb: NDArray[Any], yb: NDArray[Any]) -> Callable[[], float]:
         def closure() -> float:
+            history["evaluations"] += 1
             model.zero_grad()
             pred = model.forward(xb)
             loss, grad = loss_fn(pred, yb)
