@@ -45,11 +45,40 @@ def test_sine_end_to_end(tmp_path, extra):
     assert metrics["dtype"] == ("float32" if extra else "float64")
 
 
+def test_curriculum_stages_train_on_sub_problems_first(tmp_path):
+    # TINY trains on 2 waves of 39 input samples: the stages are 20 x 1, 39 x 1, then the whole set (39 x 2)
+    out = tmp_path / "result"
+    proc = _run([*TINY, "--out", str(out), "--curriculum", "20:1:1,all:1:2,all:all:5"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "curriculum: 1 epoch(s) on 20 samples x 1 waves, then 2 epoch(s) on 39 samples x 1 waves" in proc.stdout
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("epoch")]
+    assert [ln.split()[1] for ln in lines] == ["1/5", "2/5", "3/5", "4/5", "5/5"]  # the all:all stage is dropped
+    assert lines[0].endswith("[20 x 1]") and lines[2].endswith("[39 x 1]") and lines[4].endswith("[39 x 2]")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["curriculum"] == [{"samples": 20, "waves": 1, "epochs": 1}, {"samples": 39, "waves": 1, "epochs": 2}]
+    assert metrics["epoch_stage"] == [0, 1, 1, 2, 2]
+    assert len(metrics["train_loss"]) == len(metrics["test_loss"]) == 5
+
+
+def test_curriculum_parsing_and_clipping():
+    from fastrnn.training.sine_cli import DEFAULT_CURRICULUM, _curriculum, _stages
+
+    assert _curriculum("none") == _curriculum(" None ") == []
+    assert _curriculum(DEFAULT_CURRICULUM) == [(250, 32, 8), (None, 32, 3)]
+    assert _curriculum("all:all:4") == [(None, None, 4)]
+    # the example's data: 97 training waves of 999 inputs
+    assert _stages(_curriculum(DEFAULT_CURRICULUM), 999, 97, 2) == [(250, 32, 8), (999, 32, 3), (999, 97, 2)]
+    assert _stages([], 999, 97, 15) == [(999, 97, 15)]
+    # clipped to the data; a stage that becomes the whole set is dropped
+    assert _stages([(250, 32, 8), (5000, 500, 3)], 100, 10, 1) == [(100, 10, 1)]
+    assert _stages([(50, 500, 3)], 100, 10, 1) == [(50, 10, 3), (100, 10, 1)]
+
+
 def test_help_explains_options(tmp_path):
     proc = _run(["--help"], cwd=tmp_path)
     assert proc.returncode == 0
     for opt in ("--cell", "--hidden", "--layers", "--optimizer", "--epochs", "--lr", "--backend", "--dtype",
-                "--threads", "--seed", "--out", "--waves", "--length", "--no-progress"):
+                "--threads", "--seed", "--out", "--waves", "--length", "--no-progress", "--curriculum"):
         assert opt in proc.stdout, opt
 
 
@@ -64,6 +93,11 @@ BAD = [
     (["--lr", "0.8"], "lbfgs"),  # L-BFGS takes no learning rate: a clear error, not a silent no-op
     (["--waves", "3"], "--waves"),
     (["--threads", "0"], "--threads"),
+    (["--curriculum", "250:32"], "SAMPLES:WAVES:EPOCHS"),
+    (["--curriculum", "250:32:all"], "EPOCHS must be an integer"),
+    (["--curriculum", "0:32:2"], "SAMPLES must be >= 1"),
+    (["--curriculum", "250:x:2"], "WAVES must be an integer or 'all'"),
+    (["--curriculum", "250:32:0"], "EPOCHS must be >= 1"),
 ]
 
 
