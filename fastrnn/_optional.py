@@ -5,7 +5,7 @@ with an extra named for what it serves (``pyproject.toml``)::
 
     numba   the Numba backend (numba, SciPy's BLAS for its products, threadpoolctl)
     capi    fastrnn.capi, the C ABI through cffi
-    train   fastrnn.optim.LBFGS (SciPy) and fastrnn.train.fit's progress bar (tqdm)
+    train   fastrnn.optim.LBFGS (SciPy), fastrnn.train.fit's progress bar (tqdm) and BLAS limit (threadpoolctl)
     sine    the ``fastrnn sine`` command (train + matplotlib)
     bench   the benchmark suite and ``fastrnn bench-report``'s plot
     torch   fastrnn.torch and the PyTorch parity tests

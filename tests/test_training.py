@@ -250,6 +250,62 @@ def test_fit_minibatches_and_history():
     assert hist["evaluations"] == 3 * 3  # 8 waves in batches of 3: 3 Adam steps per epoch
 
 
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_fit_runs_blas_on_one_thread_and_restores_it(optimizer):
+    from threadpoolctl import threadpool_limits
+
+    model = SequenceModel(1, 5, 1, dtype=F64, seed=0)
+    d = _small_data(6, 20)
+    with threadpool_limits(limits=2, user_api="blas"):  # what the user set, whatever the machine's default
+        before = _blas_threads()
+        assert before and all(n == 2 for n in before)
+        seen = []
+        opt = LBFGS(model, max_iter=3) if optimizer == "lbfgs" else Adam(model)
+        fit(model, d.x_train, d.y_train, opt, epochs=2, progress=False, blas_threads=1,
+            callback=lambda e, r: seen.append(_blas_threads()))
+        assert seen == [[1] * len(before)] * 2
+        assert _blas_threads() == before
+        seen.clear()
+        fit(model, d.x_train, d.y_train, Adam(model), epochs=1, progress=False, blas_threads=None,
+            callback=lambda e, r: seen.append(_blas_threads()))
+        assert seen == [before]
+        # restored when training stops with an exception too
+        def interrupt(epoch, record):
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            fit(model, d.x_train, d.y_train, opt, epochs=3, progress=False, blas_threads=1, callback=interrupt)
+        assert _blas_threads() == before
+
+
+@pytest.mark.parametrize("backend", fastrnn.available_backends())
+def test_fit_limits_blas_by_default_only_on_the_compiled_backend(backend):
+    from threadpoolctl import threadpool_limits
+
+    model = SequenceModel(1, 4, 1, dtype=F64, seed=0, backend=backend)
+    d = _small_data(6, 20)
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        seen = []
+        fit(model, d.x_train, d.y_train, Adam(model), epochs=1, progress=False,
+            callback=lambda e, r: seen.append(_blas_threads()))
+    # the Numba and NumPy backends run their large products in BLAS: its threads are theirs
+    assert seen == [[1] * len(before) if backend == "cpp" else before]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", "Auto"])
+def test_fit_refuses_a_bad_blas_thread_count(bad):
+    model = SequenceModel(1, 3, 1, dtype=F64, seed=0)
+    with pytest.raises(ValueError, match="blas_threads"):
+        fit(model, np.zeros((4, 2, 1)), np.zeros((4, 2, 1)), Adam(model), epochs=1, progress=False, blas_threads=bad)
+
+
 # ---------------------------------------------------------------------------
 # step and forecast: incremental state == whole sequence
 # ---------------------------------------------------------------------------
