@@ -146,7 +146,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="lbfgs: one SciPy L-BFGS-B run that keeps its curvature history, an epoch being 20 of its "
                         "iterations with a budget of 25 loss evaluations (as a step of torch.optim.LBFGS); "
                         "adam, sgd (momentum 0.9): one full-batch step per epoch")
-    t.add_argument("--epochs", type=_int_at_least(1), default=1,
+    t.add_argument("--epochs", type=_int_at_least(1), default=2,
                    help="training epochs on the whole training set, after the curriculum (L-BFGS: optimizer steps)")
     t.add_argument("--curriculum", type=_curriculum, default=DEFAULT_CURRICULUM, metavar="STAGES",
                    help="epochs before --epochs on sub-problems: comma-separated SAMPLES:WAVES:EPOCHS, each stage "
