@@ -97,7 +97,10 @@ class FastrnnImpl(Impl):
         prev = fastrnn.get_num_threads()
         fastrnn.set_num_threads(n)
         try:
-            with _blas_threads(n):
+            # The compiled kernels thread on their own pool; BLAS serves only the seed workload's head, on one
+            # thread as fastrnn.train.fit runs it (idle OpenBLAS workers would spin on the kernels' cores).
+            # The Numba and NumPy backends do their large products in BLAS: n threads.
+            with _blas_threads(1 if self.backend == "cpp" else n):
                 yield
         finally:
             fastrnn.set_num_threads(prev)
