@@ -130,10 +130,15 @@ void own_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs, int64_t c
     // instead of touching a new page at every k.
     const bool pack_a = cs != 1;
     const int64_t nmb = (M + kTileRows - 1) / kTileRows;
-    // Threads for products of ~8 MFLOP or more (such as the weight gradients
-    // of one backward chunk): below that the fork and join cost more.
+    // Threads for products of ~8 MFLOP or more of tile work (such as the
+    // weight gradients of one backward chunk): below that the fork and join
+    // cost more. The tiles compute whole panels, so the work counts N padded
+    // to them: a narrow product (dx and dW_ih of a layer with I = 1, one
+    // column in a panel of NR) costs NR columns' time, and left to one thread
+    // it also lets the other threads of the pool fall asleep between the
+    // chunk's parallel steps.
     const int P = get_num_threads();
-    const bool threaded = P > 1 && (double)M * N * K >= 4e6;
+    const bool threaded = P > 1 && (double)M * (double)(npan * NR) * (double)K >= 4e6;
     // Row blocks [b0, b1) of A, k in [k0, k0 + kc), into dst ([b1 - b0][kc][kTileRows]).
     auto pack_a_blocks = [&](int64_t b0, int64_t b1, int64_t k0, int64_t kc, T* dst) {
         // k in chunks so the rows being read stay in L1 across the blocks
