@@ -119,6 +119,25 @@ def test_backend_selection(monkeypatch):
     assert layer.backend == "numpy"
 
 
+def test_backend_env_is_read_at_every_call(monkeypatch):
+    import fastrnn.backends as b
+
+    fastrnn.set_backend(None)
+    auto = fastrnn.get_backend("auto").NAME
+    monkeypatch.setenv("FASTRNN_BACKEND", "numpy")
+    assert fastrnn.get_backend().NAME == "numpy"
+    os.environ["FASTRNN_BACKEND"] = "reference"  # a plain assignment, as a user's script would do it
+    assert fastrnn.get_backend().NAME == "numpy"
+    monkeypatch.delenv("FASTRNN_BACKEND")
+    assert fastrnn.get_backend().NAME == auto
+    # where os.environ is not CPython's (no _data dict), the reader falls back to os.environ.get
+    monkeypatch.setattr(os, "environ", {"FASTRNN_BACKEND": "numpy"})
+    read = b._env_reader("FASTRNN_BACKEND")
+    assert read() == "numpy"
+    os.environ.pop("FASTRNN_BACKEND")
+    assert read() is None
+
+
 def test_missing_backend_error_lists_available():
     code = (
         "import sys, fastrnn.backends as b\n"
