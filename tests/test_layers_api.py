@@ -32,6 +32,28 @@ def test_no_grad_keeps_nothing_and_matches(backend):
     assert infer() is False and fastrnn.is_grad_enabled()
 
 
+def test_grad_mode_is_per_thread_and_nests():
+    import threading
+
+    seen = {}
+
+    def other():
+        seen["fresh thread"] = fastrnn.is_grad_enabled()  # a thread that never entered no_grad
+        with fastrnn.no_grad():
+            seen["inside"] = fastrnn.is_grad_enabled()
+        seen["after"] = fastrnn.is_grad_enabled()
+
+    with fastrnn.no_grad():
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        with fastrnn.no_grad():
+            assert fastrnn.is_grad_enabled() is False
+        assert fastrnn.is_grad_enabled() is False  # the inner exit restores the outer mode
+    assert fastrnn.is_grad_enabled() is True
+    assert seen == {"fresh thread": True, "inside": False, "after": True}
+
+
 def test_eval_only_switches_dropout_off(backend):
     rnn = fastrnn.GRU(3, 8, num_layers=3, dropout=0.5, backend=backend, dtype=np.float64, seed=0)
     x = np.random.default_rng(0).standard_normal((5, 2, 3))
