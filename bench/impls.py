@@ -97,10 +97,9 @@ class FastrnnImpl(Impl):
         prev = fastrnn.get_num_threads()
         fastrnn.set_num_threads(n)
         try:
-            # The compiled kernels thread on their own pool; BLAS serves only the seed workload's head, on one
-            # thread as fastrnn.train.fit runs it (idle OpenBLAS workers would spin on the kernels' cores).
-            # The Numba and NumPy backends do their large products in BLAS: n threads.
-            with _blas_threads(1 if self.backend == "cpp" else n):
+            # A backend whose kernels have their own pool leaves BLAS only the seed workload's head: one
+            # thread, as fastrnn.train.fit runs it (idle OpenBLAS workers would spin on the kernels' cores).
+            with _blas_threads(n if fastrnn.get_backend(self.backend).PRODUCTS_IN_BLAS else 1):
                 yield
         finally:
             fastrnn.set_num_threads(prev)

@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+
 class _State(threading.local):
     """The grad mode of each thread; the class attribute is the default of a thread that never set it
     (read without the AttributeError that ``getattr(local, name, default)`` raises and catches inside:

@@ -148,7 +148,9 @@ def test_backend_env_is_read_at_every_call(monkeypatch):
     auto = fastrnn.get_backend("auto").NAME
     monkeypatch.setenv("FASTRNN_BACKEND", "numpy")
     assert fastrnn.get_backend().NAME == "numpy"
-    os.environ["FASTRNN_BACKEND"] = "reference"  # a plain assignment, as a user's script would do it
+    os.environ["FASTRNN_BACKEND"] = auto  # a plain assignment, as a user's script would do it
+    assert fastrnn.get_backend().NAME == auto
+    os.environ["FASTRNN_BACKEND"] = "reference"
     assert fastrnn.get_backend().NAME == "numpy"
     monkeypatch.delenv("FASTRNN_BACKEND")
     assert fastrnn.get_backend().NAME == auto

@@ -130,6 +130,10 @@ class Backend(Protocol):
     NAME: str
     #: The kinds it accepts: :data:`KINDS`.
     KINDS: tuple[str, ...]
+    #: True when its large products run in NumPy's/SciPy's BLAS, whose threads are then its threads;
+    #: False when its kernels run them on their own pool and leave BLAS to the caller (training loops
+    #: then hold BLAS at one thread: its idle workers would spin on the kernels' cores).
+    PRODUCTS_IN_BLAS: bool
 
     def layer_forward(self, kind: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Array, w_hh: Array,
                       b_ih: Optional[Array], b_hh: Optional[Array], lengths: Optional[Array], reverse: bool,

@@ -34,6 +34,9 @@ from fastrnn._validate import thread_count  # noqa: E402
 from .contract import KINDS  # noqa: E402 - after the check that the extension has the kernels
 
 NAME = "cpp"
+#: The kernels' own GEMM on their own pool (SciPy's BLAS only after the developer switch
+#: ``fastrnn._core.set_gemm("scipy")``).
+PRODUCTS_IN_BLAS = False
 
 #: layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep) -> (out, h_n, c_n, ws)
 layer_forward = _core.layer_forward

@@ -34,6 +34,7 @@ from ._rows import check_out, check_rows_arg
 from .contract import KINDS
 
 NAME = "numpy"
+PRODUCTS_IN_BLAS = True  # NumPy's matmul
 
 
 def _split(a: NDArray[Any], n: int) -> list[NDArray[Any]]:

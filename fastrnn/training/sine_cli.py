@@ -10,8 +10,9 @@ then the whole length of those 32 waves) whose result is the starting point
 of the epochs on the whole training set, which reaches the example's
 forecast quality in a fraction of its forward + backward passes;
 --curriculum none trains on the whole set throughout (as the example, with
---epochs 15). It prints the loss of every epoch, the final next-step test MSE, the forecast MSE over one period and over the whole
-horizon, and the time per epoch; it writes ``forecast.png``, ``loss.png`` and
+--epochs 15). It prints the loss of every epoch, the final next-step test
+MSE, the forecast MSE over one period and over the whole horizon, and the
+time per epoch; it writes ``forecast.png``, ``loss.png`` and
 ``metrics.json`` into ``--out``.
 
 The forecast is scored against the true sine: each test wave warms the model
@@ -99,7 +100,7 @@ def _curriculum(text: str) -> list[tuple[int | None, int | None, int]]:
             raise argparse.ArgumentTypeError(f"expected 'none' or stages SAMPLES:WAVES:EPOCHS separated by commas, "
                                              f"got {part.strip()!r}")
         values: list[int | None] = []
-        for name, field, minimum in zip(("SAMPLES", "WAVES", "EPOCHS"), fields, (1, 1, 1)):
+        for name, field in zip(("SAMPLES", "WAVES", "EPOCHS"), fields):
             if field.strip().lower() == "all" and name != "EPOCHS":
                 values.append(None)
                 continue
@@ -108,8 +109,8 @@ def _curriculum(text: str) -> list[tuple[int | None, int | None, int]]:
             except ValueError:
                 raise argparse.ArgumentTypeError(f"{name} must be an integer" + (" or 'all'" if name != "EPOCHS" else "")
                                                  + f", got {field.strip()!r} in {part.strip()!r}") from None
-            if value < minimum:
-                raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {value} in {part.strip()!r}")
+            if value < 1:
+                raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {value} in {part.strip()!r}")
             values.append(value)
         stages.append((values[0], values[1], cast(int, values[2])))
     return stages

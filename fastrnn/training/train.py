@@ -21,9 +21,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .._grad_mode import no_grad
-from ..backends import get_backend
 from .._optional import require
 from .._validate import generator
+from ..backends import get_backend
 from .nn import SequenceModel, mse_loss
 from .optim import LBFGS, Adam, Optimizer, clip_grad_norm_
 
@@ -84,8 +84,9 @@ def fit(model: SequenceModel, x: ArrayLike, y: ArrayLike, optimizer: Optimizer |
     - ``blas_threads``: threads of NumPy's and SciPy's BLAS while ``fit``
       trains (threadpoolctl; the previous counts come back when it returns),
       or None to leave them as they are. ``"auto"``: 1 when the model's
-      layers run on the compiled backend, None otherwise (the NumPy and
-      Numba backends do their large products in BLAS). With the compiled
+      layers run on a backend whose kernels have their own pool (the
+      compiled one), None when its large products run in BLAS (NumPy,
+      Numba: ``PRODUCTS_IN_BLAS``). With the compiled
       kernels, training gives BLAS only small products (the head, L-BFGS's
       vector operations), and its idle workers spin after each call on the
       cores the kernels are using: one thread made the default
@@ -130,9 +131,9 @@ def fit(model: SequenceModel, x: ArrayLike, y: ArrayLike, optimizer: Optimizer |
         if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
             raise ValueError(f"{name} contains NaN or Inf ({int(np.size(a) - np.count_nonzero(np.isfinite(a)))} "
                              "values); fit checks its data before it steps")
-    if blas_threads == "auto":
+    if isinstance(blas_threads, str) and blas_threads == "auto":
         backend = get_backend(getattr(getattr(model, "rnn", None), "backend", None))
-        blas_threads = 1 if backend.NAME == "cpp" else None
+        blas_threads = None if backend.PRODUCTS_IN_BLAS else 1
     elif blas_threads is not None and (isinstance(blas_threads, bool)
                                        or not isinstance(blas_threads, numbers.Integral) or blas_threads < 1):
         raise ValueError(f"blas_threads must be a positive integer, 'auto' or None, got {blas_threads!r}")

@@ -36,5 +36,6 @@ from ._layer import cell_backward, cell_forward, layer_backward, layer_forward
 from ._threads import set_num_threads
 
 NAME = "numba"
+PRODUCTS_IN_BLAS = True  # the large GEMMs before and after the time loops
 
-__all__ = ["NAME", "KINDS", "layer_forward", "layer_backward", "cell_forward", "cell_backward", "set_num_threads"]
+__all__ = ["NAME", "KINDS", "PRODUCTS_IN_BLAS", "layer_forward", "layer_backward", "cell_forward", "cell_backward", "set_num_threads"]
