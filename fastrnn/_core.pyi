@@ -30,8 +30,11 @@ def layer_forward(
     lengths: NDArray[Any] | None,
     reverse: bool,
     keep: bool,
+    out: NDArray[Any] | None = None,
+    peep: NDArray[Any] | None = None,
 ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, LayerWorkspace | None]:
-    """One layer, one direction, whole sequence: (out, h_n, c_n, ws)."""
+    """One layer, one direction, whole sequence: (out, h_n, c_n, ws); ``peep``: the LSTM's
+    peephole weights [3*H] (p_i, p_f, p_o) or None."""
 
 def layer_backward(
     ws: LayerWorkspace,
@@ -40,7 +43,7 @@ def layer_backward(
     grad_c_n: NDArray[Any] | None,
     acc: tuple[NDArray[Any], NDArray[Any]] | None = None,
 ) -> dict[str, NDArray[Any] | None]:
-    """Gradients of the layer_forward that made ``ws``: x, h0, c0, w_ih, w_hh, b_ih, b_hh."""
+    """Gradients of the layer_forward that made ``ws``: x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep."""
 
 def cell_forward(
     kind: str,

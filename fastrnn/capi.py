@@ -193,27 +193,34 @@ def cell_backward(state: dict[str, Any], grad_h: NDArray[Any] | None, grad_c: ND
 def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any] | None, w_ih: NDArray[Any],
                   w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
                   lengths: NDArray[Any] | None, reverse: bool, keep: bool,
-                  out: NDArray[Any] | None = None) -> tuple[NDArray[Any], NDArray[Any],
-                  NDArray[Any] | None, dict[str, Any] | None]:
+                  out: NDArray[Any] | None = None, peep: NDArray[Any] | None = None
+                  ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, dict[str, Any] | None]:
     """A whole sequence through the C ABI; same arguments and results as the backend contract.
     The C functions take dense arrays: an ``out`` that is not C-contiguous is filled from a
-    dense one (a copy the compiled backend, ``_core.layer_forward``, does not make)."""
+    dense one (a copy the compiled backend, ``_core.layer_forward``, does not make). With
+    ``peep``, the LSTM with peepholes (``fastrnn_lstm_peephole_forward_*``)."""
     code = _kind_code(kind)
-    dt, _, B, I, H = check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+    dt, _, B, I, H = check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep)
     T = x.shape[0]
     lstm = code == LSTM
     check_out(out, (T, B, H), dt, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
-                                       lengths=lengths))
+                                       lengths=lengths, peep=peep))
     dense = out if out is not None and out.flags.c_contiguous else np.empty((T, B, H), dt)
     h_n = np.empty((B, H), dt)
     c_n = np.empty((B, H), dt) if lstm else None
     ws = np.empty(int(lib.fastrnn_layer_workspace_size(code, T, B, H)), dt) if keep else None
-    fn = getattr(lib, f"fastrnn_layer_forward_{_SUFFIX[dt]}")
     p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     lp = _lengths_ptr(lengths)
-    _raise_on("fastrnn_layer_forward",
-              fn(code, T, B, I, H, p(x), p(h0), p(c0 if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
-                 lp, int(bool(reverse)), p(dense), p(h_n), p(c_n), p(ws)))
+    if peep is None:
+        _raise_on("fastrnn_layer_forward",
+                  getattr(lib, f"fastrnn_layer_forward_{_SUFFIX[dt]}")(
+                      code, T, B, I, H, p(x), p(h0), p(c0 if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
+                      lp, int(bool(reverse)), p(dense), p(h_n), p(c_n), p(ws)))
+    else:
+        _raise_on("fastrnn_lstm_peephole_forward",
+                  getattr(lib, f"fastrnn_lstm_peephole_forward_{_SUFFIX[dt]}")(
+                      T, B, I, H, p(x), p(h0), p(c0), p(w_ih), p(w_hh), p(b_ih), p(b_hh), p(peep),
+                      lp, int(bool(reverse)), p(dense), p(h_n), p(c_n), p(ws)))
     if out is None:
         out = dense
     elif dense is not out:
@@ -221,7 +228,7 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     state: dict[str, Any] | None = None
     if keep:
         state = dict(kind=kind, x=x, c0=c0 if lstm else None, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None,
-                     lengths=lengths, reverse=bool(reverse), ws=ws, H=H)
+                     lengths=lengths, reverse=bool(reverse), ws=ws, H=H, peep=peep)
     return out, h_n, c_n, state
 
 
@@ -238,11 +245,21 @@ def layer_backward(state: dict[str, Any], grad_out: NDArray[Any] | None, grad_h_
         grad_out = np.ascontiguousarray(grad_out)
     check_gradients(dt, grad_h_n=(grad_h_n, (B, H)), grad_c_n=(grad_c_n if lstm else None, (B, H)))
     g = _gradient_arrays(code, x, B, H, state["bias"], "h0", "c0")
-    fn = getattr(lib, f"fastrnn_layer_backward_{_SUFFIX[dt]}")
+    peep = state["peep"]
+    g["peep"] = None if peep is None else np.empty_like(peep)
     p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     lp = _lengths_ptr(state["lengths"])
-    _raise_on("fastrnn_layer_backward",
-              fn(code, T, B, I, H, p(x), p(state["c0"]), p(state["w_ih"]), p(state["w_hh"]), lp,
-                 int(state["reverse"]), p(state["ws"]), p(grad_out), p(grad_h_n), p(grad_c_n if lstm else None),
-                 p(g["x"]), p(g["h0"]), p(g["c0"]), p(g["w_ih"]), p(g["w_hh"]), p(g["b_ih"]), p(g["b_hh"])))
+    if peep is None:
+        _raise_on("fastrnn_layer_backward",
+                  getattr(lib, f"fastrnn_layer_backward_{_SUFFIX[dt]}")(
+                      code, T, B, I, H, p(x), p(state["c0"]), p(state["w_ih"]), p(state["w_hh"]), lp,
+                      int(state["reverse"]), p(state["ws"]), p(grad_out), p(grad_h_n), p(grad_c_n if lstm else None),
+                      p(g["x"]), p(g["h0"]), p(g["c0"]), p(g["w_ih"]), p(g["w_hh"]), p(g["b_ih"]), p(g["b_hh"])))
+    else:
+        _raise_on("fastrnn_lstm_peephole_backward",
+                  getattr(lib, f"fastrnn_lstm_peephole_backward_{_SUFFIX[dt]}")(
+                      T, B, I, H, p(x), p(state["c0"]), p(state["w_ih"]), p(state["w_hh"]), p(peep), lp,
+                      int(state["reverse"]), p(state["ws"]), p(grad_out), p(grad_h_n), p(grad_c_n),
+                      p(g["x"]), p(g["h0"]), p(g["c0"]), p(g["w_ih"]), p(g["w_hh"]), p(g["b_ih"]), p(g["b_hh"]),
+                      p(g["peep"])))
     return g

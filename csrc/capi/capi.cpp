@@ -103,7 +103,8 @@ LayerWs<T> split_ws(T* ws, int kind, int64_t T_, int64_t B, int64_t H) {
 template <typename T>
 int layer_forward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* h0,
                   const T* c0, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,
-                  const int64_t* lengths, int reverse, T* out, T* h_n, T* c_n, T* ws) noexcept {
+                  const int64_t* lengths, int reverse, T* out, T* h_n, T* c_n, T* ws,
+                  const T* peep = nullptr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
     FR_REQUIRE(valid_sizes(T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const bool lstm = kind == FASTRNN_LSTM;
@@ -115,7 +116,7 @@ int layer_forward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T
     const LayerWs<T> w = split_ws(ws, kind, T_, B, H);
     return guarded([&] {
         fastrnn::layer_forward<T>(static_cast<Kind>(kind), T_, B, I, H, x, h0, c0, w_ih, w_hh, b_ih,
-                                  b_hh, lengths, reverse != 0, out, B * H, H, h_n, c_n, w.gates, w.h,
+                                  b_hh, peep, lengths, reverse != 0, out, B * H, H, h_n, c_n, w.gates, w.h,
                                   w.c);  // out dense: [T, B, H]
     });
 }
@@ -124,7 +125,8 @@ template <typename T>
 int layer_backward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* c0,
                    const T* w_ih, const T* w_hh, const int64_t* lengths, int reverse, const T* ws,
                    const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0, T* dc0,
-                   T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) noexcept {
+                   T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, const T* peep = nullptr,
+                   T* dpeep = nullptr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
     FR_REQUIRE(valid_sizes(T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const bool lstm = kind == FASTRNN_LSTM;
@@ -135,10 +137,10 @@ int layer_backward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const 
     if (st != FASTRNN_OK) return st;
     const LayerWs<const T> w = split_ws(ws, kind, T_, B, H);
     return guarded([&] {
-        fastrnn::layer_backward<T>(static_cast<Kind>(kind), T_, B, I, H, x, c0, w_ih, w_hh, lengths,
+        fastrnn::layer_backward<T>(static_cast<Kind>(kind), T_, B, I, H, x, c0, w_ih, w_hh, peep, lengths,
                                    reverse != 0, w.gates, w.h, w.c, grad_out, B * H, H,  // dense
                                    grad_h_n, grad_c_n, dx,
-                                   dh0, dc0, dw_ih, dw_hh, db_ih, db_hh);
+                                   dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dpeep);
     });
 }
 
@@ -225,5 +227,32 @@ FR_LAYER_FWD(f64, double)
     }
 FR_LAYER_BWD(f32, float)
 FR_LAYER_BWD(f64, double)
+
+// The LSTM with peepholes: the lstm layer functions with peep (and dpeep) required.
+#define FR_PEEP_FWD(SUFFIX, T)                                                                     \
+    FASTRNN_API int fastrnn_lstm_peephole_forward_##SUFFIX(                                        \
+        int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* h0, const T* c0,         \
+        const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, const T* peep,                 \
+        const int64_t* lengths, int reverse, T* out, T* h_n, T* c_n, T* ws) {                      \
+        FR_REQUIRE(peep, FASTRNN_ERR_NULL_POINTER);                                                \
+        return layer_forward<T>(FASTRNN_LSTM, T_, B, I, H, x, h0, c0, w_ih, w_hh, b_ih, b_hh,      \
+                                lengths, reverse, out, h_n, c_n, ws, peep);                         \
+    }
+FR_PEEP_FWD(f32, float)
+FR_PEEP_FWD(f64, double)
+
+#define FR_PEEP_BWD(SUFFIX, T)                                                                      \
+    FASTRNN_API int fastrnn_lstm_peephole_backward_##SUFFIX(                                        \
+        int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* c0, const T* w_ih,        \
+        const T* w_hh, const T* peep, const int64_t* lengths, int reverse, const T* ws,             \
+        const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0, T* dc0, T* dw_ih,   \
+        T* dw_hh, T* db_ih, T* db_hh, T* dpeep) {                                                   \
+        FR_REQUIRE(peep && dpeep, FASTRNN_ERR_NULL_POINTER);                                        \
+        return layer_backward<T>(FASTRNN_LSTM, T_, B, I, H, x, c0, w_ih, w_hh, lengths, reverse,    \
+                                 ws, grad_out, grad_h_n, grad_c_n, dx, dh0, dc0, dw_ih, dw_hh,      \
+                                 db_ih, db_hh, peep, dpeep);                                        \
+    }
+FR_PEEP_BWD(f32, float)
+FR_PEEP_BWD(f64, double)
 
 }  // extern "C"

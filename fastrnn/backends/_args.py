@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import FLOAT_DTYPES, checked_array
-from .contract import has_cell_state, num_gates
+from .contract import PEEPHOLES, has_cell_state, num_gates
 
 INT64 = np.dtype(np.int64)
 
@@ -33,7 +33,7 @@ def call_dtype(x: Any) -> np.dtype[Any]:
 
 
 def check_forward(kind: str, x: Any, h: Any, c: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any,
-                  lengths: Any = None, *, cell: bool = False) -> tuple[np.dtype[Any], int, int, int, int]:
+                  lengths: Any = None, *, cell: bool = False, peep: Any = None) -> tuple[np.dtype[Any], int, int, int, int]:
     """Check the arguments of ``layer_forward`` (``cell``: ``cell_forward``, states named h, c
     instead of h0, c0, no lengths). Returns ``(dtype, G, B, I, H)``."""
     G = num_gates(kind)
@@ -58,6 +58,10 @@ def check_forward(kind: str, x: Any, h: Any, c: Any, w_ih: Any, w_hh: Any, b_ih:
         raise ValueError("b_ih and b_hh must both be arrays or both be None")
     checked_array(b_ih, "b_ih", dt, (G * H,), optional=True)
     checked_array(b_hh, "b_hh", dt, (G * H,), optional=True)
+    if peep is not None:
+        if not has_cell_state(kind):
+            raise ValueError(f"peep must be None for kind {kind!r} (peepholes are the LSTM's)")
+        checked_array(peep, "peep", dt, (PEEPHOLES * H,))
     if lengths is not None:
         checked_array(lengths, "lengths", INT64, (B,))
         if lengths.min() < 1 or lengths.max() > x.shape[0]:

@@ -26,6 +26,13 @@ gru_orig    3   r, z, n       n = tanh(W_in x + b_in + W_hn (r*h) + b_hn); h' = 
 original paper's (ONNX ``linear_before_reset=0``). Only ``lstm`` has a cell
 state ``c``.
 
+Peepholes (``lstm`` only, ``layer_forward``'s ``peep``): per-unit weights
+``peep = [p_i, p_f, p_o]`` (one ``[3*H]`` array) let the gates see the cell
+state, as ONNX's LSTM input ``P`` (which orders them i, o, f)::
+
+    i = sigmoid(... + p_i * c) ; f = sigmoid(... + p_f * c) ; c' = f*c + i*g
+    o = sigmoid(... + p_o * c') ; h' = o * tanh(c')
+
 Arrays: every array a backend receives is a ``numpy.ndarray`` of ONE floating
 dtype (float32 or float64, native byte order), of the shape given below,
 C-contiguous and aligned (``layer_forward``'s ``out`` and ``layer_backward``'s
@@ -58,7 +65,7 @@ from typing import Any, Optional, Protocol, runtime_checkable
 import numpy as np
 
 __all__ = ["KindSpec", "SPECS", "KINDS", "GATES", "num_gates", "has_cell_state", "Backend", "ThreadedBackend",
-           "LAYER_GRAD_KEYS", "CELL_GRAD_KEYS", "PartialBackwardError"]
+           "LAYER_GRAD_KEYS", "CELL_GRAD_KEYS", "PEEPHOLES", "PartialBackwardError"]
 
 
 @dataclass(frozen=True)
@@ -88,8 +95,10 @@ SPECS = {spec.name: spec for spec in (
 KINDS = tuple(SPECS)
 #: kind -> G, its number of gates.
 GATES = {name: spec.gates for name, spec in SPECS.items()}
+#: The LSTM's peephole weights: one [PEEPHOLES*H] array, blocks (p_i, p_f, p_o) of H each.
+PEEPHOLES = 3
 #: Keys of the dict ``layer_backward`` returns.
-LAYER_GRAD_KEYS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")
+LAYER_GRAD_KEYS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "peep")
 #: Keys of the dict ``cell_backward`` returns.
 CELL_GRAD_KEYS = ("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh")
 
@@ -137,7 +146,7 @@ class Backend(Protocol):
 
     def layer_forward(self, kind: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Array, w_hh: Array,
                       b_ih: Optional[Array], b_hh: Optional[Array], lengths: Optional[Array], reverse: bool,
-                      keep: bool, out: Optional[Array] = None) -> tuple[Any, ...]:
+                      keep: bool, out: Optional[Array] = None, peep: Optional[Array] = None) -> tuple[Any, ...]:
         """Whole sequence, one layer, one direction: returns ``(out, h_n, c_n, ws)``.
 
         - ``x [T, B, I]``, T >= 1, B >= 1, I >= 1
@@ -185,8 +194,9 @@ class Backend(Protocol):
           broadcast) is read in place, e.g. one direction's half of a
           bidirectional gradient or a batch-first one.
         - returns ``x [T,B,I]``, ``h0 [B,H]``, ``c0 [B,H]`` (lstm; else None),
-          ``w_ih``, ``w_hh``, ``b_ih``, ``b_hh`` (None without bias), freshly
-          allocated. Padded steps give zero gradient into x.
+          ``w_ih``, ``w_hh``, ``b_ih``, ``b_hh`` (None without bias), ``peep``
+          (``[3*H]``; None without peepholes), freshly allocated. Padded steps
+          give zero gradient into x.
         - ``acc``: None, or a pair ``(w_ih [G*H, I], w_hh [G*H, H])`` of
           writeable C-contiguous arrays of the forward's dtype that share no
           memory with the forward's or backward's arguments: the weight

@@ -48,9 +48,10 @@ def _split(a: NDArray[Any], n: int) -> list[NDArray[Any]]:
 
 
 def _step_forward(kind: str, gx: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | None, w_hh: NDArray[Any],
-                  b_hh: NDArray[Any] | None) -> tuple[Any, Any, Any]:
+                  b_hh: NDArray[Any] | None, peep: NDArray[Any] | None = None) -> tuple[Any, Any, Any]:
     """One recurrent step. Returns (h_new, c_new, saved-for-backward). Nothing saved is an array
-    returned to the caller (who may write into it): the RNN step saves a copy of h_new."""
+    returned to the caller (who may write into it): the RNN step saves a copy of h_new.
+    ``peep``: the LSTM's peephole weights (p_i, p_f, p_o) as one [3H] array, or None."""
     gh = h @ w_hh.T
     if b_hh is not None:
         gh = gh + b_hh
@@ -62,11 +63,17 @@ def _step_forward(kind: str, gx: NDArray[Any], h: NDArray[Any], c: NDArray[Any] 
         return h_new, None, (h_new.copy(),)
     if kind == "lstm":
         xi, xf, xg, xo = _split(gx + gh, 4)
+        if peep is not None:  # i and f see the old cell state, o the new one
+            p_i, p_f, p_o = _split(peep, 3)
+            xi = xi + p_i * c
+            xf = xf + p_f * c
         i = sigmoid(xi)
         f = sigmoid(xf)
         g = np.tanh(xg)
-        o = sigmoid(xo)
         c_new = f * c + i * g
+        if peep is not None:
+            xo = xo + p_o * c_new
+        o = sigmoid(xo)
         tc = np.tanh(c_new)
         h_new = o * tc
         return h_new, c_new, (i, f, g, o, tc)
@@ -93,13 +100,14 @@ def _step_forward(kind: str, gx: NDArray[Any], h: NDArray[Any], c: NDArray[Any] 
 
 
 def _step_backward(kind: str, saved: Any, dh: NDArray[Any], dc: NDArray[Any] | None, h: NDArray[Any],
-                   c: NDArray[Any] | None, w_hh: NDArray[Any]) -> tuple[Any, ...]:
+                   c: NDArray[Any] | None, w_hh: NDArray[Any], peep: NDArray[Any] | None = None) -> tuple[Any, ...]:
     """Backward of one step.
 
     ``dh``/``dc`` are the gradients w.r.t. the step's new h/c; ``h``/``c``
     are the step's input states. Returns (dgx, dW_hh, dgh_bias, dh_prev,
-    dc_prev) where dgx is the gradient of the gate pre-activations coming
-    from the input projection (so dW_ih = dgx.T @ x, db_ih = sum dgx).
+    dc_prev, dpeep) where dgx is the gradient of the gate pre-activations coming
+    from the input projection (so dW_ih = dgx.T @ x, db_ih = sum dgx) and dpeep
+    the peephole weights' gradient summed over the batch (None without ``peep``).
     """
     if kind in ("rnn_tanh", "rnn_relu"):
         (h_new,) = saved
@@ -107,19 +115,28 @@ def _step_backward(kind: str, saved: Any, dh: NDArray[Any], dc: NDArray[Any] | N
             da = dh * (1 - h_new * h_new)
         else:
             da = dh * (h_new > 0)
-        return da, da.T @ h, da, da @ w_hh, None
+        return da, da.T @ h, da, da @ w_hh, None, None
     if kind == "lstm":
         i, f, g, o, tc = saved
         do = dh * tc
+        da_o = do * o * (1 - o)
         dcn = dc + dh * o * (1 - tc * tc)
+        if peep is not None:  # o saw c_new
+            p_i, p_f, p_o = _split(peep, 3)
+            dcn = dcn + da_o * p_o
         di = dcn * g
         df = dcn * c
         dg = dcn * i
+        da_i = di * i * (1 - i)
+        da_f = df * f * (1 - f)
         dc_prev = dcn * f
-        da = np.concatenate(
-            [di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)], axis=-1
-        )
-        return da, da.T @ h, da, da @ w_hh, dc_prev
+        dpeep = None
+        if peep is not None:  # i and f saw c
+            dc_prev = dc_prev + da_i * p_i + da_f * p_f
+            c_new = f * c + i * g
+            dpeep = np.concatenate([(da_i * c).sum(axis=0), (da_f * c).sum(axis=0), (da_o * c_new).sum(axis=0)])
+        da = np.concatenate([da_i, da_f, dg * (1 - g * g), da_o], axis=-1)
+        return da, da.T @ h, da, da @ w_hh, dc_prev, dpeep
     if kind == "gru":
         r, z, n, hn = saved
         dn = dh * (1 - z) * (1 - n * n)
@@ -128,7 +145,7 @@ def _step_backward(kind: str, saved: Any, dh: NDArray[Any], dc: NDArray[Any] | N
         dgx = np.concatenate([dr, dz, dn], axis=-1)
         dgh = np.concatenate([dr, dz, dn * r], axis=-1)
         dh_prev = dh * z + dgh @ w_hh
-        return dgx, dgh.T @ h, dgh, dh_prev, None
+        return dgx, dgh.T @ h, dgh, dh_prev, None, None
     if kind == "gru_orig":
         r, z, n, rh = saved
         H = h.shape[-1]
@@ -140,7 +157,7 @@ def _step_backward(kind: str, saved: Any, dh: NDArray[Any], dc: NDArray[Any] | N
         dgx = np.concatenate([dr, dz, dn], axis=-1)
         dW_hh = np.concatenate([drz.T @ h, dn.T @ rh], axis=0)
         dh_prev = dh * z + drh * r + drz @ w_hh[: 2 * H]
-        return dgx, dW_hh, dgx, dh_prev, None
+        return dgx, dW_hh, dgx, dh_prev, None, None
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
 
@@ -152,13 +169,13 @@ def _step_backward(kind: str, saved: Any, dh: NDArray[Any], dc: NDArray[Any] | N
 def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any] | None, w_ih: NDArray[Any],
                   w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
                   lengths: NDArray[Any] | None, reverse: bool, keep: bool,
-                  out: NDArray[Any] | None = None) -> tuple[Any, ...]:
+                  out: NDArray[Any] | None = None, peep: NDArray[Any] | None = None) -> tuple[Any, ...]:
     """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
-    check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+    check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep)
     T, B, _ = x.shape
     H = h0.shape[1]
     check_out(out, (T, B, H), x.dtype, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
-                                            lengths=lengths))
+                                            lengths=lengths, peep=peep))
     gx_all = x.reshape(T * B, -1) @ w_ih.T
     if b_ih is not None:
         gx_all = gx_all + b_ih
@@ -170,7 +187,7 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     saved: list[Any] = [None] * T
     states: list[Any] = [None] * T
     for t in steps:
-        h_step, c_step, saved_t = _step_forward(kind, gx_all[t], h, c, w_hh, b_hh)
+        h_step, c_step, saved_t = _step_forward(kind, gx_all[t], h, c, w_hh, b_hh, peep)
         if keep:
             saved[t] = saved_t
             states[t] = (h, c)
@@ -186,7 +203,7 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     ws = None
     if keep:
         ws = dict(kind=kind, x=x, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None,
-                  lengths=lengths, reverse=reverse, saved=saved, states=states)
+                  lengths=lengths, reverse=reverse, saved=saved, states=states, peep=peep)
     return out, h, c, ws
 
 
@@ -214,6 +231,8 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
     dgx_all = np.zeros((T,) + grad_out.shape[1:-1] + (w_ih.shape[0],), dtype=x.dtype)
     dW_hh = np.zeros_like(w_hh)
     db_hh = np.zeros(w_hh.shape[0], dtype=x.dtype)
+    peep = ws["peep"]
+    dpeep = None if peep is None else np.zeros_like(peep)
     dh, dc = grad_h_n, grad_c_n
     for t in steps:
         h, c = ws["states"][t]
@@ -224,7 +243,8 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
             dc_step = None if dc is None else np.where(valid, dc, 0)
         else:
             dc_step = dc
-        dgx, dW, dgh, dh_prev, dc_prev = _step_backward(kind, ws["saved"][t], dh_step, dc_step, h, c, w_hh)
+        dgx, dW, dgh, dh_prev, dc_prev, dp = _step_backward(kind, ws["saved"][t], dh_step, dc_step, h, c, w_hh,
+                                                            peep)
         if lengths is not None:
             dgx = np.where(valid, dgx, 0)
             dh_prev = np.where(valid, dh_prev, dh)
@@ -232,6 +252,8 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
                 dc_prev = np.where(valid, dc_prev, dc)
         dgx_all[t] = dgx
         dW_hh += dW
+        if dpeep is not None:
+            dpeep += dp  # padded rows add 0 (their dh, dc are 0)
         db_hh += dgh.sum(axis=0)
         dh, dc = dh_prev, dc_prev
     dgx_flat = dgx_all.reshape(T * x.shape[1], -1)
@@ -243,6 +265,7 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
         w_hh=dW_hh,
         b_ih=dgx_flat.sum(axis=0) if ws["bias"] else None,
         b_hh=db_hh if ws["bias"] else None,
+        peep=dpeep,
     )
     return add_into(grads, acc)
 
@@ -276,7 +299,7 @@ def cell_backward(ws: Any, grad_h: NDArray[Any] | None, grad_c: NDArray[Any] | N
     grad_h = _zeros_for_none(grad_h, shape, x.dtype)
     if ws["kind"] == "lstm":
         grad_c = _zeros_for_none(grad_c, shape, x.dtype)
-    dgx, dW_hh, dgh, dh, dc = _step_backward(ws["kind"], ws["saved"], grad_h, grad_c, ws["h"], ws["c"], ws["w_hh"])
+    dgx, dW_hh, dgh, dh, dc, _ = _step_backward(ws["kind"], ws["saved"], grad_h, grad_c, ws["h"], ws["c"], ws["w_hh"])
     return dict(
         x=dgx @ w_ih,
         h=dh,

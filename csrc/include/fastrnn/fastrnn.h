@@ -42,7 +42,7 @@ extern "C" {
 
 /* FASTRNN_CDEF_BEGIN (fastrnn/capi.py hands the text up to FASTRNN_CDEF_END to cffi) */
 
-#define FASTRNN_ABI_VERSION 1
+#define FASTRNN_ABI_VERSION 2 /* 2: the LSTM with peepholes */
 
 enum fastrnn_status_code {
     FASTRNN_OK = 0,
@@ -131,6 +131,32 @@ FASTRNN_API int fastrnn_layer_backward_f64(int kind, int64_t T, int64_t B, int64
     const int64_t* lengths, int reverse, const double* ws, const double* grad_out,
     const double* grad_h_n, const double* grad_c_n, double* dx, double* dh0, double* dc0,
     double* dw_ih, double* dw_hh, double* db_ih, double* db_hh);
+
+/* The LSTM with peepholes (ABI version 2): the FASTRNN_LSTM layer functions
+ * with the peephole weights peep [3*H] = (p_i, p_f, p_o), required:
+ *   i = sigmoid(... + p_i*c), f = sigmoid(... + p_f*c), c' = f*c + i*g,
+ *   o = sigmoid(... + p_o*c'), h' = o*tanh(c')
+ * (ONNX's P holds the same blocks in the order i, o, f). The workspace is the
+ * LSTM's (fastrnn_layer_workspace_size(FASTRNN_LSTM, ...)); backward also
+ * writes dpeep [3*H]. */
+FASTRNN_API int fastrnn_lstm_peephole_forward_f32(int64_t T, int64_t B, int64_t I, int64_t H,
+    const float* x, const float* h0, const float* c0, const float* w_ih, const float* w_hh,
+    const float* b_ih, const float* b_hh, const float* peep, const int64_t* lengths, int reverse,
+    float* out, float* h_n, float* c_n, float* ws);
+FASTRNN_API int fastrnn_lstm_peephole_forward_f64(int64_t T, int64_t B, int64_t I, int64_t H,
+    const double* x, const double* h0, const double* c0, const double* w_ih, const double* w_hh,
+    const double* b_ih, const double* b_hh, const double* peep, const int64_t* lengths, int reverse,
+    double* out, double* h_n, double* c_n, double* ws);
+FASTRNN_API int fastrnn_lstm_peephole_backward_f32(int64_t T, int64_t B, int64_t I, int64_t H,
+    const float* x, const float* c0, const float* w_ih, const float* w_hh, const float* peep,
+    const int64_t* lengths, int reverse, const float* ws, const float* grad_out,
+    const float* grad_h_n, const float* grad_c_n, float* dx, float* dh0, float* dc0, float* dw_ih,
+    float* dw_hh, float* db_ih, float* db_hh, float* dpeep);
+FASTRNN_API int fastrnn_lstm_peephole_backward_f64(int64_t T, int64_t B, int64_t I, int64_t H,
+    const double* x, const double* c0, const double* w_ih, const double* w_hh, const double* peep,
+    const int64_t* lengths, int reverse, const double* ws, const double* grad_out,
+    const double* grad_h_n, const double* grad_c_n, double* dx, double* dh0, double* dc0,
+    double* dw_ih, double* dw_hh, double* db_ih, double* db_hh, double* dpeep);
 
 /* FASTRNN_CDEF_END */
 

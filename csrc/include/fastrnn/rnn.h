@@ -49,6 +49,13 @@ constexpr int kept_gates(Kind k) {
 // then no state per step is stored apart (ws_h holds h0 only).
 constexpr bool kept_gates_are_states(Kind k) { return num_gates(k) == 1; }
 
+// LSTM peepholes: per-unit weights peep = [p_i, p_f, p_o] ([3*H], blocks
+// of H) through which the gates see the cell state (ONNX's P, there in the
+// order i, o, f):
+//   i = sigmoid(... + p_i*c) ; f = sigmoid(... + p_f*c) ; c' = f*c + i*g
+//   o = sigmoid(... + p_o*c') ; h' = o*tanh(c')
+constexpr int kPeepholes = 3;
+
 // Parse "rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig". Returns false on
 // an unknown name.
 bool parse_kind(const char* name, Kind* out);
@@ -73,6 +80,7 @@ void layer_forward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                    const T* w_hh,          // w_hh: [G*H, H]
                    const T* b_ih,          // b_ih: [G*H] or nullptr (no bias; then b_hh too)
                    const T* b_hh,          // b_hh: [G*H] or nullptr
+                   const T* peep,          // peep: [3*H] (lstm peepholes) or nullptr (none)
                    const int64_t* lengths, // lengths: [B] or nullptr (all T)
                    bool reverse,
                    T* out,                 // out: [T, B, H], rows at the strides below
@@ -96,6 +104,7 @@ void layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                     const T* c0,             // c0: [B, H] (lstm), else ignored
                     const T* w_ih,           // w_ih: [G*H, I]
                     const T* w_hh,           // w_hh: [G*H, H]
+                    const T* peep,           // peep: [3*H] as forward's, or nullptr
                     const int64_t* lengths,  // lengths: [B] or nullptr
                     bool reverse,
                     const T* ws_gates,       // ws_gates: [T, B, K]
@@ -113,6 +122,7 @@ void layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                     T* dw_hh,                // dw_hh: [G*H, H]
                     T* db_ih,                // db_ih: [G*H] or nullptr (no bias)
                     T* db_hh,                // db_hh: [G*H] or nullptr
+                    T* dpeep,                // dpeep: [3*H] with peep (written), else ignored
                     bool add_dw = false);    // true: dw_ih, dw_hh += the gradients (they hold
                                              // values to accumulate onto); false: overwritten
 

@@ -4,6 +4,8 @@
 // A cell policy (cells/rnn.h, lstm.h, gru.h, gru_orig.h) is a type with
 //   kind                    its fastrnn::Kind (gate counts come from rnn.h);
 //   has_cell_state          LSTM's c next to h;
+//   has_peepholes           the LSTM's gates see c through per-unit weights
+//                           (backward then sums their gradient, layer/backward.h);
 //   kept_gates_are_state    the kept block is the new state itself (rnn kinds:
 //                           no per-step state is stored, see rnn.h);
 //   n_product_after_reset   the n gate's recurrent product is W_hn (r*h), so
@@ -78,6 +80,7 @@ struct ForwardRow {
     T* c_kept;       // lstm: the workspace's copy of the new c, or nullptr
     const T* b_hn;   // gru: the n gate's recurrent bias, or nullptr
     T* rh;           // gru_orig: r*h for the n product
+    const T* peep;   // lstm with peepholes: [p_i, p_f, p_o] ([3*H])
 };
 
 // One batch row of a backward step. dh_carry: the gradient reaching h from
@@ -98,6 +101,7 @@ struct BackwardRow {
     T* dg;
     T* dg_n;           // gru
     const T* drh;      // gru_orig: dan · W_hn (second phase)
+    const T* peep;     // lstm with peepholes: [p_i, p_f, p_o] ([3*H])
 };
 
 // dh = dh_carry + sums + grad_out for units [j, j + n) (sums, grad_out may be null: zero).
@@ -119,6 +123,7 @@ void pad_bwd_row(int64_t u0, int64_t u1, const T* sums, T* dh_carry) {
 // The policies' defaults: a kind overrides what it has.
 struct CellDefaults {
     static constexpr bool has_cell_state = false;
+    static constexpr bool has_peepholes = false;
     static constexpr bool kept_gates_are_state = false;
     static constexpr bool n_product_after_reset = false;
     static constexpr bool n_bias_inside_reset = false;

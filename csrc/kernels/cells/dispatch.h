@@ -17,7 +17,7 @@ constexpr bool consistent() {
            Cell::has_cell_state == (Cell::kind == Kind::lstm);
 }
 static_assert(consistent<RnnTanhCell>() && consistent<RnnReluCell>() && consistent<LstmCell>() &&
-              consistent<GruCell>() && consistent<GruOrigCell>());
+              consistent<LstmPeepholeCell>() && consistent<GruCell>() && consistent<GruOrigCell>());
 
 template <class Fn>
 void with_cell(Kind kind, Fn&& fn) {
@@ -28,6 +28,14 @@ void with_cell(Kind kind, Fn&& fn) {
         case Kind::gru: return fn(GruCell{});
         case Kind::gru_orig: return fn(GruOrigCell{});
     }
+}
+
+// The layers' dispatch: an LSTM with peepholes (the callers refuse them on
+// other kinds) has a policy of its own, so the plain LSTM's code is untouched.
+template <class Fn>
+void with_cell(Kind kind, bool peepholes, Fn&& fn) {
+    if (peepholes && kind == Kind::lstm) return fn(LstmPeepholeCell{});
+    return with_cell(kind, fn);
 }
 
 }  // namespace

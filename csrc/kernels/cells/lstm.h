@@ -1,6 +1,7 @@
 // The LSTM cell (PyTorch's gate order i, f, g, o):
 //   c' = f*c + i*g ; h' = o*tanh(c')
-// It keeps the post-activation gates [i, f, g, o] per step, and c' in ws_c.
+// and the LSTM with peepholes (fastrnn/rnn.h): i and f see c, o sees c'.
+// Both keep the post-activation gates [i, f, g, o] per step, and c' in ws_c.
 #pragma once
 
 #include <cstdint>
@@ -75,6 +76,64 @@ void lstm_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* kept, const T* c_p
     }
 }
 
+// The peephole LSTM's rows: the plain rows' arithmetic plus the peephole
+// terms (a copy apart, so the plain LSTM's roundings stay what they are).
+template <class T>
+FASTRNN_ROW
+void lstm_peep_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* kept, GateSums<T> s,
+                       const T* peep, T* c, T* h_new, T* out, T* c_kept) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t j = u0; j < u1; j += W) {
+        int n = (int)std::min<int64_t>(W, u1 - j);
+        v cp = vloadn(c + j, n);
+        v i = vsigmoid(gate_input(gx, s, H, 0, j, n) + vloadn(peep + j, n) * cp);
+        v f = vsigmoid(gate_input(gx, s, H, 1, j, n) + vloadn(peep + H + j, n) * cp);
+        v g = vtanh(gate_input(gx, s, H, 2, j, n));
+        v cn = f * cp + i * g;
+        v o = vsigmoid(gate_input(gx, s, H, 3, j, n) + vloadn(peep + 2 * H + j, n) * cn);
+        v h = o * vtanh(cn);
+        vstoren(c + j, cn, n);
+        vstoren(h_new + j, h, n);
+        if (out) vstoren(out + j, h, n);
+        if (kept) {
+            vstoren(kept + j, i, n);
+            vstoren(kept + H + j, f, n);
+            vstoren(kept + 2 * H + j, g, n);
+            vstoren(kept + 3 * H + j, o, n);
+        }
+        if (c_kept) vstoren(c_kept + j, cn, n);
+    }
+}
+
+// dc' gains o's peephole term (o saw c'); the gradient into c, those of i
+// and f. The peepholes' own gradient is summed over rows and steps by the
+// driver from dG and the kept cell states.
+template <class T>
+FASTRNN_ROW
+void lstm_peep_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* kept, const T* c_prev, const T* c_new,
+                       const T* peep, const T* sums, const T* grad_out, T* dh_carry, T* dc, T* dg) {
+    typedef typename V<T>::v v;
+    constexpr int W = V<T>::W;
+    for (int64_t j = u0; j < u1; j += W) {
+        int n = (int)std::min<int64_t>(W, u1 - j);
+        v dh = load_dh(dh_carry, sums, grad_out, j, n);
+        v i = vloadn(kept + j, n), f = vloadn(kept + H + j, n);
+        v g = vloadn(kept + 2 * H + j, n), o = vloadn(kept + 3 * H + j, n);
+        v tc = vtanh(vloadn(c_new + j, n));
+        v dao = dh * tc * o * (1 - o);
+        v dcv = vloadn(dc + j, n) + dh * o * (1 - tc * tc) + dao * vloadn(peep + 2 * H + j, n);
+        v dai = dcv * g * i * (1 - i);
+        v daf = dcv * vloadn(c_prev + j, n) * f * (1 - f);
+        vstoren(dc + j, dcv * f + dai * vloadn(peep + j, n) + daf * vloadn(peep + H + j, n), n);
+        vstoren(dg + j, dai, n);
+        vstoren(dg + H + j, daf, n);
+        vstoren(dg + 2 * H + j, dcv * i * (1 - g * g), n);
+        vstoren(dg + 3 * H + j, dao, n);
+        vstoren(dh_carry + j, v{}, n);
+    }
+}
+
 struct LstmCell : CellDefaults {
     static constexpr Kind kind = Kind::lstm;
     static constexpr bool has_cell_state = true;
@@ -94,6 +153,22 @@ struct LstmCell : CellDefaults {
                                                         int64_t u1) {
         lstm_bwd_row<T>(H, u0, u1, r.kept, r.c_prev, r.c_new, r.sums, r.grad_out, r.dh_carry, r.dc,
                         r.dg);
+    }
+};
+
+struct LstmPeepholeCell : LstmCell {
+    static constexpr bool has_peepholes = true;
+
+    template <class T>
+    __attribute__((always_inline)) static void forward(const ForwardRow<T>& r, int64_t H, int64_t u0,
+                                                       int64_t u1) {
+        lstm_peep_fwd_row<T>(H, u0, u1, r.gx, r.kept, r.sums, r.peep, r.c, r.h_new, r.out, r.c_kept);
+    }
+    template <class T>
+    __attribute__((always_inline)) static void backward(const BackwardRow<T>& r, int64_t H, int64_t u0,
+                                                        int64_t u1) {
+        lstm_peep_bwd_row<T>(H, u0, u1, r.kept, r.c_prev, r.c_new, r.peep, r.sums, r.grad_out, r.dh_carry,
+                             r.dc, r.dg);
     }
 };
 

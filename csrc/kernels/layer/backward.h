@@ -30,13 +30,13 @@ namespace {
 template <class T>
 struct LayerBackwardArgs {
     int64_t steps, B, I, H;
-    const T *x, *c0, *w_ih, *w_hh;
+    const T *x, *c0, *w_ih, *w_hh, *peep;
     const int64_t* lengths;
     bool reverse;
     const T *ws_gates, *ws_h, *ws_c, *grad_out;
     int64_t grad_out_t_stride, grad_out_b_stride;  // row (t, b) of grad_out at these strides
     const T *grad_h_n, *grad_c_n;
-    T *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh;
+    T *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh, *dpeep;
     bool add_dw;
 };
 
@@ -68,6 +68,7 @@ private:
     void chunk_loop(int64_t s0, int64_t s1, int64_t t0, bool first, bool last);
     void chunk_products(int64_t s0, int64_t s1, int64_t t0);
     void add_colsum(int64_t R, const T* A, int64_t lda, int64_t ncols, T* out);
+    void add_peephole_grads(int64_t s0, int64_t s1, int64_t t0);
 
     const LayerBackwardArgs<T>& a_;
     int64_t Tn_ = 0, B_ = 0, H_ = 0, GH_ = 0, ldg_ = 0;
@@ -150,6 +151,7 @@ void LayerBackward<Cell, T>::step_rows(int64_t m0, int64_t m1, int64_t u0, int64
             row.c_prev = st == 0 ? a_.c0 + b * H : a_.ws_c + (tprev * B + b) * H;
             row.c_new = a_.ws_c + (t * B + b) * H;
             row.dc = dc_.p + b * H;
+            if (Cell::has_peepholes) row.peep = a_.peep;
         }
         row.sums = sums;
         row.grad_out = go ? go + b * a_.grad_out_b_stride : nullptr;
@@ -243,6 +245,30 @@ void LayerBackward<Cell, T>::add_colsum(int64_t R, const T* A, int64_t lda, int6
     for (int64_t n = 0; n < ncols; ++n) out[n] += colsum_[n];
 }
 
+// The peepholes' gradient over the chunk's steps: dp_i += dG_i * c, dp_f +=
+// dG_f * c, dp_o += dG_o * c' (c the cell state entering step t, c' the
+// one it made). A padded step's dG is zero. Serial: the sum's order never
+// depends on the thread count.
+template <class Cell, class T>
+void LayerBackward<Cell, T>::add_peephole_grads(int64_t s0, int64_t s1, int64_t t0) {
+    const int64_t B = B_, H = H_, GH = GH_;
+    T* dp = a_.dpeep;
+    for (int64_t t = t0; t < t0 + (s1 - s0); ++t) {
+        const int64_t tprev = a_.reverse ? t + 1 : t - 1;
+        const bool first = tprev < 0 || tprev >= Tn_;
+        for (int64_t b = 0; b < B; ++b) {
+            const T* dg = dG_.p + ((t - t0) * B + b) * GH;
+            const T* cp = first ? a_.c0 + b * H : a_.ws_c + (tprev * B + b) * H;
+            const T* cn = a_.ws_c + (t * B + b) * H;
+            for (int64_t j = 0; j < H; ++j) {
+                dp[j] += dg[j] * cp[j];
+                dp[H + j] += dg[H + j] * cp[j];
+                dp[2 * H + j] += dg[3 * H + j] * cn[j];
+            }
+        }
+    }
+}
+
 // The large products over the chunk's rows (t in [t0, t0 + R / B)).
 template <class Cell, class T>
 void LayerBackward<Cell, T>::chunk_products(int64_t s0, int64_t s1, int64_t t0) {
@@ -277,6 +303,7 @@ void LayerBackward<Cell, T>::chunk_products(int64_t s0, int64_t s1, int64_t t0) 
         if constexpr (Cell::separate_n_grad)
             large_product<T>(true, false, H, H, R, dG_n_.p, H, hp, H, true, a_.dw_hh + 2 * H * H, H);
     }
+    if constexpr (Cell::has_peepholes) add_peephole_grads(s0, s1, t0);
     if (a_.db_ih) {
         add_colsum(R, dG, GH, GH, a_.db_ih);
         if (Cell::separate_n_grad) add_colsum(R, dG_n_.p, H, H, a_.db_hh + 2 * H);  // r, z: db_ih's, below
@@ -296,6 +323,7 @@ void LayerBackward<Cell, T>::run() {
         std::memset(a_.db_ih, 0, GH * sizeof(T));
         std::memset(a_.db_hh, 0, GH * sizeof(T));
     }
+    if (Cell::has_peepholes) std::memset(a_.dpeep, 0, kPeepholes * H * sizeof(T));
     if (plan_.mode == Mode::batch)
         parallel_for(2 * plan_.nthreads,
                      [&](int64_t i) { pack_backward(a_.w_hh, GH, H, w_hh_packed_, (int)i, 2 * plan_.nthreads); });

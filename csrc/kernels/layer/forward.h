@@ -27,7 +27,7 @@ namespace {
 template <class T>
 struct LayerForwardArgs {
     int64_t steps, B, I, H;
-    const T *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh;
+    const T *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh, *peep;
     const int64_t* lengths;
     bool reverse;
     T* out;
@@ -252,6 +252,7 @@ void LayerForward<Cell, T>::step_rows(const Part& p, int64_t st, int64_t t, int6
             row.c_kept = keep_ ? a_.ws_c + (t * B + b) * H : nullptr;
         }
         row.b_hn = b_hn_;
+        if (Cell::has_peepholes) row.peep = a_.peep;
         if (Cell::n_product_after_reset) row.rh = rh_buf_.p + r * H;
         if (keep_ && !Cell::kept_gates_are_state)
             std::memcpy(a_.ws_h + (t * B + b) * H + u0, row.h_prev + u0, nu * sizeof(T));

@@ -53,13 +53,15 @@ def _input_projection(kind: str, x: NDArray[Any], w_ih: NDArray[Any], b_ih: NDAr
 def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any] | None, w_ih: NDArray[Any],
                   w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
                   lengths: NDArray[Any] | None, reverse: bool, keep: bool,
-                  out: NDArray[Any] | None = None) -> tuple[Any, ...]:
+                  out: NDArray[Any] | None = None, peep: NDArray[Any] | None = None) -> tuple[Any, ...]:
     """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, dtype, G = check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, dtype, G = check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                                                    lengths, peep)
     T, B, _ = x.shape
     H = h0.shape[1]
     check_out(out, (T, B, H), dtype, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
-                                          lengths=lengths))
+                                          lengths=lengths, peep=peep))
+    pp = np.empty(0, dtype=dtype) if peep is None else peep
     lens, padded = lengths_array(lengths, T, B)
     reverse, keep = bool(reverse), bool(keep)
     gx, bhn = _input_projection(kind, x, w_ih, b_ih, b_hh, H)
@@ -81,12 +83,12 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
         gn = rh = np.empty((B, 0), dtype=dtype)
     gh = np.empty((B, wt.shape[1]), dtype=dtype)
     with serial_blas(T):
-        forward_loop(KINDS.index(kind), gx, h, c, wt, wt_n, bhn, lens, reverse, keep, dtype.type(1), out, gh, gn,
+        forward_loop(KINDS.index(kind), gx, h, c, wt, wt_n, bhn, pp, lens, reverse, keep, dtype.type(1), out, gh, gn,
                      rh, s1, s2, hp, cp)
     ws = None
     if keep:
         ws = dict(kind=kind, x=x, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None, lengths=lens, padded=padded,
-                  reverse=reverse, hp=hp, cp=cp, s1=s1, s2=s2)
+                  reverse=reverse, hp=hp, cp=cp, s1=s1, s2=s2, pp=pp, peep=peep is not None)
     return out, h, None if c0 is None else c, ws
 
 
@@ -124,9 +126,10 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
         w = w_n = w_hh
         dn = drh = drz = scratch(0)
     hp = ws["hp"]
+    dp = np.zeros((B, ws["pp"].shape[0]), dtype=dtype)  # each row's sum of the peepholes' gradient
     with serial_blas(T):
-        backward_loop(KINDS.index(kind), ws["s1"], ws["s2"], hp, ws["cp"], w, w_n, ws["lengths"], ws["reverse"],
-                      dtype.type(1), grad_out, dh, dc, dgx, dgh, direct, dn, drh, drz, scratch(H))
+        backward_loop(KINDS.index(kind), ws["s1"], ws["s2"], hp, ws["cp"], ws["pp"], w, w_n, ws["lengths"],
+                      ws["reverse"], dtype.type(1), grad_out, dh, dc, dgx, dgh, direct, dn, drh, drz, scratch(H), dp)
 
     # The big products over all T*B rows.
     dgx_flat = dgx.reshape(T * B, GH)
@@ -146,6 +149,7 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
         w_hh=dw_hh,
         b_ih=dgx_flat.sum(axis=0) if ws["bias"] else None,
         b_hh=dgh_flat.sum(axis=0) if ws["bias"] else None,
+        peep=dp.sum(axis=0) if ws["peep"] else None,
     )
     ws.clear()  # consumed (contract.Backend): free the saved activations now, not when the layer drops ws
     return add_into(grads, acc)

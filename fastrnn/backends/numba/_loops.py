@@ -28,12 +28,12 @@ from ._rows import GRU_ORIG, backward_row, forward_row, gru_orig_backward_reset,
 
 @jit
 def forward_loop(kind: int, gx: NDArray[Any], h: NDArray[Any], c: NDArray[Any], wt: NDArray[Any], wt_n: NDArray[Any],
-                 bhn: NDArray[Any], lengths: NDArray[Any], reverse: bool, keep: bool, one: Any, out: NDArray[Any],
+                 bhn: NDArray[Any], pp: NDArray[Any], lengths: NDArray[Any], reverse: bool, keep: bool, one: Any, out: NDArray[Any],
                  gh: NDArray[Any], gn: NDArray[Any], rh: NDArray[Any], s1: NDArray[Any], s2: NDArray[Any],
                  hp_s: NDArray[Any], cp_s: NDArray[Any]) -> None:
     """Run ``kind`` over all steps. h [B,H] (in: h0, out: h_n), c likewise (lstm);
     wt = W_hh.T (gru_orig: W_hh[:2H].T, and wt_n = W_hh[2H:].T); gh [B, columns of wt] scratch,
-    gn, rh [B,H] gru_orig's scratch. keep: s1, s2 the kind's saved arrays (``_layer.SAVED``),
+    gn, rh [B,H] gru_orig's scratch; pp the lstm's peepholes [3H] or empty. keep: s1, s2 the kind's saved arrays (``_layer.SAVED``),
     hp_s, cp_s the step's input states."""
     T, B, _ = gx.shape
     zero = one - one
@@ -55,20 +55,21 @@ def forward_loop(kind: int, gx: NDArray[Any], h: NDArray[Any], c: NDArray[Any], 
             if t >= lengths[b]:
                 ob[:] = zero
                 continue
-            forward_row(kind, one, gx[t, b], gh[b], gn[b], bhn, hb, c[b], ob, keep, s1[t, b], s2[t, b])
+            forward_row(kind, one, gx[t, b], gh[b], gn[b], bhn, pp, hb, c[b], ob, keep, s1[t, b], s2[t, b])
 
 
 @jit
 def backward_loop(kind: int, s1: NDArray[Any], s2: NDArray[Any], hp_s: NDArray[Any], cp_s: NDArray[Any],
-                  w: NDArray[Any], w_n: NDArray[Any], lengths: NDArray[Any], reverse: bool, one: Any,
+                  pp: NDArray[Any], w: NDArray[Any], w_n: NDArray[Any], lengths: NDArray[Any], reverse: bool, one: Any,
                   grad_out: NDArray[Any], dh: NDArray[Any], dc: NDArray[Any], dgx: NDArray[Any], dgh: NDArray[Any],
                   direct: NDArray[Any], dn: NDArray[Any], drh: NDArray[Any], drz: NDArray[Any],
-                  dtmp: NDArray[Any]) -> None:
+                  dtmp: NDArray[Any], dp: NDArray[Any]) -> None:
     """Backward of :func:`forward_loop`. dh [B,H] (in: grad of h_n, out: of h0), dc likewise (lstm);
     w = W_hh (gru_orig: W_hh[:2H], and w_n = W_hh[2H:]). dgx [T,B,G*H] receives the gradients of
     the gate pre-activations, dgh those of the recurrent product (gru; the same array as dgx for
     the other kinds). direct [B,H]: the part of dh not through W_hh (gru kinds); dn, drh [B,H],
-    drz [B,2H] gru_orig's scratch; dtmp [B,H] scratch."""
+    drz [B,2H] gru_orig's scratch; dtmp [B,H] scratch; pp the lstm's peepholes [3H] (or empty)
+    and dp [B, 3H] (or [B, 0]) each row's sum of their gradient (added into)."""
     T, B, _ = grad_out.shape
     zero = one - one
     for s in range(T):
@@ -80,8 +81,8 @@ def backward_loop(kind: int, s1: NDArray[Any], s2: NDArray[Any], hp_s: NDArray[A
                 dn[b, :] = zero
                 drz[b, :] = zero
                 continue
-            backward_row(kind, one, dh[b], grad_out[t, b], s1[t, b], s2[t, b], hp_s[t, b], cp_s[t, b], dc[b],
-                         dgx[t, b], dgh[t, b], direct[b], dn[b], drz[b])
+            backward_row(kind, one, dh[b], grad_out[t, b], s1[t, b], s2[t, b], hp_s[t, b], cp_s[t, b], pp, dc[b],
+                         dgx[t, b], dgh[t, b], direct[b], dn[b], drz[b], dp[b])
         if kind == GRU_ORIG:
             np.dot(dn, w_n, drh)  # d(r*h) = dn @ W_hn
             for b in range(B):

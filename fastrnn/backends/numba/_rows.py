@@ -52,19 +52,27 @@ def _rnn_forward(relu: bool, one: Any, xb: NDArray[Any], g: NDArray[Any], hb: ND
 
 
 @jit
-def _lstm_forward(one: Any, xb: NDArray[Any], g: NDArray[Any], hb: NDArray[Any], cb: NDArray[Any], ob: NDArray[Any],
-                  keep: bool, gates: NDArray[Any], tc: NDArray[Any]) -> None:
+def _lstm_forward(one: Any, xb: NDArray[Any], g: NDArray[Any], pp: NDArray[Any], hb: NDArray[Any], cb: NDArray[Any],
+                  ob: NDArray[Any], keep: bool, gates: NDArray[Any], tc: NDArray[Any]) -> None:
     """LSTM, gates (i, f, g, o): c' = f*c + i*g, h' = o*tanh(c'). keep: gates post-activation,
-    tc = tanh(c')."""
+    tc = tanh(c'). pp: the peepholes (p_i, p_f, p_o) [3H], or empty: i and f then see c, o sees c'."""
     H = hb.shape[0]
+    peep = pp.shape[0] > 0
+    if peep:
+        for j in range(H):
+            g[j] += pp[j] * cb[j]
+            g[H + j] += pp[H + j] * cb[j]
     for j in range(2 * H):  # i, f
         g[j] = sigmoid(xb[j] + g[j])
     for j in range(2 * H, 3 * H):  # g
         g[j] = tanh(xb[j] + g[j])
-    for j in range(3 * H, 4 * H):  # o
-        g[j] = sigmoid(xb[j] + g[j])
     for j in range(H):
         cb[j] = g[H + j] * cb[j] + g[j] * g[2 * H + j]
+    if peep:
+        for j in range(H):
+            g[3 * H + j] += pp[2 * H + j] * cb[j]
+    for j in range(3 * H, 4 * H):  # o
+        g[j] = sigmoid(xb[j] + g[j])
     tcb = ob  # tanh(c') goes through out, then out is overwritten by h'
     for j in range(H):
         tcb[j] = tanh(cb[j])
@@ -132,11 +140,12 @@ def _gru_orig_forward(one: Any, xb: NDArray[Any], g: NDArray[Any], nb: NDArray[A
 
 @jit
 def forward_row(kind: int, one: Any, xb: NDArray[Any], g: NDArray[Any], gn: NDArray[Any], bhn: NDArray[Any],
-                hb: NDArray[Any], cb: NDArray[Any], ob: NDArray[Any], keep: bool, s1: NDArray[Any],
+                pp: NDArray[Any], hb: NDArray[Any], cb: NDArray[Any], ob: NDArray[Any], keep: bool, s1: NDArray[Any],
                 s2: NDArray[Any]) -> None:
-    """The forward row of ``kind`` (``gn``: gru_orig's W_hn (r*h); ``bhn``: gru's b_hn)."""
+    """The forward row of ``kind`` (``gn``: gru_orig's W_hn (r*h); ``bhn``: gru's b_hn; ``pp``: the
+    lstm's peepholes or empty)."""
     if kind == LSTM:
-        _lstm_forward(one, xb, g, hb, cb, ob, keep, s1, s2)
+        _lstm_forward(one, xb, g, pp, hb, cb, ob, keep, s1, s2)
     elif kind == GRU:
         _gru_forward(one, xb, g, bhn, hb, ob, keep, s1, s2)
     elif kind == GRU_ORIG:
@@ -165,9 +174,31 @@ def _rnn_backward(relu: bool, one: Any, dhb: NDArray[Any], gob: NDArray[Any], y:
 
 @jit
 def _lstm_backward(one: Any, dhb: NDArray[Any], gob: NDArray[Any], gates: NDArray[Any], tc: NDArray[Any],
-                   cp: NDArray[Any], dcb: NDArray[Any], dgx: NDArray[Any]) -> None:
-    """dcb (in: grad of c', out: of c) is updated in place."""
+                   cp: NDArray[Any], pp: NDArray[Any], dcb: NDArray[Any], dgx: NDArray[Any], dpb: NDArray[Any]) -> None:
+    """dcb (in: grad of c', out: of c) is updated in place. With peepholes (pp [3H], else empty)
+    the row's share of their gradient is added into dpb [3H]."""
     H = dhb.shape[0]
+    if pp.shape[0] > 0:
+        for j in range(H):
+            ig = gates[j]
+            fg = gates[H + j]
+            gg = gates[2 * H + j]
+            og = gates[3 * H + j]
+            tcj = tc[j]
+            d = dhb[j] + gob[j]
+            da_o = d * tcj * og * (one - og)
+            dcn = dcb[j] + d * og * (one - tcj * tcj) + da_o * pp[2 * H + j]
+            da_i = dcn * gg * ig * (one - ig)
+            da_f = dcn * cp[j] * fg * (one - fg)
+            dgx[j] = da_i
+            dgx[H + j] = da_f
+            dgx[2 * H + j] = dcn * ig * (one - gg * gg)
+            dgx[3 * H + j] = da_o
+            dcb[j] = dcn * fg + da_i * pp[j] + da_f * pp[H + j]
+            dpb[j] += da_i * cp[j]
+            dpb[H + j] += da_f * cp[j]
+            dpb[2 * H + j] += da_o * (fg * cp[j] + ig * gg)  # c' (as forward computed it)
+        return
     for j in range(H):
         ig = gates[j]
         fg = gates[H + j]
@@ -238,12 +269,13 @@ def gru_orig_backward_reset(one: Any, drhb: NDArray[Any], gates: NDArray[Any], h
 
 @jit
 def backward_row(kind: int, one: Any, dhb: NDArray[Any], gob: NDArray[Any], s1: NDArray[Any], s2: NDArray[Any],
-                 hp: NDArray[Any], cp: NDArray[Any], dcb: NDArray[Any], dgx: NDArray[Any], dgh: NDArray[Any],
-                 direct: NDArray[Any], dnb: NDArray[Any], drzb: NDArray[Any]) -> None:
+                 hp: NDArray[Any], cp: NDArray[Any], pp: NDArray[Any], dcb: NDArray[Any], dgx: NDArray[Any],
+                 dgh: NDArray[Any], direct: NDArray[Any], dnb: NDArray[Any], drzb: NDArray[Any],
+                 dpb: NDArray[Any]) -> None:
     """The backward row of ``kind`` (s1, s2: the rows its forward saved; hp, cp: the step's
-    input states)."""
+    input states; pp, dpb: the lstm's peepholes and the row's sum of their gradient, or empty)."""
     if kind == LSTM:
-        _lstm_backward(one, dhb, gob, s1, s2, cp, dcb, dgx)
+        _lstm_backward(one, dhb, gob, s1, s2, cp, pp, dcb, dgx, dpb)
     elif kind == GRU:
         _gru_backward(one, dhb, gob, s1, s2, hp, dgx, dgh, direct)
     elif kind == GRU_ORIG:

@@ -1,0 +1,183 @@
+"""LSTM peepholes (``peep``, ONNX's ``P``): the reference against finite differences, every backend
+against the reference, and the arguments' checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import importlib
+
+from fastrnn import backends
+from fastrnn.backends import reference
+from fastrnn.backends.contract import PEEPHOLES
+
+from _helpers import assert_close, layer_args, layer_grads, numeric_grad, random_lengths
+
+
+def _contract_modules():
+    """The backends of this install and the C ABI (``fastrnn.capi``) where it is built."""
+    names = list(backends.available_backends())
+    try:
+        importlib.import_module("fastrnn.capi")
+        names.append("capi")
+    except ImportError:
+        pass
+    return names
+
+
+def _module(name):
+    return importlib.import_module("fastrnn.capi") if name == "capi" else backends.get_backend(name)
+
+
+@pytest.fixture(params=_contract_modules())
+def contract_module(request):
+    return request.param
+
+
+def _peep(H, dtype, seed=0, scale=0.5):
+    return (np.random.default_rng(seed + 11).standard_normal(PEEPHOLES * H) * scale).astype(dtype)
+
+
+def _run(mod, a, peep, lengths, reverse, grads):
+    out = mod.layer_forward("lstm", *a.values(), lengths, reverse, True, peep=peep)
+    return out, mod.layer_backward(out[3], *grads)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_reference_gradients_match_finite_differences(reverse, padded):
+    T, B, I, H = 4, 3, 2, 3
+    a = layer_args("lstm", T, B, I, H, np.float64, seed=1)
+    a["peep"] = _peep(H, np.float64, seed=1)
+    lengths = np.array([4, 2, 3], dtype=np.int64) if padded else None
+    go, gh, gc = layer_grads("lstm", T, B, H, np.float64, seed=1)
+
+    def loss():
+        out, h_n, c_n, _ = reference.layer_forward("lstm", *list(a.values())[:7], lengths, reverse, False,
+                                                   peep=a["peep"])
+        return float(np.sum(out * go) + np.sum(h_n * gh) + np.sum(c_n * gc))
+
+    peep = a["peep"]
+    args = {k: v for k, v in a.items() if k != "peep"}
+    out = reference.layer_forward("lstm", *args.values(), lengths, reverse, True, peep=peep)
+    g = reference.layer_backward(out[3], go, gh, gc)
+    for name, key in [("x", "x"), ("h0", "h0"), ("c0", "c0"), ("w_ih", "w_ih"), ("w_hh", "w_hh"), ("b_ih", "b_ih"),
+                      ("b_hh", "b_hh"), ("peep", "peep")]:
+        np.testing.assert_allclose(g[key], numeric_grad(loss, a, name), rtol=1e-7, atol=1e-8, err_msg=name)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradients_match_finite_differences(contract_module, reverse):
+    """Every implementation's float64 gradients, the peepholes' included, against finite differences."""
+    mod = _module(contract_module)
+    T, B, I, H = 4, 3, 2, 3
+    a = layer_args("lstm", T, B, I, H, np.float64, seed=3)
+    a["peep"] = _peep(H, np.float64, seed=3)
+    lengths = np.array([4, 1, 3], dtype=np.int64)
+    go, gh, gc = layer_grads("lstm", T, B, H, np.float64, seed=3)
+    plain = [k for k in a if k != "peep"]
+
+    def loss():
+        out, h_n, c_n, _ = mod.layer_forward("lstm", *(a[k] for k in plain), lengths, reverse, False,
+                                             peep=a["peep"])
+        return float(np.sum(out * go) + np.sum(h_n * gh) + np.sum(c_n * gc))
+
+    out = mod.layer_forward("lstm", *(a[k] for k in plain), lengths, reverse, True, peep=a["peep"])
+    g = mod.layer_backward(out[3], go, gh, gc)
+    for name in a:
+        np.testing.assert_allclose(g[name], numeric_grad(loss, a, name), rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_zero_peepholes_are_the_plain_lstm(dtype):
+    T, B, I, H = 5, 3, 4, 6
+    a = layer_args("lstm", T, B, I, H, dtype, seed=2)
+    grads = layer_grads("lstm", T, B, H, dtype, seed=2)
+    got, got_g = _run(reference, a, np.zeros(PEEPHOLES * H, dtype), None, False, grads)
+    want = reference.layer_forward("lstm", *a.values(), None, False, True)
+    want_g = reference.layer_backward(want[3], *grads)
+    for x, y in zip(got[:3], want[:3]):
+        np.testing.assert_array_equal(x, y)
+    assert want_g["peep"] is None
+    for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"):
+        assert_close(got_g[k], want_g[k], k)
+    assert got_g["peep"].shape == (PEEPHOLES * H,) and np.abs(got_g["peep"]).max() > 0
+
+
+@pytest.mark.parametrize("T,B,I,H,reverse,padded,bias", [
+    (1, 1, 1, 1, False, False, True),
+    (7, 3, 5, 9, False, False, True),
+    (7, 3, 5, 9, True, True, True),
+    (12, 5, 3, 17, False, True, False),
+    (6, 16, 8, 33, True, False, True),
+    (30, 40, 7, 20, False, True, True),     # batch split across threads
+    (9, 2, 4, 130, True, True, True),       # unit split across threads, several panels
+])
+def test_backend_matches_reference(contract_module, dtype, T, B, I, H, reverse, padded, bias):
+    mod = _module(contract_module)
+    seed = T * 31 + H
+    a = layer_args("lstm", T, B, I, H, dtype, seed=seed, bias=bias)
+    peep = _peep(H, dtype, seed)
+    peep_before = peep.copy()
+    lengths = random_lengths(T, B, seed) if padded else None
+    grads = layer_grads("lstm", T, B, H, dtype, seed)
+    got, got_g = _run(mod, a, peep, lengths, reverse, grads)
+    want, want_g = _run(reference, a, peep, lengths, reverse, grads)
+    for name, x, y in zip(("out", "h_n", "c_n"), got[:3], want[:3]):
+        assert_close(x, y, name, scaled=True)
+    np.testing.assert_array_equal(peep, peep_before)
+    assert set(got_g) == set(want_g)
+    for name in want_g:
+        assert_close(got_g[name], want_g[name], f"grad {name}", scaled=True)
+    # inference gives the training forward's results
+    inf = mod.layer_forward("lstm", *a.values(), lengths, reverse, False, peep=peep)
+    for x, y in zip(inf[:3], got[:3]):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_backend_peephole_gradient_accumulates_with_acc(backend, dtype):
+    """With ``acc`` (the layers' running weight gradients) the peepholes' gradient is still returned."""
+    mod = backends.get_backend(backend)
+    T, B, I, H = 6, 4, 3, 10
+    a = layer_args("lstm", T, B, I, H, dtype, seed=5)
+    peep = _peep(H, dtype, 5)
+    grads = layer_grads("lstm", T, B, H, dtype, 5)
+    want, want_g = _run(reference, a, peep, None, False, grads)
+    out = mod.layer_forward("lstm", *a.values(), None, False, True, peep=peep)
+    acc = (np.zeros_like(a["w_ih"]), np.zeros_like(a["w_hh"]))
+    g = mod.layer_backward(out[3], *grads, acc=acc)
+    assert g["w_ih"] is acc[0]
+    assert_close(g["peep"], want_g["peep"], "peep", scaled=True)
+
+
+def test_bad_peepholes_are_refused(contract_module):
+    mod = _module(contract_module)
+    T, B, I, H = 3, 2, 4, 5
+    a = layer_args("lstm", T, B, I, H, np.float32)
+    with pytest.raises(ValueError, match="peep"):
+        mod.layer_forward("lstm", *a.values(), None, False, True, peep=np.zeros(4 * H, np.float32))
+    with pytest.raises(ValueError, match="peep"):
+        mod.layer_forward("lstm", *a.values(), None, False, True, peep=np.zeros((3, H), np.float32))
+    with pytest.raises(TypeError, match="peep"):
+        mod.layer_forward("lstm", *a.values(), None, False, True, peep=np.zeros(3 * H, np.float64))
+    with pytest.raises(TypeError, match="peep"):
+        mod.layer_forward("lstm", *a.values(), None, False, True, peep=[0.0] * (3 * H))
+    with pytest.raises(ValueError, match="peep"):
+        mod.layer_forward("lstm", *a.values(), None, False, True, peep=np.zeros(6 * H, np.float32)[::2])
+    g = layer_args("gru", T, B, I, H, np.float32)
+    with pytest.raises(ValueError, match="peep"):
+        mod.layer_forward("gru", *g.values(), None, False, True, peep=np.zeros(3 * H, np.float32))
+
+
+def test_c_abi_requires_the_peepholes():
+    capi = pytest.importorskip("fastrnn.capi", reason="the C ABI is not installed", exc_type=ImportError)
+    T, B, I, H = 2, 1, 1, 2
+    a = layer_args("lstm", T, B, I, H, np.float64)
+    p = {k: capi.ffi.from_buffer("double[]", v) for k, v in a.items()}
+    out, h_n, c_n = (np.empty(s) for s in ((T, B, H), (B, H), (B, H)))
+    q = {k: capi.ffi.from_buffer("double[]", v) for k, v in dict(out=out, h_n=h_n, c_n=c_n).items()}
+    status = capi.lib.fastrnn_lstm_peephole_forward_f64(
+        T, B, I, H, p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], capi.ffi.NULL,
+        capi.ffi.NULL, 0, q["out"], q["h_n"], q["c_n"], capi.ffi.NULL)
+    assert status == capi.lib.FASTRNN_ERR_NULL_POINTER
+    assert capi.abi_version() >= 2
