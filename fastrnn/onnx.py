@@ -19,10 +19,11 @@ with gates LSTM (i, f, g, o), GRU (r, z, n). The conversion reorders the row blo
 
 Supported: every kind (RNN tanh/relu, LSTM, GRU with ``linear_before_reset`` 1 = PyTorch's
 form or 0 = the original paper's), directions ``forward``, ``reverse`` and ``bidirectional``,
-``layout`` 0 (time-major) and 1 (batch-first), ``sequence_lens``, ``initial_h``/``initial_c``.
-Unsupported, each raising an :class:`UnsupportedOnnxError` that names it: activations other
-than the defaults (RNN: ``Tanh`` or ``Relu``), ``activation_alpha``/``activation_beta``,
-``clip``, ``input_forget``, and LSTM peepholes (a non-zero ``P``).
+``layout`` 0 (time-major) and 1 (batch-first), ``sequence_lens``, ``initial_h``/``initial_c``,
+and LSTM peepholes (input ``P [num_directions, 3*H]``, blocks i, o, f; fastrnn's
+``weight_peep`` holds i, f, o). Unsupported, each raising an :class:`UnsupportedOnnxError`
+that names it: activations other than the defaults (RNN: ``Tanh`` or ``Relu``),
+``activation_alpha``/``activation_beta``, ``clip`` and ``input_forget``.
 
 onnx is imported only when these functions run (``pip install "fastrnn[onnx]"``).
 """
@@ -58,6 +59,8 @@ _OPS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn"}
 _FROM_ONNX = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2), "RNN": (0,)}
 #: ONNX gate block j is fastrnn gate block _TO_ONNX[op][j].
 _TO_ONNX = {op: tuple(int(i) for i in np.argsort(p)) for op, p in _FROM_ONNX.items()}
+#: The LSTM's peephole blocks: fastrnn's (i, f, o) are ONNX's P blocks (0, 2, 1) (its own inverse).
+_PEEP_ORDER = (0, 2, 1)
 _DEFAULT_ACTIVATIONS = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "RNN": ("tanh",)}
 _DIRECTIONS = ("forward", "reverse", "bidirectional")
 #: the attributes of ONNX's LSTM/GRU/RNN and their types (ONNX's operator schemas)
@@ -187,10 +190,7 @@ class RecurrentNode:
         W, R, B = const(1, "W"), const(2, "R"), const(3, "B")
         if W is None or R is None:
             raise ValueError(f"{where}: inputs W and R are required")
-        if op == "LSTM" and self.inputs[7]:
-            P = const(7, "P (peepholes)")
-            if np.any(P != 0):
-                raise UnsupportedOnnxError(f"{where}: input 'P' (peephole weights) is not supported by fastrnn")
+        P = const(7, "P (peepholes)") if op == "LSTM" else None
         G = GATES[kind]
         if W.ndim != 3 or W.shape[0] != D or W.shape[1] % G:
             raise ValueError(f"{where}: W must have shape ({D}, {G}*hidden_size, input_size), got {W.shape}")
@@ -203,6 +203,8 @@ class RecurrentNode:
             raise ValueError(f"{where}: R must have shape {(D, G * H, H)}, got {R.shape}")
         if B is not None and B.shape != (D, 2 * G * H):
             raise ValueError(f"{where}: B must have shape {(D, 2 * G * H)}, got {B.shape}")
+        if P is not None and P.shape != (D, 3 * H):
+            raise ValueError(f"{where}: P must have shape {(D, 3 * H)}, got {P.shape}")
         if dtype is None:
             if W.dtype not in (np.float32, np.float64):
                 raise TypeError(f"{where}: W has dtype {W.dtype}; pass dtype='float32' or 'float64' to convert it")
@@ -217,7 +219,7 @@ class RecurrentNode:
         kw = dict(bias=True, batch_first=self.layout == 1, bidirectional=bidir, dtype=dtype, backend=backend)
         layer: Layer
         if op == "LSTM":
-            layer = LSTM(I, H, **kw)
+            layer = LSTM(I, H, peepholes=P is not None and bool(np.any(P != 0)), **kw)  # zeros: the plain LSTM
         elif op == "GRU":
             layer = GRU(I, H, linear_before_reset=kind == "gru", **kw)
         else:
@@ -231,6 +233,8 @@ class RecurrentNode:
             else:
                 state["bias_ih" + sfx] = _reorder(B[d, :G * H], order, H)
                 state["bias_hh" + sfx] = _reorder(B[d, G * H:], order, H)
+            if layer.peepholes:
+                state["weight_peep" + sfx] = _reorder(cast(np.ndarray, P)[d], _PEEP_ORDER, H)
             layer.load_state_dict(state, strict=False)
         layer.eval()
         self.layer = layer
@@ -400,6 +404,9 @@ class OnnxModel:
                 state[name.replace("_l0", f"_l{i}")] = value
         if not layer.bias:
             state = {k: v for k, v in state.items() if not k.startswith("bias")}
+        for name, value in layer.state_dict().items():  # a node whose P is all zeros loaded without peepholes
+            if name.startswith("weight_peep") and name not in state:
+                state[name] = np.zeros_like(value)
         layer.load_state_dict(state)
         layer.eval()
         return layer
@@ -517,7 +524,7 @@ def load(model: str | os.PathLike[str] | bytes | onnx.ModelProto, *, dtype: Any 
     inputs of the loaded model.
     Returns an :class:`OnnxModel` (``.nodes``, ``.layers``, ``.layer``, ``.run``).
     Raises :class:`UnsupportedOnnxError` naming any attribute or input fastrnn does not
-    implement (custom activations, ``clip``, ``input_forget``, peepholes).
+    implement (custom activations, ``clip``, ``input_forget``).
     """
     onnx = _onnx()
     if isinstance(model, (str, os.PathLike)):
@@ -584,7 +591,7 @@ def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths:
     order = _TO_ONNX[op]
     finals: dict[str, list[str]] = {s: [] for s in states}
     for k in range(L):
-        W, R, Bias = [], [], []
+        W, R, Bias, P = [], [], [], []
         for d in range(D):
             w_ih, w_hh, b_ih, b_hh = layer._weights(k, d)
             W.append(_reorder(w_ih, order, H))
@@ -592,6 +599,9 @@ def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths:
             if layer.bias:
                 Bias.append(np.concatenate([_reorder(cast(np.ndarray, b_ih), order, H),
                                             _reorder(cast(np.ndarray, b_hh), order, H)]))
+            peep = layer._peepholes(k, d)
+            if peep is not None:
+                P.append(_reorder(peep, _PEEP_ORDER, H))
         node_in = [x, init(f"W_l{k}", np.stack(W)), init(f"R_l{k}", np.stack(R)),
                    init(f"B_l{k}", np.stack(Bias)) if layer.bias else "", "lengths" if lengths else ""]
         if initial_states:
@@ -602,6 +612,8 @@ def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths:
                 node_in.append(f"{s}_l{k}")
         else:
             node_in += [""] * len(states)
+        if P:
+            node_in.append(init(f"P_l{k}", np.stack(P)))
         outs = [f"Y_l{k}"] + [f"{s.replace('0', '_n')}_l{k}" for s in states]
         attrs: dict[str, Any] = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward")
         if op == "GRU":
@@ -633,6 +645,8 @@ def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths:
         cfg["nonlinearity"] = layer.kind[4:]
     if op == "GRU":
         cfg["linear_before_reset"] = layer.kind == "gru"
+    if layer.peepholes:
+        cfg["peepholes"] = True
     helper.set_model_props(model, {_METADATA_KEY: json.dumps({"class": type(layer).__name__, **cfg})})
     onnx.checker.check_model(model)
     if path is not None:

@@ -20,7 +20,7 @@ from . import backends as _backends
 from ._grad_mode import is_grad_enabled
 from ._validate import as_dtype, float_array, lengths_array, positive_int
 from ._validate import generator as _generator
-from .backends.contract import GATES, PartialBackwardError
+from .backends.contract import GATES, PEEPHOLES, PartialBackwardError
 from .module import GradientError, Module
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "GradientError"]
@@ -55,6 +55,8 @@ def _param_grads(grads: Any, suffix: str, bias: bool) -> list[tuple[str, NDArray
     pairs = [("weight_ih" + suffix, grads["w_ih"]), ("weight_hh" + suffix, grads["w_hh"])]
     if bias:
         pairs += [("bias_ih" + suffix, grads["b_ih"]), ("bias_hh" + suffix, grads["b_hh"])]
+    if grads.get("peep") is not None:
+        pairs.append(("weight_peep" + suffix, grads["peep"]))
     return pairs
 
 
@@ -140,6 +142,7 @@ class _RNNBase(_Recurrent):
     batch_first: bool
     dropout: float
     bidirectional: bool
+    peepholes: bool = False  # the LSTM's (LSTM sets it)
     _dirs: int
 
     def __init__(self, kind: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
@@ -194,6 +197,10 @@ class _RNNBase(_Recurrent):
             return p["weight_ih" + sfx], p["weight_hh" + sfx], p["bias_ih" + sfx], p["bias_hh" + sfx]
         return p["weight_ih" + sfx], p["weight_hh" + sfx], None, None
 
+    def _peepholes(self, layer: int, direction: int) -> NDArray[Any] | None:
+        """The LSTM's peephole weights of a layer and direction, or None (no peepholes)."""
+        return self._params["weight_peep" + self._suffix(layer, direction)] if self.peepholes else None
+
     def flatten_parameters(self) -> None:
         """No-op, for PyTorch compatibility (parameters are always contiguous here)."""
 
@@ -213,6 +220,8 @@ class _RNNBase(_Recurrent):
             s += ", bidirectional=True"
         if self.kind == "gru_orig":
             s += ", linear_before_reset=False"
+        if self.peepholes:
+            s += ", peepholes=True"
         return s + f", dtype={self.dtype}"
 
     def __repr__(self) -> str:
@@ -293,7 +302,7 @@ class _RNNBase(_Recurrent):
                 i = layer * D + d
                 o, h, c, ws = backend.layer_forward(
                     kind, inp, h0[i], None if c0 is None else c0[i], *self._weights(layer, d), lengths, bool(d), keep,
-                    out=None if out is None else out[:, :, d * H:(d + 1) * H])
+                    out=None if out is None else out[:, :, d * H:(d + 1) * H], peep=self._peepholes(layer, d))
                 h_n[i] = h
                 if c_n is not None:
                     c_n[i] = c
@@ -339,6 +348,8 @@ class _RNNBase(_Recurrent):
                 if self.bias:
                     self.grads["bias_ih" + sfx] += grads["b_ih"]
                     self.grads["bias_hh" + sfx] += grads["b_hh"]
+                if self.peepholes:
+                    self.grads["weight_peep" + sfx] += grads["peep"]
             finally:
                 self._grad_lock.release()
         else:
@@ -454,17 +465,32 @@ class RNN(_RNNBase):
 
 
 class LSTM(_RNNBase):
-    """LSTM with gates (i, f, g, o), as ``torch.nn.LSTM`` (``proj_size`` is not supported)."""
+    """LSTM with gates (i, f, g, o), as ``torch.nn.LSTM`` (``proj_size`` is not supported).
+
+    ``peepholes=True``: the gates also see the cell state through per-unit weights (Gers &
+    Schmidhuber; ONNX's ``P``): ``i = sigmoid(... + p_i * c)``, ``f = sigmoid(... + p_f * c)``,
+    ``o = sigmoid(... + p_o * c')``. Each layer and direction then has a parameter
+    ``weight_peep_l{k}[_reverse]`` of shape ``[3 * hidden_size]``, the blocks ``(p_i, p_f, p_o)``
+    (ONNX orders them i, o, f; ``fastrnn.onnx`` converts), initialised like the other weights
+    after them (so a seed gives the same other weights as without peepholes).
+    """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, *,
-                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 peepholes: bool = False, dtype: DTypeLike | None = None, backend: str | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
         if proj_size != 0:
             raise ValueError(f"proj_size is not supported by fastrnn (must be 0), got {proj_size!r}")
+        if not isinstance(peepholes, (bool, np.bool_)):
+            raise TypeError(f"peepholes must be a bool, got {type(peepholes).__name__}")
         self.proj_size = 0
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          dtype=dtype, backend=backend, seed=seed)
+        self.peepholes = bool(peepholes)
+        if self.peepholes:
+            for layer in range(self.num_layers):
+                for d in range(self._dirs):
+                    self._new_param("weight_peep" + self._suffix(layer, d), (PEEPHOLES * self.hidden_size,))
 
 
 class GRU(_RNNBase):

@@ -141,7 +141,7 @@ def _onnx_node_cases():
 
 
 ONNX_CASES = _onnx_node_cases()
-UNSUPPORTED_CASES = {"test_lstm_with_peepholes": r"input 'P' \(peephole weights\)"}
+UNSUPPORTED_CASES: dict[str, str] = {}  # case name -> the UnsupportedOnnxError it raises
 
 
 def test_onnx_node_cases_are_collected():
@@ -252,8 +252,53 @@ def test_load_node_matches_onnxruntime(op, lbr, acts, direction, layout):
 def test_zero_peepholes_are_no_peepholes():
     want = fo.load(_node_model("LSTM", "forward")).nodes[0]
     got = fo.load(_node_model("LSTM", "forward", P=np.zeros((1, 15), np.float32))).nodes[0]
+    assert not got.layer.peepholes
+    assert got.layer.state_dict().keys() == want.layer.state_dict().keys()
     for name, value in want.layer.state_dict().items():
         np.testing.assert_array_equal(got.layer.state_dict()[name], value)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_load_lstm_with_peepholes_matches_onnxruntime(direction):
+    D = 2 if direction == "bidirectional" else 1
+    rng = np.random.default_rng(8)
+    T, B, H = 6, 4, 5
+    P = (rng.standard_normal((D, 3 * H)) * 0.5).astype(np.float32)
+    x = rng.standard_normal((T, B, 3)).astype(np.float32)
+    feeds = dict(X=x, seq=np.array([6, 2, 4, 1], dtype=np.int32),
+                 h0=rng.standard_normal((D, B, H)).astype(np.float32),
+                 c0=rng.standard_normal((D, B, H)).astype(np.float32))
+    want = session(_node_model("LSTM", direction, P=P)).run(None, feeds)
+    model = fo.load(_node_model("LSTM", direction, P=P))
+    layer = model.nodes[0].layer
+    assert layer.peepholes
+    # fastrnn's blocks (i, f, o) are P's (i, o, f)
+    np.testing.assert_array_equal(layer.weight_peep_l0, np.concatenate([P[0, :H], P[0, 2 * H:], P[0, H:2 * H]]))
+    got = model.run(None, feeds)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, **F32)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_export_lstm_with_peepholes_runs_in_onnxruntime_and_loads_back(bidirectional):
+    layer = fastrnn.LSTM(3, 4, num_layers=2, bidirectional=bidirectional, peepholes=True, seed=2)
+    model = fo.export(layer, lengths=True, initial_states=True)
+    assert sum(1 for n in model.graph.node if n.op_type == "LSTM" and len(n.input) == 8 and n.input[7]) == 2
+    D = 2 if bidirectional else 1
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 3, 3)).astype(np.float32)
+    lengths = np.array([5, 2, 4], dtype=np.int32)
+    h0, c0 = (rng.standard_normal((2 * D, 3, 4)).astype(np.float32) for _ in range(2))
+    with fastrnn.no_grad():
+        out, (h_n, c_n) = layer(x, (h0, c0), lengths=lengths)
+    got = session(model).run(None, dict(x=x, lengths=lengths, h0=h0, c0=c0))
+    for g, w in zip(got, (out, h_n, c_n)):
+        np.testing.assert_allclose(g, w, **F32)
+    back = fo.load(model).layer
+    assert back.peepholes and back.state_dict().keys() == layer.state_dict().keys()
+    for name, value in layer.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[name], value, err_msg=name)
 
 
 @pytest.mark.parametrize("kwargs,named", [
@@ -262,7 +307,6 @@ def test_zero_peepholes_are_no_peepholes():
     (dict(op="RNN", activations=["Sigmoid"]), "'activations'"),
     (dict(op="RNN", activations=["Affine"], extra_attrs=dict(activation_alpha=[2.0])), "'activation_alpha'"),
     (dict(op="LSTM", extra_attrs=dict(input_forget=1)), "'input_forget'"),
-    (dict(op="LSTM", P=np.full((1, 15), 0.1, np.float32)), "'P'"),
 ])
 def test_unsupported_features_raise_naming_them(kwargs, named):
     op = kwargs.pop("op")

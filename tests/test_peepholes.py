@@ -181,3 +181,74 @@ def test_c_abi_requires_the_peepholes():
         capi.ffi.NULL, 0, q["out"], q["h_n"], q["c_n"], capi.ffi.NULL)
     assert status == capi.lib.FASTRNN_ERR_NULL_POINTER
     assert capi.abi_version() >= 2
+
+
+# ----------------------------------------------------------------------------
+# the layer: fastrnn.LSTM(peepholes=True)
+# ----------------------------------------------------------------------------
+
+
+def test_layer_parameters_and_repr():
+    import fastrnn
+
+    plain = fastrnn.LSTM(3, 4, num_layers=2, bidirectional=True, seed=7)
+    layer = fastrnn.LSTM(3, 4, num_layers=2, bidirectional=True, peepholes=True, seed=7)
+    assert not plain.peepholes and layer.peepholes
+    names = [n for n, _ in layer.named_parameters()]
+    assert [n for n in names if "peep" in n] == ["weight_peep_l0", "weight_peep_l0_reverse", "weight_peep_l1",
+                                                  "weight_peep_l1_reverse"]
+    assert not any("peep" in n for n, _ in plain.named_parameters())
+    for name, value in plain.state_dict().items():  # a seed gives the same other weights
+        np.testing.assert_array_equal(layer.state_dict()[name], value)
+    assert layer.weight_peep_l1.shape == (12,) and np.abs(layer.weight_peep_l1).max() <= 0.5
+    assert "peepholes=True" in repr(layer) and "peepholes" not in repr(plain)
+    copy = fastrnn.LSTM(3, 4, num_layers=2, bidirectional=True, peepholes=True, seed=8)
+    copy.load_state_dict(layer.state_dict())
+    np.testing.assert_array_equal(copy.weight_peep_l0_reverse, layer.weight_peep_l0_reverse)
+    with pytest.raises(TypeError, match="peepholes must be a bool"):
+        fastrnn.LSTM(3, 4, peepholes=1)
+    with pytest.raises(TypeError, match="peepholes"):
+        fastrnn.GRU(3, 4, peepholes=True)
+
+
+def test_layer_gradients_match_finite_differences(backend):
+    """Two layers, both directions, padded: every parameter's gradient, the peepholes' included."""
+    import fastrnn
+
+    layer = fastrnn.LSTM(2, 3, num_layers=2, bidirectional=True, batch_first=True, peepholes=True,
+                         dtype=np.float64, backend=backend, seed=4)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 4, 2))
+    lengths = np.array([4, 2, 3])
+    go = rng.standard_normal((3, 4, 6))
+    gh, gc = rng.standard_normal((4, 3, 3)), rng.standard_normal((4, 3, 3))
+
+    def loss():
+        with fastrnn.no_grad():
+            out, (h_n, c_n) = layer(x, lengths=lengths)
+        return float(np.sum(out * go) + np.sum(h_n * gh) + np.sum(c_n * gc))
+
+    layer.zero_grad()
+    layer(x, lengths=lengths)
+    layer.backward(go, (gh, gc))
+    params = dict(layer.named_parameters())
+    for name in params:
+        np.testing.assert_allclose(layer.grads[name], numeric_grad(loss, params, name), rtol=1e-6, atol=1e-7,
+                                   err_msg=name)
+
+
+def test_layer_backends_agree(dtype):
+    import fastrnn
+
+    results = {}
+    for name in backends.available_backends():
+        layer = fastrnn.LSTM(5, 8, num_layers=2, bidirectional=True, peepholes=True, dtype=dtype, backend=name,
+                             seed=5)
+        x = np.random.default_rng(5).standard_normal((7, 3, 5)).astype(dtype)
+        out, (h_n, c_n) = layer(x, lengths=np.array([7, 3, 5]))
+        dx, _ = layer.backward(np.ones_like(out))
+        results[name] = [out, h_n, c_n, dx] + [layer.grads[n] for n, _ in layer.named_parameters()]
+    want = results["numpy"]
+    for name, got in results.items():
+        for g, w in zip(got, want):
+            assert_close(g, w, name, scaled=True)
