@@ -209,3 +209,32 @@ def test_threads_option_keeps_one_thread_count(results, tmp_path):
     with pytest.raises(SystemExit) as exc:
         bench_report.main([str(results), "--no-plot", "--threads", "7"])
     assert exc.value.code == 2
+
+
+def test_variant_entries_get_their_own_table(tmp_path):
+    """Entries of bench/test_bench_variants.py (extra_info['variant']) fill the variants table: the
+    variant's cost over fastrnn's plain layer (unverified by design) and each peer over the variant;
+    a peer whose answer was not checked is left out and named."""
+    def entry(impl, median, verified=True):
+        extra = dict(variant="lstm_peep", mode="infer", B=16, I=64, H=128, T=100, dtype="float32", threads=1,
+                     impl=impl, verified=verified)
+        return {"group": "lstm_peep-infer", "name": f"test_lstm_peephole[{impl}]", "extra_info": extra,
+                "stats": {"median": median}}
+
+    data = synthetic()
+    data["benchmarks"] += [entry("fastrnn-peep", 2e-3), entry("fastrnn-plain", 1.6e-3, verified=False),
+                           entry("onnxruntime-peep", 3e-3), entry("torch-loop-peep", 1.0, verified=False)]
+    cases = bench_report.summarize(data)
+    assert not any(c.info.get("cell") is None for c in cases)  # no grid row from them
+    md = bench_report.markdown(data, cases)
+    table = md[md.index("## Variants"):]
+    assert ("| lstm_peep | infer | B=16 I=64 H=128 T=100 | float32 | 1 | 2 ms | 1.6 ms | 3 ms | 1.25× | **1.50×** |"
+            in table)
+    assert "torch-loop-peep (lstm_peep)" in table
+    path = tmp_path / "variants.json"
+    data["benchmarks"] = data["benchmarks"][-4:]
+    path.write_text(json.dumps(data))
+    out = tmp_path / "variants.md"
+    assert bench_report.main([str(path), "--no-plot", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "## Variants" in text and "| case | mode |" not in text

@@ -252,3 +252,33 @@ def test_layer_backends_agree(dtype):
     for name, got in results.items():
         for g, w in zip(got, want):
             assert_close(g, w, name, scaled=True)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_results_do_not_depend_on_the_thread_count(reverse):
+    """The compiled backend's results, the peepholes' gradient (summed by unit blocks across
+    the pool) included, are bitwise the same on 1 and 2 threads."""
+    if "cpp" not in backends.available_backends():
+        pytest.skip("the compiled backend is not installed")
+    import fastrnn
+
+    mod = backends.get_backend("cpp")
+    T, B, I, H = 20, 64, 8, 200
+    a = layer_args("lstm", T, B, I, H, np.float32, seed=9)
+    peep = _peep(H, np.float32, 9)
+    grads = layer_grads("lstm", T, B, H, np.float32, 9)
+    lengths = random_lengths(T, B, 9)
+    results = []
+    before = fastrnn.get_num_threads()
+    try:
+        for n in (1, 2):
+            fastrnn.set_num_threads(n)
+            results.append(_run(mod, a, peep, lengths, reverse, grads))
+    finally:
+        fastrnn.set_num_threads(before)
+    (f1, g1), (f2, g2) = results
+    for x, y in zip(f1[:3], f2[:3]):
+        np.testing.assert_array_equal(x, y)
+    for k in g1:
+        if g1[k] is not None:
+            np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)

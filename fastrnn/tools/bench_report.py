@@ -7,7 +7,8 @@ ONNX Runtime, its GFLOP/s (forward = 2*steps*G*H*(I+H) per layer, G = 4 LSTM,
 3 GRU, 1 RNN; train = 3 x forward) and its fraction of the same run's GEMM
 roofline (NumPy matmul with the FLOPs of one forward layer, same dtype and
 threads). Only results whose answer was checked against the reference
-(``extra_info["verified"]``) count.
+(``extra_info["verified"]``) count. The variants' benchmarks
+(bench/test_bench_variants.py, ``extra_info["variant"]``) get a table of their own.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ TORCH, ORT, GEMM = "torch", "onnxruntime", "gemm-roofline"
 KIND_ORDER = {"layer": 0, "cell": 1, "varlen": 2, "seed": 3}
 #: extra_info fields that identify a case (everything but the implementation).
 CASE_FIELDS = ("case", "cell", "mode", "B", "I", "H", "T", "layers", "dtype", "threads")
+#: ... and a variant's case.
+VARIANT_FIELDS = ("variant", "mode", "B", "I", "H", "T", "dtype", "threads")
+#: The variants' baseline: fastrnn's plain layer of the same shape (bench/test_bench_variants.py).
+PLAIN = "fastrnn-plain"
 LABELS = {TORCH: "PyTorch", ORT: "ONNX Runtime", GEMM: "GEMM"}
 
 
@@ -97,8 +102,8 @@ def summarize(data: dict[str, Any]) -> list[CaseResult]:
     for bench in data["benchmarks"]:
         extra = bench.get("extra_info") or {}
         impl = extra.get("impl")
-        if not impl or extra.get("measure") == "peak_bytes":
-            continue  # not a timing of this suite (see peak_memory)
+        if not impl or extra.get("measure") == "peak_bytes" or extra.get("variant"):
+            continue  # not a timing of this grid (see peak_memory, variants)
         key = tuple(extra.get(k) for k in CASE_FIELDS)
         case = cases.get(key)
         if case is None:
@@ -125,6 +130,54 @@ def peak_memory(data: dict[str, Any]) -> list[tuple[CaseResult, dict[str, int]]]
             cases[key] = (CaseResult(bench.get("group") or "", {k: extra.get(k) for k in CASE_FIELDS}), {})
         cases[key][1][extra["impl"]] = int(extra["peak_bytes"])
     return sorted(cases.values(), key=lambda cp: cp[0].sort_key())
+
+
+def variants(data: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, float], list[str]]]:
+    """The variants' benchmarks: per case (its VARIANT_FIELDS), impl -> median seconds of the
+    verified results (the plain baseline computes something else and counts unverified), and the
+    implementations left out because their answer was not checked."""
+    rows: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, float], list[str]]] = {}
+    for bench in data["benchmarks"]:
+        extra = bench.get("extra_info") or {}
+        if not extra.get("variant") or not extra.get("impl"):
+            continue
+        key = tuple(extra.get(k) for k in VARIANT_FIELDS)
+        info, times, unverified = rows.setdefault(key, ({k: extra.get(k) for k in VARIANT_FIELDS}, {}, []))
+        if extra.get("verified") or extra["impl"] == PLAIN:
+            times[extra["impl"]] = float(bench["stats"]["median"])
+        else:
+            unverified.append(extra["impl"])
+    return sorted(rows.values(), key=lambda r: tuple(str(r[0].get(k)) for k in ("variant", "mode", "dtype"))
+                  + tuple(int(r[0].get(k) or 0) for k in ("threads", "B", "I", "H", "T")))
+
+
+def variants_markdown(rows: list[tuple[dict[str, Any], dict[str, float], list[str]]]) -> list[str]:
+    if not rows:
+        return []
+    cols = list(dict.fromkeys(impl for _, times, _ in rows for impl in times))
+    mine = [c for c in cols if c.startswith(FASTRNN_PREFIX) and c != PLAIN]
+    peers = [c for c in cols if not c.startswith(FASTRNN_PREFIX)]
+    out = ["## Variants", "",
+           "Median wall time per call (bench/test_bench_variants.py). *cost* = the variant's time / fastrnn's plain "
+           "layer of the same shape; × peer = the peer's time / the variant's (bold when fastrnn is faster).", ""]
+    head = ["variant", "mode", "shape", "dtype", "thr"] + cols + ["cost"] + [f"× {p}" for p in peers]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "|".join(["---"] * 5 + ["--:"] * (len(head) - 5)) + "|")
+    for info, times, _ in rows:
+        t = times.get(mine[0]) if mine else None
+        shape = " ".join(f"{k}={info.get(k)}" for k in ("B", "I", "H", "T"))
+        row = [str(info.get("variant")), str(info.get("mode")), shape, str(info.get("dtype")), str(info.get("threads"))]
+        row += [fmt_time(times.get(c)) for c in cols]
+        plain = times.get(PLAIN)
+        row.append(f"{t / plain:.2f}×" if t and plain else "–")
+        row += [fmt_ratio(times[p] / t if t and times.get(p) else None) for p in peers]
+        out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    bad = [(info.get("variant"), impl) for info, _, unverified in rows for impl in unverified]
+    if bad:
+        out += ["Not shown (the answer was not checked, or the check failed): "
+                + ", ".join(f"{impl} ({v})" for v, impl in bad), ""]
+    return out
 
 
 def memory_markdown(rows: list[tuple[CaseResult, dict[str, int]]]) -> list[str]:
@@ -213,39 +266,41 @@ def markdown(data: dict[str, Any], cases: list[CaseResult], plot_path: str | Pat
         "reference are shown; – = not run (not applicable, skipped or unavailable).",
         "",
     ]
-    head = ["case", "mode", "shape", "dtype", "thr"] + [LABELS.get(i, i) for i in impls]
-    head += ["best", "×PyTorch", "×ORT", "GFLOP/s", "roofline GFLOP/s", "% roofline"]
-    out.append("| " + " | ".join(head) + " |")
-    out.append("|" + "|".join(["---"] * 5 + ["--:"] * (len(head) - 5)) + "|")
-    for c in cases:
-        i = c.info
-        best = c.best
-        frac = c.roofline_fraction
-        row = [str(i.get("cell")), str(i.get("mode")), c.shape, str(i.get("dtype")), str(i.get("threads"))]
-        row += [fmt_time(c.times.get(impl)) for impl in impls]
-        row += [best[len(FASTRNN_PREFIX):] if best else "–", fmt_ratio(c.speedup(TORCH)), fmt_ratio(c.speedup(ORT)),
-                fmt_num(c.gflops(best)), fmt_num(c.gflops(GEMM)), "–" if frac is None else f"{100 * frac:.0f} %"]
-        out.append("| " + " | ".join(row) + " |")
-    out.append("")
-    vs_torch = [c.speedup(TORCH) for c in cases]
-    vs_ort = [c.speedup(ORT) for c in cases]
-    summary = []
-    for label, values in (("PyTorch", vs_torch), ("ONNX Runtime", vs_ort)):
-        present = [v for v in values if v is not None]
-        if present:
-            summary.append(f"over {label}: geometric mean {geomean(present):.2f}× over {len(present)} cases, "
-                           f"faster in {sum(v > 1 for v in present)}")
-    if summary:
-        out += ["Best fastrnn backend " + "; ".join(summary) + ".", ""]
-    over = [c.group for c in cases if (c.roofline_fraction or 0) > 1]
-    if over:
-        out += [f"Above 100 % of the roofline in {len(over)} cases: the GEMM and the layer were timed at different "
-                "moments and one of them was disturbed (other load on the machine; 2-thread runs suffer most). "
-                "Trust those rows less, or rerun them on an idle machine.", ""]
-    bad = [(c.group, impl) for c in cases for impl in c.unverified]
-    if bad:
-        out += ["Not shown (no extra_info['verified']: the answer was not checked, or the check failed): "
-                + ", ".join(f"{impl} in {g}" for g, impl in bad), ""]
+    if cases:  # the grid (bench/test_bench_rnn.py)
+        head = ["case", "mode", "shape", "dtype", "thr"] + [LABELS.get(i, i) for i in impls]
+        head += ["best", "×PyTorch", "×ORT", "GFLOP/s", "roofline GFLOP/s", "% roofline"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "|".join(["---"] * 5 + ["--:"] * (len(head) - 5)) + "|")
+        for c in cases:
+            i = c.info
+            best = c.best
+            frac = c.roofline_fraction
+            row = [str(i.get("cell")), str(i.get("mode")), c.shape, str(i.get("dtype")), str(i.get("threads"))]
+            row += [fmt_time(c.times.get(impl)) for impl in impls]
+            row += [best[len(FASTRNN_PREFIX):] if best else "–", fmt_ratio(c.speedup(TORCH)), fmt_ratio(c.speedup(ORT)),
+                    fmt_num(c.gflops(best)), fmt_num(c.gflops(GEMM)), "–" if frac is None else f"{100 * frac:.0f} %"]
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+        vs_torch = [c.speedup(TORCH) for c in cases]
+        vs_ort = [c.speedup(ORT) for c in cases]
+        summary = []
+        for label, values in (("PyTorch", vs_torch), ("ONNX Runtime", vs_ort)):
+            present = [v for v in values if v is not None]
+            if present:
+                summary.append(f"over {label}: geometric mean {geomean(present):.2f}× over {len(present)} cases, "
+                               f"faster in {sum(v > 1 for v in present)}")
+        if summary:
+            out += ["Best fastrnn backend " + "; ".join(summary) + ".", ""]
+        over = [c.group for c in cases if (c.roofline_fraction or 0) > 1]
+        if over:
+            out += [f"Above 100 % of the roofline in {len(over)} cases: the GEMM and the layer were timed at different "
+                    "moments and one of them was disturbed (other load on the machine; 2-thread runs suffer most). "
+                    "Trust those rows less, or rerun them on an idle machine.", ""]
+        bad = [(c.group, impl) for c in cases for impl in c.unverified]
+        if bad:
+            out += ["Not shown (no extra_info['verified']: the answer was not checked, or the check failed): "
+                    + ", ".join(f"{impl} in {g}" for g, impl in bad), ""]
+    out += variants_markdown(variants(data))
     out += memory_markdown(peak_memory(data))
     if plot_path:
         out += [f"![speedups]({plot_path})", ""]
@@ -292,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
         data = dict(data, benchmarks=[b for b in data["benchmarks"]
                                       if (b.get("extra_info") or {}).get("threads") == args.threads])
     cases = summarize(data)
-    if not cases and not peak_memory(data):
+    if not cases and not peak_memory(data) and not variants(data):
         only = f" with threads={args.threads}" if args.threads is not None else ""
         raise ValueError(f"{src}: no benchmarks of the fastrnn suite (extra_info['impl']){only} in it")
     plot_path = None

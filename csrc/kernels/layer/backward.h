@@ -247,26 +247,35 @@ void LayerBackward<Cell, T>::add_colsum(int64_t R, const T* A, int64_t lda, int6
 
 // The peepholes' gradient over the chunk's steps: dp_i += dG_i * c, dp_f +=
 // dG_f * c, dp_o += dG_o * c' (c the cell state entering step t, c' the
-// one it made). A padded step's dG is zero. Serial: the sum's order never
-// depends on the thread count.
+// one it made). A padded step's dG is zero. Tasks own blocks of units and
+// each unit sums its rows in one order, so the result does not depend on
+// the thread count.
 template <class Cell, class T>
 void LayerBackward<Cell, T>::add_peephole_grads(int64_t s0, int64_t s1, int64_t t0) {
     const int64_t B = B_, H = H_, GH = GH_;
     T* dp = a_.dpeep;
-    for (int64_t t = t0; t < t0 + (s1 - s0); ++t) {
-        const int64_t tprev = a_.reverse ? t + 1 : t - 1;
-        const bool first = tprev < 0 || tprev >= Tn_;
-        for (int64_t b = 0; b < B; ++b) {
-            const T* dg = dG_.p + ((t - t0) * B + b) * GH;
-            const T* cp = first ? a_.c0 + b * H : a_.ws_c + (tprev * B + b) * H;
-            const T* cn = a_.ws_c + (t * B + b) * H;
-            for (int64_t j = 0; j < H; ++j) {
-                dp[j] += dg[j] * cp[j];
-                dp[H + j] += dg[H + j] * cp[j];
-                dp[2 * H + j] += dg[3 * H + j] * cn[j];
+    auto units = [&](int64_t j0, int64_t j1) {
+        for (int64_t t = t0; t < t0 + (s1 - s0); ++t) {
+            const int64_t tprev = a_.reverse ? t + 1 : t - 1;
+            const bool first = tprev < 0 || tprev >= Tn_;
+            for (int64_t b = 0; b < B; ++b) {
+                const T* dg = dG_.p + ((t - t0) * B + b) * GH;
+                const T* cp = first ? a_.c0 + b * H : a_.ws_c + (tprev * B + b) * H;
+                const T* cn = a_.ws_c + (t * B + b) * H;
+                for (int64_t j = j0; j < j1; ++j) {
+                    dp[j] += dg[j] * cp[j];
+                    dp[H + j] += dg[H + j] * cp[j];
+                    dp[2 * H + j] += dg[3 * H + j] * cn[j];
+                }
             }
         }
-    }
+    };
+    constexpr int64_t kUnitBlock = 64;  // whole cache lines of dp per task
+    const int64_t blocks = (H + kUnitBlock - 1) / kUnitBlock;
+    if (blocks > 1 && (s1 - s0) * B * H >= (int64_t(1) << 16))
+        parallel_for(blocks, [&](int64_t i) { units(i * kUnitBlock, std::min(H, (i + 1) * kUnitBlock)); });
+    else
+        units(0, H);
 }
 
 // The large products over the chunk's rows (t in [t0, t0 + R / B)).

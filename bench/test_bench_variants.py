@@ -1,0 +1,225 @@
+"""Benchmarks of the recurrent variants: the LSTM with peepholes.
+
+In one pytest-benchmark group per (mode, shape, threads): fastrnn's peephole LSTM, fastrnn's
+plain LSTM of the same shape (what the peepholes cost), ONNX Runtime's LSTM with ``P``
+(inference) and the peephole LSTM written as a PyTorch loop of its equations (what a PyTorch
+user writes: ``torch.nn.LSTM`` has no peepholes; autograd gives its backward). Every peephole
+result is checked against fastrnn's float64 NumPy reference on the same weights and input.
+
+Run from the repository root: ``pytest bench/test_bench_variants.py`` (``--bench-quick``: the
+smoke subset).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+
+import numpy as np
+import pytest
+
+import fastrnn
+
+#: (B, I, H, T) of the cases.
+SHAPES = [(1, 64, 128, 100), (16, 64, 128, 100), (64, 128, 256, 50)]
+MODES = ("infer", "train")
+THREADS = (1, 2)
+IMPLS = ("fastrnn-peep", "fastrnn-plain", "onnxruntime-peep", "torch-loop-peep")
+#: max|result - ref| <= RTOL * max|ref| against the float64 reference (float32 results).
+RTOL = 1e-4
+
+
+def _installed(name):
+    return importlib.util.find_spec(name) is not None
+
+
+def _data(B, I, H, T):
+    rng = np.random.default_rng(B * 1_000_003 + I * 1009 + H * 31 + T)
+    return dict(x=rng.standard_normal((T, B, I)), go=rng.standard_normal((T, B, H)))
+
+
+def _layer(I, H, peepholes, dtype, backend=None):
+    return fastrnn.LSTM(I, H, peepholes=peepholes, dtype=dtype, backend=backend, seed=I * 7 + H)
+
+
+@pytest.fixture(scope="module")
+def references():
+    """(mode, shape) -> the float64 reference's results of the peephole LSTM."""
+    cache = {}
+
+    def get(shape):
+        if shape not in cache:
+            B, I, H, T = shape
+            d = _data(*shape)
+            layer = _layer(I, H, True, np.float64, backend="numpy")
+            out, (h_n, c_n) = layer(d["x"])
+            dx, _ = layer.backward(d["go"])
+            cache[shape] = dict(out=out, h_n=h_n[0], c_n=c_n[0], dx=dx,
+                                **{k: layer.grads[k] for k, _ in layer.named_parameters()})
+        return cache[shape]
+
+    return get
+
+
+def _check(got, ref):
+    for name, value in got.items():
+        r = ref[name]
+        err = float(np.max(np.abs(np.asarray(value, dtype=np.float64) - r))) / max(float(np.max(np.abs(r))), 1e-30)
+        assert err <= RTOL, f"{name}: max relative error {err:.2e} > {RTOL}"
+
+
+@contextlib.contextmanager
+def _threads(n):
+    prev = fastrnn.get_num_threads()
+    fastrnn.set_num_threads(n)
+    torch_prev = None
+    if _installed("torch"):
+        import torch
+
+        torch_prev = torch.get_num_threads()
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        fastrnn.set_num_threads(prev)
+        if torch_prev is not None:
+            import torch
+
+            torch.set_num_threads(torch_prev)
+
+
+def _fastrnn(mode, shape, peepholes, threads):
+    B, I, H, T = shape
+    d = _data(*shape)
+    layer = _layer(I, H, peepholes, np.float32)
+    x, go = d["x"].astype(np.float32), d["go"].astype(np.float32)
+    if mode == "infer":
+        def fn():
+            with fastrnn.no_grad():
+                return layer(x)
+
+        def collect(r):
+            out, (h_n, c_n) = r
+            return dict(out=out, h_n=h_n[0], c_n=c_n[0])
+    else:
+        def fn():
+            layer.zero_grad()
+            layer(x)
+            dx, _ = layer.backward(go)
+            return dx
+
+        def collect(dx):
+            return dict(dx=dx, **{k: layer.grads[k] for k, _ in layer.named_parameters()})
+    return fn, collect
+
+
+def _onnxruntime(shape, threads):
+    import onnxruntime as ort
+
+    from fastrnn import onnx as fo
+
+    B, I, H, T = shape
+    layer = _layer(I, H, True, np.float32)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(fo.export(layer).SerializeToString(), so, providers=["CPUExecutionProvider"])
+    feeds = {"x": _data(*shape)["x"].astype(np.float32)}
+
+    def fn():
+        return sess.run(None, feeds)
+
+    def collect(r):
+        return dict(out=r[0], h_n=r[1][0], c_n=r[2][0])
+    return fn, collect
+
+
+def _torch_loop(mode, shape):
+    import torch
+
+    B, I, H, T = shape
+    layer = _layer(I, H, True, np.float32)
+    p = {k: torch.tensor(v, requires_grad=mode == "train") for k, v in layer.named_parameters()}
+    d = _data(*shape)
+    x = torch.tensor(d["x"].astype(np.float32), requires_grad=mode == "train")
+    go = torch.tensor(d["go"].astype(np.float32))
+
+    def forward():
+        gx = x @ p["weight_ih_l0"].T + (p["bias_ih_l0"] + p["bias_hh_l0"])
+        p_i, p_f, p_o = p["weight_peep_l0"].split(H)
+        w_hh_t = p["weight_hh_l0"].T
+        h = torch.zeros(B, H)
+        c = torch.zeros(B, H)
+        outs = []
+        for t in range(T):
+            a_i, a_f, a_g, a_o = (gx[t] + h @ w_hh_t).split(H, dim=1)
+            i = torch.sigmoid(a_i + p_i * c)
+            f = torch.sigmoid(a_f + p_f * c)
+            c = f * c + i * torch.tanh(a_g)
+            o = torch.sigmoid(a_o + p_o * c)
+            h = o * torch.tanh(c)
+            outs.append(h)
+        return torch.stack(outs), h, c
+
+    if mode == "infer":
+        def fn():
+            with torch.inference_mode():
+                return forward()
+
+        def collect(r):
+            return dict(out=r[0].numpy(), h_n=r[1].numpy(), c_n=r[2].numpy())
+    else:
+        names = [k for k, _ in layer.named_parameters()]
+
+        def fn():
+            for v in list(p.values()) + [x]:
+                v.grad = None
+            out, _, _ = forward()
+            out.backward(go)
+            return x.grad
+
+        def collect(dx):
+            return dict(dx=dx.numpy(), **{k: p[k].grad.numpy() for k in names})
+    return fn, collect
+
+
+def _params():
+    params = []
+    for shape in SHAPES:
+        for mode in MODES:
+            for threads in THREADS:
+                quick = shape == (16, 64, 128, 100) and threads == 1
+                for impl in IMPLS:
+                    if impl == "onnxruntime-peep" and mode == "train":
+                        continue
+                    cid = f"lstm_peep-{mode}-B{shape[0]}-I{shape[1]}-H{shape[2]}-T{shape[3]}-t{threads}"
+                    params.append(pytest.param(mode, shape, threads, impl, id=f"{cid}-{impl}",
+                                               marks=[pytest.mark.bench_quick] if quick else []))
+    return params
+
+
+@pytest.mark.parametrize(("mode", "shape", "threads", "impl"), _params())
+def test_lstm_peephole(benchmark, references, mode, shape, threads, impl):
+    B, I, H, T = shape
+    if impl == "onnxruntime-peep" and not (_installed("onnxruntime") and _installed("onnx")):
+        pytest.skip("onnx / onnxruntime are not installed")
+    if impl == "torch-loop-peep" and not _installed("torch"):
+        pytest.skip("PyTorch is not installed")
+    if impl.startswith("fastrnn") and "cpp" not in fastrnn.available_backends():
+        pytest.skip("the compiled backend is not installed")
+    benchmark.group = f"lstm_peep-{mode}-B{B}-I{I}-H{H}-T{T}-float32-t{threads}"
+    benchmark.extra_info.update(variant="lstm_peep", mode=mode, B=B, I=I, H=H, T=T, dtype="float32",
+                                threads=threads, impl=impl, verified=False)
+    with _threads(threads):
+        if impl == "fastrnn-peep" or impl == "fastrnn-plain":
+            fn, collect = _fastrnn(mode, shape, impl == "fastrnn-peep", threads)
+        elif impl == "onnxruntime-peep":
+            fn, collect = _onnxruntime(shape, threads)
+        else:
+            fn, collect = _torch_loop(mode, shape)
+        fn()  # warm-up
+        raw = benchmark(fn)
+    if impl != "fastrnn-plain":  # the plain LSTM computes something else: it is the cost baseline
+        _check(collect(raw), references(shape))
+        benchmark.extra_info["verified"] = True
