@@ -55,13 +55,14 @@ def cell_forward(
     b_ih: NDArray[Any] | None,
     b_hh: NDArray[Any] | None,
     keep: bool,
+    peep: NDArray[Any] | None = None,
 ) -> tuple[NDArray[Any], NDArray[Any] | None, CellWorkspace | None]:
-    """One step: (h_new, c_new, ws)."""
+    """One step: (h_new, c_new, ws); ``peep`` as in layer_forward."""
 
 def cell_backward(
     ws: CellWorkspace, grad_h: NDArray[Any] | None, grad_c: NDArray[Any] | None
 ) -> dict[str, NDArray[Any] | None]:
-    """Gradients of the cell_forward that made ``ws``: x, h, c, w_ih, w_hh, b_ih, b_hh."""
+    """Gradients of the cell_forward that made ``ws``: x, h, c, w_ih, w_hh, b_ih, b_hh, peep."""
 
 def set_num_threads(n: SupportsInt | SupportsIndex) -> None: ...
 def get_num_threads() -> int: ...

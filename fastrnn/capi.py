@@ -134,15 +134,17 @@ def _ptr(a: NDArray[Any] | None, dtype: np.dtype[Any]) -> Any:
 
 
 def _gradient_arrays(code: int, x: NDArray[Any], B: int, H: int, bias: bool, h_key: str,
-                     c_key: str) -> dict[str, NDArray[Any] | None]:
+                     c_key: str, peep: NDArray[Any] | None) -> dict[str, NDArray[Any] | None]:
     """Fresh output arrays of a backward: dx like ``x``, the state gradients under ``h_key``/``c_key``
-    (``c_key`` None unless LSTM), weight gradients, bias gradients (None without bias)."""
+    (``c_key`` None unless LSTM), weight gradients, bias gradients (None without bias), the
+    peepholes' (None without ``peep``)."""
     dt, I = x.dtype, x.shape[-1]
     G = int(lib.fastrnn_num_gates(code))
     lstm = code == LSTM
     return {"x": np.empty_like(x), h_key: np.empty((B, H), dt), c_key: np.empty((B, H), dt) if lstm else None,
             "w_ih": np.empty((G * H, I), dt), "w_hh": np.empty((G * H, H), dt),
-            "b_ih": np.empty(G * H, dt) if bias else None, "b_hh": np.empty(G * H, dt) if bias else None}
+            "b_ih": np.empty(G * H, dt) if bias else None, "b_hh": np.empty(G * H, dt) if bias else None,
+            "peep": None if peep is None else np.empty_like(peep)}
 
 
 def _lengths_ptr(lengths: NDArray[Any] | None) -> Any:
@@ -151,23 +153,32 @@ def _lengths_ptr(lengths: NDArray[Any] | None) -> Any:
 
 def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | None, w_ih: NDArray[Any],
                  w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
-                 keep: bool) -> tuple[NDArray[Any], NDArray[Any] | None, dict[str, Any] | None]:
-    """One step through the C ABI; same arguments and results as the backend contract."""
+                 keep: bool, peep: NDArray[Any] | None = None
+                 ) -> tuple[NDArray[Any], NDArray[Any] | None, dict[str, Any] | None]:
+    """One step through the C ABI; same arguments and results as the backend contract (with
+    ``peep``, ``fastrnn_lstm_peephole_cell_forward_*``)."""
     code = _kind_code(kind)
-    dt, _, B, I, H = check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True)
+    dt, _, B, I, H = check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True, peep=peep)
     lstm = code == LSTM
     h_new = np.empty((B, H), dt)
     c_new = np.empty((B, H), dt) if lstm else None
     ws = np.empty(int(lib.fastrnn_cell_workspace_size(code, B, H)), dt) if keep else None
-    fn = getattr(lib, f"fastrnn_cell_forward_{_SUFFIX[dt]}")
     p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
-    _raise_on("fastrnn_cell_forward",
-              fn(code, B, I, H, p(x), p(h), p(c if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
-                 p(h_new), p(c_new), p(ws)))
+    if peep is None:
+        _raise_on("fastrnn_cell_forward",
+                  getattr(lib, f"fastrnn_cell_forward_{_SUFFIX[dt]}")(
+                      code, B, I, H, p(x), p(h), p(c if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
+                      p(h_new), p(c_new), p(ws)))
+    else:
+        _raise_on("fastrnn_lstm_peephole_cell_forward",
+                  getattr(lib, f"fastrnn_lstm_peephole_cell_forward_{_SUFFIX[dt]}")(
+                      B, I, H, p(x), p(h), p(c), p(w_ih), p(w_hh), p(b_ih), p(b_hh), p(peep), p(h_new), p(c_new),
+                      p(ws)))
     state: dict[str, Any] | None = None
     if keep:
         state = dict(kind=kind, x=x.copy(), h=h.copy(), c=c.copy() if c is not None else None,
-                     c_new=c_new.copy() if c_new is not None else None, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None, ws=ws)  # copies (contract.Backend)
+                     c_new=c_new.copy() if c_new is not None else None, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None,
+                     ws=ws, peep=peep)  # copies of the inputs (contract.Backend)
     return h_new, c_new, state
 
 
@@ -180,13 +191,21 @@ def cell_backward(state: dict[str, Any], grad_h: NDArray[Any] | None, grad_c: ND
     H = h.shape[1]
     lstm = code == LSTM
     check_gradients(dt, grad_h=(grad_h, (B, H)), grad_c=(grad_c if lstm else None, (B, H)))
-    g = _gradient_arrays(code, x, B, H, state["bias"], "h", "c")
-    fn = getattr(lib, f"fastrnn_cell_backward_{_SUFFIX[dt]}")
+    peep = state["peep"]
+    g = _gradient_arrays(code, x, B, H, state["bias"], "h", "c", peep)
     p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
-    _raise_on("fastrnn_cell_backward",
-              fn(code, B, I, H, p(x), p(h), p(c), p(state["c_new"]), p(state["w_ih"]), p(state["w_hh"]),
-                 p(state["ws"]), p(grad_h), p(grad_c if lstm else None), p(g["x"]), p(g["h"]), p(g["c"]),
-                 p(g["w_ih"]), p(g["w_hh"]), p(g["b_ih"]), p(g["b_hh"])))
+    if peep is None:
+        _raise_on("fastrnn_cell_backward",
+                  getattr(lib, f"fastrnn_cell_backward_{_SUFFIX[dt]}")(
+                      code, B, I, H, p(x), p(h), p(c), p(state["c_new"]), p(state["w_ih"]), p(state["w_hh"]),
+                      p(state["ws"]), p(grad_h), p(grad_c if lstm else None), p(g["x"]), p(g["h"]), p(g["c"]),
+                      p(g["w_ih"]), p(g["w_hh"]), p(g["b_ih"]), p(g["b_hh"])))
+    else:
+        _raise_on("fastrnn_lstm_peephole_cell_backward",
+                  getattr(lib, f"fastrnn_lstm_peephole_cell_backward_{_SUFFIX[dt]}")(
+                      B, I, H, p(x), p(h), p(c), p(state["c_new"]), p(state["w_ih"]), p(state["w_hh"]), p(peep),
+                      p(state["ws"]), p(grad_h), p(grad_c), p(g["x"]), p(g["h"]), p(g["c"]), p(g["w_ih"]),
+                      p(g["w_hh"]), p(g["b_ih"]), p(g["b_hh"]), p(g["peep"])))
     return g
 
 
@@ -244,9 +263,8 @@ def layer_backward(state: dict[str, Any], grad_out: NDArray[Any] | None, grad_h_
     if grad_out is not None:
         grad_out = np.ascontiguousarray(grad_out)
     check_gradients(dt, grad_h_n=(grad_h_n, (B, H)), grad_c_n=(grad_c_n if lstm else None, (B, H)))
-    g = _gradient_arrays(code, x, B, H, state["bias"], "h0", "c0")
     peep = state["peep"]
-    g["peep"] = None if peep is None else np.empty_like(peep)
+    g = _gradient_arrays(code, x, B, H, state["bias"], "h0", "c0", peep)
     p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     lp = _lengths_ptr(state["lengths"])
     if peep is None:

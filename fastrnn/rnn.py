@@ -50,6 +50,11 @@ def _gru_kind(linear_before_reset: bool) -> str:
     return "gru" if linear_before_reset else "gru_orig"
 
 
+def _check_peepholes(peepholes: Any) -> None:
+    if not isinstance(peepholes, (bool, np.bool_)):
+        raise TypeError(f"peepholes must be a bool, got {type(peepholes).__name__}")
+
+
 def _param_grads(grads: Any, suffix: str, bias: bool) -> list[tuple[str, NDArray[Any]]]:
     """(parameter name, gradient) pairs of a backend's backward result."""
     pairs = [("weight_ih" + suffix, grads["w_ih"]), ("weight_hh" + suffix, grads["w_hh"])]
@@ -481,8 +486,7 @@ class LSTM(_RNNBase):
                  seed: int | np.random.Generator | None = None) -> None:
         if proj_size != 0:
             raise ValueError(f"proj_size is not supported by fastrnn (must be 0), got {proj_size!r}")
-        if not isinstance(peepholes, (bool, np.bool_)):
-            raise TypeError(f"peepholes must be a bool, got {type(peepholes).__name__}")
+        _check_peepholes(peepholes)
         self.proj_size = 0
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          dtype=dtype, backend=backend, seed=seed)
@@ -617,6 +621,8 @@ class _Tape:
 
 
 class _CellBase(_Recurrent):
+    peepholes: bool = False  # the LSTM's (LSTMCell sets it)
+
     def __init__(self, kind: str, input_size: int, hidden_size: int, bias: bool = True, *,
                  dtype: DTypeLike | None = None, backend: str | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
@@ -637,7 +643,8 @@ class _CellBase(_Recurrent):
         return tape
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}, dtype={self.dtype})"
+        peep = ", peepholes=True" if self.peepholes else ""
+        return f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}{peep}, dtype={self.dtype})"
 
     def _weights(self) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, NDArray[Any] | None]:
         p = self._params
@@ -676,7 +683,11 @@ class _CellBase(_Recurrent):
         h, c = self._state_pair(hx, "hx", ("h", "c") if self.kind == "lstm" else ("hx",), shape,
                                 0 if unbatched else None)
         keep = is_grad_enabled()  # the backend keeps copies of x, h, c (contract.Backend.cell_forward)
-        h_new, c_new, ws = backend.cell_forward(self.kind, x2, h, c, *self._weights(), keep)
+        if self.peepholes:
+            h_new, c_new, ws = backend.cell_forward(self.kind, x2, h, c, *self._weights(), keep,
+                                                    self._params["weight_peep"])
+        else:
+            h_new, c_new, ws = backend.cell_forward(self.kind, x2, h, c, *self._weights(), keep)
         if unbatched:
             h_new = h_new[0]
             c_new = None if c_new is None else c_new[0]
@@ -743,7 +754,7 @@ class _CellBase(_Recurrent):
         st.state = -1
         tape.held.append(st.inputs)  # the older calls of the chain that fed this one stay for their backward
         st.ws = st.inputs = None
-        self._accumulate(_param_grads(grads, "", self.bias))
+        self._accumulate(_param_grads(grads, "", self.bias))  # weight_peep too, with peepholes
         dx, dh, dc = grads["x"], grads["h"], grads["c"]
         if st.unbatched:
             dx, dh = dx[0], dh[0]
@@ -762,11 +773,17 @@ class RNNCell(_CellBase):
 
 
 class LSTMCell(_CellBase):
-    """One LSTM step, as ``torch.nn.LSTMCell``."""
+    """One LSTM step, as ``torch.nn.LSTMCell``; ``peepholes=True`` as in :class:`LSTM` (one
+    parameter ``weight_peep`` of shape ``[3 * hidden_size]``, the blocks ``(p_i, p_f, p_o)``)."""
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, dtype: DTypeLike | None = None,
-                 backend: str | None = None, seed: int | np.random.Generator | None = None) -> None:
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, peepholes: bool = False,
+                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
+        _check_peepholes(peepholes)
         super().__init__("lstm", input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
+        self.peepholes = bool(peepholes)
+        if self.peepholes:
+            self._new_param("weight_peep", (PEEPHOLES * self.hidden_size,))
 
 
 class GRUCell(_CellBase):

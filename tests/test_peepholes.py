@@ -282,3 +282,79 @@ def test_results_do_not_depend_on_the_thread_count(reverse):
     for k in g1:
         if g1[k] is not None:
             np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)
+
+
+# ----------------------------------------------------------------------------
+# one step: cell_forward(peep=...) and LSTMCell(peepholes=True)
+# ----------------------------------------------------------------------------
+
+
+def _cell_args(B, I, H, dtype, seed):
+    a = layer_args("lstm", 1, B, I, H, dtype, seed=seed)
+    return dict(x=a["x"][0], h=a["h0"], c=a["c0"], w_ih=a["w_ih"], w_hh=a["w_hh"], b_ih=a["b_ih"], b_hh=a["b_hh"])
+
+
+@pytest.mark.parametrize("B,I,H", [(1, 1, 1), (1, 64, 128), (3, 5, 9), (7, 6, 20)])  # units path and rows path
+def test_cell_matches_reference(contract_module, dtype, B, I, H):
+    mod = _module(contract_module)
+    a = _cell_args(B, I, H, dtype, seed=B + H)
+    peep = _peep(H, dtype, B + H)
+    rng = np.random.default_rng(H)
+    gh, gc = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
+    got = mod.cell_forward("lstm", *a.values(), True, peep)
+    want = reference.cell_forward("lstm", *a.values(), True, peep)
+    for x, y, name in zip(got[:2], want[:2], ("h_new", "c_new")):
+        assert_close(x, y, name)
+    got_g, want_g = mod.cell_backward(got[2], gh, gc), reference.cell_backward(want[2], gh, gc)
+    assert set(got_g) == set(want_g) and want_g["peep"].shape == (3 * H,)
+    for name in want_g:
+        assert_close(got_g[name], want_g[name], f"cell grad {name}", scaled=True)
+    inf = mod.cell_forward("lstm", *a.values(), False, peep)
+    for x, y in zip(inf[:2], got[:2]):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="peep"):
+        mod.cell_forward("lstm", *a.values(), True, np.zeros(2 * H, dtype))
+
+
+def test_cell_gradients_match_finite_differences(contract_module):
+    mod = _module(contract_module)
+    B, I, H = 2, 3, 4
+    a = _cell_args(B, I, H, np.float64, seed=12)
+    a["peep"] = _peep(H, np.float64, 12)
+    rng = np.random.default_rng(12)
+    gh, gc = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    plain = [k for k in a if k != "peep"]
+
+    def loss():
+        h, c, _ = mod.cell_forward("lstm", *(a[k] for k in plain), False, a["peep"])
+        return float(np.sum(h * gh) + np.sum(c * gc))
+
+    g = mod.cell_backward(mod.cell_forward("lstm", *(a[k] for k in plain), True, a["peep"])[2], gh, gc)
+    for name, key in zip(a, ("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh", "peep")):
+        np.testing.assert_allclose(g[key], numeric_grad(loss, a, name), rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_cell_steps_are_the_layer(backend, dtype):
+    """LSTMCell(peepholes=True) stepped over a sequence gives the LSTM layer's outputs and, back-propagated
+    step by step, its gradients."""
+    import fastrnn
+
+    T, B, I, H = 6, 3, 4, 5
+    layer = fastrnn.LSTM(I, H, peepholes=True, dtype=dtype, backend=backend, seed=3)
+    cell = fastrnn.LSTMCell(I, H, peepholes=True, dtype=dtype, backend=backend, seed=4)
+    cell.load_state_dict({k[:-3]: v for k, v in layer.state_dict().items()})  # weight_ih_l0 -> weight_ih
+    assert repr(cell).endswith("peepholes=True, dtype=" + str(np.dtype(dtype)) + ")")
+    x = np.random.default_rng(3).standard_normal((T, B, I)).astype(dtype)
+    out, (h_n, c_n) = layer(x)
+    layer.backward(np.ones_like(out))
+    state, outs = None, []
+    for t in range(T):
+        state = cell(x[t], state)
+        outs.append(state)
+    for t in range(T):
+        assert_close(outs[t][0], out[t], f"h[{t}]", scaled=True)
+    dh, dc = np.zeros((B, H), dtype), np.zeros((B, H), dtype)
+    for t in reversed(range(T)):
+        _, (dh, dc) = cell.backward((dh + 1, dc))
+    for name, g in cell.grads.items():
+        assert_close(g, layer.grads[name + "_l0"], name, scaled=True)

@@ -52,7 +52,7 @@ int guarded(F&& f) noexcept {
 template <typename T>
 int cell_forward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,
                  const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, T* h_new, T* c_new,
-                 T* ws) noexcept {
+                 T* ws, const T* peep = nullptr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
     FR_REQUIRE(valid_sizes(1, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const bool lstm = kind == FASTRNN_LSTM;
@@ -61,7 +61,7 @@ int cell_forward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T*
     FR_REQUIRE((b_ih == nullptr) == (b_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
     return guarded([&] {
         fastrnn::cell_forward<T>(static_cast<Kind>(kind), B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh,
-                                 h_new, c_new, ws);
+                                 peep, h_new, c_new, ws);
     });
 }
 
@@ -69,7 +69,7 @@ template <typename T>
 int cell_backward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,
                   const T* c_new, const T* w_ih, const T* w_hh, const T* ws, const T* grad_h,
                   const T* grad_c, T* dx, T* dh, T* dc, T* dw_ih, T* dw_hh, T* db_ih,
-                  T* db_hh) noexcept {
+                  T* db_hh, const T* peep = nullptr, T* dpeep = nullptr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
     FR_REQUIRE(valid_sizes(1, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const bool lstm = kind == FASTRNN_LSTM;
@@ -77,8 +77,8 @@ int cell_backward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T
     FR_REQUIRE(!lstm || (c && c_new && dc), FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE((db_ih == nullptr) == (db_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
     return guarded([&] {
-        fastrnn::cell_backward<T>(static_cast<Kind>(kind), B, I, H, x, h, c, c_new, w_ih, w_hh, ws,
-                                  grad_h, grad_c, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh);
+        fastrnn::cell_backward<T>(static_cast<Kind>(kind), B, I, H, x, h, c, c_new, w_ih, w_hh, peep, ws,
+                                  grad_h, grad_c, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dpeep);
     });
 }
 
@@ -254,5 +254,28 @@ FR_PEEP_FWD(f64, double)
     }
 FR_PEEP_BWD(f32, float)
 FR_PEEP_BWD(f64, double)
+
+#define FR_PEEP_CELL_FWD(SUFFIX, T)                                                                 \
+    FASTRNN_API int fastrnn_lstm_peephole_cell_forward_##SUFFIX(                                    \
+        int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c, const T* w_ih,         \
+        const T* w_hh, const T* b_ih, const T* b_hh, const T* peep, T* h_new, T* c_new, T* ws) {    \
+        FR_REQUIRE(peep, FASTRNN_ERR_NULL_POINTER);                                                 \
+        return cell_forward<T>(FASTRNN_LSTM, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, h_new,       \
+                               c_new, ws, peep);                                                    \
+    }
+FR_PEEP_CELL_FWD(f32, float)
+FR_PEEP_CELL_FWD(f64, double)
+
+#define FR_PEEP_CELL_BWD(SUFFIX, T)                                                                 \
+    FASTRNN_API int fastrnn_lstm_peephole_cell_backward_##SUFFIX(                                   \
+        int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c, const T* c_new,        \
+        const T* w_ih, const T* w_hh, const T* peep, const T* ws, const T* grad_h,                  \
+        const T* grad_c, T* dx, T* dh, T* dc, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, T* dpeep) {   \
+        FR_REQUIRE(peep && dpeep, FASTRNN_ERR_NULL_POINTER);                                        \
+        return cell_backward<T>(FASTRNN_LSTM, B, I, H, x, h, c, c_new, w_ih, w_hh, ws, grad_h,      \
+                                grad_c, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, peep, dpeep);       \
+    }
+FR_PEEP_CELL_BWD(f32, float)
+FR_PEEP_CELL_BWD(f64, double)
 
 }  // extern "C"

@@ -182,4 +182,12 @@ int64_t check_weights(Kind kind, int64_t B, int64_t I, const Arr<F>& h, const ch
     return H;
 }
 
+// The LSTM's peepholes of a forward: None, or (lstm only) an array of shape (3*H).
+template <class F>
+void check_peepholes(Kind kind, const std::optional<Arr<F>>& peep, int64_t H) {
+    if (!peep) return;
+    if (kind != Kind::lstm) value_error("peep must be None for kinds other than 'lstm' (peepholes are the LSTM's)");
+    check_shape(*peep, "peep", {kPeepholes * H});
+}
+
 }  // namespace fastrnn::python

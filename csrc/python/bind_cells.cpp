@@ -24,7 +24,7 @@ template <class F>
 py::tuple cell_forward_t(const std::string& kind_name, const Arr<F>& x, const Arr<F>& h,
                          const std::optional<Arr<F>>& c, const Arr<F>& w_ih, const Arr<F>& w_hh,
                          const std::optional<Arr<F>>& b_ih, const std::optional<Arr<F>>& b_hh,
-                         bool keep) {
+                         bool keep, const std::optional<Arr<F>>& peep) {
     const Kind kind = get_kind(kind_name);
     if (x.ndim() != 2) value_error("x must have 2 dimensions (B, I), got shape " + shape_str(x));
     const int64_t B = x.shape(0), I = x.shape(1);
@@ -32,6 +32,7 @@ py::tuple cell_forward_t(const std::string& kind_name, const Arr<F>& x, const Ar
     if (!aligned(x)) value_error("x must be an aligned array");
     const int64_t H = check_weights<F>(kind, B, I, h, "h", c, "c", w_ih, w_hh, b_ih, b_hh);
     check_sizes(1, B, I, H);
+    check_peepholes(kind, peep, H);
     const bool lstm = kind == Kind::lstm;
     Arr<F> h_new = empty<F>({B, H});
     std::optional<Arr<F>> c_new, gates;
@@ -41,7 +42,7 @@ py::tuple cell_forward_t(const std::string& kind_name, const Arr<F>& x, const Ar
         // Small kernel, but still pure C++: no reason to hold the GIL.
         py::gil_scoped_release nogil;
         fastrnn::cell_forward<F>(kind, B, I, H, x.data(), h.data(), ptr_or_null(c), w_ih.data(),
-                                 w_hh.data(), ptr_or_null(b_ih), ptr_or_null(b_hh),
+                                 w_hh.data(), ptr_or_null(b_ih), ptr_or_null(b_hh), ptr_or_null(peep),
                                  h_new.mutable_data(), c_new ? c_new->mutable_data() : nullptr,
                                  gates ? gates->mutable_data() : nullptr);
     }
@@ -60,6 +61,7 @@ py::tuple cell_forward_t(const std::string& kind_name, const Arr<F>& x, const Ar
         w.c = c ? py::object(copy_of(*c, {B, H})) : py::none();
         w.c_new = lstm ? py::object(copy_of(*c_new, {B, H})) : py::none();
         w.w_ih = w_ih; w.w_hh = w_hh; w.gates = *gates;
+        w.peep = peep ? py::object(*peep) : py::none();
         ws = py::cast(std::move(w));
     }
     return py::make_tuple(h_new, c_new ? py::object(*c_new) : py::none(), ws);
@@ -82,16 +84,21 @@ py::dict cell_backward_t(CellWorkspace& ws, const std::optional<Arr<F>>& grad_h,
                  w_hh = borrow<F>(ws.w_hh), gates = borrow<F>(ws.gates);
     const F* c = lstm ? borrow<F>(ws.c).data() : nullptr;
     const F* cn = lstm ? borrow<F>(ws.c_new).data() : nullptr;
+    const F* peep = ws.peep.is_none() ? nullptr : borrow<F>(ws.peep).data();
 
     Gradients<F> g({B, I}, B, I, H, kind, ws.bias);
+    std::optional<Arr<F>> dpeep;
+    if (peep) dpeep = empty<F>({kPeepholes * H});
     run_backward(ws, "cell_backward", [&] {
         fastrnn::cell_backward<F>(kind, B, I, H, x.data(), h.data(), c, cn, w_ih.data(),
-                                  w_hh.data(), gates.data(), ptr_or_null(grad_h),
+                                  w_hh.data(), peep, gates.data(), ptr_or_null(grad_h),
                                   ptr_or_null(grad_c), g.dx.mutable_data(), g.dh.mutable_data(),
                                   g.dc_ptr(), g.dw_ih.mutable_data(), g.dw_hh.mutable_data(),
-                                  g.db_ih_ptr(), g.db_hh_ptr());
+                                  g.db_ih_ptr(), g.db_hh_ptr(), dpeep ? dpeep->mutable_data() : nullptr);
     });
-    return g.dict("h", "c");
+    py::dict d = g.dict("h", "c");
+    d["peep"] = dpeep ? py::object(*dpeep) : py::none();
+    return d;
 }
 
 
@@ -105,25 +112,26 @@ void bind_cells(py::module_& m) {
         "cell_forward",
         [](const std::string& kind, const py::object& x, const py::object& h, const py::object& c,
            const py::object& w_ih, const py::object& w_hh, const py::object& b_ih,
-           const py::object& b_hh, bool keep) -> py::tuple {
+           const py::object& b_hh, bool keep, const py::object& peep) -> py::tuple {
             auto call = [&](auto f) -> std::optional<py::tuple> {  // as in layer_forward
                 using F = decltype(f);
-                if (!all_arrays_of<F>({&x, &h, &w_ih, &w_hh}, {&c, &b_ih, &b_hh})) return std::nullopt;
+                if (!all_arrays_of<F>({&x, &h, &w_ih, &w_hh}, {&c, &b_ih, &b_hh, &peep})) return std::nullopt;
                 return cell_forward_t<F>(kind, borrow<F>(x), borrow<F>(h), maybe<F>(c), borrow<F>(w_ih),
-                                         borrow<F>(w_hh), maybe<F>(b_ih), maybe<F>(b_hh), keep);
+                                         borrow<F>(w_hh), maybe<F>(b_ih), maybe<F>(b_hh), keep, maybe<F>(peep));
             };
             if (auto r = call(0.0f)) return *r;
             if (auto r = call(0.0)) return *r;
             report_bad_args("cell_forward",
                             {{"x", x}, {"h", h}, {"c", c}, {"w_ih", w_ih}, {"w_hh", w_hh},
-                             {"b_ih", b_ih}, {"b_hh", b_hh}},
+                             {"b_ih", b_ih}, {"b_hh", b_hh}, {"peep", peep}},
                             {{"x", false}, {"h", false}, {"c", true}, {"w_ih", false},
-                             {"w_hh", false}, {"b_ih", true}, {"b_hh", true}},
+                             {"w_hh", false}, {"b_ih", true}, {"b_hh", true}, {"peep", true}},
                             py::none());
         },
         py::arg("kind"), py::arg("x"), py::arg("h"), py::arg("c").none(true), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("b_ih").none(true), py::arg("b_hh").none(true), py::arg("keep"),
-        "cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep) -> (h_new, c_new, ws)");
+        py::arg("peep") = py::none(),
+        "cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, peep=None) -> (h_new, c_new, ws)");
 
     m.def(
         "cell_backward",

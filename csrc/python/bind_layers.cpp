@@ -35,10 +35,7 @@ py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const A
     check_sizes(T, B, I, H);
     check_lengths(lengths, T, B);
     const bool lstm = kind == Kind::lstm;
-    if (peep) {
-        if (!lstm) value_error("peep must be None for kinds other than 'lstm' (peepholes are the LSTM's)");
-        check_shape(*peep, "peep", {kPeepholes * H});
-    }
+    check_peepholes(kind, peep, H);
     const py::object none = py::none(), c0o = c0 ? py::object(*c0) : none,
                      b_iho = b_ih ? py::object(*b_ih) : none, b_hho = b_hh ? py::object(*b_hh) : none,
                      leno = lengths ? py::object(*lengths) : none, peepo = peep ? py::object(*peep) : none;

@@ -100,7 +100,7 @@ PEEPHOLES = 3
 #: Keys of the dict ``layer_backward`` returns.
 LAYER_GRAD_KEYS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "peep")
 #: Keys of the dict ``cell_backward`` returns.
-CELL_GRAD_KEYS = ("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh")
+CELL_GRAD_KEYS = ("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh", "peep")
 
 
 def _spec(kind: Any) -> KindSpec:
@@ -214,10 +214,11 @@ class Backend(Protocol):
         """
 
     def cell_forward(self, kind: str, x: Array, h: Array, c: Optional[Array], w_ih: Array, w_hh: Array,
-                     b_ih: Optional[Array], b_hh: Optional[Array], keep: bool) -> tuple[Any, ...]:
+                     b_ih: Optional[Array], b_hh: Optional[Array], keep: bool,
+                     peep: Optional[Array] = None) -> tuple[Any, ...]:
         """One step: ``x [B, I]``, ``h [B, H]``, ``c [B, H]`` (lstm) or None; returns
         ``(h_new [B, H], c_new [B, H] (lstm) or None, ws)``, ``ws`` None unless ``keep``; ``ws``
-        holds copies of ``x``, ``h``, ``c`` (not references). Weights and biases as in
+        holds copies of ``x``, ``h``, ``c`` (not references). Weights, biases and ``peep`` as in
         :meth:`layer_forward`."""
 
     def cell_backward(self, ws: Any, grad_h: Array, grad_c: Optional[Array]) -> dict[str, Any]:

@@ -157,6 +157,25 @@ FASTRNN_API int fastrnn_lstm_peephole_backward_f64(int64_t T, int64_t B, int64_t
     const int64_t* lengths, int reverse, const double* ws, const double* grad_out,
     const double* grad_h_n, const double* grad_c_n, double* dx, double* dh0, double* dc0,
     double* dw_ih, double* dw_hh, double* db_ih, double* db_hh, double* dpeep);
+/* One step of the LSTM with peepholes: the FASTRNN_LSTM cell functions with
+ * peep [3*H] (and, backward, dpeep [3*H]) required. */
+FASTRNN_API int fastrnn_lstm_peephole_cell_forward_f32(int64_t B, int64_t I, int64_t H,
+    const float* x, const float* h, const float* c, const float* w_ih, const float* w_hh,
+    const float* b_ih, const float* b_hh, const float* peep, float* h_new, float* c_new, float* ws);
+FASTRNN_API int fastrnn_lstm_peephole_cell_forward_f64(int64_t B, int64_t I, int64_t H,
+    const double* x, const double* h, const double* c, const double* w_ih, const double* w_hh,
+    const double* b_ih, const double* b_hh, const double* peep, double* h_new, double* c_new,
+    double* ws);
+FASTRNN_API int fastrnn_lstm_peephole_cell_backward_f32(int64_t B, int64_t I, int64_t H,
+    const float* x, const float* h, const float* c, const float* c_new, const float* w_ih,
+    const float* w_hh, const float* peep, const float* ws, const float* grad_h, const float* grad_c,
+    float* dx, float* dh, float* dc, float* dw_ih, float* dw_hh, float* db_ih, float* db_hh,
+    float* dpeep);
+FASTRNN_API int fastrnn_lstm_peephole_cell_backward_f64(int64_t B, int64_t I, int64_t H,
+    const double* x, const double* h, const double* c, const double* c_new, const double* w_ih,
+    const double* w_hh, const double* peep, const double* ws, const double* grad_h,
+    const double* grad_c, double* dx, double* dh, double* dc, double* dw_ih, double* dw_hh,
+    double* db_ih, double* db_hh, double* dpeep);
 
 /* FASTRNN_CDEF_END */
 

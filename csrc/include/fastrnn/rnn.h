@@ -147,6 +147,7 @@ void cell_forward(Kind kind, int64_t B, int64_t I, int64_t H,
                   const T* w_hh,   // w_hh: [G*H, H]
                   const T* b_ih,   // b_ih: [G*H] or nullptr
                   const T* b_hh,   // b_hh: [G*H] or nullptr
+                  const T* peep,   // peep: [3*H] (lstm peepholes) or nullptr
                   T* h_new,        // h_new: [B, H]
                   T* c_new,        // c_new: [B, H] (lstm), else ignored
                   T* ws_gates);    // ws_gates: [B, K] or nullptr (inference)
@@ -159,6 +160,7 @@ void cell_backward(Kind kind, int64_t B, int64_t I, int64_t H,
                    const T* c_new,     // c_new: [B, H] (lstm), else ignored
                    const T* w_ih,      // w_ih: [G*H, I]
                    const T* w_hh,      // w_hh: [G*H, H]
+                   const T* peep,      // peep: [3*H] as forward's, or nullptr
                    const T* ws_gates,  // ws_gates: [B, K]
                    const T* grad_h,    // grad_h: [B, H] or nullptr (zeros)
                    const T* grad_c,    // grad_c: [B, H] (lstm) or nullptr (zeros)
@@ -168,7 +170,8 @@ void cell_backward(Kind kind, int64_t B, int64_t I, int64_t H,
                    T* dw_ih,           // dw_ih: [G*H, I]
                    T* dw_hh,           // dw_hh: [G*H, H]
                    T* db_ih,           // db_ih: [G*H] or nullptr
-                   T* db_hh);          // db_hh: [G*H] or nullptr
+                   T* db_hh,           // db_hh: [G*H] or nullptr
+                   T* dpeep);          // dpeep: [3*H] with peep (written), else ignored
 
 // Name of the SIMD code path chosen at runtime ("avx512", "avx2", "generic").
 const char* simd_path();

@@ -21,7 +21,7 @@ namespace {
 template <class T>
 struct CellForwardArgs {
     int64_t B, I, H;
-    const T *x, *h, *c, *w_ih, *w_hh, *b_ih, *b_hh;
+    const T *x, *h, *c, *w_ih, *w_hh, *b_ih, *b_hh, *peep;
     T *h_new, *c_new, *ws_gates;
 };
 
@@ -29,8 +29,8 @@ struct CellForwardArgs {
 template <class T>
 struct CellBackwardArgs {
     int64_t B, I, H;
-    const T *x, *h, *c, *c_new, *w_ih, *w_hh, *ws_gates, *grad_h, *grad_c;
-    T *dx, *dh, *dc, *dw_ih, *dw_hh, *db_ih, *db_hh;
+    const T *x, *h, *c, *c_new, *w_ih, *w_hh, *peep, *ws_gates, *grad_h, *grad_c;
+    T *dx, *dh, *dc, *dw_ih, *dw_hh, *db_ih, *db_hh, *dpeep;
 };
 
 // Batch row b of a cell step: pre-activations gx_row (kept in place when
@@ -48,6 +48,7 @@ ForwardRow<T> cell_row(const CellForwardArgs<T>& a, int64_t b, T* gx_row, bool k
     row.h_new = a.h_new + b * H;
     if (Cell::has_cell_state) row.c = a.c_new + b * H;  // c_new holds c, updated in place
     if (Cell::n_bias_inside_reset && a.b_hh) row.b_hn = a.b_hh + 2 * H;
+    if (Cell::has_peepholes) row.peep = a.peep;
     row.rh = rh;
     return row;
 }
@@ -140,6 +141,7 @@ void cell_backward_rows(const CellBackwardArgs<T>& a, T* dG, T* dG_n, T* dh_carr
             row.c_prev = a.c + b * H;
             row.c_new = a.c_new + b * H;
             row.dc = a.dc + b * H;
+            if (Cell::has_peepholes) row.peep = a.peep;
         }
         row.dh_carry = dh_carry + b * H;
         row.dg = dG + b * GH;
@@ -192,6 +194,18 @@ void cell_backward_driver(const CellBackwardArgs<T>& a) {
     if (Cell::n_product_after_reset)  // W_hn sees r*h (kept block 3)
         small_tn<T>(B, H, H, dG.p + 2 * H, GH, a.ws_gates + 3 * H, ldg, a.dw_hh + 2 * H * H, H);
     if (Cell::separate_n_grad) small_tn<T>(B, H, H, dG_n.p, H, a.h, H, a.dw_hh + 2 * H * H, H);
+    if constexpr (Cell::has_peepholes) {  // as LayerBackward::add_peephole_grads, over the B rows
+        std::memset(a.dpeep, 0, kPeepholes * H * sizeof(T));
+        for (int64_t b = 0; b < B; ++b) {
+            const T* dg = dG.p + b * GH;
+            const T *cp = a.c + b * H, *cn = a.c_new + b * H;
+            for (int64_t j = 0; j < H; ++j) {
+                a.dpeep[j] += dg[j] * cp[j];
+                a.dpeep[H + j] += dg[H + j] * cp[j];
+                a.dpeep[2 * H + j] += dg[3 * H + j] * cn[j];
+            }
+        }
+    }
     if (a.db_ih) {
         colsum<T>(B, GH, dG.p, GH, a.db_ih);
         std::memcpy(a.db_hh, a.db_ih, (Cell::separate_n_grad ? 2 * H : GH) * sizeof(T));

@@ -30,7 +30,7 @@ void with_cell(Kind kind, Fn&& fn) {
     }
 }
 
-// The layers' dispatch: an LSTM with peepholes (the callers refuse them on
+// The dispatch of the kernels: an LSTM with peepholes (the callers refuse them on
 // other kinds) has a policy of its own, so the plain LSTM's code is untouched.
 template <class Fn>
 void with_cell(Kind kind, bool peepholes, Fn&& fn) {

@@ -157,10 +157,10 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
 
 def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | None, w_ih: NDArray[Any],
                  w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
-                 keep: bool) -> tuple[Any, ...]:
+                 keep: bool, peep: NDArray[Any] | None = None) -> tuple[Any, ...]:
     """One step of a cell on ``x [B, I]``; see ``contract.Backend``."""
-    check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True)  # errors name the cell's h, c
-    out, h_new, c_new, ws = layer_forward(kind, x[None], h, c, w_ih, w_hh, b_ih, b_hh, None, False, keep)
+    check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True, peep=peep)  # errors name the cell's h, c
+    out, h_new, c_new, ws = layer_forward(kind, x[None], h, c, w_ih, w_hh, b_ih, b_hh, None, False, keep, peep=peep)
     if ws is not None:
         ws["cell"] = True
         ws["x"] = ws["x"].copy()  # a copy of x (contract.Backend.cell_forward); h, c are copied by the loop
@@ -178,4 +178,5 @@ def cell_backward(ws: Any, grad_h: NDArray[Any] | None, grad_c: NDArray[Any] | N
     # the cell's own argument names in errors (layer_backward would say grad_h_n)
     check_gradients(dtype, grad_h=(grad_h, (B, H)), grad_c=(grad_c if ws["kind"] == "lstm" else None, (B, H)))
     g = layer_backward(ws, zeros, grad_h, grad_c)
-    return dict(x=g["x"][0], h=g["h0"], c=g["c0"], w_ih=g["w_ih"], w_hh=g["w_hh"], b_ih=g["b_ih"], b_hh=g["b_hh"])
+    return dict(x=g["x"][0], h=g["h0"], c=g["c0"], w_ih=g["w_ih"], w_hh=g["w_hh"], b_ih=g["b_ih"], b_hh=g["b_hh"],
+                peep=g["peep"])
