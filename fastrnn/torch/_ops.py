@@ -150,43 +150,47 @@ def _backend(name: str | None) -> ModuleType:
 
 
 def _run_layer(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
-               lengths: _T | None, reverse: bool, keep: bool, backend: str) -> tuple[_T, _T, _T, Any]:
+               lengths: _T | None, reverse: bool, keep: bool, backend: str,
+               peep: _T | None) -> tuple[_T, _T, _T, Any]:
     _sync_threads()
     out, h_n, c_n, ws = _backend(backend).layer_forward(
-        kind, _np(x), _np(h0), _np(c0), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), _np(lengths), reverse, keep)
+        kind, _np(x), _np(h0), _np(c0), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), _np(lengths), reverse, keep,
+        peep=_np(peep))
     return torch.from_numpy(out), torch.from_numpy(h_n), _t(c_n, x), ws
 
 
 def _grad_layer(ws: Any, grad_out: _T, grad_h_n: _T, grad_c_n: _T | None, kind: str, x: _T, h0: _T, c0: _T | None,
                 w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, lengths: _T | None, reverse: bool,
-                backend: str) -> tuple[_T, _T, _T, _T, _T, _T, _T]:
+                backend: str, peep: _T | None) -> tuple[_T, _T, _T, _T, _T, _T, _T, _T]:
     _sync_threads()
     be = _backend(backend)
     if ws is None:
         ws = be.layer_forward(kind, _np(x), _np(h0), _np(c0), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh),
-                              _np(lengths), reverse, True)[3]
+                              _np(lengths), reverse, True, peep=_np(peep))[3]
     g = be.layer_backward(ws, _np(grad_out), _np(grad_h_n), _np(grad_c_n))
     return (torch.from_numpy(g["x"]), torch.from_numpy(g["h0"]), _t(g["c0"], x), torch.from_numpy(g["w_ih"]),
-            torch.from_numpy(g["w_hh"]), _t(g["b_ih"], x), _t(g["b_hh"], x))
+            torch.from_numpy(g["w_hh"]), _t(g["b_ih"], x), _t(g["b_hh"], x), _t(g["peep"], x))
 
 
 def _run_cell(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
-              keep: bool, backend: str) -> tuple[_T, _T, Any]:
+              keep: bool, backend: str, peep: _T | None) -> tuple[_T, _T, Any]:
     _sync_threads()
     h_new, c_new, ws = _backend(backend).cell_forward(
-        kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), keep)
+        kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), keep, _np(peep))
     return torch.from_numpy(h_new), _t(c_new, x), ws
 
 
 def _grad_cell(ws: Any, grad_h: _T, grad_c: _T | None, kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T,
-               b_ih: _T | None, b_hh: _T | None, backend: str) -> tuple[_T, _T, _T, _T, _T, _T, _T]:
+               b_ih: _T | None, b_hh: _T | None, backend: str,
+               peep: _T | None) -> tuple[_T, _T, _T, _T, _T, _T, _T, _T]:
     _sync_threads()
     be = _backend(backend)
     if ws is None:
-        ws = be.cell_forward(kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), True)[2]
+        ws = be.cell_forward(kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), True,
+                             _np(peep))[2]
     g = be.cell_backward(ws, _np(grad_h), _np(grad_c))
     return (torch.from_numpy(g["x"]), torch.from_numpy(g["h"]), _t(g["c"], x), torch.from_numpy(g["w_ih"]),
-            torch.from_numpy(g["w_hh"]), _t(g["b_ih"], x), _t(g["b_hh"], x))
+            torch.from_numpy(g["w_hh"]), _t(g["b_ih"], x), _t(g["b_hh"], x), _t(g["peep"], x))
 
 
 def _zeros_for(g: _T | None, like: _T) -> _T:
@@ -203,15 +207,16 @@ _T = torch.Tensor
 
 @torch.library.custom_op(f"{_LIB}::layer_forward", mutates_args=(), device_types="cpu")
 def layer_forward(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
-                  lengths: _T | None, reverse: bool, keep: bool, backend: str) -> tuple[_T, _T, _T, _T]:
+                  lengths: _T | None, reverse: bool, keep: bool, backend: str,
+                  peep: _T | None = None) -> tuple[_T, _T, _T, _T]:
     """``out [T,B,H], h_n [B,H], c_n [B,H] (LSTM; else empty), handle`` (CONTRACT.md's layer_forward)."""
-    out, h_n, c_n, ws = _run_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend)
+    out, h_n, c_n, ws = _run_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend, peep)
     return out, h_n, c_n, _handle(ws)
 
 
 @layer_forward.register_fake
 def _(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
-      lengths: _T | None, reverse: bool, keep: bool, backend: str) -> tuple[_T, _T, _T, _T]:
+      lengths: _T | None, reverse: bool, keep: bool, backend: str, peep: _T | None = None) -> tuple[_T, _T, _T, _T]:
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
     c_n = x.new_empty((B, H)) if c0 is not None else x.new_empty(0)
     return x.new_empty((T, B, H)), x.new_empty((B, H)), c_n, x.new_empty((1,), dtype=torch.int64)
@@ -220,10 +225,10 @@ def _(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | No
 @torch.library.custom_op(f"{_LIB}::layer_backward", mutates_args=(), device_types="cpu")
 def layer_backward(handle: _T, grad_out: _T, grad_h_n: _T, grad_c_n: _T | None, kind: str, x: _T, h0: _T,
                    c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, lengths: _T | None,
-                   reverse: bool, backend: str) -> tuple[_T, _T, _T, _T, _T, _T, _T]:
-    """Gradients ``x, h0, c0, w_ih, w_hh, b_ih, b_hh`` (empty where the forward had None)."""
+                   reverse: bool, backend: str, peep: _T | None = None) -> tuple[_T, _T, _T, _T, _T, _T, _T, _T]:
+    """Gradients ``x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep`` (empty where the forward had None)."""
     grads = _grad_layer(_ws_of(handle), grad_out, grad_h_n, grad_c_n, kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                        lengths, reverse, backend)
+                        lengths, reverse, backend, peep)
     _consume(handle)
     return grads
 
@@ -235,26 +240,26 @@ def _like(t: _T | None, x: _T) -> _T:
 @layer_backward.register_fake
 def _(handle: _T, grad_out: _T, grad_h_n: _T, grad_c_n: _T | None, kind: str, x: _T, h0: _T, c0: _T | None,
       w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, lengths: _T | None, reverse: bool,
-      backend: str) -> tuple[_T, ...]:
-    return tuple(_like(t, x) for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh))
+      backend: str, peep: _T | None = None) -> tuple[_T, ...]:
+    return tuple(_like(t, x) for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep))
 
 
 def _layer_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[_T, ...]) -> None:
-    kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend = inputs
-    ctx.args = (kind, reverse, backend, c0 is not None, b_ih is not None)
-    ctx.save_for_backward(output[3], x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+    kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend, peep = inputs
+    ctx.args = (kind, reverse, backend, c0 is not None, b_ih is not None, peep is not None)
+    ctx.save_for_backward(output[3], x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep)
 
 
 def _layer_autograd(ctx: Any, grad_out: _T | None, grad_h_n: _T | None, grad_c_n: _T | None,
                     _grad_handle: _T | None) -> tuple[_T | None, ...]:
-    kind, reverse, backend, lstm, bias = ctx.args
-    handle, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths = ctx.saved_tensors
+    kind, reverse, backend, lstm, bias, peeps = ctx.args
+    handle, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep = ctx.saved_tensors
     out_like = x.new_empty((x.shape[0], x.shape[1], w_hh.shape[1]))
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = layer_backward(
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dpeep = layer_backward(
         handle, _zeros_for(grad_out, out_like), _zeros_for(grad_h_n, h0), _zeros_for(grad_c_n, h0) if lstm else None,
-        kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend)
+        kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend, peep)
     return (None, dx, dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if bias else None, db_hh if bias else None,
-            None, None, None, None)
+            None, None, None, None, dpeep if peeps else None)
 
 
 layer_forward.register_autograd(_layer_autograd, setup_context=_layer_setup)
@@ -262,15 +267,15 @@ layer_forward.register_autograd(_layer_autograd, setup_context=_layer_setup)
 
 @torch.library.custom_op(f"{_LIB}::cell_forward", mutates_args=(), device_types="cpu")
 def cell_forward(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
-                 keep: bool, backend: str) -> tuple[_T, _T, _T]:
+                 keep: bool, backend: str, peep: _T | None = None) -> tuple[_T, _T, _T]:
     """``h_new [B,H], c_new [B,H] (LSTM; else empty), handle`` (CONTRACT.md's cell_forward)."""
-    h_new, c_new, ws = _run_cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend)
+    h_new, c_new, ws = _run_cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend, peep)
     return h_new, c_new, _handle(ws)
 
 
 @cell_forward.register_fake
 def _(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, keep: bool,
-      backend: str) -> tuple[_T, _T, _T]:
+      backend: str, peep: _T | None = None) -> tuple[_T, _T, _T]:
     B, H = x.shape[0], w_hh.shape[1]
     c_new = x.new_empty((B, H)) if c is not None else x.new_empty(0)
     return x.new_empty((B, H)), c_new, x.new_empty((1,), dtype=torch.int64)
@@ -278,33 +283,34 @@ def _(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None
 
 @torch.library.custom_op(f"{_LIB}::cell_backward", mutates_args=(), device_types="cpu")
 def cell_backward(handle: _T, grad_h: _T, grad_c: _T | None, kind: str, x: _T, h: _T, c: _T | None, w_ih: _T,
-                  w_hh: _T, b_ih: _T | None, b_hh: _T | None, backend: str) -> tuple[_T, _T, _T, _T, _T, _T, _T]:
-    """Gradients ``x, h, c, w_ih, w_hh, b_ih, b_hh`` (empty where the forward had None)."""
-    grads = _grad_cell(_ws_of(handle), grad_h, grad_c, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend)
+                  w_hh: _T, b_ih: _T | None, b_hh: _T | None, backend: str,
+                  peep: _T | None = None) -> tuple[_T, _T, _T, _T, _T, _T, _T, _T]:
+    """Gradients ``x, h, c, w_ih, w_hh, b_ih, b_hh, peep`` (empty where the forward had None)."""
+    grads = _grad_cell(_ws_of(handle), grad_h, grad_c, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend, peep)
     _consume(handle)
     return grads
 
 
 @cell_backward.register_fake
 def _(handle: _T, grad_h: _T, grad_c: _T | None, kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T,
-      b_ih: _T | None, b_hh: _T | None, backend: str) -> tuple[_T, ...]:
-    return tuple(_like(t, x) for t in (x, h, c, w_ih, w_hh, b_ih, b_hh))
+      b_ih: _T | None, b_hh: _T | None, backend: str, peep: _T | None = None) -> tuple[_T, ...]:
+    return tuple(_like(t, x) for t in (x, h, c, w_ih, w_hh, b_ih, b_hh, peep))
 
 
 def _cell_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[_T, ...]) -> None:
-    kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend = inputs
-    ctx.args = (kind, backend, c is not None, b_ih is not None)
-    ctx.save_for_backward(output[2], x, h, c, w_ih, w_hh, b_ih, b_hh)
+    kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend, peep = inputs
+    ctx.args = (kind, backend, c is not None, b_ih is not None, peep is not None)
+    ctx.save_for_backward(output[2], x, h, c, w_ih, w_hh, b_ih, b_hh, peep)
 
 
 def _cell_autograd(ctx: Any, grad_h: _T | None, grad_c: _T | None, _grad_handle: _T | None) -> tuple[_T | None, ...]:
-    kind, backend, lstm, bias = ctx.args
-    handle, x, h, c, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors
-    dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh = cell_backward(
+    kind, backend, lstm, bias, peeps = ctx.args
+    handle, x, h, c, w_ih, w_hh, b_ih, b_hh, peep = ctx.saved_tensors
+    dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dpeep = cell_backward(
         handle, _zeros_for(grad_h, h), _zeros_for(grad_c, h) if lstm else None, kind, x, h, c, w_ih, w_hh, b_ih,
-        b_hh, backend)
+        b_hh, backend, peep)
     return (None, dx, dh, dc if lstm else None, dw_ih, dw_hh, db_ih if bias else None, db_hh if bias else None,
-            None, None)
+            None, None, dpeep if peeps else None)
 
 
 cell_forward.register_autograd(_cell_autograd, setup_context=_cell_setup)
@@ -345,12 +351,13 @@ class _LayerFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, be: ModuleType, kind: str, views: Sequence[NDArray[Any] | None], lengths: _T | None,
                 reverse: bool, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None,
-                b_hh: _T | None) -> tuple[_T, _T, _T]:
+                b_hh: _T | None, peep: _T | None) -> tuple[_T, _T, _T]:
         ctx.set_materialize_grads(False)  # a missing output gradient reaches the kernels as None (zero)
-        out, h_n, c_n, ws = be.layer_forward(kind, _np(x), _np(h0), _np(c0), *views, _np(lengths), reverse, True)
+        out, h_n, c_n, ws = be.layer_forward(kind, _np(x), _np(h0), _np(c0), *views, _np(lengths), reverse, True,
+                                             peep=_np(peep))
         ctx.ws = ws
         ctx.be, ctx.kind, ctx.lengths, ctx.reverse = be, kind, lengths, reverse
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep)
         return torch.from_numpy(out), torch.from_numpy(h_n), _t(c_n, x)
 
     @staticmethod
@@ -359,11 +366,11 @@ class _LayerFn(torch.autograd.Function):
             raise RuntimeError(_DOUBLE)
         # saved_tensors is read even when the workspace is there: autograd raises if one of them
         # was changed in place since the forward (the workspace refers to their memory)
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep = ctx.saved_tensors
         be, ws = ctx.be, ctx.ws
         if ws is None:
             ws = be.layer_forward(ctx.kind, _np(x), _np(h0), _np(c0), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh),
-                                  _np(ctx.lengths), ctx.reverse, True)[3]
+                                  _np(ctx.lengths), ctx.reverse, True, peep=_np(peep))[3]
         g = be.layer_backward(ws, _np_grad(grad_out), _np_grad(grad_h_n), _np_grad(grad_c_n))
         # consumed after success (a failed backward leaves it for a retry); a second backward
         # (retain_graph=True) recomputes
@@ -376,23 +383,27 @@ class _CellFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, be: ModuleType, kind: str, views: Sequence[NDArray[Any] | None], x: _T, h: _T,
-                c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None) -> tuple[_T, _T]:
+                c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
+                peep: _T | None) -> tuple[_T, _T]:
         ctx.set_materialize_grads(False)
-        h_new, c_new, ws = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, True)
+        if peep is None:
+            h_new, c_new, ws = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, True)
+        else:
+            h_new, c_new, ws = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, True, _np(peep))
         ctx.ws = ws
         ctx.be, ctx.kind = be, kind
-        ctx.save_for_backward(x, h, c, w_ih, w_hh, b_ih, b_hh)
+        ctx.save_for_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, peep)
         return torch.from_numpy(h_new), _t(c_new, x)
 
     @staticmethod
     def backward(ctx: Any, grad_h: _T | None, grad_c: _T | None) -> tuple[_T | None, ...]:
         if torch.is_grad_enabled():
             raise RuntimeError(_DOUBLE)
-        x, h, c, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors  # read for autograd's in-place check (as above)
+        x, h, c, w_ih, w_hh, b_ih, b_hh, peep = ctx.saved_tensors  # read for autograd's in-place check (as above)
         be, ws = ctx.be, ctx.ws
         if ws is None:
             ws = be.cell_forward(ctx.kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh),
-                                 True)[2]
+                                 True, _np(peep))[2]
         g = be.cell_backward(ws, _np_grad(grad_h), _np_grad(grad_c))
         ctx.ws = None  # consumed after success, as in _LayerFn
         return (None, None, None) + _grads(ctx.needs_input_grad, g, "h", "c")
@@ -410,11 +421,11 @@ def _np_grad(g: _T | None) -> NDArray[Any] | None:
 
 
 def _grads(needs: Sequence[bool], g: dict[str, Any], h: str, c: str) -> tuple[_T | None, ...]:
-    """The kernels' gradient dict as the Functions' gradients of ``x, h, c, w_ih, w_hh, b_ih, b_hh``
-    (``needs``: ctx.needs_input_grad; None where no gradient is needed or the input was None)."""
-    n = len(needs) - 7
+    """The kernels' gradient dict as the Functions' gradients of ``x, h, c, w_ih, w_hh, b_ih, b_hh,
+    peep`` (``needs``: ctx.needs_input_grad; None where no gradient is needed or the input was None)."""
+    n = len(needs) - 8
     out: list[_T | None] = []
-    for i, key in enumerate(("x", h, c, "w_ih", "w_hh", "b_ih", "b_hh")):
+    for i, key in enumerate(("x", h, c, "w_ih", "w_hh", "b_ih", "b_hh", "peep")):
         a = g[key] if needs[n + i] else None
         out.append(None if a is None else torch.from_numpy(a))
     return tuple(out)
@@ -483,18 +494,19 @@ def _needs_grad(tensors: Sequence[_T | None]) -> bool:
 
 def layer(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
           lengths: _T | None, reverse: bool, backend: str,
-          views: Sequence[NDArray[Any] | None] | None = None) -> tuple[_T, _T, _T]:
+          views: Sequence[NDArray[Any] | None] | None = None, peep: _T | None = None) -> tuple[_T, _T, _T]:
     """One layer, one direction: ``(out, h_n, c_n)`` (``c_n`` empty unless LSTM), differentiable.
 
     Eagerly through :class:`_LayerFn` (training) or the kernel itself (nothing needs a gradient:
     ``keep=False``); under ``torch.compile``/``torch.export`` through the custom operator.
-    ``views``: the weights' NumPy views if the caller has them (:class:`WeightViews`).
+    ``views``: the NumPy views of ``w_ih, w_hh, b_ih, b_hh`` if the caller has them
+    (:class:`WeightViews`); ``peep``: the LSTM's peephole weights or None.
     """
-    keep = _needs_grad((x, h0, c0, w_ih, w_hh, b_ih, b_hh))
+    keep = _needs_grad((x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep))
     if torch.compiler.is_compiling():
         keep = keep and not torch.compiler.is_exporting()  # see the note above layer()
         traced: tuple[_T, _T, _T] = layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep,
-                                                  backend)[:3]
+                                                  backend, peep)[:3]
         return traced
     _sync_threads()
     be = _backend(backend)
@@ -502,32 +514,37 @@ def layer(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T 
         views = (_np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh))
     if keep:
         outs: tuple[_T, _T, _T] = _apply(_LayerFn, _apply_layer,
-                                         (be, kind, views, lengths, reverse, x, h0, c0, w_ih, w_hh, b_ih, b_hh))
+                                         (be, kind, views, lengths, reverse, x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep))
         return outs
-    out, h_n, c_n, _ = be.layer_forward(kind, _np(x), _np(h0), _np(c0), *views, _np(lengths), reverse, False)
+    out, h_n, c_n, _ = be.layer_forward(kind, _np(x), _np(h0), _np(c0), *views, _np(lengths), reverse, False,
+                                        peep=_np(peep))
     return torch.from_numpy(out), torch.from_numpy(h_n), _t(c_n, x)
 
 
 def cell(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, backend: str,
-         views: Sequence[NDArray[Any] | None] | None = None) -> tuple[_T, _T]:
+         views: Sequence[NDArray[Any] | None] | None = None, peep: _T | None = None) -> tuple[_T, _T]:
     """One step: ``(h_new, c_new)`` (``c_new`` empty unless LSTM), differentiable (as :func:`layer`)."""
     if torch.is_grad_enabled() and (x.requires_grad or h.requires_grad or w_ih.requires_grad or
                                     w_hh.requires_grad or (c is not None and c.requires_grad) or
                                     (b_ih is not None and (b_ih.requires_grad or  # b_hh is given with b_ih
-                                                           b_hh.requires_grad))):  # type: ignore[union-attr]
+                                                           b_hh.requires_grad)) or  # type: ignore[union-attr]
+                                    (peep is not None and peep.requires_grad)):
         keep = True
     else:
         keep = False
     if torch.compiler.is_compiling():
         keep = keep and not torch.compiler.is_exporting()  # see the note above layer()
-        traced: tuple[_T, _T] = cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend)[:2]
+        traced: tuple[_T, _T] = cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend, peep)[:2]
         return traced
     _sync_threads()
     be = _backend(backend)
     if views is None:
         views = (_np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh))
     if keep:
-        outs: tuple[_T, _T] = _apply(_CellFn, _apply_cell, (be, kind, views, x, h, c, w_ih, w_hh, b_ih, b_hh))
+        outs: tuple[_T, _T] = _apply(_CellFn, _apply_cell, (be, kind, views, x, h, c, w_ih, w_hh, b_ih, b_hh, peep))
         return outs
-    h_new, c_new, _ = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, False)
+    if peep is None:
+        h_new, c_new, _ = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, False)
+    else:
+        h_new, c_new, _ = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, False, _np(peep))
     return torch.from_numpy(h_new), _t(c_new, x)

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import backends as _backends
+from ..backends.contract import PEEPHOLES
 from . import _ops
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "InputError", "InputTypeError"]
@@ -121,8 +122,28 @@ class _Backend:
 # ---------------------------------------------------------------------------
 
 
+def _check_peepholes(peepholes: Any) -> bool:
+    if not isinstance(peepholes, bool):
+        raise TypeError(f"peepholes must be a bool, got {type(peepholes).__name__}")
+    return peepholes
+
+
+def _add_peepholes(module: nn.Module, names: Sequence[str], hidden_size: int) -> None:
+    """Register the LSTM's peephole weights ``names`` (each ``[3 * hidden_size]``, blocks p_i, p_f,
+    p_o), on the device and dtype of ``weight_hh``, initialised as torch initialises the others:
+    U(-1/sqrt(H), 1/sqrt(H))."""
+    like: torch.Tensor = getattr(module, "weight_hh" if hasattr(module, "weight_hh") else "weight_hh_l0")
+    bound = 1.0 / hidden_size ** 0.5
+    for name in names:
+        p = nn.Parameter(torch.empty(PEEPHOLES * hidden_size, dtype=like.dtype, device=like.device))
+        nn.init.uniform_(p, -bound, bound)
+        module.register_parameter(name, p)
+
+
 class _RNNBase(nn.RNNBase, _Backend):
     """``torch.nn.RNNBase``'s parameters with fastrnn's forward."""
+
+    _peep_names: tuple[str, ...] = ()  # the LSTM's peephole weights, one per layer and direction
 
     def __init__(self, mode: str, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
         super().__init__(mode, *args, **kwargs)
@@ -207,6 +228,7 @@ class _RNNBase(nn.RNNBase, _Backend):
 
         per = 4 if self.bias else 2
         views = self._views(weights)
+        peeps = self._weights(self._peep_names) if self._peep_names else None
         drop = self.dropout if self.training else 0.0
         hs, cs = [], []
         inp = x
@@ -220,7 +242,7 @@ class _RNNBase(nn.RNNBase, _Backend):
                 v = None if views is None else views[i * per:(i + 1) * per]
                 v = v if v is None or self.bias else (v[0], v[1], None, None)
                 out, h, c = _ops.layer(kind, inp, h0[i], None if c0 is None else c0[i], w[0], w[1], b_ih, b_hh,
-                                       lengths, d == 1, self.backend, v)
+                                       lengths, d == 1, self.backend, v, None if peeps is None else peeps[i])
                 outs.append(out)
                 hs.append(h)
                 cs.append(c)
@@ -246,10 +268,23 @@ class LSTM(_RNNBase):
     """``torch.nn.LSTM`` on fastrnn's kernels (``proj_size`` is not supported).
 
     Same arguments as ``torch.nn.LSTM`` (plus keyword ``backend=``: 'auto', 'cpp', 'numba' or 'numpy').
+    Keyword ``peepholes=True`` (which ``torch.nn.LSTM`` has not) adds peephole weights
+    ``weight_peep_l{k}[_reverse]`` of shape ``[3 * hidden_size]`` (p_i, p_f, p_o), as
+    :class:`fastrnn.LSTM`'s; the other parameters and their initialisation stay ``torch.nn.LSTM``'s.
     """
 
-    def __init__(self, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, backend: str | None = None, peepholes: bool = False, **kwargs: Any) -> None:
         super().__init__("LSTM", *args, backend=backend, **kwargs)
+        self.peepholes = _check_peepholes(peepholes)
+        if peepholes:
+            D = 2 if self.bidirectional else 1
+            self._peep_names = tuple(f"weight_peep_l{k}" + ("_reverse" if d else "")
+                                     for k in range(self.num_layers) for d in range(D))
+            _add_peepholes(self, self._peep_names, self.hidden_size)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + ", peepholes=True" if self.peepholes else s
 
 
 class GRU(_RNNBase):
@@ -289,9 +324,13 @@ class _Cell(_Backend):
     input_size: int  # the torch class's
     hidden_size: int
 
+    _peep: tuple[str, ...] = ()  # ("weight_peep",): an LSTMCell with peepholes
+
     def forward(self, input: Any, hx: Any = None) -> Any:  # noqa: A002 - torch.nn's argument name
         w_ih, w_hh, b_ih, b_hh = self._weights(_CELL_WEIGHTS)
         views = self._views((w_ih, w_hh, b_ih, b_hh))
+        if self._peep:
+            return self._forward_checked(input, hx, w_ih, w_hh, b_ih, b_hh, views)
         # the common case, checked at the least cost: a batch [B, I] and hx None or [B, H] states, all
         # CPU tensors of the weights' dtype; anything else takes _forward_checked
         dtype = w_ih.dtype
@@ -359,7 +398,8 @@ class _Cell(_Backend):
                 c = None if c is None else c.unsqueeze(0)
             h = h.contiguous()
             c = None if c is None else c.contiguous()
-        h_new, c_new = _ops.cell(kind, x.contiguous(), h, c, w_ih, w_hh, b_ih, b_hh, self.backend, views)
+        peep = self._weights(self._peep)[0] if self._peep else None
+        h_new, c_new = _ops.cell(kind, x.contiguous(), h, c, w_ih, w_hh, b_ih, b_hh, self.backend, views, peep)
         if not batched:
             h_new, c_new = h_new.squeeze(0), c_new.squeeze(0) if lstm else c_new
         return (h_new, c_new) if lstm else h_new
@@ -375,13 +415,22 @@ _CELL_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 class LSTMCell(_Cell, nn.LSTMCell):
-    """``torch.nn.LSTMCell`` on fastrnn's kernels (same arguments, plus keyword ``backend=``)."""
+    """``torch.nn.LSTMCell`` on fastrnn's kernels (same arguments, plus keyword ``backend=``;
+    ``peepholes=True`` adds a parameter ``weight_peep [3 * hidden_size]`` as :class:`LSTM`'s)."""
 
     _kind = "lstm"
 
-    def __init__(self, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, backend: str | None = None, peepholes: bool = False, **kwargs: Any) -> None:
         nn.LSTMCell.__init__(self, *args, **kwargs)
         self._set_backend(backend)
+        self.peepholes = _check_peepholes(peepholes)
+        if peepholes:
+            self._peep = ("weight_peep",)
+            _add_peepholes(self, self._peep, self.hidden_size)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + ", peepholes=True" if self.peepholes else s
 
 
 class GRUCell(_Cell, nn.GRUCell):
