@@ -199,7 +199,7 @@ class Backend(Protocol):
           give zero gradient into x.
         - ``acc``: None, or a pair ``(w_ih [G*H, I], w_hh [G*H, H])`` of
           writeable C-contiguous arrays of the forward's dtype that share no
-          memory with the forward's or backward's arguments: the weight
+          memory with the forward's (``peep`` included) or backward's arguments: the weight
           gradients are added into them in place, and the result's ``w_ih``,
           ``w_hh`` are these arrays. The layers pass their running gradients
           (``Module.grads``), which saves a temporary of each weight's size at

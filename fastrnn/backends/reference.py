@@ -217,7 +217,7 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
                    acc: tuple[NDArray[Any], NDArray[Any]] | None = None) -> dict[str, Any]:
     """Gradients of a ``layer_forward(..., keep=True)``; see ``contract.Backend``."""
     kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
-    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n))
+    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n, ws["peep"]))
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
     check_rows_arg(grad_out, "grad_out", (T, B, H), x.dtype)  # read at its strides
     check_gradients(x.dtype, grad_h_n=(grad_h_n, (B, H)), grad_c_n=(grad_c_n if kind == "lstm" else None, (B, H)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from numpy.typing import NDArray
@@ -123,9 +124,9 @@ class _Backend:
 
 
 def _check_peepholes(peepholes: Any) -> bool:
-    if not isinstance(peepholes, bool):
+    if not isinstance(peepholes, (bool, np.bool_)):
         raise TypeError(f"peepholes must be a bool, got {type(peepholes).__name__}")
-    return peepholes
+    return bool(peepholes)
 
 
 def _add_peepholes(module: nn.Module, names: Sequence[str], hidden_size: int) -> None:
@@ -144,6 +145,7 @@ class _RNNBase(nn.RNNBase, _Backend):
     """``torch.nn.RNNBase``'s parameters with fastrnn's forward."""
 
     _peep_names: tuple[str, ...] = ()  # the LSTM's peephole weights, one per layer and direction
+    peepholes = False  # (a class default: modules pickled before peepholes existed have no attribute)
 
     def __init__(self, mode: str, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
         super().__init__(mode, *args, **kwargs)
@@ -276,7 +278,7 @@ class LSTM(_RNNBase):
     def __init__(self, *args: Any, backend: str | None = None, peepholes: bool = False, **kwargs: Any) -> None:
         super().__init__("LSTM", *args, backend=backend, **kwargs)
         self.peepholes = _check_peepholes(peepholes)
-        if peepholes:
+        if self.peepholes:
             D = 2 if self.bidirectional else 1
             self._peep_names = tuple(f"weight_peep_l{k}" + ("_reverse" if d else "")
                                      for k in range(self.num_layers) for d in range(D))
@@ -325,6 +327,7 @@ class _Cell(_Backend):
     hidden_size: int
 
     _peep: tuple[str, ...] = ()  # ("weight_peep",): an LSTMCell with peepholes
+    peepholes = False
 
     def forward(self, input: Any, hx: Any = None) -> Any:  # noqa: A002 - torch.nn's argument name
         w_ih, w_hh, b_ih, b_hh = self._weights(_CELL_WEIGHTS)
@@ -424,7 +427,7 @@ class LSTMCell(_Cell, nn.LSTMCell):
         nn.LSTMCell.__init__(self, *args, **kwargs)
         self._set_backend(backend)
         self.peepholes = _check_peepholes(peepholes)
-        if peepholes:
+        if self.peepholes:
             self._peep = ("weight_peep",)
             _add_peepholes(self, self._peep, self.hidden_size)
 

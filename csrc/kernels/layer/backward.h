@@ -270,7 +270,7 @@ void LayerBackward<Cell, T>::add_peephole_grads(int64_t s0, int64_t s1, int64_t 
             }
         }
     };
-    constexpr int64_t kUnitBlock = 64;  // whole cache lines of dp per task
+    constexpr int64_t kUnitBlock = 64;  // units per task: tasks share at most a cache line of dp at their edges
     const int64_t blocks = (H + kUnitBlock - 1) / kUnitBlock;
     if (blocks > 1 && (s1 - s0) * B * H >= (int64_t(1) << 16))
         parallel_for(blocks, [&](int64_t i) { units(i * kUnitBlock, std::min(H, (i + 1) * kUnitBlock)); });

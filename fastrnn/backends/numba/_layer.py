@@ -100,7 +100,7 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
         raise ValueError("ws must be the workspace of a numba layer_forward(..., keep=True), not yet consumed "
                          "by a layer_backward")
     kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
-    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n))
+    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n, ws["pp"]))
     T, B, I = x.shape
     GH, H = w_hh.shape
     dtype = x.dtype
