@@ -32,9 +32,10 @@ def layer_forward(
     keep: bool,
     out: NDArray[Any] | None = None,
     peep: NDArray[Any] | None = None,
+    hmask: NDArray[Any] | None = None,
 ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, LayerWorkspace | None]:
     """One layer, one direction, whole sequence: (out, h_n, c_n, ws); ``peep``: the LSTM's
-    peephole weights [3*H] (p_i, p_f, p_o) or None."""
+    peephole weights [3*H] (p_i, p_f, p_o) or None; ``hmask``: [B, H], the recurrent input's mask."""
 
 def layer_backward(
     ws: LayerWorkspace,

@@ -212,12 +212,16 @@ def cell_backward(state: dict[str, Any], grad_h: NDArray[Any] | None, grad_c: ND
 def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any] | None, w_ih: NDArray[Any],
                   w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
                   lengths: NDArray[Any] | None, reverse: bool, keep: bool,
-                  out: NDArray[Any] | None = None, peep: NDArray[Any] | None = None
+                  out: NDArray[Any] | None = None, peep: NDArray[Any] | None = None,
+                  hmask: NDArray[Any] | None = None
                   ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, dict[str, Any] | None]:
     """A whole sequence through the C ABI; same arguments and results as the backend contract.
     The C functions take dense arrays: an ``out`` that is not C-contiguous is filled from a
     dense one (a copy the compiled backend, ``_core.layer_forward``, does not make). With
-    ``peep``, the LSTM with peepholes (``fastrnn_lstm_peephole_forward_*``)."""
+    ``peep``, the LSTM with peepholes (``fastrnn_lstm_peephole_forward_*``). The C ABI has no
+    recurrent dropout: ``hmask`` must be None."""
+    if hmask is not None:
+        raise ValueError("hmask must be None: the C ABI has no recurrent dropout (use the cpp backend)")
     code = _kind_code(kind)
     dt, _, B, I, H = check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep)
     T = x.shape[0]

@@ -4,6 +4,15 @@
 The layers validate input, compose layers x directions and keep parameters
 and gradients; the math runs in a backend (see ``backends/CONTRACT.md``),
 which these classes never name.
+
+``recurrent_dropout=p`` (``RNN``, ``LSTM``, ``GRU``; not with
+``linear_before_reset=False``): variational recurrent dropout (Gal &
+Ghahramani; Keras's ``recurrent_dropout``). In training mode each forward draws,
+from the layer's generator (``seed=``), one mask per layer and direction of
+shape ``[B, hidden_size]`` (keep with probability 1-p, scaled by 1/(1-p)) and
+every step's recurrent product sees ``h * mask``: the same units of each
+sequence are dropped at every step. In eval mode no mask is applied (its
+expectation).
 """
 
 from __future__ import annotations
@@ -148,11 +157,12 @@ class _RNNBase(_Recurrent):
     dropout: float
     bidirectional: bool
     peepholes: bool = False  # the LSTM's (LSTM sets it)
+    recurrent_dropout: float
     _dirs: int
 
     def __init__(self, kind: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
-                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 recurrent_dropout: float = 0.0, dtype: DTypeLike | None = None, backend: str | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
         self._setup(kind, input_size, hidden_size, bias, dtype, backend, seed)
         self.num_layers = positive_int(num_layers, "num_layers")
@@ -160,6 +170,12 @@ class _RNNBase(_Recurrent):
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
             raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
         self.dropout = float(dropout)
+        if isinstance(recurrent_dropout, bool) or not isinstance(recurrent_dropout, numbers.Real) \
+                or not 0 <= recurrent_dropout < 1:
+            raise ValueError(f"recurrent_dropout must be a number in [0, 1), got {recurrent_dropout!r}")
+        if recurrent_dropout and kind == "gru_orig":
+            raise ValueError("recurrent_dropout is not supported with linear_before_reset=False")
+        self.recurrent_dropout = float(recurrent_dropout)
         self.bidirectional = bool(bidirectional)
         self._dirs = 2 if self.bidirectional else 1
         G, H = self._gates, self.hidden_size
@@ -221,6 +237,8 @@ class _RNNBase(_Recurrent):
             s += ", batch_first=True"
         if self.dropout:
             s += f", dropout={self.dropout}"
+        if self.recurrent_dropout:
+            s += f", recurrent_dropout={self.recurrent_dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
         if self.kind == "gru_orig":
@@ -287,6 +305,7 @@ class _RNNBase(_Recurrent):
         self._record_note = "the last forward failed"
         kind, H, D, L = self.kind, self.hidden_size, self._dirs, self.num_layers
         drop = self.dropout if (self.training and L > 1) else 0.0
+        rdrop = self.recurrent_dropout if self.training else 0.0
         inp = x3
         h_n = np.empty((L * D, B, H), dtype=self.dtype)
         c_n = np.empty_like(h_n) if kind == "lstm" else None
@@ -305,9 +324,14 @@ class _RNNBase(_Recurrent):
                 out = np.empty((T, B, D * H), dtype=self.dtype) if D > 1 else None
             for d in range(D):
                 i = layer * D + d
+                hmask = None
+                if rdrop > 0:  # one mask per sequence, layer and direction (variational recurrent dropout)
+                    hmask = (self._rng.random((B, H)) >= rdrop).astype(self.dtype)
+                    hmask *= self.dtype.type(1.0 / (1.0 - rdrop))
                 o, h, c, ws = backend.layer_forward(
                     kind, inp, h0[i], None if c0 is None else c0[i], *self._weights(layer, d), lengths, bool(d), keep,
-                    out=None if out is None else out[:, :, d * H:(d + 1) * H], peep=self._peepholes(layer, d))
+                    out=None if out is None else out[:, :, d * H:(d + 1) * H], peep=self._peepholes(layer, d),
+                    hmask=hmask)
                 h_n[i] = h
                 if c_n is not None:
                     c_n[i] = c
@@ -462,11 +486,11 @@ class RNN(_RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
-                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 recurrent_dropout: float = 0.0, dtype: DTypeLike | None = None, backend: str | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
         self.nonlinearity = nonlinearity
         super().__init__(_rnn_kind(nonlinearity), input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype=dtype, backend=backend, seed=seed)
+                         bidirectional, recurrent_dropout=recurrent_dropout, dtype=dtype, backend=backend, seed=seed)
 
 
 class LSTM(_RNNBase):
@@ -482,14 +506,14 @@ class LSTM(_RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, *,
-                 peepholes: bool = False, dtype: DTypeLike | None = None, backend: str | None = None,
-                 seed: int | np.random.Generator | None = None) -> None:
+                 peepholes: bool = False, recurrent_dropout: float = 0.0, dtype: DTypeLike | None = None,
+                 backend: str | None = None, seed: int | np.random.Generator | None = None) -> None:
         if proj_size != 0:
             raise ValueError(f"proj_size is not supported by fastrnn (must be 0), got {proj_size!r}")
         _check_peepholes(peepholes)
         self.proj_size = 0
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         dtype=dtype, backend=backend, seed=seed)
+                         recurrent_dropout=recurrent_dropout, dtype=dtype, backend=backend, seed=seed)
         self.peepholes = bool(peepholes)
         if self.peepholes:
             for layer in range(self.num_layers):
@@ -507,11 +531,12 @@ class GRU(_RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
-                 linear_before_reset: bool = True, dtype: DTypeLike | None = None, backend: str | None = None,
-                 seed: int | np.random.Generator | None = None) -> None:
+                 linear_before_reset: bool = True, recurrent_dropout: float = 0.0, dtype: DTypeLike | None = None,
+                 backend: str | None = None, seed: int | np.random.Generator | None = None) -> None:
         self.linear_before_reset = bool(linear_before_reset)
         super().__init__(_gru_kind(linear_before_reset), input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, dtype=dtype, backend=backend, seed=seed)
+                         dropout, bidirectional, recurrent_dropout=recurrent_dropout, dtype=dtype, backend=backend,
+                         seed=seed)
 
 
 # ----------------------------------------------------------------------------

@@ -116,7 +116,7 @@ int layer_forward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T
     const LayerWs<T> w = split_ws(ws, kind, T_, B, H);
     return guarded([&] {
         fastrnn::layer_forward<T>(static_cast<Kind>(kind), T_, B, I, H, x, h0, c0, w_ih, w_hh, b_ih,
-                                  b_hh, peep, lengths, reverse != 0, out, B * H, H, h_n, c_n, w.gates, w.h,
+                                  b_hh, peep, nullptr, lengths, reverse != 0, out, B * H, H, h_n, c_n, w.gates, w.h,
                                   w.c);  // out dense: [T, B, H]
     });
 }
@@ -137,7 +137,7 @@ int layer_backward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const 
     if (st != FASTRNN_OK) return st;
     const LayerWs<const T> w = split_ws(ws, kind, T_, B, H);
     return guarded([&] {
-        fastrnn::layer_backward<T>(static_cast<Kind>(kind), T_, B, I, H, x, c0, w_ih, w_hh, peep, lengths,
+        fastrnn::layer_backward<T>(static_cast<Kind>(kind), T_, B, I, H, x, c0, w_ih, w_hh, peep, nullptr, lengths,
                                    reverse != 0, w.gates, w.h, w.c, grad_out, B * H, H,  // dense
                                    grad_h_n, grad_c_n, dx,
                                    dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dpeep);

@@ -25,7 +25,8 @@ py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const A
                           const std::optional<Arr<F>>& c0, const Arr<F>& w_ih, const Arr<F>& w_hh,
                           const std::optional<Arr<F>>& b_ih, const std::optional<Arr<F>>& b_hh,
                           const std::optional<Lengths>& lengths, bool reverse, bool keep,
-                          const py::object& out_arg, const std::optional<Arr<F>>& peep) {
+                          const py::object& out_arg, const std::optional<Arr<F>>& peep,
+                          const std::optional<Arr<F>>& hmask) {
     const Kind kind = get_kind(kind_name);
     if (x.ndim() != 3) value_error("x must have 3 dimensions (T, B, I), got shape " + shape_str(x));
     const int64_t T = x.shape(0), B = x.shape(1), I = x.shape(2);
@@ -36,12 +37,14 @@ py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const A
     check_lengths(lengths, T, B);
     const bool lstm = kind == Kind::lstm;
     check_peepholes(kind, peep, H);
+    check_hmask(kind, hmask, B, H);
     const py::object none = py::none(), c0o = c0 ? py::object(*c0) : none,
                      b_iho = b_ih ? py::object(*b_ih) : none, b_hho = b_hh ? py::object(*b_hh) : none,
-                     leno = lengths ? py::object(*lengths) : none, peepo = peep ? py::object(*peep) : none;
+                     leno = lengths ? py::object(*lengths) : none, peepo = peep ? py::object(*peep) : none,
+                     hmasko = hmask ? py::object(*hmask) : none;
     check_out(out_arg, std::is_same<F, double>::value, T, B, H,
               {{"x", &x}, {"h0", &h0}, {"c0", &c0o}, {"w_ih", &w_ih}, {"w_hh", &w_hh}, {"b_ih", &b_iho},
-               {"b_hh", &b_hho}, {"lengths", &leno}, {"peep", &peepo}});
+               {"b_hh", &b_hho}, {"lengths", &leno}, {"peep", &peepo}, {"hmask", &hmasko}});
 
     // The caller's out (any row strides), or a new dense one.
     py::array out = out_arg.is_none() ? py::array(empty<F>({T, B, H}))
@@ -64,7 +67,8 @@ py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const A
         py::gil_scoped_release nogil;
         fastrnn::layer_forward<F>(kind, T, B, I, H, x.data(), h0.data(), ptr_or_null(c0),
                                   w_ih.data(), w_hh.data(), ptr_or_null(b_ih), ptr_or_null(b_hh),
-                                  ptr_or_null(peep), lengths ? lengths->data() : nullptr, reverse, out_data,
+                                  ptr_or_null(peep), ptr_or_null(hmask), lengths ? lengths->data() : nullptr,
+                                  reverse, out_data,
                                   out_rows.t, out_rows.b, h_n.mutable_data(), c_n ? c_n->mutable_data() : nullptr,
                                   gates ? gates->mutable_data() : nullptr,
                                   hs ? hs->mutable_data() : nullptr,
@@ -82,6 +86,7 @@ py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const A
         w.c0 = c0 ? py::object(*c0) : py::none();
         w.lengths = lengths ? py::object(*lengths) : py::none();
         w.peep = peepo;
+        w.hmask = hmasko;
         w.gates = *gates; w.hs = *hs;
         w.cs = cs ? py::object(*cs) : py::none();
         ws = py::cast(std::move(w));
@@ -125,7 +130,7 @@ py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<py::array>& gr
             check_shape(a, names[i], {GH, cols[i]});
             if (!a.writeable()) value_error(std::string(names[i]) + " must be writeable");
             // The kernel reads these while it writes acc: no overlap, or the result is wrong.
-            for (const py::object& other : {ws.x, ws.w_ih, ws.w_hh, ws.gates, ws.hs, ws.cs, ws.c0, ws.peep})
+            for (const py::object& other : {ws.x, ws.w_ih, ws.w_hh, ws.gates, ws.hs, ws.cs, ws.c0, ws.peep, ws.hmask})
                 if (overlaps(a, other)) value_error(std::string(names[i]) + " shares memory with the forward's arrays");
             const py::object go = grad_out ? py::object(*grad_out) : py::none();
             for (const py::object& g : {go, grad_h_n ? py::object(*grad_h_n) : py::none(),
@@ -144,13 +149,14 @@ py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<py::array>& gr
     const F* cs = lstm ? borrow<F>(ws.cs).data() : nullptr;
     const int64_t* len = ws.lengths.is_none() ? nullptr : py::reinterpret_borrow<Lengths>(ws.lengths).data();
     const F* peep = ws.peep.is_none() ? nullptr : borrow<F>(ws.peep).data();
+    const F* hmask = ws.hmask.is_none() ? nullptr : borrow<F>(ws.hmask).data();
 
     Gradients<F> g({T, B, I}, B, I, H, kind, ws.bias, acc_ih, acc_hh);
     std::optional<Arr<F>> dpeep;
     if (peep) dpeep = empty<F>({kPeepholes * H});
     run_backward(ws, "layer_backward", [&] {
         fastrnn::layer_backward<F>(
-            kind, T, B, I, H, x.data(), c0, w_ih.data(), w_hh.data(), peep, len, ws.reverse,
+            kind, T, B, I, H, x.data(), c0, w_ih.data(), w_hh.data(), peep, hmask, len, ws.reverse,
             gates.data(), hs.data(), cs,
             grad_out ? static_cast<const F*>(grad_out->data()) : nullptr, go_rows.t, go_rows.b,
             ptr_or_null(grad_h_n), ptr_or_null(grad_c_n), g.dx.mutable_data(),
@@ -180,15 +186,16 @@ void bind_layers(py::module_& m) {
         [](const std::string& kind, const py::object& x, const py::object& h0, const py::object& c0,
            const py::object& w_ih, const py::object& w_hh, const py::object& b_ih,
            const py::object& b_hh, const py::object& lengths, bool reverse, bool keep,
-           const py::object& out, const py::object& peep) -> py::tuple {
+           const py::object& out, const py::object& peep, const py::object& hmask) -> py::tuple {
             // the call in dtype F (named by a value of it) if every array is one of F
             auto call = [&](auto f) -> std::optional<py::tuple> {
                 using F = decltype(f);
-                if (!all_arrays_of<F>({&x, &h0, &w_ih, &w_hh}, {&c0, &b_ih, &b_hh, &peep})) return std::nullopt;
+                if (!all_arrays_of<F>({&x, &h0, &w_ih, &w_hh}, {&c0, &b_ih, &b_hh, &peep, &hmask}))
+                    return std::nullopt;
                 return layer_forward_t<F>(kind, borrow<F>(x), borrow<F>(h0), maybe<F>(c0),
                                           borrow<F>(w_ih), borrow<F>(w_hh), maybe<F>(b_ih),
                                           maybe<F>(b_hh), maybe<int64_t>(lengths), reverse, keep, out,
-                                          maybe<F>(peep));
+                                          maybe<F>(peep), maybe<F>(hmask));
             };
             if (lengths.is_none() || is_arr<int64_t>(lengths)) {
                 if (auto r = call(0.0f)) return *r;
@@ -196,19 +203,21 @@ void bind_layers(py::module_& m) {
             }
             report_bad_args("layer_forward",
                             {{"x", x}, {"h0", h0}, {"c0", c0}, {"w_ih", w_ih}, {"w_hh", w_hh},
-                             {"b_ih", b_ih}, {"b_hh", b_hh}, {"peep", peep}},
+                             {"b_ih", b_ih}, {"b_hh", b_hh}, {"peep", peep}, {"hmask", hmask}},
                             {{"x", false}, {"h0", false}, {"c0", true}, {"w_ih", false},
-                             {"w_hh", false}, {"b_ih", true}, {"b_hh", true}, {"peep", true}},
+                             {"w_hh", false}, {"b_ih", true}, {"b_hh", true}, {"peep", true}, {"hmask", true}},
                             lengths);
         },
         py::arg("kind"), py::arg("x"), py::arg("h0"), py::arg("c0").none(true), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("b_ih").none(true), py::arg("b_hh").none(true),
         py::arg("lengths").none(true), py::arg("reverse"), py::arg("keep"), py::arg("out") = py::none(),
-        py::arg("peep") = py::none(),
-        "layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, out=None, peep=None)"
+        py::arg("peep") = py::none(), py::arg("hmask") = py::none(),
+        "layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, out=None, peep=None, "
+        "hmask=None)"
         " -> (out, h_n, c_n, ws)\n\nOne layer, one direction, whole sequence (see CONTRACT.md); out: None or "
         "a [T, B, H] array with adjacent rows to write into (e.g. one half of a bidirectional buffer); "
-        "peep: None or the LSTM's peephole weights [3*H] (p_i, p_f, p_o).");
+        "peep: None or the LSTM's peephole weights [3*H] (p_i, p_f, p_o); hmask: None or [B, H], the "
+        "recurrent input's mask (the product sees h * hmask).");
 
     m.def(
         "layer_backward",

@@ -24,11 +24,11 @@ struct LayerWorkspace : WorkspaceUse {
     bool is_double;
     int64_t T, B, I, H;
     bool reverse, bias;
-    py::object x, c0, w_ih, w_hh, lengths, peep;  // the forward inputs (references)
+    py::object x, c0, w_ih, w_hh, lengths, peep, hmask;  // the forward inputs (references)
     py::object gates, hs, cs;               // kept: [T,B,K], [h_steps,B,H], [T,B,H] (lstm)
     void consume() {
         consumed = true;
-        x = c0 = w_ih = w_hh = lengths = peep = gates = hs = cs = py::none();
+        x = c0 = w_ih = w_hh = lengths = peep = hmask = gates = hs = cs = py::none();
     }
 };
 

@@ -33,7 +33,8 @@ def call_dtype(x: Any) -> np.dtype[Any]:
 
 
 def check_forward(kind: str, x: Any, h: Any, c: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any,
-                  lengths: Any = None, *, cell: bool = False, peep: Any = None) -> tuple[np.dtype[Any], int, int, int, int]:
+                  lengths: Any = None, *, cell: bool = False, peep: Any = None,
+                  hmask: Any = None) -> tuple[np.dtype[Any], int, int, int, int]:
     """Check the arguments of ``layer_forward`` (``cell``: ``cell_forward``, states named h, c
     instead of h0, c0, no lengths). Returns ``(dtype, G, B, I, H)``."""
     G = num_gates(kind)
@@ -62,6 +63,10 @@ def check_forward(kind: str, x: Any, h: Any, c: Any, w_ih: Any, w_hh: Any, b_ih:
         if not has_cell_state(kind):
             raise ValueError(f"peep must be None for kind {kind!r} (peepholes are the LSTM's)")
         checked_array(peep, "peep", dt, (PEEPHOLES * H,))
+    if hmask is not None:
+        if kind == "gru_orig":
+            raise ValueError("hmask must be None for kind 'gru_orig' (its product sees r*h; not supported)")
+        checked_array(hmask, "hmask", dt, (B, H))
     if lengths is not None:
         checked_array(lengths, "lengths", INT64, (B,))
         if lengths.min() < 1 or lengths.max() > x.shape[0]:

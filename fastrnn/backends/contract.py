@@ -146,7 +146,8 @@ class Backend(Protocol):
 
     def layer_forward(self, kind: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Array, w_hh: Array,
                       b_ih: Optional[Array], b_hh: Optional[Array], lengths: Optional[Array], reverse: bool,
-                      keep: bool, out: Optional[Array] = None, peep: Optional[Array] = None) -> tuple[Any, ...]:
+                      keep: bool, out: Optional[Array] = None, peep: Optional[Array] = None,
+                      hmask: Optional[Array] = None) -> tuple[Any, ...]:
         """Whole sequence, one layer, one direction: returns ``(out, h_n, c_n, ws)``.
 
         - ``x [T, B, I]``, T >= 1, B >= 1, I >= 1
@@ -170,6 +171,13 @@ class Backend(Protocol):
           (``buf.transpose(1, 0, 2)``), in place. Every element is written. A bad
           ``out`` raises before anything is computed: TypeError if it is not an
           array of x's dtype, ValueError naming ``out`` otherwise.
+        - ``peep``: None, or (lstm only) the peephole weights ``[3*H]`` (see the
+          module's docstring); kept by reference in ``ws`` like the weights.
+        - ``hmask``: None, or ``[B, H]``: the recurrent input's mask (variational
+          recurrent dropout: one mask per sequence, the same at every step): each
+          step's recurrent product sees ``h * hmask`` instead of ``h`` (the GRU's
+          ``z*h`` and every other use of h see h itself). Not for ``gru_orig``.
+          Kept by reference in ``ws``.
         - returns ``out [T, B, H]``, ``h_n [B, H]``, ``c_n [B, H]`` (lstm) or
           None, and ``ws``: an opaque object only this backend's
           ``layer_backward`` reads.

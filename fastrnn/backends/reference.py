@@ -48,11 +48,13 @@ def _split(a: NDArray[Any], n: int) -> list[NDArray[Any]]:
 
 
 def _step_forward(kind: str, gx: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | None, w_hh: NDArray[Any],
-                  b_hh: NDArray[Any] | None, peep: NDArray[Any] | None = None) -> tuple[Any, Any, Any]:
+                  b_hh: NDArray[Any] | None, peep: NDArray[Any] | None = None,
+                  hmask: NDArray[Any] | None = None) -> tuple[Any, Any, Any]:
     """One recurrent step. Returns (h_new, c_new, saved-for-backward). Nothing saved is an array
     returned to the caller (who may write into it): the RNN step saves a copy of h_new.
-    ``peep``: the LSTM's peephole weights (p_i, p_f, p_o) as one [3H] array, or None."""
-    gh = h @ w_hh.T
+    ``peep``: the LSTM's peephole weights (p_i, p_f, p_o) as one [3H] array, or None.
+    ``hmask``: the recurrent input's mask [B, H] (the product sees h * hmask), or None."""
+    gh = (h if hmask is None else h * hmask) @ w_hh.T
     if b_hh is not None:
         gh = gh + b_hh
     if kind == "rnn_tanh":
@@ -100,8 +102,9 @@ def _step_forward(kind: str, gx: NDArray[Any], h: NDArray[Any], c: NDArray[Any] 
 
 
 def _step_backward(kind: str, saved: Any, dh: NDArray[Any], dc: NDArray[Any] | None, h: NDArray[Any],
-                   c: NDArray[Any] | None, w_hh: NDArray[Any], peep: NDArray[Any] | None = None) -> tuple[Any, ...]:
-    """Backward of one step.
+                   c: NDArray[Any] | None, w_hh: NDArray[Any], peep: NDArray[Any] | None = None,
+                   hmask: NDArray[Any] | None = None) -> tuple[Any, ...]:
+    """Backward of one step (``hmask``: the forward's, whose product saw h * hmask).
 
     ``dh``/``dc`` are the gradients w.r.t. the step's new h/c; ``h``/``c``
     are the step's input states. Returns (dgx, dW_hh, dgh_bias, dh_prev,
@@ -109,13 +112,18 @@ def _step_backward(kind: str, saved: Any, dh: NDArray[Any], dc: NDArray[Any] | N
     from the input projection (so dW_ih = dgx.T @ x, db_ih = sum dgx) and dpeep
     the peephole weights' gradient summed over the batch (None without ``peep``).
     """
+    hm = h if hmask is None else h * hmask  # what the recurrent product saw
+
+    def through_w(v: NDArray[Any]) -> NDArray[Any]:  # v = d(product's input): its part in d(h)
+        return v if hmask is None else v * hmask
+
     if kind in ("rnn_tanh", "rnn_relu"):
         (h_new,) = saved
         if kind == "rnn_tanh":
             da = dh * (1 - h_new * h_new)
         else:
             da = dh * (h_new > 0)
-        return da, da.T @ h, da, da @ w_hh, None, None
+        return da, da.T @ hm, da, through_w(da @ w_hh), None, None
     if kind == "lstm":
         i, f, g, o, tc = saved
         do = dh * tc
@@ -136,7 +144,7 @@ def _step_backward(kind: str, saved: Any, dh: NDArray[Any], dc: NDArray[Any] | N
             c_new = f * c + i * g
             dpeep = np.concatenate([(da_i * c).sum(axis=0), (da_f * c).sum(axis=0), (da_o * c_new).sum(axis=0)])
         da = np.concatenate([da_i, da_f, dg * (1 - g * g), da_o], axis=-1)
-        return da, da.T @ h, da, da @ w_hh, dc_prev, dpeep
+        return da, da.T @ hm, da, through_w(da @ w_hh), dc_prev, dpeep
     if kind == "gru":
         r, z, n, hn = saved
         dn = dh * (1 - z) * (1 - n * n)
@@ -144,8 +152,8 @@ def _step_backward(kind: str, saved: Any, dh: NDArray[Any], dc: NDArray[Any] | N
         dr = dn * hn * r * (1 - r)
         dgx = np.concatenate([dr, dz, dn], axis=-1)
         dgh = np.concatenate([dr, dz, dn * r], axis=-1)
-        dh_prev = dh * z + dgh @ w_hh
-        return dgx, dgh.T @ h, dgh, dh_prev, None, None
+        dh_prev = dh * z + through_w(dgh @ w_hh)
+        return dgx, dgh.T @ hm, dgh, dh_prev, None, None
     if kind == "gru_orig":
         r, z, n, rh = saved
         H = h.shape[-1]
@@ -169,13 +177,14 @@ def _step_backward(kind: str, saved: Any, dh: NDArray[Any], dc: NDArray[Any] | N
 def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any] | None, w_ih: NDArray[Any],
                   w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
                   lengths: NDArray[Any] | None, reverse: bool, keep: bool,
-                  out: NDArray[Any] | None = None, peep: NDArray[Any] | None = None) -> tuple[Any, ...]:
+                  out: NDArray[Any] | None = None, peep: NDArray[Any] | None = None,
+                  hmask: NDArray[Any] | None = None) -> tuple[Any, ...]:
     """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
-    check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep)
+    check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep, hmask=hmask)
     T, B, _ = x.shape
     H = h0.shape[1]
     check_out(out, (T, B, H), x.dtype, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
-                                            lengths=lengths, peep=peep))
+                                            lengths=lengths, peep=peep, hmask=hmask))
     gx_all = x.reshape(T * B, -1) @ w_ih.T
     if b_ih is not None:
         gx_all = gx_all + b_ih
@@ -187,7 +196,7 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     saved: list[Any] = [None] * T
     states: list[Any] = [None] * T
     for t in steps:
-        h_step, c_step, saved_t = _step_forward(kind, gx_all[t], h, c, w_hh, b_hh, peep)
+        h_step, c_step, saved_t = _step_forward(kind, gx_all[t], h, c, w_hh, b_hh, peep, hmask)
         if keep:
             saved[t] = saved_t
             states[t] = (h, c)
@@ -203,7 +212,7 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     ws = None
     if keep:
         ws = dict(kind=kind, x=x, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None,
-                  lengths=lengths, reverse=reverse, saved=saved, states=states, peep=peep)
+                  lengths=lengths, reverse=reverse, saved=saved, states=states, peep=peep, hmask=hmask)
     return out, h, c, ws
 
 
@@ -217,7 +226,7 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
                    acc: tuple[NDArray[Any], NDArray[Any]] | None = None) -> dict[str, Any]:
     """Gradients of a ``layer_forward(..., keep=True)``; see ``contract.Backend``."""
     kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
-    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n, ws["peep"]))
+    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n, ws["peep"], ws["hmask"]))
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
     check_rows_arg(grad_out, "grad_out", (T, B, H), x.dtype)  # read at its strides
     check_gradients(x.dtype, grad_h_n=(grad_h_n, (B, H)), grad_c_n=(grad_c_n if kind == "lstm" else None, (B, H)))
@@ -244,7 +253,7 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
         else:
             dc_step = dc
         dgx, dW, dgh, dh_prev, dc_prev, dp = _step_backward(kind, ws["saved"][t], dh_step, dc_step, h, c, w_hh,
-                                                            peep)
+                                                            peep, ws["hmask"])
         if lengths is not None:
             dgx = np.where(valid, dgx, 0)
             dh_prev = np.where(valid, dh_prev, dh)

@@ -81,6 +81,8 @@ void layer_forward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                    const T* b_ih,          // b_ih: [G*H] or nullptr (no bias; then b_hh too)
                    const T* b_hh,          // b_hh: [G*H] or nullptr
                    const T* peep,          // peep: [3*H] (lstm peepholes) or nullptr (none)
+                   const T* hmask,         // hmask: [B, H] or nullptr: the product sees h * hmask
+                                           // (recurrent dropout; not gru_orig)
                    const int64_t* lengths, // lengths: [B] or nullptr (all T)
                    bool reverse,
                    T* out,                 // out: [T, B, H], rows at the strides below
@@ -105,6 +107,7 @@ void layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                     const T* w_ih,           // w_ih: [G*H, I]
                     const T* w_hh,           // w_hh: [G*H, H]
                     const T* peep,           // peep: [3*H] as forward's, or nullptr
+                    const T* hmask,          // hmask: [B, H] as forward's, or nullptr
                     const int64_t* lengths,  // lengths: [B] or nullptr
                     bool reverse,
                     const T* ws_gates,       // ws_gates: [T, B, K]

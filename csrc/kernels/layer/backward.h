@@ -30,7 +30,7 @@ namespace {
 template <class T>
 struct LayerBackwardArgs {
     int64_t steps, B, I, H;
-    const T *x, *c0, *w_ih, *w_hh, *peep;
+    const T *x, *c0, *w_ih, *w_hh, *peep, *hmask;
     const int64_t* lengths;
     bool reverse;
     const T *ws_gates, *ws_h, *ws_c, *grad_out;
@@ -78,6 +78,7 @@ private:
     Scratch<T> dG_, dG_n_;  // gru: dG_n [chunk_steps_*B, H], the recurrent product's n block
     Packed<T> w_hh_packed_;
     Scratch<T> dh_carry_, S_, drh_, dc_;
+    Scratch<T> hm_;  // recurrent dropout: the chunk's states entering each step, times hmask [rows, H]
     Plan plan_;
     int64_t batch_slices_ = 1;
     std::vector<int> lists_;
@@ -107,6 +108,7 @@ void LayerBackward<Cell, T>::setup() {
     S_.alloc(checked_mul(B, lds_));
     drh_.alloc(Cell::n_product_after_reset ? checked_mul(B, lds_) : 1);
     dc_.alloc(Cell::has_cell_state ? checked_mul(B, H) : 1);
+    hm_.alloc(a_.hmask ? checked_mul(checked_mul(chunk_steps_, B), H) : 1);
     if (a_.grad_h_n)
         std::memcpy(dh_carry_.p, a_.grad_h_n, B * H * sizeof(T));
     else
@@ -199,6 +201,9 @@ void LayerBackward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, 
         if (Cell::separate_n_grad)
             panels_gemm<T>(m0, m1, H, dG_n_.p + (t - t0) * B * H, H, w_hh_packed_, 2 * H, panels, np, S_.p,
                            lds_, true);
+        if (a_.hmask)  // S is the gradient of h * hmask: that of h is S * hmask
+            for (int64_t b = m0; b < m1; ++b)
+                for (int64_t j = u0; j < u1; ++j) S_.p[b * lds_ + j] *= a_.hmask[b * H + j];
     }
 }
 
@@ -287,7 +292,24 @@ void LayerBackward<Cell, T>::chunk_products(int64_t s0, int64_t s1, int64_t t0) 
     large_product<T>(false, false, R, I, GH, dG, GH, a_.w_ih, I, false, a_.dx + t0 * B * I, I);
     dw_started_ = true;
     large_product<T>(true, false, GH, I, R, dG, GH, a_.x + t0 * B * I, I, true, a_.dw_ih, I);
-    if constexpr (Cell::kept_gates_are_state) {
+    if (a_.hmask) {
+        // Recurrent dropout: W_hh saw the state entering each step times hmask.
+        const int64_t n = s1 - s0;
+        for (int64_t t = t0; t < t0 + n; ++t) {
+            const int64_t tprev = a_.reverse ? t + 1 : t - 1;
+            const bool first = tprev < 0 || tprev >= Tn_;
+            for (int64_t b = 0; b < B; ++b) {
+                const T* src = !Cell::kept_gates_are_state ? a_.ws_h + (t * B + b) * H
+                               : first ? a_.ws_h + b * H
+                                       : a_.ws_gates + (tprev * B + b) * ldg;
+                T* dst = hm_.p + ((t - t0) * B + b) * H;
+                for (int64_t j = 0; j < H; ++j) dst[j] = src[j] * a_.hmask[b * H + j];
+            }
+        }
+        large_product<T>(true, false, direct_gates * H, H, R, dG, GH, hm_.p, H, true, a_.dw_hh, H);
+        if constexpr (Cell::separate_n_grad)
+            large_product<T>(true, false, H, H, R, dG_n_.p, H, hm_.p, H, true, a_.dw_hh + 2 * H * H, H);
+    } else if constexpr (Cell::kept_gates_are_state) {
         // The state before step t is the kept state of the step processed
         // before it (t - 1, or t + 1 in reverse); h0 (ws_h) for the first one.
         const bool reverse = a_.reverse;

@@ -27,7 +27,7 @@ namespace {
 template <class T>
 struct LayerForwardArgs {
     int64_t steps, B, I, H;
-    const T *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh, *peep;
+    const T *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh, *peep, *hmask;
     const int64_t* lengths;
     bool reverse;
     T* out;
@@ -71,6 +71,7 @@ private:
     void project_chunk(const Part& p, int64_t st, int64_t t);
     void step_rows(const Part& p, int64_t st, int64_t t, int64_t active_end);
     void step_after_reset(const Part& p, int64_t st, int64_t t, int64_t active_end);
+    void mask_rows(const Part& p, int64_t st);
     void time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1);
 
     const LayerForwardArgs<T>& a_;
@@ -92,6 +93,7 @@ private:
     std::vector<int64_t> perm_;         // state row r holds sequence perm_[r]
     std::vector<int64_t> active_rows_;  // rows [0, active_rows_[t]) still run at step t
     Scratch<T> h_buf_, c_buf_, S_, rh_buf_, x_rows_;
+    Scratch<T> hm_buf_;  // recurrent dropout: h * hmask, the product's input (double-buffered as h_buf_)
     int64_t batch_slices_ = 1;
     std::vector<int> lists_;
 };
@@ -181,6 +183,10 @@ void LayerForward<Cell, T>::setup_state() {
         std::memcpy(h_buf_.p + r * H, a_.h0 + perm_[r] * H, H * sizeof(T));
         if (Cell::has_cell_state) std::memcpy(c_buf_.p + r * H, a_.c0 + perm_[r] * H, H * sizeof(T));
     }
+    hm_buf_.alloc(a_.hmask ? checked_mul(2 * B, H) : 1);
+    if (a_.hmask)
+        for (int64_t r = 0; r < B; ++r)
+            for (int64_t j = 0; j < H; ++j) hm_buf_.p[r * H + j] = h_buf_.p[r * H + j] * a_.hmask[perm_[r] * H + j];
     // A cell whose kept gates are its states keeps h0 only in ws_h ([B, H]).
     if (keep_ && Cell::kept_gates_are_state) std::memcpy(a_.ws_h, a_.h0, B * H * sizeof(T));
     // Batch mode: slices of rows claimed by whichever thread is free, so a
@@ -296,6 +302,19 @@ void LayerForward<Cell, T>::step_after_reset(const Part& p, int64_t st, int64_t 
     }
 }
 
+// Recurrent dropout: the product's input of the next step, h' * hmask, for
+// the part's rows and units (every row: the buffer of two steps ago is stale).
+template <class Cell, class T>
+void LayerForward<Cell, T>::mask_rows(const Part& p, int64_t st) {
+    const int64_t B = B_, H = H_;
+    const T* hn = h_buf_.p + ((st + 1) & 1) * B * H;
+    T* hm = hm_buf_.p + ((st + 1) & 1) * B * H;
+    for (int64_t r = p.m0; r < p.m1; ++r) {
+        const T* m = a_.hmask + perm_[r] * H;
+        for (int64_t j = p.u0; j < p.u1; ++j) hm[r * H + j] = hn[r * H + j] * m[j];
+    }
+}
+
 // The time loop for state rows [m0, m1) and hidden-unit panels [jp0, jp1).
 template <class Cell, class T>
 void LayerForward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1) {
@@ -317,11 +336,13 @@ void LayerForward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, i
         if (chunked_ && st % chunk_steps_ == 0) project_chunk(p, st, t);
         // rows [m0, active_end) still run at step t
         const int64_t active_end = permuted_ ? std::min(m1, std::max(m0, active_rows_[t])) : m1;
+        const T* hin = (a_.hmask ? hm_buf_.p : h_buf_.p) + (st & 1) * B_ * H_;  // what the product sees
         if (active_end > m0)
-            panels_gemm<T>(m0, active_end, H_, h_buf_.p + (st & 1) * B_ * H_, H_, w_hh_packed_, 0,
-                           p.product_panels, p.n_product, S_.p, lds_);
+            panels_gemm<T>(m0, active_end, H_, hin, H_, w_hh_packed_, 0, p.product_panels, p.n_product, S_.p,
+                           lds_);
         step_rows(p, st, t, active_end);
         step_after_reset(p, st, t, active_end);
+        if (a_.hmask) mask_rows(p, st);
         barrier(plan_);
     }
 }

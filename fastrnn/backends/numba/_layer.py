@@ -53,15 +53,17 @@ def _input_projection(kind: str, x: NDArray[Any], w_ih: NDArray[Any], b_ih: NDAr
 def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any] | None, w_ih: NDArray[Any],
                   w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
                   lengths: NDArray[Any] | None, reverse: bool, keep: bool,
-                  out: NDArray[Any] | None = None, peep: NDArray[Any] | None = None) -> tuple[Any, ...]:
+                  out: NDArray[Any] | None = None, peep: NDArray[Any] | None = None,
+                  hmask: NDArray[Any] | None = None) -> tuple[Any, ...]:
     """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, dtype, G = check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                                                    lengths, peep)
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, hmask, dtype, G = check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                                                           lengths, peep, hmask)
     T, B, _ = x.shape
     H = h0.shape[1]
     check_out(out, (T, B, H), dtype, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
-                                          lengths=lengths, peep=peep))
+                                          lengths=lengths, peep=peep, hmask=hmask))
     pp = np.empty(0, dtype=dtype) if peep is None else peep
+    mask = np.empty((B, 0), dtype=dtype) if hmask is None else hmask
     lens, padded = lengths_array(lengths, T, B)
     reverse, keep = bool(reverse), bool(keep)
     gx, bhn = _input_projection(kind, x, w_ih, b_ih, b_hh, H)
@@ -84,11 +86,11 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     gh = np.empty((B, wt.shape[1]), dtype=dtype)
     with serial_blas(T):
         forward_loop(KINDS.index(kind), gx, h, c, wt, wt_n, bhn, pp, lens, reverse, keep, dtype.type(1), out, gh, gn,
-                     rh, s1, s2, hp, cp)
+                     rh, s1, s2, hp, cp, mask, np.empty_like(mask))
     ws = None
     if keep:
         ws = dict(kind=kind, x=x, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None, lengths=lens, padded=padded,
-                  reverse=reverse, hp=hp, cp=cp, s1=s1, s2=s2, pp=pp, peep=peep is not None)
+                  reverse=reverse, hp=hp, cp=cp, s1=s1, s2=s2, pp=pp, peep=peep is not None, hmask=mask)
     return out, h, None if c0 is None else c, ws
 
 
@@ -100,7 +102,7 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
         raise ValueError("ws must be the workspace of a numba layer_forward(..., keep=True), not yet consumed "
                          "by a layer_backward")
     kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
-    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n, ws["pp"]))
+    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n, ws["pp"], ws["hmask"]))
     T, B, I = x.shape
     GH, H = w_hh.shape
     dtype = x.dtype
@@ -129,12 +131,13 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
     dp = np.zeros((B, ws["pp"].shape[0]), dtype=dtype)  # each row's sum of the peepholes' gradient
     with serial_blas(T):
         backward_loop(KINDS.index(kind), ws["s1"], ws["s2"], hp, ws["cp"], ws["pp"], w, w_n, ws["lengths"],
-                      ws["reverse"], dtype.type(1), grad_out, dh, dc, dgx, dgh, direct, dn, drh, drz, scratch(H), dp)
+                      ws["reverse"], dtype.type(1), grad_out, dh, dc, dgx, dgh, direct, dn, drh, drz, scratch(H), dp,
+                      ws["hmask"])
 
     # The big products over all T*B rows.
     dgx_flat = dgx.reshape(T * B, GH)
     dgh_flat = dgh.reshape(T * B, GH)
-    hp_flat = hp.reshape(T * B, H)
+    hp_flat = (hp if ws["hmask"].shape[1] == 0 else hp * ws["hmask"]).reshape(T * B, H)  # what W_hh saw
     if kind == "gru_orig":
         dw_hh = np.empty_like(w_hh)
         at_b(dgx_flat[:, : 2 * H], hp_flat, dw_hh[: 2 * H])

@@ -30,16 +30,22 @@ from ._rows import GRU_ORIG, backward_row, forward_row, gru_orig_backward_reset,
 def forward_loop(kind: int, gx: NDArray[Any], h: NDArray[Any], c: NDArray[Any], wt: NDArray[Any], wt_n: NDArray[Any],
                  bhn: NDArray[Any], pp: NDArray[Any], lengths: NDArray[Any], reverse: bool, keep: bool, one: Any, out: NDArray[Any],
                  gh: NDArray[Any], gn: NDArray[Any], rh: NDArray[Any], s1: NDArray[Any], s2: NDArray[Any],
-                 hp_s: NDArray[Any], cp_s: NDArray[Any]) -> None:
+                 hp_s: NDArray[Any], cp_s: NDArray[Any], hmask: NDArray[Any], hm: NDArray[Any]) -> None:
     """Run ``kind`` over all steps. h [B,H] (in: h0, out: h_n), c likewise (lstm);
     wt = W_hh.T (gru_orig: W_hh[:2H].T, and wt_n = W_hh[2H:].T); gh [B, columns of wt] scratch,
     gn, rh [B,H] gru_orig's scratch; pp the lstm's peepholes [3H] or empty. keep: s1, s2 the kind's saved arrays (``_layer.SAVED``),
-    hp_s, cp_s the step's input states."""
+    hp_s, cp_s the step's input states. hmask [B,H] (or [B,0]: none): the product sees h * hmask,
+    formed in the scratch hm [B,H]."""
     T, B, _ = gx.shape
     zero = one - one
+    masked = hmask.shape[1] > 0
     for s in range(T):
         t = T - 1 - s if reverse else s
-        np.dot(h, wt, gh)
+        if masked:
+            np.multiply(h, hmask, hm)
+            np.dot(hm, wt, gh)
+        else:
+            np.dot(h, wt, gh)
         if kind == GRU_ORIG:  # its second product needs r * h of every row first
             for b in range(B):
                 gru_orig_reset(gx[t, b], gh[b], h[b], rh[b])
@@ -63,13 +69,14 @@ def backward_loop(kind: int, s1: NDArray[Any], s2: NDArray[Any], hp_s: NDArray[A
                   pp: NDArray[Any], w: NDArray[Any], w_n: NDArray[Any], lengths: NDArray[Any], reverse: bool, one: Any,
                   grad_out: NDArray[Any], dh: NDArray[Any], dc: NDArray[Any], dgx: NDArray[Any], dgh: NDArray[Any],
                   direct: NDArray[Any], dn: NDArray[Any], drh: NDArray[Any], drz: NDArray[Any],
-                  dtmp: NDArray[Any], dp: NDArray[Any]) -> None:
+                  dtmp: NDArray[Any], dp: NDArray[Any], hmask: NDArray[Any]) -> None:
     """Backward of :func:`forward_loop`. dh [B,H] (in: grad of h_n, out: of h0), dc likewise (lstm);
     w = W_hh (gru_orig: W_hh[:2H], and w_n = W_hh[2H:]). dgx [T,B,G*H] receives the gradients of
     the gate pre-activations, dgh those of the recurrent product (gru; the same array as dgx for
     the other kinds). direct [B,H]: the part of dh not through W_hh (gru kinds); dn, drh [B,H],
     drz [B,2H] gru_orig's scratch; dtmp [B,H] scratch; pp the lstm's peepholes [3H] (or empty)
-    and dp [B, 3H] (or [B, 0]) each row's sum of their gradient (added into)."""
+    and dp [B, 3H] (or [B, 0]) each row's sum of their gradient (added into); hmask as in
+    :func:`forward_loop` (the gradient through W_hh is masked with it)."""
     T, B, _ = grad_out.shape
     zero = one - one
     for s in range(T):
@@ -91,6 +98,8 @@ def backward_loop(kind: int, s1: NDArray[Any], s2: NDArray[Any], hp_s: NDArray[A
             np.dot(drz, w, dtmp)
         else:
             np.dot(dgh[t], w, dtmp)
+            if hmask.shape[1] > 0:
+                np.multiply(dtmp, hmask, dtmp)
         for b in range(B):
             if t < lengths[b]:
                 if direct.shape[1] == 0:
