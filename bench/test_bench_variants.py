@@ -1,10 +1,15 @@
-"""Benchmarks of the recurrent variants: the LSTM with peepholes.
+"""Benchmarks of the recurrent variants: the LSTM with peepholes, and recurrent dropout.
 
 In one pytest-benchmark group per (mode, shape, threads): fastrnn's peephole LSTM, fastrnn's
 plain LSTM of the same shape (what the peepholes cost), ONNX Runtime's LSTM with ``P``
 (inference) and the peephole LSTM written as a PyTorch loop of its equations (what a PyTorch
 user writes: ``torch.nn.LSTM`` has no peepholes; autograd gives its backward). Every peephole
 result is checked against fastrnn's float64 NumPy reference on the same weights and input.
+
+Recurrent dropout (``recurrent_dropout=0.25``, LSTM and GRU, training): fastrnn's layer with it
+against the same layer without it (the target: within 1.15x). Its answer is checked on the first
+call (the masks are drawn afresh at every call) against the float64 reference layer drawing the
+same masks from the same seed.
 
 Run from the repository root: ``pytest bench/test_bench_variants.py`` (``--bench-quick``: the
 smoke subset).
@@ -222,4 +227,55 @@ def test_lstm_peephole(benchmark, references, mode, shape, threads, impl):
         raw = benchmark(fn)
     if impl != "fastrnn-plain":  # the plain LSTM computes something else: it is the cost baseline
         _check(collect(raw), references(shape))
+        benchmark.extra_info["verified"] = True
+
+
+RDROP = 0.25
+
+
+def _rdrop_layer(cell, I, H, dtype, p, backend=None):
+    cls = {"LSTM": fastrnn.LSTM, "GRU": fastrnn.GRU}[cell]
+    return cls(I, H, recurrent_dropout=p, dtype=dtype, backend=backend, seed=I * 7 + H)
+
+
+def _rdrop_params():
+    params = []
+    for cell in ("LSTM", "GRU"):
+        for shape in SHAPES:
+            for threads in THREADS:
+                quick = cell == "LSTM" and shape == (16, 64, 128, 100) and threads == 1
+                for impl in ("fastrnn-rdrop", "fastrnn-plain"):
+                    cid = f"{cell.lower()}_rdrop-train-B{shape[0]}-I{shape[1]}-H{shape[2]}-T{shape[3]}-t{threads}"
+                    params.append(pytest.param(cell, shape, threads, impl, id=f"{cid}-{impl}",
+                                               marks=[pytest.mark.bench_quick] if quick else []))
+    return params
+
+
+@pytest.mark.parametrize(("cell", "shape", "threads", "impl"), _rdrop_params())
+def test_recurrent_dropout(benchmark, cell, shape, threads, impl):
+    B, I, H, T = shape
+    if "cpp" not in fastrnn.available_backends():
+        pytest.skip("the compiled backend is not installed")
+    variant = f"{cell.lower()}_rdrop"
+    benchmark.group = f"{variant}-train-B{B}-I{I}-H{H}-T{T}-float32-t{threads}"
+    benchmark.extra_info.update(variant=variant, mode="train", B=B, I=I, H=H, T=T, dtype="float32",
+                                threads=threads, impl=impl, verified=False)
+    d = _data(*shape)
+    x, go = d["x"].astype(np.float32), d["go"].astype(np.float32)
+    layer = _rdrop_layer(cell, I, H, np.float32, RDROP if impl == "fastrnn-rdrop" else 0.0)
+
+    def fn():
+        layer.zero_grad()
+        out, _ = layer(x)
+        dx, _ = layer.backward(go)
+        return out, dx
+
+    with _threads(threads):
+        first = fn()  # warm-up, and the answer checked below (the masks of the first draw)
+        benchmark(fn)
+    if impl == "fastrnn-rdrop":
+        ref = _rdrop_layer(cell, I, H, np.float64, RDROP, backend="numpy")
+        out, _ = ref(d["x"])
+        dx, _ = ref.backward(d["go"])
+        _check(dict(out=first[0], dx=first[1]), dict(out=out, dx=dx))
         benchmark.extra_info["verified"] = True
