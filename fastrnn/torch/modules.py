@@ -145,10 +145,16 @@ class _RNNBase(nn.RNNBase, _Backend):
     """``torch.nn.RNNBase``'s parameters with fastrnn's forward."""
 
     _peep_names: tuple[str, ...] = ()  # the LSTM's peephole weights, one per layer and direction
-    peepholes = False  # (a class default: modules pickled before peepholes existed have no attribute)
+    peepholes = False  # (class defaults: modules pickled before these existed have no attribute)
+    recurrent_dropout = 0.0
 
-    def __init__(self, mode: str, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, mode: str, *args: Any, backend: str | None = None, recurrent_dropout: float = 0.0,
+                 **kwargs: Any) -> None:
+        if isinstance(recurrent_dropout, bool) or not isinstance(recurrent_dropout, (int, float)) \
+                or not 0 <= recurrent_dropout < 1:
+            raise ValueError(f"recurrent_dropout must be a number in [0, 1), got {recurrent_dropout!r}")
         super().__init__(mode, *args, **kwargs)
+        self.recurrent_dropout = float(recurrent_dropout)
         if self.proj_size != 0:
             raise NotImplementedError(f"fastrnn.torch.LSTM does not support proj_size (got {self.proj_size}); "
                                       "use torch.nn.LSTM for projected LSTMs")
@@ -157,6 +163,12 @@ class _RNNBase(nn.RNNBase, _Backend):
 
     def flatten_parameters(self) -> None:
         """No-op: fastrnn reads each parameter where it is (nothing to flatten for cuDNN)."""
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.recurrent_dropout:
+            s += f", recurrent_dropout={self.recurrent_dropout}"
+        return s + ", peepholes=True" if self.peepholes else s
 
     def forward(self, input: Any, hx: Any = None) -> Any:  # noqa: A002 - torch.nn's argument name
         kind, H, L = self._kind, self.hidden_size, self.num_layers
@@ -231,6 +243,7 @@ class _RNNBase(nn.RNNBase, _Backend):
         per = 4 if self.bias else 2
         views = self._views(weights)
         peeps = self._weights(self._peep_names) if self._peep_names else None
+        rdrop = self.recurrent_dropout if self.training else 0.0
         drop = self.dropout if self.training else 0.0
         hs, cs = [], []
         inp = x
@@ -243,8 +256,11 @@ class _RNNBase(nn.RNNBase, _Backend):
                 b_ih, b_hh = (w[2], w[3]) if self.bias else (None, None)
                 v = None if views is None else views[i * per:(i + 1) * per]
                 v = v if v is None or self.bias else (v[0], v[1], None, None)
+                hmask = None
+                if rdrop > 0:  # one mask per sequence, layer and direction, from torch's generator
+                    hmask = torch.bernoulli(x.new_full((B, H), 1 - rdrop)).div_(1 - rdrop)
                 out, h, c = _ops.layer(kind, inp, h0[i], None if c0 is None else c0[i], w[0], w[1], b_ih, b_hh,
-                                       lengths, d == 1, self.backend, v, None if peeps is None else peeps[i])
+                                       lengths, d == 1, self.backend, v, None if peeps is None else peeps[i], hmask)
                 outs.append(out)
                 hs.append(h)
                 cs.append(c)
@@ -270,7 +286,9 @@ class LSTM(_RNNBase):
     """``torch.nn.LSTM`` on fastrnn's kernels (``proj_size`` is not supported).
 
     Same arguments as ``torch.nn.LSTM`` (plus keyword ``backend=``: 'auto', 'cpp', 'numba' or 'numpy').
-    Keyword ``peepholes=True`` (which ``torch.nn.LSTM`` has not) adds peephole weights
+    Keyword ``recurrent_dropout=p`` (LSTM, GRU, RNN; which ``torch.nn`` has not): in training mode one
+    mask per sequence, layer and direction (``torch.bernoulli``: torch's generator) on the recurrent
+    input, as :class:`fastrnn.LSTM`'s. Keyword ``peepholes=True`` (which ``torch.nn.LSTM`` has not) adds peephole weights
     ``weight_peep_l{k}[_reverse]`` of shape ``[3 * hidden_size]`` (p_i, p_f, p_o), as
     :class:`fastrnn.LSTM`'s; the other parameters and their initialisation stay ``torch.nn.LSTM``'s.
     """
@@ -283,10 +301,6 @@ class LSTM(_RNNBase):
             self._peep_names = tuple(f"weight_peep_l{k}" + ("_reverse" if d else "")
                                      for k in range(self.num_layers) for d in range(D))
             _add_peepholes(self, self._peep_names, self.hidden_size)
-
-    def extra_repr(self) -> str:
-        s = super().extra_repr()
-        return s + ", peepholes=True" if self.peepholes else s
 
 
 class GRU(_RNNBase):

@@ -1,0 +1,101 @@
+"""fastrnn.torch's recurrent_dropout: parity with the same equations in PyTorch drawing the same
+masks, eval mode, opcheck with a mask, torch.compile."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import fastrnn.torch as ft  # noqa: E402
+
+TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
+
+
+def _composition(m, x, masks):
+    """The module's forward in plain PyTorch (time-major, zero initial states), each layer and
+    direction's product seeing h * its mask."""
+    T, B, _ = x.shape
+    D = 2 if m.bidirectional else 1
+    H = m.hidden_size
+    lstm = isinstance(m, ft.LSTM)
+    hs, inp = [], x
+    for k in range(m.num_layers):
+        outs = []
+        for d in range(D):
+            sfx = f"_l{k}" + ("_reverse" if d else "")
+            w_ih, w_hh = getattr(m, "weight_ih" + sfx), getattr(m, "weight_hh" + sfx)
+            b_ih, b_hh = getattr(m, "bias_ih" + sfx), getattr(m, "bias_hh" + sfx)
+            mask = masks[k * D + d]
+            h = x.new_zeros(B, H)
+            c = x.new_zeros(B, H)
+            out = [None] * T
+            for t in (range(T - 1, -1, -1) if d else range(T)):
+                gx = inp[t] @ w_ih.T + b_ih
+                gh = (h * mask) @ w_hh.T + b_hh
+                if lstm:
+                    a_i, a_f, a_g, a_o = (gx + gh).split(H, dim=1)
+                    c = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(a_g)
+                    h = torch.sigmoid(a_o) * torch.tanh(c)
+                else:  # GRU, PyTorch's form: r * (W_hn (h*mask) + b_hn); z * h sees h itself
+                    xr, xz, xn = gx.split(H, dim=1)
+                    hr, hz, hn = gh.split(H, dim=1)
+                    r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+                    n = torch.tanh(xn + r * hn)
+                    h = (1 - z) * n + z * h
+                out[t] = h
+            outs.append(torch.stack(out))
+            hs.append(h)
+        inp = torch.cat(outs, -1)
+    return inp, torch.stack(hs)
+
+
+@pytest.mark.parametrize("cls", [ft.LSTM, ft.GRU])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_matches_the_equations_with_the_same_masks(cls, dtype):
+    T, B, I, H, p = 6, 3, 4, 5, 0.3
+    torch.manual_seed(0)
+    m = cls(I, H, 2, bidirectional=True, recurrent_dropout=p, dtype=dtype)
+    assert "recurrent_dropout=0.3" in repr(m)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    torch.manual_seed(7)
+    out = m(x)[0]
+    torch.manual_seed(7)  # the masks, drawn as the module draws them
+    masks = [torch.bernoulli(x.new_full((B, H), 1 - p)).div_(1 - p) for _ in range(4)]
+    want, _ = _composition(m, x, masks)
+    torch.testing.assert_close(out, want, **TOL[dtype])
+    g = torch.randn_like(want)
+    tensors = [x, *m.parameters()]
+    for a, b in zip(torch.autograd.grad(out, tensors, g), torch.autograd.grad(want, tensors, g)):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+    m.eval()  # no mask: torch.nn's module with the same weights
+    ref = (nn.LSTM if cls is ft.LSTM else nn.GRU)(I, H, 2, bidirectional=True, dtype=dtype)
+    ref.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(m(x)[0], ref(x)[0], **TOL[dtype])
+
+
+def test_opcheck_with_a_mask_and_compile():
+    g = torch.Generator().manual_seed(1)
+    T, B, I, H = 4, 3, 2, 3
+
+    def r(*shape, grad=True):
+        return torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=grad)
+
+    mask = torch.bernoulli(torch.full((B, H), 0.6, dtype=torch.float64), generator=g) / 0.6
+    torch.library.opcheck(ft._ops.layer_forward,
+                          ("gru", r(T, B, I), r(B, H), None, r(3 * H, I), r(3 * H, H), r(3 * H), r(3 * H), None, False,
+                           True, "", None, mask))
+    torch.manual_seed(2)
+    model = ft.LSTM(3, 4, recurrent_dropout=0.25)
+    out = torch.compile(model, fullgraph=True)(torch.randn(5, 2, 3))[0]  # fullgraph: no graph break
+    assert out.shape == (5, 2, 4) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert model.weight_hh_l0.grad is not None
+
+
+@pytest.mark.parametrize("bad", [-0.5, 1.0, True])
+def test_bad_recurrent_dropout_is_refused(bad):
+    with pytest.raises(ValueError, match="recurrent_dropout"):
+        ft.LSTM(3, 4, recurrent_dropout=bad)
