@@ -157,7 +157,7 @@ class _RNNBase(_Recurrent):
     dropout: float
     bidirectional: bool
     peepholes: bool = False  # the LSTM's (LSTM sets it)
-    recurrent_dropout: float
+    recurrent_dropout: float = 0.0  # (a class default: layers pickled before it existed have no attribute)
     _dirs: int
 
     def __init__(self, kind: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,

@@ -38,8 +38,8 @@ NAME = "cpp"
 #: ``fastrnn._core.set_gemm("scipy")``).
 PRODUCTS_IN_BLAS = False
 
-#: layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, out=None, peep=None)
-#: -> (out, h_n, c_n, ws)
+#: layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, out=None, peep=None,
+#: hmask=None) -> (out, h_n, c_n, ws)
 layer_forward = _core.layer_forward
 #: layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None) -> dict(x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep)
 layer_backward = _core.layer_backward

@@ -12,6 +12,7 @@ then runs each layer and direction through :func:`fastrnn.torch._ops.layer`
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -147,10 +148,11 @@ class _RNNBase(nn.RNNBase, _Backend):
     _peep_names: tuple[str, ...] = ()  # the LSTM's peephole weights, one per layer and direction
     peepholes = False  # (class defaults: modules pickled before these existed have no attribute)
     recurrent_dropout = 0.0
+    _kind: str
 
     def __init__(self, mode: str, *args: Any, backend: str | None = None, recurrent_dropout: float = 0.0,
                  **kwargs: Any) -> None:
-        if isinstance(recurrent_dropout, bool) or not isinstance(recurrent_dropout, (int, float)) \
+        if isinstance(recurrent_dropout, bool) or not isinstance(recurrent_dropout, numbers.Real) \
                 or not 0 <= recurrent_dropout < 1:
             raise ValueError(f"recurrent_dropout must be a number in [0, 1), got {recurrent_dropout!r}")
         super().__init__(mode, *args, **kwargs)
@@ -304,7 +306,8 @@ class LSTM(_RNNBase):
 
 
 class GRU(_RNNBase):
-    """``torch.nn.GRU`` on fastrnn's kernels (same arguments, plus keyword ``backend=``)."""
+    """``torch.nn.GRU`` on fastrnn's kernels (same arguments, plus keywords ``backend=`` and
+    ``recurrent_dropout=``, see :class:`LSTM`)."""
 
     def __init__(self, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
         if "proj_size" in kwargs:
@@ -313,7 +316,8 @@ class GRU(_RNNBase):
 
 
 class RNN(_RNNBase):
-    """``torch.nn.RNN`` on fastrnn's kernels (same arguments, plus keyword ``backend=``)."""
+    """``torch.nn.RNN`` on fastrnn's kernels (same arguments, plus keywords ``backend=`` and
+    ``recurrent_dropout=``, see :class:`LSTM`)."""
 
     def __init__(self, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
         if "proj_size" in kwargs:

@@ -30,8 +30,8 @@ void with_cell(Kind kind, Fn&& fn) {
     }
 }
 
-// The dispatch of the kernels: an LSTM with peepholes (the callers refuse them on
-// other kinds) has a policy of its own, so the plain LSTM's code is untouched.
+// The dispatch of the kernels: an LSTM with peepholes (refused on other kinds,
+// isa_kernels.inl) has a policy of its own, whose rows add the peephole terms.
 template <class Fn>
 void with_cell(Kind kind, bool peepholes, Fn&& fn) {
     if (peepholes && kind == Kind::lstm) return fn(LstmPeepholeCell{});

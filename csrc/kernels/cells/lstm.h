@@ -1,7 +1,8 @@
 // The LSTM cell (PyTorch's gate order i, f, g, o):
 //   c' = f*c + i*g ; h' = o*tanh(c')
-// and the LSTM with peepholes (fastrnn/rnn.h): i and f see c, o sees c'.
-// Both keep the post-activation gates [i, f, g, o] per step, and c' in ws_c.
+// and the LSTM with peepholes (fastrnn/rnn.h): i and f see c, o sees c'
+// (the same rows with Peep). Both keep the post-activation gates [i, f, g, o]
+// per step, and c' in ws_c.
 #pragma once
 
 #include <cstdint>
@@ -12,19 +13,29 @@
 namespace fastrnn::FASTRNN_ISA_NS {
 namespace {
 
-template <class T>
+// The forward row; with Peep, i and f also see c and o sees c' through the
+// peephole weights (the terms are compiled out of the plain LSTM's row).
+template <class T, bool Peep>
 FASTRNN_ROW
-void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* kept, GateSums<T> s, T* c,
+void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* kept, GateSums<T> s, const T* peep, T* c,
                   T* h_new, T* out, T* c_kept) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
     for (int64_t j = u0; j < u1; j += W) {
         int n = (int)std::min<int64_t>(W, u1 - j);
-        v i = vsigmoid(gate_input(gx, s, H, 0, j, n));
-        v f = vsigmoid(gate_input(gx, s, H, 1, j, n));
+        v cp = vloadn(c + j, n);
+        v ai = gate_input(gx, s, H, 0, j, n), af = gate_input(gx, s, H, 1, j, n);
+        if constexpr (Peep) {
+            ai += vloadn(peep + j, n) * cp;
+            af += vloadn(peep + H + j, n) * cp;
+        }
+        v i = vsigmoid(ai);
+        v f = vsigmoid(af);
         v g = vtanh(gate_input(gx, s, H, 2, j, n));
-        v o = vsigmoid(gate_input(gx, s, H, 3, j, n));
-        v cn = f * vloadn(c + j, n) + i * g;
+        v cn = f * cp + i * g;
+        v ao = gate_input(gx, s, H, 3, j, n);
+        if constexpr (Peep) ao += vloadn(peep + 2 * H + j, n) * cn;
+        v o = vsigmoid(ao);
         v h = o * vtanh(cn);
         vstoren(c + j, cn, n);
         vstoren(h_new + j, h, n);
@@ -53,10 +64,13 @@ inline typename V<T>::v add_cell_grad(typename V<T>::v dc, typename V<T>::v a, t
 #endif
 }
 
-template <class T>
+// The backward row; with Peep, dc' gains o's peephole term (o saw c'), and
+// the gradient into c those of i and f. The peepholes' own gradient is summed
+// over rows and steps by the drivers from dG and the kept cell states.
+template <class T, bool Peep>
 FASTRNN_ROW
 void lstm_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* kept, const T* c_prev, const T* c_new,
-                  const T* sums, const T* grad_out, T* dh_carry, T* dc, T* dg) {
+                  const T* peep, const T* sums, const T* grad_out, T* dh_carry, T* dc, T* dg) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
     for (int64_t j = u0; j < u1; j += W) {
@@ -66,66 +80,13 @@ void lstm_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* kept, const T* c_p
         v g = vloadn(kept + 2 * H + j, n), o = vloadn(kept + 3 * H + j, n);
         v tc = vtanh(vloadn(c_new + j, n));
         v dcv = add_cell_grad<T>(vloadn(dc + j, n), dh * o, 1 - tc * tc);
-        v di = dcv * g, dgg = dcv * i, df = dcv * vloadn(c_prev + j, n), dov = dh * tc;
-        vstoren(dc + j, dcv * f, n);
-        vstoren(dg + j, di * i * (1 - i), n);
-        vstoren(dg + H + j, df * f * (1 - f), n);
-        vstoren(dg + 2 * H + j, dgg * (1 - g * g), n);
-        vstoren(dg + 3 * H + j, dov * o * (1 - o), n);
-        vstoren(dh_carry + j, v{}, n);
-    }
-}
-
-// The peephole LSTM's rows: the plain rows' arithmetic plus the peephole
-// terms (a copy apart, so the plain LSTM's roundings stay what they are).
-template <class T>
-FASTRNN_ROW
-void lstm_peep_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* kept, GateSums<T> s,
-                       const T* peep, T* c, T* h_new, T* out, T* c_kept) {
-    typedef typename V<T>::v v;
-    constexpr int W = V<T>::W;
-    for (int64_t j = u0; j < u1; j += W) {
-        int n = (int)std::min<int64_t>(W, u1 - j);
-        v cp = vloadn(c + j, n);
-        v i = vsigmoid(gate_input(gx, s, H, 0, j, n) + vloadn(peep + j, n) * cp);
-        v f = vsigmoid(gate_input(gx, s, H, 1, j, n) + vloadn(peep + H + j, n) * cp);
-        v g = vtanh(gate_input(gx, s, H, 2, j, n));
-        v cn = f * cp + i * g;
-        v o = vsigmoid(gate_input(gx, s, H, 3, j, n) + vloadn(peep + 2 * H + j, n) * cn);
-        v h = o * vtanh(cn);
-        vstoren(c + j, cn, n);
-        vstoren(h_new + j, h, n);
-        if (out) vstoren(out + j, h, n);
-        if (kept) {
-            vstoren(kept + j, i, n);
-            vstoren(kept + H + j, f, n);
-            vstoren(kept + 2 * H + j, g, n);
-            vstoren(kept + 3 * H + j, o, n);
-        }
-        if (c_kept) vstoren(c_kept + j, cn, n);
-    }
-}
-
-// dc' gains o's peephole term (o saw c'); the gradient into c, those of i
-// and f. The peepholes' own gradient is summed over rows and steps by the
-// driver from dG and the kept cell states.
-template <class T>
-FASTRNN_ROW
-void lstm_peep_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* kept, const T* c_prev, const T* c_new,
-                       const T* peep, const T* sums, const T* grad_out, T* dh_carry, T* dc, T* dg) {
-    typedef typename V<T>::v v;
-    constexpr int W = V<T>::W;
-    for (int64_t j = u0; j < u1; j += W) {
-        int n = (int)std::min<int64_t>(W, u1 - j);
-        v dh = load_dh(dh_carry, sums, grad_out, j, n);
-        v i = vloadn(kept + j, n), f = vloadn(kept + H + j, n);
-        v g = vloadn(kept + 2 * H + j, n), o = vloadn(kept + 3 * H + j, n);
-        v tc = vtanh(vloadn(c_new + j, n));
         v dao = dh * tc * o * (1 - o);
-        v dcv = vloadn(dc + j, n) + dh * o * (1 - tc * tc) + dao * vloadn(peep + 2 * H + j, n);
-        v dai = dcv * g * i * (1 - i);
-        v daf = dcv * vloadn(c_prev + j, n) * f * (1 - f);
-        vstoren(dc + j, dcv * f + dai * vloadn(peep + j, n) + daf * vloadn(peep + H + j, n), n);
+        if constexpr (Peep) dcv += dao * vloadn(peep + 2 * H + j, n);
+        v dai = dcv * g * i * (1 - i), daf = dcv * vloadn(c_prev + j, n) * f * (1 - f);
+        if constexpr (Peep)
+            vstoren(dc + j, dcv * f + dai * vloadn(peep + j, n) + daf * vloadn(peep + H + j, n), n);
+        else
+            vstoren(dc + j, dcv * f, n);
         vstoren(dg + j, dai, n);
         vstoren(dg + H + j, daf, n);
         vstoren(dg + 2 * H + j, dcv * i * (1 - g * g), n);
@@ -141,7 +102,7 @@ struct LstmCell : CellDefaults {
     template <class T>
     __attribute__((always_inline)) static void forward(const ForwardRow<T>& r, int64_t H, int64_t u0,
                                                        int64_t u1) {
-        lstm_fwd_row<T>(H, u0, u1, r.gx, r.kept, r.sums, r.c, r.h_new, r.out, r.c_kept);
+        lstm_fwd_row<T, false>(H, u0, u1, r.gx, r.kept, r.sums, nullptr, r.c, r.h_new, r.out, r.c_kept);
     }
     // A padded step keeps the carried cell state.
     template <class T>
@@ -151,8 +112,8 @@ struct LstmCell : CellDefaults {
     template <class T>
     __attribute__((always_inline)) static void backward(const BackwardRow<T>& r, int64_t H, int64_t u0,
                                                         int64_t u1) {
-        lstm_bwd_row<T>(H, u0, u1, r.kept, r.c_prev, r.c_new, r.sums, r.grad_out, r.dh_carry, r.dc,
-                        r.dg);
+        lstm_bwd_row<T, false>(H, u0, u1, r.kept, r.c_prev, r.c_new, nullptr, r.sums, r.grad_out, r.dh_carry,
+                               r.dc, r.dg);
     }
 };
 
@@ -162,13 +123,13 @@ struct LstmPeepholeCell : LstmCell {
     template <class T>
     __attribute__((always_inline)) static void forward(const ForwardRow<T>& r, int64_t H, int64_t u0,
                                                        int64_t u1) {
-        lstm_peep_fwd_row<T>(H, u0, u1, r.gx, r.kept, r.sums, r.peep, r.c, r.h_new, r.out, r.c_kept);
+        lstm_fwd_row<T, true>(H, u0, u1, r.gx, r.kept, r.sums, r.peep, r.c, r.h_new, r.out, r.c_kept);
     }
     template <class T>
     __attribute__((always_inline)) static void backward(const BackwardRow<T>& r, int64_t H, int64_t u0,
                                                         int64_t u1) {
-        lstm_peep_bwd_row<T>(H, u0, u1, r.kept, r.c_prev, r.c_new, r.peep, r.sums, r.grad_out, r.dh_carry,
-                             r.dc, r.dg);
+        lstm_bwd_row<T, true>(H, u0, u1, r.kept, r.c_prev, r.c_new, r.peep, r.sums, r.grad_out, r.dh_carry,
+                              r.dc, r.dg);
     }
 };
 
