@@ -178,27 +178,7 @@ def _lstm_backward(one: Any, dhb: NDArray[Any], gob: NDArray[Any], gates: NDArra
     """dcb (in: grad of c', out: of c) is updated in place. With peepholes (pp [3H], else empty)
     the row's share of their gradient is added into dpb [3H]."""
     H = dhb.shape[0]
-    if pp.shape[0] > 0:
-        for j in range(H):
-            ig = gates[j]
-            fg = gates[H + j]
-            gg = gates[2 * H + j]
-            og = gates[3 * H + j]
-            tcj = tc[j]
-            d = dhb[j] + gob[j]
-            da_o = d * tcj * og * (one - og)
-            dcn = dcb[j] + d * og * (one - tcj * tcj) + da_o * pp[2 * H + j]
-            da_i = dcn * gg * ig * (one - ig)
-            da_f = dcn * cp[j] * fg * (one - fg)
-            dgx[j] = da_i
-            dgx[H + j] = da_f
-            dgx[2 * H + j] = dcn * ig * (one - gg * gg)
-            dgx[3 * H + j] = da_o
-            dcb[j] = dcn * fg + da_i * pp[j] + da_f * pp[H + j]
-            dpb[j] += da_i * cp[j]
-            dpb[H + j] += da_f * cp[j]
-            dpb[2 * H + j] += da_o * (fg * cp[j] + ig * gg)  # c' (as forward computed it)
-        return
+    peep = pp.shape[0] > 0
     for j in range(H):
         ig = gates[j]
         fg = gates[H + j]
@@ -206,13 +186,23 @@ def _lstm_backward(one: Any, dhb: NDArray[Any], gob: NDArray[Any], gates: NDArra
         og = gates[3 * H + j]
         tcj = tc[j]
         d = dhb[j] + gob[j]
-        do = d * tcj
+        da_o = d * tcj * og * (one - og)
         dcn = dcb[j] + d * og * (one - tcj * tcj)
-        dgx[j] = dcn * gg * ig * (one - ig)
-        dgx[H + j] = dcn * cp[j] * fg * (one - fg)
+        if peep:  # o saw c'
+            dcn += da_o * pp[2 * H + j]
+        da_i = dcn * gg * ig * (one - ig)
+        da_f = dcn * cp[j] * fg * (one - fg)
+        dgx[j] = da_i
+        dgx[H + j] = da_f
         dgx[2 * H + j] = dcn * ig * (one - gg * gg)
-        dgx[3 * H + j] = do * og * (one - og)
-        dcb[j] = dcn * fg
+        dgx[3 * H + j] = da_o
+        if peep:  # i and f saw c
+            dcb[j] = dcn * fg + da_i * pp[j] + da_f * pp[H + j]
+            dpb[j] += da_i * cp[j]
+            dpb[H + j] += da_f * cp[j]
+            dpb[2 * H + j] += da_o * (fg * cp[j] + ig * gg)  # c' (as forward computed it)
+        else:
+            dcb[j] = dcn * fg
 
 
 @jit
