@@ -224,12 +224,20 @@ def test_variant_entries_get_their_own_table(tmp_path):
     data = synthetic()
     data["benchmarks"] += [entry("fastrnn-peep", 2e-3), entry("fastrnn-plain", 1.6e-3, verified=False),
                            entry("onnxruntime-peep", 3e-3), entry("torch-loop-peep", 1.0, verified=False)]
+    other = entry("fastrnn-rdrop", 5e-3)  # another variant's group: its own row and cost
+    other["extra_info"]["variant"] = "lstm_rdrop"
+    plain = entry("fastrnn-plain", 4e-3, verified=False)
+    plain["extra_info"]["variant"] = "lstm_rdrop"
+    data["benchmarks"] = [other, plain] + data["benchmarks"]
     cases = bench_report.summarize(data)
     assert not any(c.info.get("cell") is None for c in cases)  # no grid row from them
     md = bench_report.markdown(data, cases)
     table = md[md.index("## Variants"):]
-    assert ("| lstm_peep | infer | B=16 I=64 H=128 T=100 | float32 | 1 | 2 ms | 1.6 ms | 3 ms | 1.25× | **1.50×** |"
+    assert ("| fastrnn-peep | fastrnn-plain | onnxruntime-peep | fastrnn-rdrop | cost | × onnxruntime-peep |"
             in table)
+    assert "| lstm_peep | infer | B=16 I=64 H=128 T=100 | float32 | 1 | 2 ms | 1.6 ms | 3 ms | – | 1.25× | **1.50×** |" \
+        in table
+    assert "| lstm_rdrop | infer | B=16 I=64 H=128 T=100 | float32 | 1 | – | 4 ms | – | 5 ms | 1.25× | – |" in table
     assert "torch-loop-peep (lstm_peep)" in table
     path = tmp_path / "variants.json"
     data["benchmarks"] = data["benchmarks"][-4:]

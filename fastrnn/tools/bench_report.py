@@ -164,7 +164,7 @@ def variants_markdown(rows: list[tuple[dict[str, Any], dict[str, float], list[st
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "|".join(["---"] * 5 + ["--:"] * (len(head) - 5)) + "|")
     for info, times, _ in rows:
-        t = times.get(mine[0]) if mine else None
+        t = next((times[c] for c in mine if c in times), None)  # the row's variant (one per group)
         shape = " ".join(f"{k}={info.get(k)}" for k in ("B", "I", "H", "T"))
         row = [str(info.get("variant")), str(info.get("mode")), shape, str(info.get("dtype")), str(info.get("threads"))]
         row += [fmt_time(times.get(c)) for c in cols]
@@ -364,7 +364,9 @@ def run(args: argparse.Namespace) -> int:
             except ValueError:
                 rel = plot_path.resolve()
         out.write_text(markdown(data, cases, rel), encoding="utf-8")
-        print(f"wrote {out} ({len(cases)} cases)" + (f" and {plot_path}" if plot_path else ""))
+        n_var = len(variants(data))
+        print(f"wrote {out} ({len(cases)} cases" + (f", {n_var} variant cases" if n_var else "") + ")"
+              + (f" and {plot_path}" if plot_path else ""))
     else:
         print(markdown(data, cases, plot_path))
     return 0
