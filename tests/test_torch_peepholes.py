@@ -192,3 +192,16 @@ def test_state_dict_moves_to_the_numpy_api():
     assert not plain.peepholes and not any("peep" in n for n in plain.state_dict())
     with pytest.raises(TypeError, match="peepholes must be a bool"):
         ft.LSTM(3, 4, peepholes="yes")
+
+
+def test_export_matches_eager():
+    torch.manual_seed(6)
+    model = _Model()
+    x = torch.randn(2, 6, 3)
+    with torch.no_grad():
+        eager = model(x)
+    ep = torch.export.export(model, (x,))
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert "fastrnn.layer_forward.default" in targets and "fastrnn.cell_forward.default" in targets
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(x), eager, rtol=1e-6, atol=1e-6)
