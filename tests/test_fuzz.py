@@ -137,6 +137,53 @@ def binding_case(draw):
 
 
 @pytest.mark.skipif(core is None or not hasattr(core, "layer_forward"), reason="compiled kernels not installed")
+@st.composite
+def variant_case(draw):
+    """Arguments of layer_forward with the variants' arrays (peepholes, the recurrent-dropout mask),
+    one of them possibly spoiled, on any kind (peep is the LSTM's only, hmask not gru_orig's)."""
+    kind = draw(st.sampled_from(KINDS))
+    dtype = np.dtype(draw(st.sampled_from([np.float32, np.float64])))
+    T, B, I, H = (draw(st.integers(1, 4)) for _ in range(4))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    args = layer_args(kind, T, B, I, H, dtype, rng=rng, scale=0.6)
+    extra = {}
+    if draw(st.booleans()):
+        extra["peep"] = (rng.standard_normal(3 * H) * 0.5).astype(dtype)
+    if draw(st.booleans()):
+        extra["hmask"] = ((rng.random((B, H)) > 0.3) / 0.7).astype(dtype)
+    if extra and draw(st.booleans()):
+        name = draw(st.sampled_from(sorted(extra)))
+        _, extra[name] = draw(mangled(extra[name]))
+    return kind, args, extra, draw(st.booleans()), draw(st.booleans())
+
+
+@pytest.mark.skipif(core is None or not hasattr(core, "layer_forward"), reason="compiled kernels not installed")
+@SETTINGS
+@given(case=variant_case())
+def test_raw_binding_variants_fuzz(case):
+    """peep and hmask straight to the binding: it refuses what the reference refuses (the same error
+    type) and otherwise equals the reference, gradients included."""
+    kind, args, extra, reverse, keep = case
+    try:
+        out_r, h_r, c_r, ws_r = reference.layer_forward(kind, *args.values(), None, reverse, True, **extra)
+    except (ValueError, TypeError) as e:
+        with pytest.raises(type(e)):
+            core.layer_forward(kind, *args.values(), None, reverse, keep, **extra)
+        return
+    out, h, c, ws = core.layer_forward(kind, *args.values(), None, reverse, keep, **extra)
+    tol = 1e-10 if out.dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(out, out_r, rtol=tol, atol=tol)
+    if keep:
+        gc = None if c is None else np.ones_like(c)
+        g = core.layer_backward(ws, np.ones_like(out), np.ones_like(h), gc)
+        g_r = reference.layer_backward(ws_r, np.ones_like(out), np.ones_like(h), gc)
+        for k in g_r:
+            if g_r[k] is None:
+                assert g[k] is None, k
+            else:
+                np.testing.assert_allclose(g[k], g_r[k], rtol=tol * 10, atol=tol * 10, err_msg=k)
+
+
 @SETTINGS
 @given(case=binding_case())
 def test_raw_binding_fuzz(case):
