@@ -156,7 +156,7 @@ def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | 
                  keep: bool, peep: NDArray[Any] | None = None
                  ) -> tuple[NDArray[Any], NDArray[Any] | None, dict[str, Any] | None]:
     """One step through the C ABI; same arguments and results as the backend contract (with
-    ``peep``, ``fastrnn_lstm_peephole_cell_forward_*``)."""
+    ``peep``, ``fastrnn_cell_forward_ex_*``)."""
     code = _kind_code(kind)
     dt, _, B, I, H = check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True, peep=peep)
     lstm = code == LSTM
@@ -170,10 +170,10 @@ def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | 
                       code, B, I, H, p(x), p(h), p(c if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
                       p(h_new), p(c_new), p(ws)))
     else:
-        _raise_on("fastrnn_lstm_peephole_cell_forward",
-                  getattr(lib, f"fastrnn_lstm_peephole_cell_forward_{_SUFFIX[dt]}")(
-                      B, I, H, p(x), p(h), p(c), p(w_ih), p(w_hh), p(b_ih), p(b_hh), p(peep), p(h_new), p(c_new),
-                      p(ws)))
+        _raise_on("fastrnn_cell_forward_ex",
+                  getattr(lib, f"fastrnn_cell_forward_ex_{_SUFFIX[dt]}")(
+                      code, B, I, H, p(x), p(h), p(c), p(w_ih), p(w_hh), p(b_ih), p(b_hh), p(peep), p(h_new),
+                      p(c_new), p(ws)))
     state: dict[str, Any] | None = None
     if keep:
         state = dict(kind=kind, x=x.copy(), h=h.copy(), c=c.copy() if c is not None else None,
@@ -201,10 +201,10 @@ def cell_backward(state: dict[str, Any], grad_h: NDArray[Any] | None, grad_c: ND
                       p(state["ws"]), p(grad_h), p(grad_c if lstm else None), p(g["x"]), p(g["h"]), p(g["c"]),
                       p(g["w_ih"]), p(g["w_hh"]), p(g["b_ih"]), p(g["b_hh"])))
     else:
-        _raise_on("fastrnn_lstm_peephole_cell_backward",
-                  getattr(lib, f"fastrnn_lstm_peephole_cell_backward_{_SUFFIX[dt]}")(
-                      B, I, H, p(x), p(h), p(c), p(state["c_new"]), p(state["w_ih"]), p(state["w_hh"]), p(peep),
-                      p(state["ws"]), p(grad_h), p(grad_c), p(g["x"]), p(g["h"]), p(g["c"]), p(g["w_ih"]),
+        _raise_on("fastrnn_cell_backward_ex",
+                  getattr(lib, f"fastrnn_cell_backward_ex_{_SUFFIX[dt]}")(
+                      code, B, I, H, p(x), p(h), p(c), p(state["c_new"]), p(state["w_ih"]), p(state["w_hh"]),
+                      p(peep), p(state["ws"]), p(grad_h), p(grad_c), p(g["x"]), p(g["h"]), p(g["c"]), p(g["w_ih"]),
                       p(g["w_hh"]), p(g["b_ih"]), p(g["b_hh"]), p(g["peep"])))
     return g
 
@@ -218,32 +218,29 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     """A whole sequence through the C ABI; same arguments and results as the backend contract.
     The C functions take dense arrays: an ``out`` that is not C-contiguous is filled from a
     dense one (a copy the compiled backend, ``_core.layer_forward``, does not make). With
-    ``peep``, the LSTM with peepholes (``fastrnn_lstm_peephole_forward_*``). The C ABI has no
-    recurrent dropout: ``hmask`` must be None."""
-    if hmask is not None:
-        raise ValueError("hmask must be None: the C ABI has no recurrent dropout (use the cpp backend)")
+    ``peep`` or ``hmask``, ``fastrnn_layer_forward_ex_*``."""
     code = _kind_code(kind)
-    dt, _, B, I, H = check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep)
+    dt, _, B, I, H = check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep, hmask=hmask)
     T = x.shape[0]
     lstm = code == LSTM
     check_out(out, (T, B, H), dt, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
-                                       lengths=lengths, peep=peep))
+                                       lengths=lengths, peep=peep, hmask=hmask))
     dense = out if out is not None and out.flags.c_contiguous else np.empty((T, B, H), dt)
     h_n = np.empty((B, H), dt)
     c_n = np.empty((B, H), dt) if lstm else None
     ws = np.empty(int(lib.fastrnn_layer_workspace_size(code, T, B, H)), dt) if keep else None
     p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     lp = _lengths_ptr(lengths)
-    if peep is None:
+    if peep is None and hmask is None:
         _raise_on("fastrnn_layer_forward",
                   getattr(lib, f"fastrnn_layer_forward_{_SUFFIX[dt]}")(
                       code, T, B, I, H, p(x), p(h0), p(c0 if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
                       lp, int(bool(reverse)), p(dense), p(h_n), p(c_n), p(ws)))
     else:
-        _raise_on("fastrnn_lstm_peephole_forward",
-                  getattr(lib, f"fastrnn_lstm_peephole_forward_{_SUFFIX[dt]}")(
-                      T, B, I, H, p(x), p(h0), p(c0), p(w_ih), p(w_hh), p(b_ih), p(b_hh), p(peep),
-                      lp, int(bool(reverse)), p(dense), p(h_n), p(c_n), p(ws)))
+        _raise_on("fastrnn_layer_forward_ex",
+                  getattr(lib, f"fastrnn_layer_forward_ex_{_SUFFIX[dt]}")(
+                      code, T, B, I, H, p(x), p(h0), p(c0 if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
+                      p(peep), p(hmask), lp, int(bool(reverse)), p(dense), p(h_n), p(c_n), p(ws)))
     if out is None:
         out = dense
     elif dense is not out:
@@ -251,7 +248,7 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     state: dict[str, Any] | None = None
     if keep:
         state = dict(kind=kind, x=x, c0=c0 if lstm else None, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None,
-                     lengths=lengths, reverse=bool(reverse), ws=ws, H=H, peep=peep)
+                     lengths=lengths, reverse=bool(reverse), ws=ws, H=H, peep=peep, hmask=hmask)
     return out, h_n, c_n, state
 
 
@@ -271,17 +268,18 @@ def layer_backward(state: dict[str, Any], grad_out: NDArray[Any] | None, grad_h_
     g = _gradient_arrays(code, x, B, H, state["bias"], "h0", "c0", peep)
     p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     lp = _lengths_ptr(state["lengths"])
-    if peep is None:
+    hmask = state["hmask"]
+    if peep is None and hmask is None:
         _raise_on("fastrnn_layer_backward",
                   getattr(lib, f"fastrnn_layer_backward_{_SUFFIX[dt]}")(
                       code, T, B, I, H, p(x), p(state["c0"]), p(state["w_ih"]), p(state["w_hh"]), lp,
                       int(state["reverse"]), p(state["ws"]), p(grad_out), p(grad_h_n), p(grad_c_n if lstm else None),
                       p(g["x"]), p(g["h0"]), p(g["c0"]), p(g["w_ih"]), p(g["w_hh"]), p(g["b_ih"]), p(g["b_hh"])))
     else:
-        _raise_on("fastrnn_lstm_peephole_backward",
-                  getattr(lib, f"fastrnn_lstm_peephole_backward_{_SUFFIX[dt]}")(
-                      T, B, I, H, p(x), p(state["c0"]), p(state["w_ih"]), p(state["w_hh"]), p(peep), lp,
-                      int(state["reverse"]), p(state["ws"]), p(grad_out), p(grad_h_n), p(grad_c_n),
-                      p(g["x"]), p(g["h0"]), p(g["c0"]), p(g["w_ih"]), p(g["w_hh"]), p(g["b_ih"]), p(g["b_hh"]),
-                      p(g["peep"])))
+        _raise_on("fastrnn_layer_backward_ex",
+                  getattr(lib, f"fastrnn_layer_backward_ex_{_SUFFIX[dt]}")(
+                      code, T, B, I, H, p(x), p(state["c0"]), p(state["w_ih"]), p(state["w_hh"]), p(peep), p(hmask),
+                      lp, int(state["reverse"]), p(state["ws"]), p(grad_out), p(grad_h_n),
+                      p(grad_c_n if lstm else None), p(g["x"]), p(g["h0"]), p(g["c0"]), p(g["w_ih"]), p(g["w_hh"]),
+                      p(g["b_ih"]), p(g["b_hh"]), p(g["peep"])))
     return g

@@ -3,8 +3,11 @@ through a backend, comparing with the NumPy reference, and finite differences.""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
+from fastrnn import backends
 from fastrnn.backends import reference
 from fastrnn.backends.contract import GATES, has_cell_state
 
@@ -140,3 +143,20 @@ def numeric_grad(f, args, name, eps=1e-6):
         v[idx] = old
         g[idx] = (fp - fm) / (2 * eps)
     return g
+
+
+def contract_modules():
+    """The names of the modules that implement the backend contract here: the available backends,
+    and ``capi`` (the C ABI through ``fastrnn.capi``) where the compiled extension has it."""
+    names = list(backends.available_backends())
+    try:
+        importlib.import_module("fastrnn.capi")
+        names.append("capi")
+    except ImportError:
+        pass
+    return names
+
+
+def contract_module_of(name):
+    """The module of a name of :func:`contract_modules`."""
+    return importlib.import_module("fastrnn.capi") if name == "capi" else backends.get_backend(name)

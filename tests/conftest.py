@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from _helpers import contract_modules
 
 # Subprocesses that tests start (python -c / -m) must import the installed
 # package, not the source tree in the current directory (Python >= 3.11).
@@ -26,6 +27,12 @@ DTYPES = [np.float64, np.float32]
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     """Name of one available backend."""
+    return request.param
+
+
+@pytest.fixture(params=contract_modules())
+def contract_module(request):
+    """Name of one module that implements the backend contract (a backend, or ``capi``)."""
     return request.param
 
 

@@ -6,33 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import importlib
-
 from fastrnn import backends
 from fastrnn.backends import reference
 from fastrnn.backends.contract import PEEPHOLES
 
-from _helpers import assert_close, layer_args, layer_grads, numeric_grad, random_lengths
-
-
-def _contract_modules():
-    """The backends of this install and the C ABI (``fastrnn.capi``) where it is built."""
-    names = list(backends.available_backends())
-    try:
-        importlib.import_module("fastrnn.capi")
-        names.append("capi")
-    except ImportError:
-        pass
-    return names
-
-
-def _module(name):
-    return importlib.import_module("fastrnn.capi") if name == "capi" else backends.get_backend(name)
-
-
-@pytest.fixture(params=_contract_modules())
-def contract_module(request):
-    return request.param
+from _helpers import assert_close, contract_module_of, layer_args, layer_grads, numeric_grad, random_lengths
 
 
 def _peep(H, dtype, seed=0, scale=0.5):
@@ -70,7 +48,7 @@ def test_reference_gradients_match_finite_differences(reverse, padded):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_gradients_match_finite_differences(contract_module, reverse):
     """Every implementation's float64 gradients, the peepholes' included, against finite differences."""
-    mod = _module(contract_module)
+    mod = contract_module_of(contract_module)
     T, B, I, H = 4, 3, 2, 3
     a = layer_args("lstm", T, B, I, H, np.float64, seed=3)
     a["peep"] = _peep(H, np.float64, seed=3)
@@ -116,7 +94,7 @@ def test_zero_peepholes_are_the_plain_lstm(dtype):
     (40, 64, 8, 200, True, False, True),
 ])
 def test_backend_matches_reference(contract_module, dtype, T, B, I, H, reverse, padded, bias):
-    mod = _module(contract_module)
+    mod = contract_module_of(contract_module)
     seed = T * 31 + H
     scale = min(0.5, 2 / H ** 0.5)  # a wide layer with N(0, 0.5^2) weights is chaotic: rounding would grow
     a = layer_args("lstm", T, B, I, H, dtype, seed=seed, bias=bias, scale=scale)
@@ -154,7 +132,7 @@ def test_backend_peephole_gradient_accumulates_with_acc(backend, dtype):
 
 
 def test_bad_peepholes_are_refused(contract_module):
-    mod = _module(contract_module)
+    mod = contract_module_of(contract_module)
     T, B, I, H = 3, 2, 4, 5
     a = layer_args("lstm", T, B, I, H, np.float32)
     with pytest.raises(ValueError, match="peep"):
@@ -172,17 +150,21 @@ def test_bad_peepholes_are_refused(contract_module):
         mod.layer_forward("gru", *g.values(), None, False, True, peep=np.zeros(3 * H, np.float32))
 
 
-def test_c_abi_requires_the_peepholes():
+def test_c_abi_refuses_what_a_kind_does_not_take():
     capi = pytest.importorskip("fastrnn.capi", reason="the C ABI is not installed", exc_type=ImportError)
     T, B, I, H = 2, 1, 1, 2
-    a = layer_args("lstm", T, B, I, H, np.float64)
-    p = {k: capi.ffi.from_buffer("double[]", v) for k, v in a.items()}
     out, h_n, c_n = (np.empty(s) for s in ((T, B, H), (B, H), (B, H)))
     q = {k: capi.ffi.from_buffer("double[]", v) for k, v in dict(out=out, h_n=h_n, c_n=c_n).items()}
-    status = capi.lib.fastrnn_lstm_peephole_forward_f64(
-        T, B, I, H, p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], capi.ffi.NULL,
-        capi.ffi.NULL, 0, q["out"], q["h_n"], q["c_n"], capi.ffi.NULL)
-    assert status == capi.lib.FASTRNN_ERR_NULL_POINTER
+    peep = capi.ffi.from_buffer("double[]", np.zeros(3 * H))
+    mask = capi.ffi.from_buffer("double[]", np.ones((B, H)))
+    for kind, peep_arg, mask_arg in (("gru", peep, capi.ffi.NULL), ("gru_orig", capi.ffi.NULL, mask)):
+        a = layer_args(kind, T, B, I, H, np.float64)
+        p = {k: capi.ffi.NULL if v is None else capi.ffi.from_buffer("double[]", v) for k, v in a.items()}
+        status = capi.lib.fastrnn_layer_forward_ex_f64(
+            capi.KIND_CODES[kind], T, B, I, H, p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"],
+            peep_arg, mask_arg, capi.ffi.NULL, 0, q["out"], q["h_n"], q["c_n"], capi.ffi.NULL)
+        assert status == capi.lib.FASTRNN_ERR_UNSUPPORTED, kind
+        assert "does not take" in capi.status_message(status)
     assert capi.abi_version() >= 2
 
 
@@ -299,7 +281,7 @@ def _cell_args(B, I, H, dtype, seed):
 
 @pytest.mark.parametrize("B,I,H", [(1, 1, 1), (1, 64, 128), (3, 5, 9), (7, 6, 20)])  # units path and rows path
 def test_cell_matches_reference(contract_module, dtype, B, I, H):
-    mod = _module(contract_module)
+    mod = contract_module_of(contract_module)
     a = _cell_args(B, I, H, dtype, seed=B + H)
     peep = _peep(H, dtype, B + H)
     rng = np.random.default_rng(H)
@@ -320,7 +302,7 @@ def test_cell_matches_reference(contract_module, dtype, B, I, H):
 
 
 def test_cell_gradients_match_finite_differences(contract_module):
-    mod = _module(contract_module)
+    mod = contract_module_of(contract_module)
     B, I, H = 2, 3, 4
     a = _cell_args(B, I, H, np.float64, seed=12)
     a["peep"] = _peep(H, np.float64, 12)

@@ -11,7 +11,8 @@ import fastrnn
 from fastrnn import backends
 from fastrnn.backends import reference
 
-from _helpers import assert_close, layer_args, layer_grads, numeric_grad, random_lengths
+from _helpers import (assert_close, contract_module_of, contract_modules, layer_args, layer_grads, numeric_grad,
+                      random_lengths)
 
 KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu")  # not gru_orig
 
@@ -55,8 +56,8 @@ def test_reference_gradients_match_finite_differences(kind, reverse):
     (9, 2, 4, 130, True, True),     # unit split across threads
     (40, 64, 8, 200, True, False),  # backward in chunks
 ])
-def test_backend_matches_reference(backend, dtype, kind, T, B, I, H, reverse, padded):
-    mod = backends.get_backend(backend)
+def test_backend_matches_reference(contract_module, dtype, kind, T, B, I, H, reverse, padded):
+    mod = contract_module_of(contract_module)
     seed = T * 31 + H
     # weights scaled so that the masked recurrence (gain ~ scale * sqrt(H) / (1-p)) is not chaotic:
     # in a chaotic one float32 rounding grows over the steps
@@ -107,8 +108,8 @@ def test_the_gradient_is_zero_where_the_mask_is(backend, kind):
 
 def test_bad_masks_are_refused():
     T, B, I, H = 3, 2, 4, 5
-    for name in backends.available_backends():
-        mod = backends.get_backend(name)
+    for name in contract_modules():
+        mod = contract_module_of(name)
         a = layer_args("lstm", T, B, I, H, np.float32)
         with pytest.raises(ValueError, match="hmask"):
             mod.layer_forward("lstm", *a.values(), None, False, True, hmask=np.ones((B, H + 1), np.float32))

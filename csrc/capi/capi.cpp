@@ -54,6 +54,7 @@ int cell_forward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T*
                  const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, T* h_new, T* c_new,
                  T* ws, const T* peep = nullptr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
+    FR_REQUIRE(!peep || kind == FASTRNN_LSTM, FASTRNN_ERR_UNSUPPORTED);
     FR_REQUIRE(valid_sizes(1, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const bool lstm = kind == FASTRNN_LSTM;
     FR_REQUIRE(x && h && w_ih && w_hh && h_new, FASTRNN_ERR_NULL_POINTER);
@@ -71,6 +72,8 @@ int cell_backward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T
                   const T* grad_c, T* dx, T* dh, T* dc, T* dw_ih, T* dw_hh, T* db_ih,
                   T* db_hh, const T* peep = nullptr, T* dpeep = nullptr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
+    FR_REQUIRE(!peep || kind == FASTRNN_LSTM, FASTRNN_ERR_UNSUPPORTED);
+    FR_REQUIRE(!peep || dpeep, FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE(valid_sizes(1, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const bool lstm = kind == FASTRNN_LSTM;
     FR_REQUIRE(x && h && w_ih && w_hh && ws && dx && dh && dw_ih && dw_hh, FASTRNN_ERR_NULL_POINTER);
@@ -104,8 +107,10 @@ template <typename T>
 int layer_forward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* h0,
                   const T* c0, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,
                   const int64_t* lengths, int reverse, T* out, T* h_n, T* c_n, T* ws,
-                  const T* peep = nullptr) noexcept {
+                  const T* peep = nullptr, const T* hmask = nullptr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
+    FR_REQUIRE(!peep || kind == FASTRNN_LSTM, FASTRNN_ERR_UNSUPPORTED);
+    FR_REQUIRE(!hmask || kind != FASTRNN_GRU_ORIG, FASTRNN_ERR_UNSUPPORTED);
     FR_REQUIRE(valid_sizes(T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const bool lstm = kind == FASTRNN_LSTM;
     FR_REQUIRE(x && h0 && w_ih && w_hh && out && h_n, FASTRNN_ERR_NULL_POINTER);
@@ -116,7 +121,7 @@ int layer_forward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T
     const LayerWs<T> w = split_ws(ws, kind, T_, B, H);
     return guarded([&] {
         fastrnn::layer_forward<T>(static_cast<Kind>(kind), T_, B, I, H, x, h0, c0, w_ih, w_hh, b_ih,
-                                  b_hh, peep, nullptr, lengths, reverse != 0, out, B * H, H, h_n, c_n, w.gates, w.h,
+                                  b_hh, peep, hmask, lengths, reverse != 0, out, B * H, H, h_n, c_n, w.gates, w.h,
                                   w.c);  // out dense: [T, B, H]
     });
 }
@@ -126,8 +131,11 @@ int layer_backward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const 
                    const T* w_ih, const T* w_hh, const int64_t* lengths, int reverse, const T* ws,
                    const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0, T* dc0,
                    T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, const T* peep = nullptr,
-                   T* dpeep = nullptr) noexcept {
+                   T* dpeep = nullptr, const T* hmask = nullptr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
+    FR_REQUIRE(!peep || kind == FASTRNN_LSTM, FASTRNN_ERR_UNSUPPORTED);
+    FR_REQUIRE(!peep || dpeep, FASTRNN_ERR_NULL_POINTER);
+    FR_REQUIRE(!hmask || kind != FASTRNN_GRU_ORIG, FASTRNN_ERR_UNSUPPORTED);
     FR_REQUIRE(valid_sizes(T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const bool lstm = kind == FASTRNN_LSTM;
     FR_REQUIRE(x && w_ih && w_hh && ws && dx && dh0 && dw_ih && dw_hh, FASTRNN_ERR_NULL_POINTER);
@@ -137,7 +145,7 @@ int layer_backward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const 
     if (st != FASTRNN_OK) return st;
     const LayerWs<const T> w = split_ws(ws, kind, T_, B, H);
     return guarded([&] {
-        fastrnn::layer_backward<T>(static_cast<Kind>(kind), T_, B, I, H, x, c0, w_ih, w_hh, peep, nullptr, lengths,
+        fastrnn::layer_backward<T>(static_cast<Kind>(kind), T_, B, I, H, x, c0, w_ih, w_hh, peep, hmask, lengths,
                                    reverse != 0, w.gates, w.h, w.c, grad_out, B * H, H,  // dense
                                    grad_h_n, grad_c_n, dx,
                                    dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dpeep);
@@ -165,6 +173,7 @@ FASTRNN_API const char* fastrnn_status_message(int status) {
         case FASTRNN_ERR_BAD_BIAS: return "b_ih and b_hh (and their gradients) must both be given or both be NULL";
         case FASTRNN_ERR_NO_MEMORY: return "out of memory";
         case FASTRNN_ERR_INTERNAL: return "internal error in the kernels";
+        case FASTRNN_ERR_UNSUPPORTED: return "the kind does not take this argument (peep: FASTRNN_LSTM only; hmask: not FASTRNN_GRU_ORIG)";
         default: return "unknown status code";
     }
 }
@@ -228,54 +237,53 @@ FR_LAYER_FWD(f64, double)
 FR_LAYER_BWD(f32, float)
 FR_LAYER_BWD(f64, double)
 
-// The LSTM with peepholes: the lstm layer functions with peep (and dpeep) required.
-#define FR_PEEP_FWD(SUFFIX, T)                                                                     \
-    FASTRNN_API int fastrnn_lstm_peephole_forward_##SUFFIX(                                        \
-        int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* h0, const T* c0,         \
-        const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, const T* peep,                 \
-        const int64_t* lengths, int reverse, T* out, T* h_n, T* c_n, T* ws) {                      \
-        FR_REQUIRE(peep, FASTRNN_ERR_NULL_POINTER);                                                \
-        return layer_forward<T>(FASTRNN_LSTM, T_, B, I, H, x, h0, c0, w_ih, w_hh, b_ih, b_hh,      \
-                                lengths, reverse, out, h_n, c_n, ws, peep);                         \
+// The extended functions (ABI version 2): the version-1 functions with the
+// variants' optional arrays (peep: the LSTM's peepholes; hmask: recurrent dropout).
+#define FR_LAYER_FWD_EX(SUFFIX, T)                                                                  \
+    FASTRNN_API int fastrnn_layer_forward_ex_##SUFFIX(                                              \
+        int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* h0,             \
+        const T* c0, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, const T* peep,     \
+        const T* hmask, const int64_t* lengths, int reverse, T* out, T* h_n, T* c_n, T* ws) {       \
+        return layer_forward<T>(kind, T_, B, I, H, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,      \
+                                reverse, out, h_n, c_n, ws, peep, hmask);                            \
     }
-FR_PEEP_FWD(f32, float)
-FR_PEEP_FWD(f64, double)
+FR_LAYER_FWD_EX(f32, float)
+FR_LAYER_FWD_EX(f64, double)
 
-#define FR_PEEP_BWD(SUFFIX, T)                                                                      \
-    FASTRNN_API int fastrnn_lstm_peephole_backward_##SUFFIX(                                        \
-        int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* c0, const T* w_ih,        \
-        const T* w_hh, const T* peep, const int64_t* lengths, int reverse, const T* ws,             \
-        const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0, T* dc0, T* dw_ih,   \
-        T* dw_hh, T* db_ih, T* db_hh, T* dpeep) {                                                   \
-        FR_REQUIRE(peep && dpeep, FASTRNN_ERR_NULL_POINTER);                                        \
-        return layer_backward<T>(FASTRNN_LSTM, T_, B, I, H, x, c0, w_ih, w_hh, lengths, reverse,    \
-                                 ws, grad_out, grad_h_n, grad_c_n, dx, dh0, dc0, dw_ih, dw_hh,      \
-                                 db_ih, db_hh, peep, dpeep);                                        \
+#define FR_LAYER_BWD_EX(SUFFIX, T)                                                                  \
+    FASTRNN_API int fastrnn_layer_backward_ex_##SUFFIX(                                             \
+        int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* c0,             \
+        const T* w_ih, const T* w_hh, const T* peep, const T* hmask, const int64_t* lengths,        \
+        int reverse, const T* ws, const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx,   \
+        T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, T* dpeep) {                         \
+        return layer_backward<T>(kind, T_, B, I, H, x, c0, w_ih, w_hh, lengths, reverse, ws,        \
+                                 grad_out, grad_h_n, grad_c_n, dx, dh0, dc0, dw_ih, dw_hh, db_ih,   \
+                                 db_hh, peep, dpeep, hmask);                                         \
     }
-FR_PEEP_BWD(f32, float)
-FR_PEEP_BWD(f64, double)
+FR_LAYER_BWD_EX(f32, float)
+FR_LAYER_BWD_EX(f64, double)
 
-#define FR_PEEP_CELL_FWD(SUFFIX, T)                                                                 \
-    FASTRNN_API int fastrnn_lstm_peephole_cell_forward_##SUFFIX(                                    \
-        int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c, const T* w_ih,         \
-        const T* w_hh, const T* b_ih, const T* b_hh, const T* peep, T* h_new, T* c_new, T* ws) {    \
-        FR_REQUIRE(peep, FASTRNN_ERR_NULL_POINTER);                                                 \
-        return cell_forward<T>(FASTRNN_LSTM, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, h_new,       \
-                               c_new, ws, peep);                                                    \
+#define FR_CELL_FWD_EX(SUFFIX, T)                                                                   \
+    FASTRNN_API int fastrnn_cell_forward_ex_##SUFFIX(                                               \
+        int kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,              \
+        const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, const T* peep, T* h_new,        \
+        T* c_new, T* ws) {                                                                           \
+        return cell_forward<T>(kind, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new, ws,    \
+                               peep);                                                                \
     }
-FR_PEEP_CELL_FWD(f32, float)
-FR_PEEP_CELL_FWD(f64, double)
+FR_CELL_FWD_EX(f32, float)
+FR_CELL_FWD_EX(f64, double)
 
-#define FR_PEEP_CELL_BWD(SUFFIX, T)                                                                 \
-    FASTRNN_API int fastrnn_lstm_peephole_cell_backward_##SUFFIX(                                   \
-        int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c, const T* c_new,        \
-        const T* w_ih, const T* w_hh, const T* peep, const T* ws, const T* grad_h,                  \
-        const T* grad_c, T* dx, T* dh, T* dc, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, T* dpeep) {   \
-        FR_REQUIRE(peep && dpeep, FASTRNN_ERR_NULL_POINTER);                                        \
-        return cell_backward<T>(FASTRNN_LSTM, B, I, H, x, h, c, c_new, w_ih, w_hh, ws, grad_h,      \
-                                grad_c, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, peep, dpeep);       \
+#define FR_CELL_BWD_EX(SUFFIX, T)                                                                   \
+    FASTRNN_API int fastrnn_cell_backward_ex_##SUFFIX(                                              \
+        int kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,              \
+        const T* c_new, const T* w_ih, const T* w_hh, const T* peep, const T* ws,                   \
+        const T* grad_h, const T* grad_c, T* dx, T* dh, T* dc, T* dw_ih, T* dw_hh, T* db_ih,        \
+        T* db_hh, T* dpeep) {                                                                        \
+        return cell_backward<T>(kind, B, I, H, x, h, c, c_new, w_ih, w_hh, ws, grad_h, grad_c, dx,  \
+                                dh, dc, dw_ih, dw_hh, db_ih, db_hh, peep, dpeep);                    \
     }
-FR_PEEP_CELL_BWD(f32, float)
-FR_PEEP_CELL_BWD(f64, double)
+FR_CELL_BWD_EX(f32, float)
+FR_CELL_BWD_EX(f64, double)
 
 }  // extern "C"

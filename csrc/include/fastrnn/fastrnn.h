@@ -42,7 +42,7 @@ extern "C" {
 
 /* FASTRNN_CDEF_BEGIN (fastrnn/capi.py hands the text up to FASTRNN_CDEF_END to cffi) */
 
-#define FASTRNN_ABI_VERSION 2 /* 2: the LSTM with peepholes */
+#define FASTRNN_ABI_VERSION 2 /* 2: the _ex functions (peepholes, recurrent dropout) */
 
 enum fastrnn_status_code {
     FASTRNN_OK = 0,
@@ -52,7 +52,8 @@ enum fastrnn_status_code {
     FASTRNN_ERR_BAD_LENGTHS = 4,  /* a length is outside [1, T] */
     FASTRNN_ERR_BAD_BIAS = 5,     /* exactly one of b_ih, b_hh is NULL */
     FASTRNN_ERR_NO_MEMORY = 6,    /* an allocation failed */
-    FASTRNN_ERR_INTERNAL = 7      /* an unexpected internal error */
+    FASTRNN_ERR_INTERNAL = 7,     /* an unexpected internal error */
+    FASTRNN_ERR_UNSUPPORTED = 8   /* the kind does not take an argument given (version 2) */
 };
 
 enum fastrnn_kind {
@@ -132,46 +133,48 @@ FASTRNN_API int fastrnn_layer_backward_f64(int kind, int64_t T, int64_t B, int64
     const double* grad_h_n, const double* grad_c_n, double* dx, double* dh0, double* dc0,
     double* dw_ih, double* dw_hh, double* db_ih, double* db_hh);
 
-/* The LSTM with peepholes (ABI version 2): the FASTRNN_LSTM layer functions
- * with the peephole weights peep [3*H] = (p_i, p_f, p_o), required:
- *   i = sigmoid(... + p_i*c), f = sigmoid(... + p_f*c), c' = f*c + i*g,
- *   o = sigmoid(... + p_o*c'), h' = o*tanh(c')
- * (ONNX's P holds the same blocks in the order i, o, f). The workspace is the
- * LSTM's (fastrnn_layer_workspace_size(FASTRNN_LSTM, ...)); backward also
- * writes dpeep [3*H]. */
-FASTRNN_API int fastrnn_lstm_peephole_forward_f32(int64_t T, int64_t B, int64_t I, int64_t H,
+/* Version 2: the functions above with the variants' optional arrays (NULL:
+ * none, the version-1 function's result).
+ *   peep [3*H]: the LSTM's peepholes (p_i, p_f, p_o), FASTRNN_LSTM only
+ *     (else FASTRNN_ERR_UNSUPPORTED): i = sigmoid(... + p_i*c),
+ *     f = sigmoid(... + p_f*c), c' = f*c + i*g, o = sigmoid(... + p_o*c'),
+ *     h' = o*tanh(c') (ONNX's P holds the same blocks in the order i, o, f);
+ *     backward then writes dpeep [3*H] (required with peep).
+ *   hmask [B, H]: recurrent dropout, layers only: each step's recurrent
+ *     product sees h * hmask (not FASTRNN_GRU_ORIG: FASTRNN_ERR_UNSUPPORTED);
+ *     backward takes the forward's hmask.
+ * The workspaces are the version-1 ones. */
+FASTRNN_API int fastrnn_layer_forward_ex_f32(int kind, int64_t T, int64_t B, int64_t I, int64_t H,
     const float* x, const float* h0, const float* c0, const float* w_ih, const float* w_hh,
-    const float* b_ih, const float* b_hh, const float* peep, const int64_t* lengths, int reverse,
-    float* out, float* h_n, float* c_n, float* ws);
-FASTRNN_API int fastrnn_lstm_peephole_forward_f64(int64_t T, int64_t B, int64_t I, int64_t H,
+    const float* b_ih, const float* b_hh, const float* peep, const float* hmask, const int64_t* lengths,
+    int reverse, float* out, float* h_n, float* c_n, float* ws);
+FASTRNN_API int fastrnn_layer_forward_ex_f64(int kind, int64_t T, int64_t B, int64_t I, int64_t H,
     const double* x, const double* h0, const double* c0, const double* w_ih, const double* w_hh,
-    const double* b_ih, const double* b_hh, const double* peep, const int64_t* lengths, int reverse,
-    double* out, double* h_n, double* c_n, double* ws);
-FASTRNN_API int fastrnn_lstm_peephole_backward_f32(int64_t T, int64_t B, int64_t I, int64_t H,
+    const double* b_ih, const double* b_hh, const double* peep, const double* hmask,
+    const int64_t* lengths, int reverse, double* out, double* h_n, double* c_n, double* ws);
+FASTRNN_API int fastrnn_layer_backward_ex_f32(int kind, int64_t T, int64_t B, int64_t I, int64_t H,
     const float* x, const float* c0, const float* w_ih, const float* w_hh, const float* peep,
-    const int64_t* lengths, int reverse, const float* ws, const float* grad_out,
+    const float* hmask, const int64_t* lengths, int reverse, const float* ws, const float* grad_out,
     const float* grad_h_n, const float* grad_c_n, float* dx, float* dh0, float* dc0, float* dw_ih,
     float* dw_hh, float* db_ih, float* db_hh, float* dpeep);
-FASTRNN_API int fastrnn_lstm_peephole_backward_f64(int64_t T, int64_t B, int64_t I, int64_t H,
+FASTRNN_API int fastrnn_layer_backward_ex_f64(int kind, int64_t T, int64_t B, int64_t I, int64_t H,
     const double* x, const double* c0, const double* w_ih, const double* w_hh, const double* peep,
-    const int64_t* lengths, int reverse, const double* ws, const double* grad_out,
+    const double* hmask, const int64_t* lengths, int reverse, const double* ws, const double* grad_out,
     const double* grad_h_n, const double* grad_c_n, double* dx, double* dh0, double* dc0,
     double* dw_ih, double* dw_hh, double* db_ih, double* db_hh, double* dpeep);
-/* One step of the LSTM with peepholes: the FASTRNN_LSTM cell functions with
- * peep [3*H] (and, backward, dpeep [3*H]) required. */
-FASTRNN_API int fastrnn_lstm_peephole_cell_forward_f32(int64_t B, int64_t I, int64_t H,
+FASTRNN_API int fastrnn_cell_forward_ex_f32(int kind, int64_t B, int64_t I, int64_t H,
     const float* x, const float* h, const float* c, const float* w_ih, const float* w_hh,
     const float* b_ih, const float* b_hh, const float* peep, float* h_new, float* c_new, float* ws);
-FASTRNN_API int fastrnn_lstm_peephole_cell_forward_f64(int64_t B, int64_t I, int64_t H,
+FASTRNN_API int fastrnn_cell_forward_ex_f64(int kind, int64_t B, int64_t I, int64_t H,
     const double* x, const double* h, const double* c, const double* w_ih, const double* w_hh,
     const double* b_ih, const double* b_hh, const double* peep, double* h_new, double* c_new,
     double* ws);
-FASTRNN_API int fastrnn_lstm_peephole_cell_backward_f32(int64_t B, int64_t I, int64_t H,
+FASTRNN_API int fastrnn_cell_backward_ex_f32(int kind, int64_t B, int64_t I, int64_t H,
     const float* x, const float* h, const float* c, const float* c_new, const float* w_ih,
     const float* w_hh, const float* peep, const float* ws, const float* grad_h, const float* grad_c,
     float* dx, float* dh, float* dc, float* dw_ih, float* dw_hh, float* db_ih, float* db_hh,
     float* dpeep);
-FASTRNN_API int fastrnn_lstm_peephole_cell_backward_f64(int64_t B, int64_t I, int64_t H,
+FASTRNN_API int fastrnn_cell_backward_ex_f64(int kind, int64_t B, int64_t I, int64_t H,
     const double* x, const double* h, const double* c, const double* c_new, const double* w_ih,
     const double* w_hh, const double* peep, const double* ws, const double* grad_h,
     const double* grad_c, double* dx, double* dh, double* dc, double* dw_ih, double* dw_hh,
