@@ -145,18 +145,6 @@ def numeric_grad(f, args, name, eps=1e-6):
     return g
 
 
-def contract_modules():
-    """The names of the modules that implement the backend contract here: the available backends,
-    and ``capi`` (the C ABI through ``fastrnn.capi``) where the compiled extension has it."""
-    names = list(backends.available_backends())
-    try:
-        importlib.import_module("fastrnn.capi")
-        names.append("capi")
-    except ImportError:
-        pass
-    return names
-
-
 def contract_module_of(name):
-    """The module of a name of :func:`contract_modules`."""
+    """The module of a name of ``conftest.contract_modules()``: a backend, or ``fastrnn.capi``."""
     return importlib.import_module("fastrnn.capi") if name == "capi" else backends.get_backend(name)

@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
+import importlib
+
 import fastrnn
-from _helpers import contract_modules
 
 # Subprocesses that tests start (python -c / -m) must import the installed
 # package, not the source tree in the current directory (Python >= 3.11).
@@ -22,6 +23,19 @@ if os.environ.get("FASTRNN_TEST_BACKENDS"):
     if "numpy" in _wanted and "numpy" not in BACKENDS:
         BACKENDS.append("numpy")
 DTYPES = [np.float64, np.float32]
+
+
+def contract_modules():
+    """The modules that implement the backend contract under test: :data:`BACKENDS`, and ``capi``
+    (the C ABI through ``fastrnn.capi``) where the compiled extension is among them and has it."""
+    names = list(BACKENDS)
+    if "cpp" in names:
+        try:
+            importlib.import_module("fastrnn.capi")
+            names.append("capi")
+        except ImportError:  # the extension without its C header
+            pass
+    return names
 
 
 @pytest.fixture(params=BACKENDS)

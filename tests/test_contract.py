@@ -27,9 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _helpers import (cell_args, check_cell_against_reference, check_layer_against_reference, layer_args, layer_grads,
-                      numeric_grad, random_lengths, run_layer, tol)
-from conftest import BACKENDS, DTYPES
+from _helpers import (cell_args, check_cell_against_reference, check_layer_against_reference, contract_module_of,
+                      layer_args, layer_grads, numeric_grad, random_lengths, run_layer, tol)
+from conftest import DTYPES
 from fastrnn import backends
 from fastrnn.backends import contract, reference
 from fastrnn.backends.contract import CELL_GRAD_KEYS, GATES, KINDS, LAYER_GRAD_KEYS, has_cell_state
@@ -169,23 +169,10 @@ def test_signature_check_can_fail():
 # The backends of this install, and the C ABI through fastrnn.capi where the compiled extension has it
 # (it has no ``acc``: the tests of acc skip it).
 
-def _implementations():
-    names = list(BACKENDS)
-    if "cpp" in names:
-        try:
-            importlib.import_module("fastrnn.capi")
-            names.append("capi")
-        except ImportError:  # the extension without its C header
-            pass
-    return names
-
-
-@pytest.fixture(params=_implementations())
-def impl(request):
-    """A module that implements the contract: a backend, or ``fastrnn.capi``."""
-    if request.param == "capi":
-        return importlib.import_module("fastrnn.capi")
-    return backends.get_backend(request.param)
+@pytest.fixture
+def impl(contract_module):
+    """A module that implements the contract: a backend, or ``fastrnn.capi`` (conftest.contract_modules)."""
+    return contract_module_of(contract_module)
 
 
 def _with_acc(impl):

@@ -11,8 +11,8 @@ import fastrnn
 from fastrnn import backends
 from fastrnn.backends import reference
 
-from _helpers import (assert_close, contract_module_of, contract_modules, layer_args, layer_grads, numeric_grad,
-                      random_lengths)
+from _helpers import assert_close, contract_module_of, layer_args, layer_grads, numeric_grad, random_lengths
+from conftest import contract_modules
 
 KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu")  # not gru_orig
 
