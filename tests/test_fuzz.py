@@ -139,21 +139,28 @@ def binding_case(draw):
 @pytest.mark.skipif(core is None or not hasattr(core, "layer_forward"), reason="compiled kernels not installed")
 @st.composite
 def variant_case(draw):
-    """Arguments of layer_forward with the variants' arrays (peepholes, the recurrent-dropout mask),
-    one of them possibly spoiled, on any kind (peep is the LSTM's only, hmask not gru_orig's)."""
+    """Arguments of layer_forward with the variants' arrays (peepholes, the recurrent-dropout mask)
+    where the kind takes them, and at most one thing wrong: one of them spoiled, or given to a kind
+    that does not take it (peep: the LSTM's only; hmask: not gru_orig's)."""
     kind = draw(st.sampled_from(KINDS))
     dtype = np.dtype(draw(st.sampled_from([np.float32, np.float64])))
     T, B, I, H = (draw(st.integers(1, 4)) for _ in range(4))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     args = layer_args(kind, T, B, I, H, dtype, rng=rng, scale=0.6)
     extra = {}
-    if draw(st.booleans()):
+    if kind == "lstm" and draw(st.booleans()):
         extra["peep"] = (rng.standard_normal(3 * H) * 0.5).astype(dtype)
-    if draw(st.booleans()):
+    if kind != "gru_orig" and draw(st.booleans()):
         extra["hmask"] = ((rng.random((B, H)) > 0.3) / 0.7).astype(dtype)
-    if extra and draw(st.booleans()):
+    wrong = draw(st.sampled_from(["none", "spoil", "kind"]))
+    if wrong == "spoil" and extra:
         name = draw(st.sampled_from(sorted(extra)))
         _, extra[name] = draw(mangled(extra[name]))
+    elif wrong == "kind" and kind != "lstm":
+        if kind == "gru_orig" and draw(st.booleans()):
+            extra["hmask"] = np.ones((B, H), dtype)
+        else:
+            extra["peep"] = np.zeros(3 * H, dtype)
     return kind, args, extra, draw(st.booleans()), draw(st.booleans())
 
 

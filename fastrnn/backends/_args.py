@@ -59,14 +59,15 @@ def check_forward(kind: str, x: Any, h: Any, c: Any, w_ih: Any, w_hh: Any, b_ih:
         raise ValueError("b_ih and b_hh must both be arrays or both be None")
     checked_array(b_ih, "b_ih", dt, (G * H,), optional=True)
     checked_array(b_hh, "b_hh", dt, (G * H,), optional=True)
+    # the variants' arrays: the array first (a wrong dtype is a TypeError, as the binding's), then the kind
     if peep is not None:
+        checked_array(peep, "peep", dt, (PEEPHOLES * H,))
         if not has_cell_state(kind):
             raise ValueError(f"peep must be None for kind {kind!r} (peepholes are the LSTM's)")
-        checked_array(peep, "peep", dt, (PEEPHOLES * H,))
     if hmask is not None:
+        checked_array(hmask, "hmask", dt, (B, H))
         if kind == "gru_orig":
             raise ValueError("hmask must be None for kind 'gru_orig' (its product sees r*h; not supported)")
-        checked_array(hmask, "hmask", dt, (B, H))
     if lengths is not None:
         checked_array(lengths, "lengths", INT64, (B,))
         if lengths.min() < 1 or lengths.max() > x.shape[0]:
