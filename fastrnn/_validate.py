@@ -39,6 +39,21 @@ def positive_int(value: object, name: str, allow_zero: bool = False) -> int:
     return int(value)
 
 
+def flag(value: object, name: str) -> bool:
+    """``value`` as a bool (Python's or NumPy's; not an integer)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def fraction(value: object, name: str, *, below_one: bool = False) -> float:
+    """``value`` as a float in [0, 1] ([0, 1) with ``below_one``): a dropout probability."""
+    p = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else -1.0
+    if not 0 <= p <= 1 or (below_one and p == 1):
+        raise ValueError(f"{name} must be a number in [0, {'1)' if below_one else '1]'}, got {value!r}")
+    return p
+
+
 def generator(seed: Any, name: str = "seed") -> np.random.Generator:
     """A ``numpy.random.Generator`` from None, a non-negative integer or a Generator (used as is)."""
     if isinstance(seed, np.random.Generator):

@@ -18,7 +18,6 @@ expectation).
 from __future__ import annotations
 
 import math
-import numbers
 import weakref
 from typing import Any
 
@@ -27,7 +26,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import backends as _backends
 from ._grad_mode import is_grad_enabled
-from ._validate import as_dtype, float_array, lengths_array, positive_int
+from ._validate import as_dtype, flag, float_array, fraction, lengths_array, positive_int
 from ._validate import generator as _generator
 from .backends.contract import GATES, PEEPHOLES, PartialBackwardError
 from .module import GradientError, Module
@@ -54,14 +53,14 @@ def _rnn_kind(nonlinearity: str) -> str:
 
 
 def _gru_kind(linear_before_reset: bool) -> str:
-    if not isinstance(linear_before_reset, (bool, np.bool_)):
-        raise TypeError(f"linear_before_reset must be a bool, got {type(linear_before_reset).__name__}")
-    return "gru" if linear_before_reset else "gru_orig"
+    return "gru" if flag(linear_before_reset, "linear_before_reset") else "gru_orig"
 
 
-def _check_peepholes(peepholes: Any) -> None:
-    if not isinstance(peepholes, (bool, np.bool_)):
-        raise TypeError(f"peepholes must be a bool, got {type(peepholes).__name__}")
+def _dropout_mask(rng: np.random.Generator, shape: tuple[int, ...], p: float, dtype: np.dtype[Any]) -> NDArray[Any]:
+    """Inverted dropout's mask: each element kept with probability 1-p and scaled by 1/(1-p) (0 if p = 1)."""
+    mask = (rng.random(shape) >= p).astype(dtype)
+    mask *= dtype.type(1.0 / (1.0 - p)) if p < 1 else 0
+    return mask
 
 
 def _param_grads(grads: Any, suffix: str, bias: bool) -> list[tuple[str, NDArray[Any]]]:
@@ -69,7 +68,7 @@ def _param_grads(grads: Any, suffix: str, bias: bool) -> list[tuple[str, NDArray
     pairs = [("weight_ih" + suffix, grads["w_ih"]), ("weight_hh" + suffix, grads["w_hh"])]
     if bias:
         pairs += [("bias_ih" + suffix, grads["b_ih"]), ("bias_hh" + suffix, grads["b_hh"])]
-    if grads.get("peep") is not None:
+    if grads["peep"] is not None:
         pairs.append(("weight_peep" + suffix, grads["peep"]))
     return pairs
 
@@ -94,9 +93,7 @@ class _Recurrent(Module):
         self.kind = kind
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
-        self.bias = bool(bias)
+        self.bias = flag(bias, "bias")
         self.dtype = as_dtype(dtype)
         self.backend = _backends.check_backend(backend)
         self._rng = _generator(seed)
@@ -167,15 +164,10 @@ class _RNNBase(_Recurrent):
         self._setup(kind, input_size, hidden_size, bias, dtype, backend, seed)
         self.num_layers = positive_int(num_layers, "num_layers")
         self.batch_first = bool(batch_first)
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
-            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
-        self.dropout = float(dropout)
-        if isinstance(recurrent_dropout, bool) or not isinstance(recurrent_dropout, numbers.Real) \
-                or not 0 <= recurrent_dropout < 1:
-            raise ValueError(f"recurrent_dropout must be a number in [0, 1), got {recurrent_dropout!r}")
-        if recurrent_dropout and kind == "gru_orig":
+        self.dropout = fraction(dropout, "dropout")
+        self.recurrent_dropout = fraction(recurrent_dropout, "recurrent_dropout", below_one=True)
+        if self.recurrent_dropout and kind == "gru_orig":
             raise ValueError("recurrent_dropout is not supported with linear_before_reset=False")
-        self.recurrent_dropout = float(recurrent_dropout)
         self.bidirectional = bool(bidirectional)
         self._dirs = 2 if self.bidirectional else 1
         G, H = self._gates, self.hidden_size
@@ -324,10 +316,8 @@ class _RNNBase(_Recurrent):
                 out = np.empty((T, B, D * H), dtype=self.dtype) if D > 1 else None
             for d in range(D):
                 i = layer * D + d
-                hmask = None
-                if rdrop > 0:  # one mask per sequence, layer and direction (variational recurrent dropout)
-                    hmask = (self._rng.random((B, H)) >= rdrop).astype(self.dtype)
-                    hmask *= self.dtype.type(1.0 / (1.0 - rdrop))
+                # variational recurrent dropout: one mask per sequence, layer and direction
+                hmask = _dropout_mask(self._rng, (B, H), rdrop, self.dtype) if rdrop > 0 else None
                 o, h, c, ws = backend.layer_forward(
                     kind, inp, h0[i], None if c0 is None else c0[i], *self._weights(layer, d), lengths, bool(d), keep,
                     out=None if out is None else out[:, :, d * H:(d + 1) * H], peep=self._peepholes(layer, d),
@@ -340,8 +330,7 @@ class _RNNBase(_Recurrent):
                 out = o
             mask = None
             if drop > 0 and layer < L - 1:
-                mask = (self._rng.random(out.shape) >= drop).astype(self.dtype)
-                mask *= self.dtype.type(1.0 / (1.0 - drop)) if drop < 1 else 0
+                mask = _dropout_mask(self._rng, out.shape, drop, self.dtype)
                 out *= mask
             masks.append(mask)
             inp = out
@@ -510,11 +499,11 @@ class LSTM(_RNNBase):
                  backend: str | None = None, seed: int | np.random.Generator | None = None) -> None:
         if proj_size != 0:
             raise ValueError(f"proj_size is not supported by fastrnn (must be 0), got {proj_size!r}")
-        _check_peepholes(peepholes)
+        peepholes = flag(peepholes, "peepholes")
         self.proj_size = 0
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          recurrent_dropout=recurrent_dropout, dtype=dtype, backend=backend, seed=seed)
-        self.peepholes = bool(peepholes)
+        self.peepholes = peepholes
         if self.peepholes:
             for layer in range(self.num_layers):
                 for d in range(self._dirs):
@@ -708,11 +697,8 @@ class _CellBase(_Recurrent):
         h, c = self._state_pair(hx, "hx", ("h", "c") if self.kind == "lstm" else ("hx",), shape,
                                 0 if unbatched else None)
         keep = is_grad_enabled()  # the backend keeps copies of x, h, c (contract.Backend.cell_forward)
-        if self.peepholes:
-            h_new, c_new, ws = backend.cell_forward(self.kind, x2, h, c, *self._weights(), keep,
-                                                    self._params["weight_peep"])
-        else:
-            h_new, c_new, ws = backend.cell_forward(self.kind, x2, h, c, *self._weights(), keep)
+        peep = self._params["weight_peep"] if self.peepholes else None
+        h_new, c_new, ws = backend.cell_forward(self.kind, x2, h, c, *self._weights(), keep, peep)
         if unbatched:
             h_new = h_new[0]
             c_new = None if c_new is None else c_new[0]
@@ -804,9 +790,9 @@ class LSTMCell(_CellBase):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, peepholes: bool = False,
                  dtype: DTypeLike | None = None, backend: str | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
-        _check_peepholes(peepholes)
+        peepholes = flag(peepholes, "peepholes")
         super().__init__("lstm", input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
-        self.peepholes = bool(peepholes)
+        self.peepholes = peepholes
         if self.peepholes:
             self._new_param("weight_peep", (PEEPHOLES * self.hidden_size,))
 

@@ -145,6 +145,25 @@ def numeric_grad(f, args, name, eps=1e-6):
     return g
 
 
+def compile_matches_eager(model, x):
+    """``torch.compile(model, fullgraph=True)`` (a graph break is an error) gives the eager outputs
+    (1e-6) and, through ``sum().backward()``, the eager parameter gradients (1e-5); returns the eager
+    output and gradients. torch is imported here: this module serves torch-free tests too."""
+    import torch
+
+    eager = model(x)
+    eager.sum().backward()
+    want = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    torch._dynamo.reset()
+    got = torch.compile(model, fullgraph=True)(x)
+    torch.testing.assert_close(got, eager, rtol=1e-6, atol=1e-6)
+    got.sum().backward()
+    for (name, p), w in zip(model.named_parameters(), want):
+        torch.testing.assert_close(p.grad, w, rtol=1e-5, atol=1e-6, msg=name)
+    return eager, want
+
+
 def contract_module_of(name):
     """The module of a name of ``conftest.contract_modules()``: a backend, or ``fastrnn.capi``."""
     return importlib.import_module("fastrnn.capi") if name == "capi" else backends.get_backend(name)

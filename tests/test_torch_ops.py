@@ -12,6 +12,7 @@ from torch import nn  # noqa: E402
 import fastrnn.torch as ft  # noqa: E402
 from fastrnn.rnn import GATES  # noqa: E402
 from fastrnn.torch import _ops  # noqa: E402
+from _helpers import compile_matches_eager  # noqa: E402
 
 
 def _args(kind, dtype, T=4, B=3, I=2, H=3, bias=True, seed=0):
@@ -100,18 +101,7 @@ def test_compile_fullgraph_and_export():
     torch.manual_seed(0)
     model = _Small()
     x = torch.randn(2, 6, 3)
-    eager = model(x)
-    eager.sum().backward()
-    want = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-
-    torch._dynamo.reset()
-    compiled = torch.compile(model, fullgraph=True)  # fullgraph: a graph break is an error
-    got = compiled(x)
-    torch.testing.assert_close(got, eager, rtol=1e-6, atol=1e-6)
-    got.sum().backward()
-    for p, w in zip(model.parameters(), want):
-        torch.testing.assert_close(p.grad, w, rtol=1e-5, atol=1e-6)
+    eager, want = compile_matches_eager(model, x)
     assert ft.pending_workspaces() == 0
 
     ep = torch.export.export(model, (x,))

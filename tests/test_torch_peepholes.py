@@ -11,6 +11,7 @@ from torch import nn  # noqa: E402
 
 import fastrnn  # noqa: E402
 import fastrnn.torch as ft  # noqa: E402
+from _helpers import compile_matches_eager  # noqa: E402
 
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
 
@@ -160,17 +161,7 @@ class _Model(nn.Module):
 def test_compile_fullgraph_matches_eager():
     torch.manual_seed(4)
     model = _Model()
-    x = torch.randn(2, 6, 3)
-    eager = model(x)
-    eager.sum().backward()
-    want = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    torch._dynamo.reset()
-    got = torch.compile(model, fullgraph=True)(x)  # fullgraph: a graph break is an error
-    torch.testing.assert_close(got, eager, rtol=1e-6, atol=1e-6)
-    got.sum().backward()
-    for (name, p), w in zip(model.named_parameters(), want):
-        torch.testing.assert_close(p.grad, w, rtol=1e-5, atol=1e-6, msg=name)
+    compile_matches_eager(model, torch.randn(2, 6, 3))
     assert any("peep" in n for n, _ in model.named_parameters())
     assert ft.pending_workspaces() == 0
 

@@ -389,10 +389,7 @@ class _CellFn(torch.autograd.Function):
                 c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
                 peep: _T | None) -> tuple[_T, _T]:
         ctx.set_materialize_grads(False)
-        if peep is None:
-            h_new, c_new, ws = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, True)
-        else:
-            h_new, c_new, ws = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, True, _np(peep))
+        h_new, c_new, ws = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, True, _np(peep))
         ctx.ws = ws
         ctx.be, ctx.kind = be, kind
         ctx.save_for_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, peep)
@@ -549,8 +546,5 @@ def cell(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | N
     if keep:
         outs: tuple[_T, _T] = _apply(_CellFn, _apply_cell, (be, kind, views, x, h, c, w_ih, w_hh, b_ih, b_hh, peep))
         return outs
-    if peep is None:
-        h_new, c_new, _ = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, False)
-    else:
-        h_new, c_new, _ = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, False, _np(peep))
+    h_new, c_new, _ = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, False, _np(peep))
     return torch.from_numpy(h_new), _t(c_new, x)

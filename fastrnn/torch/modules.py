@@ -12,17 +12,16 @@ then runs each layer and direction through :func:`fastrnn.torch._ops.layer`
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from numpy.typing import NDArray
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import backends as _backends
+from .._validate import flag, fraction
 from ..backends.contract import PEEPHOLES
 from . import _ops
 
@@ -124,12 +123,6 @@ class _Backend:
 # ---------------------------------------------------------------------------
 
 
-def _check_peepholes(peepholes: Any) -> bool:
-    if not isinstance(peepholes, (bool, np.bool_)):
-        raise TypeError(f"peepholes must be a bool, got {type(peepholes).__name__}")
-    return bool(peepholes)
-
-
 def _add_peepholes(module: nn.Module, names: Sequence[str], hidden_size: int) -> None:
     """Register the LSTM's peephole weights ``names`` (each ``[3 * hidden_size]``, blocks p_i, p_f,
     p_o), on the device and dtype of ``weight_hh``, initialised as torch initialises the others:
@@ -152,11 +145,9 @@ class _RNNBase(nn.RNNBase, _Backend):
 
     def __init__(self, mode: str, *args: Any, backend: str | None = None, recurrent_dropout: float = 0.0,
                  **kwargs: Any) -> None:
-        if isinstance(recurrent_dropout, bool) or not isinstance(recurrent_dropout, numbers.Real) \
-                or not 0 <= recurrent_dropout < 1:
-            raise ValueError(f"recurrent_dropout must be a number in [0, 1), got {recurrent_dropout!r}")
+        rdrop = fraction(recurrent_dropout, "recurrent_dropout", below_one=True)
         super().__init__(mode, *args, **kwargs)
-        self.recurrent_dropout = float(recurrent_dropout)
+        self.recurrent_dropout = rdrop
         if self.proj_size != 0:
             raise NotImplementedError(f"fastrnn.torch.LSTM does not support proj_size (got {self.proj_size}); "
                                       "use torch.nn.LSTM for projected LSTMs")
@@ -297,7 +288,7 @@ class LSTM(_RNNBase):
 
     def __init__(self, *args: Any, backend: str | None = None, peepholes: bool = False, **kwargs: Any) -> None:
         super().__init__("LSTM", *args, backend=backend, **kwargs)
-        self.peepholes = _check_peepholes(peepholes)
+        self.peepholes = flag(peepholes, "peepholes")
         if self.peepholes:
             D = 2 if self.bidirectional else 1
             self._peep_names = tuple(f"weight_peep_l{k}" + ("_reverse" if d else "")
@@ -444,7 +435,7 @@ class LSTMCell(_Cell, nn.LSTMCell):
     def __init__(self, *args: Any, backend: str | None = None, peepholes: bool = False, **kwargs: Any) -> None:
         nn.LSTMCell.__init__(self, *args, **kwargs)
         self._set_backend(backend)
-        self.peepholes = _check_peepholes(peepholes)
+        self.peepholes = flag(peepholes, "peepholes")
         if self.peepholes:
             self._peep = ("weight_peep",)
             _add_peepholes(self, self._peep, self.hidden_size)

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "cells/common.h"
+#include "cells/lstm.h"  // add_peephole_row_grads
 #include "common/scratch.h"
 #include "gemm/small.h"
 #include "layer/projection.h"
@@ -194,17 +195,10 @@ void cell_backward_driver(const CellBackwardArgs<T>& a) {
     if (Cell::n_product_after_reset)  // W_hn sees r*h (kept block 3)
         small_tn<T>(B, H, H, dG.p + 2 * H, GH, a.ws_gates + 3 * H, ldg, a.dw_hh + 2 * H * H, H);
     if (Cell::separate_n_grad) small_tn<T>(B, H, H, dG_n.p, H, a.h, H, a.dw_hh + 2 * H * H, H);
-    if constexpr (Cell::has_peepholes) {  // as LayerBackward::add_peephole_grads, over the B rows
+    if constexpr (Cell::has_peepholes) {
         std::memset(a.dpeep, 0, kPeepholes * H * sizeof(T));
-        for (int64_t b = 0; b < B; ++b) {
-            const T* dg = dG.p + b * GH;
-            const T *cp = a.c + b * H, *cn = a.c_new + b * H;
-            for (int64_t j = 0; j < H; ++j) {
-                a.dpeep[j] += dg[j] * cp[j];
-                a.dpeep[H + j] += dg[H + j] * cp[j];
-                a.dpeep[2 * H + j] += dg[3 * H + j] * cn[j];
-            }
-        }
+        for (int64_t b = 0; b < B; ++b)
+            add_peephole_row_grads<T>(H, 0, H, dG.p + b * GH, a.c + b * H, a.c_new + b * H, a.dpeep);
     }
     if (a.db_ih) {
         colsum<T>(B, GH, dG.p, GH, a.db_ih);

@@ -95,6 +95,20 @@ void lstm_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* kept, const T* c_p
     }
 }
 
+// One row's share of the peepholes' gradient over units [j0, j1): dp_i +=
+// dG_i * c, dp_f += dG_f * c, dp_o += dG_o * c' (c the cell state entering
+// the step, c' the one it made; dg the row's gate gradients, ld 4*H). The
+// drivers (layer/backward.h, cell/cell.h) sum it over rows and steps.
+template <class T>
+inline void add_peephole_row_grads(int64_t H, int64_t j0, int64_t j1, const T* dg, const T* c_prev,
+                                   const T* c_new, T* dp) {
+    for (int64_t j = j0; j < j1; ++j) {
+        dp[j] += dg[j] * c_prev[j];
+        dp[H + j] += dg[H + j] * c_prev[j];
+        dp[2 * H + j] += dg[3 * H + j] * c_new[j];
+    }
+}
+
 struct LstmCell : CellDefaults {
     static constexpr Kind kind = Kind::lstm;
     static constexpr bool has_cell_state = true;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cells/common.h"
+#include "cells/lstm.h"  // add_peephole_row_grads
 #include "common/scratch.h"
 #include "fastrnn/rnn.h"
 #include "gemm/gemm.h"
@@ -69,6 +70,16 @@ private:
     void chunk_products(int64_t s0, int64_t s1, int64_t t0);
     void add_colsum(int64_t R, const T* A, int64_t lda, int64_t ncols, T* out);
     void add_peephole_grads(int64_t s0, int64_t s1, int64_t t0);
+    // The step processed before step t (t - 1, or t + 1 in reverse), or -1 for the first one.
+    int64_t step_before(int64_t t) const {
+        const int64_t tp = a_.reverse ? t + 1 : t - 1;
+        return tp < 0 || tp >= Tn_ ? -1 : tp;
+    }
+    // Row b of the cell state entering step t: c0's, or the one kept after the step before.
+    const T* c_before(int64_t t, int64_t b) const {
+        const int64_t tp = step_before(t);
+        return tp < 0 ? a_.c0 + b * H_ : a_.ws_c + (tp * B_ + b) * H_;
+    }
 
     const LayerBackwardArgs<T>& a_;
     int64_t Tn_ = 0, B_ = 0, H_ = 0, GH_ = 0, ldg_ = 0;
@@ -132,7 +143,6 @@ template <class Cell, class T>
 void LayerBackward<Cell, T>::step_rows(int64_t m0, int64_t m1, int64_t u0, int64_t u1, int64_t st, int64_t t0) {
     const int64_t B = B_, H = H_;
     const int64_t t = a_.reverse ? Tn_ - 1 - st : st;
-    const int64_t tprev = a_.reverse ? t + 1 : t - 1;  // the step processed before t
     const T* keptt = a_.ws_gates + t * B * ldg_;
     const T* go = a_.grad_out ? a_.grad_out + t * a_.grad_out_t_stride : nullptr;
     T* dgt = dG_.p + (t - t0) * B * GH_;
@@ -150,7 +160,7 @@ void LayerBackward<Cell, T>::step_rows(int64_t m0, int64_t m1, int64_t u0, int64
         row.kept = keptt + b * ldg_;
         if (!Cell::kept_gates_are_state) row.h_prev = a_.ws_h + (t * B + b) * H;
         if (Cell::has_cell_state) {
-            row.c_prev = st == 0 ? a_.c0 + b * H : a_.ws_c + (tprev * B + b) * H;
+            row.c_prev = c_before(t, b);
             row.c_new = a_.ws_c + (t * B + b) * H;
             row.dc = dc_.p + b * H;
             if (Cell::has_peepholes) row.peep = a_.peep;
@@ -260,20 +270,10 @@ void LayerBackward<Cell, T>::add_peephole_grads(int64_t s0, int64_t s1, int64_t 
     const int64_t B = B_, H = H_, GH = GH_;
     T* dp = a_.dpeep;
     auto units = [&](int64_t j0, int64_t j1) {
-        for (int64_t t = t0; t < t0 + (s1 - s0); ++t) {
-            const int64_t tprev = a_.reverse ? t + 1 : t - 1;
-            const bool first = tprev < 0 || tprev >= Tn_;
-            for (int64_t b = 0; b < B; ++b) {
-                const T* dg = dG_.p + ((t - t0) * B + b) * GH;
-                const T* cp = first ? a_.c0 + b * H : a_.ws_c + (tprev * B + b) * H;
-                const T* cn = a_.ws_c + (t * B + b) * H;
-                for (int64_t j = j0; j < j1; ++j) {
-                    dp[j] += dg[j] * cp[j];
-                    dp[H + j] += dg[H + j] * cp[j];
-                    dp[2 * H + j] += dg[3 * H + j] * cn[j];
-                }
-            }
-        }
+        for (int64_t t = t0; t < t0 + (s1 - s0); ++t)
+            for (int64_t b = 0; b < B; ++b)
+                add_peephole_row_grads<T>(H, j0, j1, dG_.p + ((t - t0) * B + b) * GH, c_before(t, b),
+                                          a_.ws_c + (t * B + b) * H, dp);
     };
     constexpr int64_t kUnitBlock = 64;  // units per task: tasks share at most a cache line of dp at their edges
     const int64_t blocks = (H + kUnitBlock - 1) / kUnitBlock;
@@ -296,12 +296,11 @@ void LayerBackward<Cell, T>::chunk_products(int64_t s0, int64_t s1, int64_t t0) 
         // Recurrent dropout: W_hh saw the state entering each step times hmask.
         const int64_t n = s1 - s0;
         for (int64_t t = t0; t < t0 + n; ++t) {
-            const int64_t tprev = a_.reverse ? t + 1 : t - 1;
-            const bool first = tprev < 0 || tprev >= Tn_;
+            const int64_t tp = step_before(t);
             for (int64_t b = 0; b < B; ++b) {
                 const T* src = !Cell::kept_gates_are_state ? a_.ws_h + (t * B + b) * H
-                               : first ? a_.ws_h + b * H
-                                       : a_.ws_gates + (tprev * B + b) * ldg;
+                               : tp < 0 ? a_.ws_h + b * H
+                                        : a_.ws_gates + (tp * B + b) * ldg;
                 T* dst = hm_.p + ((t - t0) * B + b) * H;
                 for (int64_t j = 0; j < H; ++j) dst[j] = src[j] * a_.hmask[b * H + j];
             }

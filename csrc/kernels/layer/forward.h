@@ -71,7 +71,7 @@ private:
     void project_chunk(const Part& p, int64_t st, int64_t t);
     void step_rows(const Part& p, int64_t st, int64_t t, int64_t active_end);
     void step_after_reset(const Part& p, int64_t st, int64_t t, int64_t active_end);
-    void mask_rows(const Part& p, int64_t st);
+    void mask_rows(int64_t m0, int64_t m1, int64_t u0, int64_t u1, int64_t buf);
     void time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1);
 
     const LayerForwardArgs<T>& a_;
@@ -184,9 +184,7 @@ void LayerForward<Cell, T>::setup_state() {
         if (Cell::has_cell_state) std::memcpy(c_buf_.p + r * H, a_.c0 + perm_[r] * H, H * sizeof(T));
     }
     hm_buf_.alloc(a_.hmask ? checked_mul(2 * B, H) : 1);
-    if (a_.hmask)
-        for (int64_t r = 0; r < B; ++r)
-            for (int64_t j = 0; j < H; ++j) hm_buf_.p[r * H + j] = h_buf_.p[r * H + j] * a_.hmask[perm_[r] * H + j];
+    if (a_.hmask) mask_rows(0, B, 0, H, 0);  // h0 * hmask, the first step's product input
     // A cell whose kept gates are its states keeps h0 only in ws_h ([B, H]).
     if (keep_ && Cell::kept_gates_are_state) std::memcpy(a_.ws_h, a_.h0, B * H * sizeof(T));
     // Batch mode: slices of rows claimed by whichever thread is free, so a
@@ -302,16 +300,16 @@ void LayerForward<Cell, T>::step_after_reset(const Part& p, int64_t st, int64_t 
     }
 }
 
-// Recurrent dropout: the product's input of the next step, h' * hmask, for
-// the part's rows and units (every row: the buffer of two steps ago is stale).
+// Recurrent dropout: the product's input, h * hmask, from state buffer buf
+// (0 or 1, as h_buf_'s) for rows [m0, m1) and units [u0, u1).
 template <class Cell, class T>
-void LayerForward<Cell, T>::mask_rows(const Part& p, int64_t st) {
+void LayerForward<Cell, T>::mask_rows(int64_t m0, int64_t m1, int64_t u0, int64_t u1, int64_t buf) {
     const int64_t B = B_, H = H_;
-    const T* hn = h_buf_.p + ((st + 1) & 1) * B * H;
-    T* hm = hm_buf_.p + ((st + 1) & 1) * B * H;
-    for (int64_t r = p.m0; r < p.m1; ++r) {
+    const T* h = h_buf_.p + buf * B * H;
+    T* hm = hm_buf_.p + buf * B * H;
+    for (int64_t r = m0; r < m1; ++r) {
         const T* m = a_.hmask + perm_[r] * H;
-        for (int64_t j = p.u0; j < p.u1; ++j) hm[r * H + j] = hn[r * H + j] * m[j];
+        for (int64_t j = u0; j < u1; ++j) hm[r * H + j] = h[r * H + j] * m[j];
     }
 }
 
@@ -342,7 +340,7 @@ void LayerForward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, i
                            lds_);
         step_rows(p, st, t, active_end);
         step_after_reset(p, st, t, active_end);
-        if (a_.hmask) mask_rows(p, st);
+        if (a_.hmask) mask_rows(m0, m1, p.u0, p.u1, (st + 1) & 1);  // every row: that buffer is two steps old
         barrier(plan_);
     }
 }

@@ -90,7 +90,7 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     ws = None
     if keep:
         ws = dict(kind=kind, x=x, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None, lengths=lens, padded=padded,
-                  reverse=reverse, hp=hp, cp=cp, s1=s1, s2=s2, pp=pp, peep=peep is not None, hmask=mask)
+                  reverse=reverse, hp=hp, cp=cp, s1=s1, s2=s2, pp=pp, hmask=mask)
     return out, h, None if c0 is None else c, ws
 
 
@@ -152,7 +152,7 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
         w_hh=dw_hh,
         b_ih=dgx_flat.sum(axis=0) if ws["bias"] else None,
         b_hh=dgh_flat.sum(axis=0) if ws["bias"] else None,
-        peep=dp.sum(axis=0) if ws["peep"] else None,
+        peep=dp.sum(axis=0) if ws["pp"].shape[0] else None,
     )
     ws.clear()  # consumed (contract.Backend): free the saved activations now, not when the layer drops ws
     return add_into(grads, acc)
