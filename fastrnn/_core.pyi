@@ -33,9 +33,11 @@ def layer_forward(
     out: NDArray[Any] | None = None,
     peep: NDArray[Any] | None = None,
     hmask: NDArray[Any] | None = None,
+    w_hr: NDArray[Any] | None = None,
 ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, LayerWorkspace | None]:
     """One layer, one direction, whole sequence: (out, h_n, c_n, ws); ``peep``: the LSTM's
-    peephole weights [3*H] (p_i, p_f, p_o) or None; ``hmask``: [B, H], the recurrent input's mask."""
+    peephole weights [3*H] (p_i, p_f, p_o) or None; ``hmask``: [B, P], the recurrent input's mask;
+    ``w_hr``: the LSTM's projection [P, H] or None (then P = H)."""
 
 def layer_backward(
     ws: LayerWorkspace,
@@ -44,7 +46,7 @@ def layer_backward(
     grad_c_n: NDArray[Any] | None,
     acc: tuple[NDArray[Any], NDArray[Any]] | None = None,
 ) -> dict[str, NDArray[Any] | None]:
-    """Gradients of the layer_forward that made ``ws``: x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep."""
+    """Gradients of the layer_forward that made ``ws``: x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, w_hr."""
 
 def cell_forward(
     kind: str,

@@ -134,15 +134,16 @@ def _ptr(a: NDArray[Any] | None, dtype: np.dtype[Any]) -> Any:
 
 
 def _gradient_arrays(code: int, x: NDArray[Any], B: int, H: int, bias: bool, h_key: str,
-                     c_key: str, peep: NDArray[Any] | None) -> dict[str, NDArray[Any] | None]:
+                     c_key: str, peep: NDArray[Any] | None, P: int | None = None) -> dict[str, NDArray[Any] | None]:
     """Fresh output arrays of a backward: dx like ``x``, the state gradients under ``h_key``/``c_key``
     (``c_key`` None unless LSTM), weight gradients, bias gradients (None without bias), the
-    peepholes' (None without ``peep``)."""
+    peepholes' (None without ``peep``). ``P``: the units of h (an LSTM's projection), else H."""
     dt, I = x.dtype, x.shape[-1]
     G = int(lib.fastrnn_num_gates(code))
     lstm = code == LSTM
-    return {"x": np.empty_like(x), h_key: np.empty((B, H), dt), c_key: np.empty((B, H), dt) if lstm else None,
-            "w_ih": np.empty((G * H, I), dt), "w_hh": np.empty((G * H, H), dt),
+    P = H if P is None else P
+    return {"x": np.empty_like(x), h_key: np.empty((B, P), dt), c_key: np.empty((B, H), dt) if lstm else None,
+            "w_ih": np.empty((G * H, I), dt), "w_hh": np.empty((G * H, P), dt),
             "b_ih": np.empty(G * H, dt) if bias else None, "b_hh": np.empty(G * H, dt) if bias else None,
             "peep": None if peep is None else np.empty_like(peep)}
 
@@ -213,25 +214,32 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
                   w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
                   lengths: NDArray[Any] | None, reverse: bool, keep: bool,
                   out: NDArray[Any] | None = None, peep: NDArray[Any] | None = None,
-                  hmask: NDArray[Any] | None = None
+                  hmask: NDArray[Any] | None = None, w_hr: NDArray[Any] | None = None
                   ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, dict[str, Any] | None]:
     """A whole sequence through the C ABI; same arguments and results as the backend contract.
     The C functions take dense arrays: an ``out`` that is not C-contiguous is filled from a
     dense one (a copy the compiled backend, ``_core.layer_forward``, does not make). With
-    ``peep`` or ``hmask``, ``fastrnn_layer_forward_ex_*``."""
+    ``w_hr``, ``fastrnn_layer_forward_proj_*``; else with ``peep`` or ``hmask``,
+    ``fastrnn_layer_forward_ex_*``."""
     code = _kind_code(kind)
-    dt, _, B, I, H = check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep, hmask=hmask)
-    T = x.shape[0]
+    dt, _, B, I, H = check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep, hmask=hmask,
+                                   w_hr=w_hr)
+    T, P = x.shape[0], h0.shape[1]  # P: the units of h
     lstm = code == LSTM
-    check_out(out, (T, B, H), dt, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
-                                       lengths=lengths, peep=peep, hmask=hmask))
-    dense = out if out is not None and out.flags.c_contiguous else np.empty((T, B, H), dt)
-    h_n = np.empty((B, H), dt)
+    check_out(out, (T, B, P), dt, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
+                                       lengths=lengths, peep=peep, hmask=hmask, w_hr=w_hr))
+    dense = out if out is not None and out.flags.c_contiguous else np.empty((T, B, P), dt)
+    h_n = np.empty((B, P), dt)
     c_n = np.empty((B, H), dt) if lstm else None
-    ws = np.empty(int(lib.fastrnn_layer_workspace_size(code, T, B, H)), dt) if keep else None
+    ws = np.empty(int(lib.fastrnn_layer_workspace_size_proj(code, T, B, H, P)), dt) if keep else None
     p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     lp = _lengths_ptr(lengths)
-    if peep is None and hmask is None:
+    if w_hr is not None:
+        _raise_on("fastrnn_layer_forward_proj",
+                  getattr(lib, f"fastrnn_layer_forward_proj_{_SUFFIX[dt]}")(
+                      code, T, B, I, H, P, p(x), p(h0), p(c0), p(w_ih), p(w_hh), p(b_ih), p(b_hh), p(peep),
+                      p(hmask), p(w_hr), lp, int(bool(reverse)), p(dense), p(h_n), p(c_n), p(ws)))
+    elif peep is None and hmask is None:
         _raise_on("fastrnn_layer_forward",
                   getattr(lib, f"fastrnn_layer_forward_{_SUFFIX[dt]}")(
                       code, T, B, I, H, p(x), p(h0), p(c0 if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
@@ -248,7 +256,7 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     state: dict[str, Any] | None = None
     if keep:
         state = dict(kind=kind, x=x, c0=c0 if lstm else None, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None,
-                     lengths=lengths, reverse=bool(reverse), ws=ws, H=H, peep=peep, hmask=hmask)
+                     lengths=lengths, reverse=bool(reverse), ws=ws, H=H, P=P, peep=peep, hmask=hmask, w_hr=w_hr)
     return out, h_n, c_n, state
 
 
@@ -256,20 +264,28 @@ def layer_backward(state: dict[str, Any], grad_out: NDArray[Any] | None, grad_h_
                    grad_c_n: NDArray[Any] | None) -> dict[str, NDArray[Any] | None]:
     """Gradients of a ``layer_forward(..., keep=True)`` through the C ABI (a ``grad_out`` that is
     not C-contiguous is copied to a dense one: the C function takes dense arrays)."""
-    code, x, H = _kind_code(state["kind"]), state["x"], state["H"]
+    code, x, H, P = _kind_code(state["kind"]), state["x"], state["H"], state["P"]
     dt = x.dtype
     T, B, I = x.shape
     lstm = code == LSTM
-    check_rows_arg(grad_out, "grad_out", (T, B, H), dt)
+    check_rows_arg(grad_out, "grad_out", (T, B, P), dt)
     if grad_out is not None:
         grad_out = np.ascontiguousarray(grad_out)
-    check_gradients(dt, grad_h_n=(grad_h_n, (B, H)), grad_c_n=(grad_c_n if lstm else None, (B, H)))
-    peep = state["peep"]
-    g = _gradient_arrays(code, x, B, H, state["bias"], "h0", "c0", peep)
+    check_gradients(dt, grad_h_n=(grad_h_n, (B, P)), grad_c_n=(grad_c_n if lstm else None, (B, H)))
+    peep, w_hr = state["peep"], state["w_hr"]
+    g = _gradient_arrays(code, x, B, H, state["bias"], "h0", "c0", peep, P)
+    g["w_hr"] = None if w_hr is None else np.empty_like(w_hr)
     p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
     lp = _lengths_ptr(state["lengths"])
     hmask = state["hmask"]
-    if peep is None and hmask is None:
+    if w_hr is not None:
+        _raise_on("fastrnn_layer_backward_proj",
+                  getattr(lib, f"fastrnn_layer_backward_proj_{_SUFFIX[dt]}")(
+                      code, T, B, I, H, P, p(x), p(state["c0"]), p(state["w_ih"]), p(state["w_hh"]), p(peep),
+                      p(hmask), p(w_hr), lp, int(state["reverse"]), p(state["ws"]), p(grad_out), p(grad_h_n),
+                      p(grad_c_n), p(g["x"]), p(g["h0"]), p(g["c0"]), p(g["w_ih"]), p(g["w_hh"]), p(g["b_ih"]),
+                      p(g["b_hh"]), p(g["peep"]), p(g["w_hr"])))
+    elif peep is None and hmask is None:
         _raise_on("fastrnn_layer_backward",
                   getattr(lib, f"fastrnn_layer_backward_{_SUFFIX[dt]}")(
                       code, T, B, I, H, p(x), p(state["c0"]), p(state["w_ih"]), p(state["w_hh"]), lp,

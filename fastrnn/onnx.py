@@ -563,6 +563,9 @@ def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths:
     for name, flag in (("lengths", lengths), ("initial_states", initial_states)):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    if getattr(layer, "proj_size", 0):
+        raise ValueError(f"layer has proj_size={layer.proj_size}: ONNX's LSTM operator has no projection, so a "
+                         "projected LSTM cannot be written as one")
     op = {"lstm": "LSTM", "gru": "GRU", "gru_orig": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}[layer.kind]
     L, D, H, G = layer.num_layers, 2 if layer.bidirectional else 1, layer.hidden_size, GATES[layer.kind]
     elem = helper.np_dtype_to_tensor_dtype(layer.dtype)
@@ -599,7 +602,7 @@ def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths:
             if layer.bias:
                 Bias.append(np.concatenate([_reorder(cast(np.ndarray, b_ih), order, H),
                                             _reorder(cast(np.ndarray, b_hh), order, H)]))
-            peep = layer._peepholes(k, d)
+            peep = layer._variants(k, d)["peep"]
             if peep is not None:
                 P.append(_reorder(peep, _PEEP_ORDER, H))
         node_in = [x, init(f"W_l{k}", np.stack(W)), init(f"R_l{k}", np.stack(R)),

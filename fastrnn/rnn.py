@@ -9,9 +9,9 @@ which these classes never name.
 ``linear_before_reset=False``): variational recurrent dropout (Gal &
 Ghahramani; Keras's ``recurrent_dropout``). In training mode each forward draws,
 from the layer's generator (``seed=``), one mask per layer and direction of
-shape ``[B, hidden_size]`` (keep with probability 1-p, scaled by 1/(1-p)) and
-every step's recurrent product sees ``h * mask``: the same units of each
-sequence are dropped at every step. In eval mode no mask is applied (its
+shape ``[B, hidden_size]`` (``[B, proj_size]`` with an LSTM's projection; keep
+with probability 1-p, scaled by 1/(1-p)) and every step's recurrent product
+sees ``h * mask``: the same units of each sequence are dropped at every step. In eval mode no mask is applied (its
 expectation).
 """
 
@@ -63,13 +63,16 @@ def _dropout_mask(rng: np.random.Generator, shape: tuple[int, ...], p: float, dt
     return mask
 
 
+#: The variants' parameters: (backend gradient key, parameter name prefix); present when the gradient is.
+_VARIANT_PARAMS = (("w_hr", "weight_hr"), ("peep", "weight_peep"))
+
+
 def _param_grads(grads: Any, suffix: str, bias: bool) -> list[tuple[str, NDArray[Any]]]:
     """(parameter name, gradient) pairs of a backend's backward result."""
     pairs = [("weight_ih" + suffix, grads["w_ih"]), ("weight_hh" + suffix, grads["w_hh"])]
     if bias:
         pairs += [("bias_ih" + suffix, grads["b_ih"]), ("bias_hh" + suffix, grads["b_hh"])]
-    if grads["peep"] is not None:
-        pairs.append(("weight_peep" + suffix, grads["peep"]))
+    pairs += [(name + suffix, grads[key]) for key, name in _VARIANT_PARAMS if grads.get(key) is not None]
     return pairs
 
 
@@ -108,14 +111,17 @@ class _Recurrent(Module):
         return _backends.get_backend(self.backend)
 
     def _state_pair(self, value: Any, arg: str, names: tuple[str, ...], shape: tuple[int, ...],
-                    batch_axis: int | None) -> tuple[NDArray[Any], NDArray[Any] | None]:
-        """``value`` (an LSTM's pair, or one array) as ``(h, c)`` arrays of ``shape``, zeros where
-        None; ``c`` is None for other kinds. ``arg``/``names`` name the argument and its parts in
-        errors; for unbatched input (``batch_axis`` not None) a batch axis of 1 is inserted there."""
+                    batch_axis: int | None, c_shape: tuple[int, ...] | None = None
+                    ) -> tuple[NDArray[Any], NDArray[Any] | None]:
+        """``value`` (an LSTM's pair, or one array) as ``(h, c)`` arrays of ``shape`` (c: of
+        ``c_shape`` if given: an LSTM's projection makes h narrower), zeros where None; ``c`` is None
+        for other kinds. ``arg``/``names`` name the argument and its parts in errors; for unbatched
+        input (``batch_axis`` not None) a batch axis of 1 is inserted there."""
+        c_shape = shape if c_shape is None else c_shape
         if batch_axis is None:  # the per-step hot path of cells: arrays that need nothing
             if self.kind == "lstm":
                 if type(value) is tuple and len(value) == 2 and _ready(value[0], shape, self.dtype) \
-                        and _ready(value[1], shape, self.dtype):
+                        and _ready(value[1], c_shape, self.dtype):
                     return value
             elif _ready(value, shape, self.dtype):
                 return value, None
@@ -126,7 +132,7 @@ class _Recurrent(Module):
                 raise TypeError(f"{arg} of an {type(self).__name__} must be a pair ({names[0]}, {names[1]}) or None, "
                                 f"got {type(value).__name__}")
             h = _zeros_if_none(value[0], shape, self.dtype, names[0])
-            c = _zeros_if_none(value[1], shape, self.dtype, names[1])
+            c = _zeros_if_none(value[1], c_shape, self.dtype, names[1])
         else:
             if isinstance(value, (tuple, list)):
                 raise TypeError(f"{arg} of a {type(self).__name__} must be an array or None, "
@@ -154,6 +160,7 @@ class _RNNBase(_Recurrent):
     dropout: float
     bidirectional: bool
     peepholes: bool = False  # the LSTM's (LSTM sets it)
+    proj_size: int = 0  # the LSTM's (LSTM sets it before the parameters are made)
     recurrent_dropout: float = 0.0  # (a class default: layers pickled before it existed have no attribute)
     _dirs: int
 
@@ -170,16 +177,23 @@ class _RNNBase(_Recurrent):
             raise ValueError("recurrent_dropout is not supported with linear_before_reset=False")
         self.bidirectional = bool(bidirectional)
         self._dirs = 2 if self.bidirectional else 1
-        G, H = self._gates, self.hidden_size
+        G, H, P = self._gates, self.hidden_size, self._state_size
         for layer in range(self.num_layers):
             for d in range(self._dirs):
                 sfx = self._suffix(layer, d)
-                in_size = self.input_size if layer == 0 else H * self._dirs
+                in_size = self.input_size if layer == 0 else P * self._dirs
                 self._new_param("weight_ih" + sfx, (G * H, in_size))
-                self._new_param("weight_hh" + sfx, (G * H, H))
+                self._new_param("weight_hh" + sfx, (G * H, P))
                 if self.bias:
                     self._new_param("bias_ih" + sfx, (G * H,))
                     self._new_param("bias_hh" + sfx, (G * H,))
+                if self.proj_size:
+                    self._new_param("weight_hr" + sfx, (P, H))
+
+    @property
+    def _state_size(self) -> int:
+        """The units of h (and of each direction's output): proj_size with a projection, else hidden_size."""
+        return self.proj_size or self.hidden_size
 
     # what the most recent forward of this thread kept for backward
     @property
@@ -210,9 +224,12 @@ class _RNNBase(_Recurrent):
             return p["weight_ih" + sfx], p["weight_hh" + sfx], p["bias_ih" + sfx], p["bias_hh" + sfx]
         return p["weight_ih" + sfx], p["weight_hh" + sfx], None, None
 
-    def _peepholes(self, layer: int, direction: int) -> NDArray[Any] | None:
-        """The LSTM's peephole weights of a layer and direction, or None (no peepholes)."""
-        return self._params["weight_peep" + self._suffix(layer, direction)] if self.peepholes else None
+    def _variants(self, layer: int, direction: int) -> dict[str, NDArray[Any] | None]:
+        """The LSTM's variant weights of a layer and direction as ``layer_forward``'s keyword
+        arguments: ``peep`` (the peepholes) and ``w_hr`` (the projection), None where absent."""
+        sfx = self._suffix(layer, direction)
+        return dict(peep=self._params["weight_peep" + sfx] if self.peepholes else None,
+                    w_hr=self._params["weight_hr" + sfx] if self.proj_size else None)
 
     def flatten_parameters(self) -> None:
         """No-op, for PyTorch compatibility (parameters are always contiguous here)."""
@@ -235,6 +252,8 @@ class _RNNBase(_Recurrent):
             s += ", bidirectional=True"
         if self.kind == "gru_orig":
             s += ", linear_before_reset=False"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
         if self.peepholes:
             s += ", peepholes=True"
         return s + f", dtype={self.dtype}"
@@ -243,17 +262,23 @@ class _RNNBase(_Recurrent):
         return f"{type(self).__name__}({self.extra_repr()})"
 
     # forward -----------------------------------------------------------
+    def _state_shapes(self, batch: int, unbatched: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The shapes of (h, c) over all layers and directions: [L*D, B, P] and [L*D, B, H] (without B
+        when unbatched; P = H without a projection)."""
+        lead = (self.num_layers * self._dirs,) if unbatched else (self.num_layers * self._dirs, batch)
+        return lead + (self._state_size,), lead + (self.hidden_size,)
+
     def _states(self, hx: Any, batch: int, unbatched: bool) -> tuple[NDArray[Any], NDArray[Any] | None]:
-        """Initial states as [L*D, B, H] arrays (zeros where not given)."""
-        n = self.num_layers * self._dirs
-        shape = (n, self.hidden_size) if unbatched else (n, batch, self.hidden_size)
-        return self._state_pair(hx, "hx", ("h_0", "c_0"), shape, 1 if unbatched else None)
+        """Initial states as [L*D, B, P] and [L*D, B, H] arrays (zeros where not given)."""
+        h_shape, c_shape = self._state_shapes(batch, unbatched)
+        return self._state_pair(hx, "hx", ("h_0", "c_0"), h_shape, 1 if unbatched else None, c_shape)
 
     def forward(self, x: ArrayLike, hx: Any = None, lengths: ArrayLike | None = None) -> tuple[NDArray[Any], Any]:
         """Run the stack over ``x``.
 
         ``x``: ``[T, B, I]`` (``[B, T, I]`` with batch_first) or unbatched ``[T, I]``.
-        ``hx``: ``h_0 [L*D, B, H]`` (LSTM: a pair ``(h_0, c_0)``), or None for zeros.
+        ``hx``: ``h_0 [L*D, B, H]`` (LSTM: a pair ``(h_0, c_0)``; with ``proj_size`` h_0 has
+        proj_size units), or None for zeros.
         ``lengths``: ``[B]`` integers in [1, T] for a padded batch, or None.
         Returns ``out, h_n`` (LSTM: ``out, (h_n, c_n)``).
         """
@@ -295,12 +320,12 @@ class _RNNBase(_Recurrent):
             lengths = None if lengths is None else lengths.copy()
         self._record = None
         self._record_note = "the last forward failed"
-        kind, H, D, L = self.kind, self.hidden_size, self._dirs, self.num_layers
+        kind, H, D, L = self.kind, self._state_size, self._dirs, self.num_layers  # H: h's units here
         drop = self.dropout if (self.training and L > 1) else 0.0
         rdrop = self.recurrent_dropout if self.training else 0.0
         inp = x3
         h_n = np.empty((L * D, B, H), dtype=self.dtype)
-        c_n = np.empty_like(h_n) if kind == "lstm" else None
+        c_n = np.empty((L * D, B, self.hidden_size), dtype=self.dtype) if kind == "lstm" else None
         # Each direction writes its half of the layer's [T, B, D*H] output in place (contract:
         # layer_forward's out); with batch_first the last layer writes straight into the batch-major
         # result. One direction, time-major: the backend allocates the output (the cpp backend from
@@ -320,8 +345,7 @@ class _RNNBase(_Recurrent):
                 hmask = _dropout_mask(self._rng, (B, H), rdrop, self.dtype) if rdrop > 0 else None
                 o, h, c, ws = backend.layer_forward(
                     kind, inp, h0[i], None if c0 is None else c0[i], *self._weights(layer, d), lengths, bool(d), keep,
-                    out=None if out is None else out[:, :, d * H:(d + 1) * H], peep=self._peepholes(layer, d),
-                    hmask=hmask)
+                    out=None if out is None else out[:, :, d * H:(d + 1) * H], hmask=hmask, **self._variants(layer, d))
                 h_n[i] = h
                 if c_n is not None:
                     c_n[i] = c
@@ -366,8 +390,9 @@ class _RNNBase(_Recurrent):
                 if self.bias:
                     self.grads["bias_ih" + sfx] += grads["b_ih"]
                     self.grads["bias_hh" + sfx] += grads["b_hh"]
-                if self.peepholes:
-                    self.grads["weight_peep" + sfx] += grads["peep"]
+                for key, name in _VARIANT_PARAMS:
+                    if grads[key] is not None:
+                        self.grads[name + sfx] += grads[key]
             finally:
                 self._grad_lock.release()
         else:
@@ -395,10 +420,10 @@ class _RNNBase(_Recurrent):
         if rec is None:
             raise GradientError(f"{type(self).__name__}.backward: nothing to differentiate ({self._record_note})")
         self._check_version(rec["version"])
-        H, D, L = self.hidden_size, self._dirs, self.num_layers
+        H, D, L = self._state_size, self._dirs, self.num_layers  # H: h's units here
         T, B, unbatched = rec["T"], rec["B"], rec["unbatched"]
         out_shape = rec["shape"][:-1] + (D * H,)
-        state_shape = (L * D, H) if unbatched else (L * D, B, H)
+        state_shape, c_shape = self._state_shapes(B, unbatched)
 
         # grad_out is read in place by each direction (contract: its rows at any strides); None
         # stays None (a zero gradient, with no array of zeros).
@@ -411,11 +436,11 @@ class _RNNBase(_Recurrent):
             elif self.batch_first:
                 g = g.transpose(1, 0, 2)
         gh, gc = self._state_pair(grad_hx, "grad_hx", ("grad_h_n", "grad_c_n"), state_shape,
-                                  1 if unbatched else None)
+                                  1 if unbatched else None, c_shape)
 
         backend = rec["backend"]
         dh0 = np.empty((L * D, B, H), dtype=self.dtype)
-        dc0 = np.empty_like(dh0) if gc is not None else None
+        dc0 = np.empty((L * D, B, self.hidden_size), dtype=self.dtype) if gc is not None else None
         try:
             dx = self._backward_layers(rec, backend, g, gh, gc, dh0, dc0, self.batch_first and not unbatched)
         except BaseException as exc:
@@ -442,7 +467,7 @@ class _RNNBase(_Recurrent):
         """The stack's backward, last layer first; sets ``rec['started']`` once a backend call succeeded.
         ``g``: the gradient of the top layer's output ([T, B, D*H] rows) or None for zero. Returns the
         gradient of x as [T, B, I] (with ``batch_major`` and two directions, a view of a [B, T, I] array)."""
-        H, D, L = self.hidden_size, self._dirs, self.num_layers
+        H, D, L = self._state_size, self._dirs, self.num_layers  # H: h's units here
         for layer in range(L - 1, -1, -1):
             dx = None
             for d in range(D):
@@ -483,7 +508,13 @@ class RNN(_RNNBase):
 
 
 class LSTM(_RNNBase):
-    """LSTM with gates (i, f, g, o), as ``torch.nn.LSTM`` (``proj_size`` is not supported).
+    """LSTM with gates (i, f, g, o), as ``torch.nn.LSTM``.
+
+    ``proj_size=P`` (0 < P < hidden_size; PyTorch's LSTMP, Sak et al.): the state is projected,
+    ``h' = W_hr (o * tanh(c'))``, so h_0, h_n and each direction's output have P units (c keeps
+    hidden_size), ``weight_hh`` is ``[4 * hidden_size, P]``, the layers above the first take
+    ``P * directions`` inputs, and each layer and direction has ``weight_hr_l{k}[_reverse]`` of
+    shape ``[P, hidden_size]``: PyTorch's names, shapes and order, so state_dicts map one to one.
 
     ``peepholes=True``: the gates also see the cell state through per-unit weights (Gers &
     Schmidhuber; ONNX's ``P``): ``i = sigmoid(... + p_i * c)``, ``f = sigmoid(... + p_f * c)``,
@@ -497,10 +528,12 @@ class LSTM(_RNNBase):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, *,
                  peepholes: bool = False, recurrent_dropout: float = 0.0, dtype: DTypeLike | None = None,
                  backend: str | None = None, seed: int | np.random.Generator | None = None) -> None:
-        if proj_size != 0:
-            raise ValueError(f"proj_size is not supported by fastrnn (must be 0), got {proj_size!r}")
         peepholes = flag(peepholes, "peepholes")
-        self.proj_size = 0
+        if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) or proj_size < 0:
+            raise ValueError(f"proj_size must be an integer >= 0 (0: no projection), got {proj_size!r}")
+        if proj_size and isinstance(hidden_size, (int, np.integer)) and proj_size >= hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size={hidden_size}, got {proj_size}")
+        self.proj_size = int(proj_size)
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          recurrent_dropout=recurrent_dropout, dtype=dtype, backend=backend, seed=seed)
         self.peepholes = peepholes

@@ -117,7 +117,7 @@ def test_bad_nonlinearity_and_proj_size():
     with pytest.raises(ValueError, match="nonlinearity"):
         fastrnn.RNN(3, 4, nonlinearity="sigmoid")
     with pytest.raises(ValueError, match="proj_size"):
-        fastrnn.LSTM(3, 4, proj_size=2)
+        fastrnn.LSTM(3, 4, proj_size=4)
     with pytest.raises(TypeError, match="linear_before_reset"):
         fastrnn.GRU(3, 4, linear_before_reset="no")
 

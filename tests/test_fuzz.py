@@ -139,28 +139,33 @@ def binding_case(draw):
 @pytest.mark.skipif(core is None or not hasattr(core, "layer_forward"), reason="compiled kernels not installed")
 @st.composite
 def variant_case(draw):
-    """Arguments of layer_forward with the variants' arrays (peepholes, the recurrent-dropout mask)
-    where the kind takes them, and at most one thing wrong: one of them spoiled, or given to a kind
-    that does not take it (peep: the LSTM's only; hmask: not gru_orig's)."""
+    """Arguments of layer_forward with the variants' arrays (peepholes, the recurrent-dropout mask,
+    the projection) where the kind takes them, and at most one thing wrong: one of them spoiled, or
+    given to a kind that does not take it (peep, w_hr: the LSTM's only; hmask: not gru_orig's)."""
     kind = draw(st.sampled_from(KINDS))
     dtype = np.dtype(draw(st.sampled_from([np.float32, np.float64])))
     T, B, I, H = (draw(st.integers(1, 4)) for _ in range(4))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     args = layer_args(kind, T, B, I, H, dtype, rng=rng, scale=0.6)
     extra = {}
+    P = H  # the units of h: a projection's rows
+    if kind == "lstm" and draw(st.booleans()):
+        P = draw(st.integers(1, H))
+        args["h0"] = rng.standard_normal((B, P)).astype(dtype)
+        args["w_hh"] = (rng.standard_normal((4 * H, P)) * 0.6).astype(dtype)
+        extra["w_hr"] = (rng.standard_normal((P, H)) * 0.6).astype(dtype)
     if kind == "lstm" and draw(st.booleans()):
         extra["peep"] = (rng.standard_normal(3 * H) * 0.5).astype(dtype)
     if kind != "gru_orig" and draw(st.booleans()):
-        extra["hmask"] = ((rng.random((B, H)) > 0.3) / 0.7).astype(dtype)
+        extra["hmask"] = ((rng.random((B, P)) > 0.3) / 0.7).astype(dtype)
     wrong = draw(st.sampled_from(["none", "spoil", "kind"]))
     if wrong == "spoil" and extra:
         name = draw(st.sampled_from(sorted(extra)))
         _, extra[name] = draw(mangled(extra[name]))
     elif wrong == "kind" and kind != "lstm":
-        if kind == "gru_orig" and draw(st.booleans()):
-            extra["hmask"] = np.ones((B, H), dtype)
-        else:
-            extra["peep"] = np.zeros(3 * H, dtype)
+        which = draw(st.sampled_from(["hmask", "peep", "w_hr"] if kind == "gru_orig" else ["peep", "w_hr"]))
+        extra[which] = {"hmask": np.ones((B, H), dtype), "peep": np.zeros(3 * H, dtype),
+                        "w_hr": np.zeros((H, H), dtype)}[which]
     return kind, args, extra, draw(st.booleans()), draw(st.booleans())
 
 
@@ -168,8 +173,8 @@ def variant_case(draw):
 @SETTINGS
 @given(case=variant_case())
 def test_raw_binding_variants_fuzz(case):
-    """peep and hmask straight to the binding: it refuses what the reference refuses (the same error
-    type) and otherwise equals the reference, gradients included."""
+    """peep, hmask and w_hr straight to the binding: it refuses what the reference refuses (the same
+    error type) and otherwise equals the reference, gradients included."""
     kind, args, extra, reverse, keep = case
     try:
         out_r, h_r, c_r, ws_r = reference.layer_forward(kind, *args.values(), None, reverse, True, **extra)

@@ -177,13 +177,6 @@ def test_state_dict_round_trip_and_interface():
     assert all(p.dtype == torch.float64 for p in m.parameters())
 
 
-def test_proj_size_is_refused():
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        ft.LSTM(3, 5, proj_size=2)
-    with pytest.raises(ValueError, match="proj_size"):
-        ft.GRU(3, 5, proj_size=2)
-
-
 def test_no_grad_and_inference_mode_keep_nothing():
     mod = ft.GRU(3, 4, num_layers=2)
     cell = ft.LSTMCell(3, 4)

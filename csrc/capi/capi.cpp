@@ -94,35 +94,46 @@ struct LayerWs {
 };
 
 template <typename T>
-LayerWs<T> split_ws(T* ws, int kind, int64_t T_, int64_t B, int64_t H) {
+LayerWs<T> split_ws(T* ws, int kind, int64_t T_, int64_t B, int64_t H, int64_t P) {
     if (!ws) return {nullptr, nullptr, nullptr};
-    const fastrnn::LayerWorkspaceLayout w = fastrnn::layer_workspace_layout(static_cast<Kind>(kind), T_, B, H);
+    const fastrnn::LayerWorkspaceLayout w = fastrnn::layer_workspace_layout(static_cast<Kind>(kind), T_, B, H, P);
     T* gates = ws;
     T* h = gates + w.gates_elems;
     T* c = w.c_steps ? h + w.h_elems : nullptr;
     return {gates, h, c};
 }
 
+// The variants a kind takes, and P (the state's units): in [1, H] with a projection, else H.
+int check_variants(int kind, int64_t H, int64_t P, const void* peep, const void* hmask, const void* w_hr) {
+    FR_REQUIRE(!peep || kind == FASTRNN_LSTM, FASTRNN_ERR_UNSUPPORTED);
+    FR_REQUIRE(!hmask || kind != FASTRNN_GRU_ORIG, FASTRNN_ERR_UNSUPPORTED);
+    FR_REQUIRE(!w_hr || kind == FASTRNN_LSTM, FASTRNN_ERR_UNSUPPORTED);
+    FR_REQUIRE(w_hr ? P >= 1 && P <= H : P == H, FASTRNN_ERR_BAD_SIZE);
+    return FASTRNN_OK;
+}
+
 template <typename T>
 int layer_forward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* h0,
                   const T* c0, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,
                   const int64_t* lengths, int reverse, T* out, T* h_n, T* c_n, T* ws,
-                  const T* peep = nullptr, const T* hmask = nullptr) noexcept {
+                  const T* peep = nullptr, const T* hmask = nullptr, int64_t P = -1,
+                  const T* w_hr = nullptr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
-    FR_REQUIRE(!peep || kind == FASTRNN_LSTM, FASTRNN_ERR_UNSUPPORTED);
-    FR_REQUIRE(!hmask || kind != FASTRNN_GRU_ORIG, FASTRNN_ERR_UNSUPPORTED);
+    if (P < 0) P = H;  // the version-1 and -2 functions: no projection
     FR_REQUIRE(valid_sizes(T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
+    const int variants = check_variants(kind, H, P, peep, hmask, w_hr);
+    if (variants != FASTRNN_OK) return variants;
     const bool lstm = kind == FASTRNN_LSTM;
     FR_REQUIRE(x && h0 && w_ih && w_hh && out && h_n, FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE(!lstm || (c0 && c_n), FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE((b_ih == nullptr) == (b_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
     const int st = check_lengths(lengths, T_, B);
     if (st != FASTRNN_OK) return st;
-    const LayerWs<T> w = split_ws(ws, kind, T_, B, H);
+    const LayerWs<T> w = split_ws(ws, kind, T_, B, H, P);
     return guarded([&] {
         fastrnn::layer_forward<T>(static_cast<Kind>(kind), T_, B, I, H, x, h0, c0, w_ih, w_hh, b_ih,
-                                  b_hh, peep, hmask, lengths, reverse != 0, out, B * H, H, h_n, c_n, w.gates, w.h,
-                                  w.c);  // out dense: [T, B, H]
+                                  b_hh, peep, hmask, P, w_hr, lengths, reverse != 0, out, B * P, P, h_n, c_n,
+                                  w.gates, w.h, w.c);  // out dense: [T, B, P]
     });
 }
 
@@ -131,24 +142,26 @@ int layer_backward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const 
                    const T* w_ih, const T* w_hh, const int64_t* lengths, int reverse, const T* ws,
                    const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0, T* dc0,
                    T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, const T* peep = nullptr,
-                   T* dpeep = nullptr, const T* hmask = nullptr) noexcept {
+                   T* dpeep = nullptr, const T* hmask = nullptr, int64_t P = -1, const T* w_hr = nullptr,
+                   T* dw_hr = nullptr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
-    FR_REQUIRE(!peep || kind == FASTRNN_LSTM, FASTRNN_ERR_UNSUPPORTED);
-    FR_REQUIRE(!peep || dpeep, FASTRNN_ERR_NULL_POINTER);
-    FR_REQUIRE(!hmask || kind != FASTRNN_GRU_ORIG, FASTRNN_ERR_UNSUPPORTED);
+    if (P < 0) P = H;
     FR_REQUIRE(valid_sizes(T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
+    const int variants = check_variants(kind, H, P, peep, hmask, w_hr);
+    if (variants != FASTRNN_OK) return variants;
+    FR_REQUIRE(!peep || dpeep, FASTRNN_ERR_NULL_POINTER);
+    FR_REQUIRE(!w_hr || dw_hr, FASTRNN_ERR_NULL_POINTER);
     const bool lstm = kind == FASTRNN_LSTM;
     FR_REQUIRE(x && w_ih && w_hh && ws && dx && dh0 && dw_ih && dw_hh, FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE(!lstm || (c0 && dc0), FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE((db_ih == nullptr) == (db_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
     const int st = check_lengths(lengths, T_, B);
     if (st != FASTRNN_OK) return st;
-    const LayerWs<const T> w = split_ws(ws, kind, T_, B, H);
+    const LayerWs<const T> w = split_ws(ws, kind, T_, B, H, P);
     return guarded([&] {
-        fastrnn::layer_backward<T>(static_cast<Kind>(kind), T_, B, I, H, x, c0, w_ih, w_hh, peep, hmask, lengths,
-                                   reverse != 0, w.gates, w.h, w.c, grad_out, B * H, H,  // dense
-                                   grad_h_n, grad_c_n, dx,
-                                   dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dpeep);
+        fastrnn::layer_backward<T>(static_cast<Kind>(kind), T_, B, I, H, x, c0, w_ih, w_hh, peep, hmask, P, w_hr,
+                                   lengths, reverse != 0, w.gates, w.h, w.c, grad_out, B * P, P,  // dense
+                                   grad_h_n, grad_c_n, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dpeep, dw_hr);
     });
 }
 
@@ -173,7 +186,7 @@ FASTRNN_API const char* fastrnn_status_message(int status) {
         case FASTRNN_ERR_BAD_BIAS: return "b_ih and b_hh (and their gradients) must both be given or both be NULL";
         case FASTRNN_ERR_NO_MEMORY: return "out of memory";
         case FASTRNN_ERR_INTERNAL: return "internal error in the kernels";
-        case FASTRNN_ERR_UNSUPPORTED: return "the kind does not take this argument (peep: FASTRNN_LSTM only; hmask: not FASTRNN_GRU_ORIG)";
+        case FASTRNN_ERR_UNSUPPORTED: return "the kind does not take this argument (peep, w_hr: FASTRNN_LSTM only; hmask: not FASTRNN_GRU_ORIG)";
         default: return "unknown status code";
     }
 }
@@ -188,8 +201,12 @@ FASTRNN_API int64_t fastrnn_cell_workspace_size(int kind, int64_t B, int64_t H) 
 }
 
 FASTRNN_API int64_t fastrnn_layer_workspace_size(int kind, int64_t T, int64_t B, int64_t H) {
-    if (!valid_kind(kind) || T < 1 || B < 1 || H < 1) return -1;
-    return fastrnn::layer_workspace_layout(static_cast<Kind>(kind), T, B, H).total;
+    return fastrnn_layer_workspace_size_proj(kind, T, B, H, H);
+}
+
+FASTRNN_API int64_t fastrnn_layer_workspace_size_proj(int kind, int64_t T, int64_t B, int64_t H, int64_t P) {
+    if (!valid_kind(kind) || T < 1 || B < 1 || H < 1 || P < 1 || P > H) return -1;
+    return fastrnn::layer_workspace_layout(static_cast<Kind>(kind), T, B, H, P).total;
 }
 
 #define FR_CELL_FWD(SUFFIX, T)                                                                      \
@@ -285,5 +302,32 @@ FR_CELL_FWD_EX(f64, double)
     }
 FR_CELL_BWD_EX(f32, float)
 FR_CELL_BWD_EX(f64, double)
+
+// The projection's functions (ABI version 3): the _ex layer functions with P and w_hr.
+#define FR_LAYER_FWD_PROJ(SUFFIX, T)                                                                \
+    FASTRNN_API int fastrnn_layer_forward_proj_##SUFFIX(                                            \
+        int kind, int64_t T_, int64_t B, int64_t I, int64_t H, int64_t P, const T* x, const T* h0,  \
+        const T* c0, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, const T* peep,     \
+        const T* hmask, const T* w_hr, const int64_t* lengths, int reverse, T* out, T* h_n,         \
+        T* c_n, T* ws) {                                                                            \
+        return layer_forward<T>(kind, T_, B, I, H, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,      \
+                                reverse, out, h_n, c_n, ws, peep, hmask, P, w_hr);                  \
+    }
+FR_LAYER_FWD_PROJ(f32, float)
+FR_LAYER_FWD_PROJ(f64, double)
+
+#define FR_LAYER_BWD_PROJ(SUFFIX, T)                                                                \
+    FASTRNN_API int fastrnn_layer_backward_proj_##SUFFIX(                                           \
+        int kind, int64_t T_, int64_t B, int64_t I, int64_t H, int64_t P, const T* x, const T* c0,  \
+        const T* w_ih, const T* w_hh, const T* peep, const T* hmask, const T* w_hr,                 \
+        const int64_t* lengths, int reverse, const T* ws, const T* grad_out, const T* grad_h_n,     \
+        const T* grad_c_n, T* dx, T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh,           \
+        T* dpeep, T* dw_hr) {                                                                       \
+        return layer_backward<T>(kind, T_, B, I, H, x, c0, w_ih, w_hh, lengths, reverse, ws,        \
+                                 grad_out, grad_h_n, grad_c_n, dx, dh0, dc0, dw_ih, dw_hh, db_ih,   \
+                                 db_hh, peep, dpeep, hmask, P, w_hr, dw_hr);                        \
+    }
+FR_LAYER_BWD_PROJ(f32, float)
+FR_LAYER_BWD_PROJ(f64, double)
 
 }  // extern "C"

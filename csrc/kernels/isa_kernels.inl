@@ -18,42 +18,45 @@ namespace fastrnn::FASTRNN_ISA_NS {
 namespace {
 
 // The variants' arguments a kind cannot take (the bindings refuse them first, with the
-// argument's name): peepholes are the LSTM's; gru_orig's product sees r*h, not h * hmask.
-inline void check_variants(Kind kind, bool peep, bool hmask) {
-    if (peep && kind != Kind::lstm) throw std::invalid_argument("peepholes are the LSTM's");
-    if (hmask && kind == Kind::gru_orig) throw std::invalid_argument("no recurrent dropout (hmask) for gru_orig");
+// argument's name): peepholes and projections are the LSTM's; gru_orig's product sees r*h,
+// not h * hmask. P is H without a projection.
+inline void check_variants(Kind kind, bool peep, bool hmask, int64_t H, int64_t P, bool w_hr) {
+    if (peep && kind != Kind::lstm) throw std::invalid_argument("peep: peepholes are the LSTM's");
+    if (hmask && kind == Kind::gru_orig) throw std::invalid_argument("hmask: no recurrent dropout for gru_orig");
+    if (w_hr && kind != Kind::lstm) throw std::invalid_argument("w_hr: projections are the LSTM's");
+    if (w_hr ? P < 1 || P > H : P != H) throw std::invalid_argument("P: 1 <= P <= H with w_hr, else P == H");
 }
 
 // The kind is chosen here, once per call: each driver is compiled per cell policy.
 template <class T>
 void run_layer_forward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H, const T* x,
                        const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* b_ih,
-                       const T* b_hh, const T* peep, const T* hmask, const int64_t* lengths, bool reverse,
-                       T* out,
+                       const T* b_hh, const T* peep, const T* hmask, int64_t P, const T* w_hr,
+                       const int64_t* lengths, bool reverse, T* out,
                        int64_t out_t_stride, int64_t out_b_stride, T* h_n, T* c_n, T* ws_gates,
                        T* ws_h, T* ws_c) {
-    const LayerForwardArgs<T> args{steps,   B,   I,            H,            x,   h0,  c0,
-                                   w_ih,    w_hh, b_ih,        b_hh,         peep, hmask, lengths, reverse,
-                                   out,     out_t_stride,      out_b_stride, h_n, c_n, ws_gates,
-                                   ws_h,    ws_c};
-    check_variants(kind, peep != nullptr, hmask != nullptr);
+    const LayerForwardArgs<T> args{steps, B,    I,    H,    P,     x,     h0,   c0,      w_ih,
+                                   w_hh,  b_ih, b_hh, peep, hmask, w_hr,  lengths,      reverse,
+                                   out,   out_t_stride,     out_b_stride, h_n, c_n, ws_gates,
+                                   ws_h,  ws_c};
+    check_variants(kind, peep != nullptr, hmask != nullptr, H, P, w_hr != nullptr);
     with_cell(kind, peep != nullptr, [&](auto cell) { LayerForward<decltype(cell), T>(args).run(); });
 }
 
 template <class T>
 void run_layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H, const T* x,
                         const T* c0, const T* w_ih, const T* w_hh, const T* peep, const T* hmask,
-                        const int64_t* lengths, bool reverse, const T* ws_gates, const T* ws_h,
-                        const T* ws_c, const T* grad_out, int64_t grad_out_t_stride,
+                        int64_t P, const T* w_hr, const int64_t* lengths, bool reverse, const T* ws_gates,
+                        const T* ws_h, const T* ws_c, const T* grad_out, int64_t grad_out_t_stride,
                         int64_t grad_out_b_stride, const T* grad_h_n, const T* grad_c_n, T* dx,
-                        T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, T* dpeep,
+                        T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, T* dpeep, T* dw_hr,
                         bool add_dw) {
-    const LayerBackwardArgs<T> args{steps,    B,        I,        H,        x,        c0,
-                                    w_ih,     w_hh,     peep,     hmask,    lengths,  reverse,  ws_gates,
-                                    ws_h,     ws_c,     grad_out, grad_out_t_stride,  grad_out_b_stride,
+    const LayerBackwardArgs<T> args{steps,    B,        I,        H,        P,        x,        c0,
+                                    w_ih,     w_hh,     peep,     hmask,    w_hr,     lengths,  reverse,
+                                    ws_gates, ws_h,     ws_c,     grad_out, grad_out_t_stride,  grad_out_b_stride,
                                     grad_h_n, grad_c_n, dx,       dh0,      dc0,      dw_ih,
-                                    dw_hh,    db_ih,    db_hh,    dpeep,    add_dw};
-    check_variants(kind, peep != nullptr, hmask != nullptr);
+                                    dw_hh,    db_ih,    db_hh,    dpeep,    dw_hr,    add_dw};
+    check_variants(kind, peep != nullptr, hmask != nullptr, H, P, w_hr != nullptr);
     with_cell(kind, peep != nullptr, [&](auto cell) { LayerBackward<decltype(cell), T>(args).run(); });
 }
 
@@ -62,7 +65,7 @@ void run_cell_forward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, co
                       const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, const T* peep, T* h_new,
                       T* c_new, T* ws_gates) {
     const CellForwardArgs<T> args{B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, peep, h_new, c_new, ws_gates};
-    check_variants(kind, peep != nullptr, false);
+    check_variants(kind, peep != nullptr, false, H, H, false);
     with_cell(kind, peep != nullptr, [&](auto cell) { cell_forward_driver<decltype(cell)>(args); });
 }
 
@@ -73,7 +76,7 @@ void run_cell_backward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, c
                        T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, T* dpeep) {
     const CellBackwardArgs<T> args{B,      I,      H,  x,  h,  c,  c_new, w_ih,  w_hh,  peep, ws_gates,
                                    grad_h, grad_c, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dpeep};
-    check_variants(kind, peep != nullptr, false);
+    check_variants(kind, peep != nullptr, false, H, H, false);
     with_cell(kind, peep != nullptr, [&](auto cell) { cell_backward_driver<decltype(cell)>(args); });
 }
 

@@ -158,16 +158,27 @@ template <class F>
 int64_t check_weights(Kind kind, int64_t B, int64_t I, const Arr<F>& h, const char* hname,
                       const std::optional<Arr<F>>& c, const char* cname, const Arr<F>& w_ih,
                       const Arr<F>& w_hh, const std::optional<Arr<F>>& b_ih,
-                      const std::optional<Arr<F>>& b_hh) {
+                      const std::optional<Arr<F>>& b_hh, const std::optional<Arr<F>>& w_hr = std::nullopt) {
     if (h.ndim() != 2)
         value_error(std::string(hname) + " must have 2 dimensions (B, H), got shape " + shape_str(h));
-    const int64_t H = h.shape(1);
-    if (H < 1) value_error(std::string(hname) + " must have H >= 1 columns");
-    check_shape(h, hname, {B, H});
+    const int64_t P = h.shape(1);  // the state's units: H, or the projection's rows
+    if (P < 1) value_error(std::string(hname) + " must have H >= 1 columns");
+    check_shape(h, hname, {B, P});
+    int64_t H = P;
+    if (w_hr) {  // the LSTM's projection [P, H]
+        if (w_hr->ndim() != 2 || w_hr->shape(1) < 1)
+            value_error("w_hr must have 2 dimensions (P, H) with H >= 1, got shape " + shape_str(*w_hr));
+        H = w_hr->shape(1);
+        check_shape(*w_hr, "w_hr", {P, H});
+        if (kind != Kind::lstm) value_error("w_hr must be None for kinds other than 'lstm' (projections are the LSTM's)");
+        if (P > H)
+            value_error("w_hr must have no more rows (projected units, " + std::to_string(P) +
+                        ") than columns (hidden units, " + std::to_string(H) + ")");
+    }
     check_hidden_size(H);
     const int64_t G = num_gates(kind);
     check_shape(w_ih, "w_ih", {G * H, I});
-    check_shape(w_hh, "w_hh", {G * H, H});
+    check_shape(w_hh, "w_hh", {G * H, P});
     if (kind == Kind::lstm) {
         if (!c) value_error(std::string(cname) + " must be an array of shape (B, H) for kind 'lstm', got None");
         check_shape(*c, cname, {B, H});

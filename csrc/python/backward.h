@@ -21,14 +21,15 @@ struct Gradients {
     Arr<F> dx, dh, dw_ih, dw_hh;
     std::optional<Arr<F>> dc, db_ih, db_hh;
 
-    // dx of x's dims; dh (and dc, lstm) [B, H]; dw_ih [GH, I] and dw_hh [GH, H] fresh, or the
-    // caller's acc arrays; db_ih, db_hh [GH] with bias.
-    Gradients(std::initializer_list<int64_t> x_dims, int64_t B, int64_t I, int64_t H, Kind kind,
+    // dx of x's dims; dh [B, P] (P the state's units: H, or an LSTM projection's) and dc (lstm)
+    // [B, H]; dw_ih [GH, I] and dw_hh [GH, P] fresh, or the caller's acc arrays; db_ih, db_hh
+    // [GH] with bias.
+    Gradients(std::initializer_list<int64_t> x_dims, int64_t B, int64_t I, int64_t H, int64_t P, Kind kind,
               bool bias, const std::optional<Arr<F>>& acc_ih = std::nullopt,
               const std::optional<Arr<F>>& acc_hh = std::nullopt)
-        : dx(empty<F>(x_dims)), dh(empty<F>({B, H})),
+        : dx(empty<F>(x_dims)), dh(empty<F>({B, P})),
           dw_ih(acc_ih ? *acc_ih : empty<F>({num_gates(kind) * H, I})),
-          dw_hh(acc_hh ? *acc_hh : empty<F>({num_gates(kind) * H, H})) {
+          dw_hh(acc_hh ? *acc_hh : empty<F>({num_gates(kind) * H, P})) {
         const int64_t GH = num_gates(kind) * H;
         if (kind == Kind::lstm) dc = empty<F>({B, H});
         if (bias) {

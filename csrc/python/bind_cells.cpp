@@ -86,7 +86,7 @@ py::dict cell_backward_t(CellWorkspace& ws, const std::optional<Arr<F>>& grad_h,
     const F* cn = lstm ? borrow<F>(ws.c_new).data() : nullptr;
     const F* peep = ws.peep.is_none() ? nullptr : borrow<F>(ws.peep).data();
 
-    Gradients<F> g({B, I}, B, I, H, kind, ws.bias);
+    Gradients<F> g({B, I}, B, I, H, H, kind, ws.bias);
     std::optional<Arr<F>> dpeep;
     if (peep) dpeep = empty<F>({kPeepholes * H});
     run_backward(ws, "cell_backward", [&] {

@@ -22,13 +22,13 @@ struct WorkspaceUse {
 struct LayerWorkspace : WorkspaceUse {
     Kind kind;
     bool is_double;
-    int64_t T, B, I, H;
+    int64_t T, B, I, H, P;  // P: the state's units (w_hr's rows, else H)
     bool reverse, bias;
-    py::object x, c0, w_ih, w_hh, lengths, peep, hmask;  // the forward inputs (references)
-    py::object gates, hs, cs;               // kept: [T,B,K], [h_steps,B,H], [T,B,H] (lstm)
+    py::object x, c0, w_ih, w_hh, lengths, peep, hmask, w_hr;  // the forward inputs (references)
+    py::object gates, hs, cs;               // kept: [T,B,K], [h_steps,B,P], [T,B,H] (lstm)
     void consume() {
         consumed = true;
-        x = c0 = w_ih = w_hh = lengths = peep = hmask = gates = hs = cs = py::none();
+        x = c0 = w_ih = w_hh = lengths = peep = hmask = w_hr = gates = hs = cs = py::none();
     }
 };
 

@@ -34,9 +34,10 @@ def call_dtype(x: Any) -> np.dtype[Any]:
 
 def check_forward(kind: str, x: Any, h: Any, c: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any,
                   lengths: Any = None, *, cell: bool = False, peep: Any = None,
-                  hmask: Any = None) -> tuple[np.dtype[Any], int, int, int, int]:
+                  hmask: Any = None, w_hr: Any = None) -> tuple[np.dtype[Any], int, int, int, int]:
     """Check the arguments of ``layer_forward`` (``cell``: ``cell_forward``, states named h, c
-    instead of h0, c0, no lengths). Returns ``(dtype, G, B, I, H)``."""
+    instead of h0, c0, no lengths). Returns ``(dtype, G, B, I, H)``: H the hidden units (the
+    state h has ``h.shape[1]`` = P of them with a projection ``w_hr``, else H)."""
     G = num_gates(kind)
     dt = call_dtype(x)
     ndim = 2 if cell else 3
@@ -45,8 +46,16 @@ def check_forward(kind: str, x: Any, h: Any, c: Any, w_ih: Any, w_hh: Any, b_ih:
     B, I = x.shape[-2:]
     checked_array(x, "x", dt, x.shape)
     hname, cname = ("h", "c") if cell else ("h0", "c0")
-    H = h.shape[1] if isinstance(h, np.ndarray) and h.ndim == 2 and h.shape[1] >= 1 else -1
-    checked_array(h, hname, dt, (B, H))
+    P = h.shape[1] if isinstance(h, np.ndarray) and h.ndim == 2 and h.shape[1] >= 1 else -1
+    checked_array(h, hname, dt, (B, P))
+    H = P
+    if w_hr is not None:  # the projection's array first (a wrong dtype is a TypeError), then the kind
+        H = w_hr.shape[1] if isinstance(w_hr, np.ndarray) and w_hr.ndim == 2 and w_hr.shape[1] >= 1 else -1
+        checked_array(w_hr, "w_hr", dt, (P, H))
+        if not has_cell_state(kind):
+            raise ValueError(f"w_hr must be None for kind {kind!r} (projections are the LSTM's)")
+        if P > H:
+            raise ValueError(f"w_hr must have no more rows (projected units, {P}) than columns (hidden units, {H})")
     if has_cell_state(kind):
         if c is None:
             raise ValueError(f"{cname} must be an array of shape ({B}, {H}) for kind {kind!r}, got None")
@@ -54,7 +63,7 @@ def check_forward(kind: str, x: Any, h: Any, c: Any, w_ih: Any, w_hh: Any, b_ih:
     elif c is not None:
         raise ValueError(f"{cname} must be None for kind {kind!r}")
     checked_array(w_ih, "w_ih", dt, (G * H, I))
-    checked_array(w_hh, "w_hh", dt, (G * H, H))
+    checked_array(w_hh, "w_hh", dt, (G * H, P))
     if (b_ih is None) != (b_hh is None):
         raise ValueError("b_ih and b_hh must both be arrays or both be None")
     checked_array(b_ih, "b_ih", dt, (G * H,), optional=True)
@@ -65,7 +74,7 @@ def check_forward(kind: str, x: Any, h: Any, c: Any, w_ih: Any, w_hh: Any, b_ih:
         if not has_cell_state(kind):
             raise ValueError(f"peep must be None for kind {kind!r} (peepholes are the LSTM's)")
     if hmask is not None:
-        checked_array(hmask, "hmask", dt, (B, H))
+        checked_array(hmask, "hmask", dt, (B, P))
         if kind == "gru_orig":
             raise ValueError("hmask must be None for kind 'gru_orig' (its product sees r*h; not supported)")
     if lengths is not None:

@@ -33,6 +33,12 @@ state, as ONNX's LSTM input ``P`` (which orders them i, o, f)::
     i = sigmoid(... + p_i * c) ; f = sigmoid(... + p_f * c) ; c' = f*c + i*g
     o = sigmoid(... + p_o * c') ; h' = o * tanh(c')
 
+Projection (``lstm`` only, ``layer_forward``'s ``w_hr``): PyTorch's LSTM with
+``proj_size``. The state h has P <= H units, made from the H-unit output by
+``w_hr [P, H]``; the cell state c keeps H::
+
+    h' = w_hr @ (o * tanh(c'))      so h0, h_n, out have P units and w_hh is [4*H, P]
+
 Arrays: every array a backend receives is a ``numpy.ndarray`` of ONE floating
 dtype (float32 or float64, native byte order), of the shape given below,
 C-contiguous and aligned (``layer_forward``'s ``out`` and ``layer_backward``'s
@@ -98,7 +104,7 @@ GATES = {name: spec.gates for name, spec in SPECS.items()}
 #: The LSTM's peephole weights: one [PEEPHOLES*H] array, blocks (p_i, p_f, p_o) of H each.
 PEEPHOLES = 3
 #: Keys of the dict ``layer_backward`` returns.
-LAYER_GRAD_KEYS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "peep")
+LAYER_GRAD_KEYS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "peep", "w_hr")
 #: Keys of the dict ``cell_backward`` returns.
 CELL_GRAD_KEYS = ("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh", "peep")
 
@@ -147,7 +153,7 @@ class Backend(Protocol):
     def layer_forward(self, kind: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Array, w_hh: Array,
                       b_ih: Optional[Array], b_hh: Optional[Array], lengths: Optional[Array], reverse: bool,
                       keep: bool, out: Optional[Array] = None, peep: Optional[Array] = None,
-                      hmask: Optional[Array] = None) -> tuple[Any, ...]:
+                      hmask: Optional[Array] = None, w_hr: Optional[Array] = None) -> tuple[Any, ...]:
         """Whole sequence, one layer, one direction: returns ``(out, h_n, c_n, ws)``.
 
         - ``x [T, B, I]``, T >= 1, B >= 1, I >= 1
@@ -178,6 +184,11 @@ class Backend(Protocol):
           step's recurrent product sees ``h * hmask`` instead of ``h`` (the GRU's
           ``z*h`` and every other use of h see h itself). Not for ``gru_orig``.
           Kept by reference in ``ws``.
+        - ``w_hr``: None, or (lstm only) the projection ``[P, H]``, 1 <= P <= H
+          (see the module's docstring): then the state's width is P, not H, in
+          ``h0``, ``w_hh [G*H, P]``, ``hmask``, ``out`` and ``h_n`` (and in
+          backward's ``grad_out``, ``grad_h_n`` and gradients of these); ``c0``,
+          ``c_n`` keep H. Kept by reference in ``ws``.
         - returns ``out [T, B, H]``, ``h_n [B, H]``, ``c_n [B, H]`` (lstm) or
           None, and ``ws``: an opaque object only this backend's
           ``layer_backward`` reads.
@@ -203,7 +214,8 @@ class Backend(Protocol):
           bidirectional gradient or a batch-first one.
         - returns ``x [T,B,I]``, ``h0 [B,H]``, ``c0 [B,H]`` (lstm; else None),
           ``w_ih``, ``w_hh``, ``b_ih``, ``b_hh`` (None without bias), ``peep``
-          (``[3*H]``; None without peepholes), freshly allocated. Padded steps
+          (``[3*H]``; None without peepholes), ``w_hr`` (``[P, H]``; None without a
+          projection), freshly allocated. Padded steps
           give zero gradient into x.
         - ``acc``: None, or a pair ``(w_ih [G*H, I], w_hh [G*H, H])`` of
           writeable C-contiguous arrays of the forward's dtype that share no

@@ -39,9 +39,10 @@ NAME = "cpp"
 PRODUCTS_IN_BLAS = False
 
 #: layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, out=None, peep=None,
-#: hmask=None) -> (out, h_n, c_n, ws)
+#: hmask=None, w_hr=None) -> (out, h_n, c_n, ws)
 layer_forward = _core.layer_forward
-#: layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None) -> dict(x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep)
+#: layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None) -> dict(x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep,
+#: w_hr)
 layer_backward = _core.layer_backward
 #: cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, peep=None) -> (h_new, c_new, ws)
 cell_forward = _core.cell_forward

@@ -31,7 +31,7 @@ except ImportError:  # the core install has no SciPy: the same formula in NumPy
 from ._acc import add_into, check_acc
 from ._args import check_forward, check_gradients
 from ._rows import check_out, check_rows_arg
-from .contract import KINDS
+from .contract import KINDS, num_gates
 
 NAME = "numpy"
 PRODUCTS_IN_BLAS = True  # NumPy's matmul
@@ -178,13 +178,13 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
                   w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
                   lengths: NDArray[Any] | None, reverse: bool, keep: bool,
                   out: NDArray[Any] | None = None, peep: NDArray[Any] | None = None,
-                  hmask: NDArray[Any] | None = None) -> tuple[Any, ...]:
+                  hmask: NDArray[Any] | None = None, w_hr: NDArray[Any] | None = None) -> tuple[Any, ...]:
     """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
-    check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep, hmask=hmask)
+    check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep, hmask=hmask, w_hr=w_hr)
     T, B, _ = x.shape
-    H = h0.shape[1]
+    H = h0.shape[1]  # the state's width: P with a projection
     check_out(out, (T, B, H), x.dtype, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
-                                            lengths=lengths, peep=peep, hmask=hmask))
+                                            lengths=lengths, peep=peep, hmask=hmask, w_hr=w_hr))
     gx_all = x.reshape(T * B, -1) @ w_ih.T
     if b_ih is not None:
         gx_all = gx_all + b_ih
@@ -197,6 +197,9 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     states: list[Any] = [None] * T
     for t in steps:
         h_step, c_step, saved_t = _step_forward(kind, gx_all[t], h, c, w_hh, b_hh, peep, hmask)
+        if w_hr is not None:  # the LSTM's projection: h' = W_hr (o * tanh(c'))
+            saved_t = (saved_t, h_step)
+            h_step = h_step @ w_hr.T
         if keep:
             saved[t] = saved_t
             states[t] = (h, c)
@@ -212,7 +215,8 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     ws = None
     if keep:
         ws = dict(kind=kind, x=x, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None,
-                  lengths=lengths, reverse=reverse, saved=saved, states=states, peep=peep, hmask=hmask)
+                  lengths=lengths, reverse=reverse, saved=saved, states=states, peep=peep, hmask=hmask,
+                  w_hr=w_hr)
     return out, h, c, ws
 
 
@@ -226,12 +230,13 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
                    acc: tuple[NDArray[Any], NDArray[Any]] | None = None) -> dict[str, Any]:
     """Gradients of a ``layer_forward(..., keep=True)``; see ``contract.Backend``."""
     kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
-    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n, ws["peep"], ws["hmask"]))
-    T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
-    check_rows_arg(grad_out, "grad_out", (T, B, H), x.dtype)  # read at its strides
-    check_gradients(x.dtype, grad_h_n=(grad_h_n, (B, H)), grad_c_n=(grad_c_n if kind == "lstm" else None, (B, H)))
-    grad_out = _zeros_for_none(grad_out, (T, B, H), x.dtype)
-    grad_h_n = _zeros_for_none(grad_h_n, (B, H), x.dtype)
+    w_hr = ws["w_hr"]
+    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n, ws["peep"], ws["hmask"], w_hr))
+    T, B, P, H = x.shape[0], x.shape[1], w_hh.shape[1], w_ih.shape[0] // num_gates(kind)  # P: h's width
+    check_rows_arg(grad_out, "grad_out", (T, B, P), x.dtype)  # read at its strides
+    check_gradients(x.dtype, grad_h_n=(grad_h_n, (B, P)), grad_c_n=(grad_c_n if kind == "lstm" else None, (B, H)))
+    grad_out = _zeros_for_none(grad_out, (T, B, P), x.dtype)
+    grad_h_n = _zeros_for_none(grad_h_n, (B, P), x.dtype)
     if kind == "lstm":
         grad_c_n = _zeros_for_none(grad_c_n, (B, H), x.dtype)
     lengths = ws["lengths"]
@@ -242,6 +247,7 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
     db_hh = np.zeros(w_hh.shape[0], dtype=x.dtype)
     peep = ws["peep"]
     dpeep = None if peep is None else np.zeros_like(peep)
+    dW_hr = None if w_hr is None else np.zeros_like(w_hr)
     dh, dc = grad_h_n, grad_c_n
     for t in steps:
         h, c = ws["states"][t]
@@ -252,7 +258,12 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
             dc_step = None if dc is None else np.where(valid, dc, 0)
         else:
             dc_step = dc
-        dgx, dW, dgh, dh_prev, dc_prev, dp = _step_backward(kind, ws["saved"][t], dh_step, dc_step, h, c, w_hh,
+        saved_t = ws["saved"][t]
+        if w_hr is not None:  # through the projection: dW_hr += dh^T m, and m's gradient dh W_hr
+            saved_t, m = saved_t
+            dW_hr += dh_step.T @ m
+            dh_step = dh_step @ w_hr
+        dgx, dW, dgh, dh_prev, dc_prev, dp = _step_backward(kind, saved_t, dh_step, dc_step, h, c, w_hh,
                                                             peep, ws["hmask"])
         if lengths is not None:
             dgx = np.where(valid, dgx, 0)
@@ -275,6 +286,7 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
         b_ih=dgx_flat.sum(axis=0) if ws["bias"] else None,
         b_hh=db_hh if ws["bias"] else None,
         peep=dpeep,
+        w_hr=dW_hr,
     )
     return add_into(grads, acc)
 

@@ -29,7 +29,7 @@ KIND_ORDER = {"layer": 0, "cell": 1, "varlen": 2, "seed": 3}
 #: extra_info fields that identify a case (everything but the implementation).
 CASE_FIELDS = ("case", "cell", "mode", "B", "I", "H", "T", "layers", "dtype", "threads")
 #: ... and a variant's case.
-VARIANT_FIELDS = ("variant", "mode", "B", "I", "H", "T", "dtype", "threads")
+VARIANT_FIELDS = ("variant", "mode", "B", "I", "H", "P", "T", "dtype", "threads")  # P: a projection's
 #: The variants' baseline: fastrnn's plain layer of the same shape (bench/test_bench_variants.py).
 PLAIN = "fastrnn-plain"
 LABELS = {TORCH: "PyTorch", ORT: "ONNX Runtime", GEMM: "GEMM"}
@@ -148,7 +148,7 @@ def variants(data: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, float
         else:
             unverified.append(extra["impl"])
     return sorted(rows.values(), key=lambda r: tuple(str(r[0].get(k)) for k in ("variant", "mode", "dtype"))
-                  + tuple(int(r[0].get(k) or 0) for k in ("threads", "B", "I", "H", "T")))
+                  + tuple(int(r[0].get(k) or 0) for k in ("threads", "B", "I", "H", "P", "T")))
 
 
 def variants_markdown(rows: list[tuple[dict[str, Any], dict[str, float], list[str]]]) -> list[str]:
@@ -165,7 +165,7 @@ def variants_markdown(rows: list[tuple[dict[str, Any], dict[str, float], list[st
     out.append("|" + "|".join(["---"] * 5 + ["--:"] * (len(head) - 5)) + "|")
     for info, times, _ in rows:
         t = next((times[c] for c in mine if c in times), None)  # the row's variant (one per group)
-        shape = " ".join(f"{k}={info.get(k)}" for k in ("B", "I", "H", "T"))
+        shape = " ".join(f"{k}={info.get(k)}" for k in ("B", "I", "H", "P", "T") if info.get(k) is not None)
         row = [str(info.get("variant")), str(info.get("mode")), shape, str(info.get("dtype")), str(info.get("threads"))]
         row += [fmt_time(times.get(c)) for c in cols]
         plain = times.get(PLAIN)

@@ -36,8 +36,6 @@ _SWAP: dict[type[nn.Module], type[nn.Module]] = {nn.LSTM: LSTM, nn.GRU: GRU, nn.
 
 def _why_not(module: nn.Module) -> str | None:
     """None if fastrnn can serve ``module``, else the reason."""
-    if getattr(module, "proj_size", 0):
-        return f"proj_size={module.proj_size}"
     for name, p in module.named_parameters():
         try:
             check_supported(p.dtype, p.device, name)
@@ -56,6 +54,8 @@ def _replacement(module: Any, backend: str | None) -> nn.Module:
                   dropout=module.dropout, bidirectional=module.bidirectional, **factory)
         if cls is RNN:
             kw["nonlinearity"] = module.nonlinearity
+        if module.proj_size:
+            kw["proj_size"] = module.proj_size
         new = cls(module.input_size, module.hidden_size, **kw)
     else:
         kw = dict(bias=module.bias, **factory)
@@ -73,8 +73,8 @@ def convert(model: nn.Module, inplace: bool = False, *, backend: str | None = No
 
     The replacements hold the original modules' parameters (the same ``Parameter`` objects, so an
     optimizer built on the model before the call still updates them). Modules fastrnn cannot serve
-    (parameters on another device than the CPU, a dtype other than float32/float64, ``proj_size``)
-    are left as they are, with one warning naming them. ``inplace=False`` converts a deep copy;
+    (parameters on another device than the CPU, a dtype other than float32/float64) are left as they
+    are, with one warning naming them. ``inplace=False`` converts a deep copy;
     ``model`` itself may be one of the recurrent modules. ``backend``: fastrnn backend of the new
     modules (None: fastrnn's own choice).
     """
@@ -105,7 +105,7 @@ def convert(model: nn.Module, inplace: bool = False, *, backend: str | None = No
                     full = f"{parent_name}.{child_name}" if parent_name else child_name
                     setattr(parent, child_name, swap(child, full))
     if skipped:
-        warnings.warn("fastrnn.torch.convert left these modules unchanged (fastrnn runs CPU float32/float64 "
-                      "without proj_size): " + "; ".join(skipped), UserWarning, stacklevel=2)
+        warnings.warn("fastrnn.torch.convert left these modules unchanged (fastrnn runs CPU float32/float64): "
+                      + "; ".join(skipped), UserWarning, stacklevel=2)
     return model
 

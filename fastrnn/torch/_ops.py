@@ -53,6 +53,7 @@ import torch
 from numpy.typing import NDArray
 
 from .. import backends as _backends
+from ..backends.contract import CELL_GRAD_KEYS, LAYER_GRAD_KEYS
 
 _LIB = "fastrnn"
 
@@ -151,25 +152,26 @@ def _backend(name: str | None) -> ModuleType:
 
 def _run_layer(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
                lengths: _T | None, reverse: bool, keep: bool, backend: str,
-               peep: _T | None, hmask: _T | None) -> tuple[_T, _T, _T, Any]:
+               peep: _T | None, hmask: _T | None, w_hr: _T | None) -> tuple[_T, _T, _T, Any]:
     _sync_threads()
     out, h_n, c_n, ws = _backend(backend).layer_forward(
         kind, _np(x), _np(h0), _np(c0), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), _np(lengths), reverse, keep,
-        peep=_np(peep), hmask=_np(hmask))
+        peep=_np(peep), hmask=_np(hmask), w_hr=_np(w_hr))
     return torch.from_numpy(out), torch.from_numpy(h_n), _t(c_n, x), ws
 
 
 def _grad_layer(ws: Any, grad_out: _T, grad_h_n: _T, grad_c_n: _T | None, kind: str, x: _T, h0: _T, c0: _T | None,
                 w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, lengths: _T | None, reverse: bool,
-                backend: str, peep: _T | None, hmask: _T | None) -> tuple[_T, _T, _T, _T, _T, _T, _T, _T]:
+                backend: str, peep: _T | None, hmask: _T | None,
+                w_hr: _T | None) -> tuple[_T, _T, _T, _T, _T, _T, _T, _T, _T]:
     _sync_threads()
     be = _backend(backend)
     if ws is None:
         ws = be.layer_forward(kind, _np(x), _np(h0), _np(c0), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh),
-                              _np(lengths), reverse, True, peep=_np(peep), hmask=_np(hmask))[3]
+                              _np(lengths), reverse, True, peep=_np(peep), hmask=_np(hmask), w_hr=_np(w_hr))[3]
     g = be.layer_backward(ws, _np(grad_out), _np(grad_h_n), _np(grad_c_n))
     return (torch.from_numpy(g["x"]), torch.from_numpy(g["h0"]), _t(g["c0"], x), torch.from_numpy(g["w_ih"]),
-            torch.from_numpy(g["w_hh"]), _t(g["b_ih"], x), _t(g["b_hh"], x), _t(g["peep"], x))
+            torch.from_numpy(g["w_hh"]), _t(g["b_ih"], x), _t(g["b_hh"], x), _t(g["peep"], x), _t(g["w_hr"], x))
 
 
 def _run_cell(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
@@ -208,30 +210,31 @@ _T = torch.Tensor
 @torch.library.custom_op(f"{_LIB}::layer_forward", mutates_args=(), device_types="cpu")
 def layer_forward(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
                   lengths: _T | None, reverse: bool, keep: bool, backend: str,
-                  peep: _T | None = None, hmask: _T | None = None) -> tuple[_T, _T, _T, _T]:
-    """``out [T,B,H], h_n [B,H], c_n [B,H] (LSTM; else empty), handle`` (CONTRACT.md's layer_forward)."""
+                  peep: _T | None = None, hmask: _T | None = None, w_hr: _T | None = None) -> tuple[_T, _T, _T, _T]:
+    """``out [T,B,P], h_n [B,P], c_n [B,H] (LSTM; else empty), handle`` (CONTRACT.md's layer_forward;
+    P = H without a projection ``w_hr``)."""
     out, h_n, c_n, ws = _run_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend, peep,
-                                   hmask)
+                                   hmask, w_hr)
     return out, h_n, c_n, _handle(ws)
 
 
 @layer_forward.register_fake
 def _(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
       lengths: _T | None, reverse: bool, keep: bool, backend: str, peep: _T | None = None,
-      hmask: _T | None = None) -> tuple[_T, _T, _T, _T]:
-    T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
-    c_n = x.new_empty((B, H)) if c0 is not None else x.new_empty(0)
-    return x.new_empty((T, B, H)), x.new_empty((B, H)), c_n, x.new_empty((1,), dtype=torch.int64)
+      hmask: _T | None = None, w_hr: _T | None = None) -> tuple[_T, _T, _T, _T]:
+    T, B, P = x.shape[0], x.shape[1], w_hh.shape[1]
+    c_n = _like(c0, x)
+    return x.new_empty((T, B, P)), x.new_empty((B, P)), c_n, x.new_empty((1,), dtype=torch.int64)
 
 
 @torch.library.custom_op(f"{_LIB}::layer_backward", mutates_args=(), device_types="cpu")
 def layer_backward(handle: _T, grad_out: _T, grad_h_n: _T, grad_c_n: _T | None, kind: str, x: _T, h0: _T,
                    c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, lengths: _T | None,
                    reverse: bool, backend: str, peep: _T | None = None,
-                   hmask: _T | None = None) -> tuple[_T, _T, _T, _T, _T, _T, _T, _T]:
-    """Gradients ``x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep`` (empty where the forward had None)."""
+                   hmask: _T | None = None, w_hr: _T | None = None) -> tuple[_T, _T, _T, _T, _T, _T, _T, _T, _T]:
+    """Gradients ``x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, w_hr`` (empty where the forward had None)."""
     grads = _grad_layer(_ws_of(handle), grad_out, grad_h_n, grad_c_n, kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                        lengths, reverse, backend, peep, hmask)
+                        lengths, reverse, backend, peep, hmask, w_hr)
     _consume(handle)
     return grads
 
@@ -243,26 +246,26 @@ def _like(t: _T | None, x: _T) -> _T:
 @layer_backward.register_fake
 def _(handle: _T, grad_out: _T, grad_h_n: _T, grad_c_n: _T | None, kind: str, x: _T, h0: _T, c0: _T | None,
       w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, lengths: _T | None, reverse: bool,
-      backend: str, peep: _T | None = None, hmask: _T | None = None) -> tuple[_T, ...]:
-    return tuple(_like(t, x) for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep))
+      backend: str, peep: _T | None = None, hmask: _T | None = None, w_hr: _T | None = None) -> tuple[_T, ...]:
+    return tuple(_like(t, x) for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, w_hr))
 
 
 def _layer_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[_T, ...]) -> None:
-    kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend, peep, hmask = inputs
-    ctx.args = (kind, reverse, backend, c0 is not None, b_ih is not None, peep is not None)
-    ctx.save_for_backward(output[3], x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep, hmask)
+    kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, backend, peep, hmask, w_hr = inputs
+    ctx.args = (kind, reverse, backend, c0 is not None, b_ih is not None, peep is not None, w_hr is not None)
+    ctx.save_for_backward(output[3], x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep, hmask, w_hr)
 
 
 def _layer_autograd(ctx: Any, grad_out: _T | None, grad_h_n: _T | None, grad_c_n: _T | None,
                     _grad_handle: _T | None) -> tuple[_T | None, ...]:
-    kind, reverse, backend, lstm, bias, peeps = ctx.args
-    handle, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep, hmask = ctx.saved_tensors
+    kind, reverse, backend, lstm, bias, peeps, proj = ctx.args
+    handle, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep, hmask, w_hr = ctx.saved_tensors
     out_like = x.new_empty((x.shape[0], x.shape[1], w_hh.shape[1]))
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dpeep = layer_backward(
-        handle, _zeros_for(grad_out, out_like), _zeros_for(grad_h_n, h0), _zeros_for(grad_c_n, h0) if lstm else None,
-        kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend, peep, hmask)
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dpeep, dw_hr = layer_backward(
+        handle, _zeros_for(grad_out, out_like), _zeros_for(grad_h_n, h0), _zeros_for(grad_c_n, c0) if lstm else None,
+        kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend, peep, hmask, w_hr)
     return (None, dx, dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if bias else None, db_hh if bias else None,
-            None, None, None, None, dpeep if peeps else None, None)
+            None, None, None, None, dpeep if peeps else None, None, dw_hr if proj else None)
 
 
 layer_forward.register_autograd(_layer_autograd, setup_context=_layer_setup)
@@ -354,13 +357,13 @@ class _LayerFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, be: ModuleType, kind: str, views: Sequence[NDArray[Any] | None], lengths: _T | None,
                 reverse: bool, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None,
-                b_hh: _T | None, peep: _T | None, hmask: _T | None) -> tuple[_T, _T, _T]:
+                b_hh: _T | None, peep: _T | None, w_hr: _T | None, hmask: _T | None) -> tuple[_T, _T, _T]:
         ctx.set_materialize_grads(False)  # a missing output gradient reaches the kernels as None (zero)
         out, h_n, c_n, ws = be.layer_forward(kind, _np(x), _np(h0), _np(c0), *views, _np(lengths), reverse, True,
-                                             peep=_np(peep), hmask=_np(hmask))
+                                             peep=_np(peep), hmask=_np(hmask), w_hr=_np(w_hr))
         ctx.ws = ws
         ctx.be, ctx.kind, ctx.lengths, ctx.reverse = be, kind, lengths, reverse
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, hmask)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, w_hr, hmask)
         return torch.from_numpy(out), torch.from_numpy(h_n), _t(c_n, x)
 
     @staticmethod
@@ -369,16 +372,17 @@ class _LayerFn(torch.autograd.Function):
             raise RuntimeError(_DOUBLE)
         # saved_tensors is read even when the workspace is there: autograd raises if one of them
         # was changed in place since the forward (the workspace refers to their memory)
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, hmask = ctx.saved_tensors
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, w_hr, hmask = ctx.saved_tensors
         be, ws = ctx.be, ctx.ws
         if ws is None:
             ws = be.layer_forward(ctx.kind, _np(x), _np(h0), _np(c0), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh),
-                                  _np(ctx.lengths), ctx.reverse, True, peep=_np(peep), hmask=_np(hmask))[3]
+                                  _np(ctx.lengths), ctx.reverse, True, peep=_np(peep), hmask=_np(hmask),
+                                  w_hr=_np(w_hr))[3]
         g = be.layer_backward(ws, _np_grad(grad_out), _np_grad(grad_h_n), _np_grad(grad_c_n))
         # consumed after success (a failed backward leaves it for a retry); a second backward
         # (retain_graph=True) recomputes
         ctx.ws = None
-        return (None, None, None, None, None) + _grads(ctx.needs_input_grad[:-1], g, "h0", "c0") + (None,)
+        return (None, None, None, None, None) + _grads(ctx.needs_input_grad[:-1], g, LAYER_GRAD_KEYS) + (None,)
 
 
 class _CellFn(torch.autograd.Function):
@@ -406,7 +410,7 @@ class _CellFn(torch.autograd.Function):
                                  True, _np(peep))[2]
         g = be.cell_backward(ws, _np_grad(grad_h), _np_grad(grad_c))
         ctx.ws = None  # consumed after success, as in _LayerFn
-        return (None, None, None) + _grads(ctx.needs_input_grad, g, "h", "c")
+        return (None, None, None) + _grads(ctx.needs_input_grad, g, CELL_GRAD_KEYS)
 
 
 _apply_layer = _base_apply.__get__(None, _LayerFn)
@@ -420,12 +424,13 @@ def _np_grad(g: _T | None) -> NDArray[Any] | None:
     return None if g is None else _np(g)
 
 
-def _grads(needs: Sequence[bool], g: dict[str, Any], h: str, c: str) -> tuple[_T | None, ...]:
-    """The kernels' gradient dict as the Functions' gradients of ``x, h, c, w_ih, w_hh, b_ih, b_hh,
-    peep`` (``needs``: ctx.needs_input_grad; None where no gradient is needed or the input was None)."""
-    n = len(needs) - 8
+def _grads(needs: Sequence[bool], g: dict[str, Any], keys: Sequence[str]) -> tuple[_T | None, ...]:
+    """The kernels' gradient dict as the Functions' gradients of its ``keys`` (the contract's, in
+    the order of the Functions' last tensor arguments; ``needs``: ctx.needs_input_grad; None where
+    no gradient is needed or the input was None)."""
+    n = len(needs) - len(keys)
     out: list[_T | None] = []
-    for i, key in enumerate(("x", h, c, "w_ih", "w_hh", "b_ih", "b_hh", "peep")):
+    for i, key in enumerate(keys):
         a = g[key] if needs[n + i] else None
         out.append(None if a is None else torch.from_numpy(a))
     return tuple(out)
@@ -495,20 +500,21 @@ def _needs_grad(tensors: Sequence[_T | None]) -> bool:
 def layer(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
           lengths: _T | None, reverse: bool, backend: str,
           views: Sequence[NDArray[Any] | None] | None = None, peep: _T | None = None,
-          hmask: _T | None = None) -> tuple[_T, _T, _T]:
+          hmask: _T | None = None, w_hr: _T | None = None) -> tuple[_T, _T, _T]:
     """One layer, one direction: ``(out, h_n, c_n)`` (``c_n`` empty unless LSTM), differentiable.
 
     Eagerly through :class:`_LayerFn` (training) or the kernel itself (nothing needs a gradient:
     ``keep=False``); under ``torch.compile``/``torch.export`` through the custom operator.
     ``views``: the NumPy views of ``w_ih, w_hh, b_ih, b_hh`` if the caller has them
     (:class:`WeightViews`); ``peep``: the LSTM's peephole weights or None; ``hmask``: the
-    recurrent input's mask ``[B, H]`` (recurrent dropout; no gradient) or None.
+    recurrent input's mask ``[B, P]`` (recurrent dropout; no gradient) or None; ``w_hr``: the
+    LSTM's projection ``[P, H]`` or None (P = H).
     """
-    keep = _needs_grad((x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep))
+    keep = _needs_grad((x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, w_hr))
     if torch.compiler.is_compiling():
         keep = keep and not torch.compiler.is_exporting()  # see the note above layer()
         traced: tuple[_T, _T, _T] = layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep,
-                                                  backend, peep, hmask)[:3]
+                                                  backend, peep, hmask, w_hr)[:3]
         return traced
     _sync_threads()
     be = _backend(backend)
@@ -517,10 +523,10 @@ def layer(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T 
     if keep:
         outs: tuple[_T, _T, _T] = _apply(_LayerFn, _apply_layer,
                                          (be, kind, views, lengths, reverse, x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep,
-                                          hmask))
+                                          w_hr, hmask))
         return outs
     out, h_n, c_n, _ = be.layer_forward(kind, _np(x), _np(h0), _np(c0), *views, _np(lengths), reverse, False,
-                                        peep=_np(peep), hmask=_np(hmask))
+                                        peep=_np(peep), hmask=_np(hmask), w_hr=_np(w_hr))
     return torch.from_numpy(out), torch.from_numpy(h_n), _t(c_n, x)
 
 

@@ -148,9 +148,6 @@ class _RNNBase(nn.RNNBase, _Backend):
         rdrop = fraction(recurrent_dropout, "recurrent_dropout", below_one=True)
         super().__init__(mode, *args, **kwargs)
         self.recurrent_dropout = rdrop
-        if self.proj_size != 0:
-            raise NotImplementedError(f"fastrnn.torch.LSTM does not support proj_size (got {self.proj_size}); "
-                                      "use torch.nn.LSTM for projected LSTMs")
         self._set_backend(backend)
         self._kind = _KIND[mode]
 
@@ -164,7 +161,8 @@ class _RNNBase(nn.RNNBase, _Backend):
         return s + ", peepholes=True" if self.peepholes else s
 
     def forward(self, input: Any, hx: Any = None) -> Any:  # noqa: A002 - torch.nn's argument name
-        kind, H, L = self._kind, self.hidden_size, self.num_layers
+        # H: the units of h and of each direction's output (proj_size with a projection); c keeps hidden_size
+        kind, H, L = self._kind, self.proj_size or self.hidden_size, self.num_layers
         D = 2 if self.bidirectional else 1
         lstm = kind == "lstm"
         weights = self._weights(self._flat_weights_names)
@@ -203,10 +201,10 @@ class _RNNBase(nn.RNNBase, _Backend):
                                  f"{tuple(input.shape)}")
             x = x.contiguous()
 
-        state_shape = (L * D, B, H)
+        state_shape, c_shape = (L * D, B, H), (L * D, B, self.hidden_size)
         if hx is None:
             h0 = x.new_zeros(state_shape)
-            c0 = h0 if lstm else None
+            c0 = (h0 if c_shape == state_shape else x.new_zeros(c_shape)) if lstm else None
         else:
             if lstm:
                 if not isinstance(hx, (tuple, list)) or len(hx) != 2:
@@ -230,10 +228,11 @@ class _RNNBase(nn.RNNBase, _Backend):
             _check_state(h0, "h_0", state_shape)
             h0 = h0.contiguous()
             if c0 is not None:
-                _check_state(c0, "c_0", state_shape)
+                _check_state(c0, "c_0", c_shape)
                 c0 = c0.contiguous()
 
-        per = 4 if self.bias else 2
+        nw = 4 if self.bias else 2  # w_ih, w_hh (, b_ih, b_hh) of a layer and direction
+        per = nw + (1 if self.proj_size else 0)  # then torch's w_hr
         views = self._views(weights)
         peeps = self._weights(self._peep_names) if self._peep_names else None
         rdrop = self.recurrent_dropout if self.training else 0.0
@@ -247,13 +246,14 @@ class _RNNBase(nn.RNNBase, _Backend):
                 i = layer * D + d
                 w = weights[i * per:(i + 1) * per]
                 b_ih, b_hh = (w[2], w[3]) if self.bias else (None, None)
-                v = None if views is None else views[i * per:(i + 1) * per]
+                v = None if views is None else views[i * per:i * per + nw]
                 v = v if v is None or self.bias else (v[0], v[1], None, None)
                 hmask = None
                 if rdrop > 0:  # one mask per sequence, layer and direction, from torch's generator
                     hmask = torch.bernoulli(x.new_full((B, H), 1 - rdrop)).div_(1 - rdrop)
                 out, h, c = _ops.layer(kind, inp, h0[i], None if c0 is None else c0[i], w[0], w[1], b_ih, b_hh,
-                                       lengths, d == 1, self.backend, v, None if peeps is None else peeps[i], hmask)
+                                       lengths, d == 1, self.backend, v, None if peeps is None else peeps[i], hmask,
+                                       w[nw] if self.proj_size else None)
                 outs.append(out)
                 hs.append(h)
                 cs.append(c)
@@ -276,9 +276,10 @@ class _RNNBase(nn.RNNBase, _Backend):
 
 
 class LSTM(_RNNBase):
-    """``torch.nn.LSTM`` on fastrnn's kernels (``proj_size`` is not supported).
+    """``torch.nn.LSTM`` on fastrnn's kernels.
 
-    Same arguments as ``torch.nn.LSTM`` (plus keyword ``backend=``: 'auto', 'cpp', 'numba' or 'numpy').
+    Same arguments as ``torch.nn.LSTM`` (``proj_size`` included: the projection runs inside the
+    fused kernels) (plus keyword ``backend=``: 'auto', 'cpp', 'numba' or 'numpy').
     Keyword ``recurrent_dropout=p`` (LSTM, GRU, RNN; which ``torch.nn`` has not): in training mode one
     mask per sequence, layer and direction (``torch.bernoulli``: torch's generator) on the recurrent
     input, as :class:`fastrnn.LSTM`'s. Keyword ``peepholes=True`` (which ``torch.nn.LSTM`` has not) adds peephole weights

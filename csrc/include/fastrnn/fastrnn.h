@@ -42,7 +42,7 @@ extern "C" {
 
 /* FASTRNN_CDEF_BEGIN (fastrnn/capi.py hands the text up to FASTRNN_CDEF_END to cffi) */
 
-#define FASTRNN_ABI_VERSION 2 /* 2: the _ex functions (peepholes, recurrent dropout) */
+#define FASTRNN_ABI_VERSION 3 /* 2: the _ex functions (peepholes, recurrent dropout); 3: the _proj ones */
 
 enum fastrnn_status_code {
     FASTRNN_OK = 0,
@@ -179,6 +179,33 @@ FASTRNN_API int fastrnn_cell_backward_ex_f64(int kind, int64_t B, int64_t I, int
     const double* w_hh, const double* peep, const double* ws, const double* grad_h,
     const double* grad_c, double* dx, double* dh, double* dc, double* dw_ih, double* dw_hh,
     double* db_ih, double* db_hh, double* dpeep);
+
+/* Version 3: the LSTM's projection (PyTorch's proj_size), layers only: the
+ * _ex layer functions with P, the units of h, and w_hr [P, H] (FASTRNN_LSTM
+ * only, else FASTRNN_ERR_UNSUPPORTED; 1 <= P <= H, else FASTRNN_ERR_BAD_SIZE):
+ *   h' = w_hr · (o*tanh(c')), so h0, h_n, out, hmask and grad_out, grad_h_n,
+ *   dh0 have P units and w_hh, dw_hh are [G*H, P]; c keeps H units.
+ * backward then writes dw_hr [P, H] (required with w_hr). w_hr NULL: P must
+ * be H, and the result is the _ex function's. The workspace: for P units. */
+FASTRNN_API int64_t fastrnn_layer_workspace_size_proj(int kind, int64_t T, int64_t B, int64_t H, int64_t P);
+FASTRNN_API int fastrnn_layer_forward_proj_f32(int kind, int64_t T, int64_t B, int64_t I, int64_t H, int64_t P,
+    const float* x, const float* h0, const float* c0, const float* w_ih, const float* w_hh,
+    const float* b_ih, const float* b_hh, const float* peep, const float* hmask, const float* w_hr,
+    const int64_t* lengths, int reverse, float* out, float* h_n, float* c_n, float* ws);
+FASTRNN_API int fastrnn_layer_forward_proj_f64(int kind, int64_t T, int64_t B, int64_t I, int64_t H, int64_t P,
+    const double* x, const double* h0, const double* c0, const double* w_ih, const double* w_hh,
+    const double* b_ih, const double* b_hh, const double* peep, const double* hmask, const double* w_hr,
+    const int64_t* lengths, int reverse, double* out, double* h_n, double* c_n, double* ws);
+FASTRNN_API int fastrnn_layer_backward_proj_f32(int kind, int64_t T, int64_t B, int64_t I, int64_t H, int64_t P,
+    const float* x, const float* c0, const float* w_ih, const float* w_hh, const float* peep,
+    const float* hmask, const float* w_hr, const int64_t* lengths, int reverse, const float* ws,
+    const float* grad_out, const float* grad_h_n, const float* grad_c_n, float* dx, float* dh0, float* dc0,
+    float* dw_ih, float* dw_hh, float* db_ih, float* db_hh, float* dpeep, float* dw_hr);
+FASTRNN_API int fastrnn_layer_backward_proj_f64(int kind, int64_t T, int64_t B, int64_t I, int64_t H, int64_t P,
+    const double* x, const double* c0, const double* w_ih, const double* w_hh, const double* peep,
+    const double* hmask, const double* w_hr, const int64_t* lengths, int reverse, const double* ws,
+    const double* grad_out, const double* grad_h_n, const double* grad_c_n, double* dx, double* dh0,
+    double* dc0, double* dw_ih, double* dw_hh, double* db_ih, double* db_hh, double* dpeep, double* dw_hr);
 
 /* FASTRNN_CDEF_END */
 

@@ -8,6 +8,7 @@
 // Symbols used in the shapes:
 //   T  time steps          B  batch            I  input features
 //   H  hidden units        G  gates (1 rnn, 4 lstm, 3 gru)
+//   P  units of the state h: the projection's rows (LSTM with w_hr), else H
 //   K  columns kept per step for backward: kept_gates(kind) * H
 //
 // Gate order follows PyTorch: LSTM i, f, g, o; GRU r, z, n.
@@ -56,6 +57,11 @@ constexpr bool kept_gates_are_states(Kind k) { return num_gates(k) == 1; }
 //   o = sigmoid(... + p_o*c') ; h' = o*tanh(c')
 constexpr int kPeepholes = 3;
 
+// LSTM projection (PyTorch's proj_size): w_hr [P, H], 1 <= P <= H, makes the
+// state from the H units' output, so h has P units and W_hh sees them:
+//   h' = w_hr · (o*tanh(c'))        h0, h_n, out: [.., P]; w_hh: [G*H, P]
+// (c keeps H units).
+
 // Parse "rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig". Returns false on
 // an unknown name.
 bool parse_kind(const char* name, Kind* out);
@@ -67,31 +73,33 @@ bool parse_kind(const char* name, Kind* out);
 // state is carried unchanged and out[t, b] = 0. With `reverse`, steps run
 // t = T-1 .. 0 and sequence b starts from h0 at its own last step.
 // With ws_gates == nullptr nothing for backward is stored (inference).
-// out need not be dense: row out[t, b] (H contiguous values) starts at
-// out + t * out_t_stride + b * out_b_stride (dense: B * H and H), so a
-// direction can write its half of a bidirectional [T, B, 2H] buffer, or a
-// batch-first [B, T, H] buffer, in place. The rows must not overlap.
+// out need not be dense: row out[t, b] (P contiguous values) starts at
+// out + t * out_t_stride + b * out_b_stride (dense: B * P and P), so a
+// direction can write its half of a bidirectional [T, B, 2P] buffer, or a
+// batch-first [B, T, P] buffer, in place. The rows must not overlap.
 template <typename T>
 void layer_forward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                    const T* x,             // x: [T, B, I]
-                   const T* h0,            // h0: [B, H]
+                   const T* h0,            // h0: [B, P]
                    const T* c0,            // c0: [B, H] (lstm), else ignored
                    const T* w_ih,          // w_ih: [G*H, I]
-                   const T* w_hh,          // w_hh: [G*H, H]
+                   const T* w_hh,          // w_hh: [G*H, P]
                    const T* b_ih,          // b_ih: [G*H] or nullptr (no bias; then b_hh too)
                    const T* b_hh,          // b_hh: [G*H] or nullptr
                    const T* peep,          // peep: [3*H] (lstm peepholes) or nullptr (none)
-                   const T* hmask,         // hmask: [B, H] or nullptr: the product sees h * hmask
+                   const T* hmask,         // hmask: [B, P] or nullptr: the product sees h * hmask
                                            // (recurrent dropout; not gru_orig)
+                   int64_t P,              // units of h: w_hr's rows, or H without w_hr
+                   const T* w_hr,          // w_hr: [P, H] (lstm projection) or nullptr (none)
                    const int64_t* lengths, // lengths: [B] or nullptr (all T)
                    bool reverse,
-                   T* out,                 // out: [T, B, H], rows at the strides below
+                   T* out,                 // out: [T, B, P], rows at the strides below
                    int64_t out_t_stride,   // elements from out[t, b] to out[t + 1, b]
                    int64_t out_b_stride,   // elements from out[t, b] to out[t, b + 1]
-                   T* h_n,                 // h_n: [B, H]
+                   T* h_n,                 // h_n: [B, P]
                    T* c_n,                 // c_n: [B, H] (lstm), else ignored
                    T* ws_gates,            // ws_gates: [T, B, K] or nullptr (inference)
-                   T* ws_h,                // ws_h: [T, B, H] state entering each step (training;
+                   T* ws_h,                // ws_h: [T, B, P] state entering each step (training;
                                            // rnn kinds: [B, H], h0 only - their kept gates
                                            // are the states after each step)
                    T* ws_c);               // ws_c: [T, B, H] lstm cell after each step (training)
@@ -99,33 +107,36 @@ void layer_forward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
 // Backward of layer_forward (called with the same inputs and its ws_*).
 // Gradients are written, not accumulated (but see add_dw). Padded steps give
 // zero gradient into dx and ignore grad_out. grad_out's rows are read at
-// strides as forward's out is written (any strides; dense: B * H and H).
+// strides as forward's out is written (any strides; dense: B * P and P).
 template <typename T>
 void layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H,
                     const T* x,              // x: [T, B, I]
                     const T* c0,             // c0: [B, H] (lstm), else ignored
                     const T* w_ih,           // w_ih: [G*H, I]
-                    const T* w_hh,           // w_hh: [G*H, H]
+                    const T* w_hh,           // w_hh: [G*H, P]
                     const T* peep,           // peep: [3*H] as forward's, or nullptr
-                    const T* hmask,          // hmask: [B, H] as forward's, or nullptr
+                    const T* hmask,          // hmask: [B, P] as forward's, or nullptr
+                    int64_t P,               // units of h, as forward's
+                    const T* w_hr,           // w_hr: [P, H] as forward's, or nullptr
                     const int64_t* lengths,  // lengths: [B] or nullptr
                     bool reverse,
                     const T* ws_gates,       // ws_gates: [T, B, K]
-                    const T* ws_h,           // ws_h: [T, B, H] (rnn kinds: [B, H])
+                    const T* ws_h,           // ws_h: [T, B, P] (rnn kinds: [B, H])
                     const T* ws_c,           // ws_c: [T, B, H] (lstm)
-                    const T* grad_out,       // grad_out: [T, B, H] or nullptr (zeros)
+                    const T* grad_out,       // grad_out: [T, B, P] or nullptr (zeros)
                     int64_t grad_out_t_stride,  // elements from grad_out[t, b] to [t + 1, b]
                     int64_t grad_out_b_stride,  // elements from grad_out[t, b] to [t, b + 1]
-                    const T* grad_h_n,       // grad_h_n: [B, H] or nullptr (zeros)
+                    const T* grad_h_n,       // grad_h_n: [B, P] or nullptr (zeros)
                     const T* grad_c_n,       // grad_c_n: [B, H] (lstm) or nullptr (zeros)
                     T* dx,                   // dx: [T, B, I]
-                    T* dh0,                  // dh0: [B, H]
+                    T* dh0,                  // dh0: [B, P]
                     T* dc0,                  // dc0: [B, H] (lstm), else ignored
                     T* dw_ih,                // dw_ih: [G*H, I]
-                    T* dw_hh,                // dw_hh: [G*H, H]
+                    T* dw_hh,                // dw_hh: [G*H, P]
                     T* db_ih,                // db_ih: [G*H] or nullptr (no bias)
                     T* db_hh,                // db_hh: [G*H] or nullptr
                     T* dpeep,                // dpeep: [3*H] with peep (written), else ignored
+                    T* dw_hr,                // dw_hr: [P, H] with w_hr (written), else ignored
                     bool add_dw = false);    // true: dw_ih, dw_hh += the gradients (they hold
                                              // values to accumulate onto); false: overwritten
 

@@ -40,8 +40,9 @@ constexpr SizeCheck check_sizes(int64_t T, int64_t B, int64_t I, int64_t H) {
 // The training workspace of a layer (layer_forward's ws_* in fastrnn/rnn.h),
 // as the C ABI lays it out in one buffer, in this order:
 //   gates [T, B, K]        K = kept_gates(kind) * H
-//   h     [h_steps, B, H]  the state entering each step; h_steps = 1 (h0
-//                          only) for kinds whose kept gates are their states
+//   h     [h_steps, B, P]  the state entering each step; h_steps = 1 (h0
+//                          only) for kinds whose kept gates are their states;
+//                          P the state's units (an LSTM's projection's, else H)
 //   c     [c_steps, B, H]  lstm: the cell after each step (c_steps = T), else none
 struct LayerWorkspaceLayout {
     int64_t gates_cols;  // K
@@ -50,14 +51,14 @@ struct LayerWorkspaceLayout {
     int64_t gates_elems, h_elems, c_elems, total;  // -1 when a count overflows
 };
 
-constexpr LayerWorkspaceLayout layer_workspace_layout(Kind kind, int64_t T, int64_t B, int64_t H) {
+constexpr LayerWorkspaceLayout layer_workspace_layout(Kind kind, int64_t T, int64_t B, int64_t H, int64_t P) {
     LayerWorkspaceLayout w{};
     w.gates_cols = checked_elements(kept_gates(kind), H);
     w.h_steps = kept_gates_are_states(kind) ? 1 : T;
     w.c_steps = kind == Kind::lstm ? T : 0;
     const int64_t rows = checked_elements(T, B);
     w.gates_elems = checked_elements(rows, w.gates_cols);
-    w.h_elems = checked_elements(checked_elements(w.h_steps, B), H);
+    w.h_elems = checked_elements(checked_elements(w.h_steps, B), P);
     w.c_elems = checked_elements(checked_elements(w.c_steps, B), H);
     const bool bad = rows < 0 || w.gates_cols < 0 || w.gates_elems < 0 || w.h_elems < 0 || w.c_elems < 0 ||
                      w.gates_elems > kMaxElements - w.h_elems - w.c_elems;

@@ -109,6 +109,18 @@ inline void add_peephole_row_grads(int64_t H, int64_t j0, int64_t j1, const T* d
     }
 }
 
+// m = o*tanh(c') over H units, the forward row's output (before a
+// projection), from the kept o and c': the projection's gradient reads it.
+template <class T>
+FASTRNN_ROW
+void lstm_output_row(int64_t H, const T* o, const T* c_new, T* m) {
+    constexpr int W = V<T>::W;
+    for (int64_t j = 0; j < H; j += W) {
+        int n = (int)std::min<int64_t>(W, H - j);
+        vstoren(m + j, vloadn(o + j, n) * vtanh(vloadn(c_new + j, n)), n);
+    }
+}
+
 struct LstmCell : CellDefaults {
     static constexpr Kind kind = Kind::lstm;
     static constexpr bool has_cell_state = true;

@@ -48,12 +48,13 @@ void panels_gemm(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t lda, con
     }
 }
 
-// Pack W_hh ([G*H, H]) for the forward product h · W_hh^T, part `id` of `nt`:
-// panel p = jp*G + g holds units [jp*NR, jp*NR+NR) of gate g, [H, NR].
+// Pack W ([G*N, K]) for the forward product A · W^T, part `id` of `nt`:
+// panel p = jp*G + g holds outputs [jp*NR, jp*NR+NR) of block g, [K, NR]
+// (W_hh: N = H units, K = the state's units; the projection: G = 1).
 template <class T>
-void pack_forward(const T* w_hh, int64_t H, int G, Packed<T>& pk, int id, int nt) {
+void pack_forward(const T* w, int64_t N, int64_t K, int G, Packed<T>& pk, int id, int nt) {
     constexpr int NR = 2 * V<T>::W;
-    const int64_t unit_panels = (H + NR - 1) / NR;
+    const int64_t unit_panels = (N + NR - 1) / NR;
     int64_t p0, p1;
     split(unit_panels * G, nt, id, &p0, &p1);
     for (int64_t p = p0; p < p1; ++p) {
@@ -61,17 +62,18 @@ void pack_forward(const T* w_hh, int64_t H, int G, Packed<T>& pk, int id, int nt
         T* dst = pk.panel_w(p);
         for (int64_t c = 0; c < NR; ++c) {
             int64_t j = jp * NR + c;
-            if (j < H) {
-                const T* src = w_hh + (g * H + j) * H;
-                for (int64_t k = 0; k < H; ++k) dst[k * NR + c] = src[k];
+            if (j < N) {
+                const T* src = w + (g * N + j) * K;
+                for (int64_t k = 0; k < K; ++k) dst[k * NR + c] = src[k];
             } else {
-                for (int64_t k = 0; k < H; ++k) dst[k * NR + c] = 0;
+                for (int64_t k = 0; k < K; ++k) dst[k * NR + c] = 0;
             }
         }
     }
 }
 
-// Backward: panel jp holds columns [jp*NR, jp*NR+NR) of W_hh [G*H, H].
+// Backward: panel jp holds columns [jp*NR, jp*NR+NR) of W ([GH, H] here: W_hh
+// [G*H, P] and the projection [P, H] alike).
 template <class T>
 void pack_backward(const T* w_hh, int64_t GH, int64_t H, Packed<T>& pk, int id, int nt) {
     constexpr int NR = 2 * V<T>::W;

@@ -6,7 +6,9 @@
 // gradient carried into h, then the recurrent product dG · W_hh (W_hh packed
 // into panels of its columns) feeds the step processed next. After each
 // chunk its dG rows go through the large products (dx, dW_ih, dW_hh) and the
-// bias column sums, so dG is kept for one chunk only.
+// bias column sums, so dG is kept for one chunk only. With the LSTM's
+// projection (w_hr) a step first turns the state's gradient dh [P] into the
+// units' dm = dh · W_hr [H] for the rows, and keeps dh for dW_hr = Σ dh^T m.
 #pragma once
 
 #include <algorithm>
@@ -16,7 +18,7 @@
 #include <vector>
 
 #include "cells/common.h"
-#include "cells/lstm.h"  // add_peephole_row_grads
+#include "cells/lstm.h"  // add_peephole_row_grads, lstm_output_row
 #include "common/scratch.h"
 #include "fastrnn/rnn.h"
 #include "gemm/gemm.h"
@@ -30,14 +32,14 @@ namespace {
 // The arguments of layer_backward (shapes in fastrnn/rnn.h).
 template <class T>
 struct LayerBackwardArgs {
-    int64_t steps, B, I, H;
-    const T *x, *c0, *w_ih, *w_hh, *peep, *hmask;
+    int64_t steps, B, I, H, P;  // P: the state's units (w_hr's rows, else H)
+    const T *x, *c0, *w_ih, *w_hh, *peep, *hmask, *w_hr;
     const int64_t* lengths;
     bool reverse;
     const T *ws_gates, *ws_h, *ws_c, *grad_out;
     int64_t grad_out_t_stride, grad_out_b_stride;  // row (t, b) of grad_out at these strides
     const T *grad_h_n, *grad_c_n;
-    T *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh, *dpeep;
+    T *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh, *dpeep, *dw_hr;
     bool add_dw;
 };
 
@@ -62,6 +64,9 @@ private:
     static constexpr int direct_gates = (Cell::separate_n_grad || Cell::n_product_after_reset) ? 2 : G;
 
     void setup();
+    void pack(int64_t task, int64_t ntasks);
+    void project_rows(int64_t m0, int64_t m1, int64_t st, int64_t t0);
+    void add_projection_grads(int64_t s0, int64_t s1, int64_t t0);
     void step_rows(int64_t m0, int64_t m1, int64_t u0, int64_t u1, int64_t st, int64_t t0);
     void time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1, int64_t s0,
                    int64_t s1, int64_t t0);
@@ -82,14 +87,22 @@ private:
     }
 
     const LayerBackwardArgs<T>& a_;
-    int64_t Tn_ = 0, B_ = 0, H_ = 0, GH_ = 0, ldg_ = 0;
+    int64_t Tn_ = 0, B_ = 0, H_ = 0, P_ = 0, GH_ = 0, ldg_ = 0;
     int64_t chunk_steps_ = 0;
     int64_t unit_panels_ = 0;
+    int64_t state_panels_ = 0;  // panels of the state's P units (the product dG · W_hh's columns)
     int64_t lds_ = 0;       // row stride of S_ and drh_ (padded)
     Scratch<T> dG_, dG_n_;  // gru: dG_n [chunk_steps_*B, H], the recurrent product's n block
     Packed<T> w_hh_packed_;
     Scratch<T> dh_carry_, S_, drh_, dc_;
-    Scratch<T> hm_;  // recurrent dropout: the chunk's states entering each step, times hmask [rows, H]
+    Scratch<T> hm_;  // recurrent dropout: the chunk's states entering each step, times hmask [rows, P]
+    // The projection: W_hr [P, H] in panels of its columns, the chunk's state
+    // gradients dh [rows, P], a step's dm = dh · W_hr [B, ldm_] and the
+    // chunk's m = o*tanh(c') [rows, H] for dW_hr.
+    Packed<T> w_hr_packed_;
+    Scratch<T> dhp_, dm_, m_;
+    std::vector<int> all_unit_panels_;
+    int64_t ldm_ = 0;
     Plan plan_;
     int64_t batch_slices_ = 1;
     std::vector<int> lists_;
@@ -99,7 +112,7 @@ private:
 
 template <class Cell, class T>
 void LayerBackward<Cell, T>::setup() {
-    const int64_t B = B_ = a_.B, H = H_ = a_.H;
+    const int64_t B = B_ = a_.B, H = H_ = a_.H, P = P_ = a_.P;
     Tn_ = a_.steps;
     GH_ = G * H;
     ldg_ = kept_gates(Cell::kind) * H;
@@ -110,20 +123,32 @@ void LayerBackward<Cell, T>::setup() {
     dG_n_.alloc(Cell::separate_n_grad ? checked_mul(checked_mul(chunk_steps_, B), H) : 1);
 
     unit_panels_ = (H + NR - 1) / NR;
-    lds_ = unit_panels_ * NR + V<T>::W;
+    state_panels_ = (P + NR - 1) / NR;
+    lds_ = state_panels_ * NR + V<T>::W;
     w_hh_packed_.ktot = GH_;
-    w_hh_packed_.npanels = unit_panels_;
+    w_hh_packed_.npanels = state_panels_;
     w_hh_packed_.alloc();
+    if (a_.w_hr) {
+        w_hr_packed_.ktot = P;
+        w_hr_packed_.npanels = unit_panels_;
+        w_hr_packed_.alloc();
+        ldm_ = unit_panels_ * NR + V<T>::W;
+        dhp_.alloc(checked_mul(checked_mul(chunk_steps_, B), P));
+        dm_.alloc(checked_mul(B, ldm_));
+        m_.alloc(checked_mul(checked_mul(chunk_steps_, B), H));
+        all_unit_panels_.resize(unit_panels_);
+        for (int64_t jp = 0; jp < unit_panels_; ++jp) all_unit_panels_[jp] = (int)jp;
+    }
 
-    dh_carry_.alloc(checked_mul(B, H));
+    dh_carry_.alloc(checked_mul(B, P));
     S_.alloc(checked_mul(B, lds_));
     drh_.alloc(Cell::n_product_after_reset ? checked_mul(B, lds_) : 1);
     dc_.alloc(Cell::has_cell_state ? checked_mul(B, H) : 1);
-    hm_.alloc(a_.hmask ? checked_mul(checked_mul(chunk_steps_, B), H) : 1);
+    hm_.alloc(a_.hmask ? checked_mul(checked_mul(chunk_steps_, B), P) : 1);
     if (a_.grad_h_n)
-        std::memcpy(dh_carry_.p, a_.grad_h_n, B * H * sizeof(T));
+        std::memcpy(dh_carry_.p, a_.grad_h_n, B * P * sizeof(T));
     else
-        dh_carry_.zero(B * H);
+        dh_carry_.zero(B * P);
     S_.zero(B * lds_);
     if (Cell::has_cell_state) {
         if (a_.grad_c_n)
@@ -131,10 +156,47 @@ void LayerBackward<Cell, T>::setup() {
         else
             dc_.zero(B * H);
     }
-    plan_ = make_plan(B, unit_panels_, B * GH_ * H, Tn_, unit_panels_ * GH_ * NR * (int64_t)sizeof(T));
+    plan_ = make_plan(B, unit_panels_, B * GH_ * P, Tn_, state_panels_ * GH_ * NR * (int64_t)sizeof(T));
+    // The projection's dm needs every state unit's dh (forward.h: rows, not units).
+    if (a_.w_hr && plan_.mode == Mode::units) plan_ = batch_or_serial_plan(B, B * GH_ * P, Tn_);
     batch_slices_ = plan_.mode == Mode::batch ? (B >= 8 * plan_.nthreads ? 2 * plan_.nthreads : plan_.nthreads) : 1;
-    lists_.resize((size_t)std::max<int64_t>(plan_.nthreads, batch_slices_) * unit_panels_);
+    lists_.resize((size_t)std::max<int64_t>(plan_.nthreads, batch_slices_) * std::max(unit_panels_, state_panels_));
     colsum_.resize(a_.db_ih ? GH_ : 1);
+}
+
+// Task `task` of `ntasks` of packing W_hh (and the projection's W_hr).
+template <class Cell, class T>
+void LayerBackward<Cell, T>::pack(int64_t task, int64_t ntasks) {
+    pack_backward(a_.w_hh, GH_, P_, w_hh_packed_, (int)task, (int)ntasks);
+    if (a_.w_hr) pack_backward(a_.w_hr, P_, H_, w_hr_packed_, (int)task, (int)ntasks);
+}
+
+// The projection's part of step st for rows [m0, m1) (every unit: projecting
+// layers share rows): the state's gradient dh = carry + S + grad_out, kept in
+// the chunk's dh rows (zero for a padded row, whose dh is carried instead),
+// and the units' dm = dh · W_hr.
+template <class Cell, class T>
+void LayerBackward<Cell, T>::project_rows(int64_t m0, int64_t m1, int64_t st, int64_t t0) {
+    const int64_t B = B_, P = P_;
+    const int64_t t = a_.reverse ? Tn_ - 1 - st : st;
+    const T* go = a_.grad_out ? a_.grad_out + t * a_.grad_out_t_stride : nullptr;
+    T* dht = dhp_.p + (t - t0) * B * P;
+    for (int64_t b = m0; b < m1; ++b) {
+        const T* sums = S_.p + b * lds_;
+        T* carry = dh_carry_.p + b * P;
+        T* dh = dht + b * P;
+        if (a_.lengths && t >= a_.lengths[b]) {
+            pad_bwd_row<T>(0, P, sums, carry);
+            std::memset(dh, 0, P * sizeof(T));
+            continue;
+        }
+        const T* g = go ? go + b * a_.grad_out_b_stride : nullptr;
+        for (int64_t j = 0; j < P; ++j) {
+            dh[j] = carry[j] + sums[j] + (g ? g[j] : T(0));
+            carry[j] = 0;
+        }
+    }
+    panels_gemm<T>(m0, m1, P, dht, P, w_hr_packed_, 0, all_unit_panels_.data(), (int)unit_panels_, dm_.p, ldm_);
 }
 
 // The pointwise rows of step st for rows [m0, m1), units [u0, u1); the
@@ -147,18 +209,19 @@ void LayerBackward<Cell, T>::step_rows(int64_t m0, int64_t m1, int64_t u0, int64
     const T* go = a_.grad_out ? a_.grad_out + t * a_.grad_out_t_stride : nullptr;
     T* dgt = dG_.p + (t - t0) * B * GH_;
     T* dgnt = dG_n_.p + (t - t0) * B * H;
+    const bool proj = a_.w_hr != nullptr;  // project_rows made the rows' dm (and carried the padded ones)
     for (int64_t b = m0; b < m1; ++b) {
-        const T* sums = S_.p + b * lds_;
-        T* carry = dh_carry_.p + b * H;
+        const T* sums = proj ? nullptr : S_.p + b * lds_;
+        T* carry = proj ? dm_.p + b * ldm_ : dh_carry_.p + b * H;
         if (a_.lengths && t >= a_.lengths[b]) {  // padded: dh is carried, no gate gradient
-            pad_bwd_row<T>(u0, u1, sums, carry);
+            if (!proj) pad_bwd_row<T>(u0, u1, sums, carry);
             for (int g = 0; g < G; ++g) std::memset(dgt + b * GH_ + g * H + u0, 0, (u1 - u0) * sizeof(T));
             if (Cell::separate_n_grad) std::memset(dgnt + b * H + u0, 0, (u1 - u0) * sizeof(T));
             continue;
         }
         BackwardRow<T> row{};
         row.kept = keptt + b * ldg_;
-        if (!Cell::kept_gates_are_state) row.h_prev = a_.ws_h + (t * B + b) * H;
+        if (!Cell::kept_gates_are_state) row.h_prev = a_.ws_h + (t * B + b) * P_;
         if (Cell::has_cell_state) {
             row.c_prev = c_before(t, b);
             row.c_new = a_.ws_c + (t * B + b) * H;
@@ -166,7 +229,7 @@ void LayerBackward<Cell, T>::step_rows(int64_t m0, int64_t m1, int64_t u0, int64
             if (Cell::has_peepholes) row.peep = a_.peep;
         }
         row.sums = sums;
-        row.grad_out = go ? go + b * a_.grad_out_b_stride : nullptr;
+        row.grad_out = go && !proj ? go + b * a_.grad_out_b_stride : nullptr;
         row.dh_carry = carry;
         row.dg = dgt + b * GH_;
         if (Cell::separate_n_grad) row.dg_n = dgnt + b * H;
@@ -180,14 +243,18 @@ void LayerBackward<Cell, T>::step_rows(int64_t m0, int64_t m1, int64_t u0, int64
 template <class Cell, class T>
 void LayerBackward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1,
                                        int64_t s0, int64_t s1, int64_t t0) {
-    const int64_t B = B_, H = H_;
+    const int64_t B = B_, H = H_, P = P_;
     const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
-    int* panels = lists_.data() + (size_t)list_id * unit_panels_;
+    // The state units this part's product writes: its own, or (projecting: rows, not units) all.
+    const int64_t sp0 = a_.w_hr ? 0 : jp0, sp1 = a_.w_hr ? state_panels_ : jp1;
+    const int64_t q0 = sp0 * NR, q1 = std::min<int64_t>(P, sp1 * NR);
+    int* panels = lists_.data() + (size_t)list_id * std::max(unit_panels_, state_panels_);
     int np = 0;
-    for (int64_t jp = jp0; jp < jp1; ++jp) panels[np++] = (int)jp;
+    for (int64_t jp = sp0; jp < sp1; ++jp) panels[np++] = (int)jp;
     for (int64_t st = s1 - 1; st >= s0; --st) {
         const int64_t t = a_.reverse ? Tn_ - 1 - st : st;
         T* dgt = dG_.p + (t - t0) * B * GH_;
+        if (a_.w_hr) project_rows(m0, m1, st, t0);
         step_rows(m0, m1, u0, u1, st, t0);
         if constexpr (Cell::n_product_after_reset) {
             barrier(plan_);
@@ -213,17 +280,17 @@ void LayerBackward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, 
                            lds_, true);
         if (a_.hmask)  // S is the gradient of h * hmask: that of h is S * hmask
             for (int64_t b = m0; b < m1; ++b)
-                for (int64_t j = u0; j < u1; ++j) S_.p[b * lds_ + j] *= a_.hmask[b * H + j];
+                for (int64_t j = q0; j < q1; ++j) S_.p[b * lds_ + j] *= a_.hmask[b * P + j];
     }
 }
 
-// dh0 = dh_carry + S (own rows / units).
+// dh0 = dh_carry + S (own rows / state units, as time_loop's product).
 template <class Cell, class T>
 void LayerBackward<Cell, T>::finish(int64_t m0, int64_t m1, int64_t jp0, int64_t jp1) {
-    const int64_t H = H_;
-    const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
+    const int64_t P = P_;
+    const int64_t q0 = a_.w_hr ? 0 : jp0 * NR, q1 = a_.w_hr ? P : std::min<int64_t>(P, jp1 * NR);
     for (int64_t b = m0; b < m1; ++b)
-        for (int64_t j = u0; j < u1; ++j) a_.dh0[b * H + j] = dh_carry_.p[b * H + j] + S_.p[b * lds_ + j];
+        for (int64_t j = q0; j < q1; ++j) a_.dh0[b * P + j] = dh_carry_.p[b * P + j] + S_.p[b * lds_ + j];
 }
 
 // The time loop of one chunk, shared among the threads as planned.
@@ -233,7 +300,7 @@ void LayerBackward<Cell, T>::chunk_loop(int64_t s0, int64_t s1, int64_t t0, bool
     if (plan_.mode == Mode::units) {
         parallel_team(plan_.nthreads, [&](int id) {
             if (first) {
-                pack_backward(a_.w_hh, GH_, H_, w_hh_packed_, id, plan_.nthreads);
+                pack(id, plan_.nthreads);
                 barrier(plan_);
             }
             int64_t jp0, jp1;
@@ -283,10 +350,26 @@ void LayerBackward<Cell, T>::add_peephole_grads(int64_t s0, int64_t s1, int64_t 
         units(0, H);
 }
 
+// The projection's gradient over the chunk's steps: dW_hr += dh^T m with m =
+// o*tanh(c') (the forward row's output, from the kept o and c'). A padded
+// row's dh is zero and its m too (its kept gates were never written).
+template <class Cell, class T>
+void LayerBackward<Cell, T>::add_projection_grads(int64_t s0, int64_t s1, int64_t t0) {
+    const int64_t B = B_, H = H_, R = (s1 - s0) * B;
+    for (int64_t r = 0; r < R; ++r) {
+        if (a_.lengths && t0 + r / B >= a_.lengths[r % B])
+            std::memset(m_.p + r * H, 0, H * sizeof(T));
+        else
+            lstm_output_row<T>(H, a_.ws_gates + t0 * B * ldg_ + r * ldg_ + 3 * H, a_.ws_c + (t0 * B + r) * H,
+                               m_.p + r * H);
+    }
+    large_product<T>(true, false, P_, H, R, dhp_.p, P_, m_.p, H, true, a_.dw_hr, H);
+}
+
 // The large products over the chunk's rows (t in [t0, t0 + R / B)).
 template <class Cell, class T>
 void LayerBackward<Cell, T>::chunk_products(int64_t s0, int64_t s1, int64_t t0) {
-    const int64_t B = B_, I = a_.I, H = H_, GH = GH_, ldg = ldg_;
+    const int64_t B = B_, I = a_.I, H = H_, P = P_, GH = GH_, ldg = ldg_;
     const int64_t R = (s1 - s0) * B;
     const T* dG = dG_.p;
     large_product<T>(false, false, R, I, GH, dG, GH, a_.w_ih, I, false, a_.dx + t0 * B * I, I);
@@ -298,14 +381,14 @@ void LayerBackward<Cell, T>::chunk_products(int64_t s0, int64_t s1, int64_t t0) 
         for (int64_t t = t0; t < t0 + n; ++t) {
             const int64_t tp = step_before(t);
             for (int64_t b = 0; b < B; ++b) {
-                const T* src = !Cell::kept_gates_are_state ? a_.ws_h + (t * B + b) * H
+                const T* src = !Cell::kept_gates_are_state ? a_.ws_h + (t * B + b) * P
                                : tp < 0 ? a_.ws_h + b * H
                                         : a_.ws_gates + (tp * B + b) * ldg;
-                T* dst = hm_.p + ((t - t0) * B + b) * H;
-                for (int64_t j = 0; j < H; ++j) dst[j] = src[j] * a_.hmask[b * H + j];
+                T* dst = hm_.p + ((t - t0) * B + b) * P;
+                for (int64_t j = 0; j < P; ++j) dst[j] = src[j] * a_.hmask[b * P + j];
             }
         }
-        large_product<T>(true, false, direct_gates * H, H, R, dG, GH, hm_.p, H, true, a_.dw_hh, H);
+        large_product<T>(true, false, direct_gates * H, P, R, dG, GH, hm_.p, P, true, a_.dw_hh, P);
         if constexpr (Cell::separate_n_grad)
             large_product<T>(true, false, H, H, R, dG_n_.p, H, hm_.p, H, true, a_.dw_hh + 2 * H * H, H);
     } else if constexpr (Cell::kept_gates_are_state) {
@@ -325,8 +408,8 @@ void LayerBackward<Cell, T>::chunk_products(int64_t s0, int64_t s1, int64_t t0) 
                              a_.dw_hh, H);
         }
     } else {
-        const T* hp = a_.ws_h + t0 * B * H;
-        large_product<T>(true, false, direct_gates * H, H, R, dG, GH, hp, H, true, a_.dw_hh, H);
+        const T* hp = a_.ws_h + t0 * B * P;
+        large_product<T>(true, false, direct_gates * H, P, R, dG, GH, hp, P, true, a_.dw_hh, P);
         if constexpr (Cell::n_product_after_reset)  // W_hn sees r*h (kept block 3)
             large_product<T>(true, false, H, H, R, dG + 2 * H, GH, a_.ws_gates + t0 * B * ldg + 3 * H, ldg,
                              true, a_.dw_hh + 2 * H * H, H);
@@ -334,6 +417,8 @@ void LayerBackward<Cell, T>::chunk_products(int64_t s0, int64_t s1, int64_t t0) 
             large_product<T>(true, false, H, H, R, dG_n_.p, H, hp, H, true, a_.dw_hh + 2 * H * H, H);
     }
     if constexpr (Cell::has_peepholes) add_peephole_grads(s0, s1, t0);
+    if constexpr (Cell::has_cell_state)
+        if (a_.w_hr) add_projection_grads(s0, s1, t0);
     if (a_.db_ih) {
         add_colsum(R, dG, GH, GH, a_.db_ih);
         if (Cell::separate_n_grad) add_colsum(R, dG_n_.p, H, H, a_.db_hh + 2 * H);  // r, z: db_ih's, below
@@ -342,23 +427,24 @@ void LayerBackward<Cell, T>::chunk_products(int64_t s0, int64_t s1, int64_t t0) 
 
 template <class Cell, class T>
 void LayerBackward<Cell, T>::run() {
-    const int64_t B = B_, I = a_.I, H = H_, GH = GH_;
+    const int64_t B = B_, I = a_.I, H = H_, P = P_, GH = GH_;
     // The weight and bias gradients accumulate over the chunks (and, with
     // add_dw, onto what dw_ih and dw_hh hold: the caller's running sums).
     if (!a_.add_dw) {
         std::memset(a_.dw_ih, 0, GH * I * sizeof(T));
-        std::memset(a_.dw_hh, 0, GH * H * sizeof(T));
+        std::memset(a_.dw_hh, 0, GH * P * sizeof(T));
     }
     if (a_.db_ih) {
         std::memset(a_.db_ih, 0, GH * sizeof(T));
         std::memset(a_.db_hh, 0, GH * sizeof(T));
     }
     if (Cell::has_peepholes) std::memset(a_.dpeep, 0, kPeepholes * H * sizeof(T));
+    if (a_.w_hr) std::memset(a_.dw_hr, 0, P_ * H * sizeof(T));
     if (plan_.mode == Mode::batch)
         parallel_for(2 * plan_.nthreads,
-                     [&](int64_t i) { pack_backward(a_.w_hh, GH, H, w_hh_packed_, (int)i, 2 * plan_.nthreads); });
+                     [&](int64_t i) { pack(i, 2 * plan_.nthreads); });
     else if (plan_.mode == Mode::serial)
-        pack_backward(a_.w_hh, GH, H, w_hh_packed_, 0, 1);
+        pack(0, 1);
     // (units mode packs inside its team, at the first chunk)
     // An error (a scratch buffer, a thread that cannot start) after the first
     // addition into the caller's dw_ih / dw_hh (add_dw) becomes

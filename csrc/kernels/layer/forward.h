@@ -5,6 +5,8 @@
 // call into panels, gemm/recurrent.h), then one fused pointwise pass per batch
 // row (the policy's forward row) that reads the input projection gx and S,
 // writes the new state, the output and, in training, the kept gates.
+// With the LSTM's projection (w_hr) the pass writes the units' output m
+// instead, and a second product, m · W_hr^T, makes the state and the output.
 // The threads share the loop as parallel/plan.h decides.
 #pragma once
 
@@ -26,8 +28,8 @@ namespace {
 // The arguments of layer_forward (shapes in fastrnn/rnn.h).
 template <class T>
 struct LayerForwardArgs {
-    int64_t steps, B, I, H;
-    const T *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh, *peep, *hmask;
+    int64_t steps, B, I, H, P;  // P: the state's units (w_hr's rows, else H)
+    const T *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh, *peep, *hmask, *w_hr;
     const int64_t* lengths;
     bool reverse;
     T* out;
@@ -55,9 +57,10 @@ private:
     static constexpr int G = num_gates(Cell::kind);
 
     // The share of one thread (or task): state rows [m0, m1), unit panels
-    // [jp0, jp1) (units [u0, u1)), and the panel lists of its products.
+    // [jp0, jp1) (units [u0, u1); of the state h, [q0, q1)), and the panel
+    // lists of its products.
     struct Part {
-        int64_t m0, m1, u0, u1;
+        int64_t m0, m1, u0, u1, q0, q1;
         const int* product_panels;  // the step's product (gru_orig: r and z only)
         int n_product;
         const int* reset_panels;  // gru_orig: the n product after the reset phase
@@ -71,11 +74,12 @@ private:
     void project_chunk(const Part& p, int64_t st, int64_t t);
     void step_rows(const Part& p, int64_t st, int64_t t, int64_t active_end);
     void step_after_reset(const Part& p, int64_t st, int64_t t, int64_t active_end);
+    void project_rows(const Part& p, int64_t st, int64_t t, int64_t active_end);
     void mask_rows(int64_t m0, int64_t m1, int64_t u0, int64_t u1, int64_t buf);
     void time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1);
 
     const LayerForwardArgs<T>& a_;
-    int64_t Tn_ = 0, B_ = 0, H_ = 0, GH_ = 0;
+    int64_t Tn_ = 0, B_ = 0, H_ = 0, P_ = 0, GH_ = 0;
     bool keep_ = false;
     int64_t ldg_ = 0;             // row stride of ws_gates (kept blocks * H), or GH in inference
     const T* b_hn_ = nullptr;     // gru: the n gate's recurrent bias
@@ -94,6 +98,12 @@ private:
     std::vector<int64_t> active_rows_;  // rows [0, active_rows_[t]) still run at step t
     Scratch<T> h_buf_, c_buf_, S_, rh_buf_, x_rows_;
     Scratch<T> hm_buf_;  // recurrent dropout: h * hmask, the product's input (double-buffered as h_buf_)
+    // The projection: the units' output m [B, H], W_hr^T in panels of NR state
+    // units, all of them listed, and m · W_hr^T [B, ldp_] (panel-padded rows).
+    Scratch<T> m_buf_, hp_;
+    Packed<T> w_hr_packed_;
+    std::vector<int> proj_panels_;
+    int64_t ldp_ = 0;
     int64_t batch_slices_ = 1;
     std::vector<int> lists_;
 };
@@ -103,17 +113,29 @@ void LayerForward<Cell, T>::setup() {
     Tn_ = a_.steps;
     B_ = a_.B;
     H_ = a_.H;
+    P_ = a_.P;
     GH_ = G * H_;
     keep_ = a_.ws_gates != nullptr;
     ldg_ = keep_ ? kept_gates(Cell::kind) * H_ : GH_;
     if (Cell::n_bias_inside_reset && a_.b_hh) b_hn_ = a_.b_hh + 2 * H_;
     unit_panels_ = (H_ + NR - 1) / NR;
     lds_ = G * unit_panels_ * NR + V<T>::W;  // padded: no power-of-two row distance
-    w_hh_packed_.ktot = H_;
+    w_hh_packed_.ktot = P_;
     w_hh_packed_.npanels = unit_panels_ * G;
     w_hh_packed_.alloc();
-    plan_ = make_plan(B_, unit_panels_, B_ * GH_ * H_, Tn_,
-                      w_hh_packed_.npanels * H_ * NR * (int64_t)sizeof(T));
+    plan_ = make_plan(B_, unit_panels_, B_ * GH_ * P_, Tn_,
+                      w_hh_packed_.npanels * P_ * NR * (int64_t)sizeof(T));
+    if (a_.w_hr) {
+        // The projection needs every unit's m for each state unit, so the
+        // units mode would meet twice a step: a projecting layer shares rows.
+        if (plan_.mode == Mode::units) plan_ = batch_or_serial_plan(B_, B_ * GH_ * P_, Tn_);
+        w_hr_packed_.ktot = H_;
+        w_hr_packed_.npanels = (P_ + NR - 1) / NR;
+        w_hr_packed_.alloc();
+        ldp_ = w_hr_packed_.npanels * NR + V<T>::W;
+        proj_panels_.resize(w_hr_packed_.npanels);
+        for (int64_t q = 0; q < w_hr_packed_.npanels; ++q) proj_panels_[q] = (int)q;
+    }
     if (!keep_ && plan_.mode == Mode::units &&
         Tn_ * B_ * GH_ * (int64_t)sizeof(T) > kUnitsMaxProjectionBytes) {
         plan_.mode = Mode::serial;
@@ -161,7 +183,7 @@ void LayerForward<Cell, T>::setup_projection() {
 // rows share its product, so this changes no value.
 template <class Cell, class T>
 void LayerForward<Cell, T>::setup_state() {
-    const int64_t B = B_, H = H_, I = a_.I;
+    const int64_t B = B_, H = H_, P = P_, I = a_.I;
     permuted_ = a_.lengths != nullptr;
     perm_.resize(B);
     active_rows_.assign(permuted_ ? Tn_ : 0, 0);
@@ -174,17 +196,19 @@ void LayerForward<Cell, T>::setup_state() {
             if (lengths[b] >= 1 && lengths[b] <= Tn_) ++active_rows_[lengths[b] - 1];
         for (int64_t t = Tn_ - 2; t >= 0; --t) active_rows_[t] += active_rows_[t + 1];
     }
-    h_buf_.alloc(checked_mul(2 * B, H));
+    h_buf_.alloc(checked_mul(2 * B, P));
+    m_buf_.alloc(a_.w_hr ? checked_mul(B, H) : 1);
+    hp_.alloc(a_.w_hr ? checked_mul(B, ldp_) : 1);
     c_buf_.alloc(Cell::has_cell_state ? checked_mul(B, H) : 1);
     S_.alloc(checked_mul(B, lds_));
     rh_buf_.alloc(Cell::n_product_after_reset ? checked_mul(B, H) : 1);
     x_rows_.alloc((chunked_ && permuted_) ? checked_mul(B, I) : 1);  // a step's x rows in state order
     for (int64_t r = 0; r < B; ++r) {
-        std::memcpy(h_buf_.p + r * H, a_.h0 + perm_[r] * H, H * sizeof(T));
+        std::memcpy(h_buf_.p + r * P, a_.h0 + perm_[r] * P, P * sizeof(T));
         if (Cell::has_cell_state) std::memcpy(c_buf_.p + r * H, a_.c0 + perm_[r] * H, H * sizeof(T));
     }
-    hm_buf_.alloc(a_.hmask ? checked_mul(2 * B, H) : 1);
-    if (a_.hmask) mask_rows(0, B, 0, H, 0);  // h0 * hmask, the first step's product input
+    hm_buf_.alloc(a_.hmask ? checked_mul(2 * B, P) : 1);
+    if (a_.hmask) mask_rows(0, B, 0, P, 0);  // h0 * hmask, the first step's product input
     // A cell whose kept gates are its states keeps h0 only in ws_h ([B, H]).
     if (keep_ && Cell::kept_gates_are_state) std::memcpy(a_.ws_h, a_.h0, B * H * sizeof(T));
     // Batch mode: slices of rows claimed by whichever thread is free, so a
@@ -197,7 +221,8 @@ void LayerForward<Cell, T>::setup_state() {
 // Task `task` of `ntasks` of packing W_hh (and, chunked, W_ih^T).
 template <class Cell, class T>
 void LayerForward<Cell, T>::pack(int64_t task, int64_t ntasks) {
-    pack_forward(a_.w_hh, H_, G, w_hh_packed_, (int)task, (int)ntasks);
+    pack_forward(a_.w_hh, H_, P_, G, w_hh_packed_, (int)task, (int)ntasks);
+    if (a_.w_hr) pack_forward(a_.w_hr, P_, H_, 1, w_hr_packed_, (int)task, (int)ntasks);
     if (chunked_) {
         int64_t p0, p1;
         split(w_ih_packed_.npanels, (int)ntasks, (int)task, &p0, &p1);
@@ -234,10 +259,11 @@ void LayerForward<Cell, T>::project_chunk(const Part& p, int64_t st, int64_t t) 
 // [m0, active_end) run the cell, the others carry their state.
 template <class Cell, class T>
 void LayerForward<Cell, T>::step_rows(const Part& p, int64_t st, int64_t t, int64_t active_end) {
-    const int64_t B = B_, H = H_;
-    const int64_t u0 = p.u0, u1 = p.u1, nu = u1 - u0;
-    const T* hp = h_buf_.p + (st & 1) * B * H;
-    T* hn = h_buf_.p + ((st + 1) & 1) * B * H;
+    const int64_t B = B_, H = H_, P = P_;
+    const int64_t u0 = p.u0, u1 = p.u1, q0 = p.q0, nq = p.q1 - p.q0;
+    const bool proj = a_.w_hr != nullptr;  // the row writes m; project_rows the state and output
+    const T* hp = h_buf_.p + (st & 1) * B * P;
+    T* hn = h_buf_.p + ((st + 1) & 1) * B * P;
     T* gxt = chunked_ ? gx_ + (st % chunk_steps_) * B * GH_ : gx_ + t * B * ldg_;
     const int64_t ldx = chunked_ ? GH_ : ldg_;  // row stride of gxt
     T* keptt = keep_ ? a_.ws_gates + t * B * ldg_ : nullptr;
@@ -248,9 +274,9 @@ void LayerForward<Cell, T>::step_rows(const Part& p, int64_t st, int64_t t, int6
         row.gx = gxt + (chunked_ ? r : b) * ldx;
         row.kept = keep_ ? keptt + b * ldg_ : nullptr;
         row.sums = GateSums<T>{S_.p + r * lds_, G * NR, NR};
-        row.h_prev = hp + r * H;
-        row.h_new = hn + r * H;
-        row.out = outt + b * a_.out_b_stride;
+        row.h_prev = hp + r * P;
+        row.h_new = proj ? m_buf_.p + r * H : hn + r * P;
+        row.out = proj ? nullptr : outt + b * a_.out_b_stride;
         if (Cell::has_cell_state) {
             row.c = c_buf_.p + r * H;
             row.c_kept = keep_ ? a_.ws_c + (t * B + b) * H : nullptr;
@@ -259,10 +285,12 @@ void LayerForward<Cell, T>::step_rows(const Part& p, int64_t st, int64_t t, int6
         if (Cell::has_peepholes) row.peep = a_.peep;
         if (Cell::n_product_after_reset) row.rh = rh_buf_.p + r * H;
         if (keep_ && !Cell::kept_gates_are_state)
-            std::memcpy(a_.ws_h + (t * B + b) * H + u0, row.h_prev + u0, nu * sizeof(T));
+            std::memcpy(a_.ws_h + (t * B + b) * P + q0, row.h_prev + q0, nq * sizeof(T));
         if (r >= active_end) {  // finished: the state is carried, the output is zero
-            std::memcpy(row.h_new + u0, row.h_prev + u0, nu * sizeof(T));
-            std::memset(row.out + u0, 0, nu * sizeof(T));
+            if (!proj) {
+                std::memcpy(row.h_new + q0, row.h_prev + q0, nq * sizeof(T));
+                std::memset(row.out + q0, 0, nq * sizeof(T));
+            }
             Cell::forward_padded(row, H, u0, u1);
             continue;
         }
@@ -300,16 +328,40 @@ void LayerForward<Cell, T>::step_after_reset(const Part& p, int64_t st, int64_t 
     }
 }
 
-// Recurrent dropout: the product's input, h * hmask, from state buffer buf
-// (0 or 1, as h_buf_'s) for rows [m0, m1) and units [u0, u1).
+// The projection of step st (time t): the running rows' state is m · W_hr^T,
+// the finished rows' is carried (their output zero); the part's rows hold
+// every unit here (projecting layers share rows, not units).
 template <class Cell, class T>
-void LayerForward<Cell, T>::mask_rows(int64_t m0, int64_t m1, int64_t u0, int64_t u1, int64_t buf) {
-    const int64_t B = B_, H = H_;
-    const T* h = h_buf_.p + buf * B * H;
-    T* hm = hm_buf_.p + buf * B * H;
+void LayerForward<Cell, T>::project_rows(const Part& p, int64_t st, int64_t t, int64_t active_end) {
+    const int64_t B = B_, P = P_;
+    const T* hp = h_buf_.p + (st & 1) * B * P;
+    T* hn = h_buf_.p + ((st + 1) & 1) * B * P;
+    T* outt = a_.out + t * a_.out_t_stride;
+    if (active_end > p.m0)
+        panels_gemm<T>(p.m0, active_end, H_, m_buf_.p, H_, w_hr_packed_, 0, proj_panels_.data(),
+                       (int)proj_panels_.size(), hp_.p, ldp_);
+    for (int64_t r = p.m0; r < p.m1; ++r) {
+        T* out = outt + perm_[r] * a_.out_b_stride;
+        if (r >= active_end) {
+            std::memcpy(hn + r * P, hp + r * P, P * sizeof(T));
+            std::memset(out, 0, P * sizeof(T));
+            continue;
+        }
+        std::memcpy(hn + r * P, hp_.p + r * ldp_, P * sizeof(T));
+        std::memcpy(out, hp_.p + r * ldp_, P * sizeof(T));
+    }
+}
+
+// Recurrent dropout: the product's input, h * hmask, from state buffer buf
+// (0 or 1, as h_buf_'s) for rows [m0, m1) and state units [q0, q1).
+template <class Cell, class T>
+void LayerForward<Cell, T>::mask_rows(int64_t m0, int64_t m1, int64_t q0, int64_t q1, int64_t buf) {
+    const int64_t B = B_, P = P_;
+    const T* h = h_buf_.p + buf * B * P;
+    T* hm = hm_buf_.p + buf * B * P;
     for (int64_t r = m0; r < m1; ++r) {
-        const T* m = a_.hmask + perm_[r] * H;
-        for (int64_t j = u0; j < u1; ++j) hm[r * H + j] = h[r * H + j] * m[j];
+        const T* m = a_.hmask + perm_[r] * P;
+        for (int64_t j = q0; j < q1; ++j) hm[r * P + j] = h[r * P + j] * m[j];
     }
 }
 
@@ -327,27 +379,29 @@ void LayerForward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, i
             else
                 product_panels[n_product++] = (int)(jp * G + g);
         }
-    const Part p{m0, m1, jp0 * NR, std::min<int64_t>(H_, jp1 * NR), product_panels, n_product,
+    const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H_, jp1 * NR);
+    const Part p{m0, m1, u0, u1, a_.w_hr ? 0 : u0, a_.w_hr ? P_ : u1, product_panels, n_product,
                  reset_panels, n_reset};
     for (int64_t st = 0; st < Tn_; ++st) {
         const int64_t t = a_.reverse ? Tn_ - 1 - st : st;
         if (chunked_ && st % chunk_steps_ == 0) project_chunk(p, st, t);
         // rows [m0, active_end) still run at step t
         const int64_t active_end = permuted_ ? std::min(m1, std::max(m0, active_rows_[t])) : m1;
-        const T* hin = (a_.hmask ? hm_buf_.p : h_buf_.p) + (st & 1) * B_ * H_;  // what the product sees
+        const T* hin = (a_.hmask ? hm_buf_.p : h_buf_.p) + (st & 1) * B_ * P_;  // what the product sees
         if (active_end > m0)
-            panels_gemm<T>(m0, active_end, H_, hin, H_, w_hh_packed_, 0, p.product_panels, p.n_product, S_.p,
+            panels_gemm<T>(m0, active_end, P_, hin, P_, w_hh_packed_, 0, p.product_panels, p.n_product, S_.p,
                            lds_);
         step_rows(p, st, t, active_end);
         step_after_reset(p, st, t, active_end);
-        if (a_.hmask) mask_rows(m0, m1, p.u0, p.u1, (st + 1) & 1);  // every row: that buffer is two steps old
+        if (a_.w_hr) project_rows(p, st, t, active_end);
+        if (a_.hmask) mask_rows(m0, m1, p.q0, p.q1, (st + 1) & 1);  // every row: that buffer is two steps old
         barrier(plan_);
     }
 }
 
 template <class Cell, class T>
 void LayerForward<Cell, T>::run() {
-    const int64_t B = B_, H = H_;
+    const int64_t B = B_, H = H_, P = P_;
     if (plan_.mode == Mode::units) {
         parallel_team(plan_.nthreads, [&](int id) {
             pack(id, plan_.nthreads);
@@ -367,9 +421,9 @@ void LayerForward<Cell, T>::run() {
         pack(0, 1);
         time_loop(0, 0, B, 0, unit_panels_);
     }
-    const T* h_final = h_buf_.p + (Tn_ & 1) * B * H;
+    const T* h_final = h_buf_.p + (Tn_ & 1) * B * P;
     for (int64_t r = 0; r < B; ++r) {
-        std::memcpy(a_.h_n + perm_[r] * H, h_final + r * H, H * sizeof(T));
+        std::memcpy(a_.h_n + perm_[r] * P, h_final + r * P, P * sizeof(T));
         if (Cell::has_cell_state) std::memcpy(a_.c_n + perm_[r] * H, c_buf_.p + r * H, H * sizeof(T));
     }
 }

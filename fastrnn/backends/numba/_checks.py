@@ -27,7 +27,8 @@ def lengths_array(lengths: NDArray[Any] | None, T: int, B: int) -> tuple[NDArray
 def check_layer(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any] | None, w_ih: NDArray[Any],
                 w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
                 lengths: NDArray[Any] | None, peep: NDArray[Any] | None = None,
-                hmask: NDArray[Any] | None = None) -> tuple[Any, ...]:
+                hmask: NDArray[Any] | None = None, w_hr: NDArray[Any] | None = None) -> tuple[Any, ...]:
     """The checked arguments (read-only ones copied) and the dtype and G of the call."""
-    dtype, G, *_ = check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep, hmask=hmask)
-    return tuple(writeable(a) for a in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, hmask)) + (dtype, G)
+    dtype, G, *_ = check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep, hmask=hmask,
+                                 w_hr=w_hr)
+    return tuple(writeable(a) for a in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, hmask, w_hr)) + (dtype, G)

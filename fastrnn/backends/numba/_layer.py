@@ -54,14 +54,15 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
                   w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
                   lengths: NDArray[Any] | None, reverse: bool, keep: bool,
                   out: NDArray[Any] | None = None, peep: NDArray[Any] | None = None,
-                  hmask: NDArray[Any] | None = None) -> tuple[Any, ...]:
+                  hmask: NDArray[Any] | None = None, w_hr: NDArray[Any] | None = None) -> tuple[Any, ...]:
     """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, hmask, dtype, G = check_layer(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                                                           lengths, peep, hmask)
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep, hmask, w_hr, dtype, G = check_layer(
+        kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep, hmask, w_hr)
     T, B, _ = x.shape
-    H = h0.shape[1]
-    check_out(out, (T, B, H), dtype, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
-                                          lengths=lengths, peep=peep, hmask=hmask))
+    P = h0.shape[1]  # the state's units
+    H = P if w_hr is None else w_hr.shape[1]
+    check_out(out, (T, B, P), dtype, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
+                                          lengths=lengths, peep=peep, hmask=hmask, w_hr=w_hr))
     pp = np.empty(0, dtype=dtype) if peep is None else peep
     mask = np.empty((B, 0), dtype=dtype) if hmask is None else hmask
     lens, padded = lengths_array(lengths, T, B)
@@ -72,11 +73,15 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
         return np.empty((T, B, width if keep else 0), dtype=dtype)
 
     if out is None:
-        out = np.empty((T, B, H), dtype=dtype)
+        out = np.empty((T, B, P), dtype=dtype)
     h = h0.copy()
     c = np.empty((B, 0), dtype=dtype) if c0 is None else c0.copy()
     s1, s2 = (kept(n * H) for n in SAVED[kind])
-    hp, cp = kept(H), kept(H if c0 is not None else 0)
+    hp, cp = kept(P), kept(H if c0 is not None else 0)
+    if w_hr is None:
+        wrt, m, hq = np.empty((0, 0), dtype=dtype), np.empty((B, 0), dtype=dtype), np.empty((B, 0), dtype=dtype)
+    else:
+        wrt, m, hq = transposed(w_hr, T), np.empty((B, H), dtype=dtype), np.empty((B, P), dtype=dtype)
     if kind == "gru_orig":
         wt, wt_n = transposed(w_hh[: 2 * H], T), transposed(w_hh[2 * H:], T)
         gn, rh = np.empty((B, H), dtype=dtype), np.empty((B, H), dtype=dtype)
@@ -86,12 +91,23 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     gh = np.empty((B, wt.shape[1]), dtype=dtype)
     with serial_blas(T):
         forward_loop(KINDS.index(kind), gx, h, c, wt, wt_n, bhn, pp, lens, reverse, keep, dtype.type(1), out, gh, gn,
-                     rh, s1, s2, hp, cp, mask, np.empty_like(mask))
+                     rh, s1, s2, hp, cp, mask, np.empty_like(mask), wrt, m, hq)
     ws = None
     if keep:
         ws = dict(kind=kind, x=x, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None, lengths=lens, padded=padded,
-                  reverse=reverse, hp=hp, cp=cp, s1=s1, s2=s2, pp=pp, hmask=mask)
+                  reverse=reverse, hp=hp, cp=cp, s1=s1, s2=s2, pp=pp, hmask=mask,
+                  w_hr=np.empty((0, 0), dtype=dtype) if w_hr is None else w_hr)
     return out, h, None if c0 is None else c, ws
+
+
+def _projected(ws: dict[str, Any], H: int) -> NDArray[Any]:
+    """What the lstm's projection saw at each step, m = o * tanh(c') (s1's o block times s2), and
+    zero at padded steps (whose saved rows the loop leaves unwritten)."""
+    s1, s2 = ws["s1"], ws["s2"]
+    valid = np.arange(s1.shape[0])[:, None] < ws["lengths"][None, :]
+    m = np.zeros(s2.shape, dtype=s2.dtype)
+    np.multiply(s1[:, :, 3 * H:], s2, out=m, where=valid[:, :, None])
+    return m
 
 
 def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any] | None,
@@ -102,15 +118,18 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
         raise ValueError("ws must be the workspace of a numba layer_forward(..., keep=True), not yet consumed "
                          "by a layer_backward")
     kind, x, w_ih, w_hh = ws["kind"], ws["x"], ws["w_ih"], ws["w_hh"]
-    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n, ws["pp"], ws["hmask"]))
+    w_hr = ws["w_hr"]
+    proj = w_hr.shape[0] > 0
+    check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n, ws["pp"], ws["hmask"], w_hr))
     T, B, I = x.shape
-    GH, H = w_hh.shape
+    GH, P = w_hh.shape  # P: the state's units
+    H = w_hr.shape[1] if proj else P
     dtype = x.dtype
     # None means a zero gradient (contract.Backend.layer_backward)
-    check_rows_arg(grad_out, "grad_out", (T, B, H), dtype)  # read in place, at its strides
-    check_gradients(dtype, grad_h_n=(grad_h_n, (B, H)), grad_c_n=(grad_c_n if kind == "lstm" else None, (B, H)))
-    grad_out = np.zeros((T, B, H), dtype) if grad_out is None else writeable(grad_out)
-    dh = np.zeros((B, H), dtype) if grad_h_n is None else grad_h_n.copy()  # a fresh copy: the loop updates it
+    check_rows_arg(grad_out, "grad_out", (T, B, P), dtype)  # read in place, at its strides
+    check_gradients(dtype, grad_h_n=(grad_h_n, (B, P)), grad_c_n=(grad_c_n if kind == "lstm" else None, (B, H)))
+    grad_out = np.zeros((T, B, P), dtype) if grad_out is None else writeable(grad_out)
+    dh = np.zeros((B, P), dtype) if grad_h_n is None else grad_h_n.copy()  # a fresh copy: the loop updates it
     dc = np.empty((B, 0), dtype)
     if kind == "lstm":
         dc = np.zeros((B, H), dtype) if grad_c_n is None else grad_c_n.copy()
@@ -129,15 +148,16 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
         dn = drh = drz = scratch(0)
     hp = ws["hp"]
     dp = np.zeros((B, ws["pp"].shape[0]), dtype=dtype)  # each row's sum of the peepholes' gradient
+    dq = np.empty((T, B, P if proj else 0), dtype=dtype)  # the projection's: each step's state gradient
     with serial_blas(T):
         backward_loop(KINDS.index(kind), ws["s1"], ws["s2"], hp, ws["cp"], ws["pp"], w, w_n, ws["lengths"],
-                      ws["reverse"], dtype.type(1), grad_out, dh, dc, dgx, dgh, direct, dn, drh, drz, scratch(H), dp,
-                      ws["hmask"])
+                      ws["reverse"], dtype.type(1), grad_out, dh, dc, dgx, dgh, direct, dn, drh, drz, scratch(P), dp,
+                      ws["hmask"], w_hr, dq, scratch(H if proj else 0), np.zeros(H if proj else 0, dtype=dtype))
 
     # The big products over all T*B rows.
     dgx_flat = dgx.reshape(T * B, GH)
     dgh_flat = dgh.reshape(T * B, GH)
-    hp_flat = (hp if ws["hmask"].shape[1] == 0 else hp * ws["hmask"]).reshape(T * B, H)  # what W_hh saw
+    hp_flat = (hp if ws["hmask"].shape[1] == 0 else hp * ws["hmask"]).reshape(T * B, P)  # what W_hh saw
     if kind == "gru_orig":
         dw_hh = np.empty_like(w_hh)
         at_b(dgx_flat[:, : 2 * H], hp_flat, dw_hh[: 2 * H])
@@ -153,6 +173,7 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
         b_ih=dgx_flat.sum(axis=0) if ws["bias"] else None,
         b_hh=dgh_flat.sum(axis=0) if ws["bias"] else None,
         peep=dp.sum(axis=0) if ws["pp"].shape[0] else None,
+        w_hr=at_b(dq.reshape(T * B, P), _projected(ws, H).reshape(T * B, H)) if proj else None,
     )
     ws.clear()  # consumed (contract.Backend): free the saved activations now, not when the layer drops ws
     return add_into(grads, acc)
