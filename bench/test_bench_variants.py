@@ -1,4 +1,5 @@
-"""Benchmarks of the recurrent variants: the LSTM with peepholes, and recurrent dropout.
+"""Benchmarks of the recurrent variants: the LSTM with peepholes, recurrent dropout, and the LSTM
+with a projection (``proj_size``, against ``torch.nn.LSTM(proj_size=)``, at the end of the file).
 
 In one pytest-benchmark group per (mode, shape, threads): fastrnn's peephole LSTM, fastrnn's
 plain LSTM of the same shape (what the peepholes cost), ONNX Runtime's LSTM with ``P``
@@ -278,4 +279,123 @@ def test_recurrent_dropout(benchmark, cell, shape, threads, impl):
         out, _ = ref(d["x"])
         dx, _ = ref.backward(d["go"])
         _check(dict(out=first[0], dx=first[1]), dict(out=out, dx=dx))
+        benchmark.extra_info["verified"] = True
+
+
+# ---------------------------------------------------------------------------
+# The LSTM's projection (proj_size): fastrnn against torch.nn.LSTM(proj_size=), and against
+# fastrnn's LSTM of the same hidden size without it (what the projection costs or saves)
+# ---------------------------------------------------------------------------
+
+#: (B, I, H, P, T) of the projection's cases: small batches, and the wide layers of speech models.
+PROJ_SHAPES = [(1, 64, 256, 128, 100), (16, 64, 256, 128, 100), (16, 256, 512, 256, 50),
+               (64, 256, 1024, 256, 25)]
+PROJ_IMPLS = ("fastrnn-proj", "fastrnn-plain", "torch-proj")
+
+
+def _proj_data(B, I, H, P, T):
+    rng = np.random.default_rng(B * 1_000_003 + I * 1009 + H * 31 + P * 7 + T)
+    return dict(x=rng.standard_normal((T, B, I)), go=rng.standard_normal((T, B, P)),
+                go_plain=rng.standard_normal((T, B, H)))
+
+
+def _proj_layer(I, H, P, dtype, backend=None):
+    """The layer of a case, its weights U(-1/sqrt(H), 1/sqrt(H)) from a seed (torch's initialisation)."""
+    return fastrnn.LSTM(I, H, proj_size=P, dtype=dtype, backend=backend, seed=I * 7 + H + P)
+
+
+@pytest.fixture(scope="module")
+def proj_references():
+    cache = {}
+
+    def get(shape):
+        if shape not in cache:
+            B, I, H, P, T = shape
+            d = _proj_data(*shape)
+            layer = _proj_layer(I, H, P, np.float64, backend="numpy")
+            out, (h_n, c_n) = layer(d["x"])
+            dx, _ = layer.backward(d["go"])
+            cache[shape] = dict(out=out, h_n=h_n[0], c_n=c_n[0], dx=dx,
+                                **{k: layer.grads[k] for k, _ in layer.named_parameters()})
+        return cache[shape]
+
+    return get
+
+
+def _proj_params():
+    params = []
+    for shape in PROJ_SHAPES:
+        for mode in MODES:
+            for threads in THREADS:
+                quick = shape == (16, 64, 256, 128, 100) and threads == 1
+                for impl in PROJ_IMPLS:
+                    B, I, H, P, T = shape
+                    cid = f"lstm_proj-{mode}-B{B}-I{I}-H{H}-P{P}-T{T}-t{threads}"
+                    params.append(pytest.param(mode, shape, threads, impl, id=f"{cid}-{impl}",
+                                               marks=[pytest.mark.bench_quick] if quick else []))
+    return params
+
+
+@pytest.mark.parametrize(("mode", "shape", "threads", "impl"), _proj_params())
+def test_lstm_projection(benchmark, proj_references, mode, shape, threads, impl):
+    B, I, H, P, T = shape
+    if impl == "torch-proj" and not _installed("torch"):
+        pytest.skip("PyTorch is not installed")
+    if impl.startswith("fastrnn") and "cpp" not in fastrnn.available_backends():
+        pytest.skip("the compiled backend is not installed")
+    benchmark.group = f"lstm_proj-{mode}-B{B}-I{I}-H{H}-P{P}-T{T}-float32-t{threads}"
+    benchmark.extra_info.update(variant="lstm_proj", mode=mode, B=B, I=I, H=H, P=P, T=T, dtype="float32",
+                                threads=threads, impl=impl, verified=False)
+    d = _proj_data(*shape)
+    x = d["x"].astype(np.float32)
+    go = (d["go_plain"] if impl == "fastrnn-plain" else d["go"]).astype(np.float32)
+    layer = _proj_layer(I, H, P if impl != "fastrnn-plain" else 0, np.float32)
+    with _threads(threads):
+        if impl == "torch-proj":
+            import torch
+
+            m = torch.nn.LSTM(I, H, proj_size=P)
+            m.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()})
+            xt, got = torch.from_numpy(x), torch.from_numpy(go)
+            if mode == "infer":
+                def fn():
+                    with torch.inference_mode():
+                        return m(xt)
+
+                def collect(r):
+                    out, (h_n, c_n) = r
+                    return dict(out=out.numpy(), h_n=h_n[0].numpy(), c_n=c_n[0].numpy())
+            else:
+                xg = xt.clone().requires_grad_()
+
+                def fn():
+                    m.zero_grad()
+                    xg.grad = None
+                    out, _ = m(xg)
+                    out.backward(got)
+                    return xg.grad
+
+                def collect(dx):
+                    return dict(dx=dx.numpy(), **{k: p.grad.numpy() for k, p in m.named_parameters()})
+        elif mode == "infer":
+            def fn():
+                with fastrnn.no_grad():
+                    return layer(x)
+
+            def collect(r):
+                out, (h_n, c_n) = r
+                return dict(out=out, h_n=h_n[0], c_n=c_n[0])
+        else:
+            def fn():
+                layer.zero_grad()
+                layer(x)
+                dx, _ = layer.backward(go)
+                return dx
+
+            def collect(dx):
+                return dict(dx=dx, **{k: layer.grads[k] for k, _ in layer.named_parameters()})
+        fn()  # warm-up
+        raw = benchmark(fn)
+    if impl != "fastrnn-plain":  # the plain LSTM computes something else: it is the cost baseline
+        _check(collect(raw), proj_references(shape))
         benchmark.extra_info["verified"] = True
