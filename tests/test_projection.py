@@ -314,3 +314,42 @@ def test_onnx_export_refuses_a_projection(tmp_path):
 
     with pytest.raises(ValueError, match="proj_size=2.*no projection"):
         fastrnn.onnx.export(fastrnn.LSTM(3, 4, proj_size=2), tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("layers,bidirectional,batch_first,padded,bias",
+                         [(1, False, False, False, True), (2, True, False, True, True), (2, False, True, True, False),
+                          (1, True, True, False, True)])
+def test_layer_matches_torch(backend, dtype, layers, bidirectional, batch_first, padded, bias):
+    """fastrnn.LSTM(proj_size=) loaded with torch.nn.LSTM(proj_size=)'s state_dict: outputs, final
+    states and every gradient (packed sequences on torch's side where padded)."""
+    torch = pytest.importorskip("torch")
+    tdt = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}[np.dtype(dtype)]
+    tol = dict(rtol=1e-10, atol=1e-10) if tdt == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    I, H, P, T, B = 4, 7, 3, 6, 3
+    torch.manual_seed(layers * 10 + bidirectional)
+    ref = torch.nn.LSTM(I, H, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, bias=bias,
+                        proj_size=P, dtype=tdt)
+    ours = fastrnn.LSTM(I, H, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, bias=bias,
+                        proj_size=P, dtype=dtype, backend=backend)
+    ours.load_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
+    D = 2 if bidirectional else 1
+    rng = np.random.default_rng(layers)
+    x = rng.standard_normal((B, T, I) if batch_first else (T, B, I)).astype(dtype)
+    h0, c0 = rng.standard_normal((layers * D, B, P)).astype(dtype), rng.standard_normal((layers * D, B, H)).astype(dtype)
+    lengths = np.array([6, 2, 4]) if padded else None
+    xt, h0t, c0t = (torch.tensor(a, requires_grad=True) for a in (x, h0, c0))
+    if padded:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths), batch_first=batch_first,
+                                                         enforce_sorted=False)
+        yp, (hn, cn) = ref(packed, (h0t, c0t))
+        y = torch.nn.utils.rnn.pad_packed_sequence(yp, batch_first=batch_first, total_length=T)[0]
+    else:
+        y, (hn, cn) = ref(xt, (h0t, c0t))
+    go, gh, gc = (rng.standard_normal(tuple(t.shape)).astype(dtype) for t in (y, hn, cn))
+    ((y * torch.tensor(go)).sum() + (hn * torch.tensor(gh)).sum() + (cn * torch.tensor(gc)).sum()).backward()
+    out, (h_n, c_n) = ours(x, (h0, c0), lengths=lengths)
+    dx, (dh0, dc0) = ours.backward(go, (gh, gc))
+    for name, got, want in [("out", out, y), ("h_n", h_n, hn), ("c_n", c_n, cn), ("dx", dx, xt.grad),
+                            ("dh0", dh0, h0t.grad), ("dc0", dc0, c0t.grad)] + \
+            [(k, ours.grads[k], p.grad) for k, p in ref.named_parameters()]:
+        np.testing.assert_allclose(got, want.detach().numpy(), **tol, err_msg=name)
