@@ -320,13 +320,13 @@ class _RNNBase(_Recurrent):
             lengths = None if lengths is None else lengths.copy()
         self._record = None
         self._record_note = "the last forward failed"
-        kind, H, D, L = self.kind, self._state_size, self._dirs, self.num_layers  # H: h's units here
+        kind, P, D, L = self.kind, self._state_size, self._dirs, self.num_layers  # P: h's units
         drop = self.dropout if (self.training and L > 1) else 0.0
         rdrop = self.recurrent_dropout if self.training else 0.0
         inp = x3
-        h_n = np.empty((L * D, B, H), dtype=self.dtype)
+        h_n = np.empty((L * D, B, P), dtype=self.dtype)
         c_n = np.empty((L * D, B, self.hidden_size), dtype=self.dtype) if kind == "lstm" else None
-        # Each direction writes its half of the layer's [T, B, D*H] output in place (contract:
+        # Each direction writes its half of the layer's [T, B, D*P] output in place (contract:
         # layer_forward's out); with batch_first the last layer writes straight into the batch-major
         # result. One direction, time-major: the backend allocates the output (the cpp backend from
         # its block cache). The layers above the first read their input from the buffer the layer
@@ -335,17 +335,17 @@ class _RNNBase(_Recurrent):
         workspaces, masks = [], []
         for layer in range(L):
             if layer == L - 1 and batch_major:
-                result = np.empty((B, T, D * H), dtype=self.dtype)
+                result = np.empty((B, T, D * P), dtype=self.dtype)
                 out = result.transpose(1, 0, 2)
             else:
-                out = np.empty((T, B, D * H), dtype=self.dtype) if D > 1 else None
+                out = np.empty((T, B, D * P), dtype=self.dtype) if D > 1 else None
             for d in range(D):
                 i = layer * D + d
                 # variational recurrent dropout: one mask per sequence, layer and direction
-                hmask = _dropout_mask(self._rng, (B, H), rdrop, self.dtype) if rdrop > 0 else None
+                hmask = _dropout_mask(self._rng, (B, P), rdrop, self.dtype) if rdrop > 0 else None
                 o, h, c, ws = backend.layer_forward(
                     kind, inp, h0[i], None if c0 is None else c0[i], *self._weights(layer, d), lengths, bool(d), keep,
-                    out=None if out is None else out[:, :, d * H:(d + 1) * H], hmask=hmask, **self._variants(layer, d))
+                    out=None if out is None else out[:, :, d * P:(d + 1) * P], hmask=hmask, **self._variants(layer, d))
                 h_n[i] = h
                 if c_n is not None:
                     c_n[i] = c
@@ -420,9 +420,9 @@ class _RNNBase(_Recurrent):
         if rec is None:
             raise GradientError(f"{type(self).__name__}.backward: nothing to differentiate ({self._record_note})")
         self._check_version(rec["version"])
-        H, D, L = self._state_size, self._dirs, self.num_layers  # H: h's units here
+        P, D, L = self._state_size, self._dirs, self.num_layers  # P: h's units
         T, B, unbatched = rec["T"], rec["B"], rec["unbatched"]
-        out_shape = rec["shape"][:-1] + (D * H,)
+        out_shape = rec["shape"][:-1] + (D * P,)
         state_shape, c_shape = self._state_shapes(B, unbatched)
 
         # grad_out is read in place by each direction (contract: its rows at any strides); None
@@ -439,7 +439,7 @@ class _RNNBase(_Recurrent):
                                   1 if unbatched else None, c_shape)
 
         backend = rec["backend"]
-        dh0 = np.empty((L * D, B, H), dtype=self.dtype)
+        dh0 = np.empty((L * D, B, P), dtype=self.dtype)
         dc0 = np.empty((L * D, B, self.hidden_size), dtype=self.dtype) if gc is not None else None
         try:
             dx = self._backward_layers(rec, backend, g, gh, gc, dh0, dc0, self.batch_first and not unbatched)
@@ -465,16 +465,16 @@ class _RNNBase(_Recurrent):
     def _backward_layers(self, rec: Any, backend: Any, g: Any, gh: Any, gc: Any, dh0: Any, dc0: Any,
                          batch_major: bool) -> Any:
         """The stack's backward, last layer first; sets ``rec['started']`` once a backend call succeeded.
-        ``g``: the gradient of the top layer's output ([T, B, D*H] rows) or None for zero. Returns the
+        ``g``: the gradient of the top layer's output ([T, B, D*P] rows) or None for zero. Returns the
         gradient of x as [T, B, I] (with ``batch_major`` and two directions, a view of a [B, T, I] array)."""
-        H, D, L = self._state_size, self._dirs, self.num_layers  # H: h's units here
+        P, D, L = self._state_size, self._dirs, self.num_layers  # P: h's units
         for layer in range(L - 1, -1, -1):
             dx = None
             for d in range(D):
                 i = layer * D + d
                 grads = self._backward_into_grads(
                     backend, self._suffix(layer, d),
-                    (rec["ws"][i], None if g is None else g[:, :, d * H:(d + 1) * H], np.ascontiguousarray(gh[i]),
+                    (rec["ws"][i], None if g is None else g[:, :, d * P:(d + 1) * P], np.ascontiguousarray(gh[i]),
                      None if gc is None else np.ascontiguousarray(gc[i])))
                 rec["started"] = True
                 dh0[i] = grads["h0"]

@@ -87,7 +87,8 @@ def test_gradients_match_finite_differences(contract_module, reverse):
     (12, 5, 3, 17, 1, False, True, False, "hmask"),
     (6, 16, 8, 33, 20, True, False, True, "peep,hmask"),
     (30, 40, 7, 20, 7, False, True, True, "hmask"),   # batch split across threads
-    (9, 1, 4, 256, 128, True, True, True, ""),        # a step the unit split would take: rows instead
+    (9, 1, 4, 256, 128, True, True, True, ""),        # units split across threads
+    (9, 2, 4, 1024, 20, False, True, True, "hmask"),  # units split, one panel of the projection
     (40, 64, 8, 200, 70, False, True, True, "peep"),  # backward in 3 chunks
     (40, 64, 8, 200, 70, True, False, True, "hmask"),
 ])
@@ -149,13 +150,26 @@ def test_out_with_strides(contract_module):
     assert np.isnan(buf[:, :, :P]).all()
 
 
-def test_results_do_not_depend_on_the_thread_count():
+@pytest.mark.parametrize("B,H,P,reverse,variants", [
+    (64, 200, 70, False, ""),  # rows split across threads
+    (64, 200, 70, True, "peep,hmask"),
+    (1, 256, 100, False, ""),  # units split: the team meets before each product of the projection
+    (2, 256, 37, True, "peep,hmask"),
+    (2, 1024, 20, False, "hmask"),  # one panel of the projection: one thread has none
+])
+def test_results_do_not_depend_on_the_thread_count(B, H, P, reverse, variants):
     """The compiled backend's results are bitwise the same on 1 and 2 threads."""
     if "cpp" not in backends.available_backends():
         pytest.skip("the compiled backend is not installed")
     mod = backends.get_backend("cpp")
-    T, B, I, H, P = 20, 64, 8, 200, 70
+    T, I = 20, 8
     a = _args(T, B, I, H, P, np.float32, seed=9, scale=0.1)
+    rng = np.random.default_rng(19)
+    kw = {}
+    if "peep" in variants:
+        kw["peep"] = (rng.standard_normal(PEEPHOLES * H) * 0.1).astype(np.float32)
+    if "hmask" in variants:
+        kw["hmask"] = ((rng.random((B, P)) > 0.3) / 0.7).astype(np.float32)
     grads = _grads(T, B, H, P, np.float32, 9)
     lengths = random_lengths(T, B, 9)
     results = []
@@ -163,7 +177,7 @@ def test_results_do_not_depend_on_the_thread_count():
     try:
         for n in (1, 2):
             fastrnn.set_num_threads(n)
-            out, g = _run(mod, a, lengths, False, grads)
+            out, g = _run(mod, a, lengths, reverse, grads, **kw)
             results.append(list(out[:3]) + [g[k] for k in sorted(g) if g[k] is not None])
     finally:
         fastrnn.set_num_threads(before)
@@ -189,7 +203,7 @@ def test_bad_projections_are_refused(contract_module):
     with pytest.raises(TypeError, match="w_hr"):
         fwd(a["w_hr"].tolist())
     with pytest.raises(ValueError, match="w_hr"):
-        fwd(np.asfortranarray(np.zeros((P, H), np.float32)) if P > 1 else None)
+        fwd(np.asfortranarray(np.zeros((P, H), np.float32)))
     with pytest.raises(ValueError, match="w_hh"):  # w_hh must have P columns with a projection
         fwd(a["w_hr"], args=plain[:4] + [np.zeros((4 * H, H), np.float32)] + plain[5:])
     wide = [a["x"], np.zeros((B, H + 1), np.float32), a["c0"], a["w_ih"], np.zeros((4 * H, H + 1), np.float32),
@@ -228,6 +242,30 @@ def test_c_abi_version_3():
     assert forward("lstm", H + 1, p["w_hr"]) == lib.FASTRNN_ERR_BAD_SIZE
     assert forward("lstm", 0, p["w_hr"]) == lib.FASTRNN_ERR_BAD_SIZE
     assert forward("lstm", P, ffi.NULL) == lib.FASTRNN_ERR_BAD_SIZE  # no projection: P must be H
+    assert forward("lstm", -1, p["w_hr"]) == lib.FASTRNN_ERR_BAD_SIZE
+    assert lib.fastrnn_layer_workspace_size_proj(capi.KIND_CODES["gru"], T, B, H, P) == -1
+
+    ws = np.empty(lib.fastrnn_layer_workspace_size_proj(capi.KIND_CODES["lstm"], T, B, H, P))
+    pw = ffi.from_buffer("double[]", ws)
+    assert lib.fastrnn_layer_forward_proj_f64(
+        capi.KIND_CODES["lstm"], T, B, I, H, P, p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"],
+        p["b_hh"], ffi.NULL, ffi.NULL, p["w_hr"], ffi.NULL, 0, q["out"], q["h_n"], q["c_n"], pw) == lib.FASTRNN_OK
+    g = {k: np.empty_like(v) for k, v in a.items()}
+    d = {k: ffi.from_buffer("double[]", v) for k, v in g.items()}
+
+    def backward(Pn, w_hr, dw_hr):
+        return lib.fastrnn_layer_backward_proj_f64(
+            capi.KIND_CODES["lstm"], T, B, I, H, Pn, p["x"], p["c0"], p["w_ih"], p["w_hh"], ffi.NULL, ffi.NULL,
+            w_hr, ffi.NULL, 0, pw, ffi.NULL, ffi.NULL, ffi.NULL, d["x"], d["h0"], d["c0"], d["w_ih"], d["w_hh"],
+            d["b_ih"], d["b_hh"], ffi.NULL, dw_hr)
+
+    assert backward(P, p["w_hr"], ffi.NULL) == lib.FASTRNN_ERR_NULL_POINTER
+    assert backward(P, ffi.NULL, ffi.NULL) == lib.FASTRNN_ERR_BAD_SIZE
+    assert backward(H + 1, p["w_hr"], d["w_hr"]) == lib.FASTRNN_ERR_BAD_SIZE
+    assert backward(P, p["w_hr"], d["w_hr"]) == lib.FASTRNN_OK
+    want = _run(reference, a, None, False, (None, None, None))[1]
+    for k in a:
+        np.testing.assert_allclose(g[k], want[k], rtol=1e-12, atol=1e-12, err_msg=k)
 
 
 # ----------------------------------------------------------------------------
@@ -271,8 +309,8 @@ def test_layer_state_shapes_are_checked():
 
 
 def test_layer_gradients_match_finite_differences(backend):
-    """Two layers, both directions, padded, batch-first, with recurrent dropout's mask fixed by the
-    seed: every parameter's gradient, the projections' included."""
+    """Two layers, both directions, padded, batch-first: every parameter's gradient, the
+    projections' included."""
     layer = fastrnn.LSTM(2, 4, num_layers=2, bidirectional=True, batch_first=True, proj_size=3,
                          dtype=np.float64, backend=backend, seed=4)
     rng = np.random.default_rng(4)

@@ -63,6 +63,7 @@ def test_matches_torch_lstm_with_projection(dtype, L, D, bf, packed, with_hx, bi
         grads = [x.grad] + ([t.grad for t in hx] if with_hx else []) + [p.grad for p in m.parameters()]
         results.append([out, h, c] + grads)
     assert out.shape[-1] == 3 * nd and h.shape[-1] == 3 and c.shape[-1] == 7
+    assert len(results[0]) == len(results[1]) == 3 + 1 + 2 * with_hx + len(list(ref.parameters()))
     for (name, _), want, got in zip([("out", 0), ("h", 0), ("c", 0)] + [(f"grad{i}", 0) for i in range(99)],
                                     *results):
         torch.testing.assert_close(got, want, **TOL[dtype], msg=name)

@@ -116,10 +116,8 @@ template <typename T>
 int layer_forward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* h0,
                   const T* c0, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,
                   const int64_t* lengths, int reverse, T* out, T* h_n, T* c_n, T* ws,
-                  const T* peep = nullptr, const T* hmask = nullptr, int64_t P = -1,
-                  const T* w_hr = nullptr) noexcept {
+                  const T* peep, const T* hmask, int64_t P, const T* w_hr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
-    if (P < 0) P = H;  // the version-1 and -2 functions: no projection
     FR_REQUIRE(valid_sizes(T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const int variants = check_variants(kind, H, P, peep, hmask, w_hr);
     if (variants != FASTRNN_OK) return variants;
@@ -141,11 +139,9 @@ template <typename T>
 int layer_backward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T* x, const T* c0,
                    const T* w_ih, const T* w_hh, const int64_t* lengths, int reverse, const T* ws,
                    const T* grad_out, const T* grad_h_n, const T* grad_c_n, T* dx, T* dh0, T* dc0,
-                   T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, const T* peep = nullptr,
-                   T* dpeep = nullptr, const T* hmask = nullptr, int64_t P = -1, const T* w_hr = nullptr,
-                   T* dw_hr = nullptr) noexcept {
+                   T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, const T* peep,
+                   T* dpeep, const T* hmask, int64_t P, const T* w_hr, T* dw_hr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
-    if (P < 0) P = H;
     FR_REQUIRE(valid_sizes(T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const int variants = check_variants(kind, H, P, peep, hmask, w_hr);
     if (variants != FASTRNN_OK) return variants;
@@ -206,6 +202,7 @@ FASTRNN_API int64_t fastrnn_layer_workspace_size(int kind, int64_t T, int64_t B,
 
 FASTRNN_API int64_t fastrnn_layer_workspace_size_proj(int kind, int64_t T, int64_t B, int64_t H, int64_t P) {
     if (!valid_kind(kind) || T < 1 || B < 1 || H < 1 || P < 1 || P > H) return -1;
+    if (P != H && kind != FASTRNN_LSTM) return -1;  // projections are the LSTM's
     return fastrnn::layer_workspace_layout(static_cast<Kind>(kind), T, B, H, P).total;
 }
 
@@ -236,7 +233,7 @@ FR_CELL_BWD(f64, double)
         const T* c0, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,                   \
         const int64_t* lengths, int reverse, T* out, T* h_n, T* c_n, T* ws) {                      \
         return layer_forward<T>(kind, T_, B, I, H, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,     \
-                                reverse, out, h_n, c_n, ws);                                        \
+                                reverse, out, h_n, c_n, ws, nullptr, nullptr, H, nullptr);          \
     }
 FR_LAYER_FWD(f32, float)
 FR_LAYER_FWD(f64, double)
@@ -249,7 +246,7 @@ FR_LAYER_FWD(f64, double)
         T* dw_hh, T* db_ih, T* db_hh) {                                                             \
         return layer_backward<T>(kind, T_, B, I, H, x, c0, w_ih, w_hh, lengths, reverse, ws,        \
                                  grad_out, grad_h_n, grad_c_n, dx, dh0, dc0, dw_ih, dw_hh, db_ih,   \
-                                 db_hh);                                                            \
+                                 db_hh, nullptr, nullptr, nullptr, H, nullptr, nullptr);            \
     }
 FR_LAYER_BWD(f32, float)
 FR_LAYER_BWD(f64, double)
@@ -262,7 +259,7 @@ FR_LAYER_BWD(f64, double)
         const T* c0, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, const T* peep,     \
         const T* hmask, const int64_t* lengths, int reverse, T* out, T* h_n, T* c_n, T* ws) {       \
         return layer_forward<T>(kind, T_, B, I, H, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,      \
-                                reverse, out, h_n, c_n, ws, peep, hmask);                            \
+                                reverse, out, h_n, c_n, ws, peep, hmask, H, nullptr);               \
     }
 FR_LAYER_FWD_EX(f32, float)
 FR_LAYER_FWD_EX(f64, double)
@@ -275,7 +272,7 @@ FR_LAYER_FWD_EX(f64, double)
         T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, T* dpeep) {                         \
         return layer_backward<T>(kind, T_, B, I, H, x, c0, w_ih, w_hh, lengths, reverse, ws,        \
                                  grad_out, grad_h_n, grad_c_n, dx, dh0, dc0, dw_ih, dw_hh, db_ih,   \
-                                 db_hh, peep, dpeep, hmask);                                         \
+                                 db_hh, peep, dpeep, hmask, H, nullptr, nullptr);                   \
     }
 FR_LAYER_BWD_EX(f32, float)
 FR_LAYER_BWD_EX(f64, double)

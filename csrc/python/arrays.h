@@ -162,7 +162,7 @@ int64_t check_weights(Kind kind, int64_t B, int64_t I, const Arr<F>& h, const ch
     if (h.ndim() != 2)
         value_error(std::string(hname) + " must have 2 dimensions (B, H), got shape " + shape_str(h));
     const int64_t P = h.shape(1);  // the state's units: H, or the projection's rows
-    if (P < 1) value_error(std::string(hname) + " must have H >= 1 columns");
+    if (P < 1) value_error(std::string(hname) + " must have at least 1 column (its units)");
     check_shape(h, hname, {B, P});
     int64_t H = P;
     if (w_hr) {  // the LSTM's projection [P, H]

@@ -223,7 +223,7 @@ void bind_layers(py::module_& m) {
         "layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, keep, out=None, peep=None, "
         "hmask=None, w_hr=None)"
         " -> (out, h_n, c_n, ws)\n\nOne layer, one direction, whole sequence (see CONTRACT.md); out: None or "
-        "a [T, B, H] array with adjacent rows to write into (e.g. one half of a bidirectional buffer); "
+        "a [T, B, P] array (P = H without w_hr) with adjacent rows to write into (e.g. one half of a bidirectional buffer); "
         "peep: None or the LSTM's peephole weights [3*H] (p_i, p_f, p_o); hmask: None or [B, H], the "
         "recurrent input's mask (the product sees h * hmask); w_hr: None or the LSTM's projection [P, H] "
         "(h, out and w_hh's columns then have P units).");

@@ -189,7 +189,7 @@ class Backend(Protocol):
           ``h0``, ``w_hh [G*H, P]``, ``hmask``, ``out`` and ``h_n`` (and in
           backward's ``grad_out``, ``grad_h_n`` and gradients of these); ``c0``,
           ``c_n`` keep H. Kept by reference in ``ws``.
-        - returns ``out [T, B, H]``, ``h_n [B, H]``, ``c_n [B, H]`` (lstm) or
+        - returns ``out [T, B, P]``, ``h_n [B, P]`` (P = H without ``w_hr``), ``c_n [B, H]`` (lstm) or
           None, and ``ws``: an opaque object only this backend's
           ``layer_backward`` reads.
 
@@ -217,9 +217,9 @@ class Backend(Protocol):
           (``[3*H]``; None without peepholes), ``w_hr`` (``[P, H]``; None without a
           projection), freshly allocated. Padded steps
           give zero gradient into x.
-        - ``acc``: None, or a pair ``(w_ih [G*H, I], w_hh [G*H, H])`` of
+        - ``acc``: None, or a pair ``(w_ih [G*H, I], w_hh [G*H, P])`` of
           writeable C-contiguous arrays of the forward's dtype that share no
-          memory with the forward's (``peep`` included) or backward's arguments: the weight
+          memory with the forward's (``peep``, ``hmask``, ``w_hr`` included) or backward's arguments: the weight
           gradients are added into them in place, and the result's ``w_ih``,
           ``w_hh`` are these arrays. The layers pass their running gradients
           (``Module.grads``), which saves a temporary of each weight's size at

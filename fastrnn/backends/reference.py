@@ -182,15 +182,15 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     """Run one layer over ``x [T, B, I]``; see ``contract.Backend``."""
     check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep, hmask=hmask, w_hr=w_hr)
     T, B, _ = x.shape
-    H = h0.shape[1]  # the state's width: P with a projection
-    check_out(out, (T, B, H), x.dtype, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
+    P = h0.shape[1]  # the state's units (H without a projection)
+    check_out(out, (T, B, P), x.dtype, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
                                             lengths=lengths, peep=peep, hmask=hmask, w_hr=w_hr))
     gx_all = x.reshape(T * B, -1) @ w_ih.T
     if b_ih is not None:
         gx_all = gx_all + b_ih
     gx_all = gx_all.reshape(T, B, -1)
     if out is None:
-        out = np.empty((T, B, H), dtype=x.dtype)  # every step writes its row
+        out = np.empty((T, B, P), dtype=x.dtype)  # every step writes its row
     steps = range(T - 1, -1, -1) if reverse else range(T)
     h, c = h0, c0
     saved: list[Any] = [None] * T

@@ -352,7 +352,8 @@ _base_apply = torch._C._FunctionBase.__dict__["apply"]
 
 class _LayerFn(torch.autograd.Function):
     """One layer and direction; non-tensor arguments first: the backend module, the kind, the
-    NumPy views of the weights (see :class:`WeightViews`), lengths, reverse."""
+    NumPy views of the weights (see :class:`WeightViews`), lengths, reverse; then the tensors in
+    the order of the contract's gradients (``LAYER_GRAD_KEYS``), and last ``hmask`` (no gradient)."""
 
     @staticmethod
     def forward(ctx: Any, be: ModuleType, kind: str, views: Sequence[NDArray[Any] | None], lengths: _T | None,

@@ -161,8 +161,8 @@ class _RNNBase(nn.RNNBase, _Backend):
         return s + ", peepholes=True" if self.peepholes else s
 
     def forward(self, input: Any, hx: Any = None) -> Any:  # noqa: A002 - torch.nn's argument name
-        # H: the units of h and of each direction's output (proj_size with a projection); c keeps hidden_size
-        kind, H, L = self._kind, self.proj_size or self.hidden_size, self.num_layers
+        # P: the units of h and of each direction's output (proj_size with a projection); c keeps hidden_size
+        kind, P, L = self._kind, self.proj_size or self.hidden_size, self.num_layers
         D = 2 if self.bidirectional else 1
         lstm = kind == "lstm"
         weights = self._weights(self._flat_weights_names)
@@ -201,7 +201,7 @@ class _RNNBase(nn.RNNBase, _Backend):
                                  f"{tuple(input.shape)}")
             x = x.contiguous()
 
-        state_shape, c_shape = (L * D, B, H), (L * D, B, self.hidden_size)
+        state_shape, c_shape = (L * D, B, P), (L * D, B, self.hidden_size)
         if hx is None:
             h0 = x.new_zeros(state_shape)
             c0 = (h0 if c_shape == state_shape else x.new_zeros(c_shape)) if lstm else None
@@ -250,7 +250,7 @@ class _RNNBase(nn.RNNBase, _Backend):
                 v = v if v is None or self.bias else (v[0], v[1], None, None)
                 hmask = None
                 if rdrop > 0:  # one mask per sequence, layer and direction, from torch's generator
-                    hmask = torch.bernoulli(x.new_full((B, H), 1 - rdrop)).div_(1 - rdrop)
+                    hmask = torch.bernoulli(x.new_full((B, P), 1 - rdrop)).div_(1 - rdrop)
                 out, h, c = _ops.layer(kind, inp, h0[i], None if c0 is None else c0[i], w[0], w[1], b_ih, b_hh,
                                        lengths, d == 1, self.backend, v, None if peeps is None else peeps[i], hmask,
                                        w[nw] if self.proj_size else None)
@@ -265,7 +265,7 @@ class _RNNBase(nn.RNNBase, _Backend):
         h_n = torch.stack(hs)
         c_n = torch.stack(cs) if lstm else None
         if packed:
-            out = PackedSequence(out.reshape(T * B, D * H).index_select(0, rows), batch_sizes, sorted_indices,
+            out = PackedSequence(out.reshape(T * B, D * P).index_select(0, rows), batch_sizes, sorted_indices,
                                  unsorted_indices)
         elif not batched:
             out, h_n = out.squeeze(1), h_n.squeeze(1)

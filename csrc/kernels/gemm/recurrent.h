@@ -72,19 +72,20 @@ void pack_forward(const T* w, int64_t N, int64_t K, int G, Packed<T>& pk, int id
     }
 }
 
-// Backward: panel jp holds columns [jp*NR, jp*NR+NR) of W ([GH, H] here: W_hh
-// [G*H, P] and the projection [P, H] alike).
+// Pack W ([K, N]) for the backward product A · W, part `id` of `nt`: panel
+// jp holds its columns [jp*NR, jp*NR+NR), [K, NR] (W_hh: K = G*H rows, N = the
+// state's units; the projection: K = P, N = H).
 template <class T>
-void pack_backward(const T* w_hh, int64_t GH, int64_t H, Packed<T>& pk, int id, int nt) {
+void pack_backward(const T* w, int64_t K, int64_t N, Packed<T>& pk, int id, int nt) {
     constexpr int NR = 2 * V<T>::W;
-    const int64_t unit_panels = (H + NR - 1) / NR;
+    const int64_t unit_panels = (N + NR - 1) / NR;
     int64_t p0, p1;
     split(unit_panels, nt, id, &p0, &p1);
     for (int64_t jp = p0; jp < p1; ++jp) {
         T* dst = pk.panel_w(jp);
-        int64_t nc = std::min<int64_t>(NR, H - jp * NR);
-        for (int64_t k = 0; k < GH; ++k) {
-            const T* src = w_hh + k * H + jp * NR;
+        int64_t nc = std::min<int64_t>(NR, N - jp * NR);
+        for (int64_t k = 0; k < K; ++k) {
+            const T* src = w + k * N + jp * NR;
             T* d = dst + k * NR;
             int64_t c = 0;
             for (; c < nc; ++c) d[c] = src[c];

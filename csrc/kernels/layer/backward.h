@@ -65,12 +65,13 @@ private:
 
     void setup();
     void pack(int64_t task, int64_t ntasks);
-    void project_rows(int64_t m0, int64_t m1, int64_t st, int64_t t0);
+    void project_rows(int64_t m0, int64_t m1, int64_t q0, int64_t q1, int64_t jp0, int64_t jp1, int64_t st,
+                      int64_t t0);
     void add_projection_grads(int64_t s0, int64_t s1, int64_t t0);
     void step_rows(int64_t m0, int64_t m1, int64_t u0, int64_t u1, int64_t st, int64_t t0);
-    void time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1, int64_t s0,
-                   int64_t s1, int64_t t0);
-    void finish(int64_t m0, int64_t m1, int64_t jp0, int64_t jp1);
+    void time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1, int64_t sp0, int64_t sp1,
+                   int64_t s0, int64_t s1, int64_t t0);
+    void finish(int64_t m0, int64_t m1, int64_t sp0, int64_t sp1);
     void chunk_loop(int64_t s0, int64_t s1, int64_t t0, bool first, bool last);
     void chunk_products(int64_t s0, int64_t s1, int64_t t0);
     void add_colsum(int64_t R, const T* A, int64_t lda, int64_t ncols, T* out);
@@ -157,8 +158,6 @@ void LayerBackward<Cell, T>::setup() {
             dc_.zero(B * H);
     }
     plan_ = make_plan(B, unit_panels_, B * GH_ * P, Tn_, state_panels_ * GH_ * NR * (int64_t)sizeof(T));
-    // The projection's dm needs every state unit's dh (forward.h: rows, not units).
-    if (a_.w_hr && plan_.mode == Mode::units) plan_ = batch_or_serial_plan(B, B * GH_ * P, Tn_);
     batch_slices_ = plan_.mode == Mode::batch ? (B >= 8 * plan_.nthreads ? 2 * plan_.nthreads : plan_.nthreads) : 1;
     lists_.resize((size_t)std::max<int64_t>(plan_.nthreads, batch_slices_) * std::max(unit_panels_, state_panels_));
     colsum_.resize(a_.db_ih ? GH_ : 1);
@@ -171,12 +170,14 @@ void LayerBackward<Cell, T>::pack(int64_t task, int64_t ntasks) {
     if (a_.w_hr) pack_backward(a_.w_hr, P_, H_, w_hr_packed_, (int)task, (int)ntasks);
 }
 
-// The projection's part of step st for rows [m0, m1) (every unit: projecting
-// layers share rows): the state's gradient dh = carry + S + grad_out, kept in
-// the chunk's dh rows (zero for a padded row, whose dh is carried instead),
-// and the units' dm = dh · W_hr.
+// The projection's part of step st for rows [m0, m1): the state's gradient
+// dh = carry + S + grad_out for the part's state units [q0, q1), kept in the
+// chunk's dh rows (zero for a padded row, whose dh is carried instead), then
+// the units' dm = dh · W_hr for its unit panels [jp0, jp1), which reads every
+// state unit's dh: in units mode the team meets between the two.
 template <class Cell, class T>
-void LayerBackward<Cell, T>::project_rows(int64_t m0, int64_t m1, int64_t st, int64_t t0) {
+void LayerBackward<Cell, T>::project_rows(int64_t m0, int64_t m1, int64_t q0, int64_t q1, int64_t jp0,
+                                          int64_t jp1, int64_t st, int64_t t0) {
     const int64_t B = B_, P = P_;
     const int64_t t = a_.reverse ? Tn_ - 1 - st : st;
     const T* go = a_.grad_out ? a_.grad_out + t * a_.grad_out_t_stride : nullptr;
@@ -186,17 +187,19 @@ void LayerBackward<Cell, T>::project_rows(int64_t m0, int64_t m1, int64_t st, in
         T* carry = dh_carry_.p + b * P;
         T* dh = dht + b * P;
         if (a_.lengths && t >= a_.lengths[b]) {
-            pad_bwd_row<T>(0, P, sums, carry);
-            std::memset(dh, 0, P * sizeof(T));
+            pad_bwd_row<T>(q0, q1, sums, carry);
+            std::memset(dh + q0, 0, (q1 - q0) * sizeof(T));
             continue;
         }
         const T* g = go ? go + b * a_.grad_out_b_stride : nullptr;
-        for (int64_t j = 0; j < P; ++j) {
+        for (int64_t j = q0; j < q1; ++j) {
             dh[j] = carry[j] + sums[j] + (g ? g[j] : T(0));
             carry[j] = 0;
         }
     }
-    panels_gemm<T>(m0, m1, P, dht, P, w_hr_packed_, 0, all_unit_panels_.data(), (int)unit_panels_, dm_.p, ldm_);
+    barrier(plan_);
+    panels_gemm<T>(m0, m1, P, dht, P, w_hr_packed_, 0, all_unit_panels_.data() + jp0, (int)(jp1 - jp0), dm_.p,
+                   ldm_);
 }
 
 // The pointwise rows of step st for rows [m0, m1), units [u0, u1); the
@@ -237,24 +240,24 @@ void LayerBackward<Cell, T>::step_rows(int64_t m0, int64_t m1, int64_t u0, int64
     }
 }
 
-// The time loop (backwards) for rows [m0, m1) and unit panels [jp0, jp1),
-// steps st in [s0, s1) (processed st = s1-1 down to s0); the chunk's steps
-// have t in [t0, t0 + s1 - s0), stored at dG row (t - t0) * B.
+// The time loop (backwards) for rows [m0, m1), unit panels [jp0, jp1) and
+// the state's panels [sp0, sp1) (the columns of its product dG · W_hh; the
+// same as the unit panels without a projection), steps st in [s0, s1)
+// (processed st = s1-1 down to s0); the chunk's steps have t in
+// [t0, t0 + s1 - s0), stored at dG row (t - t0) * B.
 template <class Cell, class T>
 void LayerBackward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1,
-                                       int64_t s0, int64_t s1, int64_t t0) {
+                                       int64_t sp0, int64_t sp1, int64_t s0, int64_t s1, int64_t t0) {
     const int64_t B = B_, H = H_, P = P_;
     const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
-    // The state units this part's product writes: its own, or (projecting: rows, not units) all.
-    const int64_t sp0 = a_.w_hr ? 0 : jp0, sp1 = a_.w_hr ? state_panels_ : jp1;
-    const int64_t q0 = sp0 * NR, q1 = std::min<int64_t>(P, sp1 * NR);
+    const int64_t q0 = std::min<int64_t>(P, sp0 * NR), q1 = std::min<int64_t>(P, sp1 * NR);
     int* panels = lists_.data() + (size_t)list_id * std::max(unit_panels_, state_panels_);
     int np = 0;
     for (int64_t jp = sp0; jp < sp1; ++jp) panels[np++] = (int)jp;
     for (int64_t st = s1 - 1; st >= s0; --st) {
         const int64_t t = a_.reverse ? Tn_ - 1 - st : st;
         T* dgt = dG_.p + (t - t0) * B * GH_;
-        if (a_.w_hr) project_rows(m0, m1, st, t0);
+        if (a_.w_hr) project_rows(m0, m1, q0, q1, jp0, jp1, st, t0);
         step_rows(m0, m1, u0, u1, st, t0);
         if constexpr (Cell::n_product_after_reset) {
             barrier(plan_);
@@ -284,11 +287,11 @@ void LayerBackward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, 
     }
 }
 
-// dh0 = dh_carry + S (own rows / state units, as time_loop's product).
+// dh0 = dh_carry + S (own rows / state panels, as time_loop's product).
 template <class Cell, class T>
-void LayerBackward<Cell, T>::finish(int64_t m0, int64_t m1, int64_t jp0, int64_t jp1) {
+void LayerBackward<Cell, T>::finish(int64_t m0, int64_t m1, int64_t sp0, int64_t sp1) {
     const int64_t P = P_;
-    const int64_t q0 = a_.w_hr ? 0 : jp0 * NR, q1 = a_.w_hr ? P : std::min<int64_t>(P, jp1 * NR);
+    const int64_t q0 = std::min<int64_t>(P, sp0 * NR), q1 = std::min<int64_t>(P, sp1 * NR);
     for (int64_t b = m0; b < m1; ++b)
         for (int64_t j = q0; j < q1; ++j) a_.dh0[b * P + j] = dh_carry_.p[b * P + j] + S_.p[b * lds_ + j];
 }
@@ -303,21 +306,22 @@ void LayerBackward<Cell, T>::chunk_loop(int64_t s0, int64_t s1, int64_t t0, bool
                 pack(id, plan_.nthreads);
                 barrier(plan_);
             }
-            int64_t jp0, jp1;
+            int64_t jp0, jp1, sp0, sp1;
             split(unit_panels_, plan_.nthreads, id, &jp0, &jp1);
-            time_loop(id, 0, B, jp0, jp1, s0, s1, t0);
-            if (last) finish(0, B, jp0, jp1);
+            split(state_panels_, plan_.nthreads, id, &sp0, &sp1);
+            time_loop(id, 0, B, jp0, jp1, sp0, sp1, s0, s1, t0);
+            if (last) finish(0, B, sp0, sp1);
         });
     } else if (plan_.mode == Mode::batch) {
         parallel_for(batch_slices_, [&](int64_t i) {
             int64_t m0, m1;
             split(B, (int)batch_slices_, (int)i, &m0, &m1);
-            time_loop(i, m0, m1, 0, unit_panels_, s0, s1, t0);
-            if (last) finish(m0, m1, 0, unit_panels_);
+            time_loop(i, m0, m1, 0, unit_panels_, 0, state_panels_, s0, s1, t0);
+            if (last) finish(m0, m1, 0, state_panels_);
         });
     } else {
-        time_loop(0, 0, B, 0, unit_panels_, s0, s1, t0);
-        if (last) finish(0, B, 0, unit_panels_);
+        time_loop(0, 0, B, 0, unit_panels_, 0, state_panels_, s0, s1, t0);
+        if (last) finish(0, B, 0, state_panels_);
     }
 }
 
@@ -352,7 +356,7 @@ void LayerBackward<Cell, T>::add_peephole_grads(int64_t s0, int64_t s1, int64_t 
 
 // The projection's gradient over the chunk's steps: dW_hr += dh^T m with m =
 // o*tanh(c') (the forward row's output, from the kept o and c'). A padded
-// row's dh is zero and its m too (its kept gates were never written).
+// row's dh is zero and its m too (the forward does not write its kept gates).
 template <class Cell, class T>
 void LayerBackward<Cell, T>::add_projection_grads(int64_t s0, int64_t s1, int64_t t0) {
     const int64_t B = B_, H = H_, R = (s1 - s0) * B;

@@ -57,10 +57,11 @@ private:
     static constexpr int G = num_gates(Cell::kind);
 
     // The share of one thread (or task): state rows [m0, m1), unit panels
-    // [jp0, jp1) (units [u0, u1); of the state h, [q0, q1)), and the panel
-    // lists of its products.
+    // [jp0, jp1) (units [u0, u1)), the units [q0, q1) of the state h it
+    // writes (its hidden units; with a projection, the projection's panels
+    // [qp0, qp1)), and the panel lists of its products.
     struct Part {
-        int64_t m0, m1, u0, u1, q0, q1;
+        int64_t m0, m1, u0, u1, q0, q1, qp0, qp1;
         const int* product_panels;  // the step's product (gru_orig: r and z only)
         int n_product;
         const int* reset_panels;  // gru_orig: the n product after the reset phase
@@ -76,7 +77,7 @@ private:
     void step_after_reset(const Part& p, int64_t st, int64_t t, int64_t active_end);
     void project_rows(const Part& p, int64_t st, int64_t t, int64_t active_end);
     void mask_rows(int64_t m0, int64_t m1, int64_t u0, int64_t u1, int64_t buf);
-    void time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1);
+    void time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1, int64_t qp0, int64_t qp1);
 
     const LayerForwardArgs<T>& a_;
     int64_t Tn_ = 0, B_ = 0, H_ = 0, P_ = 0, GH_ = 0;
@@ -126,9 +127,6 @@ void LayerForward<Cell, T>::setup() {
     plan_ = make_plan(B_, unit_panels_, B_ * GH_ * P_, Tn_,
                       w_hh_packed_.npanels * P_ * NR * (int64_t)sizeof(T));
     if (a_.w_hr) {
-        // The projection needs every unit's m for each state unit, so the
-        // units mode would meet twice a step: a projecting layer shares rows.
-        if (plan_.mode == Mode::units) plan_ = batch_or_serial_plan(B_, B_ * GH_ * P_, Tn_);
         w_hr_packed_.ktot = H_;
         w_hr_packed_.npanels = (P_ + NR - 1) / NR;
         w_hr_packed_.alloc();
@@ -328,27 +326,28 @@ void LayerForward<Cell, T>::step_after_reset(const Part& p, int64_t st, int64_t 
     }
 }
 
-// The projection of step st (time t): the running rows' state is m · W_hr^T,
-// the finished rows' is carried (their output zero); the part's rows hold
-// every unit here (projecting layers share rows, not units).
+// The projection of step st (time t) for the part's state units [q0, q1):
+// the running rows' state is m · W_hr^T, the finished rows' is carried (their
+// output zero). It reads every unit's m: in units mode the team meets first.
 template <class Cell, class T>
 void LayerForward<Cell, T>::project_rows(const Part& p, int64_t st, int64_t t, int64_t active_end) {
-    const int64_t B = B_, P = P_;
+    const int64_t B = B_, P = P_, q0 = p.q0, nq = p.q1 - p.q0;
     const T* hp = h_buf_.p + (st & 1) * B * P;
     T* hn = h_buf_.p + ((st + 1) & 1) * B * P;
     T* outt = a_.out + t * a_.out_t_stride;
-    if (active_end > p.m0)
-        panels_gemm<T>(p.m0, active_end, H_, m_buf_.p, H_, w_hr_packed_, 0, proj_panels_.data(),
-                       (int)proj_panels_.size(), hp_.p, ldp_);
+    barrier(plan_);
+    if (active_end > p.m0 && nq > 0)
+        panels_gemm<T>(p.m0, active_end, H_, m_buf_.p, H_, w_hr_packed_, 0, proj_panels_.data() + p.qp0,
+                       (int)(p.qp1 - p.qp0), hp_.p, ldp_);
     for (int64_t r = p.m0; r < p.m1; ++r) {
-        T* out = outt + perm_[r] * a_.out_b_stride;
+        T* out = outt + perm_[r] * a_.out_b_stride + q0;
         if (r >= active_end) {
-            std::memcpy(hn + r * P, hp + r * P, P * sizeof(T));
-            std::memset(out, 0, P * sizeof(T));
+            std::memcpy(hn + r * P + q0, hp + r * P + q0, nq * sizeof(T));
+            std::memset(out, 0, nq * sizeof(T));
             continue;
         }
-        std::memcpy(hn + r * P, hp_.p + r * ldp_, P * sizeof(T));
-        std::memcpy(out, hp_.p + r * ldp_, P * sizeof(T));
+        std::memcpy(hn + r * P + q0, hp_.p + r * ldp_ + q0, nq * sizeof(T));
+        std::memcpy(out, hp_.p + r * ldp_ + q0, nq * sizeof(T));
     }
 }
 
@@ -365,9 +364,11 @@ void LayerForward<Cell, T>::mask_rows(int64_t m0, int64_t m1, int64_t q0, int64_
     }
 }
 
-// The time loop for state rows [m0, m1) and hidden-unit panels [jp0, jp1).
+// The time loop for state rows [m0, m1), hidden-unit panels [jp0, jp1) and
+// (with a projection) the projection's panels [qp0, qp1).
 template <class Cell, class T>
-void LayerForward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1) {
+void LayerForward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1,
+                                      int64_t qp0, int64_t qp1) {
     const int64_t npanels = w_hh_packed_.npanels;
     int* product_panels = lists_.data() + (size_t)list_id * 2 * npanels;
     int* reset_panels = product_panels + npanels;
@@ -380,8 +381,8 @@ void LayerForward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, i
                 product_panels[n_product++] = (int)(jp * G + g);
         }
     const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H_, jp1 * NR);
-    const Part p{m0, m1, u0, u1, a_.w_hr ? 0 : u0, a_.w_hr ? P_ : u1, product_panels, n_product,
-                 reset_panels, n_reset};
+    const int64_t q0 = a_.w_hr ? std::min<int64_t>(P_, qp0 * NR) : u0, q1 = a_.w_hr ? std::min<int64_t>(P_, qp1 * NR) : u1;
+    const Part p{m0, m1, u0, u1, q0, q1, qp0, qp1, product_panels, n_product, reset_panels, n_reset};
     for (int64_t st = 0; st < Tn_; ++st) {
         const int64_t t = a_.reverse ? Tn_ - 1 - st : st;
         if (chunked_ && st % chunk_steps_ == 0) project_chunk(p, st, t);
@@ -406,20 +407,21 @@ void LayerForward<Cell, T>::run() {
         parallel_team(plan_.nthreads, [&](int id) {
             pack(id, plan_.nthreads);
             barrier(plan_);
-            int64_t jp0, jp1;
+            int64_t jp0, jp1, qp0, qp1;
             split(unit_panels_, plan_.nthreads, id, &jp0, &jp1);
-            time_loop(id, 0, B, jp0, jp1);
+            split(w_hr_packed_.npanels, plan_.nthreads, id, &qp0, &qp1);
+            time_loop(id, 0, B, jp0, jp1, qp0, qp1);
         });
     } else if (plan_.mode == Mode::batch) {
         parallel_for(2 * plan_.nthreads, [&](int64_t i) { pack(i, 2 * plan_.nthreads); });
         parallel_for(batch_slices_, [&](int64_t i) {
             int64_t m0, m1;
             split(B, (int)batch_slices_, (int)i, &m0, &m1);
-            time_loop(i, m0, m1, 0, unit_panels_);
+            time_loop(i, m0, m1, 0, unit_panels_, 0, w_hr_packed_.npanels);
         });
     } else {
         pack(0, 1);
-        time_loop(0, 0, B, 0, unit_panels_);
+        time_loop(0, 0, B, 0, unit_panels_, 0, w_hr_packed_.npanels);
     }
     const T* h_final = h_buf_.p + (Tn_ & 1) * B * P;
     for (int64_t r = 0; r < B; ++r) {

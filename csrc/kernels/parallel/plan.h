@@ -39,17 +39,13 @@ struct Plan {
 //   suffers most on an oversubscribed machine (a descheduled member stalls
 //   the others every step), hence the thresholds.
 // * serial otherwise: the latency path.
-// Whether batch mode is worth its fork for P threads: each gets a couple of
-// rows, and the call has `total` multiply-adds of recurrent products.
-inline bool batch_worth(int64_t B, int P, double total) { return B >= 2 * P && total >= 4e6; }
-
 inline Plan make_plan(int64_t B, int64_t unit_panels, int64_t step_work, int64_t steps, int64_t wbytes) {
     Plan p;
     const int P = get_num_threads();
     if (P <= 1) return p;
     const double total = (double)step_work * (double)steps;
     const bool fits_l2 = wbytes <= (int64_t)1024 * 1024;
-    const bool batch_ok = batch_worth(B, P, total);
+    const bool batch_ok = B >= 2 * P && total >= 4e6;
     const bool long_step = step_work >= (int64_t)1 << 22;
     if (batch_ok && (fits_l2 || (B >= 8 * P && !long_step))) {
         p.mode = Mode::batch;
@@ -63,18 +59,6 @@ inline Plan make_plan(int64_t B, int64_t unit_panels, int64_t step_work, int64_t
         return p;
     }
     if (batch_ok) {
-        p.mode = Mode::batch;
-        p.nthreads = P;
-    }
-    return p;
-}
-
-// The plan of a call whose threads cannot share units (make_plan's arguments):
-// batch where it is worth it, else serial.
-inline Plan batch_or_serial_plan(int64_t B, int64_t step_work, int64_t steps) {
-    Plan p;
-    const int P = get_num_threads();
-    if (P > 1 && batch_worth(B, P, (double)step_work * (double)steps)) {
         p.mode = Mode::batch;
         p.nthreads = P;
     }
