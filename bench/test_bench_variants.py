@@ -48,23 +48,36 @@ def _layer(I, H, peepholes, dtype, backend=None):
     return fastrnn.LSTM(I, H, peepholes=peepholes, dtype=dtype, backend=backend, seed=I * 7 + H)
 
 
-@pytest.fixture(scope="module")
-def references():
-    """(mode, shape) -> the float64 reference's results of the peephole LSTM."""
+def _results(layer, out, h_n, c_n, dx):
+    """What a case checks: the outputs, the final states, dx and every parameter's gradient."""
+    return dict(out=out, h_n=h_n[0], c_n=c_n[0], dx=dx, **{k: layer.grads[k] for k, _ in layer.named_parameters()})
+
+
+def _cached_reference(make):
+    """shape -> the float64 reference's results of ``make(shape)`` = (layer, x, go), computed once."""
     cache = {}
 
     def get(shape):
         if shape not in cache:
-            B, I, H, T = shape
-            d = _data(*shape)
-            layer = _layer(I, H, True, np.float64, backend="numpy")
-            out, (h_n, c_n) = layer(d["x"])
-            dx, _ = layer.backward(d["go"])
-            cache[shape] = dict(out=out, h_n=h_n[0], c_n=c_n[0], dx=dx,
-                                **{k: layer.grads[k] for k, _ in layer.named_parameters()})
+            layer, x, go = make(shape)
+            out, (h_n, c_n) = layer(x)
+            dx, _ = layer.backward(go)
+            cache[shape] = _results(layer, out, h_n, c_n, dx)
         return cache[shape]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def references():
+    """shape -> the float64 reference's results of the peephole LSTM."""
+
+    def make(shape):
+        B, I, H, T = shape
+        d = _data(*shape)
+        return _layer(I, H, True, np.float64, backend="numpy"), d["x"], d["go"]
+
+    return _cached_reference(make)
 
 
 def _check(got, ref):
@@ -97,8 +110,12 @@ def _threads(n):
 def _fastrnn(mode, shape, peepholes, threads):
     B, I, H, T = shape
     d = _data(*shape)
-    layer = _layer(I, H, peepholes, np.float32)
-    x, go = d["x"].astype(np.float32), d["go"].astype(np.float32)
+    return _layer_calls(_layer(I, H, peepholes, np.float32), mode, d["x"].astype(np.float32),
+                        d["go"].astype(np.float32))
+
+
+def _layer_calls(layer, mode, x, go):
+    """(fn, collect) of a fastrnn LSTM: inference, or training (forward, then backward of ``go``)."""
     if mode == "infer":
         def fn():
             with fastrnn.no_grad():
@@ -306,20 +323,14 @@ def _proj_layer(I, H, P, dtype, backend=None):
 
 @pytest.fixture(scope="module")
 def proj_references():
-    cache = {}
+    """shape -> the float64 reference's results of the projected LSTM."""
 
-    def get(shape):
-        if shape not in cache:
-            B, I, H, P, T = shape
-            d = _proj_data(*shape)
-            layer = _proj_layer(I, H, P, np.float64, backend="numpy")
-            out, (h_n, c_n) = layer(d["x"])
-            dx, _ = layer.backward(d["go"])
-            cache[shape] = dict(out=out, h_n=h_n[0], c_n=c_n[0], dx=dx,
-                                **{k: layer.grads[k] for k, _ in layer.named_parameters()})
-        return cache[shape]
+    def make(shape):
+        B, I, H, P, T = shape
+        d = _proj_data(*shape)
+        return _proj_layer(I, H, P, np.float64, backend="numpy"), d["x"], d["go"]
 
-    return get
+    return _cached_reference(make)
 
 
 def _proj_params():
@@ -377,23 +388,8 @@ def test_lstm_projection(benchmark, proj_references, mode, shape, threads, impl)
 
                 def collect(dx):
                     return dict(dx=dx.numpy(), **{k: p.grad.numpy() for k, p in m.named_parameters()})
-        elif mode == "infer":
-            def fn():
-                with fastrnn.no_grad():
-                    return layer(x)
-
-            def collect(r):
-                out, (h_n, c_n) = r
-                return dict(out=out, h_n=h_n[0], c_n=c_n[0])
         else:
-            def fn():
-                layer.zero_grad()
-                layer(x)
-                dx, _ = layer.backward(go)
-                return dx
-
-            def collect(dx):
-                return dict(dx=dx, **{k: layer.grads[k] for k, _ in layer.named_parameters()})
+            fn, collect = _layer_calls(layer, mode, x, go)
         fn()  # warm-up
         raw = benchmark(fn)
     if impl != "fastrnn-plain":  # the plain LSTM computes something else: it is the cost baseline

@@ -145,6 +145,31 @@ def numeric_grad(f, args, name, eps=1e-6):
     return g
 
 
+def lstm_layer_matches_finite_differences(layer, x, lengths, seed=4):
+    """Every parameter gradient of a float64 ``fastrnn.LSTM`` ``layer`` on ``x`` (padded to
+    ``lengths``) against finite differences of ``sum(out*go) + sum(h_n*gh) + sum(c_n*gc)`` (random
+    go, gh, gc of the results' shapes)."""
+    import fastrnn
+
+    with fastrnn.no_grad():
+        out, (h_n, c_n) = layer(x, lengths=lengths)
+    rng = np.random.default_rng(seed)
+    go, gh, gc = (rng.standard_normal(a.shape) for a in (out, h_n, c_n))
+
+    def loss():
+        with fastrnn.no_grad():
+            out, (h_n, c_n) = layer(x, lengths=lengths)
+        return float(np.sum(out * go) + np.sum(h_n * gh) + np.sum(c_n * gc))
+
+    layer.zero_grad()
+    layer(x, lengths=lengths)
+    layer.backward(go, (gh, gc))
+    params = dict(layer.named_parameters())
+    for name in params:
+        np.testing.assert_allclose(layer.grads[name], numeric_grad(loss, params, name), rtol=1e-6, atol=1e-7,
+                                   err_msg=name)
+
+
 def compile_matches_eager(model, x):
     """``torch.compile(model, fullgraph=True)`` (a graph break is an error) gives the eager outputs
     (1e-6) and, through ``sum().backward()``, the eager parameter gradients (1e-5); returns the eager
@@ -162,6 +187,19 @@ def compile_matches_eager(model, x):
     for (name, p), w in zip(model.named_parameters(), want):
         torch.testing.assert_close(p.grad, w, rtol=1e-5, atol=1e-6, msg=name)
     return eager, want
+
+
+def export_matches_eager(model, x):
+    """``torch.export.export(model, (x,))`` gives the eager inference output (1e-6); returns the set
+    of the exported graph's call targets (as strings)."""
+    import torch
+
+    with torch.no_grad():
+        eager = model(x)
+    ep = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(x), eager, rtol=1e-6, atol=1e-6)
+    return {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
 
 
 def contract_module_of(name):

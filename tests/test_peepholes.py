@@ -10,7 +10,8 @@ from fastrnn import backends
 from fastrnn.backends import reference
 from fastrnn.backends.contract import PEEPHOLES
 
-from _helpers import assert_close, contract_module_of, layer_args, layer_grads, numeric_grad, random_lengths
+from _helpers import (assert_close, contract_module_of, layer_args, layer_grads, lstm_layer_matches_finite_differences,
+                      numeric_grad, random_lengths)
 
 
 def _peep(H, dtype, seed=0, scale=0.5):
@@ -202,24 +203,8 @@ def test_layer_gradients_match_finite_differences(backend):
 
     layer = fastrnn.LSTM(2, 3, num_layers=2, bidirectional=True, batch_first=True, peepholes=True,
                          dtype=np.float64, backend=backend, seed=4)
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal((3, 4, 2))
-    lengths = np.array([4, 2, 3])
-    go = rng.standard_normal((3, 4, 6))
-    gh, gc = rng.standard_normal((4, 3, 3)), rng.standard_normal((4, 3, 3))
-
-    def loss():
-        with fastrnn.no_grad():
-            out, (h_n, c_n) = layer(x, lengths=lengths)
-        return float(np.sum(out * go) + np.sum(h_n * gh) + np.sum(c_n * gc))
-
-    layer.zero_grad()
-    layer(x, lengths=lengths)
-    layer.backward(go, (gh, gc))
-    params = dict(layer.named_parameters())
-    for name in params:
-        np.testing.assert_allclose(layer.grads[name], numeric_grad(loss, params, name), rtol=1e-6, atol=1e-7,
-                                   err_msg=name)
+    x = np.random.default_rng(4).standard_normal((3, 4, 2))
+    lstm_layer_matches_finite_differences(layer, x, np.array([4, 2, 3]))
 
 
 def test_layer_backends_agree(dtype):

@@ -12,7 +12,7 @@ from fastrnn import backends
 from fastrnn.backends import reference
 from fastrnn.backends.contract import PEEPHOLES
 
-from _helpers import assert_close, contract_module_of, numeric_grad, random_lengths
+from _helpers import assert_close, contract_module_of, lstm_layer_matches_finite_differences, numeric_grad, random_lengths
 
 
 def _args(T, B, I, H, P, dtype, seed=0, scale=0.5, bias=True):
@@ -313,24 +313,8 @@ def test_layer_gradients_match_finite_differences(backend):
     projections' included."""
     layer = fastrnn.LSTM(2, 4, num_layers=2, bidirectional=True, batch_first=True, proj_size=3,
                          dtype=np.float64, backend=backend, seed=4)
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal((3, 4, 2))
-    lengths = np.array([4, 2, 3])
-    go = rng.standard_normal((3, 4, 6))
-    gh, gc = rng.standard_normal((4, 3, 3)), rng.standard_normal((4, 3, 4))
-
-    def loss():
-        with fastrnn.no_grad():
-            out, (h_n, c_n) = layer(x, lengths=lengths)
-        return float(np.sum(out * go) + np.sum(h_n * gh) + np.sum(c_n * gc))
-
-    layer.zero_grad()
-    layer(x, lengths=lengths)
-    layer.backward(go, (gh, gc))
-    params = dict(layer.named_parameters())
-    for name in params:
-        np.testing.assert_allclose(layer.grads[name], numeric_grad(loss, params, name), rtol=1e-6, atol=1e-7,
-                                   err_msg=name)
+    x = np.random.default_rng(4).standard_normal((3, 4, 2))
+    lstm_layer_matches_finite_differences(layer, x, np.array([4, 2, 3]))
 
 
 def test_layer_with_recurrent_dropout_masks_the_projected_state(backend):

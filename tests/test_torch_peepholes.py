@@ -11,7 +11,7 @@ from torch import nn  # noqa: E402
 
 import fastrnn  # noqa: E402
 import fastrnn.torch as ft  # noqa: E402
-from _helpers import compile_matches_eager  # noqa: E402
+from _helpers import compile_matches_eager, export_matches_eager  # noqa: E402
 
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
 
@@ -187,12 +187,5 @@ def test_state_dict_moves_to_the_numpy_api():
 
 def test_export_matches_eager():
     torch.manual_seed(6)
-    model = _Model()
-    x = torch.randn(2, 6, 3)
-    with torch.no_grad():
-        eager = model(x)
-    ep = torch.export.export(model, (x,))
-    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    targets = export_matches_eager(_Model(), torch.randn(2, 6, 3))
     assert "fastrnn.layer_forward.default" in targets and "fastrnn.cell_forward.default" in targets
-    with torch.no_grad():
-        torch.testing.assert_close(ep.module()(x), eager, rtol=1e-6, atol=1e-6)
