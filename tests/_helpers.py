@@ -145,6 +145,28 @@ def numeric_grad(f, args, name, eps=1e-6):
     return g
 
 
+def same_on_one_and_two_threads(run):
+    """``run()`` (a layer's forward and backward: ``((out, h_n, c_n, ws), gradient dict)``) gives
+    bitwise the same outputs and gradients on 1 and 2 of fastrnn's threads (the count restored)."""
+    import fastrnn
+
+    results = []
+    before = fastrnn.get_num_threads()
+    try:
+        for n in (1, 2):
+            fastrnn.set_num_threads(n)
+            results.append(run())
+    finally:
+        fastrnn.set_num_threads(before)
+    (f1, g1), (f2, g2) = results
+    for x, y in zip(f1[:3], f2[:3]):
+        np.testing.assert_array_equal(x, y)
+    assert set(g1) == set(g2)
+    for k in g1:
+        if g1[k] is not None:
+            np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)
+
+
 def lstm_layer_matches_finite_differences(layer, x, lengths, seed=4):
     """Every parameter gradient of a float64 ``fastrnn.LSTM`` ``layer`` on ``x`` (padded to
     ``lengths``) against finite differences of ``sum(out*go) + sum(h_n*gh) + sum(c_n*gc)`` (random

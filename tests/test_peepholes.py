@@ -11,7 +11,7 @@ from fastrnn.backends import reference
 from fastrnn.backends.contract import PEEPHOLES
 
 from _helpers import (assert_close, contract_module_of, layer_args, layer_grads, lstm_layer_matches_finite_differences,
-                      numeric_grad, random_lengths)
+                      numeric_grad, random_lengths, same_on_one_and_two_threads)
 
 
 def _peep(H, dtype, seed=0, scale=0.5):
@@ -230,28 +230,13 @@ def test_results_do_not_depend_on_the_thread_count(reverse):
     the pool) included, are bitwise the same on 1 and 2 threads."""
     if "cpp" not in backends.available_backends():
         pytest.skip("the compiled backend is not installed")
-    import fastrnn
-
     mod = backends.get_backend("cpp")
     T, B, I, H = 20, 64, 8, 200
     a = layer_args("lstm", T, B, I, H, np.float32, seed=9)
     peep = _peep(H, np.float32, 9)
     grads = layer_grads("lstm", T, B, H, np.float32, 9)
     lengths = random_lengths(T, B, 9)
-    results = []
-    before = fastrnn.get_num_threads()
-    try:
-        for n in (1, 2):
-            fastrnn.set_num_threads(n)
-            results.append(_run(mod, a, peep, lengths, reverse, grads))
-    finally:
-        fastrnn.set_num_threads(before)
-    (f1, g1), (f2, g2) = results
-    for x, y in zip(f1[:3], f2[:3]):
-        np.testing.assert_array_equal(x, y)
-    for k in g1:
-        if g1[k] is not None:
-            np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)
+    same_on_one_and_two_threads(lambda: _run(mod, a, peep, lengths, reverse, grads))
 
 
 # ----------------------------------------------------------------------------

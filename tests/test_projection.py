@@ -12,7 +12,8 @@ from fastrnn import backends
 from fastrnn.backends import reference
 from fastrnn.backends.contract import PEEPHOLES
 
-from _helpers import assert_close, contract_module_of, lstm_layer_matches_finite_differences, numeric_grad, random_lengths
+from _helpers import (assert_close, contract_module_of, lstm_layer_matches_finite_differences, numeric_grad,
+                      random_lengths, same_on_one_and_two_threads)
 
 
 def _args(T, B, I, H, P, dtype, seed=0, scale=0.5, bias=True):
@@ -172,17 +173,7 @@ def test_results_do_not_depend_on_the_thread_count(B, H, P, reverse, variants):
         kw["hmask"] = ((rng.random((B, P)) > 0.3) / 0.7).astype(np.float32)
     grads = _grads(T, B, H, P, np.float32, 9)
     lengths = random_lengths(T, B, 9)
-    results = []
-    before = fastrnn.get_num_threads()
-    try:
-        for n in (1, 2):
-            fastrnn.set_num_threads(n)
-            out, g = _run(mod, a, lengths, reverse, grads, **kw)
-            results.append(list(out[:3]) + [g[k] for k in sorted(g) if g[k] is not None])
-    finally:
-        fastrnn.set_num_threads(before)
-    for x, y in zip(*results):
-        np.testing.assert_array_equal(x, y)
+    same_on_one_and_two_threads(lambda: _run(mod, a, lengths, reverse, grads, **kw))
 
 
 def test_bad_projections_are_refused(contract_module):
