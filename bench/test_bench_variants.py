@@ -207,19 +207,18 @@ def _torch_loop(mode, shape):
     return fn, collect
 
 
+def _case(first, shape, threads, impl, prefix, quick):
+    """One benchmark's ``pytest.param(first, shape, threads, impl)``: id
+    ``{prefix}-B..-I..-H..[-P..]-T..-t{threads}-{impl}``, in the quick subset when ``quick``."""
+    dims = "-".join(f"{k}{v}" for k, v in zip("BIHPT" if len(shape) == 5 else "BIHT", shape))
+    return pytest.param(first, shape, threads, impl, id=f"{prefix}-{dims}-t{threads}-{impl}",
+                        marks=[pytest.mark.bench_quick] if quick else [])
+
+
 def _params():
-    params = []
-    for shape in SHAPES:
-        for mode in MODES:
-            for threads in THREADS:
-                quick = shape == (16, 64, 128, 100) and threads == 1
-                for impl in IMPLS:
-                    if impl == "onnxruntime-peep" and mode == "train":
-                        continue
-                    cid = f"lstm_peep-{mode}-B{shape[0]}-I{shape[1]}-H{shape[2]}-T{shape[3]}-t{threads}"
-                    params.append(pytest.param(mode, shape, threads, impl, id=f"{cid}-{impl}",
-                                               marks=[pytest.mark.bench_quick] if quick else []))
-    return params
+    return [_case(mode, shape, threads, impl, f"lstm_peep-{mode}", shape == (16, 64, 128, 100) and threads == 1)
+            for shape in SHAPES for mode in MODES for threads in THREADS for impl in IMPLS
+            if not (impl == "onnxruntime-peep" and mode == "train")]
 
 
 @pytest.mark.parametrize(("mode", "shape", "threads", "impl"), _params())
@@ -257,16 +256,10 @@ def _rdrop_layer(cell, I, H, dtype, p, backend=None):
 
 
 def _rdrop_params():
-    params = []
-    for cell in ("LSTM", "GRU"):
-        for shape in SHAPES:
-            for threads in THREADS:
-                quick = cell == "LSTM" and shape == (16, 64, 128, 100) and threads == 1
-                for impl in ("fastrnn-rdrop", "fastrnn-plain"):
-                    cid = f"{cell.lower()}_rdrop-train-B{shape[0]}-I{shape[1]}-H{shape[2]}-T{shape[3]}-t{threads}"
-                    params.append(pytest.param(cell, shape, threads, impl, id=f"{cid}-{impl}",
-                                               marks=[pytest.mark.bench_quick] if quick else []))
-    return params
+    return [_case(cell, shape, threads, impl, f"{cell.lower()}_rdrop-train",
+                  cell == "LSTM" and shape == (16, 64, 128, 100) and threads == 1)
+            for cell in ("LSTM", "GRU") for shape in SHAPES for threads in THREADS
+            for impl in ("fastrnn-rdrop", "fastrnn-plain")]
 
 
 @pytest.mark.parametrize(("cell", "shape", "threads", "impl"), _rdrop_params())
@@ -334,17 +327,8 @@ def proj_references():
 
 
 def _proj_params():
-    params = []
-    for shape in PROJ_SHAPES:
-        for mode in MODES:
-            for threads in THREADS:
-                quick = shape == (16, 64, 256, 128, 100) and threads == 1
-                for impl in PROJ_IMPLS:
-                    B, I, H, P, T = shape
-                    cid = f"lstm_proj-{mode}-B{B}-I{I}-H{H}-P{P}-T{T}-t{threads}"
-                    params.append(pytest.param(mode, shape, threads, impl, id=f"{cid}-{impl}",
-                                               marks=[pytest.mark.bench_quick] if quick else []))
-    return params
+    return [_case(mode, shape, threads, impl, f"lstm_proj-{mode}", shape == (16, 64, 256, 128, 100) and threads == 1)
+            for shape in PROJ_SHAPES for mode in MODES for threads in THREADS for impl in PROJ_IMPLS]
 
 
 @pytest.mark.parametrize(("mode", "shape", "threads", "impl"), _proj_params())

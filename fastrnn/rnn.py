@@ -174,7 +174,8 @@ class _RNNBase(_Recurrent):
         self.dropout = fraction(dropout, "dropout")
         self.recurrent_dropout = fraction(recurrent_dropout, "recurrent_dropout", below_one=True)
         if self.recurrent_dropout and kind == "gru_orig":
-            raise ValueError("recurrent_dropout is not supported with linear_before_reset=False")
+            raise ValueError("recurrent_dropout must be 0 with linear_before_reset=False (its product sees r*h), "
+                             f"got {self.recurrent_dropout}")
         self.bidirectional = bool(bidirectional)
         self._dirs = 2 if self.bidirectional else 1
         G, H, P = self._gates, self.hidden_size, self._state_size
@@ -387,12 +388,8 @@ class _RNNBase(_Recurrent):
         if ready and self._grad_lock.acquire(blocking=False):
             try:
                 grads = backend.layer_backward(*args, acc=acc)
-                if self.bias:
-                    self.grads["bias_ih" + sfx] += grads["b_ih"]
-                    self.grads["bias_hh" + sfx] += grads["b_hh"]
-                for key, name in _VARIANT_PARAMS:
-                    if grads[key] is not None:
-                        self.grads[name + sfx] += grads[key]
+                for name, g in _param_grads(grads, sfx, self.bias)[2:]:  # the weights' went in through acc
+                    self.grads[name] += g
             finally:
                 self._grad_lock.release()
         else:

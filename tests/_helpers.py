@@ -21,24 +21,29 @@ def tol(dtype):
     return dict(rtol=t, atol=t)
 
 
-def layer_args(kind, T, B, I, H, dtype, *, bias=True, seed=0, scale=0.5, rng=None):
+def layer_args(kind, T, B, I, H, dtype, *, bias=True, seed=0, scale=0.5, rng=None, P=None):
     """Arguments of ``layer_forward`` in the contract's order (x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    x and the states N(0, 1), weights and biases N(0, scale^2), in ``dtype``."""
+    x and the states N(0, 1), weights and biases N(0, scale^2), in ``dtype``. ``P``: an LSTM's
+    projection of P units (h0 [B, P], w_hh [G*H, P], and a last entry ``w_hr`` [P, H])."""
     rng = np.random.default_rng(seed) if rng is None else rng
     G = GATES[kind]
+    S = H if P is None else P  # the units of h
 
     def r(*shape, s=1.0):
         return (rng.standard_normal(shape) * s).astype(dtype)
 
-    return dict(
+    args = dict(
         x=r(T, B, I),
-        h0=r(B, H),
+        h0=r(B, S),
         c0=r(B, H) if has_cell_state(kind) else None,
         w_ih=r(G * H, I, s=scale),
-        w_hh=r(G * H, H, s=scale),
+        w_hh=r(G * H, S, s=scale),
         b_ih=r(G * H, s=scale) if bias else None,
         b_hh=r(G * H, s=scale) if bias else None,
     )
+    if P is not None:
+        args["w_hr"] = r(P, H, s=scale)
+    return args
 
 
 def cell_args(kind, B, I, H, dtype, **kw):
@@ -47,10 +52,12 @@ def cell_args(kind, B, I, H, dtype, **kw):
     return dict(x=a["x"][0], h=a["h0"], c=a["c0"], w_ih=a["w_ih"], w_hh=a["w_hh"], b_ih=a["b_ih"], b_hh=a["b_hh"])
 
 
-def layer_grads(kind, T, B, H, dtype, seed=0):
-    """(grad_out, grad_h_n, grad_c_n) of ``layer_backward``, N(0, 1)."""
+def layer_grads(kind, T, B, H, dtype, seed=0, P=None):
+    """(grad_out, grad_h_n, grad_c_n) of ``layer_backward``, N(0, 1) (``P``: the units of h of a
+    projected LSTM)."""
     rng = np.random.default_rng(seed + 7)
-    return (rng.standard_normal((T, B, H)).astype(dtype), rng.standard_normal((B, H)).astype(dtype),
+    S = H if P is None else P
+    return (rng.standard_normal((T, B, S)).astype(dtype), rng.standard_normal((B, S)).astype(dtype),
             rng.standard_normal((B, H)).astype(dtype) if has_cell_state(kind) else None)
 
 

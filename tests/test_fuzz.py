@@ -136,7 +136,6 @@ def binding_case(draw):
     return kind, args, lengths, draw(st.booleans()), draw(st.booleans())
 
 
-@pytest.mark.skipif(core is None or not hasattr(core, "layer_forward"), reason="compiled kernels not installed")
 @st.composite
 def variant_case(draw):
     """Arguments of layer_forward with the variants' arrays (peepholes, the recurrent-dropout mask,
@@ -146,14 +145,10 @@ def variant_case(draw):
     dtype = np.dtype(draw(st.sampled_from([np.float32, np.float64])))
     T, B, I, H = (draw(st.integers(1, 4)) for _ in range(4))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    args = layer_args(kind, T, B, I, H, dtype, rng=rng, scale=0.6)
-    extra = {}
-    P = H  # the units of h: a projection's rows
-    if kind == "lstm" and draw(st.booleans()):
-        P = draw(st.integers(1, H))
-        args["h0"] = rng.standard_normal((B, P)).astype(dtype)
-        args["w_hh"] = (rng.standard_normal((4 * H, P)) * 0.6).astype(dtype)
-        extra["w_hr"] = (rng.standard_normal((P, H)) * 0.6).astype(dtype)
+    P = draw(st.integers(1, H)) if kind == "lstm" and draw(st.booleans()) else None  # a projection's units
+    args = layer_args(kind, T, B, I, H, dtype, rng=rng, scale=0.6, P=P)
+    extra = {} if P is None else {"w_hr": args.pop("w_hr")}
+    P = H if P is None else P
     if kind == "lstm" and draw(st.booleans()):
         extra["peep"] = (rng.standard_normal(3 * H) * 0.5).astype(dtype)
     if kind != "gru_orig" and draw(st.booleans()):
@@ -196,6 +191,7 @@ def test_raw_binding_variants_fuzz(case):
                 np.testing.assert_allclose(g[k], g_r[k], rtol=tol * 10, atol=tol * 10, err_msg=k)
 
 
+@pytest.mark.skipif(core is None or not hasattr(core, "layer_forward"), reason="compiled kernels not installed")
 @SETTINGS
 @given(case=binding_case())
 def test_raw_binding_fuzz(case):

@@ -12,27 +12,17 @@ from fastrnn import backends
 from fastrnn.backends import reference
 from fastrnn.backends.contract import PEEPHOLES
 
-from _helpers import (assert_close, contract_module_of, lstm_layer_matches_finite_differences, numeric_grad,
-                      random_lengths, same_on_one_and_two_threads)
+from _helpers import (assert_close, contract_module_of, layer_args, layer_grads, lstm_layer_matches_finite_differences,
+                      numeric_grad, random_lengths, same_on_one_and_two_threads)
 
 
 def _args(T, B, I, H, P, dtype, seed=0, scale=0.5, bias=True):
-    """layer_forward's arrays for an LSTM with a projection: x, h0 [B, P], c0 [B, H], w_ih, w_hh
-    [4H, P], b_ih, b_hh, then w_hr [P, H] (N(0, scale^2) weights, N(0, 1) x and states)."""
-    rng = np.random.default_rng(seed)
-
-    def r(*shape, s=1.0):
-        return (rng.standard_normal(shape) * s).astype(dtype)
-
-    return dict(x=r(T, B, I), h0=r(B, P), c0=r(B, H), w_ih=r(4 * H, I, s=scale), w_hh=r(4 * H, P, s=scale),
-                b_ih=r(4 * H, s=scale) if bias else None, b_hh=r(4 * H, s=scale) if bias else None,
-                w_hr=r(P, H, s=scale))
+    """layer_forward's arrays of an LSTM with a projection of P units, w_hr last."""
+    return layer_args("lstm", T, B, I, H, dtype, seed=seed, scale=scale, bias=bias, P=P)
 
 
 def _grads(T, B, H, P, dtype, seed=0):
-    rng = np.random.default_rng(seed + 7)
-    return (rng.standard_normal((T, B, P)).astype(dtype), rng.standard_normal((B, P)).astype(dtype),
-            rng.standard_normal((B, H)).astype(dtype))
+    return layer_grads("lstm", T, B, H, dtype, seed, P=P)
 
 
 _PLAIN = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <numeric>
+#include <vector>
 
 #include "gemm/tile.h"
 #include "parallel/plan.h"
@@ -46,6 +48,13 @@ void panels_gemm(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t lda, con
         }
         i += g;
     }
+}
+
+// The panel list 0, 1, ..., n-1 (a contiguous range of panels is a slice of it).
+inline std::vector<int> panel_ids(int64_t n) {
+    std::vector<int> ids((size_t)n);
+    std::iota(ids.begin(), ids.end(), 0);
+    return ids;
 }
 
 // Pack W ([G*N, K]) for the forward product A · W^T, part `id` of `nt`:

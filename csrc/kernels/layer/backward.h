@@ -69,8 +69,8 @@ private:
                       int64_t t0);
     void add_projection_grads(int64_t s0, int64_t s1, int64_t t0);
     void step_rows(int64_t m0, int64_t m1, int64_t u0, int64_t u1, int64_t st, int64_t t0);
-    void time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1, int64_t sp0, int64_t sp1,
-                   int64_t s0, int64_t s1, int64_t t0);
+    void time_loop(int64_t m0, int64_t m1, int64_t jp0, int64_t jp1, int64_t sp0, int64_t sp1, int64_t s0,
+                   int64_t s1, int64_t t0);
     void finish(int64_t m0, int64_t m1, int64_t sp0, int64_t sp1);
     void chunk_loop(int64_t s0, int64_t s1, int64_t t0, bool first, bool last);
     void chunk_products(int64_t s0, int64_t s1, int64_t t0);
@@ -102,11 +102,10 @@ private:
     // chunk's m = o*tanh(c') [rows, H] for dW_hr.
     Packed<T> w_hr_packed_;
     Scratch<T> dhp_, dm_, m_;
-    std::vector<int> all_unit_panels_;
     int64_t ldm_ = 0;
     Plan plan_;
     int64_t batch_slices_ = 1;
-    std::vector<int> lists_;
+    std::vector<int> panel_ids_;  // 0 .. max(unit_panels_, state_panels_)-1: a part's panels are a slice
     std::vector<T> colsum_;
     bool dw_started_ = false;  // set before the first addition into dw_ih / dw_hh
 };
@@ -137,8 +136,6 @@ void LayerBackward<Cell, T>::setup() {
         dhp_.alloc(checked_mul(checked_mul(chunk_steps_, B), P));
         dm_.alloc(checked_mul(B, ldm_));
         m_.alloc(checked_mul(checked_mul(chunk_steps_, B), H));
-        all_unit_panels_.resize(unit_panels_);
-        for (int64_t jp = 0; jp < unit_panels_; ++jp) all_unit_panels_[jp] = (int)jp;
     }
 
     dh_carry_.alloc(checked_mul(B, P));
@@ -159,7 +156,7 @@ void LayerBackward<Cell, T>::setup() {
     }
     plan_ = make_plan(B, unit_panels_, B * GH_ * P, Tn_, state_panels_ * GH_ * NR * (int64_t)sizeof(T));
     batch_slices_ = plan_.mode == Mode::batch ? (B >= 8 * plan_.nthreads ? 2 * plan_.nthreads : plan_.nthreads) : 1;
-    lists_.resize((size_t)std::max<int64_t>(plan_.nthreads, batch_slices_) * std::max(unit_panels_, state_panels_));
+    panel_ids_ = panel_ids(std::max(unit_panels_, state_panels_));
     colsum_.resize(a_.db_ih ? GH_ : 1);
 }
 
@@ -198,7 +195,7 @@ void LayerBackward<Cell, T>::project_rows(int64_t m0, int64_t m1, int64_t q0, in
         }
     }
     barrier(plan_);
-    panels_gemm<T>(m0, m1, P, dht, P, w_hr_packed_, 0, all_unit_panels_.data() + jp0, (int)(jp1 - jp0), dm_.p,
+    panels_gemm<T>(m0, m1, P, dht, P, w_hr_packed_, 0, panel_ids_.data() + jp0, (int)(jp1 - jp0), dm_.p,
                    ldm_);
 }
 
@@ -246,14 +243,13 @@ void LayerBackward<Cell, T>::step_rows(int64_t m0, int64_t m1, int64_t u0, int64
 // (processed st = s1-1 down to s0); the chunk's steps have t in
 // [t0, t0 + s1 - s0), stored at dG row (t - t0) * B.
 template <class Cell, class T>
-void LayerBackward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1,
-                                       int64_t sp0, int64_t sp1, int64_t s0, int64_t s1, int64_t t0) {
+void LayerBackward<Cell, T>::time_loop(int64_t m0, int64_t m1, int64_t jp0, int64_t jp1, int64_t sp0, int64_t sp1,
+                                       int64_t s0, int64_t s1, int64_t t0) {
     const int64_t B = B_, H = H_, P = P_;
     const int64_t u0 = jp0 * NR, u1 = std::min<int64_t>(H, jp1 * NR);
     const int64_t q0 = std::min<int64_t>(P, sp0 * NR), q1 = std::min<int64_t>(P, sp1 * NR);
-    int* panels = lists_.data() + (size_t)list_id * std::max(unit_panels_, state_panels_);
-    int np = 0;
-    for (int64_t jp = sp0; jp < sp1; ++jp) panels[np++] = (int)jp;
+    const int* panels = panel_ids_.data() + sp0;  // the product's panels [sp0, sp1)
+    const int np = (int)(sp1 - sp0);
     for (int64_t st = s1 - 1; st >= s0; --st) {
         const int64_t t = a_.reverse ? Tn_ - 1 - st : st;
         T* dgt = dG_.p + (t - t0) * B * GH_;
@@ -309,18 +305,18 @@ void LayerBackward<Cell, T>::chunk_loop(int64_t s0, int64_t s1, int64_t t0, bool
             int64_t jp0, jp1, sp0, sp1;
             split(unit_panels_, plan_.nthreads, id, &jp0, &jp1);
             split(state_panels_, plan_.nthreads, id, &sp0, &sp1);
-            time_loop(id, 0, B, jp0, jp1, sp0, sp1, s0, s1, t0);
+            time_loop(0, B, jp0, jp1, sp0, sp1, s0, s1, t0);
             if (last) finish(0, B, sp0, sp1);
         });
     } else if (plan_.mode == Mode::batch) {
         parallel_for(batch_slices_, [&](int64_t i) {
             int64_t m0, m1;
             split(B, (int)batch_slices_, (int)i, &m0, &m1);
-            time_loop(i, m0, m1, 0, unit_panels_, 0, state_panels_, s0, s1, t0);
+            time_loop(m0, m1, 0, unit_panels_, 0, state_panels_, s0, s1, t0);
             if (last) finish(m0, m1, 0, state_panels_);
         });
     } else {
-        time_loop(0, 0, B, 0, unit_panels_, 0, state_panels_, s0, s1, t0);
+        time_loop(0, B, 0, unit_panels_, 0, state_panels_, s0, s1, t0);
         if (last) finish(0, B, 0, state_panels_);
     }
 }

@@ -76,7 +76,7 @@ private:
     void step_rows(const Part& p, int64_t st, int64_t t, int64_t active_end);
     void step_after_reset(const Part& p, int64_t st, int64_t t, int64_t active_end);
     void project_rows(const Part& p, int64_t st, int64_t t, int64_t active_end);
-    void mask_rows(int64_t m0, int64_t m1, int64_t u0, int64_t u1, int64_t buf);
+    void mask_rows(int64_t m0, int64_t m1, int64_t q0, int64_t q1, int64_t buf);
     void time_loop(int64_t list_id, int64_t m0, int64_t m1, int64_t jp0, int64_t jp1, int64_t qp0, int64_t qp1);
 
     const LayerForwardArgs<T>& a_;
@@ -100,7 +100,8 @@ private:
     Scratch<T> h_buf_, c_buf_, S_, rh_buf_, x_rows_;
     Scratch<T> hm_buf_;  // recurrent dropout: h * hmask, the product's input (double-buffered as h_buf_)
     // The projection: the units' output m [B, H], W_hr^T in panels of NR state
-    // units, all of them listed, and m · W_hr^T [B, ldp_] (panel-padded rows).
+    // units (proj_panels_ lists them all; a part's are a slice), and m · W_hr^T
+    // [B, ldp_] (panel-padded rows).
     Scratch<T> m_buf_, hp_;
     Packed<T> w_hr_packed_;
     std::vector<int> proj_panels_;
@@ -131,8 +132,7 @@ void LayerForward<Cell, T>::setup() {
         w_hr_packed_.npanels = (P_ + NR - 1) / NR;
         w_hr_packed_.alloc();
         ldp_ = w_hr_packed_.npanels * NR + V<T>::W;
-        proj_panels_.resize(w_hr_packed_.npanels);
-        for (int64_t q = 0; q < w_hr_packed_.npanels; ++q) proj_panels_[q] = (int)q;
+        proj_panels_ = panel_ids(w_hr_packed_.npanels);
     }
     if (!keep_ && plan_.mode == Mode::units &&
         Tn_ * B_ * GH_ * (int64_t)sizeof(T) > kUnitsMaxProjectionBytes) {
