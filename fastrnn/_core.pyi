@@ -17,7 +17,7 @@ class LayerWorkspace:
 class CellWorkspace:
     """What cell_backward needs from a training cell_forward (opaque)."""
 
-#: kind: "rnn_tanh", "rnn_relu", "lstm", "gru" or "gru_orig"
+#: kind: "rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig" or "lstm_cifg"
 def layer_forward(
     kind: str,
     x: NDArray[Any],

@@ -29,7 +29,7 @@ from ._optional import require
 
 FFI = require("cffi", extra="capi", feature="fastrnn.capi (the C ABI through cffi)").FFI
 
-from .backends.contract import KINDS
+from .backends.contract import KINDS, has_cell_state
 
 from .backends._args import check_forward, check_gradients
 from .backends._rows import check_out, check_rows_arg
@@ -82,10 +82,12 @@ def _resolve_blas() -> None:
 
 _resolve_blas()
 
-RNN_TANH, RNN_RELU, LSTM, GRU, GRU_ORIG = (lib.FASTRNN_RNN_TANH, lib.FASTRNN_RNN_RELU, lib.FASTRNN_LSTM,
-                                           lib.FASTRNN_GRU, lib.FASTRNN_GRU_ORIG)
+RNN_TANH, RNN_RELU, LSTM, GRU, GRU_ORIG, LSTM_CIFG = (lib.FASTRNN_RNN_TANH, lib.FASTRNN_RNN_RELU, lib.FASTRNN_LSTM,
+                                                      lib.FASTRNN_GRU, lib.FASTRNN_GRU_ORIG, lib.FASTRNN_LSTM_CIFG)
 #: kind name of the backend contract -> C enum value
 KIND_CODES = {kind: getattr(lib, "FASTRNN_" + kind.upper()) for kind in KINDS}
+#: The codes of the kinds with a cell state (the LSTM kinds).
+_CELL_STATE_CODES = frozenset(code for kind, code in KIND_CODES.items() if has_cell_state(kind))
 
 
 class FastrnnCError(ValueError):
@@ -140,7 +142,7 @@ def _gradient_arrays(code: int, x: NDArray[Any], B: int, H: int, bias: bool, h_k
     peepholes' (None without ``peep``). ``P``: the units of h (an LSTM's projection), else H."""
     dt, I = x.dtype, x.shape[-1]
     G = int(lib.fastrnn_num_gates(code))
-    lstm = code == LSTM
+    lstm = code in _CELL_STATE_CODES
     P = H if P is None else P
     return {"x": np.empty_like(x), h_key: np.empty((B, P), dt), c_key: np.empty((B, H), dt) if lstm else None,
             "w_ih": np.empty((G * H, I), dt), "w_hh": np.empty((G * H, P), dt),
@@ -160,7 +162,7 @@ def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | 
     ``peep``, ``fastrnn_cell_forward_ex_*``)."""
     code = _kind_code(kind)
     dt, _, B, I, H = check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True, peep=peep)
-    lstm = code == LSTM
+    lstm = code in _CELL_STATE_CODES
     h_new = np.empty((B, H), dt)
     c_new = np.empty((B, H), dt) if lstm else None
     ws = np.empty(int(lib.fastrnn_cell_workspace_size(code, B, H)), dt) if keep else None
@@ -190,7 +192,7 @@ def cell_backward(state: dict[str, Any], grad_h: NDArray[Any] | None, grad_c: ND
     dt = x.dtype
     B, I = x.shape
     H = h.shape[1]
-    lstm = code == LSTM
+    lstm = code in _CELL_STATE_CODES
     check_gradients(dt, grad_h=(grad_h, (B, H)), grad_c=(grad_c if lstm else None, (B, H)))
     peep = state["peep"]
     g = _gradient_arrays(code, x, B, H, state["bias"], "h", "c", peep)
@@ -225,7 +227,7 @@ def layer_forward(kind: str, x: NDArray[Any], h0: NDArray[Any], c0: NDArray[Any]
     dt, _, B, I, H = check_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, peep=peep, hmask=hmask,
                                    w_hr=w_hr)
     T, P = x.shape[0], h0.shape[1]  # P: the units of h
-    lstm = code == LSTM
+    lstm = code in _CELL_STATE_CODES
     check_out(out, (T, B, P), dt, dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
                                        lengths=lengths, peep=peep, hmask=hmask, w_hr=w_hr))
     dense = out if out is not None and out.flags.c_contiguous else np.empty((T, B, P), dt)
@@ -267,7 +269,7 @@ def layer_backward(state: dict[str, Any], grad_out: NDArray[Any] | None, grad_h_
     code, x, H, P = _kind_code(state["kind"]), state["x"], state["H"], state["P"]
     dt = x.dtype
     T, B, I = x.shape
-    lstm = code == LSTM
+    lstm = code in _CELL_STATE_CODES
     check_rows_arg(grad_out, "grad_out", (T, B, P), dt)
     if grad_out is not None:
         grad_out = np.ascontiguousarray(grad_out)

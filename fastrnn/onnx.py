@@ -20,10 +20,11 @@ with gates LSTM (i, f, g, o), GRU (r, z, n). The conversion reorders the row blo
 Supported: every kind (RNN tanh/relu, LSTM, GRU with ``linear_before_reset`` 1 = PyTorch's
 form or 0 = the original paper's), directions ``forward``, ``reverse`` and ``bidirectional``,
 ``layout`` 0 (time-major) and 1 (batch-first), ``sequence_lens``, ``initial_h``/``initial_c``,
-and LSTM peepholes (input ``P [num_directions, 3*H]``, blocks i, o, f; fastrnn's
-``weight_peep`` holds i, f, o). Unsupported, each raising an :class:`UnsupportedOnnxError`
-that names it: activations other than the defaults (RNN: ``Tanh`` or ``Relu``),
-``activation_alpha``/``activation_beta``, ``clip`` and ``input_forget``.
+LSTM peepholes (input ``P [num_directions, 3*H]``, blocks i, o, f; fastrnn's
+``weight_peep`` holds i, f, o) and the LSTM's ``input_forget=1`` (coupled input and forget
+gates, f = 1 - i: ``LSTM(input_forget=True)``, kind ``lstm_cifg``). Unsupported, each raising
+an :class:`UnsupportedOnnxError` that names it: activations other than the defaults (RNN:
+``Tanh`` or ``Relu``), ``activation_alpha``/``activation_beta`` and ``clip``.
 
 onnx is imported only when these functions run (``pip install "fastrnn[onnx]"``).
 """
@@ -111,7 +112,10 @@ def _kind_of(op: str, attrs: Mapping[str, Any]) -> str:
             raise ValueError(f"linear_before_reset must be 0 or 1, got {lbr}")
         return "gru" if lbr else "gru_orig"
     if op == "LSTM":
-        return "lstm"
+        cifg = int(attrs.get("input_forget", 0))
+        if cifg not in (0, 1):
+            raise ValueError(f"input_forget must be 0 or 1, got {cifg}")
+        return "lstm_cifg" if cifg else "lstm"
     return "rnn_tanh"  # the activation may make it rnn_relu (see _check_activations)
 
 
@@ -159,9 +163,6 @@ class RecurrentNode:
         for name in ("clip", "activation_alpha", "activation_beta"):
             if name in attrs:
                 raise UnsupportedOnnxError(f"{where}: attribute {name!r} is not supported by fastrnn")
-        if op == "LSTM" and int(attrs.get("input_forget", 0)) != 0:
-            raise UnsupportedOnnxError(f"{where}: attribute 'input_forget' (coupled input-forget gate) "
-                                       "is not supported by fastrnn")
         if op != "LSTM" and "input_forget" in attrs:
             raise UnsupportedOnnxError(f"{where}: unknown attribute(s) ['input_forget']")
         if op != "GRU" and "linear_before_reset" in attrs:
@@ -219,7 +220,8 @@ class RecurrentNode:
         kw = dict(bias=True, batch_first=self.layout == 1, bidirectional=bidir, dtype=dtype, backend=backend)
         layer: Layer
         if op == "LSTM":
-            layer = LSTM(I, H, peepholes=P is not None and bool(np.any(P != 0)), **kw)  # zeros: the plain LSTM
+            layer = LSTM(I, H, peepholes=P is not None and bool(np.any(P != 0)),  # zeros: no peepholes
+                         input_forget=kind == "lstm_cifg", **kw)
         elif op == "GRU":
             layer = GRU(I, H, linear_before_reset=kind == "gru", **kw)
         else:
@@ -524,7 +526,7 @@ def load(model: str | os.PathLike[str] | bytes | onnx.ModelProto, *, dtype: Any 
     inputs of the loaded model.
     Returns an :class:`OnnxModel` (``.nodes``, ``.layers``, ``.layer``, ``.run``).
     Raises :class:`UnsupportedOnnxError` naming any attribute or input fastrnn does not
-    implement (custom activations, ``clip``, ``input_forget``).
+    implement (custom activations, ``clip``).
     """
     onnx = _onnx()
     if isinstance(model, (str, os.PathLike)):
@@ -566,7 +568,8 @@ def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths:
     if getattr(layer, "proj_size", 0):
         raise ValueError(f"layer has proj_size={layer.proj_size}: ONNX's LSTM operator has no projection, so a "
                          "projected LSTM cannot be written as one")
-    op = {"lstm": "LSTM", "gru": "GRU", "gru_orig": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}[layer.kind]
+    op = {"lstm": "LSTM", "lstm_cifg": "LSTM", "gru": "GRU", "gru_orig": "GRU", "rnn_tanh": "RNN",
+          "rnn_relu": "RNN"}[layer.kind]
     L, D, H, G = layer.num_layers, 2 if layer.bidirectional else 1, layer.hidden_size, GATES[layer.kind]
     elem = helper.np_dtype_to_tensor_dtype(layer.dtype)
     inits, nodes = [], []
@@ -623,6 +626,8 @@ def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths:
             attrs["linear_before_reset"] = int(layer.kind == "gru")
         if layer.kind == "rnn_relu":
             attrs["activations"] = ["Relu"] * D
+        if layer.kind == "lstm_cifg":
+            attrs["input_forget"] = 1
         nodes.append(helper.make_node(op, node_in, outs, name=f"{op.lower()}_l{k}", **attrs))
         for s, o in zip(states, outs[1:]):
             finals[s].append(o)
@@ -650,6 +655,8 @@ def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths:
         cfg["linear_before_reset"] = layer.kind == "gru"
     if layer.peepholes:
         cfg["peepholes"] = True
+    if layer.kind == "lstm_cifg":
+        cfg["input_forget"] = True
     helper.set_model_props(model, {_METADATA_KEY: json.dumps({"class": type(layer).__name__, **cfg})})
     onnx.checker.check_model(model)
     if path is not None:

@@ -28,7 +28,7 @@ from . import backends as _backends
 from ._grad_mode import is_grad_enabled
 from ._validate import as_dtype, flag, float_array, fraction, lengths_array, positive_int
 from ._validate import generator as _generator
-from .backends.contract import GATES, PEEPHOLES, PartialBackwardError
+from .backends.contract import GATES, PEEPHOLES, PartialBackwardError, has_cell_state
 from .module import GradientError, Module
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "GradientError"]
@@ -119,13 +119,13 @@ class _Recurrent(Module):
         input (``batch_axis`` not None) a batch axis of 1 is inserted there."""
         c_shape = shape if c_shape is None else c_shape
         if batch_axis is None:  # the per-step hot path of cells: arrays that need nothing
-            if self.kind == "lstm":
+            if self._has_c:
                 if type(value) is tuple and len(value) == 2 and _ready(value[0], shape, self.dtype) \
                         and _ready(value[1], c_shape, self.dtype):
                     return value
             elif _ready(value, shape, self.dtype):
                 return value, None
-        if self.kind == "lstm":
+        if self._has_c:
             if value is None:
                 value = (None, None)
             if not isinstance(value, (tuple, list)) or len(value) != 2:
@@ -145,8 +145,19 @@ class _Recurrent(Module):
         return h, c
 
     @property
+    def _has_c(self) -> bool:
+        """Whether the kind carries a cell state (an LSTM: hx is the pair (h, c))."""
+        return has_cell_state(self.kind)
+
+    @property
+    def input_forget(self) -> bool:
+        """Whether the LSTM's forget gate is coupled to its input gate, f = 1 - i (kind lstm_cifg)."""
+        return self.kind == "lstm_cifg"
+
+    @property
     def mode(self) -> str:
-        return {"rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU", "lstm": "LSTM", "gru": "GRU", "gru_orig": "GRU"}[self.kind]
+        return {"rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU", "lstm": "LSTM", "gru": "GRU", "gru_orig": "GRU",
+                "lstm_cifg": "LSTM"}[self.kind]
 
 
 # ----------------------------------------------------------------------------
@@ -257,6 +268,8 @@ class _RNNBase(_Recurrent):
             s += f", proj_size={self.proj_size}"
         if self.peepholes:
             s += ", peepholes=True"
+        if self.input_forget:
+            s += ", input_forget=True"
         return s + f", dtype={self.dtype}"
 
     def __repr__(self) -> str:
@@ -326,7 +339,7 @@ class _RNNBase(_Recurrent):
         rdrop = self.recurrent_dropout if self.training else 0.0
         inp = x3
         h_n = np.empty((L * D, B, P), dtype=self.dtype)
-        c_n = np.empty((L * D, B, self.hidden_size), dtype=self.dtype) if kind == "lstm" else None
+        c_n = np.empty((L * D, B, self.hidden_size), dtype=self.dtype) if has_cell_state(kind) else None
         # Each direction writes its half of the layer's [T, B, D*P] output in place (contract:
         # layer_forward's out); with batch_first the last layer writes straight into the batch-major
         # result. One direction, time-major: the backend allocates the output (the cpp backend from
@@ -371,7 +384,7 @@ class _RNNBase(_Recurrent):
         if unbatched:
             out, h_n = out[:, 0, :], h_n[:, 0, :]
             c_n = None if c_n is None else c_n[:, 0, :]
-        if kind == "lstm":
+        if has_cell_state(kind):
             return out, (h_n, c_n)
         return out, h_n
 
@@ -455,7 +468,7 @@ class _RNNBase(_Recurrent):
             dc0 = None if dc0 is None else dc0[:, 0, :]
         elif self.batch_first:
             dx = np.ascontiguousarray(dx.transpose(1, 0, 2))  # no copy if the sum below wrote it batch-major
-        if self.kind == "lstm":
+        if self._has_c:
             return dx, (dh0, dc0)
         return dx, dh0
 
@@ -519,19 +532,27 @@ class LSTM(_RNNBase):
     ``weight_peep_l{k}[_reverse]`` of shape ``[3 * hidden_size]``, the blocks ``(p_i, p_f, p_o)``
     (ONNX orders them i, o, f; ``fastrnn.onnx`` converts), initialised like the other weights
     after them (so a seed gives the same other weights as without peepholes).
+
+    ``input_forget=True``: the input and forget gates are coupled, ``f = 1 - i`` (ONNX's
+    ``input_forget=1``; the CIFG of Greff et al., "LSTM: A Search Space Odyssey"). The parameters
+    keep their shapes, so ONNX's and PyTorch's layouts load unchanged, but the forget gate's rows
+    of the weights and biases (rows ``H:2H``) and ``p_f`` are read by no step: their gradients are
+    zero. The kind is ``"lstm_cifg"``.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, *,
-                 peepholes: bool = False, recurrent_dropout: float = 0.0, dtype: DTypeLike | None = None,
-                 backend: str | None = None, seed: int | np.random.Generator | None = None) -> None:
+                 peepholes: bool = False, input_forget: bool = False, recurrent_dropout: float = 0.0,
+                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 seed: int | np.random.Generator | None = None) -> None:
         peepholes = flag(peepholes, "peepholes")
+        kind = "lstm_cifg" if flag(input_forget, "input_forget") else "lstm"
         if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) or proj_size < 0:
             raise ValueError(f"proj_size must be an integer >= 0 (0: no projection), got {proj_size!r}")
         if proj_size and isinstance(hidden_size, (int, np.integer)) and proj_size >= hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size={hidden_size}, got {proj_size}")
         self.proj_size = int(proj_size)
-        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+        super().__init__(kind, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          recurrent_dropout=recurrent_dropout, dtype=dtype, backend=backend, seed=seed)
         self.peepholes = peepholes
         if self.peepholes:
@@ -688,7 +709,9 @@ class _CellBase(_Recurrent):
 
     def __repr__(self) -> str:
         peep = ", peepholes=True" if self.peepholes else ""
-        return f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}{peep}, dtype={self.dtype})"
+        cifg = ", input_forget=True" if self.input_forget else ""
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}{peep}{cifg}, "
+                f"dtype={self.dtype})")
 
     def _weights(self) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, NDArray[Any] | None]:
         p = self._params
@@ -724,7 +747,7 @@ class _CellBase(_Recurrent):
                 raise ValueError(f"input must have at least one row, got shape {xs}")
             unbatched, x2, B = True, x[None, :], 1
         shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)
-        h, c = self._state_pair(hx, "hx", ("h", "c") if self.kind == "lstm" else ("hx",), shape,
+        h, c = self._state_pair(hx, "hx", ("h", "c") if self._has_c else ("hx",), shape,
                                 0 if unbatched else None)
         keep = is_grad_enabled()  # the backend keeps copies of x, h, c (contract.Backend.cell_forward)
         peep = self._params["weight_peep"] if self.peepholes else None
@@ -734,7 +757,7 @@ class _CellBase(_Recurrent):
             c_new = None if c_new is None else c_new[0]
         if keep:
             self._record_step(backend, ws, unbatched, B, (x_arg, hx), h_new, c_new)
-        return (h_new, c_new) if self.kind == "lstm" else h_new
+        return (h_new, c_new) if self._has_c else h_new
 
     def _record_step(self, backend: Any, ws: Any, unbatched: bool, B: int, inputs: Any, h_new: NDArray[Any],
                      c_new: NDArray[Any] | None) -> None:
@@ -800,7 +823,7 @@ class _CellBase(_Recurrent):
         if st.unbatched:
             dx, dh = dx[0], dh[0]
             dc = None if dc is None else dc[0]
-        return (dx, (dh, dc)) if self.kind == "lstm" else (dx, dh)
+        return (dx, (dh, dc)) if self._has_c else (dx, dh)
 
 
 class RNNCell(_CellBase):
@@ -815,13 +838,15 @@ class RNNCell(_CellBase):
 
 class LSTMCell(_CellBase):
     """One LSTM step, as ``torch.nn.LSTMCell``; ``peepholes=True`` as in :class:`LSTM` (one
-    parameter ``weight_peep`` of shape ``[3 * hidden_size]``, the blocks ``(p_i, p_f, p_o)``)."""
+    parameter ``weight_peep`` of shape ``[3 * hidden_size]``, the blocks ``(p_i, p_f, p_o)``),
+    ``input_forget=True`` (f = 1 - i) as in :class:`LSTM`."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, peepholes: bool = False,
-                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 input_forget: bool = False, dtype: DTypeLike | None = None, backend: str | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
         peepholes = flag(peepholes, "peepholes")
-        super().__init__("lstm", input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
+        kind = "lstm_cifg" if flag(input_forget, "input_forget") else "lstm"
+        super().__init__(kind, input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
         self.peepholes = peepholes
         if self.peepholes:
             self._new_param("weight_peep", (PEEPHOLES * self.hidden_size,))

@@ -8,7 +8,7 @@ import pytest
 
 import fastrnn
 from _helpers import layer_args, layer_grads
-from fastrnn.backends.contract import KINDS
+from fastrnn.backends.contract import KINDS, has_cell_state
 
 capi = pytest.importorskip("fastrnn.capi", reason="the compiled extension (and its C ABI) is not installed",
                            exc_type=ImportError)
@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - the extension without kernels
 
 
 def test_versions():
-    assert capi.abi_version() == 3
+    assert capi.abi_version() == 4
     assert capi.ffi.string(capi.lib.fastrnn_version()).decode() == fastrnn.__version__
     for code in range(8):
         assert capi.status_message(code)
@@ -40,7 +40,7 @@ def test_layer_cffi_equals_pybind11(kind, dtype, lengths, reverse, bias):
     out_p, h_p, c_p, ws_p = cpp.layer_forward(kind, *a.values(), L, reverse, True)
     np.testing.assert_array_equal(out_c, out_p)
     np.testing.assert_array_equal(h_c, h_p)
-    if kind == "lstm":
+    if has_cell_state(kind):
         np.testing.assert_array_equal(c_c, c_p)
     go, gh, gc = layer_grads(kind, 5, 3, 6, dtype, seed=1)
     g_c = capi.layer_backward(ws_c, go, gh, gc)
@@ -69,7 +69,7 @@ def test_cell_cffi_equals_pybind11(kind, dtype):
         np.testing.assert_array_equal(c_c, c_p)
     rng = np.random.default_rng(2)
     gh = rng.standard_normal((4, 5)).astype(dtype)
-    gc = rng.standard_normal((4, 5)).astype(dtype) if kind == "lstm" else None
+    gc = rng.standard_normal((4, 5)).astype(dtype) if has_cell_state(kind) else None
     g_c = capi.cell_backward(ws_c, gh, gc)
     g_p = cpp.cell_backward(ws_p, gh, gc)
     for k in g_p:

@@ -38,9 +38,9 @@ from fastrnn.backends.contract import CELL_GRAD_KEYS, GATES, KINDS, LAYER_GRAD_K
 
 
 def test_kind_table_is_consistent():
-    assert KINDS == ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig")
+    assert KINDS == ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig", "lstm_cifg")
     assert GATES == {k: len(contract.SPECS[k].gate_names) for k in KINDS}
-    assert [k for k in KINDS if contract.has_cell_state(k)] == ["lstm"]
+    assert [k for k in KINDS if contract.has_cell_state(k)] == ["lstm", "lstm_cifg"]
     for bad in ("LSTM", "lstmx", None, 3):
         with pytest.raises(ValueError, match="kind must be one of"):
             contract.num_gates(bad)

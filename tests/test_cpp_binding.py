@@ -26,7 +26,7 @@ from _helpers import (TOL, assert_close, check_cell_against_reference,  # noqa: 
 from conftest import DTYPES  # noqa: E402
 from fastrnn.backends import cpp  # noqa: E402
 from fastrnn.backends import reference as ref  # noqa: E402
-from fastrnn.backends.contract import GATES, KINDS  # noqa: E402
+from fastrnn.backends.contract import GATES, KINDS, has_cell_state  # noqa: E402
 
 
 # --------------------------------------------------------------------------- helpers
@@ -125,7 +125,7 @@ def test_cell_thread_count_does_not_change_results(kind, dtype, B, H, restore_th
     w_ih = (rng.standard_normal((G * H, I)) * 0.2).astype(dtype)
     w_hh = (rng.standard_normal((G * H, H)) * 0.2).astype(dtype)
     b_ih, b_hh = (rng.standard_normal(G * H).astype(dtype) for _ in range(2))
-    c = c if kind == "lstm" else None
+    c = c if has_cell_state(kind) else None
     got = []
     for n in (1, 2, 3, 1):
         core.set_num_threads(n)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import fastrnn
 from _helpers import layer_args
 from fastrnn.backends import reference
-from fastrnn.backends.contract import GATES, KINDS
+from fastrnn.backends.contract import GATES, KINDS, has_cell_state
 
 try:
     from fastrnn import _core as core
@@ -94,7 +94,7 @@ def test_layer_api_fuzz(case, data):
         how, x = data.draw(mangled(x))
     elif which == "h0":
         how, h0 = data.draw(mangled(h0))
-    hx = (h0, h0) if kind == "lstm" else h0
+    hx = (h0, h0) if has_cell_state(kind) else h0
     kwargs = {"nonlinearity": "tanh"} if kind == "rnn_tanh" else {}
     ref = LAYERS[kind](I, H, num_layers=L, bidirectional=bi, dtype=dtype, backend="numpy", seed=1, **kwargs)
     snapshot = [np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in (x, h0)]
@@ -145,11 +145,11 @@ def variant_case(draw):
     dtype = np.dtype(draw(st.sampled_from([np.float32, np.float64])))
     T, B, I, H = (draw(st.integers(1, 4)) for _ in range(4))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    P = draw(st.integers(1, H)) if kind == "lstm" and draw(st.booleans()) else None  # a projection's units
+    P = draw(st.integers(1, H)) if has_cell_state(kind) and draw(st.booleans()) else None  # a projection's units
     args = layer_args(kind, T, B, I, H, dtype, rng=rng, scale=0.6, P=P)
     extra = {} if P is None else {"w_hr": args.pop("w_hr")}
     P = H if P is None else P
-    if kind == "lstm" and draw(st.booleans()):
+    if has_cell_state(kind) and draw(st.booleans()):
         extra["peep"] = (rng.standard_normal(3 * H) * 0.5).astype(dtype)
     if kind != "gru_orig" and draw(st.booleans()):
         extra["hmask"] = ((rng.random((B, P)) > 0.3) / 0.7).astype(dtype)
@@ -257,7 +257,7 @@ def capi_case(draw):
     args = dict(
         x=rng.standard_normal(x_shape).astype(dtype),
         h=rng.standard_normal((B, H)).astype(dtype),
-        c=rng.standard_normal((B, H)).astype(dtype) if kind == "lstm" else None,
+        c=rng.standard_normal((B, H)).astype(dtype) if has_cell_state(kind) else None,
         w_ih=rng.standard_normal((G * H, I)).astype(dtype),
         w_hh=rng.standard_normal((G * H, H)).astype(dtype),
         b_ih=rng.standard_normal(G * H).astype(dtype),
@@ -266,7 +266,7 @@ def capi_case(draw):
     lengths = None if cell else rng.integers(1, T + 1, size=B).astype(np.int64)
     grads = dict(out=None if cell else rng.standard_normal((T, B, H)).astype(dtype),
                  h=rng.standard_normal((B, H)).astype(dtype),
-                 c=rng.standard_normal((B, H)).astype(dtype) if kind == "lstm" else None)
+                 c=rng.standard_normal((B, H)).astype(dtype) if has_cell_state(kind) else None)
     names = [k for k, v in args.items() if v is not None] + (["lengths"] if lengths is not None else []) \
         + ["grad_" + k for k, v in grads.items() if v is not None] + ["none"]
     target = draw(st.sampled_from(names))
@@ -307,7 +307,7 @@ def test_capi_helpers_fuzz(case, reverse):
     gr = {k: None if v is None else np.ascontiguousarray(v, dtype=r[0].dtype) for k, v in grads.items()}
     if cell:
         h_r, c_r, ws_r = reference.cell_forward(kind, *r, True)
-        g_r = reference.cell_backward(ws_r, gr["h"], np.zeros_like(h_r) if gr["c"] is None and kind == "lstm"
+        g_r = reference.cell_backward(ws_r, gr["h"], np.zeros_like(h_r) if gr["c"] is None and has_cell_state(kind)
                                       else gr["c"])
     else:
         out_r, h_r, c_r, ws_r = reference.layer_forward(kind, *r, np.ascontiguousarray(lengths, np.int64),

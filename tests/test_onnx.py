@@ -280,6 +280,61 @@ def test_load_lstm_with_peepholes_matches_onnxruntime(direction):
         np.testing.assert_allclose(g, w, **F32)
 
 
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("peepholes", [False, True], ids=["plain", "peep"])
+def test_load_lstm_with_input_forget_matches_onnxruntime(direction, peepholes):
+    """input_forget=1 (f = 1 - i; ONNX Runtime's CPU LSTM implements it) loads as
+    LSTM(input_forget=True) and runs to ONNX Runtime's outputs."""
+    D = 2 if direction == "bidirectional" else 1
+    rng = np.random.default_rng(10)
+    T, B, H = 6, 4, 5
+    P = (rng.standard_normal((D, 3 * H)) * 0.5).astype(np.float32) if peepholes else None
+    x = rng.standard_normal((T, B, 3)).astype(np.float32)
+    feeds = dict(X=x, seq=np.array([6, 2, 4, 1], dtype=np.int32),
+                 h0=rng.standard_normal((D, B, H)).astype(np.float32),
+                 c0=rng.standard_normal((D, B, H)).astype(np.float32))
+    node = _node_model("LSTM", direction, P=P, extra_attrs=dict(input_forget=1))
+    want = session(node).run(None, feeds)
+    plain = session(_node_model("LSTM", direction, P=P)).run(None, feeds)
+    assert not np.allclose(want[0], plain[0], **F32)  # the attribute changes ONNX Runtime's result
+    model = fo.load(node)
+    layer = model.nodes[0].layer
+    assert layer.kind == "lstm_cifg" and layer.peepholes == peepholes
+    got = model.run(None, feeds)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, **F32)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_export_lstm_with_input_forget_runs_in_onnxruntime_and_loads_back(bidirectional):
+    layer = fastrnn.LSTM(3, 4, num_layers=2, bidirectional=bidirectional, peepholes=True, input_forget=True, seed=2)
+    model = fo.export(layer, lengths=True, initial_states=True)
+    nodes = [n for n in model.graph.node if n.op_type == "LSTM"]
+    assert len(nodes) == 2 and all(helper.get_attribute_value(a) == 1 for n in nodes for a in n.attribute
+                                   if a.name == "input_forget")
+    assert all(any(a.name == "input_forget" for a in n.attribute) for n in nodes)
+    D = 2 if bidirectional else 1
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((5, 3, 3)).astype(np.float32)
+    lengths = np.array([5, 2, 4], dtype=np.int32)
+    h0, c0 = (rng.standard_normal((2 * D, 3, 4)).astype(np.float32) for _ in range(2))
+    with fastrnn.no_grad():
+        out, (h_n, c_n) = layer(x, (h0, c0), lengths=lengths)
+    got = session(model).run(None, dict(x=x, lengths=lengths, h0=h0, c0=c0))
+    for g, w in zip(got, (out, h_n, c_n)):
+        np.testing.assert_allclose(g, w, **F32)
+    back = fo.load(model).layer
+    assert back.kind == "lstm_cifg" and back.peepholes
+    for name, value in layer.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[name], value, err_msg=name)
+
+
+def test_load_refuses_an_input_forget_other_than_0_or_1():
+    with pytest.raises(ValueError, match="input_forget must be 0 or 1, got 2"):
+        fo.load(_node_model("LSTM", "forward", extra_attrs=dict(input_forget=2)))
+
+
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_export_lstm_with_peepholes_runs_in_onnxruntime_and_loads_back(bidirectional):
     layer = fastrnn.LSTM(3, 4, num_layers=2, bidirectional=bidirectional, peepholes=True, seed=2)
@@ -306,7 +361,6 @@ def test_export_lstm_with_peepholes_runs_in_onnxruntime_and_loads_back(bidirecti
     (dict(op="GRU", activations=["Sigmoid", "Relu"]), "'activations'"),
     (dict(op="RNN", activations=["Sigmoid"]), "'activations'"),
     (dict(op="RNN", activations=["Affine"], extra_attrs=dict(activation_alpha=[2.0])), "'activation_alpha'"),
-    (dict(op="LSTM", extra_attrs=dict(input_forget=1)), "'input_forget'"),
 ])
 def test_unsupported_features_raise_naming_them(kwargs, named):
     op = kwargs.pop("op")

@@ -200,7 +200,7 @@ def test_bad_projections_are_refused(contract_module):
 def test_c_abi_version_3():
     capi = pytest.importorskip("fastrnn.capi", reason="the C ABI is not installed", exc_type=ImportError)
     lib, ffi = capi.lib, capi.ffi
-    assert capi.abi_version() == 3
+    assert capi.abi_version() >= 3
     T, B, I, H, P = 2, 1, 1, 3, 2
     assert lib.fastrnn_layer_workspace_size_proj(capi.KIND_CODES["lstm"], T, B, H, P) == T * B * (4 * H + P + H)
     assert lib.fastrnn_layer_workspace_size_proj(capi.KIND_CODES["lstm"], T, B, H, H) == \

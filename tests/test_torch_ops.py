@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import fastrnn.torch as ft  # noqa: E402
+from fastrnn.backends.contract import has_cell_state  # noqa: E402
 from fastrnn.rnn import GATES  # noqa: E402
 from fastrnn.torch import _ops  # noqa: E402
 from _helpers import compile_matches_eager  # noqa: E402
@@ -22,7 +23,7 @@ def _args(kind, dtype, T=4, B=3, I=2, H=3, bias=True, seed=0):
         return torch.randn(*shape, generator=g, dtype=dtype, requires_grad=True)
 
     G = GATES[kind]
-    c = r(B, H) if kind == "lstm" else None
+    c = r(B, H) if has_cell_state(kind) else None
     b = (r(G * H), r(G * H)) if bias else (None, None)
     return r(T, B, I), r(B, H), c, r(G * H, I), r(G * H, H), *b
 

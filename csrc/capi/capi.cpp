@@ -17,7 +17,10 @@ namespace {
 
 using fastrnn::Kind;
 
-bool valid_kind(int kind) { return kind >= FASTRNN_RNN_TANH && kind <= FASTRNN_GRU_ORIG; }
+bool valid_kind(int kind) { return kind >= FASTRNN_RNN_TANH && kind <= FASTRNN_LSTM_CIFG; }
+
+// The LSTM kinds (valid ones): a cell state, and peepholes and a projection allowed.
+bool lstm_kind(int kind) { return fastrnn::has_cell_state(static_cast<Kind>(kind)); }
 
 // The size rule of fastrnn/workspace.h (the same as the Python bindings').
 bool valid_sizes(int64_t T, int64_t B, int64_t I, int64_t H) {
@@ -54,9 +57,9 @@ int cell_forward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T*
                  const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, T* h_new, T* c_new,
                  T* ws, const T* peep = nullptr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
-    FR_REQUIRE(!peep || kind == FASTRNN_LSTM, FASTRNN_ERR_UNSUPPORTED);
+    FR_REQUIRE(!peep || lstm_kind(kind), FASTRNN_ERR_UNSUPPORTED);
     FR_REQUIRE(valid_sizes(1, B, I, H), FASTRNN_ERR_BAD_SIZE);
-    const bool lstm = kind == FASTRNN_LSTM;
+    const bool lstm = lstm_kind(kind);
     FR_REQUIRE(x && h && w_ih && w_hh && h_new, FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE(!lstm || (c && c_new), FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE((b_ih == nullptr) == (b_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
@@ -72,10 +75,10 @@ int cell_backward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T
                   const T* grad_c, T* dx, T* dh, T* dc, T* dw_ih, T* dw_hh, T* db_ih,
                   T* db_hh, const T* peep = nullptr, T* dpeep = nullptr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
-    FR_REQUIRE(!peep || kind == FASTRNN_LSTM, FASTRNN_ERR_UNSUPPORTED);
+    FR_REQUIRE(!peep || lstm_kind(kind), FASTRNN_ERR_UNSUPPORTED);
     FR_REQUIRE(!peep || dpeep, FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE(valid_sizes(1, B, I, H), FASTRNN_ERR_BAD_SIZE);
-    const bool lstm = kind == FASTRNN_LSTM;
+    const bool lstm = lstm_kind(kind);
     FR_REQUIRE(x && h && w_ih && w_hh && ws && dx && dh && dw_ih && dw_hh, FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE(!lstm || (c && c_new && dc), FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE((db_ih == nullptr) == (db_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
@@ -105,9 +108,9 @@ LayerWs<T> split_ws(T* ws, int kind, int64_t T_, int64_t B, int64_t H, int64_t P
 
 // The variants a kind takes, and P (the state's units): in [1, H] with a projection, else H.
 int check_variants(int kind, int64_t H, int64_t P, const void* peep, const void* hmask, const void* w_hr) {
-    FR_REQUIRE(!peep || kind == FASTRNN_LSTM, FASTRNN_ERR_UNSUPPORTED);
+    FR_REQUIRE(!peep || lstm_kind(kind), FASTRNN_ERR_UNSUPPORTED);
     FR_REQUIRE(!hmask || kind != FASTRNN_GRU_ORIG, FASTRNN_ERR_UNSUPPORTED);
-    FR_REQUIRE(!w_hr || kind == FASTRNN_LSTM, FASTRNN_ERR_UNSUPPORTED);
+    FR_REQUIRE(!w_hr || lstm_kind(kind), FASTRNN_ERR_UNSUPPORTED);
     FR_REQUIRE(w_hr ? P >= 1 && P <= H : P == H, FASTRNN_ERR_BAD_SIZE);
     return FASTRNN_OK;
 }
@@ -121,7 +124,7 @@ int layer_forward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T
     FR_REQUIRE(valid_sizes(T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
     const int variants = check_variants(kind, H, P, peep, hmask, w_hr);
     if (variants != FASTRNN_OK) return variants;
-    const bool lstm = kind == FASTRNN_LSTM;
+    const bool lstm = lstm_kind(kind);
     FR_REQUIRE(x && h0 && w_ih && w_hh && out && h_n, FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE(!lstm || (c0 && c_n), FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE((b_ih == nullptr) == (b_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
@@ -147,7 +150,7 @@ int layer_backward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const 
     if (variants != FASTRNN_OK) return variants;
     FR_REQUIRE(!peep || dpeep, FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE(!w_hr || dw_hr, FASTRNN_ERR_NULL_POINTER);
-    const bool lstm = kind == FASTRNN_LSTM;
+    const bool lstm = lstm_kind(kind);
     FR_REQUIRE(x && w_ih && w_hh && ws && dx && dh0 && dw_ih && dw_hh, FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE(!lstm || (c0 && dc0), FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE((db_ih == nullptr) == (db_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
@@ -202,7 +205,7 @@ FASTRNN_API int64_t fastrnn_layer_workspace_size(int kind, int64_t T, int64_t B,
 
 FASTRNN_API int64_t fastrnn_layer_workspace_size_proj(int kind, int64_t T, int64_t B, int64_t H, int64_t P) {
     if (!valid_kind(kind) || T < 1 || B < 1 || H < 1 || P < 1 || P > H) return -1;
-    if (P != H && kind != FASTRNN_LSTM) return -1;  // projections are the LSTM's
+    if (P != H && !lstm_kind(kind)) return -1;  // projections are the LSTM's
     return fastrnn::layer_workspace_layout(static_cast<Kind>(kind), T, B, H, P).total;
 }
 

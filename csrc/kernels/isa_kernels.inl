@@ -21,9 +21,9 @@ namespace {
 // argument's name): peepholes and projections are the LSTM's; gru_orig's product sees r*h,
 // not h * hmask. P is H without a projection.
 inline void check_variants(Kind kind, bool peep, bool hmask, int64_t H, int64_t P, bool w_hr) {
-    if (peep && kind != Kind::lstm) throw std::invalid_argument("peep: peepholes are the LSTM's");
+    if (peep && !has_cell_state(kind)) throw std::invalid_argument("peep: peepholes are the LSTM's");
     if (hmask && kind == Kind::gru_orig) throw std::invalid_argument("hmask: no recurrent dropout for gru_orig");
-    if (w_hr && kind != Kind::lstm) throw std::invalid_argument("w_hr: projections are the LSTM's");
+    if (w_hr && !has_cell_state(kind)) throw std::invalid_argument("w_hr: projections are the LSTM's");
     if (w_hr ? P < 1 || P > H : P != H) throw std::invalid_argument("P: 1 <= P <= H with w_hr, else P == H");
 }
 

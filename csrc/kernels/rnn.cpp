@@ -70,7 +70,8 @@ bool parse_kind(const char* name, Kind* out) {
                  {"rnn_relu", Kind::rnn_relu},
                  {"lstm", Kind::lstm},
                  {"gru", Kind::gru},
-                 {"gru_orig", Kind::gru_orig}};
+                 {"gru_orig", Kind::gru_orig},
+                 {"lstm_cifg", Kind::lstm_cifg}};
     for (const auto& e : table)
         if (std::strcmp(e.name, name) == 0) {
             *out = e.kind;

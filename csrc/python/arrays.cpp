@@ -58,7 +58,7 @@ std::string shape_str(const py::array& a) {
 Kind get_kind(const std::string& name) {
     Kind k;
     if (!parse_kind(name.c_str(), &k))
-        value_error("kind must be one of 'rnn_tanh', 'rnn_relu', 'lstm', 'gru', 'gru_orig', got '" + name +
+        value_error("kind must be one of 'rnn_tanh', 'rnn_relu', 'lstm', 'gru', 'gru_orig', 'lstm_cifg', got '" + name +
                     "'");
     return k;
 }

@@ -170,7 +170,7 @@ int64_t check_weights(Kind kind, int64_t B, int64_t I, const Arr<F>& h, const ch
             value_error("w_hr must have 2 dimensions (P, H) with H >= 1, got shape " + shape_str(*w_hr));
         H = w_hr->shape(1);
         check_shape(*w_hr, "w_hr", {P, H});
-        if (kind != Kind::lstm) value_error("w_hr must be None for kinds other than 'lstm' (projections are the LSTM's)");
+        if (!has_cell_state(kind)) value_error("w_hr must be None for kinds other than 'lstm' and 'lstm_cifg' (projections are the LSTM's)");
         if (P > H)
             value_error("w_hr must have no more rows (projected units, " + std::to_string(P) +
                         ") than columns (hidden units, " + std::to_string(H) + ")");
@@ -179,11 +179,11 @@ int64_t check_weights(Kind kind, int64_t B, int64_t I, const Arr<F>& h, const ch
     const int64_t G = num_gates(kind);
     check_shape(w_ih, "w_ih", {G * H, I});
     check_shape(w_hh, "w_hh", {G * H, P});
-    if (kind == Kind::lstm) {
-        if (!c) value_error(std::string(cname) + " must be an array of shape (B, H) for kind 'lstm', got None");
+    if (has_cell_state(kind)) {
+        if (!c) value_error(std::string(cname) + " must be an array of shape (B, H) for the LSTM kinds ('lstm', 'lstm_cifg'), got None");
         check_shape(*c, cname, {B, H});
     } else if (c) {
-        value_error(std::string(cname) + " must be None for kinds other than 'lstm'");
+        value_error(std::string(cname) + " must be None for kinds other than 'lstm' and 'lstm_cifg'");
     }
     if (b_ih.has_value() != b_hh.has_value()) value_error("b_ih and b_hh must both be arrays or both be None");
     if (b_ih) {
@@ -206,7 +206,7 @@ void check_hmask(Kind kind, const std::optional<Arr<F>>& hmask, int64_t B, int64
 template <class F>
 void check_peepholes(Kind kind, const std::optional<Arr<F>>& peep, int64_t H) {
     if (!peep) return;
-    if (kind != Kind::lstm) value_error("peep must be None for kinds other than 'lstm' (peepholes are the LSTM's)");
+    if (!has_cell_state(kind)) value_error("peep must be None for kinds other than 'lstm' and 'lstm_cifg' (peepholes are the LSTM's)");
     check_shape(*peep, "peep", {kPeepholes * H});
 }
 

@@ -31,7 +31,7 @@ struct Gradients {
           dw_ih(acc_ih ? *acc_ih : empty<F>({num_gates(kind) * H, I})),
           dw_hh(acc_hh ? *acc_hh : empty<F>({num_gates(kind) * H, P})) {
         const int64_t GH = num_gates(kind) * H;
-        if (kind == Kind::lstm) dc = empty<F>({B, H});
+        if (has_cell_state(kind)) dc = empty<F>({B, H});
         if (bias) {
             db_ih = empty<F>({GH});
             db_hh = empty<F>({GH});

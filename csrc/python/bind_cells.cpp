@@ -33,7 +33,7 @@ py::tuple cell_forward_t(const std::string& kind_name, const Arr<F>& x, const Ar
     const int64_t H = check_weights<F>(kind, B, I, h, "h", c, "c", w_ih, w_hh, b_ih, b_hh);
     check_sizes(1, B, I, H);
     check_peepholes(kind, peep, H);
-    const bool lstm = kind == Kind::lstm;
+    const bool lstm = has_cell_state(kind);
     Arr<F> h_new = empty<F>({B, H});
     std::optional<Arr<F>> c_new, gates;
     if (lstm) c_new = empty<F>({B, H});
@@ -73,10 +73,10 @@ py::dict cell_backward_t(CellWorkspace& ws, const std::optional<Arr<F>>& grad_h,
     check_usable(ws, "cell_backward");
     const int64_t B = ws.B, I = ws.I, H = ws.H;
     const Kind kind = ws.kind;
-    const bool lstm = kind == Kind::lstm;
+    const bool lstm = has_cell_state(kind);
     if (grad_h) check_shape(*grad_h, "grad_h", {B, H});
     if (grad_c) {
-        if (!lstm) value_error("grad_c must be None for kinds other than 'lstm'");
+        if (!lstm) value_error("grad_c must be None for kinds other than 'lstm' and 'lstm_cifg'");
         check_shape(*grad_c, "grad_c", {B, H});
     }
     // The workspace's arrays, read by the kernel (ws keeps them alive while it runs).

@@ -36,7 +36,7 @@ py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const A
     const int64_t P = h0.shape(1);  // the state's units (w_hr's rows, else H)
     check_sizes(T, B, I, H);
     check_lengths(lengths, T, B);
-    const bool lstm = kind == Kind::lstm;
+    const bool lstm = has_cell_state(kind);
     check_peepholes(kind, peep, H);
     check_hmask(kind, hmask, B, P);
     const py::object none = py::none(), c0o = c0 ? py::object(*c0) : none,
@@ -104,11 +104,11 @@ py::dict layer_backward_t(LayerWorkspace& ws, const std::optional<py::array>& gr
     check_usable(ws, "layer_backward");
     const int64_t T = ws.T, B = ws.B, I = ws.I, H = ws.H, P = ws.P;
     const Kind kind = ws.kind;
-    const bool lstm = kind == Kind::lstm;
+    const bool lstm = has_cell_state(kind);
     if (grad_out) check_shape(*grad_out, "grad_out", {T, B, P});
     if (grad_h_n) check_shape(*grad_h_n, "grad_h_n", {B, P});
     if (grad_c_n) {
-        if (!lstm) value_error("grad_c_n must be None for kinds other than 'lstm'");
+        if (!lstm) value_error("grad_c_n must be None for kinds other than 'lstm' and 'lstm_cifg'");
         check_shape(*grad_c_n, "grad_c_n", {B, H});
     }
     const RowStrides go_rows = grad_out ? row_strides(*grad_out) : RowStrides{B * P, P};

@@ -20,20 +20,26 @@ rnn_relu    1   (h)           h' = relu(W_ih x + b_ih + W_hh h + b_hh)
 lstm        4   i, f, g, o    c' = f*c + i*g ; h' = o*tanh(c')  (i, f, o sigmoid; g tanh)
 gru         3   r, z, n       n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h' = (1-z)*n + z*h
 gru_orig    3   r, z, n       n = tanh(W_in x + b_in + W_hn (r*h) + b_hn); h' = (1-z)*n + z*h
+lstm_cifg   4   i, f, g, o    f = 1 - i ; c' = f*c + i*g ; h' = o*tanh(c')  (f's rows unused)
 ==========  ==  ============  ===========================================================
 
 ``gru`` is PyTorch's GRU (ONNX ``linear_before_reset=1``); ``gru_orig`` the
-original paper's (ONNX ``linear_before_reset=0``). Only ``lstm`` has a cell
-state ``c``.
+original paper's (ONNX ``linear_before_reset=0``). ``lstm_cifg`` is the LSTM
+with coupled input and forget gates (ONNX ``input_forget=1``; Greff et al.'s
+CIFG): the forget gate is ``1 - i``, so the f block of the weights and biases
+is read by no step and its gradient is zero; the parameters keep the LSTM's
+shapes, so ONNX's and PyTorch's layouts map onto it unchanged. ``lstm`` and
+``lstm_cifg`` (the LSTM kinds) have a cell state ``c``; the others do not.
 
-Peepholes (``lstm`` only, ``layer_forward``'s ``peep``): per-unit weights
+Peepholes (the LSTM kinds, ``layer_forward``'s ``peep``): per-unit weights
 ``peep = [p_i, p_f, p_o]`` (one ``[3*H]`` array) let the gates see the cell
-state, as ONNX's LSTM input ``P`` (which orders them i, o, f)::
+state, as ONNX's LSTM input ``P`` (which orders them i, o, f; ``lstm_cifg``
+reads no ``p_f``, as ONNX Runtime with ``input_forget=1``)::
 
     i = sigmoid(... + p_i * c) ; f = sigmoid(... + p_f * c) ; c' = f*c + i*g
     o = sigmoid(... + p_o * c') ; h' = o * tanh(c')
 
-Projection (``lstm`` only, ``layer_forward``'s ``w_hr``): PyTorch's LSTM with
+Projection (the LSTM kinds, ``layer_forward``'s ``w_hr``): PyTorch's LSTM with
 ``proj_size``. The state h has P <= H units, made from the H-unit output by
 ``w_hr [P, H]``; the cell state c keeps H::
 
@@ -96,6 +102,7 @@ SPECS = {spec.name: spec for spec in (
     KindSpec("lstm", ("i", "f", "g", "o"), True, "c' = f*c + i*g ; h' = o*tanh(c')"),
     KindSpec("gru", ("r", "z", "n"), False, "n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h' = (1-z)*n + z*h"),
     KindSpec("gru_orig", ("r", "z", "n"), False, "n = tanh(W_in x + b_in + W_hn (r*h) + b_hn); h' = (1-z)*n + z*h"),
+    KindSpec("lstm_cifg", ("i", "f", "g", "o"), True, "f = 1 - i ; c' = f*c + i*g ; h' = o*tanh(c')"),
 )}
 #: The kind names every backend accepts.
 KINDS = tuple(SPECS)
@@ -122,7 +129,8 @@ def num_gates(kind: Any) -> int:
 
 
 def has_cell_state(kind: Any) -> bool:
-    """Whether ``kind`` carries a cell state ``c`` besides ``h`` (lstm); ValueError if it is not a kind."""
+    """Whether ``kind`` carries a cell state ``c`` besides ``h`` (the LSTM kinds: they alone take
+    peepholes and a projection); ValueError if it is not a kind."""
     return _spec(kind).cell_state
 
 

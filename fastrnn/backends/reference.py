@@ -31,7 +31,7 @@ except ImportError:  # the core install has no SciPy: the same formula in NumPy
 from ._acc import add_into, check_acc
 from ._args import check_forward, check_gradients
 from ._rows import check_out, check_rows_arg
-from .contract import KINDS, num_gates
+from .contract import KINDS, has_cell_state, num_gates
 
 NAME = "numpy"
 PRODUCTS_IN_BLAS = True  # NumPy's matmul
@@ -63,14 +63,14 @@ def _step_forward(kind: str, gx: NDArray[Any], h: NDArray[Any], c: NDArray[Any] 
     if kind == "rnn_relu":
         h_new = np.maximum(gx + gh, 0)
         return h_new, None, (h_new.copy(),)
-    if kind == "lstm":
+    if has_cell_state(kind):  # the LSTM kinds
         xi, xf, xg, xo = _split(gx + gh, 4)
         if peep is not None:  # i and f see the old cell state, o the new one
             p_i, p_f, p_o = _split(peep, 3)
             xi = xi + p_i * c
             xf = xf + p_f * c
         i = sigmoid(xi)
-        f = sigmoid(xf)
+        f = 1 - i if kind == "lstm_cifg" else sigmoid(xf)  # cifg: the forget gate coupled to the input gate
         g = np.tanh(xg)
         c_new = f * c + i * g
         if peep is not None:
@@ -124,7 +124,7 @@ def _step_backward(kind: str, saved: Any, dh: NDArray[Any], dc: NDArray[Any] | N
         else:
             da = dh * (h_new > 0)
         return da, da.T @ hm, da, through_w(da @ w_hh), None, None
-    if kind == "lstm":
+    if has_cell_state(kind):  # the LSTM kinds
         i, f, g, o, tc = saved
         do = dh * tc
         da_o = do * o * (1 - o)
@@ -135,8 +135,12 @@ def _step_backward(kind: str, saved: Any, dh: NDArray[Any], dc: NDArray[Any] | N
         di = dcn * g
         df = dcn * c
         dg = dcn * i
-        da_i = di * i * (1 - i)
-        da_f = df * f * (1 - f)
+        if kind == "lstm_cifg":  # f = 1 - i: f's gradient flows into i, f's pre-activation has none
+            da_i = (di - df) * i * (1 - i)
+            da_f = np.zeros_like(df)
+        else:
+            da_i = di * i * (1 - i)
+            da_f = df * f * (1 - f)
         dc_prev = dcn * f
         dpeep = None
         if peep is not None:  # i and f saw c
@@ -234,10 +238,10 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
     check_acc(acc, w_ih, w_hh, (x, grad_out, grad_h_n, grad_c_n, ws["peep"], ws["hmask"], w_hr))
     T, B, P, H = x.shape[0], x.shape[1], w_hh.shape[1], w_ih.shape[0] // num_gates(kind)  # P: h's width
     check_rows_arg(grad_out, "grad_out", (T, B, P), x.dtype)  # read at its strides
-    check_gradients(x.dtype, grad_h_n=(grad_h_n, (B, P)), grad_c_n=(grad_c_n if kind == "lstm" else None, (B, H)))
+    check_gradients(x.dtype, grad_h_n=(grad_h_n, (B, P)), grad_c_n=(grad_c_n if has_cell_state(kind) else None, (B, H)))
     grad_out = _zeros_for_none(grad_out, (T, B, P), x.dtype)
     grad_h_n = _zeros_for_none(grad_h_n, (B, P), x.dtype)
-    if kind == "lstm":
+    if has_cell_state(kind):
         grad_c_n = _zeros_for_none(grad_c_n, (B, H), x.dtype)
     lengths = ws["lengths"]
     T = x.shape[0]
@@ -316,9 +320,9 @@ def cell_backward(ws: Any, grad_h: NDArray[Any] | None, grad_c: NDArray[Any] | N
     """Gradients of a ``cell_forward(..., keep=True)``; see ``contract.Backend``."""
     x, w_ih = ws["x"], ws["w_ih"]
     shape = (x.shape[0], ws["w_hh"].shape[1])
-    check_gradients(x.dtype, grad_h=(grad_h, shape), grad_c=(grad_c if ws["kind"] == "lstm" else None, shape))
+    check_gradients(x.dtype, grad_h=(grad_h, shape), grad_c=(grad_c if has_cell_state(ws["kind"]) else None, shape))
     grad_h = _zeros_for_none(grad_h, shape, x.dtype)
-    if ws["kind"] == "lstm":
+    if has_cell_state(ws["kind"]):
         grad_c = _zeros_for_none(grad_c, shape, x.dtype)
     dgx, dW_hh, dgh, dh, dc, dpeep = _step_backward(ws["kind"], ws["saved"], grad_h, grad_c, ws["h"], ws["c"],
                                                     ws["w_hh"], ws["peep"])

@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .. import backends as _backends
 from .._validate import flag, fraction
-from ..backends.contract import PEEPHOLES
+from ..backends.contract import PEEPHOLES, has_cell_state
 from . import _ops
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "InputError", "InputTypeError"]
@@ -140,6 +140,7 @@ class _RNNBase(nn.RNNBase, _Backend):
 
     _peep_names: tuple[str, ...] = ()  # the LSTM's peephole weights, one per layer and direction
     peepholes = False  # (class defaults: modules pickled before these existed have no attribute)
+    input_forget = False
     recurrent_dropout = 0.0
     _kind: str
 
@@ -158,13 +159,13 @@ class _RNNBase(nn.RNNBase, _Backend):
         s = super().extra_repr()
         if self.recurrent_dropout:
             s += f", recurrent_dropout={self.recurrent_dropout}"
-        return s + ", peepholes=True" if self.peepholes else s
+        return s + _lstm_variants_repr(self)
 
     def forward(self, input: Any, hx: Any = None) -> Any:  # noqa: A002 - torch.nn's argument name
         # P: the units of h and of each direction's output (proj_size with a projection); c keeps hidden_size
         kind, P, L = self._kind, self.proj_size or self.hidden_size, self.num_layers
         D = 2 if self.bidirectional else 1
-        lstm = kind == "lstm"
+        lstm = has_cell_state(kind)
         weights = self._weights(self._flat_weights_names)
         w0 = weights[0]
         check_supported(w0.dtype, w0.device, "the module's parameters")
@@ -285,10 +286,17 @@ class LSTM(_RNNBase):
     input, as :class:`fastrnn.LSTM`'s. Keyword ``peepholes=True`` (which ``torch.nn.LSTM`` has not) adds peephole weights
     ``weight_peep_l{k}[_reverse]`` of shape ``[3 * hidden_size]`` (p_i, p_f, p_o), as
     :class:`fastrnn.LSTM`'s; the other parameters and their initialisation stay ``torch.nn.LSTM``'s.
+    Keyword ``input_forget=True`` couples the forget gate to the input gate, ``f = 1 - i``, as
+    :class:`fastrnn.LSTM`'s (the parameters keep their shapes; the forget rows get zero gradient).
     """
 
-    def __init__(self, *args: Any, backend: str | None = None, peepholes: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, backend: str | None = None, peepholes: bool = False, input_forget: bool = False,
+                 **kwargs: Any) -> None:
+        cifg = flag(input_forget, "input_forget")
         super().__init__("LSTM", *args, backend=backend, **kwargs)
+        if cifg:
+            self.input_forget = True
+            self._kind = "lstm_cifg"
         self.peepholes = flag(peepholes, "peepholes")
         if self.peepholes:
             D = 2 if self.bidirectional else 1
@@ -353,8 +361,8 @@ class _Cell(_Backend):
             if I == self.input_size and B:
                 if hx is None:
                     h = input.new_zeros((B, self.hidden_size))
-                    return self._step(input, h, h if self._kind == "lstm" else None, w_ih, w_hh, b_ih, b_hh, views)
-                if self._kind == "lstm":
+                    return self._step(input, h, h if has_cell_state(self._kind) else None, w_ih, w_hh, b_ih, b_hh, views)
+                if has_cell_state(self._kind):
                     if type(hx) is tuple and len(hx) == 2:
                         h, c = hx
                         if _state_ok(h, dtype, B, self.hidden_size) and _state_ok(c, dtype, B, self.hidden_size):
@@ -374,7 +382,7 @@ class _Cell(_Backend):
                          views: tuple[NDArray[Any] | None, ...] | None) -> Any:
         """forward with every check and the less common forms (unbatched, strided)."""
         kind, H = self._kind, self.hidden_size
-        lstm = kind == "lstm"
+        lstm = has_cell_state(kind)
         check_supported(w_ih.dtype, w_ih.device, "the module's parameters")
         _check_tensor(input, "input", w_ih)
         dim = input.dim()
@@ -424,26 +432,37 @@ def _state_ok(t: Any, dtype: torch.dtype, B: int, H: int) -> bool:
             and t.shape[1] == H)
 
 
+def _lstm_variants_repr(m: Any) -> str:
+    """The LSTM variants' part of a module's repr (which torch.nn's has not)."""
+    return (", peepholes=True" if m.peepholes else "") + (", input_forget=True" if m.input_forget else "")
+
+
 _CELL_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 class LSTMCell(_Cell, nn.LSTMCell):
     """``torch.nn.LSTMCell`` on fastrnn's kernels (same arguments, plus keyword ``backend=``;
-    ``peepholes=True`` adds a parameter ``weight_peep [3 * hidden_size]`` as :class:`LSTM`'s)."""
+    ``peepholes=True`` adds a parameter ``weight_peep [3 * hidden_size]`` as :class:`LSTM`'s;
+    ``input_forget=True``: f = 1 - i, as :class:`LSTM`'s)."""
 
     _kind = "lstm"
+    input_forget = False
 
-    def __init__(self, *args: Any, backend: str | None = None, peepholes: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, backend: str | None = None, peepholes: bool = False, input_forget: bool = False,
+                 **kwargs: Any) -> None:
+        cifg = flag(input_forget, "input_forget")
         nn.LSTMCell.__init__(self, *args, **kwargs)
         self._set_backend(backend)
+        if cifg:
+            self.input_forget = True
+            self._kind = "lstm_cifg"
         self.peepholes = flag(peepholes, "peepholes")
         if self.peepholes:
             self._peep = ("weight_peep",)
             _add_peepholes(self, self._peep, self.hidden_size)
 
     def extra_repr(self) -> str:
-        s = super().extra_repr()
-        return s + ", peepholes=True" if self.peepholes else s
+        return super().extra_repr() + _lstm_variants_repr(self)
 
 
 class GRUCell(_Cell, nn.GRUCell):

@@ -23,7 +23,11 @@
  *
  * Gate layout and equations are PyTorch's (LSTM i,f,g,o; GRU r,z,n); kind
  * FASTRNN_GRU_ORIG is the GRU of the original paper (ONNX
- * linear_before_reset=0).
+ * linear_before_reset=0); kind FASTRNN_LSTM_CIFG (version 4) the LSTM with
+ * coupled input and forget gates (ONNX input_forget=1): f = 1 - i, the f
+ * rows of the weights and biases are read by no step and get a zero
+ * gradient. Every function that takes FASTRNN_LSTM takes it, with the same
+ * arrays; "lstm" below means either.
  */
 #ifndef FASTRNN_H
 #define FASTRNN_H
@@ -42,7 +46,8 @@ extern "C" {
 
 /* FASTRNN_CDEF_BEGIN (fastrnn/capi.py hands the text up to FASTRNN_CDEF_END to cffi) */
 
-#define FASTRNN_ABI_VERSION 3 /* 2: the _ex functions (peepholes, recurrent dropout); 3: the _proj ones */
+#define FASTRNN_ABI_VERSION 4 /* 2: the _ex functions (peepholes, recurrent dropout); 3: the _proj ones;
+                                 4: FASTRNN_LSTM_CIFG */
 
 enum fastrnn_status_code {
     FASTRNN_OK = 0,
@@ -61,7 +66,8 @@ enum fastrnn_kind {
     FASTRNN_RNN_RELU = 1,
     FASTRNN_LSTM = 2,
     FASTRNN_GRU = 3,
-    FASTRNN_GRU_ORIG = 4
+    FASTRNN_GRU_ORIG = 4,
+    FASTRNN_LSTM_CIFG = 5 /* version 4: the LSTM with f = 1 - i (ONNX input_forget=1) */
 };
 
 /* Version of this ABI (FASTRNN_ABI_VERSION of the library) and of fastrnn. */
@@ -135,7 +141,7 @@ FASTRNN_API int fastrnn_layer_backward_f64(int kind, int64_t T, int64_t B, int64
 
 /* Version 2: the functions above with the variants' optional arrays (NULL:
  * none, the version-1 function's result).
- *   peep [3*H]: the LSTM's peepholes (p_i, p_f, p_o), FASTRNN_LSTM only
+ *   peep [3*H]: the LSTM's peepholes (p_i, p_f, p_o), the LSTM kinds only
  *     (else FASTRNN_ERR_UNSUPPORTED): i = sigmoid(... + p_i*c),
  *     f = sigmoid(... + p_f*c), c' = f*c + i*g, o = sigmoid(... + p_o*c'),
  *     h' = o*tanh(c') (ONNX's P holds the same blocks in the order i, o, f);
@@ -181,7 +187,7 @@ FASTRNN_API int fastrnn_cell_backward_ex_f64(int kind, int64_t B, int64_t I, int
     double* db_ih, double* db_hh, double* dpeep);
 
 /* Version 3: the LSTM's projection (PyTorch's proj_size), layers only: the
- * _ex layer functions with P, the units of h, and w_hr [P, H] (FASTRNN_LSTM
+ * _ex layer functions with P, the units of h, and w_hr [P, H] (the LSTM kinds
  * only, else FASTRNN_ERR_UNSUPPORTED; 1 <= P <= H, else FASTRNN_ERR_BAD_SIZE):
  *   h' = w_hr · (o*tanh(c')), so h0, h_n, out, hmask and grad_out, grad_h_n,
  *   dh0 have P units and w_hh, dw_hh are [G*H, P]; c keeps H units.

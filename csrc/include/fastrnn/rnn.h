@@ -30,20 +30,25 @@ enum class Kind : int {
     lstm = 2,      // c' = f*c + i*g ; h' = o*tanh(c')
     gru = 3,       // n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h' = (1-z)*n + z*h
     gru_orig = 4,  // n = tanh(W_in x + b_in + W_hn (r*h) + b_hn); h' = (1-z)*n + z*h
+    lstm_cifg = 5, // f = 1 - i ; c' = f*c + i*g ; h' = o*tanh(c') (ONNX input_forget=1; f's rows unused)
 };
+
+// The LSTM kinds: they carry a cell state c, and alone take peepholes and a
+// projection.
+constexpr bool has_cell_state(Kind k) { return k == Kind::lstm || k == Kind::lstm_cifg; }
 
 // Number of gates G (row blocks of H in the weight matrices).
 constexpr int num_gates(Kind k) {
-    return k == Kind::lstm ? 4 : (k == Kind::gru || k == Kind::gru_orig) ? 3 : 1;
+    return has_cell_state(k) ? 4 : (k == Kind::gru || k == Kind::gru_orig) ? 3 : 1;
 }
 
 // Number of H-wide blocks kept per step for backward (training forward):
 //   rnn:      [h']                      (post-activation)
-//   lstm:     [i, f, g, o]              (post-activation)
+//   lstm:     [i, f, g, o]              (post-activation; lstm_cifg too, f = 1 - i)
 //   gru:      [r, z, n, W_hn h + b_hn]
 //   gru_orig: [r, z, n, r*h]
 constexpr int kept_gates(Kind k) {
-    return k == Kind::lstm ? 4 : (k == Kind::gru || k == Kind::gru_orig) ? 4 : 1;
+    return has_cell_state(k) ? 4 : (k == Kind::gru || k == Kind::gru_orig) ? 4 : 1;
 }
 
 // Whether the kept block of a step is the new state itself (the rnn kinds):
@@ -62,7 +67,7 @@ constexpr int kPeepholes = 3;
 //   h' = w_hr · (o*tanh(c'))        h0, h_n, out: [.., P]; w_hh: [G*H, P]
 // (c keeps H units).
 
-// Parse "rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig". Returns false on
+// Parse "rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig", "lstm_cifg". Returns false on
 // an unknown name.
 bool parse_kind(const char* name, Kind* out);
 

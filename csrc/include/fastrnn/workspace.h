@@ -55,7 +55,7 @@ constexpr LayerWorkspaceLayout layer_workspace_layout(Kind kind, int64_t T, int6
     LayerWorkspaceLayout w{};
     w.gates_cols = checked_elements(kept_gates(kind), H);
     w.h_steps = kept_gates_are_states(kind) ? 1 : T;
-    w.c_steps = kind == Kind::lstm ? T : 0;
+    w.c_steps = has_cell_state(kind) ? T : 0;
     const int64_t rows = checked_elements(T, B);
     w.gates_elems = checked_elements(rows, w.gates_cols);
     w.h_elems = checked_elements(checked_elements(w.h_steps, B), P);

@@ -14,10 +14,11 @@ namespace {
 template <class Cell>
 constexpr bool consistent() {
     return Cell::kept_gates_are_state == kept_gates_are_states(Cell::kind) &&
-           Cell::has_cell_state == (Cell::kind == Kind::lstm);
+           Cell::has_cell_state == has_cell_state(Cell::kind);
 }
 static_assert(consistent<RnnTanhCell>() && consistent<RnnReluCell>() && consistent<LstmCell>() &&
-              consistent<LstmPeepholeCell>() && consistent<GruCell>() && consistent<GruOrigCell>());
+              consistent<LstmPeepholeCell>() && consistent<LstmCifgCell>() && consistent<LstmCifgPeepholeCell>() &&
+              consistent<GruCell>() && consistent<GruOrigCell>());
 
 template <class Fn>
 void with_cell(Kind kind, Fn&& fn) {
@@ -27,6 +28,7 @@ void with_cell(Kind kind, Fn&& fn) {
         case Kind::lstm: return fn(LstmCell{});
         case Kind::gru: return fn(GruCell{});
         case Kind::gru_orig: return fn(GruOrigCell{});
+        case Kind::lstm_cifg: return fn(LstmCifgCell{});
     }
 }
 
@@ -35,6 +37,7 @@ void with_cell(Kind kind, Fn&& fn) {
 template <class Fn>
 void with_cell(Kind kind, bool peepholes, Fn&& fn) {
     if (peepholes && kind == Kind::lstm) return fn(LstmPeepholeCell{});
+    if (peepholes && kind == Kind::lstm_cifg) return fn(LstmCifgPeepholeCell{});
     return with_cell(kind, fn);
 }
 

@@ -1,8 +1,9 @@
 // The LSTM cell (PyTorch's gate order i, f, g, o):
 //   c' = f*c + i*g ; h' = o*tanh(c')
-// and the LSTM with peepholes (fastrnn/rnn.h): i and f see c, o sees c'
-// (the same rows with Peep). Both keep the post-activation gates [i, f, g, o]
-// per step, and c' in ws_c.
+// the LSTM with peepholes (fastrnn/rnn.h): i and f see c, o sees c'
+// (the same rows with Peep), and the LSTM with coupled input and forget gates
+// (Kind::lstm_cifg, the rows with Cifg): f = 1 - i. All keep the
+// post-activation gates [i, f, g, o] per step, and c' in ws_c.
 #pragma once
 
 #include <cstdint>
@@ -14,8 +15,9 @@ namespace fastrnn::FASTRNN_ISA_NS {
 namespace {
 
 // The forward row; with Peep, i and f also see c and o sees c' through the
-// peephole weights (the terms are compiled out of the plain LSTM's row).
-template <class T, bool Peep>
+// peephole weights; with Cifg, f = 1 - i and f's block of the sums is not
+// read (the terms are compiled out of the plain LSTM's row).
+template <class T, bool Peep, bool Cifg>
 FASTRNN_ROW
 void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* kept, GateSums<T> s, const T* peep, T* c,
                   T* h_new, T* out, T* c_kept) {
@@ -24,13 +26,17 @@ void lstm_fwd_row(int64_t H, int64_t u0, int64_t u1, const T* gx, T* kept, GateS
     for (int64_t j = u0; j < u1; j += W) {
         int n = (int)std::min<int64_t>(W, u1 - j);
         v cp = vloadn(c + j, n);
-        v ai = gate_input(gx, s, H, 0, j, n), af = gate_input(gx, s, H, 1, j, n);
-        if constexpr (Peep) {
-            ai += vloadn(peep + j, n) * cp;
-            af += vloadn(peep + H + j, n) * cp;
-        }
+        v ai = gate_input(gx, s, H, 0, j, n);
+        if constexpr (Peep) ai += vloadn(peep + j, n) * cp;
         v i = vsigmoid(ai);
-        v f = vsigmoid(af);
+        v f;
+        if constexpr (Cifg) {
+            f = 1 - i;
+        } else {
+            v af = gate_input(gx, s, H, 1, j, n);
+            if constexpr (Peep) af += vloadn(peep + H + j, n) * cp;
+            f = vsigmoid(af);
+        }
         v g = vtanh(gate_input(gx, s, H, 2, j, n));
         v cn = f * cp + i * g;
         v ao = gate_input(gx, s, H, 3, j, n);
@@ -66,8 +72,9 @@ inline typename V<T>::v add_cell_grad(typename V<T>::v dc, typename V<T>::v a, t
 
 // The backward row; with Peep, dc' gains o's peephole term (o saw c'), and
 // the gradient into c those of i and f. The peepholes' own gradient is summed
-// over rows and steps by the drivers from dG and the kept cell states.
-template <class T, bool Peep>
+// over rows and steps by the drivers from dG and the kept cell states. With
+// Cifg (f = 1 - i), dc'/di = g - c and f's pre-activation gradient is zero.
+template <class T, bool Peep, bool Cifg>
 FASTRNN_ROW
 void lstm_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* kept, const T* c_prev, const T* c_new,
                   const T* peep, const T* sums, const T* grad_out, T* dh_carry, T* dc, T* dg) {
@@ -82,11 +89,22 @@ void lstm_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* kept, const T* c_p
         v dcv = add_cell_grad<T>(vloadn(dc + j, n), dh * o, 1 - tc * tc);
         v dao = dh * tc * o * (1 - o);
         if constexpr (Peep) dcv += dao * vloadn(peep + 2 * H + j, n);
-        v dai = dcv * g * i * (1 - i), daf = dcv * vloadn(c_prev + j, n) * f * (1 - f);
-        if constexpr (Peep)
-            vstoren(dc + j, dcv * f + dai * vloadn(peep + j, n) + daf * vloadn(peep + H + j, n), n);
-        else
-            vstoren(dc + j, dcv * f, n);
+        v dai, daf;
+        if constexpr (Cifg) {
+            dai = dcv * (g - vloadn(c_prev + j, n)) * i * (1 - i);
+            daf = v{};
+            if constexpr (Peep)
+                vstoren(dc + j, dcv * f + dai * vloadn(peep + j, n), n);
+            else
+                vstoren(dc + j, dcv * f, n);
+        } else {
+            dai = dcv * g * i * (1 - i);
+            daf = dcv * vloadn(c_prev + j, n) * f * (1 - f);
+            if constexpr (Peep)
+                vstoren(dc + j, dcv * f + dai * vloadn(peep + j, n) + daf * vloadn(peep + H + j, n), n);
+            else
+                vstoren(dc + j, dcv * f, n);
+        }
         vstoren(dg + j, dai, n);
         vstoren(dg + H + j, daf, n);
         vstoren(dg + 2 * H + j, dcv * i * (1 - g * g), n);
@@ -121,14 +139,19 @@ void lstm_output_row(int64_t H, const T* o, const T* c_new, T* m) {
     }
 }
 
-struct LstmCell : CellDefaults {
-    static constexpr Kind kind = Kind::lstm;
+// The LSTM kinds' policies: Peep adds the peephole terms, Cifg couples f to i.
+template <Kind K, bool Peep>
+struct LstmCellOf : CellDefaults {
+    static constexpr Kind kind = K;
     static constexpr bool has_cell_state = true;
+    static constexpr bool has_peepholes = Peep;
+    static constexpr bool cifg = K == Kind::lstm_cifg;
 
     template <class T>
     __attribute__((always_inline)) static void forward(const ForwardRow<T>& r, int64_t H, int64_t u0,
                                                        int64_t u1) {
-        lstm_fwd_row<T, false>(H, u0, u1, r.gx, r.kept, r.sums, nullptr, r.c, r.h_new, r.out, r.c_kept);
+        lstm_fwd_row<T, Peep, cifg>(H, u0, u1, r.gx, r.kept, r.sums, Peep ? r.peep : nullptr, r.c, r.h_new,
+                                    r.out, r.c_kept);
     }
     // A padded step keeps the carried cell state.
     template <class T>
@@ -138,26 +161,15 @@ struct LstmCell : CellDefaults {
     template <class T>
     __attribute__((always_inline)) static void backward(const BackwardRow<T>& r, int64_t H, int64_t u0,
                                                         int64_t u1) {
-        lstm_bwd_row<T, false>(H, u0, u1, r.kept, r.c_prev, r.c_new, nullptr, r.sums, r.grad_out, r.dh_carry,
-                               r.dc, r.dg);
+        lstm_bwd_row<T, Peep, cifg>(H, u0, u1, r.kept, r.c_prev, r.c_new, Peep ? r.peep : nullptr, r.sums,
+                                    r.grad_out, r.dh_carry, r.dc, r.dg);
     }
 };
 
-struct LstmPeepholeCell : LstmCell {
-    static constexpr bool has_peepholes = true;
-
-    template <class T>
-    __attribute__((always_inline)) static void forward(const ForwardRow<T>& r, int64_t H, int64_t u0,
-                                                       int64_t u1) {
-        lstm_fwd_row<T, true>(H, u0, u1, r.gx, r.kept, r.sums, r.peep, r.c, r.h_new, r.out, r.c_kept);
-    }
-    template <class T>
-    __attribute__((always_inline)) static void backward(const BackwardRow<T>& r, int64_t H, int64_t u0,
-                                                        int64_t u1) {
-        lstm_bwd_row<T, true>(H, u0, u1, r.kept, r.c_prev, r.c_new, r.peep, r.sums, r.grad_out, r.dh_carry,
-                              r.dc, r.dg);
-    }
-};
+using LstmCell = LstmCellOf<Kind::lstm, false>;
+using LstmPeepholeCell = LstmCellOf<Kind::lstm, true>;
+using LstmCifgCell = LstmCellOf<Kind::lstm_cifg, false>;
+using LstmCifgPeepholeCell = LstmCellOf<Kind::lstm_cifg, true>;
 
 }  // namespace
 }  // namespace fastrnn::FASTRNN_ISA_NS

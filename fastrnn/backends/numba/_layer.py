@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from .._acc import add_into, check_acc
 from .._rows import check_out, check_rows_arg
-from ..contract import KINDS
+from ..contract import KINDS, has_cell_state
 from .._args import check_forward, check_gradients
 from ._checks import check_layer, lengths_array, writeable
 from ._loops import backward_loop, forward_loop
@@ -25,8 +25,9 @@ from ._threads import serial_blas
 
 #: kind -> widths, in units of H, of the two arrays its forward saves for backward (s1, s2):
 #: rnn: h'; lstm: the gates post-activation, tanh(c'); gru: the gates, W_hn h + b_hn;
-#: gru_orig: the gates, r * h. Every kind also saves its step's input states (hp, and cp for lstm).
-SAVED = {"rnn_tanh": (1, 0), "rnn_relu": (1, 0), "lstm": (4, 1), "gru": (3, 1), "gru_orig": (3, 1)}
+#: gru_orig: the gates, r * h. Every kind also saves its step's input states (hp, and cp for the LSTM kinds).
+SAVED = {"rnn_tanh": (1, 0), "rnn_relu": (1, 0), "lstm": (4, 1), "gru": (3, 1), "gru_orig": (3, 1),
+         "lstm_cifg": (4, 1)}
 
 
 def _input_projection(kind: str, x: NDArray[Any], w_ih: NDArray[Any], b_ih: NDArray[Any] | None,
@@ -127,11 +128,11 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
     dtype = x.dtype
     # None means a zero gradient (contract.Backend.layer_backward)
     check_rows_arg(grad_out, "grad_out", (T, B, P), dtype)  # read in place, at its strides
-    check_gradients(dtype, grad_h_n=(grad_h_n, (B, P)), grad_c_n=(grad_c_n if kind == "lstm" else None, (B, H)))
+    check_gradients(dtype, grad_h_n=(grad_h_n, (B, P)), grad_c_n=(grad_c_n if has_cell_state(kind) else None, (B, H)))
     grad_out = np.zeros((T, B, P), dtype) if grad_out is None else writeable(grad_out)
     dh = np.zeros((B, P), dtype) if grad_h_n is None else grad_h_n.copy()  # a fresh copy: the loop updates it
     dc = np.empty((B, 0), dtype)
-    if kind == "lstm":
+    if has_cell_state(kind):
         dc = np.zeros((B, H), dtype) if grad_c_n is None else grad_c_n.copy()
 
     def scratch(width: int) -> NDArray[Any]:
@@ -167,7 +168,7 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
     grads = dict(
         x=(dgx_flat @ w_ih).reshape(T, B, I),
         h0=dh,
-        c0=dc if kind == "lstm" else None,
+        c0=dc if has_cell_state(kind) else None,
         w_ih=at_b(dgx_flat, x.reshape(T * B, I)),
         w_hh=dw_hh,
         b_ih=dgx_flat.sum(axis=0) if ws["bias"] else None,
@@ -200,7 +201,7 @@ def cell_backward(ws: Any, grad_h: NDArray[Any] | None, grad_c: NDArray[Any] | N
     dtype = ws["x"].dtype
     zeros = np.zeros((1, B, H), dtype=dtype)
     # the cell's own argument names in errors (layer_backward would say grad_h_n)
-    check_gradients(dtype, grad_h=(grad_h, (B, H)), grad_c=(grad_c if ws["kind"] == "lstm" else None, (B, H)))
+    check_gradients(dtype, grad_h=(grad_h, (B, H)), grad_c=(grad_c if has_cell_state(ws["kind"]) else None, (B, H)))
     g = layer_backward(ws, zeros, grad_h, grad_c)
     return dict(x=g["x"][0], h=g["h0"], c=g["c0"], w_ih=g["w_ih"], w_hh=g["w_hh"], b_ih=g["b_ih"], b_hh=g["b_hh"],
                 peep=g["peep"])

@@ -25,7 +25,8 @@ from numpy.typing import NDArray
 from ..contract import KINDS
 from ._math import jit, sigmoid, tanh
 
-RNN_TANH, RNN_RELU, LSTM, GRU, GRU_ORIG = (KINDS.index(k) for k in ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig"))
+RNN_TANH, RNN_RELU, LSTM, GRU, GRU_ORIG, LSTM_CIFG = (
+    KINDS.index(k) for k in ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_orig", "lstm_cifg"))
 
 # --------------------------------------------------------------------------
 # Forward rows. H is the row's hidden size; gate blocks in PyTorch's order.
@@ -52,18 +53,24 @@ def _rnn_forward(relu: bool, one: Any, xb: NDArray[Any], g: NDArray[Any], hb: ND
 
 
 @jit
-def _lstm_forward(one: Any, xb: NDArray[Any], g: NDArray[Any], pp: NDArray[Any], hb: NDArray[Any], cb: NDArray[Any],
-                  ob: NDArray[Any], keep: bool, gates: NDArray[Any], tc: NDArray[Any]) -> None:
-    """LSTM, gates (i, f, g, o): c' = f*c + i*g, h' = o*tanh(c'). keep: gates post-activation,
-    tc = tanh(c'). pp: the peepholes (p_i, p_f, p_o) [3H], or empty: i and f then see c, o sees c'."""
+def _lstm_forward(cifg: bool, one: Any, xb: NDArray[Any], g: NDArray[Any], pp: NDArray[Any], hb: NDArray[Any],
+                  cb: NDArray[Any], ob: NDArray[Any], keep: bool, gates: NDArray[Any], tc: NDArray[Any]) -> None:
+    """LSTM, gates (i, f, g, o): c' = f*c + i*g, h' = o*tanh(c'); cifg: f = 1 - i. keep: gates
+    post-activation, tc = tanh(c'). pp: the peepholes (p_i, p_f, p_o) [3H], or empty: i and f then
+    see c, o sees c'."""
     H = hb.shape[0]
     peep = pp.shape[0] > 0
     if peep:
         for j in range(H):
             g[j] += pp[j] * cb[j]
             g[H + j] += pp[H + j] * cb[j]
-    for j in range(2 * H):  # i, f
-        g[j] = sigmoid(xb[j] + g[j])
+    if cifg:
+        for j in range(H):
+            g[j] = sigmoid(xb[j] + g[j])
+            g[H + j] = one - g[j]
+    else:
+        for j in range(2 * H):  # i, f
+            g[j] = sigmoid(xb[j] + g[j])
     for j in range(2 * H, 3 * H):  # g
         g[j] = tanh(xb[j] + g[j])
     for j in range(H):
@@ -144,8 +151,8 @@ def forward_row(kind: int, one: Any, xb: NDArray[Any], g: NDArray[Any], gn: NDAr
                 s2: NDArray[Any]) -> None:
     """The forward row of ``kind`` (``gn``: gru_orig's W_hn (r*h); ``bhn``: gru's b_hn; ``pp``: the
     lstm's peepholes or empty)."""
-    if kind == LSTM:
-        _lstm_forward(one, xb, g, pp, hb, cb, ob, keep, s1, s2)
+    if kind == LSTM or kind == LSTM_CIFG:
+        _lstm_forward(kind == LSTM_CIFG, one, xb, g, pp, hb, cb, ob, keep, s1, s2)
     elif kind == GRU:
         _gru_forward(one, xb, g, bhn, hb, ob, keep, s1, s2)
     elif kind == GRU_ORIG:
@@ -173,10 +180,12 @@ def _rnn_backward(relu: bool, one: Any, dhb: NDArray[Any], gob: NDArray[Any], y:
 
 
 @jit
-def _lstm_backward(one: Any, dhb: NDArray[Any], gob: NDArray[Any], gates: NDArray[Any], tc: NDArray[Any],
-                   cp: NDArray[Any], pp: NDArray[Any], dcb: NDArray[Any], dgx: NDArray[Any], dpb: NDArray[Any]) -> None:
+def _lstm_backward(cifg: bool, one: Any, dhb: NDArray[Any], gob: NDArray[Any], gates: NDArray[Any],
+                   tc: NDArray[Any], cp: NDArray[Any], pp: NDArray[Any], dcb: NDArray[Any], dgx: NDArray[Any],
+                   dpb: NDArray[Any]) -> None:
     """dcb (in: grad of c', out: of c) is updated in place. With peepholes (pp [3H], else empty)
-    the row's share of their gradient is added into dpb [3H]."""
+    the row's share of their gradient is added into dpb [3H]. cifg: f = 1 - i, so f's gradient
+    goes to i and f's pre-activation has none."""
     H = dhb.shape[0]
     peep = pp.shape[0] > 0
     for j in range(H):
@@ -190,8 +199,12 @@ def _lstm_backward(one: Any, dhb: NDArray[Any], gob: NDArray[Any], gates: NDArra
         dcn = dcb[j] + d * og * (one - tcj * tcj)
         if peep:  # o saw c'
             dcn += da_o * pp[2 * H + j]
-        da_i = dcn * gg * ig * (one - ig)
-        da_f = dcn * cp[j] * fg * (one - fg)
+        if cifg:
+            da_i = dcn * (gg - cp[j]) * ig * (one - ig)
+            da_f = one - one
+        else:
+            da_i = dcn * gg * ig * (one - ig)
+            da_f = dcn * cp[j] * fg * (one - fg)
         dgx[j] = da_i
         dgx[H + j] = da_f
         dgx[2 * H + j] = dcn * ig * (one - gg * gg)
@@ -264,8 +277,8 @@ def backward_row(kind: int, one: Any, dhb: NDArray[Any], gob: NDArray[Any], s1: 
                  dpb: NDArray[Any]) -> None:
     """The backward row of ``kind`` (s1, s2: the rows its forward saved; hp, cp: the step's
     input states; pp, dpb: the lstm's peepholes and the row's sum of their gradient, or empty)."""
-    if kind == LSTM:
-        _lstm_backward(one, dhb, gob, s1, s2, cp, pp, dcb, dgx, dpb)
+    if kind == LSTM or kind == LSTM_CIFG:
+        _lstm_backward(kind == LSTM_CIFG, one, dhb, gob, s1, s2, cp, pp, dcb, dgx, dpb)
     elif kind == GRU:
         _gru_backward(one, dhb, gob, s1, s2, hp, dgx, dgh, direct)
     elif kind == GRU_ORIG:
