@@ -1,11 +1,16 @@
-"""Benchmarks of the recurrent variants: the LSTM with peepholes, recurrent dropout, and the LSTM
-with a projection (``proj_size``, against ``torch.nn.LSTM(proj_size=)``, at the end of the file).
+"""Benchmarks of the recurrent variants: the LSTM with peepholes, the LSTM with coupled input and
+forget gates (``input_forget=True``), recurrent dropout, and the LSTM with a projection
+(``proj_size``, against ``torch.nn.LSTM(proj_size=)``, at the end of the file).
 
 In one pytest-benchmark group per (mode, shape, threads): fastrnn's peephole LSTM, fastrnn's
 plain LSTM of the same shape (what the peepholes cost), ONNX Runtime's LSTM with ``P``
 (inference) and the peephole LSTM written as a PyTorch loop of its equations (what a PyTorch
 user writes: ``torch.nn.LSTM`` has no peepholes; autograd gives its backward). Every peephole
 result is checked against fastrnn's float64 NumPy reference on the same weights and input.
+
+The coupled input-forget LSTM (ONNX's ``input_forget=1``, f = 1 - i): fastrnn's, the plain LSTM of
+the same shape, and ONNX Runtime's LSTM with ``input_forget=1`` (inference); checked against the
+float64 reference.
 
 Recurrent dropout (``recurrent_dropout=0.25``, LSTM and GRU, training): fastrnn's layer with it
 against the same layer without it (the target: within 1.15x). Its answer is checked on the first
@@ -44,8 +49,9 @@ def _data(B, I, H, T):
     return dict(x=rng.standard_normal((T, B, I)), go=rng.standard_normal((T, B, H)))
 
 
-def _layer(I, H, peepholes, dtype, backend=None):
-    return fastrnn.LSTM(I, H, peepholes=peepholes, dtype=dtype, backend=backend, seed=I * 7 + H)
+def _layer(I, H, peepholes, dtype, backend=None, input_forget=False):
+    return fastrnn.LSTM(I, H, peepholes=peepholes, input_forget=input_forget, dtype=dtype, backend=backend,
+                        seed=I * 7 + H)
 
 
 def _results(layer, out, h_n, c_n, dx):
@@ -107,11 +113,11 @@ def _threads(n):
             torch.set_num_threads(torch_prev)
 
 
-def _fastrnn(mode, shape, peepholes, threads):
+def _fastrnn(mode, shape, peepholes, threads, input_forget=False):
     B, I, H, T = shape
     d = _data(*shape)
-    return _layer_calls(_layer(I, H, peepholes, np.float32), mode, d["x"].astype(np.float32),
-                        d["go"].astype(np.float32))
+    return _layer_calls(_layer(I, H, peepholes, np.float32, input_forget=input_forget), mode,
+                        d["x"].astype(np.float32), d["go"].astype(np.float32))
 
 
 def _layer_calls(layer, mode, x, go):
@@ -136,13 +142,13 @@ def _layer_calls(layer, mode, x, go):
     return fn, collect
 
 
-def _onnxruntime(shape, threads):
+def _onnxruntime(shape, threads, peepholes=True, input_forget=False):
     import onnxruntime as ort
 
     from fastrnn import onnx as fo
 
     B, I, H, T = shape
-    layer = _layer(I, H, True, np.float32)
+    layer = _layer(I, H, peepholes, np.float32, input_forget=input_forget)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -244,6 +250,49 @@ def test_lstm_peephole(benchmark, references, mode, shape, threads, impl):
         raw = benchmark(fn)
     if impl != "fastrnn-plain":  # the plain LSTM computes something else: it is the cost baseline
         _check(collect(raw), references(shape))
+        benchmark.extra_info["verified"] = True
+
+
+CIFG_IMPLS = ("fastrnn-cifg", "fastrnn-plain", "onnxruntime-cifg")
+
+
+@pytest.fixture(scope="module")
+def cifg_references():
+    """shape -> the float64 reference's results of the coupled input-forget LSTM."""
+
+    def make(shape):
+        B, I, H, T = shape
+        d = _data(*shape)
+        return _layer(I, H, False, np.float64, backend="numpy", input_forget=True), d["x"], d["go"]
+
+    return _cached_reference(make)
+
+
+def _cifg_params():
+    return [_case(mode, shape, threads, impl, f"lstm_cifg-{mode}", False)
+            for shape in SHAPES for mode in MODES for threads in THREADS for impl in CIFG_IMPLS
+            if not (impl == "onnxruntime-cifg" and mode == "train")]
+
+
+@pytest.mark.parametrize(("mode", "shape", "threads", "impl"), _cifg_params())
+def test_lstm_input_forget(benchmark, cifg_references, mode, shape, threads, impl):
+    B, I, H, T = shape
+    if impl == "onnxruntime-cifg" and not (_installed("onnxruntime") and _installed("onnx")):
+        pytest.skip("onnx / onnxruntime are not installed")
+    if impl.startswith("fastrnn") and "cpp" not in fastrnn.available_backends():
+        pytest.skip("the compiled backend is not installed")
+    benchmark.group = f"lstm_cifg-{mode}-B{B}-I{I}-H{H}-T{T}-float32-t{threads}"
+    benchmark.extra_info.update(variant="lstm_cifg", mode=mode, B=B, I=I, H=H, T=T, dtype="float32",
+                                threads=threads, impl=impl, verified=False)
+    with _threads(threads):
+        if impl == "onnxruntime-cifg":
+            fn, collect = _onnxruntime(shape, threads, peepholes=False, input_forget=True)
+        else:
+            fn, collect = _fastrnn(mode, shape, False, threads, input_forget=impl == "fastrnn-cifg")
+        fn()  # warm-up
+        raw = benchmark(fn)
+    if impl != "fastrnn-plain":  # the plain LSTM is the cost baseline
+        _check(collect(raw), cifg_references(shape))
         benchmark.extra_info["verified"] = True
 
 
