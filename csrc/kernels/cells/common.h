@@ -14,6 +14,9 @@
 //                           GRU): it is not folded into the input projection;
 //   separate_n_grad         the n block of the recurrent product's gradient
 //                           (dan * r) differs from dG's and is kept apart;
+//   unread_gate             a gate block whose recurrent sums the rows never
+//                           read (lstm_cifg's f), or -1: the layer forward's
+//                           per-step product skips its panels;
 //   forward / backward      one row's pointwise step over units [u0, u1);
 //   forward_padded          what a padded step keeps for backward;
 //   forward_after_reset /   gru_orig's second phase (after the n product).
@@ -128,6 +131,7 @@ struct CellDefaults {
     static constexpr bool n_product_after_reset = false;
     static constexpr bool n_bias_inside_reset = false;
     static constexpr bool separate_n_grad = false;
+    static constexpr int unread_gate = -1;
     template <class T>
     static void forward_padded(const ForwardRow<T>&, int64_t, int64_t, int64_t) {}
 };

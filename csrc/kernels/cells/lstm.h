@@ -146,6 +146,7 @@ struct LstmCellOf : CellDefaults {
     static constexpr bool has_cell_state = true;
     static constexpr bool has_peepholes = Peep;
     static constexpr bool cifg = K == Kind::lstm_cifg;
+    static constexpr int unread_gate = cifg ? 1 : -1;  // f = 1 - i: f's sums are not read
 
     template <class T>
     __attribute__((always_inline)) static void forward(const ForwardRow<T>& r, int64_t H, int64_t u0,

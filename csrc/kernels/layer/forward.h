@@ -62,7 +62,7 @@ private:
     // [qp0, qp1)), and the panel lists of its products.
     struct Part {
         int64_t m0, m1, u0, u1, q0, q1, qp0, qp1;
-        const int* product_panels;  // the step's product (gru_orig: r and z only)
+        const int* product_panels;  // the step's product (gru_orig: r and z only; not Cell::unread_gate)
         int n_product;
         const int* reset_panels;  // gru_orig: the n product after the reset phase
         int n_reset;
@@ -375,6 +375,7 @@ void LayerForward<Cell, T>::time_loop(int64_t list_id, int64_t m0, int64_t m1, i
     int n_product = 0, n_reset = 0;
     for (int64_t jp = jp0; jp < jp1; ++jp)
         for (int g = 0; g < G; ++g) {
+            if (g == Cell::unread_gate) continue;  // its sums would be computed for nothing
             if (Cell::n_product_after_reset && g >= 2)
                 reset_panels[n_reset++] = (int)(jp * G + g);
             else
