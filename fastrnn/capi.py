@@ -36,7 +36,7 @@ from .backends._rows import check_out, check_rows_arg
 
 __all__ = [
     "ffi", "lib", "header_path", "abi_version", "status_message", "FastrnnCError",
-    "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "GRU_ORIG", "KIND_CODES",
+    "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "GRU_ORIG", "LSTM_CIFG", "KIND_CODES",
     "layer_forward", "layer_backward", "cell_forward", "cell_backward",
 ]
 

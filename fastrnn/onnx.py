@@ -42,7 +42,7 @@ import numpy as np
 from ._grad_mode import no_grad
 from ._optional import require
 from ._validate import as_dtype, lengths_array
-from .backends.contract import GATES
+from .backends.contract import GATES, has_cell_state
 from .rnn import GRU, LSTM, RNN
 
 if TYPE_CHECKING:
@@ -568,8 +568,7 @@ def export(layer: Layer, path: str | os.PathLike[str] | None = None, *, lengths:
     if getattr(layer, "proj_size", 0):
         raise ValueError(f"layer has proj_size={layer.proj_size}: ONNX's LSTM operator has no projection, so a "
                          "projected LSTM cannot be written as one")
-    op = {"lstm": "LSTM", "lstm_cifg": "LSTM", "gru": "GRU", "gru_orig": "GRU", "rnn_tanh": "RNN",
-          "rnn_relu": "RNN"}[layer.kind]
+    op = "LSTM" if has_cell_state(layer.kind) else "GRU" if layer.kind.startswith("gru") else "RNN"
     L, D, H, G = layer.num_layers, 2 if layer.bidirectional else 1, layer.hidden_size, GATES[layer.kind]
     elem = helper.np_dtype_to_tensor_dtype(layer.dtype)
     inits, nodes = [], []

@@ -56,6 +56,16 @@ def _gru_kind(linear_before_reset: bool) -> str:
     return "gru" if flag(linear_before_reset, "linear_before_reset") else "gru_orig"
 
 
+def _lstm_kind(input_forget: bool) -> str:
+    """The LSTM's kind: ``lstm_cifg`` (f = 1 - i) with ``input_forget``, else ``lstm``."""
+    return "lstm_cifg" if flag(input_forget, "input_forget") else "lstm"
+
+
+def _lstm_variants_repr(m: Any) -> str:
+    """The LSTM variants' part of a layer's or cell's repr (``m.peepholes``, ``m.input_forget``)."""
+    return (", peepholes=True" if m.peepholes else "") + (", input_forget=True" if m.input_forget else "")
+
+
 def _dropout_mask(rng: np.random.Generator, shape: tuple[int, ...], p: float, dtype: np.dtype[Any]) -> NDArray[Any]:
     """Inverted dropout's mask: each element kept with probability 1-p and scaled by 1/(1-p) (0 if p = 1)."""
     mask = (rng.random(shape) >= p).astype(dtype)
@@ -156,8 +166,8 @@ class _Recurrent(Module):
 
     @property
     def mode(self) -> str:
-        return {"rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU", "lstm": "LSTM", "gru": "GRU", "gru_orig": "GRU",
-                "lstm_cifg": "LSTM"}[self.kind]
+        return "LSTM" if self._has_c else {"rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU", "gru": "GRU",
+                                           "gru_orig": "GRU"}[self.kind]
 
 
 # ----------------------------------------------------------------------------
@@ -184,9 +194,6 @@ class _RNNBase(_Recurrent):
         self.batch_first = bool(batch_first)
         self.dropout = fraction(dropout, "dropout")
         self.recurrent_dropout = fraction(recurrent_dropout, "recurrent_dropout", below_one=True)
-        if self.recurrent_dropout and kind == "gru_orig":
-            raise ValueError("recurrent_dropout must be 0 with linear_before_reset=False (its product sees r*h), "
-                             f"got {self.recurrent_dropout}")
         self.bidirectional = bool(bidirectional)
         self._dirs = 2 if self.bidirectional else 1
         G, H, P = self._gates, self.hidden_size, self._state_size
@@ -266,11 +273,7 @@ class _RNNBase(_Recurrent):
             s += ", linear_before_reset=False"
         if self.proj_size:
             s += f", proj_size={self.proj_size}"
-        if self.peepholes:
-            s += ", peepholes=True"
-        if self.input_forget:
-            s += ", input_forget=True"
-        return s + f", dtype={self.dtype}"
+        return s + _lstm_variants_repr(self) + f", dtype={self.dtype}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
@@ -536,8 +539,8 @@ class LSTM(_RNNBase):
     ``input_forget=True``: the input and forget gates are coupled, ``f = 1 - i`` (ONNX's
     ``input_forget=1``; the CIFG of Greff et al., "LSTM: A Search Space Odyssey"). The parameters
     keep their shapes, so ONNX's and PyTorch's layouts load unchanged, but the forget gate's rows
-    of the weights and biases (rows ``H:2H``) and ``p_f`` are read by no step: their gradients are
-    zero. The kind is ``"lstm_cifg"``.
+    of the weights and biases (rows ``H:2H``) and ``p_f`` take no part in the results: their
+    gradients are zero. The kind is ``"lstm_cifg"``.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
@@ -546,7 +549,7 @@ class LSTM(_RNNBase):
                  dtype: DTypeLike | None = None, backend: str | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
         peepholes = flag(peepholes, "peepholes")
-        kind = "lstm_cifg" if flag(input_forget, "input_forget") else "lstm"
+        kind = _lstm_kind(input_forget)
         if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) or proj_size < 0:
             raise ValueError(f"proj_size must be an integer >= 0 (0: no projection), got {proj_size!r}")
         if proj_size and isinstance(hidden_size, (int, np.integer)) and proj_size >= hidden_size:
@@ -708,10 +711,8 @@ class _CellBase(_Recurrent):
         return tape
 
     def __repr__(self) -> str:
-        peep = ", peepholes=True" if self.peepholes else ""
-        cifg = ", input_forget=True" if self.input_forget else ""
-        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}{peep}{cifg}, "
-                f"dtype={self.dtype})")
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}"
+                f"{_lstm_variants_repr(self)}, dtype={self.dtype})")
 
     def _weights(self) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, NDArray[Any] | None]:
         p = self._params
@@ -845,7 +846,7 @@ class LSTMCell(_CellBase):
                  input_forget: bool = False, dtype: DTypeLike | None = None, backend: str | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
         peepholes = flag(peepholes, "peepholes")
-        kind = "lstm_cifg" if flag(input_forget, "input_forget") else "lstm"
+        kind = _lstm_kind(input_forget)
         super().__init__(kind, input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
         self.peepholes = peepholes
         if self.peepholes:

@@ -140,7 +140,7 @@ def binding_case(draw):
 def variant_case(draw):
     """Arguments of layer_forward with the variants' arrays (peepholes, the recurrent-dropout mask,
     the projection) where the kind takes them, and at most one thing wrong: one of them spoiled, or
-    given to a kind that does not take it (peep, w_hr: the LSTM's only; hmask: not gru_orig's)."""
+    given to a kind that does not take it (peep, w_hr: the LSTM kinds' only)."""
     kind = draw(st.sampled_from(KINDS))
     dtype = np.dtype(draw(st.sampled_from([np.float32, np.float64])))
     T, B, I, H = (draw(st.integers(1, 4)) for _ in range(4))
@@ -151,16 +151,15 @@ def variant_case(draw):
     P = H if P is None else P
     if has_cell_state(kind) and draw(st.booleans()):
         extra["peep"] = (rng.standard_normal(3 * H) * 0.5).astype(dtype)
-    if kind != "gru_orig" and draw(st.booleans()):
+    if draw(st.booleans()):
         extra["hmask"] = ((rng.random((B, P)) > 0.3) / 0.7).astype(dtype)
     wrong = draw(st.sampled_from(["none", "spoil", "kind"]))
     if wrong == "spoil" and extra:
         name = draw(st.sampled_from(sorted(extra)))
         _, extra[name] = draw(mangled(extra[name]))
-    elif wrong == "kind" and kind != "lstm":
-        which = draw(st.sampled_from(["hmask", "peep", "w_hr"] if kind == "gru_orig" else ["peep", "w_hr"]))
-        extra[which] = {"hmask": np.ones((B, H), dtype), "peep": np.zeros(3 * H, dtype),
-                        "w_hr": np.zeros((H, H), dtype)}[which]
+    elif wrong == "kind" and not has_cell_state(kind):
+        which = draw(st.sampled_from(["peep", "w_hr"]))
+        extra[which] = {"peep": np.zeros(3 * H, dtype), "w_hr": np.zeros((H, H), dtype)}[which]
     return kind, args, extra, draw(st.booleans()), draw(st.booleans())
 
 

@@ -157,8 +157,9 @@ def test_cell_matches_reference(contract_module, dtype, B, I, H):
 
 
 def test_c_abi_takes_the_kind_in_every_function():
-    """Kind FASTRNN_LSTM_CIFG (ABI version 4) through the v1 layer function equals the binding, and
-    the v3 workspace size of a projected CIFG is the LSTM's."""
+    """Kind FASTRNN_LSTM_CIFG (ABI version 4): its code, gate count and workspace sizes (a projected
+    one's too) are the LSTM's. (The functions themselves: test_capi.py and test_contract.py run
+    every kind through them.)"""
     capi = pytest.importorskip("fastrnn.capi", reason="the C ABI is not installed", exc_type=ImportError)
     assert capi.abi_version() >= 4 and capi.KIND_CODES["lstm_cifg"] == capi.lib.FASTRNN_LSTM_CIFG == 5
     assert capi.lib.fastrnn_num_gates(capi.LSTM_CIFG) == 4
@@ -244,3 +245,13 @@ def test_cell_steps_are_the_layer(backend, dtype):
             state = cell(x[t], state)
             assert_close(state[0], out[t], f"step {t}")
     assert_close(state[1], c_n[0], "c_n")
+
+
+def test_sequence_model_names_the_cell():
+    """fastrnn.nn.SequenceModel around a CIFG layer is an LSTM model (its cell is 'lstm')."""
+    from fastrnn.nn import Linear, SequenceModel
+
+    import fastrnn
+
+    model = SequenceModel.from_modules(fastrnn.LSTM(1, 4, input_forget=True), Linear(4, 1))
+    assert model.cell == "lstm"

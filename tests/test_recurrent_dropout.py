@@ -10,11 +10,10 @@ import pytest
 import fastrnn
 from fastrnn import backends
 from fastrnn.backends import reference
+from fastrnn.backends.contract import KINDS
 
 from _helpers import assert_close, contract_module_of, layer_args, layer_grads, numeric_grad, random_lengths
 from conftest import contract_modules
-
-KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu")  # not gru_orig
 
 
 def _mask(B, H, dtype, p=0.4, seed=0):
@@ -27,7 +26,7 @@ def _run(mod, kind, a, hmask, lengths, reverse, grads, keep=True):
     return out, (mod.layer_backward(out[3], *grads) if keep else None)
 
 
-@pytest.mark.parametrize("kind", ("lstm", "gru", "rnn_tanh"))
+@pytest.mark.parametrize("kind", ("lstm", "gru", "rnn_tanh", "gru_orig", "lstm_cifg"))
 @pytest.mark.parametrize("reverse", [False, True])
 def test_reference_gradients_match_finite_differences(kind, reverse):
     T, B, I, H = 4, 3, 2, 3
@@ -91,7 +90,7 @@ def test_a_mask_of_ones_is_no_mask(backend, kind):
         assert_close(got_g[name], want_g[name], name)
 
 
-@pytest.mark.parametrize("kind", ("lstm", "rnn_tanh"))
+@pytest.mark.parametrize("kind", ("lstm", "rnn_tanh", "lstm_cifg"))
 def test_the_gradient_is_zero_where_the_mask_is(backend, kind):
     """One step: h0 reaches the output only through the masked product (LSTM, RNN), so its gradient
     is exactly zero where the mask is zero, and nonzero elsewhere."""
@@ -115,9 +114,6 @@ def test_bad_masks_are_refused():
             mod.layer_forward("lstm", *a.values(), None, False, True, hmask=np.ones((B, H + 1), np.float32))
         with pytest.raises(TypeError, match="hmask"):
             mod.layer_forward("lstm", *a.values(), None, False, True, hmask=np.ones((B, H), np.float64))
-        g = layer_args("gru_orig", T, B, I, H, np.float32)
-        with pytest.raises(ValueError, match="hmask"):
-            mod.layer_forward("gru_orig", *g.values(), None, False, True, hmask=np.ones((B, H), np.float32))
 
 
 # ----------------------------------------------------------------------------
@@ -125,7 +121,9 @@ def test_bad_masks_are_refused():
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls,kw", [(fastrnn.LSTM, {}), (fastrnn.GRU, {}), (fastrnn.RNN, {"nonlinearity": "relu"})])
+@pytest.mark.parametrize("cls,kw", [(fastrnn.LSTM, {}), (fastrnn.GRU, {}), (fastrnn.RNN, {"nonlinearity": "relu"}),
+                                    (fastrnn.GRU, {"linear_before_reset": False}),
+                                    (fastrnn.LSTM, {"input_forget": True})])
 def test_layer_recurrent_dropout(cls, kw):
     T, B, I, H = 7, 3, 4, 6
     x = np.random.default_rng(0).standard_normal((T, B, I))
@@ -164,7 +162,3 @@ def test_bad_recurrent_dropout_is_refused(bad):
     with pytest.raises(ValueError, match="recurrent_dropout"):
         fastrnn.LSTM(3, 4, recurrent_dropout=bad)
 
-
-def test_recurrent_dropout_is_refused_for_the_original_gru():
-    with pytest.raises(ValueError, match="recurrent_dropout"):
-        fastrnn.GRU(3, 4, recurrent_dropout=0.2, linear_before_reset=False)

@@ -123,6 +123,8 @@ def test_state_dict_moves_to_the_numpy_api():
         want, (want_h, want_c) = layer(x.numpy())
     np.testing.assert_allclose(out.numpy(), want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(c_n.numpy(), want_c, rtol=1e-12, atol=1e-12)
+    with pytest.raises(AttributeError):  # the kind says it, once
+        m.input_forget = False
     with pytest.raises(TypeError, match="input_forget must be a bool"):
         ft.LSTM(3, 4, input_forget="yes")
     with pytest.raises(TypeError, match="input_forget must be a bool"):

@@ -107,9 +107,8 @@ LayerWs<T> split_ws(T* ws, int kind, int64_t T_, int64_t B, int64_t H, int64_t P
 }
 
 // The variants a kind takes, and P (the state's units): in [1, H] with a projection, else H.
-int check_variants(int kind, int64_t H, int64_t P, const void* peep, const void* hmask, const void* w_hr) {
+int check_variants(int kind, int64_t H, int64_t P, const void* peep, const void* w_hr) {
     FR_REQUIRE(!peep || lstm_kind(kind), FASTRNN_ERR_UNSUPPORTED);
-    FR_REQUIRE(!hmask || kind != FASTRNN_GRU_ORIG, FASTRNN_ERR_UNSUPPORTED);
     FR_REQUIRE(!w_hr || lstm_kind(kind), FASTRNN_ERR_UNSUPPORTED);
     FR_REQUIRE(w_hr ? P >= 1 && P <= H : P == H, FASTRNN_ERR_BAD_SIZE);
     return FASTRNN_OK;
@@ -122,7 +121,7 @@ int layer_forward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const T
                   const T* peep, const T* hmask, int64_t P, const T* w_hr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
     FR_REQUIRE(valid_sizes(T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
-    const int variants = check_variants(kind, H, P, peep, hmask, w_hr);
+    const int variants = check_variants(kind, H, P, peep, w_hr);
     if (variants != FASTRNN_OK) return variants;
     const bool lstm = lstm_kind(kind);
     FR_REQUIRE(x && h0 && w_ih && w_hh && out && h_n, FASTRNN_ERR_NULL_POINTER);
@@ -146,7 +145,7 @@ int layer_backward(int kind, int64_t T_, int64_t B, int64_t I, int64_t H, const 
                    T* dpeep, const T* hmask, int64_t P, const T* w_hr, T* dw_hr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
     FR_REQUIRE(valid_sizes(T_, B, I, H), FASTRNN_ERR_BAD_SIZE);
-    const int variants = check_variants(kind, H, P, peep, hmask, w_hr);
+    const int variants = check_variants(kind, H, P, peep, w_hr);
     if (variants != FASTRNN_OK) return variants;
     FR_REQUIRE(!peep || dpeep, FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE(!w_hr || dw_hr, FASTRNN_ERR_NULL_POINTER);
@@ -179,13 +178,13 @@ FASTRNN_API const char* fastrnn_status_message(int status) {
     switch (status) {
         case FASTRNN_OK: return "ok";
         case FASTRNN_ERR_NULL_POINTER: return "a required pointer argument is NULL";
-        case FASTRNN_ERR_BAD_KIND: return "kind must be one of FASTRNN_RNN_TANH, FASTRNN_RNN_RELU, FASTRNN_LSTM, FASTRNN_GRU, FASTRNN_GRU_ORIG";
+        case FASTRNN_ERR_BAD_KIND: return "kind must be one of FASTRNN_RNN_TANH, FASTRNN_RNN_RELU, FASTRNN_LSTM, FASTRNN_GRU, FASTRNN_GRU_ORIG, FASTRNN_LSTM_CIFG";
         case FASTRNN_ERR_BAD_SIZE: return "sizes must be >= 1 and their products must fit the kernels (T*B, 4*H and I within int32)";
         case FASTRNN_ERR_BAD_LENGTHS: return "every length must lie in [1, T]";
         case FASTRNN_ERR_BAD_BIAS: return "b_ih and b_hh (and their gradients) must both be given or both be NULL";
         case FASTRNN_ERR_NO_MEMORY: return "out of memory";
         case FASTRNN_ERR_INTERNAL: return "internal error in the kernels";
-        case FASTRNN_ERR_UNSUPPORTED: return "the kind does not take this argument (peep, w_hr: FASTRNN_LSTM only; hmask: not FASTRNN_GRU_ORIG)";
+        case FASTRNN_ERR_UNSUPPORTED: return "the kind does not take this argument (peep, w_hr: the LSTM kinds only)";
         default: return "unknown status code";
     }
 }

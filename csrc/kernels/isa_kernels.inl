@@ -18,11 +18,9 @@ namespace fastrnn::FASTRNN_ISA_NS {
 namespace {
 
 // The variants' arguments a kind cannot take (the bindings refuse them first, with the
-// argument's name): peepholes and projections are the LSTM's; gru_orig's product sees r*h,
-// not h * hmask. P is H without a projection.
-inline void check_variants(Kind kind, bool peep, bool hmask, int64_t H, int64_t P, bool w_hr) {
+// argument's name): peepholes and projections are the LSTM's. P is H without a projection.
+inline void check_variants(Kind kind, bool peep, int64_t H, int64_t P, bool w_hr) {
     if (peep && !has_cell_state(kind)) throw std::invalid_argument("peep: peepholes are the LSTM's");
-    if (hmask && kind == Kind::gru_orig) throw std::invalid_argument("hmask: no recurrent dropout for gru_orig");
     if (w_hr && !has_cell_state(kind)) throw std::invalid_argument("w_hr: projections are the LSTM's");
     if (w_hr ? P < 1 || P > H : P != H) throw std::invalid_argument("P: 1 <= P <= H with w_hr, else P == H");
 }
@@ -39,7 +37,7 @@ void run_layer_forward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t H
                                    w_hh,  b_ih, b_hh, peep, hmask, w_hr,  lengths,      reverse,
                                    out,   out_t_stride,     out_b_stride, h_n, c_n, ws_gates,
                                    ws_h,  ws_c};
-    check_variants(kind, peep != nullptr, hmask != nullptr, H, P, w_hr != nullptr);
+    check_variants(kind, peep != nullptr, H, P, w_hr != nullptr);
     with_cell(kind, peep != nullptr, [&](auto cell) { LayerForward<decltype(cell), T>(args).run(); });
 }
 
@@ -56,7 +54,7 @@ void run_layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t 
                                     ws_gates, ws_h,     ws_c,     grad_out, grad_out_t_stride,  grad_out_b_stride,
                                     grad_h_n, grad_c_n, dx,       dh0,      dc0,      dw_ih,
                                     dw_hh,    db_ih,    db_hh,    dpeep,    dw_hr,    add_dw};
-    check_variants(kind, peep != nullptr, hmask != nullptr, H, P, w_hr != nullptr);
+    check_variants(kind, peep != nullptr, H, P, w_hr != nullptr);
     with_cell(kind, peep != nullptr, [&](auto cell) { LayerBackward<decltype(cell), T>(args).run(); });
 }
 
@@ -65,7 +63,7 @@ void run_cell_forward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, co
                       const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, const T* peep, T* h_new,
                       T* c_new, T* ws_gates) {
     const CellForwardArgs<T> args{B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, peep, h_new, c_new, ws_gates};
-    check_variants(kind, peep != nullptr, false, H, H, false);
+    check_variants(kind, peep != nullptr, H, H, false);
     with_cell(kind, peep != nullptr, [&](auto cell) { cell_forward_driver<decltype(cell)>(args); });
 }
 
@@ -76,7 +74,7 @@ void run_cell_backward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, c
                        T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, T* dpeep) {
     const CellBackwardArgs<T> args{B,      I,      H,  x,  h,  c,  c_new, w_ih,  w_hh,  peep, ws_gates,
                                    grad_h, grad_c, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dpeep};
-    check_variants(kind, peep != nullptr, false, H, H, false);
+    check_variants(kind, peep != nullptr, H, H, false);
     with_cell(kind, peep != nullptr, [&](auto cell) { cell_backward_driver<decltype(cell)>(args); });
 }
 

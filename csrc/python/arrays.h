@@ -193,13 +193,10 @@ int64_t check_weights(Kind kind, int64_t B, int64_t I, const Arr<F>& h, const ch
     return H;
 }
 
-// A layer's recurrent-dropout mask: None, or an array of shape (B, H) (not gru_orig).
+// A layer's recurrent-dropout mask: None, or an array of shape (B, H).
 template <class F>
-void check_hmask(Kind kind, const std::optional<Arr<F>>& hmask, int64_t B, int64_t H) {
-    if (!hmask) return;
-    if (kind == Kind::gru_orig)
-        value_error("hmask must be None for kind 'gru_orig' (its product sees r*h; not supported)");
-    check_shape(*hmask, "hmask", {B, H});
+void check_hmask(const std::optional<Arr<F>>& hmask, int64_t B, int64_t H) {
+    if (hmask) check_shape(*hmask, "hmask", {B, H});
 }
 
 // The LSTM's peepholes of a forward: None, or (lstm only) an array of shape (3*H).

@@ -38,7 +38,7 @@ py::tuple layer_forward_t(const std::string& kind_name, const Arr<F>& x, const A
     check_lengths(lengths, T, B);
     const bool lstm = has_cell_state(kind);
     check_peepholes(kind, peep, H);
-    check_hmask(kind, hmask, B, P);
+    check_hmask(hmask, B, P);
     const py::object none = py::none(), c0o = c0 ? py::object(*c0) : none,
                      b_iho = b_ih ? py::object(*b_ih) : none, b_hho = b_hh ? py::object(*b_hh) : none,
                      leno = lengths ? py::object(*lengths) : none, peepo = peep ? py::object(*peep) : none,

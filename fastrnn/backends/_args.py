@@ -75,8 +75,6 @@ def check_forward(kind: str, x: Any, h: Any, c: Any, w_ih: Any, w_hh: Any, b_ih:
             raise ValueError(f"peep must be None for kind {kind!r} (peepholes are the LSTM's)")
     if hmask is not None:
         checked_array(hmask, "hmask", dt, (B, P))
-        if kind == "gru_orig":
-            raise ValueError("hmask must be None for kind 'gru_orig' (its product sees r*h; not supported)")
     if lengths is not None:
         checked_array(lengths, "lengths", INT64, (B,))
         if lengths.min() < 1 or lengths.max() > x.shape[0]:

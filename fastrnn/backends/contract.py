@@ -27,7 +27,7 @@ lstm_cifg   4   i, f, g, o    f = 1 - i ; c' = f*c + i*g ; h' = o*tanh(c')  (f's
 original paper's (ONNX ``linear_before_reset=0``). ``lstm_cifg`` is the LSTM
 with coupled input and forget gates (ONNX ``input_forget=1``; Greff et al.'s
 CIFG): the forget gate is ``1 - i``, so the f block of the weights and biases
-is read by no step and its gradient is zero; the parameters keep the LSTM's
+takes no part in the results and its gradient is zero; the parameters keep the LSTM's
 shapes, so ONNX's and PyTorch's layouts map onto it unchanged. ``lstm`` and
 ``lstm_cifg`` (the LSTM kinds) have a cell state ``c``; the others do not.
 

@@ -93,7 +93,7 @@ def _step_forward(kind: str, gx: NDArray[Any], h: NDArray[Any], c: NDArray[Any] 
         H = h.shape[-1]
         r = sigmoid(xr + hr)
         z = sigmoid(xz + hz)
-        rh = r * h
+        rh = r * (h if hmask is None else h * hmask)  # W_hn sees r times what the product sees
         bn = 0 if b_hh is None else b_hh[2 * H:]
         n = np.tanh(xn + rh @ w_hh[2 * H:].T + bn)
         h_new = (1 - z) * n + z * h
@@ -164,11 +164,11 @@ def _step_backward(kind: str, saved: Any, dh: NDArray[Any], dc: NDArray[Any] | N
         dn = dh * (1 - z) * (1 - n * n)
         dz = dh * (h - n) * z * (1 - z)
         drh = dn @ w_hh[2 * H:]
-        dr = drh * h * r * (1 - r)
+        dr = drh * hm * r * (1 - r)
         drz = np.concatenate([dr, dz], axis=-1)
         dgx = np.concatenate([dr, dz, dn], axis=-1)
-        dW_hh = np.concatenate([drz.T @ h, dn.T @ rh], axis=0)
-        dh_prev = dh * z + drh * r + drz @ w_hh[: 2 * H]
+        dW_hh = np.concatenate([drz.T @ hm, dn.T @ rh], axis=0)
+        dh_prev = dh * z + through_w(drh * r) + through_w(drz @ w_hh[: 2 * H])
         return dgx, dW_hh, dgx, dh_prev, None, None
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 

@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import PackedSequence
 from .. import backends as _backends
 from .._validate import flag, fraction
 from ..backends.contract import PEEPHOLES, has_cell_state
+from ..rnn import _lstm_kind, _lstm_variants_repr
 from . import _ops
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "InputError", "InputTypeError"]
@@ -88,6 +89,12 @@ class _Backend:
 
     backend: str
     _weight_views: _ops.WeightViews
+    _kind: str  # the kind of the backend contract
+
+    @property
+    def input_forget(self) -> bool:
+        """Whether the LSTM's forget gate is coupled to its input gate, f = 1 - i (kind lstm_cifg)."""
+        return self._kind == "lstm_cifg"
 
     def _set_backend(self, backend: str | None) -> None:
         self.backend = _backends.check_backend(backend) or ""
@@ -140,9 +147,7 @@ class _RNNBase(nn.RNNBase, _Backend):
 
     _peep_names: tuple[str, ...] = ()  # the LSTM's peephole weights, one per layer and direction
     peepholes = False  # (class defaults: modules pickled before these existed have no attribute)
-    input_forget = False
     recurrent_dropout = 0.0
-    _kind: str
 
     def __init__(self, mode: str, *args: Any, backend: str | None = None, recurrent_dropout: float = 0.0,
                  **kwargs: Any) -> None:
@@ -292,11 +297,9 @@ class LSTM(_RNNBase):
 
     def __init__(self, *args: Any, backend: str | None = None, peepholes: bool = False, input_forget: bool = False,
                  **kwargs: Any) -> None:
-        cifg = flag(input_forget, "input_forget")
+        kind = _lstm_kind(input_forget)
         super().__init__("LSTM", *args, backend=backend, **kwargs)
-        if cifg:
-            self.input_forget = True
-            self._kind = "lstm_cifg"
+        self._kind = kind
         self.peepholes = flag(peepholes, "peepholes")
         if self.peepholes:
             D = 2 if self.bidirectional else 1
@@ -432,11 +435,6 @@ def _state_ok(t: Any, dtype: torch.dtype, B: int, H: int) -> bool:
             and t.shape[1] == H)
 
 
-def _lstm_variants_repr(m: Any) -> str:
-    """The LSTM variants' part of a module's repr (which torch.nn's has not)."""
-    return (", peepholes=True" if m.peepholes else "") + (", input_forget=True" if m.input_forget else "")
-
-
 _CELL_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
@@ -446,16 +444,13 @@ class LSTMCell(_Cell, nn.LSTMCell):
     ``input_forget=True``: f = 1 - i, as :class:`LSTM`'s)."""
 
     _kind = "lstm"
-    input_forget = False
 
     def __init__(self, *args: Any, backend: str | None = None, peepholes: bool = False, input_forget: bool = False,
                  **kwargs: Any) -> None:
-        cifg = flag(input_forget, "input_forget")
+        kind = _lstm_kind(input_forget)
         nn.LSTMCell.__init__(self, *args, **kwargs)
         self._set_backend(backend)
-        if cifg:
-            self.input_forget = True
-            self._kind = "lstm_cifg"
+        self._kind = kind
         self.peepholes = flag(peepholes, "peepholes")
         if self.peepholes:
             self._peep = ("weight_peep",)

@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 from .._grad_mode import is_grad_enabled
 from .._validate import as_dtype, float_array, positive_int
 from .._validate import generator as _generator
+from ..backends.contract import has_cell_state
 from ..module import Module
 from ..module import GradientError
 from ..rnn import GRU, LSTM, RNN, _RNNBase, sized_uniform
@@ -178,7 +179,8 @@ class SequenceModel(Module):
 
     @property
     def cell(self) -> str:
-        return {"lstm": "lstm", "gru": "gru", "gru_orig": "gru"}.get(self.rnn.kind, "rnn")
+        kind = self.rnn.kind
+        return "lstm" if has_cell_state(kind) else "gru" if kind in ("gru", "gru_orig") else "rnn"
 
     def __repr__(self) -> str:
         return f"SequenceModel(\n  (rnn): {self.rnn!r}\n  (head): {self.head!r}\n)"

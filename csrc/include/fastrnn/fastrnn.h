@@ -25,7 +25,7 @@
  * FASTRNN_GRU_ORIG is the GRU of the original paper (ONNX
  * linear_before_reset=0); kind FASTRNN_LSTM_CIFG (version 4) the LSTM with
  * coupled input and forget gates (ONNX input_forget=1): f = 1 - i, the f
- * rows of the weights and biases are read by no step and get a zero
+ * rows of the weights and biases take no part in the results and get a zero
  * gradient. Every function that takes FASTRNN_LSTM takes it, with the same
  * arrays; "lstm" below means either.
  */
@@ -47,7 +47,7 @@ extern "C" {
 /* FASTRNN_CDEF_BEGIN (fastrnn/capi.py hands the text up to FASTRNN_CDEF_END to cffi) */
 
 #define FASTRNN_ABI_VERSION 4 /* 2: the _ex functions (peepholes, recurrent dropout); 3: the _proj ones;
-                                 4: FASTRNN_LSTM_CIFG */
+                                 4: FASTRNN_LSTM_CIFG, and hmask for FASTRNN_GRU_ORIG */
 
 enum fastrnn_status_code {
     FASTRNN_OK = 0,
@@ -147,7 +147,8 @@ FASTRNN_API int fastrnn_layer_backward_f64(int kind, int64_t T, int64_t B, int64
  *     h' = o*tanh(c') (ONNX's P holds the same blocks in the order i, o, f);
  *     backward then writes dpeep [3*H] (required with peep).
  *   hmask [B, H]: recurrent dropout, layers only: each step's recurrent
- *     product sees h * hmask (not FASTRNN_GRU_ORIG: FASTRNN_ERR_UNSUPPORTED);
+ *     product sees h * hmask (FASTRNN_GRU_ORIG: W_hn sees r * (h * hmask);
+ *     before version 4 it returned FASTRNN_ERR_UNSUPPORTED for that kind);
  *     backward takes the forward's hmask.
  * The workspaces are the version-1 ones. */
 FASTRNN_API int fastrnn_layer_forward_ex_f32(int kind, int64_t T, int64_t B, int64_t I, int64_t H,

@@ -83,6 +83,7 @@ struct ForwardRow {
     T* c_kept;       // lstm: the workspace's copy of the new c, or nullptr
     const T* b_hn;   // gru: the n gate's recurrent bias, or nullptr
     T* rh;           // gru_orig: r*h for the n product
+    const T* h_masked;  // gru_orig with recurrent dropout: h_prev * hmask (r*h_masked feeds W_hn), else nullptr
     const T* peep;   // lstm with peepholes: [p_i, p_f, p_o] ([3*H])
 };
 
@@ -104,6 +105,7 @@ struct BackwardRow {
     T* dg;
     T* dg_n;           // gru
     const T* drh;      // gru_orig: dan · W_hn (second phase)
+    const T* hmask;    // gru_orig with recurrent dropout: the row's mask (W_hn saw r*h*hmask), else nullptr
     const T* peep;     // lstm with peepholes: [p_i, p_f, p_o] ([3*H])
 };
 

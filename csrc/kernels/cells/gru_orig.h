@@ -69,20 +69,30 @@ void gru_orig_bwd_update_row(int64_t H, int64_t u0, int64_t u1, const T* kept, c
     }
 }
 
-// Backward, phase 2: drh = dan · W_hn; the r gate, dh_carry += drh*r.
-template <class T>
+// Backward, phase 2: drh = dan · W_hn; the r gate, dh_carry += drh*r. With
+// Masked (recurrent dropout), W_hn saw r*(h*mask): dr = drh*(h*mask) and
+// dh_carry += drh*r*mask.
+template <class T, bool Masked>
 FASTRNN_ROW
-void gru_orig_bwd_reset_row(int64_t u0, int64_t u1, const T* kept, const T* h_prev, const T* drh,
-                            T* dh_carry, T* dg) {
+void gru_orig_bwd_reset_row(int64_t u0, int64_t u1, const T* kept, const T* h_prev, const T* mask,
+                            const T* drh, T* dh_carry, T* dg) {
     typedef typename V<T>::v v;
     constexpr int W = V<T>::W;
     for (int64_t j = u0; j < u1; j += W) {
         int n = (int)std::min<int64_t>(W, u1 - j);
         v d = vloadn(drh + j, n);
         v r = vloadn(kept + j, n);
-        v dr = d * vloadn(h_prev + j, n);
-        vstoren(dg + j, dr * r * (1 - r), n);
-        vstoren(dh_carry + j, vloadn(dh_carry + j, n) + d * r, n);
+        v hp = vloadn(h_prev + j, n);
+        if constexpr (Masked) {
+            v m = vloadn(mask + j, n);
+            v dr = d * (hp * m);
+            vstoren(dg + j, dr * r * (1 - r), n);
+            vstoren(dh_carry + j, vloadn(dh_carry + j, n) + d * r * m, n);
+        } else {
+            v dr = d * hp;
+            vstoren(dg + j, dr * r * (1 - r), n);
+            vstoren(dh_carry + j, vloadn(dh_carry + j, n) + d * r, n);
+        }
     }
 }
 
@@ -90,11 +100,12 @@ struct GruOrigCell : CellDefaults {
     static constexpr Kind kind = Kind::gru_orig;
     static constexpr bool n_product_after_reset = true;
 
-    // Phase 1; r*h also goes to the kept block 3 (backward reads it there).
+    // Phase 1; r*h (r*h_masked with recurrent dropout) also goes to the kept
+    // block 3 (backward reads it there).
     template <class T>
     __attribute__((always_inline)) static void forward(const ForwardRow<T>& r, int64_t H, int64_t u0,
                                                        int64_t u1) {
-        gru_orig_fwd_reset_row<T>(H, u0, u1, r.gx, r.sums, r.h_prev, r.rh);
+        gru_orig_fwd_reset_row<T>(H, u0, u1, r.gx, r.sums, r.h_masked ? r.h_masked : r.h_prev, r.rh);
         if (r.kept) std::memcpy(r.kept + 3 * H + u0, r.rh + u0, (u1 - u0) * sizeof(T));
     }
     template <class T>
@@ -115,7 +126,10 @@ struct GruOrigCell : CellDefaults {
     template <class T>
     __attribute__((always_inline)) static void backward_after_reset(const BackwardRow<T>& r, int64_t,
                                                                     int64_t u0, int64_t u1) {
-        gru_orig_bwd_reset_row<T>(u0, u1, r.kept, r.h_prev, r.drh, r.dh_carry, r.dg);
+        if (r.hmask)
+            gru_orig_bwd_reset_row<T, true>(u0, u1, r.kept, r.h_prev, r.hmask, r.drh, r.dh_carry, r.dg);
+        else
+            gru_orig_bwd_reset_row<T, false>(u0, u1, r.kept, r.h_prev, nullptr, r.drh, r.dh_carry, r.dg);
     }
 };
 

@@ -265,6 +265,7 @@ void LayerBackward<Cell, T>::time_loop(int64_t m0, int64_t m1, int64_t jp0, int6
                 row.kept = a_.ws_gates + t * B * ldg_ + b * ldg_;
                 row.h_prev = a_.ws_h + (t * B + b) * H;
                 row.drh = drh_.p + b * lds_;
+                row.hmask = a_.hmask ? a_.hmask + b * H : nullptr;
                 row.dh_carry = dh_carry_.p + b * H;
                 row.dg = dgt + b * GH_;
                 Cell::backward_after_reset(row, H, u0, u1);
@@ -389,6 +390,9 @@ void LayerBackward<Cell, T>::chunk_products(int64_t s0, int64_t s1, int64_t t0) 
             }
         }
         large_product<T>(true, false, direct_gates * H, P, R, dG, GH, hm_.p, P, true, a_.dw_hh, P);
+        if constexpr (Cell::n_product_after_reset)  // W_hn sees r*h*hmask (kept block 3)
+            large_product<T>(true, false, H, H, R, dG + 2 * H, GH, a_.ws_gates + t0 * B * ldg + 3 * H, ldg,
+                             true, a_.dw_hh + 2 * H * H, H);
         if constexpr (Cell::separate_n_grad)
             large_product<T>(true, false, H, H, R, dG_n_.p, H, hm_.p, H, true, a_.dw_hh + 2 * H * H, H);
     } else if constexpr (Cell::kept_gates_are_state) {

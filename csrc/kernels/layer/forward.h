@@ -281,7 +281,10 @@ void LayerForward<Cell, T>::step_rows(const Part& p, int64_t st, int64_t t, int6
         }
         row.b_hn = b_hn_;
         if (Cell::has_peepholes) row.peep = a_.peep;
-        if (Cell::n_product_after_reset) row.rh = rh_buf_.p + r * H;
+        if (Cell::n_product_after_reset) {
+            row.rh = rh_buf_.p + r * H;
+            if (a_.hmask) row.h_masked = hm_buf_.p + (st & 1) * B * P + r * P;  // the product's input
+        }
         if (keep_ && !Cell::kept_gates_are_state)
             std::memcpy(a_.ws_h + (t * B + b) * P + q0, row.h_prev + q0, nq * sizeof(T));
         if (r >= active_end) {  // finished: the state is carried, the output is zero

@@ -26,8 +26,8 @@ from ._threads import serial_blas
 #: kind -> widths, in units of H, of the two arrays its forward saves for backward (s1, s2):
 #: rnn: h'; lstm: the gates post-activation, tanh(c'); gru: the gates, W_hn h + b_hn;
 #: gru_orig: the gates, r * h. Every kind also saves its step's input states (hp, and cp for the LSTM kinds).
-SAVED = {"rnn_tanh": (1, 0), "rnn_relu": (1, 0), "lstm": (4, 1), "gru": (3, 1), "gru_orig": (3, 1),
-         "lstm_cifg": (4, 1)}
+SAVED = {"rnn_tanh": (1, 0), "rnn_relu": (1, 0), "lstm": (4, 1), "gru": (3, 1), "gru_orig": (3, 1)}
+SAVED["lstm_cifg"] = SAVED["lstm"]
 
 
 def _input_projection(kind: str, x: NDArray[Any], w_ih: NDArray[Any], b_ih: NDArray[Any] | None,
@@ -162,7 +162,7 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
     if kind == "gru_orig":
         dw_hh = np.empty_like(w_hh)
         at_b(dgx_flat[:, : 2 * H], hp_flat, dw_hh[: 2 * H])
-        at_b(dgx_flat[:, 2 * H:], ws["s2"].reshape(T * B, H), dw_hh[2 * H:])  # s2: r * h
+        at_b(dgx_flat[:, 2 * H:], ws["s2"].reshape(T * B, H), dw_hh[2 * H:])  # s2: r * h (r * h * hmask)
     else:
         dw_hh = at_b(dgh_flat, hp_flat)
     grads = dict(

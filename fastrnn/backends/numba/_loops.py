@@ -50,9 +50,9 @@ def forward_loop(kind: int, gx: NDArray[Any], h: NDArray[Any], c: NDArray[Any], 
             np.dot(hm, wt, gh)
         else:
             np.dot(h, wt, gh)
-        if kind == GRU_ORIG:  # its second product needs r * h of every row first
+        if kind == GRU_ORIG:  # its second product needs r * h (r * hm when masked) of every row first
             for b in range(B):
-                gru_orig_reset(gx[t, b], gh[b], h[b], rh[b])
+                gru_orig_reset(gx[t, b], gh[b], hm[b] if masked else h[b], rh[b])
                 if keep:
                     s2[t, b, :] = rh[b]
             np.dot(rh, wt_n, gn)
@@ -123,12 +123,13 @@ def backward_loop(kind: int, s1: NDArray[Any], s2: NDArray[Any], hp_s: NDArray[A
             np.dot(dn, w_n, drh)  # d(r*h) = dn @ W_hn
             for b in range(B):
                 if t < lengths[b]:
-                    gru_orig_backward_reset(one, drh[b], s1[t, b], hp_s[t, b], dn[b], drz[b], dgx[t, b], direct[b])
+                    gru_orig_backward_reset(one, drh[b], s1[t, b], hp_s[t, b], hmask[b], dn[b], drz[b], dgx[t, b],
+                                            direct[b])
             np.dot(drz, w, dtmp)
         else:
             np.dot(dgh[t], w, dtmp)
-            if hmask.shape[1] > 0:
-                np.multiply(dtmp, hmask, dtmp)
+        if hmask.shape[1] > 0:
+            np.multiply(dtmp, hmask, dtmp)
         for b in range(B):
             if t < lengths[b]:
                 if direct.shape[1] == 0:

@@ -255,19 +255,25 @@ def _gru_orig_backward(one: Any, dhb: NDArray[Any], gob: NDArray[Any], gates: ND
 
 
 @jit
-def gru_orig_backward_reset(one: Any, drhb: NDArray[Any], gates: NDArray[Any], hp: NDArray[Any], dnb: NDArray[Any],
-                            drzb: NDArray[Any], dgx: NDArray[Any], direct: NDArray[Any]) -> None:
-    """The part after the product drh = dn @ W_hn (= d(r*h)): the r block, the row's dgx, and
-    the r * drh part of direct."""
+def gru_orig_backward_reset(one: Any, drhb: NDArray[Any], gates: NDArray[Any], hp: NDArray[Any], mb: NDArray[Any],
+                            dnb: NDArray[Any], drzb: NDArray[Any], dgx: NDArray[Any], direct: NDArray[Any]) -> None:
+    """The part after the product drh = dn @ W_hn (= d(r*h), or with recurrent dropout d(r*h*m),
+    mb the row's mask, else empty): the r block, the row's dgx, and the r * drh (* m) part of
+    direct."""
     H = dnb.shape[0]
+    masked = mb.shape[0] > 0
     for j in range(H):
         r = gates[j]
-        dr = drhb[j] * hp[j] * r * (one - r)
+        if masked:
+            dr = drhb[j] * (hp[j] * mb[j]) * r * (one - r)
+            direct[j] += drhb[j] * r * mb[j]
+        else:
+            dr = drhb[j] * hp[j] * r * (one - r)
+            direct[j] += drhb[j] * r
         drzb[j] = dr
         dgx[j] = dr
         dgx[H + j] = drzb[H + j]
         dgx[2 * H + j] = dnb[j]
-        direct[j] += drhb[j] * r
 
 
 @jit
