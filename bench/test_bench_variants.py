@@ -12,7 +12,7 @@ The coupled input-forget LSTM (ONNX's ``input_forget=1``, f = 1 - i): fastrnn's,
 the same shape, and ONNX Runtime's LSTM with ``input_forget=1`` (inference); checked against the
 float64 reference.
 
-Recurrent dropout (``recurrent_dropout=0.25``, LSTM and GRU, training): fastrnn's layer with it
+Recurrent dropout (``recurrent_dropout=0.25``, LSTM and GRU in both forms, training): fastrnn's layer with it
 against the same layer without it (the target: within 1.15x). Its answer is checked on the first
 call (the masks are drawn afresh at every call) against the float64 reference layer drawing the
 same masks from the same seed.
@@ -299,15 +299,20 @@ def test_lstm_input_forget(benchmark, cifg_references, mode, shape, threads, imp
 RDROP = 0.25
 
 
+#: The recurrent-dropout cases' layers: class and keywords ("GRU_ORIG": linear_before_reset=False).
+RDROP_CELLS = {"LSTM": (fastrnn.LSTM, {}), "GRU": (fastrnn.GRU, {}),
+               "GRU_ORIG": (fastrnn.GRU, {"linear_before_reset": False})}
+
+
 def _rdrop_layer(cell, I, H, dtype, p, backend=None):
-    cls = {"LSTM": fastrnn.LSTM, "GRU": fastrnn.GRU}[cell]
-    return cls(I, H, recurrent_dropout=p, dtype=dtype, backend=backend, seed=I * 7 + H)
+    cls, kw = RDROP_CELLS[cell]
+    return cls(I, H, recurrent_dropout=p, dtype=dtype, backend=backend, seed=I * 7 + H, **kw)
 
 
 def _rdrop_params():
     return [_case(cell, shape, threads, impl, f"{cell.lower()}_rdrop-train",
                   cell == "LSTM" and shape == (16, 64, 128, 100) and threads == 1)
-            for cell in ("LSTM", "GRU") for shape in SHAPES for threads in THREADS
+            for cell in RDROP_CELLS for shape in SHAPES for threads in THREADS
             for impl in ("fastrnn-rdrop", "fastrnn-plain")]
 
 
