@@ -306,40 +306,21 @@ def test_load_lstm_with_input_forget_matches_onnxruntime(direction, peepholes):
         np.testing.assert_allclose(g, w, **F32)
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_export_lstm_with_input_forget_runs_in_onnxruntime_and_loads_back(bidirectional):
-    layer = fastrnn.LSTM(3, 4, num_layers=2, bidirectional=bidirectional, peepholes=True, input_forget=True, seed=2)
-    model = fo.export(layer, lengths=True, initial_states=True)
-    nodes = [n for n in model.graph.node if n.op_type == "LSTM"]
-    assert len(nodes) == 2 and all(helper.get_attribute_value(a) == 1 for n in nodes for a in n.attribute
-                                   if a.name == "input_forget")
-    assert all(any(a.name == "input_forget" for a in n.attribute) for n in nodes)
-    D = 2 if bidirectional else 1
-    rng = np.random.default_rng(11)
-    x = rng.standard_normal((5, 3, 3)).astype(np.float32)
-    lengths = np.array([5, 2, 4], dtype=np.int32)
-    h0, c0 = (rng.standard_normal((2 * D, 3, 4)).astype(np.float32) for _ in range(2))
-    with fastrnn.no_grad():
-        out, (h_n, c_n) = layer(x, (h0, c0), lengths=lengths)
-    got = session(model).run(None, dict(x=x, lengths=lengths, h0=h0, c0=c0))
-    for g, w in zip(got, (out, h_n, c_n)):
-        np.testing.assert_allclose(g, w, **F32)
-    back = fo.load(model).layer
-    assert back.kind == "lstm_cifg" and back.peepholes
-    for name, value in layer.state_dict().items():
-        np.testing.assert_array_equal(back.state_dict()[name], value, err_msg=name)
-
-
 def test_load_refuses_an_input_forget_other_than_0_or_1():
     with pytest.raises(ValueError, match="input_forget must be 0 or 1, got 2"):
         fo.load(_node_model("LSTM", "forward", extra_attrs=dict(input_forget=2)))
 
 
+@pytest.mark.parametrize("input_forget", [False, True], ids=["peep", "peep-cifg"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_export_lstm_with_peepholes_runs_in_onnxruntime_and_loads_back(bidirectional):
-    layer = fastrnn.LSTM(3, 4, num_layers=2, bidirectional=bidirectional, peepholes=True, seed=2)
+def test_export_lstm_with_peepholes_runs_in_onnxruntime_and_loads_back(bidirectional, input_forget):
+    layer = fastrnn.LSTM(3, 4, num_layers=2, bidirectional=bidirectional, peepholes=True, input_forget=input_forget,
+                         seed=2)
     model = fo.export(layer, lengths=True, initial_states=True)
-    assert sum(1 for n in model.graph.node if n.op_type == "LSTM" and len(n.input) == 8 and n.input[7]) == 2
+    nodes = [n for n in model.graph.node if n.op_type == "LSTM"]
+    assert sum(1 for n in nodes if len(n.input) == 8 and n.input[7]) == 2
+    assert [{a.name: helper.get_attribute_value(a) for a in n.attribute}.get("input_forget", 0) for n in nodes] == \
+        [int(input_forget)] * 2
     D = 2 if bidirectional else 1
     rng = np.random.default_rng(9)
     x = rng.standard_normal((5, 3, 3)).astype(np.float32)
@@ -351,7 +332,7 @@ def test_export_lstm_with_peepholes_runs_in_onnxruntime_and_loads_back(bidirecti
     for g, w in zip(got, (out, h_n, c_n)):
         np.testing.assert_allclose(g, w, **F32)
     back = fo.load(model).layer
-    assert back.peepholes and back.state_dict().keys() == layer.state_dict().keys()
+    assert back.peepholes and back.kind == layer.kind and back.state_dict().keys() == layer.state_dict().keys()
     for name, value in layer.state_dict().items():
         np.testing.assert_array_equal(back.state_dict()[name], value, err_msg=name)
 

@@ -1,19 +1,18 @@
 """fastrnn.torch's LSTM and LSTMCell with ``input_forget=True`` (f = 1 - i): parity with
 ``torch.nn.LSTM`` whose forget rows are the negated input rows (sigmoid(-a) = 1 - sigmoid(a); every
-gradient through autograd), gradcheck, torch.compile, and the NumPy API."""
+gradient through autograd), the cell's gradcheck, and the flag (the layer's gradcheck, torch.compile,
+torch.export and the move to the NumPy API: tests/test_torch_peepholes.py runs them for this variant
+too)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
-import fastrnn  # noqa: E402
 import fastrnn.torch as ft  # noqa: E402
-from _helpers import compile_matches_eager  # noqa: E402
 
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
 
@@ -78,51 +77,11 @@ def test_cell_matches_tied_cell_and_gradcheck():
     assert torch.autograd.gradcheck(lambda x, h, c, *p: cell(x, (h, c)), (x, h, c, *params))
 
 
-def test_layer_gradcheck_with_peepholes():
-    torch.manual_seed(2)
-    m = ft.LSTM(2, 3, 2, bidirectional=True, peepholes=True, input_forget=True, dtype=torch.float64)
-    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
-    params = list(m.parameters())
-
-    def f(x, *p):
-        out, (h, c) = torch.func.functional_call(m, {n: v for (n, _), v in zip(m.named_parameters(), p)}, (x,))
-        return out, h, c
-
-    assert torch.autograd.gradcheck(f, (x, *params))
-
-
-class _Model(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.rnn = ft.LSTM(3, 5, num_layers=2, batch_first=True, input_forget=True)
-        self.cell = ft.LSTMCell(5, 4, input_forget=True)
-        self.head = nn.Linear(4, 1)
-
-    def forward(self, x):
-        out, _ = self.rnn(x)
-        h, _ = self.cell(out[:, -1])
-        return self.head(h)
-
-
-def test_compile_fullgraph_matches_eager():
-    torch.manual_seed(4)
-    compile_matches_eager(_Model(), torch.randn(2, 6, 3))
-    assert ft.pending_workspaces() == 0
-
-
-def test_state_dict_moves_to_the_numpy_api():
-    torch.manual_seed(5)
-    m = ft.LSTM(3, 4, 2, bidirectional=True, input_forget=True, dtype=torch.float64)
-    assert "input_forget=True" in repr(m) and "input_forget" not in repr(ft.LSTM(3, 4))
-    layer = fastrnn.LSTM(3, 4, 2, bidirectional=True, input_forget=True, dtype=np.float64)
-    layer.load_state_dict(m.state_dict())
-    x = torch.randn(5, 2, 3, dtype=torch.float64)
-    with torch.no_grad():
-        out, (h_n, c_n) = m(x)
-    with fastrnn.no_grad():
-        want, (want_h, want_c) = layer(x.numpy())
-    np.testing.assert_allclose(out.numpy(), want, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(c_n.numpy(), want_c, rtol=1e-12, atol=1e-12)
+def test_the_flag_is_the_kind():
+    """(Layer gradcheck, compile, export and the move to the NumPy API: tests/test_torch_peepholes.py's
+    VARIANTS.)"""
+    m = ft.LSTM(3, 4, input_forget=True)
+    assert m.input_forget and "input_forget=True" in repr(m) and "input_forget" not in repr(ft.LSTM(3, 4))
     with pytest.raises(AttributeError):  # the kind says it, once
         m.input_forget = False
     with pytest.raises(TypeError, match="input_forget must be a bool"):

@@ -14,6 +14,10 @@ import fastrnn.torch as ft  # noqa: E402
 from _helpers import compile_matches_eager, export_matches_eager  # noqa: E402
 
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
+#: The LSTM variants the gradcheck, model and state_dict tests run (input_forget:
+#: tests/test_torch_input_forget.py's).
+VARIANTS = [dict(peepholes=True), dict(peepholes=True, input_forget=True)]
+VARIANT_IDS = ["peep", "peep-cifg"]
 
 
 def _step(x, h, c, w_ih, w_hh, b_ih, b_hh, peep):
@@ -112,9 +116,10 @@ def test_cell_matches_the_equations_and_gradcheck():
     assert torch.autograd.gradcheck(lambda x, h, c, *p: cell(x, (h, c)), (x, h, c, *params))
 
 
-def test_layer_gradcheck():
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_layer_gradcheck(variant):
     torch.manual_seed(2)
-    m = ft.LSTM(2, 3, 2, bidirectional=True, peepholes=True, dtype=torch.float64)
+    m = ft.LSTM(2, 3, 2, bidirectional=True, dtype=torch.float64, **variant)
     x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
     params = list(m.parameters())
 
@@ -146,10 +151,11 @@ def test_opcheck_with_peepholes():
 
 
 class _Model(nn.Module):
-    def __init__(self):
+    def __init__(self, **variant):
         super().__init__()
-        self.rnn = ft.LSTM(3, 5, num_layers=2, batch_first=True, bidirectional=True, peepholes=True)
-        self.cell = ft.LSTMCell(10, 4, peepholes=True)
+        variant = variant or VARIANTS[0]
+        self.rnn = ft.LSTM(3, 5, num_layers=2, batch_first=True, bidirectional=True, **variant)
+        self.cell = ft.LSTMCell(10, 4, **variant)
         self.head = nn.Linear(4, 1)
 
     def forward(self, x):
@@ -158,19 +164,21 @@ class _Model(nn.Module):
         return self.head(h)
 
 
-def test_compile_fullgraph_matches_eager():
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_compile_fullgraph_matches_eager(variant):
     torch.manual_seed(4)
-    model = _Model()
+    model = _Model(**variant)
     compile_matches_eager(model, torch.randn(2, 6, 3))
     assert any("peep" in n for n, _ in model.named_parameters())
     assert ft.pending_workspaces() == 0
 
 
-def test_state_dict_moves_to_the_numpy_api():
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_state_dict_moves_to_the_numpy_api(variant):
     torch.manual_seed(5)
-    m = ft.LSTM(3, 4, 2, bidirectional=True, peepholes=True, dtype=torch.float64)
-    assert "peepholes=True" in repr(m)
-    layer = fastrnn.LSTM(3, 4, 2, bidirectional=True, peepholes=True, dtype=np.float64)
+    m = ft.LSTM(3, 4, 2, bidirectional=True, dtype=torch.float64, **variant)
+    assert all(f"{k}=True" in repr(m) for k in variant)
+    layer = fastrnn.LSTM(3, 4, 2, bidirectional=True, dtype=np.float64, **variant)
     layer.load_state_dict(m.state_dict())
     x = torch.randn(5, 2, 3, dtype=torch.float64)
     with torch.no_grad():
