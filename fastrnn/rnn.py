@@ -100,9 +100,14 @@ def _zeros_if_none(value: Any, shape: tuple[int, ...], dtype: np.dtype[Any], nam
 class _Recurrent(Module):
     """What layers and cells share: kind, sizes, dtype, backend, initialisation."""
 
+    #: Whether the kind carries a cell state (an LSTM: hx is the pair (h, c)). A class attribute
+    #: (LSTM and LSTMCell set it), read on every cell step; _setup checks it against the contract.
+    _has_c = False
+
     def _setup(self, kind: str, input_size: int, hidden_size: int, bias: bool, dtype: DTypeLike | None,
                backend: str | None, seed: int | np.random.Generator | None) -> None:
         Module.__init__(self)
+        assert self._has_c == has_cell_state(kind), (type(self).__name__, kind)
         self.kind = kind
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
@@ -153,11 +158,6 @@ class _Recurrent(Module):
             h = np.expand_dims(h, batch_axis)
             c = None if c is None else np.expand_dims(c, batch_axis)
         return h, c
-
-    @property
-    def _has_c(self) -> bool:
-        """Whether the kind carries a cell state (an LSTM: hx is the pair (h, c))."""
-        return has_cell_state(self.kind)
 
     @property
     def input_forget(self) -> bool:
@@ -543,6 +543,8 @@ class LSTM(_RNNBase):
     gradients are zero. The kind is ``"lstm_cifg"``.
     """
 
+    _has_c = True
+
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, *,
                  peepholes: bool = False, input_forget: bool = False, recurrent_dropout: float = 0.0,
@@ -841,6 +843,8 @@ class LSTMCell(_CellBase):
     """One LSTM step, as ``torch.nn.LSTMCell``; ``peepholes=True`` as in :class:`LSTM` (one
     parameter ``weight_peep`` of shape ``[3 * hidden_size]``, the blocks ``(p_i, p_f, p_o)``),
     ``input_forget=True`` (f = 1 - i) as in :class:`LSTM`."""
+
+    _has_c = True
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, peepholes: bool = False,
                  input_forget: bool = False, dtype: DTypeLike | None = None, backend: str | None = None,

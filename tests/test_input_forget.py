@@ -156,7 +156,7 @@ def test_cell_matches_reference(contract_module, dtype, B, I, H):
         assert not np.any(g["w_ih"][H:2 * H]) and not np.any(g["w_hh"][H:2 * H])
 
 
-def test_c_abi_takes_the_kind_in_every_function():
+def test_c_abi_kind_code_and_sizes():
     """Kind FASTRNN_LSTM_CIFG (ABI version 4): its code, gate count and workspace sizes (a projected
     one's too) are the LSTM's. (The functions themselves: test_capi.py and test_contract.py run
     every kind through them.)"""

@@ -344,6 +344,7 @@ class _Cell(_Backend):
     """fastrnn's forward for ``torch.nn``'s cells (mixed in before the torch class)."""
 
     _kind = ""
+    _has_c = False  # (LSTMCell: True)
     input_size: int  # the torch class's
     hidden_size: int
 
@@ -364,8 +365,8 @@ class _Cell(_Backend):
             if I == self.input_size and B:
                 if hx is None:
                     h = input.new_zeros((B, self.hidden_size))
-                    return self._step(input, h, h if has_cell_state(self._kind) else None, w_ih, w_hh, b_ih, b_hh, views)
-                if has_cell_state(self._kind):
+                    return self._step(input, h, h if self._has_c else None, w_ih, w_hh, b_ih, b_hh, views)
+                if self._has_c:
                     if type(hx) is tuple and len(hx) == 2:
                         h, c = hx
                         if _state_ok(h, dtype, B, self.hidden_size) and _state_ok(c, dtype, B, self.hidden_size):
@@ -444,6 +445,7 @@ class LSTMCell(_Cell, nn.LSTMCell):
     ``input_forget=True``: f = 1 - i, as :class:`LSTM`'s)."""
 
     _kind = "lstm"
+    _has_c = True  # its kinds carry a cell state: read on every step
 
     def __init__(self, *args: Any, backend: str | None = None, peepholes: bool = False, input_forget: bool = False,
                  **kwargs: Any) -> None:
