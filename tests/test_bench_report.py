@@ -139,7 +139,10 @@ def test_tiny_real_run(tmp_path):
     """A real pytest-benchmark run of one small case through the suite, then the report."""
     pytest.importorskip("pytest_benchmark")
     out = tmp_path / "real.json"
-    env = dict(os.environ, FASTRNN_BENCH="quick")
+    # the child is a pytest run of its own: pytest-benchmark turns itself off where it sees
+    # an xdist worker's variables, which it inherits when this suite runs under `-n`
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["FASTRNN_BENCH"] = "quick"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider", "-k",
          "LSTMCell-infer and 1t and (numpy or gemm or torch)", "--benchmark-max-time=0.01",
