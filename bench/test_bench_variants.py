@@ -15,7 +15,8 @@ float64 reference.
 Recurrent dropout (``recurrent_dropout=0.25``, LSTM and GRU in both forms, training): fastrnn's layer with it
 against the same layer without it (the target: within 1.15x). Its answer is checked on the first
 call (the masks are drawn afresh at every call) against the float64 reference layer drawing the
-same masks from the same seed.
+same masks from the same seed. The same for ``LSTMCell`` and ``GRUCell`` stepped over a sequence
+from Python (a mask per sequence: ``reset_dropout_mask()`` before each).
 
 Run from the repository root: ``pytest bench/test_bench_variants.py`` (``--bench-quick``: the
 smoke subset).
@@ -343,6 +344,65 @@ def test_recurrent_dropout(benchmark, cell, shape, threads, impl):
         out, _ = ref(d["x"])
         dx, _ = ref.backward(d["go"])
         _check(dict(out=first[0], dx=first[1]), dict(out=out, dx=dx))
+        benchmark.extra_info["verified"] = True
+
+
+#: The cells' recurrent-dropout cases: class and keywords; (B, I, H, T) of a sequence stepped in Python.
+RDROP_CELL_CLASSES = {"LSTMCell": (fastrnn.LSTMCell, {}), "GRUCell": (fastrnn.GRUCell, {})}
+RDROP_CELL_SHAPES = [(1, 64, 128, 50), (16, 64, 128, 50)]
+
+
+def _cell_sequence(cell, x, go):
+    """A training pass of ``cell`` stepped over ``x [T, B, I]``: the steps forward, then their
+    backward from the last (gradient ``go`` of every step's h); returns (hs, dxs)."""
+    lstm = isinstance(cell, fastrnn.LSTMCell)
+    cell.zero_grad()
+    cell.reset_dropout_mask()
+    hx, hs = None, []
+    for t in range(x.shape[0]):
+        hx = cell(x[t], hx)
+        hs.append(hx[0] if lstm else hx)
+    dh, dc, dxs = np.zeros_like(hs[0]), None, [None] * len(hs)
+    for t in reversed(range(len(hs))):
+        if lstm:
+            dxs[t], (dh, dc) = cell.backward((go[t] + dh, dc))
+        else:
+            dxs[t], dh = cell.backward(go[t] + dh)
+    return np.stack(hs), np.stack(dxs)
+
+
+def _rdrop_cell_params():
+    return [_case(cell, shape, threads, impl, f"{cell.lower()}_rdrop-train",
+                  cell == "LSTMCell" and shape == (16, 64, 128, 50) and threads == 1)
+            for cell in RDROP_CELL_CLASSES for shape in RDROP_CELL_SHAPES for threads in THREADS
+            for impl in ("fastrnn-rdrop", "fastrnn-plain")]
+
+
+@pytest.mark.parametrize(("cell", "shape", "threads", "impl"), _rdrop_cell_params())
+def test_cell_recurrent_dropout(benchmark, cell, shape, threads, impl):
+    """A cell with recurrent_dropout=0.25 stepped over a sequence from Python (train), against the
+    same cell without it; checked against the float64 reference cell drawing the same mask."""
+    B, I, H, T = shape
+    if "cpp" not in fastrnn.available_backends():
+        pytest.skip("the compiled backend is not installed")
+    variant = f"{cell.lower()}_rdrop"
+    benchmark.group = f"{variant}-train-B{B}-I{I}-H{H}-T{T}-float32-t{threads}"
+    benchmark.extra_info.update(variant=variant, mode="train", B=B, I=I, H=H, T=T, dtype="float32",
+                                threads=threads, impl=impl, verified=False)
+    d = _data(*shape)
+    x, go = d["x"].astype(np.float32), d["go"].astype(np.float32)
+    cls, kw = RDROP_CELL_CLASSES[cell]
+
+    def make(dtype, p, backend=None):
+        return cls(I, H, recurrent_dropout=p, dtype=dtype, backend=backend, seed=I * 7 + H, **kw)
+
+    c = make(np.float32, RDROP if impl == "fastrnn-rdrop" else 0.0)
+    with _threads(threads):
+        first = _cell_sequence(c, x, go)  # warm-up, and the answer checked below (the first mask)
+        benchmark(_cell_sequence, c, x, go)
+    if impl == "fastrnn-rdrop":
+        hs, dxs = _cell_sequence(make(np.float64, RDROP, backend="numpy"), d["x"], d["go"])
+        _check(dict(out=first[0], dx=first[1]), dict(out=hs, dx=dxs))
         benchmark.extra_info["verified"] = True
 
 

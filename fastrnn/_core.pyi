@@ -59,8 +59,9 @@ def cell_forward(
     b_hh: NDArray[Any] | None,
     keep: bool,
     peep: NDArray[Any] | None = None,
+    hmask: NDArray[Any] | None = None,
 ) -> tuple[NDArray[Any], NDArray[Any] | None, CellWorkspace | None]:
-    """One step: (h_new, c_new, ws); ``peep`` as in layer_forward."""
+    """One step: (h_new, c_new, ws); ``peep`` and ``hmask`` ([B, H]) as in layer_forward."""
 
 def cell_backward(
     ws: CellWorkspace, grad_h: NDArray[Any] | None, grad_c: NDArray[Any] | None

@@ -156,18 +156,23 @@ def _lengths_ptr(lengths: NDArray[Any] | None) -> Any:
 
 def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | None, w_ih: NDArray[Any],
                  w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
-                 keep: bool, peep: NDArray[Any] | None = None
+                 keep: bool, peep: NDArray[Any] | None = None, hmask: NDArray[Any] | None = None
                  ) -> tuple[NDArray[Any], NDArray[Any] | None, dict[str, Any] | None]:
     """One step through the C ABI; same arguments and results as the backend contract (with
-    ``peep``, ``fastrnn_cell_forward_ex_*``)."""
+    ``peep``, ``fastrnn_cell_forward_ex_*``; with ``hmask``, ``fastrnn_cell_forward_masked_*``)."""
     code = _kind_code(kind)
-    dt, _, B, I, H = check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True, peep=peep)
+    dt, _, B, I, H = check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True, peep=peep, hmask=hmask)
     lstm = code in _CELL_STATE_CODES
     h_new = np.empty((B, H), dt)
     c_new = np.empty((B, H), dt) if lstm else None
     ws = np.empty(int(lib.fastrnn_cell_workspace_size(code, B, H)), dt) if keep else None
     p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
-    if peep is None:
+    if hmask is not None:
+        _raise_on("fastrnn_cell_forward_masked",
+                  getattr(lib, f"fastrnn_cell_forward_masked_{_SUFFIX[dt]}")(
+                      code, B, I, H, p(x), p(h), p(c if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
+                      p(peep), p(hmask), p(h_new), p(c_new), p(ws)))
+    elif peep is None:
         _raise_on("fastrnn_cell_forward",
                   getattr(lib, f"fastrnn_cell_forward_{_SUFFIX[dt]}")(
                       code, B, I, H, p(x), p(h), p(c if lstm else None), p(w_ih), p(w_hh), p(b_ih), p(b_hh),
@@ -181,7 +186,7 @@ def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | 
     if keep:
         state = dict(kind=kind, x=x.copy(), h=h.copy(), c=c.copy() if c is not None else None,
                      c_new=c_new.copy() if c_new is not None else None, w_ih=w_ih, w_hh=w_hh, bias=b_ih is not None,
-                     ws=ws, peep=peep)  # copies of the inputs (contract.Backend)
+                     ws=ws, peep=peep, hmask=hmask)  # copies of x, h, c (contract.Backend)
     return h_new, c_new, state
 
 
@@ -194,10 +199,16 @@ def cell_backward(state: dict[str, Any], grad_h: NDArray[Any] | None, grad_c: ND
     H = h.shape[1]
     lstm = code in _CELL_STATE_CODES
     check_gradients(dt, grad_h=(grad_h, (B, H)), grad_c=(grad_c if lstm else None, (B, H)))
-    peep = state["peep"]
+    peep, hmask = state["peep"], state["hmask"]
     g = _gradient_arrays(code, x, B, H, state["bias"], "h", "c", peep)
     p: Callable[[Any], Any] = lambda a: _ptr(a, dt)  # noqa: E731
-    if peep is None:
+    if hmask is not None:
+        _raise_on("fastrnn_cell_backward_masked",
+                  getattr(lib, f"fastrnn_cell_backward_masked_{_SUFFIX[dt]}")(
+                      code, B, I, H, p(x), p(h), p(c), p(state["c_new"]), p(state["w_ih"]), p(state["w_hh"]),
+                      p(peep), p(hmask), p(state["ws"]), p(grad_h), p(grad_c if lstm else None), p(g["x"]),
+                      p(g["h"]), p(g["c"]), p(g["w_ih"]), p(g["w_hh"]), p(g["b_ih"]), p(g["b_hh"]), p(g["peep"])))
+    elif peep is None:
         _raise_on("fastrnn_cell_backward",
                   getattr(lib, f"fastrnn_cell_backward_{_SUFFIX[dt]}")(
                       code, B, I, H, p(x), p(h), p(c), p(state["c_new"]), p(state["w_ih"]), p(state["w_hh"]),

@@ -5,14 +5,16 @@ The layers validate input, compose layers x directions and keep parameters
 and gradients; the math runs in a backend (see ``backends/CONTRACT.md``),
 which these classes never name.
 
-``recurrent_dropout=p`` (``RNN``, ``LSTM``, ``GRU``; not with
-``linear_before_reset=False``): variational recurrent dropout (Gal &
-Ghahramani; Keras's ``recurrent_dropout``). In training mode each forward draws,
-from the layer's generator (``seed=``), one mask per layer and direction of
-shape ``[B, hidden_size]`` (``[B, proj_size]`` with an LSTM's projection; keep
-with probability 1-p, scaled by 1/(1-p)) and every step's recurrent product
-sees ``h * mask``: the same units of each sequence are dropped at every step. In eval mode no mask is applied (its
-expectation).
+``recurrent_dropout=p`` (every layer and cell): variational recurrent dropout
+(Gal & Ghahramani; Keras's ``recurrent_dropout``). In training mode each layer
+forward draws, from the layer's generator (``seed=``), one mask per layer and
+direction of shape ``[B, hidden_size]`` (``[B, proj_size]`` with an LSTM's
+projection; keep with probability 1-p, scaled by 1/(1-p)) and every step's
+recurrent product sees ``h * mask`` (the GRU's ``z*h`` sees h itself): the same
+units of each sequence are dropped at every step. A cell, which sees one step at
+a time, draws its mask at the first training-mode step of a sequence and keeps it
+(per thread) until :meth:`~RNNCell.reset_dropout_mask` says a new sequence
+begins, as Keras's cells do. In eval mode no mask is applied (its expectation).
 """
 
 from __future__ import annotations
@@ -692,11 +694,13 @@ class _Tape:
 
 class _CellBase(_Recurrent):
     peepholes: bool = False  # the LSTM's (LSTMCell sets it)
+    recurrent_dropout: float = 0.0  # (a class default: cells pickled before it existed have no attribute)
 
     def __init__(self, kind: str, input_size: int, hidden_size: int, bias: bool = True, *,
-                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 recurrent_dropout: float = 0.0, dtype: DTypeLike | None = None, backend: str | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
         self._setup(kind, input_size, hidden_size, bias, dtype, backend, seed)
+        self.recurrent_dropout = fraction(recurrent_dropout, "recurrent_dropout", below_one=True)
         G, H = self._gates, self.hidden_size
         self._new_param("weight_ih", (G * H, self.input_size))
         self._new_param("weight_hh", (G * H, H))
@@ -713,8 +717,27 @@ class _CellBase(_Recurrent):
         return tape
 
     def __repr__(self) -> str:
+        rdrop = f", recurrent_dropout={self.recurrent_dropout}" if self.recurrent_dropout else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}"
-                f"{_lstm_variants_repr(self)}, dtype={self.dtype})")
+                f"{_lstm_variants_repr(self)}{rdrop}, dtype={self.dtype})")
+
+    def reset_dropout_mask(self) -> None:
+        """Start a new sequence for ``recurrent_dropout``: the next training-mode step (in this
+        thread) draws a new mask, which the steps after it share."""
+        self._local.hmask = None
+
+    def _sequence_mask(self, B: int) -> NDArray[Any]:
+        """This thread's recurrent-dropout mask ``[B, hidden_size]`` for the current sequence, drawn
+        from the cell's generator at its first step."""
+        mask = getattr(self._local, "hmask", None)
+        if mask is None:
+            mask = self._local.hmask = _dropout_mask(self._rng, (B, self.hidden_size), self.recurrent_dropout,
+                                                     self.dtype)
+        elif mask.shape[0] != B:
+            raise ValueError(
+                f"input has a batch of {B}, but the recurrent-dropout mask of the current sequence has {mask.shape[0]} "
+                "rows: call reset_dropout_mask() at the start of each sequence")
+        return mask
 
     def _weights(self) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, NDArray[Any] | None]:
         p = self._params
@@ -754,7 +777,8 @@ class _CellBase(_Recurrent):
                                 0 if unbatched else None)
         keep = is_grad_enabled()  # the backend keeps copies of x, h, c (contract.Backend.cell_forward)
         peep = self._params["weight_peep"] if self.peepholes else None
-        h_new, c_new, ws = backend.cell_forward(self.kind, x2, h, c, *self._weights(), keep, peep)
+        hmask = self._sequence_mask(B) if self.recurrent_dropout and self.training else None
+        h_new, c_new, ws = backend.cell_forward(self.kind, x2, h, c, *self._weights(), keep, peep, hmask)
         if unbatched:
             h_new = h_new[0]
             c_new = None if c_new is None else c_new[0]
@@ -830,39 +854,44 @@ class _CellBase(_Recurrent):
 
 
 class RNNCell(_CellBase):
-    """One Elman RNN step, as ``torch.nn.RNNCell``."""
+    """One Elman RNN step, as ``torch.nn.RNNCell``; ``recurrent_dropout=p`` as in the module's
+    docstring (every cell)."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh", *,
-                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 recurrent_dropout: float = 0.0, dtype: DTypeLike | None = None, backend: str | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
         self.nonlinearity = nonlinearity
-        super().__init__(_rnn_kind(nonlinearity), input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
+        super().__init__(_rnn_kind(nonlinearity), input_size, hidden_size, bias, recurrent_dropout=recurrent_dropout,
+                         dtype=dtype, backend=backend, seed=seed)
 
 
 class LSTMCell(_CellBase):
     """One LSTM step, as ``torch.nn.LSTMCell``; ``peepholes=True`` as in :class:`LSTM` (one
     parameter ``weight_peep`` of shape ``[3 * hidden_size]``, the blocks ``(p_i, p_f, p_o)``),
-    ``input_forget=True`` (f = 1 - i) as in :class:`LSTM`."""
+    ``input_forget=True`` (f = 1 - i) as in :class:`LSTM`, ``recurrent_dropout=p`` as in
+    :class:`RNNCell`."""
 
     _has_c = True
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, peepholes: bool = False,
-                 input_forget: bool = False, dtype: DTypeLike | None = None, backend: str | None = None,
-                 seed: int | np.random.Generator | None = None) -> None:
+                 input_forget: bool = False, recurrent_dropout: float = 0.0, dtype: DTypeLike | None = None,
+                 backend: str | None = None, seed: int | np.random.Generator | None = None) -> None:
         peepholes = flag(peepholes, "peepholes")
         kind = _lstm_kind(input_forget)
-        super().__init__(kind, input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
+        super().__init__(kind, input_size, hidden_size, bias, recurrent_dropout=recurrent_dropout, dtype=dtype,
+                         backend=backend, seed=seed)
         self.peepholes = peepholes
         if self.peepholes:
             self._new_param("weight_peep", (PEEPHOLES * self.hidden_size,))
 
 
 class GRUCell(_CellBase):
-    """One GRU step, as ``torch.nn.GRUCell`` (``linear_before_reset`` as in :class:`GRU`)."""
+    """One GRU step, as ``torch.nn.GRUCell`` (``linear_before_reset`` as in :class:`GRU`,
+    ``recurrent_dropout=p`` as in :class:`RNNCell`)."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, linear_before_reset: bool = True,
-                 dtype: DTypeLike | None = None, backend: str | None = None,
+                 recurrent_dropout: float = 0.0, dtype: DTypeLike | None = None, backend: str | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
         self.linear_before_reset = bool(linear_before_reset)
-        super().__init__(_gru_kind(linear_before_reset), input_size, hidden_size, bias, dtype=dtype, backend=backend,
-                         seed=seed)
+        super().__init__(_gru_kind(linear_before_reset), input_size, hidden_size, bias,
+                         recurrent_dropout=recurrent_dropout, dtype=dtype, backend=backend, seed=seed)

@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - the extension without kernels
 
 
 def test_versions():
-    assert capi.abi_version() == 4
+    assert capi.abi_version() == 5
     assert capi.ffi.string(capi.lib.fastrnn_version()).decode() == fastrnn.__version__
     for code in range(8):
         assert capi.status_message(code)

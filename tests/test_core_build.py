@@ -26,4 +26,4 @@ def test_c_abi_is_exported_and_its_header_installed():
     import fastrnn.capi as capi
 
     assert capi.header_path().is_file()
-    assert capi.abi_version() == 4
+    assert capi.abi_version() == 5

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import fastrnn
@@ -183,6 +183,34 @@ def test_raw_binding_variants_fuzz(case):
         gc = None if c is None else np.ones_like(c)
         g = core.layer_backward(ws, np.ones_like(out), np.ones_like(h), gc)
         g_r = reference.layer_backward(ws_r, np.ones_like(out), np.ones_like(h), gc)
+        for k in g_r:
+            if g_r[k] is None:
+                assert g[k] is None, k
+            else:
+                np.testing.assert_allclose(g[k], g_r[k], rtol=tol * 10, atol=tol * 10, err_msg=k)
+
+
+@pytest.mark.skipif(core is None or not hasattr(core, "cell_forward"), reason="compiled kernels not installed")
+@SETTINGS
+@given(case=variant_case())
+def test_raw_binding_cell_variants_fuzz(case):
+    """peep and hmask straight to the cell binding (the cases without a projection, which is the
+    layers' only): it refuses what the reference refuses and otherwise equals it, gradients included."""
+    kind, args, extra, _, keep = case
+    assume("w_hr" not in extra)
+    a = (args["x"][0], args["h0"], args["c0"], args["w_ih"], args["w_hh"], args["b_ih"], args["b_hh"])
+    try:
+        h_r, c_r, ws_r = reference.cell_forward(kind, *a, True, **extra)
+    except (ValueError, TypeError) as e:
+        with pytest.raises(type(e)):
+            core.cell_forward(kind, *a, keep, **extra)
+        return
+    h, c, ws = core.cell_forward(kind, *a, keep, **extra)
+    tol = 1e-10 if h.dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(h, h_r, rtol=tol, atol=tol)
+    if keep:
+        gc = None if c is None else np.ones_like(c)
+        g, g_r = core.cell_backward(ws, np.ones_like(h), gc), reference.cell_backward(ws_r, np.ones_like(h), gc)
         for k in g_r:
             if g_r[k] is None:
                 assert g[k] is None, k

@@ -12,7 +12,7 @@ from fastrnn import backends
 from fastrnn.backends import reference
 from fastrnn.backends.contract import KINDS
 
-from _helpers import assert_close, contract_module_of, layer_args, layer_grads, numeric_grad, random_lengths
+from _helpers import assert_close, cell_args, contract_module_of, layer_args, layer_grads, numeric_grad, random_lengths
 from conftest import contract_modules
 
 
@@ -162,3 +162,146 @@ def test_bad_recurrent_dropout_is_refused(bad):
     with pytest.raises(ValueError, match="recurrent_dropout"):
         fastrnn.LSTM(3, 4, recurrent_dropout=bad)
 
+
+
+# ----------------------------------------------------------------------------
+# cells: cell_forward(..., hmask=) and the cells' recurrent_dropout=
+# ----------------------------------------------------------------------------
+
+
+def _cell_peep(kind, H, dtype, with_peep):
+    return (np.random.default_rng(H).standard_normal(3 * H) * 0.5).astype(dtype) if with_peep else None
+
+
+@pytest.mark.parametrize("kind,with_peep", [(k, False) for k in KINDS] + [("lstm", True), ("lstm_cifg", True)])
+@pytest.mark.parametrize("B,I,H", [(1, 3, 5), (2, 64, 130), (9, 4, 17)])  # units path (one part, parts), batch path
+def test_cell_step_is_a_masked_layer_step(contract_module, dtype, kind, with_peep, B, I, H):
+    """A cell step with hmask equals one step of the reference layer with that mask: outputs and
+    every gradient."""
+    mod = contract_module_of(contract_module)
+    a = layer_args(kind, 1, B, I, H, dtype, seed=B + H, scale=min(0.5, 0.6 / H ** 0.5))
+    peep = _cell_peep(kind, H, dtype, with_peep)
+    m = _mask(B, H, dtype, seed=H)
+    _, gh, gc = layer_grads(kind, 1, B, H, dtype, seed=H)
+    h, c, ws = mod.cell_forward(kind, a["x"][0], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], True,
+                                peep, hmask=m)
+    g = mod.cell_backward(ws, gh, gc)
+    out, h_n, c_n, lws = reference.layer_forward(kind, *a.values(), None, False, True, peep=peep, hmask=m)
+    want = reference.layer_backward(lws, None, gh, gc)
+    assert_close(h, h_n, "h", scaled=True)
+    if c_n is not None:
+        assert_close(c, c_n, "c", scaled=True)
+    for got, name in ((g["x"][None], "x"), (g["h"], "h0"), (g["c"], "c0"), (g["w_ih"], "w_ih"), (g["w_hh"], "w_hh"),
+                      (g["b_ih"], "b_ih"), (g["b_hh"], "b_hh"), (g["peep"], "peep")):
+        if want[name] is None:
+            assert got is None, name
+        else:
+            assert_close(got, want[name], f"grad {name}", scaled=True)
+    inf = mod.cell_forward(kind, a["x"][0], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], False,
+                           peep, hmask=m)
+    np.testing.assert_array_equal(inf[0], h)  # inference computes what training does
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cell_mask_of_ones_is_no_mask(contract_module, kind):
+    mod = contract_module_of(contract_module)
+    a = cell_args(kind, 3, 4, 6, np.float64, seed=6)
+    got_h, got_c, got_ws = mod.cell_forward(kind, *a.values(), True, None, np.ones((3, 6)))
+    want_h, want_c, want_ws = mod.cell_forward(kind, *a.values(), True, None)
+    np.testing.assert_array_equal(got_h, want_h)  # h * 1 is h: the same products
+    if want_c is not None:
+        np.testing.assert_array_equal(got_c, want_c)
+    grad_c = np.ones((3, 6)) if want_c is not None else None
+    got, want = mod.cell_backward(got_ws, np.ones((3, 6)), grad_c), mod.cell_backward(want_ws, np.ones((3, 6)), grad_c)
+    for name in want:
+        assert_close(got[name], want[name], name)
+
+
+@pytest.mark.parametrize("kind", ("lstm", "rnn_relu", "lstm_cifg"))
+def test_cell_h_gradient_is_zero_where_the_mask_is(contract_module, kind):
+    """h reaches h' only through the masked product (LSTM, RNN): its gradient is exactly zero where
+    the mask is zero (and nonzero elsewhere)."""
+    mod = contract_module_of(contract_module)
+    B, H = 4, 6
+    a = cell_args(kind, B, 3, H, np.float32, seed=5)
+    if kind == "rnn_relu":
+        a["b_ih"] = a["b_ih"] + 5  # every unit active: relu passes the gradient
+    m = _mask(B, H, np.float32, p=0.5, seed=5)
+    assert (m == 0).any() and (m != 0).any()
+    _, _, ws = mod.cell_forward(kind, *a.values(), True, None, m)
+    g = mod.cell_backward(ws, np.ones((B, H), np.float32), None)
+    assert np.all(g["h"][m == 0] == 0)
+    assert np.all(g["h"][m != 0] != 0)
+
+
+def test_bad_cell_masks_are_refused():
+    B, I, H = 2, 4, 5
+    for name in contract_modules():
+        mod = contract_module_of(name)
+        a = cell_args("gru", B, I, H, np.float32)
+        with pytest.raises(ValueError, match="hmask"):
+            mod.cell_forward("gru", *a.values(), True, None, np.ones((B + 1, H), np.float32))
+        with pytest.raises(TypeError, match="hmask"):
+            mod.cell_forward("gru", *a.values(), True, None, np.ones((B, H), np.float64))
+
+
+_CELL_LAYER = [(fastrnn.LSTMCell, fastrnn.LSTM, {}), (fastrnn.GRUCell, fastrnn.GRU, {}),
+               (fastrnn.RNNCell, fastrnn.RNN, {"nonlinearity": "relu"}),
+               (fastrnn.GRUCell, fastrnn.GRU, {"linear_before_reset": False}),
+               (fastrnn.LSTMCell, fastrnn.LSTM, {"input_forget": True, "peepholes": True})]
+
+
+@pytest.mark.parametrize("cell_cls,layer_cls,kw", _CELL_LAYER)
+def test_cell_loop_is_the_layer_with_recurrent_dropout(backend, cell_cls, layer_cls, kw):
+    """A cell stepped over a sequence with recurrent_dropout=p is the layer with the same p: the
+    same seed gives the same weights and the same mask, drawn once and kept for every step."""
+    T, B, I, H = 6, 3, 4, 5
+    x = np.random.default_rng(0).standard_normal((T, B, I))
+    cell = cell_cls(I, H, recurrent_dropout=0.4, dtype=np.float64, backend=backend, seed=3, **kw)
+    layer = layer_cls(I, H, recurrent_dropout=0.4, dtype=np.float64, backend=backend, seed=3, **kw)
+    assert "recurrent_dropout=0.4" in repr(cell)
+    lstm = cell_cls is fastrnn.LSTMCell
+    hx, hs = None, []
+    for t in range(T):
+        hx = cell(x[t], hx)
+        hs.append(hx[0] if lstm else hx)
+    out, _ = layer(x)
+    assert_close(np.stack(hs), out, "outputs")
+    gout = np.random.default_rng(1).standard_normal(out.shape)
+    dx_layer, _ = layer.backward(gout)
+    dh, dc, dxs = np.zeros((B, H)), None, [None] * T
+    for t in reversed(range(T)):  # the cell's tape runs back from the last step
+        if lstm:
+            dxs[t], (dh, dc) = cell.backward((gout[t] + dh, dc))
+        else:
+            dxs[t], dh = cell.backward(gout[t] + dh)
+    assert_close(np.stack(dxs), dx_layer, "dx")
+    for name, _ in cell.named_parameters():
+        assert_close(cell.grads[name], layer.grads[name + "_l0"], name)
+
+
+def test_cell_mask_lasts_until_reset():
+    I, H = 3, 4
+    x = np.random.default_rng(2).standard_normal((2, I))
+    cell = fastrnn.GRUCell(I, H, recurrent_dropout=0.5, dtype=np.float64, seed=1)
+    h = np.random.default_rng(3).standard_normal((2, H))
+    with fastrnn.no_grad():  # training mode: the mask applies without gradients too
+        a, b = cell(x, h), cell(x, h)
+        np.testing.assert_array_equal(a, b)  # one sequence: one mask
+        cell.reset_dropout_mask()
+        c = cell(x, h)
+        assert not np.array_equal(a, c)  # a new sequence: a new mask
+        with pytest.raises(ValueError, match="reset_dropout_mask"):
+            cell(x[:1], h[:1])  # a batch that is not the sequence's
+        cell.reset_dropout_mask()
+        assert cell(x[0], h[0]).shape == (H,)  # unbatched: a mask of one row
+        cell.eval()
+        plain = fastrnn.GRUCell(I, H, dtype=np.float64, seed=1)
+        np.testing.assert_array_equal(cell(x, h), plain(x, h))  # eval: no mask
+
+
+@pytest.mark.parametrize("cls", [fastrnn.RNNCell, fastrnn.LSTMCell, fastrnn.GRUCell])
+@pytest.mark.parametrize("bad", [-0.1, 1.0, True, "0.2"])
+def test_bad_cell_recurrent_dropout_is_refused(cls, bad):
+    with pytest.raises(ValueError, match="recurrent_dropout"):
+        cls(3, 4, recurrent_dropout=bad)

@@ -55,7 +55,7 @@ int guarded(F&& f) noexcept {
 template <typename T>
 int cell_forward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,
                  const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, T* h_new, T* c_new,
-                 T* ws, const T* peep = nullptr) noexcept {
+                 T* ws, const T* peep = nullptr, const T* hmask = nullptr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
     FR_REQUIRE(!peep || lstm_kind(kind), FASTRNN_ERR_UNSUPPORTED);
     FR_REQUIRE(valid_sizes(1, B, I, H), FASTRNN_ERR_BAD_SIZE);
@@ -65,7 +65,7 @@ int cell_forward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T*
     FR_REQUIRE((b_ih == nullptr) == (b_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
     return guarded([&] {
         fastrnn::cell_forward<T>(static_cast<Kind>(kind), B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh,
-                                 peep, h_new, c_new, ws);
+                                 peep, hmask, h_new, c_new, ws);
     });
 }
 
@@ -73,7 +73,8 @@ template <typename T>
 int cell_backward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,
                   const T* c_new, const T* w_ih, const T* w_hh, const T* ws, const T* grad_h,
                   const T* grad_c, T* dx, T* dh, T* dc, T* dw_ih, T* dw_hh, T* db_ih,
-                  T* db_hh, const T* peep = nullptr, T* dpeep = nullptr) noexcept {
+                  T* db_hh, const T* peep = nullptr, T* dpeep = nullptr,
+                  const T* hmask = nullptr) noexcept {
     FR_REQUIRE(valid_kind(kind), FASTRNN_ERR_BAD_KIND);
     FR_REQUIRE(!peep || lstm_kind(kind), FASTRNN_ERR_UNSUPPORTED);
     FR_REQUIRE(!peep || dpeep, FASTRNN_ERR_NULL_POINTER);
@@ -83,7 +84,8 @@ int cell_backward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T
     FR_REQUIRE(!lstm || (c && c_new && dc), FASTRNN_ERR_NULL_POINTER);
     FR_REQUIRE((db_ih == nullptr) == (db_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
     return guarded([&] {
-        fastrnn::cell_backward<T>(static_cast<Kind>(kind), B, I, H, x, h, c, c_new, w_ih, w_hh, peep, ws,
+        fastrnn::cell_backward<T>(static_cast<Kind>(kind), B, I, H, x, h, c, c_new, w_ih, w_hh, peep, hmask,
+                                  ws,
                                   grad_h, grad_c, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dpeep);
     });
 }
@@ -328,5 +330,29 @@ FR_LAYER_FWD_PROJ(f64, double)
     }
 FR_LAYER_BWD_PROJ(f32, float)
 FR_LAYER_BWD_PROJ(f64, double)
+
+// Recurrent dropout in a cell (ABI version 5): the _ex cell functions with hmask.
+#define FR_CELL_FWD_MASKED(SUFFIX, T)                                                               \
+    FASTRNN_API int fastrnn_cell_forward_masked_##SUFFIX(                                           \
+        int kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,              \
+        const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, const T* peep, const T* hmask,  \
+        T* h_new, T* c_new, T* ws) {                                                                \
+        return cell_forward<T>(kind, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new, ws,    \
+                               peep, hmask);                                                        \
+    }
+FR_CELL_FWD_MASKED(f32, float)
+FR_CELL_FWD_MASKED(f64, double)
+
+#define FR_CELL_BWD_MASKED(SUFFIX, T)                                                               \
+    FASTRNN_API int fastrnn_cell_backward_masked_##SUFFIX(                                          \
+        int kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,              \
+        const T* c_new, const T* w_ih, const T* w_hh, const T* peep, const T* hmask, const T* ws,   \
+        const T* grad_h, const T* grad_c, T* dx, T* dh, T* dc, T* dw_ih, T* dw_hh, T* db_ih,        \
+        T* db_hh, T* dpeep) {                                                                       \
+        return cell_backward<T>(kind, B, I, H, x, h, c, c_new, w_ih, w_hh, ws, grad_h, grad_c, dx,  \
+                                dh, dc, dw_ih, dw_hh, db_ih, db_hh, peep, dpeep, hmask);            \
+    }
+FR_CELL_BWD_MASKED(f32, float)
+FR_CELL_BWD_MASKED(f64, double)
 
 }  // extern "C"

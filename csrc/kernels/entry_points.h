@@ -35,16 +35,16 @@
        dw_hh, db_ih, db_hh, dpeep, dw_hr, add_dw))                                               \
     X(cell_forward,                                                                              \
       (Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,           \
-       const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, const T* peep, T* h_new,      \
-       T* c_new, T* ws_gates),                                                                   \
-      (kind, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, peep, h_new, c_new, ws_gates))            \
+       const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, const T* peep,               \
+       const T* hmask, T* h_new, T* c_new, T* ws_gates),                                         \
+      (kind, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, peep, hmask, h_new, c_new, ws_gates))     \
     X(cell_backward,                                                                             \
       (Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,           \
-       const T* c_new, const T* w_ih, const T* w_hh, const T* peep, const T* ws_gates,           \
-       const T* grad_h, const T* grad_c, T* dx, T* dh, T* dc, T* dw_ih, T* dw_hh, T* db_ih,      \
-       T* db_hh, T* dpeep),                                                                      \
-      (kind, B, I, H, x, h, c, c_new, w_ih, w_hh, peep, ws_gates, grad_h, grad_c, dx, dh, dc,    \
-       dw_ih, dw_hh, db_ih, db_hh, dpeep))                                                       \
+       const T* c_new, const T* w_ih, const T* w_hh, const T* peep, const T* hmask,              \
+       const T* ws_gates, const T* grad_h, const T* grad_c, T* dx, T* dh, T* dc, T* dw_ih,       \
+       T* dw_hh, T* db_ih, T* db_hh, T* dpeep),                                                  \
+      (kind, B, I, H, x, h, c, c_new, w_ih, w_hh, peep, hmask, ws_gates, grad_h, grad_c, dx, dh, \
+       dc, dw_ih, dw_hh, db_ih, db_hh, dpeep))                                                   \
     X(apply_activation, (Activation fn, const T* in, T* out, int64_t n), (fn, in, out, n))       \
     X(matmul,                                                                                    \
       (bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,   \

@@ -60,9 +60,9 @@ void run_layer_backward(Kind kind, int64_t steps, int64_t B, int64_t I, int64_t 
 
 template <class T>
 void run_cell_forward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h, const T* c,
-                      const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, const T* peep, T* h_new,
-                      T* c_new, T* ws_gates) {
-    const CellForwardArgs<T> args{B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, peep, h_new, c_new, ws_gates};
+                      const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, const T* peep,
+                      const T* hmask, T* h_new, T* c_new, T* ws_gates) {
+    const CellForwardArgs<T> args{B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, peep, hmask, h_new, c_new, ws_gates};
     check_variants(kind, peep != nullptr, H, H, false);
     with_cell(kind, peep != nullptr, [&](auto cell) { cell_forward_driver<decltype(cell)>(args); });
 }
@@ -70,10 +70,10 @@ void run_cell_forward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, co
 template <class T>
 void run_cell_backward(Kind kind, int64_t B, int64_t I, int64_t H, const T* x, const T* h,
                        const T* c, const T* c_new, const T* w_ih, const T* w_hh, const T* peep,
-                       const T* ws_gates, const T* grad_h, const T* grad_c, T* dx, T* dh, T* dc,
-                       T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, T* dpeep) {
-    const CellBackwardArgs<T> args{B,      I,      H,  x,  h,  c,  c_new, w_ih,  w_hh,  peep, ws_gates,
-                                   grad_h, grad_c, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dpeep};
+                       const T* hmask, const T* ws_gates, const T* grad_h, const T* grad_c, T* dx,
+                       T* dh, T* dc, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh, T* dpeep) {
+    const CellBackwardArgs<T> args{B,     I,        H,      x,      h,  c,  c_new, w_ih,  w_hh,  peep,  hmask,
+                                   ws_gates, grad_h, grad_c, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dpeep};
     check_variants(kind, peep != nullptr, H, H, false);
     with_cell(kind, peep != nullptr, [&](auto cell) { cell_backward_driver<decltype(cell)>(args); });
 }

@@ -193,7 +193,7 @@ int64_t check_weights(Kind kind, int64_t B, int64_t I, const Arr<F>& h, const ch
     return H;
 }
 
-// A layer's recurrent-dropout mask: None, or an array of shape (B, H).
+// A layer's or cell's recurrent-dropout mask: None, or an array of shape (B, H).
 template <class F>
 void check_hmask(const std::optional<Arr<F>>& hmask, int64_t B, int64_t H) {
     if (hmask) check_shape(*hmask, "hmask", {B, H});

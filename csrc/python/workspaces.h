@@ -37,10 +37,10 @@ struct CellWorkspace : WorkspaceUse {
     bool is_double;
     int64_t B, I, H;
     bool bias;
-    py::object x, h, c, c_new, w_ih, w_hh, peep, gates;
+    py::object x, h, c, c_new, w_ih, w_hh, peep, hmask, gates;
     void consume() {
         consumed = true;
-        x = h = c = c_new = w_ih = w_hh = peep = gates = py::none();
+        x = h = c = c_new = w_ih = w_hh = peep = hmask = gates = py::none();
     }
 };
 

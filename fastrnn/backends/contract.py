@@ -189,9 +189,9 @@ class Backend(Protocol):
           module's docstring); kept by reference in ``ws`` like the weights.
         - ``hmask``: None, or ``[B, H]``: the recurrent input's mask (variational
           recurrent dropout: one mask per sequence, the same at every step): each
-          step's recurrent product sees ``h * hmask`` instead of ``h`` (the GRU's
-          ``z*h`` and every other use of h see h itself). Not for ``gru_orig``.
-          Kept by reference in ``ws``.
+          step's recurrent product sees ``h * hmask`` instead of ``h`` (``gru_orig``'s
+          W_hn sees ``r * (h * hmask)``; the GRU's ``z*h`` and every other use of h see
+          h itself). Kept by reference in ``ws``.
         - ``w_hr``: None, or (lstm only) the projection ``[P, H]``, 1 <= P <= H
           (see the module's docstring): then the state's width is P, not H, in
           ``h0``, ``w_hh [G*H, P]``, ``hmask``, ``out`` and ``h_n`` (and in
@@ -243,11 +243,13 @@ class Backend(Protocol):
 
     def cell_forward(self, kind: str, x: Array, h: Array, c: Optional[Array], w_ih: Array, w_hh: Array,
                      b_ih: Optional[Array], b_hh: Optional[Array], keep: bool,
-                     peep: Optional[Array] = None) -> tuple[Any, ...]:
+                     peep: Optional[Array] = None, hmask: Optional[Array] = None) -> tuple[Any, ...]:
         """One step: ``x [B, I]``, ``h [B, H]``, ``c [B, H]`` (lstm) or None; returns
         ``(h_new [B, H], c_new [B, H] (lstm) or None, ws)``, ``ws`` None unless ``keep``; ``ws``
-        holds copies of ``x``, ``h``, ``c`` (not references). Weights, biases and ``peep`` as in
-        :meth:`layer_forward`."""
+        holds copies of ``x``, ``h``, ``c`` (not references). Weights, biases, ``peep`` and
+        ``hmask`` (``[B, H]``: the step's recurrent product sees ``h * hmask``) as in
+        :meth:`layer_forward`, kept by reference; the step equals one step of
+        :meth:`layer_forward` with the same ``hmask``."""
 
     def cell_backward(self, ws: Any, grad_h: Array, grad_c: Optional[Array]) -> dict[str, Any]:
         """Gradients of a ``cell_forward(..., keep=True)``: a dict with keys :data:`CELL_GRAD_KEYS`.

@@ -44,7 +44,7 @@ layer_forward = _core.layer_forward
 #: layer_backward(ws, grad_out, grad_h_n, grad_c_n, acc=None) -> dict(x, h0, c0, w_ih, w_hh, b_ih, b_hh, peep,
 #: w_hr)
 layer_backward = _core.layer_backward
-#: cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, peep=None) -> (h_new, c_new, ws)
+#: cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, peep=None, hmask=None) -> (h_new, c_new, ws)
 cell_forward = _core.cell_forward
 #: cell_backward(ws, grad_h, grad_c) -> dict(x, h, c, w_ih, w_hh, b_ih, b_hh, peep)
 cell_backward = _core.cell_backward

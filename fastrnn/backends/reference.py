@@ -302,17 +302,18 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
 
 def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | None, w_ih: NDArray[Any],
                  w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
-                 keep: bool, peep: NDArray[Any] | None = None) -> tuple[Any, ...]:
+                 keep: bool, peep: NDArray[Any] | None = None,
+                 hmask: NDArray[Any] | None = None) -> tuple[Any, ...]:
     """One step of a cell on ``x [B, I]``; see ``contract.Backend``."""
-    check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True, peep=peep)
+    check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True, peep=peep, hmask=hmask)
     gx = x @ w_ih.T
     if b_ih is not None:
         gx = gx + b_ih
-    h_new, c_new, saved = _step_forward(kind, gx, h, c, w_hh, b_hh, peep)
+    h_new, c_new, saved = _step_forward(kind, gx, h, c, w_hh, b_hh, peep, hmask)
     ws = None
     if keep:
         ws = dict(kind=kind, x=x.copy(), h=h.copy(), c=None if c is None else c.copy(), w_ih=w_ih, w_hh=w_hh,
-                  bias=b_ih is not None, saved=saved, peep=peep)  # copies of the inputs (contract.Backend)
+                  bias=b_ih is not None, saved=saved, peep=peep, hmask=hmask)  # copies of x, h, c (contract.Backend)
     return h_new, c_new, ws
 
 
@@ -325,7 +326,7 @@ def cell_backward(ws: Any, grad_h: NDArray[Any] | None, grad_c: NDArray[Any] | N
     if has_cell_state(ws["kind"]):
         grad_c = _zeros_for_none(grad_c, shape, x.dtype)
     dgx, dW_hh, dgh, dh, dc, dpeep = _step_backward(ws["kind"], ws["saved"], grad_h, grad_c, ws["h"], ws["c"],
-                                                    ws["w_hh"], ws["peep"])
+                                                    ws["w_hh"], ws["peep"], ws["hmask"])
     return dict(
         x=dgx @ w_ih,
         h=dh,

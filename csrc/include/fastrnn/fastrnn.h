@@ -46,8 +46,9 @@ extern "C" {
 
 /* FASTRNN_CDEF_BEGIN (fastrnn/capi.py hands the text up to FASTRNN_CDEF_END to cffi) */
 
-#define FASTRNN_ABI_VERSION 4 /* 2: the _ex functions (peepholes, recurrent dropout); 3: the _proj ones;
-                                 4: FASTRNN_LSTM_CIFG, and hmask for FASTRNN_GRU_ORIG */
+#define FASTRNN_ABI_VERSION 5 /* 2: the _ex functions (peepholes, recurrent dropout); 3: the _proj ones;
+                                 4: FASTRNN_LSTM_CIFG, and hmask for FASTRNN_GRU_ORIG;
+                                 5: the _masked cell functions (recurrent dropout in a cell) */
 
 enum fastrnn_status_code {
     FASTRNN_OK = 0,
@@ -213,6 +214,29 @@ FASTRNN_API int fastrnn_layer_backward_proj_f64(int kind, int64_t T, int64_t B, 
     const double* hmask, const double* w_hr, const int64_t* lengths, int reverse, const double* ws,
     const double* grad_out, const double* grad_h_n, const double* grad_c_n, double* dx, double* dh0,
     double* dc0, double* dw_ih, double* dw_hh, double* db_ih, double* db_hh, double* dpeep, double* dw_hr);
+
+/* Version 5: recurrent dropout in a cell: the _ex cell functions with hmask
+ * [B, H] (NULL: none, the _ex function's result), every kind: the step's
+ * recurrent product sees h * hmask, as one step of a layer with that hmask.
+ * backward takes the forward's hmask. */
+FASTRNN_API int fastrnn_cell_forward_masked_f32(int kind, int64_t B, int64_t I, int64_t H,
+    const float* x, const float* h, const float* c, const float* w_ih, const float* w_hh,
+    const float* b_ih, const float* b_hh, const float* peep, const float* hmask, float* h_new,
+    float* c_new, float* ws);
+FASTRNN_API int fastrnn_cell_forward_masked_f64(int kind, int64_t B, int64_t I, int64_t H,
+    const double* x, const double* h, const double* c, const double* w_ih, const double* w_hh,
+    const double* b_ih, const double* b_hh, const double* peep, const double* hmask, double* h_new,
+    double* c_new, double* ws);
+FASTRNN_API int fastrnn_cell_backward_masked_f32(int kind, int64_t B, int64_t I, int64_t H,
+    const float* x, const float* h, const float* c, const float* c_new, const float* w_ih,
+    const float* w_hh, const float* peep, const float* hmask, const float* ws, const float* grad_h,
+    const float* grad_c, float* dx, float* dh, float* dc, float* dw_ih, float* dw_hh, float* db_ih,
+    float* db_hh, float* dpeep);
+FASTRNN_API int fastrnn_cell_backward_masked_f64(int kind, int64_t B, int64_t I, int64_t H,
+    const double* x, const double* h, const double* c, const double* c_new, const double* w_ih,
+    const double* w_hh, const double* peep, const double* hmask, const double* ws,
+    const double* grad_h, const double* grad_c, double* dx, double* dh, double* dc, double* dw_ih,
+    double* dw_hh, double* db_ih, double* db_hh, double* dpeep);
 
 /* FASTRNN_CDEF_END */
 

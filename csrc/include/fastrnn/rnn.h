@@ -167,6 +167,7 @@ void cell_forward(Kind kind, int64_t B, int64_t I, int64_t H,
                   const T* b_ih,   // b_ih: [G*H] or nullptr
                   const T* b_hh,   // b_hh: [G*H] or nullptr
                   const T* peep,   // peep: [3*H] (lstm peepholes) or nullptr
+                  const T* hmask,  // hmask: [B, H] or nullptr: the product sees h * hmask, as the layer's
                   T* h_new,        // h_new: [B, H]
                   T* c_new,        // c_new: [B, H] (lstm), else ignored
                   T* ws_gates);    // ws_gates: [B, K] or nullptr (inference)
@@ -180,6 +181,7 @@ void cell_backward(Kind kind, int64_t B, int64_t I, int64_t H,
                    const T* w_ih,      // w_ih: [G*H, I]
                    const T* w_hh,      // w_hh: [G*H, H]
                    const T* peep,      // peep: [3*H] as forward's, or nullptr
+                   const T* hmask,     // hmask: [B, H] as forward's, or nullptr
                    const T* ws_gates,  // ws_gates: [B, K]
                    const T* grad_h,    // grad_h: [B, H] or nullptr (zeros)
                    const T* grad_c,    // grad_c: [B, H] (lstm) or nullptr (zeros)

@@ -22,7 +22,7 @@ namespace {
 template <class T>
 struct CellForwardArgs {
     int64_t B, I, H;
-    const T *x, *h, *c, *w_ih, *w_hh, *b_ih, *b_hh, *peep;
+    const T *x, *h, *c, *w_ih, *w_hh, *b_ih, *b_hh, *peep, *hmask;
     T *h_new, *c_new, *ws_gates;
 };
 
@@ -30,15 +30,25 @@ struct CellForwardArgs {
 template <class T>
 struct CellBackwardArgs {
     int64_t B, I, H;
-    const T *x, *h, *c, *c_new, *w_ih, *w_hh, *peep, *ws_gates, *grad_h, *grad_c;
+    const T *x, *h, *c, *c_new, *w_ih, *w_hh, *peep, *hmask, *ws_gates, *grad_h, *grad_c;
     T *dx, *dh, *dc, *dw_ih, *dw_hh, *db_ih, *db_hh, *dpeep;
 };
+
+// Recurrent dropout: what the cell's recurrent product sees, h * hmask, into hm
+// ([B, H]); h itself without hmask.
+template <class T>
+const T* masked_state(int64_t B, int64_t H, const T* h, const T* hmask, Scratch<T>& hm) {
+    if (!hmask) return h;
+    hm.alloc(checked_mul(B, H));
+    for (int64_t k = 0; k < B * H; ++k) hm.p[k] = h[k] * hmask[k];
+    return hm.p;
+}
 
 // Batch row b of a cell step: pre-activations gx_row (kept in place when
 // keep), recurrent sums S row (plain layout).
 template <class Cell, class T>
 ForwardRow<T> cell_row(const CellForwardArgs<T>& a, int64_t b, T* gx_row, bool keep, const T* S_row,
-                       T* rh) {
+                       T* rh, const T* hm) {
     constexpr int NR = 2 * V<T>::W;
     const int64_t H = a.H;
     ForwardRow<T> row{};
@@ -46,6 +56,7 @@ ForwardRow<T> cell_row(const CellForwardArgs<T>& a, int64_t b, T* gx_row, bool k
     row.kept = keep ? gx_row : nullptr;
     row.sums = GateSums<T>{S_row, NR, H};
     row.h_prev = a.h + b * H;
+    if (a.hmask) row.h_masked = hm + b * H;  // gru_orig: r*h_masked feeds W_hn
     row.h_new = a.h_new + b * H;
     if (Cell::has_cell_state) row.c = a.c_new + b * H;  // c_new holds c, updated in place
     if (Cell::n_bias_inside_reset && a.b_hh) row.b_hn = a.b_hh + 2 * H;
@@ -64,7 +75,7 @@ ForwardRow<T> cell_row(const CellForwardArgs<T>& a, int64_t b, T* gx_row, bool k
 // left. Units are split at multiples of the vector width, so each dot
 // product is the same whatever the split.
 template <class Cell, class T>
-void cell_forward_units(const CellForwardArgs<T>& a, T* gx, int64_t ldg, bool keep, T* S) {
+void cell_forward_units(const CellForwardArgs<T>& a, T* gx, int64_t ldg, bool keep, T* S, const T* hm) {
     constexpr int W = V<T>::W;
     const int64_t B = a.B, I = a.I, H = a.H;
     constexpr int G = num_gates(Cell::kind);
@@ -81,11 +92,11 @@ void cell_forward_units(const CellForwardArgs<T>& a, T* gx, int64_t ldg, bool ke
             const int64_t n0 = g * H + u0;
             for (int64_t b = 0; b < B; ++b) folded_bias<Cell>(H, a.b_ih, a.b_hh, n0, nu, gx + b * ldg + n0);
             small_nt<T>(B, nu, I, a.x, I, a.w_ih + n0 * I, I, gx + n0, ldg, true);
-            small_nt<T>(B, nu, H, a.h, H, a.w_hh + n0 * H, H, S + n0, GH, false);
+            small_nt<T>(B, nu, H, hm, H, a.w_hh + n0 * H, H, S + n0, GH, false);
         }
         for (int64_t b = 0; b < B; ++b) {
             if (Cell::has_cell_state) std::memcpy(a.c_new + b * H + u0, a.c + b * H + u0, nu * sizeof(T));
-            Cell::forward(cell_row<Cell, T>(a, b, gx + b * ldg, keep, S + b * GH, nullptr), H, u0, u1);
+            Cell::forward(cell_row<Cell, T>(a, b, gx + b * ldg, keep, S + b * GH, nullptr, hm), H, u0, u1);
         }
     };
     if (parts > 1)
@@ -107,24 +118,27 @@ void cell_forward_driver(const CellForwardArgs<T>& a) {
         gx = gx_buf.p;
     }
     Scratch<T> S(checked_mul(B, GH));
+    Scratch<T> hm_buf;
+    const T* hm = masked_state(B, H, a.h, a.hmask, hm_buf);  // the recurrent product's input
     if (B <= 4 && !Cell::n_product_after_reset) {
-        cell_forward_units<Cell>(a, gx, ldg, keep, S.p);
+        cell_forward_units<Cell>(a, gx, ldg, keep, S.p, hm);
         return;
     }
     input_projection<Cell>(B, I, H, a.x, a.w_ih, a.b_ih, a.b_hh, gx, ldg);
     // gru_orig: the r and z products now, the n product after the reset phase
     const int64_t product_cols = Cell::n_product_after_reset ? 2 * H : GH;
-    small_nt<T>(B, product_cols, H, a.h, H, a.w_hh, H, S.p, GH, false);
+    small_nt<T>(B, product_cols, H, hm, H, a.w_hh, H, S.p, GH, false);
     if (Cell::has_cell_state) std::memcpy(a.c_new, a.c, B * H * sizeof(T));
     Scratch<T> rh(Cell::n_product_after_reset ? checked_mul(B, H) : 1);
     for (int64_t b = 0; b < B; ++b)
         Cell::forward(cell_row<Cell, T>(a, b, gx + b * ldg, keep, S.p + b * GH,
-                                     Cell::n_product_after_reset ? rh.p + b * H : nullptr),
+                                     Cell::n_product_after_reset ? rh.p + b * H : nullptr, hm),
                       H, 0, H);
     if constexpr (Cell::n_product_after_reset) {
         small_nt<T>(B, H, H, rh.p, H, a.w_hh + 2 * H * H, H, S.p + 2 * H, GH, false);
         for (int64_t b = 0; b < B; ++b)
-            Cell::forward_after_reset(cell_row<Cell, T>(a, b, gx + b * ldg, keep, S.p + b * GH, nullptr), H, 0, H);
+            Cell::forward_after_reset(cell_row<Cell, T>(a, b, gx + b * ldg, keep, S.p + b * GH, nullptr, hm), H,
+                                      0, H);
     }
 }
 
@@ -157,6 +171,7 @@ void cell_backward_rows(const CellBackwardArgs<T>& a, T* dG, T* dG_n, T* dh_carr
             row.kept = a.ws_gates + b * ldg;
             row.h_prev = a.h + b * H;
             row.drh = drh.p + b * H;
+            row.hmask = a.hmask ? a.hmask + b * H : nullptr;
             row.dh_carry = dh_carry + b * H;
             row.dg = dG + b * GH;
             Cell::backward_after_reset(row, H, 0, H);
@@ -186,15 +201,24 @@ void cell_backward_driver(const CellBackwardArgs<T>& a) {
             std::memset(a.dc, 0, B * H * sizeof(T));
     }
     cell_backward_rows<Cell>(a, dG.p, dG_n.p, dh_carry.p);
-    std::memcpy(a.dh, dh_carry.p, B * H * sizeof(T));
-    small_nn<T>(B, H, direct_gates * H, dG.p, GH, a.w_hh, H, a.dh, H, true);
-    if (Cell::separate_n_grad) small_nn<T>(B, H, H, dG_n.p, H, a.w_hh + 2 * H * H, H, a.dh, H, true);
+    Scratch<T> hm_buf;
+    const T* hm = masked_state(B, H, a.h, a.hmask, hm_buf);  // what W_hh saw
+    if (!a.hmask) {
+        std::memcpy(a.dh, dh_carry.p, B * H * sizeof(T));
+        small_nn<T>(B, H, direct_gates * H, dG.p, GH, a.w_hh, H, a.dh, H, true);
+        if (Cell::separate_n_grad) small_nn<T>(B, H, H, dG_n.p, H, a.w_hh + 2 * H * H, H, a.dh, H, true);
+    } else {
+        // the products give the gradient of h * hmask: that of h is it times hmask (as the layer's)
+        small_nn<T>(B, H, direct_gates * H, dG.p, GH, a.w_hh, H, a.dh, H, false);
+        if (Cell::separate_n_grad) small_nn<T>(B, H, H, dG_n.p, H, a.w_hh + 2 * H * H, H, a.dh, H, true);
+        for (int64_t k = 0; k < B * H; ++k) a.dh[k] = dh_carry.p[k] + a.dh[k] * a.hmask[k];
+    }
     small_nn<T>(B, I, GH, dG.p, GH, a.w_ih, I, a.dx, I, false);
     small_tn<T>(B, GH, I, dG.p, GH, a.x, I, a.dw_ih, I);
-    small_tn<T>(B, direct_gates * H, H, dG.p, GH, a.h, H, a.dw_hh, H);
-    if (Cell::n_product_after_reset)  // W_hn sees r*h (kept block 3)
+    small_tn<T>(B, direct_gates * H, H, dG.p, GH, hm, H, a.dw_hh, H);
+    if (Cell::n_product_after_reset)  // W_hn sees r*h (r*h*hmask; kept block 3)
         small_tn<T>(B, H, H, dG.p + 2 * H, GH, a.ws_gates + 3 * H, ldg, a.dw_hh + 2 * H * H, H);
-    if (Cell::separate_n_grad) small_tn<T>(B, H, H, dG_n.p, H, a.h, H, a.dw_hh + 2 * H * H, H);
+    if (Cell::separate_n_grad) small_tn<T>(B, H, H, dG_n.p, H, hm, H, a.dw_hh + 2 * H * H, H);
     if constexpr (Cell::has_peepholes) {
         std::memset(a.dpeep, 0, kPeepholes * H * sizeof(T));
         for (int64_t b = 0; b < B; ++b)

@@ -182,10 +182,13 @@ def layer_backward(ws: Any, grad_out: NDArray[Any] | None, grad_h_n: NDArray[Any
 
 def cell_forward(kind: str, x: NDArray[Any], h: NDArray[Any], c: NDArray[Any] | None, w_ih: NDArray[Any],
                  w_hh: NDArray[Any], b_ih: NDArray[Any] | None, b_hh: NDArray[Any] | None,
-                 keep: bool, peep: NDArray[Any] | None = None) -> tuple[Any, ...]:
+                 keep: bool, peep: NDArray[Any] | None = None,
+                 hmask: NDArray[Any] | None = None) -> tuple[Any, ...]:
     """One step of a cell on ``x [B, I]``; see ``contract.Backend``."""
-    check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True, peep=peep)  # errors name the cell's h, c
-    out, h_new, c_new, ws = layer_forward(kind, x[None], h, c, w_ih, w_hh, b_ih, b_hh, None, False, keep, peep=peep)
+    # errors name the cell's h, c
+    check_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True, peep=peep, hmask=hmask)
+    out, h_new, c_new, ws = layer_forward(kind, x[None], h, c, w_ih, w_hh, b_ih, b_hh, None, False, keep, peep=peep,
+                                          hmask=hmask)
     if ws is not None:
         ws["cell"] = True
         ws["x"] = ws["x"].copy()  # a copy of x (contract.Backend.cell_forward); h, c are copied by the loop
