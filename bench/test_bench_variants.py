@@ -16,7 +16,7 @@ Recurrent dropout (``recurrent_dropout=0.25``, LSTM and GRU in both forms, train
 against the same layer without it (the target: within 1.15x). Its answer is checked on the first
 call (the masks are drawn afresh at every call) against the float64 reference layer drawing the
 same masks from the same seed. The same for ``LSTMCell`` and ``GRUCell`` stepped over a sequence
-from Python (a mask per sequence: ``reset_dropout_mask()`` before each).
+from Python (a mask per sequence, drawn at its first step).
 
 Run from the repository root: ``pytest bench/test_bench_variants.py`` (``--bench-quick``: the
 smoke subset).
@@ -357,8 +357,7 @@ def _cell_sequence(cell, x, go):
     backward from the last (gradient ``go`` of every step's h); returns (hs, dxs)."""
     lstm = isinstance(cell, fastrnn.LSTMCell)
     cell.zero_grad()
-    cell.reset_dropout_mask()
-    hx, hs = None, []
+    hx, hs = None, []  # no hx: a new sequence, a new mask
     for t in range(x.shape[0]):
         hx = cell(x[t], hx)
         hs.append(hx[0] if lstm else hx)

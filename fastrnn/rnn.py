@@ -12,9 +12,10 @@ direction of shape ``[B, hidden_size]`` (``[B, proj_size]`` with an LSTM's
 projection; keep with probability 1-p, scaled by 1/(1-p)) and every step's
 recurrent product sees ``h * mask`` (the GRU's ``z*h`` sees h itself): the same
 units of each sequence are dropped at every step. A cell, which sees one step at
-a time, draws its mask at the first training-mode step of a sequence and keeps it
-(per thread) until :meth:`~RNNCell.reset_dropout_mask` says a new sequence
-begins, as Keras's cells do. In eval mode no mask is applied (its expectation).
+a time, draws its mask at the first training-mode step of a sequence (a step
+given no ``hx``, or the first after :meth:`~RNNCell.reset_dropout_mask`) and
+keeps it, per thread, for the steps that follow, as Keras's cells do. In eval
+mode no mask is applied (its expectation).
 """
 
 from __future__ import annotations
@@ -723,13 +724,14 @@ class _CellBase(_Recurrent):
 
     def reset_dropout_mask(self) -> None:
         """Start a new sequence for ``recurrent_dropout``: the next training-mode step (in this
-        thread) draws a new mask, which the steps after it share."""
+        thread) draws a new mask, which the steps after it share. A step given no ``hx`` starts a
+        sequence too; call this where a sequence starts from a given state."""
         self._local.hmask = None
 
-    def _sequence_mask(self, B: int) -> NDArray[Any]:
+    def _sequence_mask(self, B: int, first: bool) -> NDArray[Any]:
         """This thread's recurrent-dropout mask ``[B, hidden_size]`` for the current sequence, drawn
-        from the cell's generator at its first step."""
-        mask = getattr(self._local, "hmask", None)
+        from the cell's generator at its ``first`` step (or the first after a reset)."""
+        mask = None if first else getattr(self._local, "hmask", None)
         if mask is None:
             mask = self._local.hmask = _dropout_mask(self._rng, (B, self.hidden_size), self.recurrent_dropout,
                                                      self.dtype)
@@ -777,7 +779,7 @@ class _CellBase(_Recurrent):
                                 0 if unbatched else None)
         keep = is_grad_enabled()  # the backend keeps copies of x, h, c (contract.Backend.cell_forward)
         peep = self._params["weight_peep"] if self.peepholes else None
-        hmask = self._sequence_mask(B) if self.recurrent_dropout and self.training else None
+        hmask = self._sequence_mask(B, hx is None) if self.recurrent_dropout and self.training else None
         h_new, c_new, ws = backend.cell_forward(self.kind, x2, h, c, *self._weights(), keep, peep, hmask)
         if unbatched:
             h_new = h_new[0]

@@ -174,11 +174,20 @@ def _cell_peep(kind, H, dtype, with_peep):
 
 
 @pytest.mark.parametrize("kind,with_peep", [(k, False) for k in KINDS] + [("lstm", True), ("lstm_cifg", True)])
-@pytest.mark.parametrize("B,I,H", [(1, 3, 5), (2, 64, 130), (9, 4, 17)])  # units path (one part, parts), batch path
-def test_cell_step_is_a_masked_layer_step(contract_module, dtype, kind, with_peep, B, I, H):
+@pytest.mark.parametrize("B,I,H", [(1, 3, 5), (2, 128, 130), (9, 4, 17)])  # units path (one part, parts), batch path
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cell_step_is_a_masked_layer_step(contract_module, dtype, kind, with_peep, B, I, H, threads):
     """A cell step with hmask equals one step of the reference layer with that mask: outputs and
-    every gradient."""
-    mod = contract_module_of(contract_module)
+    every gradient (on 2 threads the C++ units path splits B=2 H=130 into parts)."""
+    before = fastrnn.get_num_threads()
+    fastrnn.set_num_threads(threads)
+    try:
+        _check_cell_step(contract_module_of(contract_module), dtype, kind, with_peep, B, I, H)
+    finally:
+        fastrnn.set_num_threads(before)
+
+
+def _check_cell_step(mod, dtype, kind, with_peep, B, I, H):
     a = layer_args(kind, 1, B, I, H, dtype, seed=B + H, scale=min(0.5, 0.6 / H ** 0.5))
     peep = _cell_peep(kind, H, dtype, with_peep)
     m = _mask(B, H, dtype, seed=H)
@@ -218,31 +227,44 @@ def test_cell_mask_of_ones_is_no_mask(contract_module, kind):
 
 
 @pytest.mark.parametrize("kind", ("lstm", "rnn_relu", "lstm_cifg"))
-def test_cell_h_gradient_is_zero_where_the_mask_is(contract_module, kind):
-    """h reaches h' only through the masked product (LSTM, RNN): its gradient is exactly zero where
-    the mask is zero (and nonzero elsewhere)."""
+def test_cell_mask_is_the_masked_state(contract_module, kind):
+    """h reaches h' only through the masked product (LSTM, RNN): the step with hmask is the plain
+    step from h * hmask, and h's gradient is that step's times hmask (so exactly zero where the mask
+    is)."""
     mod = contract_module_of(contract_module)
     B, H = 4, 6
-    a = cell_args(kind, B, 3, H, np.float32, seed=5)
+    a = cell_args(kind, B, 3, H, np.float64, seed=5)
     if kind == "rnn_relu":
         a["b_ih"] = a["b_ih"] + 5  # every unit active: relu passes the gradient
-    m = _mask(B, H, np.float32, p=0.5, seed=5)
+    m = _mask(B, H, np.float64, p=0.5, seed=5)
     assert (m == 0).any() and (m != 0).any()
-    _, _, ws = mod.cell_forward(kind, *a.values(), True, None, m)
-    g = mod.cell_backward(ws, np.ones((B, H), np.float32), None)
+    gh = np.random.default_rng(5).standard_normal((B, H))
+    gc = gh[::-1].copy() if a["c"] is not None else None
+    h, c, ws = mod.cell_forward(kind, *a.values(), True, None, m)
+    g = mod.cell_backward(ws, gh, gc)
+    plain_args = dict(a, h=a["h"] * m)
+    h_p, c_p, ws_p = mod.cell_forward(kind, *plain_args.values(), True)
+    g_p = mod.cell_backward(ws_p, gh, gc)
+    np.testing.assert_array_equal(h, h_p)
+    assert_close(g["h"], g_p["h"] * m, "grad h")
     assert np.all(g["h"][m == 0] == 0)
-    assert np.all(g["h"][m != 0] != 0)
+    for name in g_p:
+        if name != "h":
+            assert_close(g[name], g_p[name], f"grad {name}")
 
 
-def test_bad_cell_masks_are_refused():
+@pytest.mark.parametrize("kind", ("gru_orig", "lstm"))
+def test_bad_cell_masks_are_refused(kind):
     B, I, H = 2, 4, 5
     for name in contract_modules():
         mod = contract_module_of(name)
-        a = cell_args("gru", B, I, H, np.float32)
-        with pytest.raises(ValueError, match="hmask"):
-            mod.cell_forward("gru", *a.values(), True, None, np.ones((B + 1, H), np.float32))
-        with pytest.raises(TypeError, match="hmask"):
-            mod.cell_forward("gru", *a.values(), True, None, np.ones((B, H), np.float64))
+        a = cell_args(kind, B, I, H, np.float32)
+        for bad in (np.ones((B + 1, H), np.float32), np.ones((B, H + 1), np.float32), np.ones(B * H, np.float32)):
+            with pytest.raises(ValueError, match="hmask"):
+                mod.cell_forward(kind, *a.values(), True, None, bad)
+        for bad in (np.ones((B, H), np.float64), np.ones((H, B), np.float32).T, [[1.0] * H] * B):
+            with pytest.raises((TypeError, ValueError), match="hmask"):
+                mod.cell_forward(kind, *a.values(), True, None, bad)
 
 
 _CELL_LAYER = [(fastrnn.LSTMCell, fastrnn.LSTM, {}), (fastrnn.GRUCell, fastrnn.GRU, {}),
@@ -285,18 +307,24 @@ def test_cell_mask_lasts_until_reset():
     x = np.random.default_rng(2).standard_normal((2, I))
     cell = fastrnn.GRUCell(I, H, recurrent_dropout=0.5, dtype=np.float64, seed=1)
     h = np.random.default_rng(3).standard_normal((2, H))
+    plain = fastrnn.GRUCell(I, H, dtype=np.float64, seed=1)
     with fastrnn.no_grad():  # training mode: the mask applies without gradients too
         a, b = cell(x, h), cell(x, h)
         np.testing.assert_array_equal(a, b)  # one sequence: one mask
+        assert not np.allclose(a, plain(x, h))  # and it drops units
         cell.reset_dropout_mask()
         c = cell(x, h)
         assert not np.array_equal(a, c)  # a new sequence: a new mask
+        np.testing.assert_array_equal(cell(x, h), c)
+        cell(x)  # no hx: a sequence's first step, a new mask
+        e = cell(x, h)
+        assert not np.array_equal(e, c)
+        np.testing.assert_array_equal(cell(x, h), e)  # the steps after it share it
         with pytest.raises(ValueError, match="reset_dropout_mask"):
             cell(x[:1], h[:1])  # a batch that is not the sequence's
         cell.reset_dropout_mask()
         assert cell(x[0], h[0]).shape == (H,)  # unbatched: a mask of one row
         cell.eval()
-        plain = fastrnn.GRUCell(I, H, dtype=np.float64, seed=1)
         np.testing.assert_array_equal(cell(x, h), plain(x, h))  # eval: no mask
 
 

@@ -56,7 +56,8 @@ py::tuple cell_forward_t(const std::string& kind_name, const Arr<F>& x, const Ar
         w.bias = b_ih.has_value();
         // Our own copies of the inputs and of c_new (contract.Backend.cell_forward): the caller
         // may change its arrays, or write into the returned one, before backward. The weights,
-        // peep and hmask are kept by reference (the layers refuse a backward after they changed).
+        // peep and hmask are kept by reference, as a layer's (contract.py: the caller leaves them
+        // unchanged until backward; the layers refuse a backward after parameters were replaced).
         w.x = copy_of(x, {B, I});
         w.h = copy_of(h, {B, H});
         w.c = c ? py::object(copy_of(*c, {B, H})) : py::none();

@@ -63,7 +63,8 @@ backward, so the caller leaves them unchanged until then; the layers pass
 private copies of the caller's x, states and lengths. A cell's ``ws`` holds its
 own copies of ``x``, ``h`` and ``c`` (a step's arrays are small, and a copy in
 the backend costs less than one per array in Python): the caller may change
-them after the call. Weights are kept by reference in both; the layers refuse
+them after the call. Weights (and a cell's ``peep`` and ``hmask``) are kept by reference in
+both, left unchanged by the caller until backward; the layers refuse
 a backward after parameters were replaced (``Module._version``). A backend
 never keeps an array it returned (``out``, ``h_n``, ``c_n``, ``h_new``,
 ``c_new``): the caller owns those and may write into them.

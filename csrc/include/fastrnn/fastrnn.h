@@ -147,8 +147,9 @@ FASTRNN_API int fastrnn_layer_backward_f64(int kind, int64_t T, int64_t B, int64
  *     f = sigmoid(... + p_f*c), c' = f*c + i*g, o = sigmoid(... + p_o*c'),
  *     h' = o*tanh(c') (ONNX's P holds the same blocks in the order i, o, f);
  *     backward then writes dpeep [3*H] (required with peep).
- *   hmask [B, H]: recurrent dropout, layers only: each step's recurrent
- *     product sees h * hmask (FASTRNN_GRU_ORIG: W_hn sees r * (h * hmask);
+ *   hmask [B, H]: recurrent dropout, layers (cells: the version-5 _masked
+ *     functions): each step's recurrent product sees h * hmask
+ *     (FASTRNN_GRU_ORIG: W_hn sees r * (h * hmask);
  *     before version 4 it returned FASTRNN_ERR_UNSUPPORTED for that kind);
  *     backward takes the forward's hmask.
  * The workspaces are the version-1 ones. */

@@ -208,10 +208,12 @@ void cell_backward_driver(const CellBackwardArgs<T>& a) {
         small_nn<T>(B, H, direct_gates * H, dG.p, GH, a.w_hh, H, a.dh, H, true);
         if (Cell::separate_n_grad) small_nn<T>(B, H, H, dG_n.p, H, a.w_hh + 2 * H * H, H, a.dh, H, true);
     } else {
-        // the products give the gradient of h * hmask: that of h is it times hmask (as the layer's)
+        // the products give the gradient of h * hmask: that of h is it times hmask, rounded
+        // before dh_carry is added (two passes, as the layer's: no fused multiply-add)
         small_nn<T>(B, H, direct_gates * H, dG.p, GH, a.w_hh, H, a.dh, H, false);
         if (Cell::separate_n_grad) small_nn<T>(B, H, H, dG_n.p, H, a.w_hh + 2 * H * H, H, a.dh, H, true);
-        for (int64_t k = 0; k < B * H; ++k) a.dh[k] = dh_carry.p[k] + a.dh[k] * a.hmask[k];
+        for (int64_t k = 0; k < B * H; ++k) a.dh[k] *= a.hmask[k];
+        for (int64_t k = 0; k < B * H; ++k) a.dh[k] += dh_carry.p[k];
     }
     small_nn<T>(B, I, GH, dG.p, GH, a.w_ih, I, a.dx, I, false);
     small_tn<T>(B, GH, I, dG.p, GH, a.x, I, a.dw_ih, I);
