@@ -91,6 +91,75 @@ def _contract_cases(out, backend_name):
                 out[tag + "/d_" + k] = v
 
 
+def _store(out, tag, results, grads):
+    """The named results (None skipped) and every gradient of a case under ``tag``."""
+    for k, v in results.items():
+        if v is not None:
+            out[f"{tag}/{k}"] = v
+    for k, v in grads.items():
+        if v is not None:
+            out[f"{tag}/d_{k}"] = v
+
+
+def _variant_cases(out, backend_name):
+    """The variants through the contract: recurrent-dropout masks (every kind), the LSTM kinds'
+    peepholes and projection, in layers and cells. A variant the code under test does not take
+    (an older build) is left out, so its keys show as new in a check of a newer build."""
+    from fastrnn.backends import get_backend
+    from fastrnn.backends.contract import GATES as gates
+    from fastrnn.backends.contract import KINDS, has_cell_state
+
+    be = get_backend(backend_name)
+    for kind, dtype, (T, B, I, H), reverse in itertools.product(
+            KINDS, (np.float32, np.float64), [(7, 3, 5, 6), (9, 2, 4, 130), (30, 40, 7, 20)], (False, True)):
+        lstm = has_cell_state(kind)
+        for variant in (("hmask",), ("peep",), ("peep", "hmask", "w_hr")) if lstm else (("hmask",),):
+            tag = f"{backend_name}/variant/{kind}/{np.dtype(dtype).name}/{T}x{B}x{I}x{H}/r{int(reverse)}/{'+'.join(variant)}"
+            rng = np.random.default_rng(zlib.crc32(tag.encode()))
+            G, P = gates[kind], (H // 2 if "w_hr" in variant else H)
+            x, h0, w_ih, w_hh, b_ih, b_hh = _arrays(rng, dtype, (T, B, I), (B, P), (G * H, I), (G * H, P), (G * H,),
+                                                    (G * H,))
+            w_ih *= 0.3
+            w_hh *= 0.3
+            c0 = rng.standard_normal((B, H)).astype(dtype) if lstm else None
+            lengths = rng.integers(1, T + 1, size=B).astype(np.int64)
+            kw = {}
+            if "peep" in variant:
+                kw["peep"] = (rng.standard_normal(3 * H) * 0.3).astype(dtype)
+            if "hmask" in variant:
+                kw["hmask"] = ((rng.random((B, P)) >= 0.3) / 0.7).astype(dtype)
+            if "w_hr" in variant:
+                kw["w_hr"] = (rng.standard_normal((P, H)) * 0.3).astype(dtype)
+            o, hn, cn, ws = be.layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, True, **kw)
+            o2 = be.layer_forward(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, False, **kw)[0]
+            go, gh = _arrays(rng, dtype, (T, B, P), (B, P))
+            gc = rng.standard_normal((B, H)).astype(dtype) if lstm else None
+            _store(out, tag, dict(out=o, h_n=hn, c_n=cn, out_infer=o2), be.layer_backward(ws, go, gh, gc))
+    for kind, dtype, (B, I, H) in itertools.product(
+            KINDS, (np.float32, np.float64), [(1, 64, 128), (3, 5, 7), (16, 33, 51)]):
+        lstm = has_cell_state(kind)
+        for variant in (("peep",), ("hmask",), ("peep", "hmask")) if lstm else (("hmask",),):
+            tag = f"{backend_name}/cell-variant/{kind}/{np.dtype(dtype).name}/{B}x{I}x{H}/{'+'.join(variant)}"
+            rng = np.random.default_rng(zlib.crc32(tag.encode()))
+            G = gates[kind]
+            x, h, w_ih, w_hh, b_ih, b_hh = _arrays(rng, dtype, (B, I), (B, H), (G * H, I), (G * H, H), (G * H,),
+                                                   (G * H,))
+            c = rng.standard_normal((B, H)).astype(dtype) if lstm else None
+            kw = {}
+            if "peep" in variant:
+                kw["peep"] = (rng.standard_normal(3 * H) * 0.3).astype(dtype)
+            if "hmask" in variant:
+                kw["hmask"] = ((rng.random((B, H)) >= 0.3) / 0.7).astype(dtype)
+            try:
+                hn, cn, ws = be.cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, True, **kw)
+            except TypeError:  # a build whose cells take no hmask
+                continue
+            hn2 = be.cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, False, **kw)[0]
+            gh = rng.standard_normal((B, H)).astype(dtype)
+            gc = rng.standard_normal((B, H)).astype(dtype) if lstm else None
+            _store(out, tag, dict(h=hn, c=cn, h_infer=hn2), be.cell_backward(ws, gh, gc))
+
+
 def _layer_cases(out, backend_name):
     """Whole layers through the public API: layers x directions, batch_first, lengths."""
     import fastrnn
@@ -130,6 +199,7 @@ def _record():
         if only and name not in only.split(","):
             continue
         _contract_cases(out, name)
+        _variant_cases(out, name)
         _layer_cases(out, name)
     return out
 

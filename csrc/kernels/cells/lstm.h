@@ -89,22 +89,17 @@ void lstm_bwd_row(int64_t H, int64_t u0, int64_t u1, const T* kept, const T* c_p
         v dcv = add_cell_grad<T>(vloadn(dc + j, n), dh * o, 1 - tc * tc);
         v dao = dh * tc * o * (1 - o);
         if constexpr (Peep) dcv += dao * vloadn(peep + 2 * H + j, n);
-        v dai, daf;
-        if constexpr (Cifg) {
-            dai = dcv * (g - vloadn(c_prev + j, n)) * i * (1 - i);
-            daf = v{};
-            if constexpr (Peep)
-                vstoren(dc + j, dcv * f + dai * vloadn(peep + j, n), n);
-            else
-                vstoren(dc + j, dcv * f, n);
-        } else {
-            dai = dcv * g * i * (1 - i);
-            daf = dcv * vloadn(c_prev + j, n) * f * (1 - f);
-            if constexpr (Peep)
-                vstoren(dc + j, dcv * f + dai * vloadn(peep + j, n) + daf * vloadn(peep + H + j, n), n);
-            else
-                vstoren(dc + j, dcv * f, n);
-        }
+        // cifg: f = 1 - i, so f's gradient flows into i and f's pre-activation has none
+        const v dai = Cifg ? dcv * (g - vloadn(c_prev + j, n)) * i * (1 - i) : dcv * g * i * (1 - i);
+        const v daf = Cifg ? v{} : dcv * vloadn(c_prev + j, n) * f * (1 - f);
+        v dc_prev;  // i and f saw c through the peepholes (cifg: f's pre-activation gradient is 0)
+        if constexpr (!Peep)
+            dc_prev = dcv * f;
+        else if constexpr (Cifg)
+            dc_prev = dcv * f + dai * vloadn(peep + j, n);
+        else
+            dc_prev = dcv * f + dai * vloadn(peep + j, n) + daf * vloadn(peep + H + j, n);
+        vstoren(dc + j, dc_prev, n);
         vstoren(dg + j, dai, n);
         vstoren(dg + H + j, daf, n);
         vstoren(dg + 2 * H + j, dcv * i * (1 - g * g), n);
