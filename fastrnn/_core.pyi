@@ -79,6 +79,10 @@ def set_gemm(which: str) -> None:
 def blas_info() -> str: ...
 def build_info() -> dict[str, str]: ...
 def simd_path() -> str: ...
+def reduced_precision_features() -> list[str]:
+    """The reduced-precision instructions this CPU has (names as in /proc/cpuinfo; no kernel uses them yet)."""
+
+REDUCED_PRECISION_FEATURES: list[str]
 
 # test hooks
 @overload

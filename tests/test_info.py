@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 import types
@@ -118,3 +119,30 @@ def test_info_reports_the_simd_path_that_runs():
     assert build["simd"] == core.simd_path()
     assert build["simd_baseline"] == core.build_info()["simd"]
     assert f"simd {core.simd_path()}" in info.format_info(info.info())
+
+
+def test_info_reports_the_reduced_precision_instructions():
+    """The int8/bfloat16 instructions the CPU has, as Linux's /proc/cpuinfo lists them."""
+    core = pytest.importorskip("fastrnn._core")
+    if not hasattr(core, "reduced_precision_features"):
+        pytest.skip("this extension does not report them")
+    from fastrnn.tools import info
+
+    have = core.reduced_precision_features()
+    assert set(have) <= set(core.REDUCED_PRECISION_FEATURES)
+    assert have == [f for f in core.REDUCED_PRECISION_FEATURES if f in have]  # in the documented order
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next(line for line in f if line.startswith("flags")).split(":", 1)[1].split()
+    except (OSError, StopIteration):
+        flags = None
+    if flags is not None and sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64"):
+        # cpuinfo also hides what the kernel disabled (e.g. AMX without OS support): only ours ⊆ theirs
+        # is certain for AMX; VNNI and BF16 are plain CPUID bits both read alike
+        assert {f for f in have if not f.startswith("amx")} == \
+            {f for f in core.REDUCED_PRECISION_FEATURES if f in flags and not f.startswith("amx")}
+    text = info.format_info(info.info())
+    assert "reduced precision: this CPU has" in text
+    for f in have:
+        assert f in text
+    assert info.info()["build"]["reduced_precision"] == have

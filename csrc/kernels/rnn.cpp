@@ -3,6 +3,7 @@
 // dispatch; a distributable build never assumes more than baseline x86-64).
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "entry_points.h"
 #include "fastrnn/rnn.h"
@@ -60,6 +61,31 @@ const char* simd_path() {
         case Isa::avx2: return "avx2";
         default: return "generic";
     }
+}
+
+const char* reduced_precision_features() {
+    static const std::string v = [] {
+        std::string s;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_cpu_init();
+        // __builtin_cpu_supports takes a literal: one line per feature, in
+        // kReducedPrecisionFeatures' order
+        const bool has[] = {
+            (bool)__builtin_cpu_supports("avx512vnni"), (bool)__builtin_cpu_supports("avxvnni"),
+            (bool)__builtin_cpu_supports("avx512bf16"), (bool)__builtin_cpu_supports("avx512fp16"),
+            (bool)__builtin_cpu_supports("amx-tile"),   (bool)__builtin_cpu_supports("amx-int8"),
+            (bool)__builtin_cpu_supports("amx-bf16")};
+        const char* names = kReducedPrecisionFeatures;
+        for (bool h : has) {
+            const char* end = std::strchr(names, ' ');
+            const size_t len = end ? size_t(end - names) : std::strlen(names);
+            if (h) s.append(s.empty() ? "" : " ").append(names, len);
+            names = end ? end + 1 : names + len;
+        }
+#endif
+        return s;
+    }();
+    return v.c_str();
 }
 
 bool parse_kind(const char* name, Kind* out) {

@@ -68,6 +68,22 @@ void bind_runtime(py::module_& m) {
     m.def("release_cache", &fastrnn::release_cache, "Return every cached block to the system.");
     m.def("simd_path", &fastrnn::simd_path, "SIMD code path chosen at runtime for this CPU.");
     m.def(
+        "reduced_precision_features",
+        []() {
+            py::list names;
+            const std::string all = fastrnn::reduced_precision_features();
+            size_t start = 0;
+            while (start < all.size()) {
+                size_t end = all.find(' ', start);
+                if (end == std::string::npos) end = all.size();
+                names.append(all.substr(start, end - start));
+                start = end + 1;
+            }
+            return names;
+        },
+        "The reduced-precision instructions this CPU has (names as in /proc/cpuinfo; no kernel uses them yet).");
+    m.attr("REDUCED_PRECISION_FEATURES") = py::str(fastrnn::kReducedPrecisionFeatures).attr("split")();
+    m.def(
         "blas_info",
         []() {
             ensure_blas();

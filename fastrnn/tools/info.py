@@ -41,6 +41,8 @@ def build_info() -> dict[str, Any]:
     if hasattr(_core, "simd_path"):  # build_info's "simd" is the compile-time baseline; this is what runs
         out["simd_baseline"] = out.get("simd")
         out["simd"] = str(_core.simd_path())
+    if hasattr(_core, "reduced_precision_features"):  # what int8/bfloat16 kernels would dispatch on (issue 16)
+        out["reduced_precision"] = [str(f) for f in _core.reduced_precision_features()]
     if hasattr(_core, "get_cache_limit"):
         out["cache_limit_bytes"] = int(_core.get_cache_limit())
         out["cache_held_bytes"] = int(_core.cached_bytes())
@@ -111,8 +113,12 @@ def format_info(d: dict[str, Any]) -> str:
     elif "error" in build:
         lines.append(f"extension: {build['error']}")
     else:
-        facts = [k for k in build if k not in ("available", "cache_limit_bytes", "cache_held_bytes")]
+        facts = [k for k in build if k not in ("available", "cache_limit_bytes", "cache_held_bytes",
+                                               "reduced_precision")]
         lines.append("extension: " + ", ".join(f"{k} {build[k]}" for k in facts))
+        if "reduced_precision" in build:
+            lines.append("reduced precision: this CPU has " + (", ".join(build["reduced_precision"]) or "none") + "; the kernels compute in "
+                         "float32 and float64 only (no int8 or bfloat16 kernel yet)")
         if "cache_limit_bytes" in build:
             lines.append(f"block cache: limit {build['cache_limit_bytes'] / 2**20:.0f} MiB "
                          f"(FASTRNN_CACHE_MB), holding {build['cache_held_bytes'] / 2**20:.1f} MiB")

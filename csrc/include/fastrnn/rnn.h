@@ -197,6 +197,17 @@ void cell_backward(Kind kind, int64_t B, int64_t I, int64_t H,
 // Name of the SIMD code path chosen at runtime ("avx512", "avx2", "generic").
 const char* simd_path();
 
+// The reduced-precision instructions this CPU has, named as Linux's
+// /proc/cpuinfo names them, space-separated, in the order of
+// kReducedPrecisionFeatures: int8 dot products (avx512_vnni, avx_vnni),
+// bfloat16 and float16 arithmetic (avx512_bf16, avx512_fp16) and AMX tiles
+// (amx_tile, amx_int8, amx_bf16; the CPU's, whether or not the OS grants a
+// process their state). Empty off x86. No kernel uses them yet: the kernels
+// compute in float32 and float64.
+const char* reduced_precision_features();
+constexpr const char* kReducedPrecisionFeatures =
+    "avx512_vnni avx_vnni avx512_bf16 avx512_fp16 amx_tile amx_int8 amx_bf16";
+
 }  // namespace fastrnn
 
 namespace fastrnn {
