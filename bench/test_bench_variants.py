@@ -300,108 +300,68 @@ def test_lstm_input_forget(benchmark, cifg_references, mode, shape, threads, imp
 RDROP = 0.25
 
 
-#: The recurrent-dropout cases' layers: class and keywords ("GRU_ORIG": linear_before_reset=False).
-RDROP_CELLS = {"LSTM": (fastrnn.LSTM, {}), "GRU": (fastrnn.GRU, {}),
-               "GRU_ORIG": (fastrnn.GRU, {"linear_before_reset": False})}
+#: The recurrent-dropout cases: class, keywords and shapes ("GRU_ORIG": linear_before_reset=False;
+#: the cells are stepped over a sequence from Python, a mask per sequence drawn at its first step).
+RDROP_CASES = {"LSTM": (fastrnn.LSTM, {}, SHAPES), "GRU": (fastrnn.GRU, {}, SHAPES),
+               "GRU_ORIG": (fastrnn.GRU, {"linear_before_reset": False}, SHAPES),
+               "LSTMCell": (fastrnn.LSTMCell, {}, [(1, 64, 128, 50), (16, 64, 128, 50)]),
+               "GRUCell": (fastrnn.GRUCell, {}, [(1, 64, 128, 50), (16, 64, 128, 50)])}
+#: The quick subset's recurrent-dropout cases: (name, shape), on 1 thread.
+RDROP_QUICK = {("LSTM", (16, 64, 128, 100)), ("LSTMCell", (16, 64, 128, 50))}
 
 
-def _rdrop_layer(cell, I, H, dtype, p, backend=None):
-    cls, kw = RDROP_CELLS[cell]
+def _rdrop_module(name, I, H, dtype, p, backend=None):
+    cls, kw, _ = RDROP_CASES[name]
     return cls(I, H, recurrent_dropout=p, dtype=dtype, backend=backend, seed=I * 7 + H, **kw)
 
 
-def _rdrop_params():
-    return [_case(cell, shape, threads, impl, f"{cell.lower()}_rdrop-train",
-                  cell == "LSTM" and shape == (16, 64, 128, 100) and threads == 1)
-            for cell in RDROP_CELLS for shape in SHAPES for threads in THREADS
-            for impl in ("fastrnn-rdrop", "fastrnn-plain")]
-
-
-@pytest.mark.parametrize(("cell", "shape", "threads", "impl"), _rdrop_params())
-def test_recurrent_dropout(benchmark, cell, shape, threads, impl):
-    B, I, H, T = shape
-    if "cpp" not in fastrnn.available_backends():
-        pytest.skip("the compiled backend is not installed")
-    variant = f"{cell.lower()}_rdrop"
-    benchmark.group = f"{variant}-train-B{B}-I{I}-H{H}-T{T}-float32-t{threads}"
-    benchmark.extra_info.update(variant=variant, mode="train", B=B, I=I, H=H, T=T, dtype="float32",
-                                threads=threads, impl=impl, verified=False)
-    d = _data(*shape)
-    x, go = d["x"].astype(np.float32), d["go"].astype(np.float32)
-    layer = _rdrop_layer(cell, I, H, np.float32, RDROP if impl == "fastrnn-rdrop" else 0.0)
-
-    def fn():
-        layer.zero_grad()
-        out, _ = layer(x)
-        dx, _ = layer.backward(go)
+def _rdrop_train(m, x, go):
+    """A training pass of layer or cell ``m`` over ``x [T, B, I]`` with output gradient ``go``:
+    returns (outputs, dx). A cell runs its steps forward, then their backward from the last."""
+    m.zero_grad()
+    if isinstance(m, (fastrnn.RNN, fastrnn.LSTM, fastrnn.GRU)):
+        out, _ = m(x)
+        dx, _ = m.backward(go)
         return out, dx
-
-    with _threads(threads):
-        first = fn()  # warm-up, and the answer checked below (the masks of the first draw)
-        benchmark(fn)
-    if impl == "fastrnn-rdrop":
-        ref = _rdrop_layer(cell, I, H, np.float64, RDROP, backend="numpy")
-        out, _ = ref(d["x"])
-        dx, _ = ref.backward(d["go"])
-        _check(dict(out=first[0], dx=first[1]), dict(out=out, dx=dx))
-        benchmark.extra_info["verified"] = True
-
-
-#: The cells' recurrent-dropout cases: class and keywords; (B, I, H, T) of a sequence stepped in Python.
-RDROP_CELL_CLASSES = {"LSTMCell": (fastrnn.LSTMCell, {}), "GRUCell": (fastrnn.GRUCell, {})}
-RDROP_CELL_SHAPES = [(1, 64, 128, 50), (16, 64, 128, 50)]
-
-
-def _cell_sequence(cell, x, go):
-    """A training pass of ``cell`` stepped over ``x [T, B, I]``: the steps forward, then their
-    backward from the last (gradient ``go`` of every step's h); returns (hs, dxs)."""
-    lstm = isinstance(cell, fastrnn.LSTMCell)
-    cell.zero_grad()
+    lstm = isinstance(m, fastrnn.LSTMCell)
     hx, hs = None, []  # no hx: a new sequence, a new mask
     for t in range(x.shape[0]):
-        hx = cell(x[t], hx)
+        hx = m(x[t], hx)
         hs.append(hx[0] if lstm else hx)
     dh, dc, dxs = np.zeros_like(hs[0]), None, [None] * len(hs)
     for t in reversed(range(len(hs))):
         if lstm:
-            dxs[t], (dh, dc) = cell.backward((go[t] + dh, dc))
+            dxs[t], (dh, dc) = m.backward((go[t] + dh, dc))
         else:
-            dxs[t], dh = cell.backward(go[t] + dh)
+            dxs[t], dh = m.backward(go[t] + dh)
     return np.stack(hs), np.stack(dxs)
 
 
-def _rdrop_cell_params():
-    return [_case(cell, shape, threads, impl, f"{cell.lower()}_rdrop-train",
-                  cell == "LSTMCell" and shape == (16, 64, 128, 50) and threads == 1)
-            for cell in RDROP_CELL_CLASSES for shape in RDROP_CELL_SHAPES for threads in THREADS
+def _rdrop_params():
+    return [_case(name, shape, threads, impl, f"{name.lower()}_rdrop-train",
+                  (name, shape) in RDROP_QUICK and threads == 1)
+            for name, (_, _, shapes) in RDROP_CASES.items() for shape in shapes for threads in THREADS
             for impl in ("fastrnn-rdrop", "fastrnn-plain")]
 
 
-@pytest.mark.parametrize(("cell", "shape", "threads", "impl"), _rdrop_cell_params())
-def test_cell_recurrent_dropout(benchmark, cell, shape, threads, impl):
-    """A cell with recurrent_dropout=0.25 stepped over a sequence from Python (train), against the
-    same cell without it; checked against the float64 reference cell drawing the same mask."""
+@pytest.mark.parametrize(("name", "shape", "threads", "impl"), _rdrop_params())
+def test_recurrent_dropout(benchmark, name, shape, threads, impl):
     B, I, H, T = shape
     if "cpp" not in fastrnn.available_backends():
         pytest.skip("the compiled backend is not installed")
-    variant = f"{cell.lower()}_rdrop"
+    variant = f"{name.lower()}_rdrop"
     benchmark.group = f"{variant}-train-B{B}-I{I}-H{H}-T{T}-float32-t{threads}"
     benchmark.extra_info.update(variant=variant, mode="train", B=B, I=I, H=H, T=T, dtype="float32",
                                 threads=threads, impl=impl, verified=False)
     d = _data(*shape)
     x, go = d["x"].astype(np.float32), d["go"].astype(np.float32)
-    cls, kw = RDROP_CELL_CLASSES[cell]
-
-    def make(dtype, p, backend=None):
-        return cls(I, H, recurrent_dropout=p, dtype=dtype, backend=backend, seed=I * 7 + H, **kw)
-
-    c = make(np.float32, RDROP if impl == "fastrnn-rdrop" else 0.0)
+    m = _rdrop_module(name, I, H, np.float32, RDROP if impl == "fastrnn-rdrop" else 0.0)
     with _threads(threads):
-        first = _cell_sequence(c, x, go)  # warm-up, and the answer checked below (the first mask)
-        benchmark(_cell_sequence, c, x, go)
+        first = _rdrop_train(m, x, go)  # warm-up, and the answer checked below (the masks of the first draw)
+        benchmark(_rdrop_train, m, x, go)
     if impl == "fastrnn-rdrop":
-        hs, dxs = _cell_sequence(make(np.float64, RDROP, backend="numpy"), d["x"], d["go"])
-        _check(dict(out=first[0], dx=first[1]), dict(out=hs, dx=dxs))
+        out, dx = _rdrop_train(_rdrop_module(name, I, H, np.float64, RDROP, backend="numpy"), d["x"], d["go"])
+        _check(dict(out=first[0], dx=first[1]), dict(out=out, dx=dx))
         benchmark.extra_info["verified"] = True
 
 
