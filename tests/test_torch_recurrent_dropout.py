@@ -99,3 +99,107 @@ def test_opcheck_with_a_mask_and_compile():
 def test_bad_recurrent_dropout_is_refused(bad):
     with pytest.raises(ValueError, match="recurrent_dropout"):
         ft.LSTM(3, 4, recurrent_dropout=bad)
+
+
+# ----------------------------------------------------------------------------
+# the cells: recurrent_dropout=, a mask per sequence
+# ----------------------------------------------------------------------------
+
+
+def _cell_equations(m, x, h, c, mask):
+    """One step of cell ``m`` in plain PyTorch, its product seeing h * mask."""
+    gx = x @ m.weight_ih.T + m.bias_ih
+    gh = (h * mask) @ m.weight_hh.T + m.bias_hh
+    if isinstance(m, ft.LSTMCell):
+        a_i, a_f, a_g, a_o = (gx + gh).split(m.hidden_size, dim=1)
+        c = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(a_g)
+        return torch.sigmoid(a_o) * torch.tanh(c), c
+    if isinstance(m, ft.GRUCell):
+        xr, xz, xn = gx.split(m.hidden_size, dim=1)
+        hr, hz, hn = gh.split(m.hidden_size, dim=1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        return (1 - z) * torch.tanh(xn + r * hn) + z * h, None
+    return torch.tanh(gx + gh), None
+
+
+@pytest.mark.parametrize("cls", [ft.LSTMCell, ft.GRUCell, ft.RNNCell])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_cell_sequence_matches_the_equations_with_one_mask(cls, dtype):
+    """A cell stepped over a sequence: the mask drawn at the first step (no hx) serves every step;
+    outputs and every gradient as the equations with that mask."""
+    T, B, I, H, p = 5, 3, 4, 6, 0.4
+    torch.manual_seed(0)
+    m = cls(I, H, recurrent_dropout=p, dtype=dtype)
+    assert "recurrent_dropout=0.4" in repr(m)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    lstm = cls is ft.LSTMCell
+    torch.manual_seed(7)
+    hx, outs = None, []
+    for t in range(T):
+        hx = m(x[t], hx)
+        outs.append(hx[0] if lstm else hx)
+    out = torch.stack(outs)
+    torch.manual_seed(7)  # the mask, drawn as the cell draws it
+    mask = torch.bernoulli(x.new_full((B, H), 1 - p)).div_(1 - p)
+    assert (mask == 0).any()
+    h, c, want = x.new_zeros(B, H), x.new_zeros(B, H), []
+    for t in range(T):
+        h, c = _cell_equations(m, x[t], h, c, mask)
+        want.append(h)
+    want = torch.stack(want)
+    torch.testing.assert_close(out, want, **TOL[dtype])
+    g = torch.randn_like(want)
+    tensors = [x, *m.parameters()]
+    for a, b in zip(torch.autograd.grad(out, tensors, g), torch.autograd.grad(want, tensors, g)):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+    m.eval()  # no mask: torch.nn's cell with the same weights
+    ref = getattr(nn, cls.__name__)(I, H, dtype=dtype)
+    ref.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(m(x[0]) if not lstm else m(x[0])[0], ref(x[0]) if not lstm else ref(x[0])[0],
+                                   **TOL[dtype])
+
+
+def test_cell_mask_lasts_until_reset_and_opcheck():
+    torch.manual_seed(3)
+    m = ft.GRUCell(3, 4, recurrent_dropout=0.5, dtype=torch.float64)
+    x, h = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    with torch.no_grad():
+        a = m(x, h)
+        torch.testing.assert_close(m(x, h), a, rtol=0, atol=0)  # one sequence: one mask
+        m.reset_dropout_mask()
+        assert not torch.equal(m(x, h), a)
+        with pytest.raises(ValueError, match="reset_dropout_mask"):
+            m(x[:1], h[:1])
+    mask = torch.bernoulli(torch.full((2, 4), 0.6, dtype=torch.float64)) / 0.6
+    w = [torch.randn(s, dtype=torch.float64, requires_grad=True) for s in ((12, 3), (12, 4), (12,), (12,))]
+    torch.library.opcheck(ft._ops.cell_forward, ("gru", x.requires_grad_(), h.requires_grad_(), None, *w, True, "",
+                                                 None, mask))
+
+
+@pytest.mark.parametrize("bad", [-0.5, 1.0, True])
+def test_bad_cell_recurrent_dropout_is_refused(bad):
+    with pytest.raises(ValueError, match="recurrent_dropout"):
+        ft.LSTMCell(3, 4, recurrent_dropout=bad)
+
+
+def test_cell_recurrent_dropout_compiles_without_a_graph_break():
+    class Stepped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = ft.LSTMCell(3, 4, recurrent_dropout=0.3)
+
+        def forward(self, x):
+            hx, outs = None, []
+            for t in range(x.shape[0]):
+                hx = self.cell(x[t], hx)
+                outs.append(hx[0])
+            return torch.stack(outs)
+
+    torch.manual_seed(4)
+    model = Stepped()
+    out = torch.compile(model, fullgraph=True)(torch.randn(5, 2, 3))  # fullgraph: no graph break
+    assert out.shape == (5, 2, 4) and torch.isfinite(out).all()
+    assert model.cell._hmask is not None and model.cell._hmask.shape == (2, 4)
+    out.sum().backward()
+    assert model.cell.weight_hh.grad.abs().sum() > 0

@@ -175,21 +175,21 @@ def _grad_layer(ws: Any, grad_out: _T, grad_h_n: _T, grad_c_n: _T | None, kind: 
 
 
 def _run_cell(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
-              keep: bool, backend: str, peep: _T | None) -> tuple[_T, _T, Any]:
+              keep: bool, backend: str, peep: _T | None, hmask: _T | None) -> tuple[_T, _T, Any]:
     _sync_threads()
     h_new, c_new, ws = _backend(backend).cell_forward(
-        kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), keep, _np(peep))
+        kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), keep, _np(peep), _np(hmask))
     return torch.from_numpy(h_new), _t(c_new, x), ws
 
 
 def _grad_cell(ws: Any, grad_h: _T, grad_c: _T | None, kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T,
                b_ih: _T | None, b_hh: _T | None, backend: str,
-               peep: _T | None) -> tuple[_T, _T, _T, _T, _T, _T, _T, _T]:
+               peep: _T | None, hmask: _T | None) -> tuple[_T, _T, _T, _T, _T, _T, _T, _T]:
     _sync_threads()
     be = _backend(backend)
     if ws is None:
         ws = be.cell_forward(kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), True,
-                             _np(peep))[2]
+                             _np(peep), _np(hmask))[2]
     g = be.cell_backward(ws, _np(grad_h), _np(grad_c))
     return (torch.from_numpy(g["x"]), torch.from_numpy(g["h"]), _t(g["c"], x), torch.from_numpy(g["w_ih"]),
             torch.from_numpy(g["w_hh"]), _t(g["b_ih"], x), _t(g["b_hh"], x), _t(g["peep"], x))
@@ -273,15 +273,15 @@ layer_forward.register_autograd(_layer_autograd, setup_context=_layer_setup)
 
 @torch.library.custom_op(f"{_LIB}::cell_forward", mutates_args=(), device_types="cpu")
 def cell_forward(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
-                 keep: bool, backend: str, peep: _T | None = None) -> tuple[_T, _T, _T]:
+                 keep: bool, backend: str, peep: _T | None = None, hmask: _T | None = None) -> tuple[_T, _T, _T]:
     """``h_new [B,H], c_new [B,H] (LSTM; else empty), handle`` (CONTRACT.md's cell_forward)."""
-    h_new, c_new, ws = _run_cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend, peep)
+    h_new, c_new, ws = _run_cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend, peep, hmask)
     return h_new, c_new, _handle(ws)
 
 
 @cell_forward.register_fake
 def _(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, keep: bool,
-      backend: str, peep: _T | None = None) -> tuple[_T, _T, _T]:
+      backend: str, peep: _T | None = None, hmask: _T | None = None) -> tuple[_T, _T, _T]:
     B, H = x.shape[0], w_hh.shape[1]
     c_new = x.new_empty((B, H)) if c is not None else x.new_empty(0)
     return x.new_empty((B, H)), c_new, x.new_empty((1,), dtype=torch.int64)
@@ -290,33 +290,35 @@ def _(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None
 @torch.library.custom_op(f"{_LIB}::cell_backward", mutates_args=(), device_types="cpu")
 def cell_backward(handle: _T, grad_h: _T, grad_c: _T | None, kind: str, x: _T, h: _T, c: _T | None, w_ih: _T,
                   w_hh: _T, b_ih: _T | None, b_hh: _T | None, backend: str,
-                  peep: _T | None = None) -> tuple[_T, _T, _T, _T, _T, _T, _T, _T]:
+                  peep: _T | None = None, hmask: _T | None = None) -> tuple[_T, _T, _T, _T, _T, _T, _T, _T]:
     """Gradients ``x, h, c, w_ih, w_hh, b_ih, b_hh, peep`` (empty where the forward had None)."""
-    grads = _grad_cell(_ws_of(handle), grad_h, grad_c, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend, peep)
+    grads = _grad_cell(_ws_of(handle), grad_h, grad_c, kind, x, h, c, w_ih, w_hh, b_ih, b_hh, backend, peep,
+                       hmask)
     _consume(handle)
     return grads
 
 
 @cell_backward.register_fake
 def _(handle: _T, grad_h: _T, grad_c: _T | None, kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T,
-      b_ih: _T | None, b_hh: _T | None, backend: str, peep: _T | None = None) -> tuple[_T, ...]:
+      b_ih: _T | None, b_hh: _T | None, backend: str, peep: _T | None = None,
+      hmask: _T | None = None) -> tuple[_T, ...]:
     return tuple(_like(t, x) for t in (x, h, c, w_ih, w_hh, b_ih, b_hh, peep))
 
 
 def _cell_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[_T, ...]) -> None:
-    kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend, peep = inputs
+    kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend, peep, hmask = inputs
     ctx.args = (kind, backend, c is not None, b_ih is not None, peep is not None)
-    ctx.save_for_backward(output[2], x, h, c, w_ih, w_hh, b_ih, b_hh, peep)
+    ctx.save_for_backward(output[2], x, h, c, w_ih, w_hh, b_ih, b_hh, peep, hmask)
 
 
 def _cell_autograd(ctx: Any, grad_h: _T | None, grad_c: _T | None, _grad_handle: _T | None) -> tuple[_T | None, ...]:
     kind, backend, lstm, bias, peeps = ctx.args
-    handle, x, h, c, w_ih, w_hh, b_ih, b_hh, peep = ctx.saved_tensors
+    handle, x, h, c, w_ih, w_hh, b_ih, b_hh, peep, hmask = ctx.saved_tensors
     dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dpeep = cell_backward(
         handle, _zeros_for(grad_h, h), _zeros_for(grad_c, h) if lstm else None, kind, x, h, c, w_ih, w_hh, b_ih,
-        b_hh, backend, peep)
+        b_hh, backend, peep, hmask)
     return (None, dx, dh, dc if lstm else None, dw_ih, dw_hh, db_ih if bias else None, db_hh if bias else None,
-            None, None, dpeep if peeps else None)
+            None, None, dpeep if peeps else None, None)
 
 
 cell_forward.register_autograd(_cell_autograd, setup_context=_cell_setup)
@@ -387,31 +389,33 @@ class _LayerFn(torch.autograd.Function):
 
 
 class _CellFn(torch.autograd.Function):
-    """One step; non-tensor arguments first: the backend module, the kind, the weights' NumPy views."""
+    """One step; non-tensor arguments first: the backend module, the kind, the weights' NumPy views;
+    then the tensors in the order of the contract's gradients (``CELL_GRAD_KEYS``), and last
+    ``hmask`` (no gradient)."""
 
     @staticmethod
     def forward(ctx: Any, be: ModuleType, kind: str, views: Sequence[NDArray[Any] | None], x: _T, h: _T,
                 c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None,
-                peep: _T | None) -> tuple[_T, _T]:
+                peep: _T | None, hmask: _T | None) -> tuple[_T, _T]:
         ctx.set_materialize_grads(False)
-        h_new, c_new, ws = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, True, _np(peep))
+        h_new, c_new, ws = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, True, _np(peep), _np(hmask))
         ctx.ws = ws
         ctx.be, ctx.kind = be, kind
-        ctx.save_for_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, peep)
+        ctx.save_for_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, peep, hmask)
         return torch.from_numpy(h_new), _t(c_new, x)
 
     @staticmethod
     def backward(ctx: Any, grad_h: _T | None, grad_c: _T | None) -> tuple[_T | None, ...]:
         if torch.is_grad_enabled():
             raise RuntimeError(_DOUBLE)
-        x, h, c, w_ih, w_hh, b_ih, b_hh, peep = ctx.saved_tensors  # read for autograd's in-place check (as above)
+        x, h, c, w_ih, w_hh, b_ih, b_hh, peep, hmask = ctx.saved_tensors  # read for autograd's in-place check
         be, ws = ctx.be, ctx.ws
         if ws is None:
             ws = be.cell_forward(ctx.kind, _np(x), _np(h), _np(c), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh),
-                                 True, _np(peep))[2]
+                                 True, _np(peep), _np(hmask))[2]
         g = be.cell_backward(ws, _np_grad(grad_h), _np_grad(grad_c))
         ctx.ws = None  # consumed after success, as in _LayerFn
-        return (None, None, None) + _grads(ctx.needs_input_grad, g, CELL_GRAD_KEYS)
+        return (None, None, None) + _grads(ctx.needs_input_grad[:-1], g, CELL_GRAD_KEYS) + (None,)
 
 
 _apply_layer = _base_apply.__get__(None, _LayerFn)
@@ -532,8 +536,10 @@ def layer(kind: str, x: _T, h0: _T, c0: _T | None, w_ih: _T, w_hh: _T, b_ih: _T 
 
 
 def cell(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | None, b_hh: _T | None, backend: str,
-         views: Sequence[NDArray[Any] | None] | None = None, peep: _T | None = None) -> tuple[_T, _T]:
-    """One step: ``(h_new, c_new)`` (``c_new`` empty unless LSTM), differentiable (as :func:`layer`)."""
+         views: Sequence[NDArray[Any] | None] | None = None, peep: _T | None = None,
+         hmask: _T | None = None) -> tuple[_T, _T]:
+    """One step: ``(h_new, c_new)`` (``c_new`` empty unless LSTM), differentiable (as :func:`layer`);
+    ``hmask [B, H]``: the step's recurrent product sees ``h * hmask`` (recurrent dropout)."""
     if torch.is_grad_enabled() and (x.requires_grad or h.requires_grad or w_ih.requires_grad or
                                     w_hh.requires_grad or (c is not None and c.requires_grad) or
                                     (b_ih is not None and (b_ih.requires_grad or  # b_hh is given with b_ih
@@ -544,14 +550,16 @@ def cell(kind: str, x: _T, h: _T, c: _T | None, w_ih: _T, w_hh: _T, b_ih: _T | N
         keep = False
     if torch.compiler.is_compiling():
         keep = keep and not torch.compiler.is_exporting()  # see the note above layer()
-        traced: tuple[_T, _T] = cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend, peep)[:2]
+        traced: tuple[_T, _T] = cell_forward(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, keep, backend, peep,
+                                             hmask)[:2]
         return traced
     _sync_threads()
     be = _backend(backend)
     if views is None:
         views = (_np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh))
     if keep:
-        outs: tuple[_T, _T] = _apply(_CellFn, _apply_cell, (be, kind, views, x, h, c, w_ih, w_hh, b_ih, b_hh, peep))
+        outs: tuple[_T, _T] = _apply(_CellFn, _apply_cell,
+                                     (be, kind, views, x, h, c, w_ih, w_hh, b_ih, b_hh, peep, hmask))
         return outs
-    h_new, c_new, _ = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, False, _np(peep))
+    h_new, c_new, _ = be.cell_forward(kind, _np(x), _np(h), _np(c), *views, False, _np(peep), _np(hmask))
     return torch.from_numpy(h_new), _t(c_new, x)

@@ -347,14 +347,42 @@ class _Cell(_Backend):
     _has_c = False  # (LSTMCell: True)
     input_size: int  # the torch class's
     hidden_size: int
+    training: bool
 
     _peep: tuple[str, ...] = ()  # ("weight_peep",): an LSTMCell with peepholes
     peepholes = False
+    recurrent_dropout = 0.0  # (class defaults: modules pickled before these existed have no attribute)
+    _hmask: torch.Tensor | None = None  # the current sequence's recurrent-dropout mask
+
+    def _set_recurrent_dropout(self, p: Any) -> None:
+        self.recurrent_dropout = fraction(p, "recurrent_dropout", below_one=True)
+
+    def extra_repr(self) -> str:
+        s: str = super().extra_repr()  # type: ignore[misc]  # the torch cell's (mixed in after this class)
+        return s + (f", recurrent_dropout={self.recurrent_dropout}" if self.recurrent_dropout else "")
+
+    def reset_dropout_mask(self) -> None:
+        """Start a new sequence for ``recurrent_dropout``: the next training-mode step draws a new
+        mask, which the steps after it share. A step given no ``hx`` starts a sequence too."""
+        self._hmask = None
+
+    def _sequence_mask(self, x: torch.Tensor, B: int, first: bool) -> torch.Tensor:
+        """The current sequence's recurrent-dropout mask ``[B, hidden_size]``, drawn from torch's
+        generator at its ``first`` step (or the first after a reset)."""
+        mask = None if first else self._hmask
+        if mask is None:
+            p = self.recurrent_dropout
+            mask = torch.bernoulli(x.new_full((B, self.hidden_size), 1 - p)).div_(1 - p)
+            self._hmask = mask
+        elif mask.shape[0] != B:
+            raise InputError(f"input has a batch of {B}, but the recurrent-dropout mask of the current sequence has "
+                             f"{mask.shape[0]} rows: call reset_dropout_mask() at the start of each sequence")
+        return mask
 
     def forward(self, input: Any, hx: Any = None) -> Any:  # noqa: A002 - torch.nn's argument name
         w_ih, w_hh, b_ih, b_hh = self._weights(_CELL_WEIGHTS)
         views = self._views((w_ih, w_hh, b_ih, b_hh))
-        if self._peep:
+        if self._peep or (self.recurrent_dropout and self.training):
             return self._forward_checked(input, hx, w_ih, w_hh, b_ih, b_hh, views)
         # the common case, checked at the least cost: a batch [B, I] and hx None or [B, H] states, all
         # CPU tensors of the weights' dtype; anything else takes _forward_checked
@@ -424,7 +452,8 @@ class _Cell(_Backend):
             h = h.contiguous()
             c = None if c is None else c.contiguous()
         peep = self._weights(self._peep)[0] if self._peep else None
-        h_new, c_new = _ops.cell(kind, x.contiguous(), h, c, w_ih, w_hh, b_ih, b_hh, self.backend, views, peep)
+        hmask = self._sequence_mask(x, B, hx is None) if self.recurrent_dropout and self.training else None
+        h_new, c_new = _ops.cell(kind, x.contiguous(), h, c, w_ih, w_hh, b_ih, b_hh, self.backend, views, peep, hmask)
         if not batched:
             h_new, c_new = h_new.squeeze(0), c_new.squeeze(0) if lstm else c_new
         return (h_new, c_new) if lstm else h_new
@@ -442,16 +471,23 @@ _CELL_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 class LSTMCell(_Cell, nn.LSTMCell):
     """``torch.nn.LSTMCell`` on fastrnn's kernels (same arguments, plus keyword ``backend=``;
     ``peepholes=True`` adds a parameter ``weight_peep [3 * hidden_size]`` as :class:`LSTM`'s;
-    ``input_forget=True``: f = 1 - i, as :class:`LSTM`'s)."""
+    ``input_forget=True``: f = 1 - i, as :class:`LSTM`'s).
+
+    Keyword ``recurrent_dropout=p`` (every cell; which ``torch.nn`` has not): in training mode the
+    step's recurrent product sees ``h * mask``, one mask ``[B, hidden_size]`` per sequence (keep with
+    probability 1-p, scaled by 1/(1-p), from torch's generator), drawn at the sequence's first step (a
+    step given no ``hx``, or the first after ``reset_dropout_mask()``) and shared by the steps that
+    follow, as fastrnn's own cells do; eval mode applies none."""
 
     _kind = "lstm"
     _has_c = True  # its kinds carry a cell state: read on every step
 
     def __init__(self, *args: Any, backend: str | None = None, peepholes: bool = False, input_forget: bool = False,
-                 **kwargs: Any) -> None:
+                 recurrent_dropout: float = 0.0, **kwargs: Any) -> None:
         kind = _lstm_kind(input_forget)
         nn.LSTMCell.__init__(self, *args, **kwargs)
         self._set_backend(backend)
+        self._set_recurrent_dropout(recurrent_dropout)
         self._kind = kind
         self.peepholes = flag(peepholes, "peepholes")
         if self.peepholes:
@@ -463,24 +499,30 @@ class LSTMCell(_Cell, nn.LSTMCell):
 
 
 class GRUCell(_Cell, nn.GRUCell):
-    """``torch.nn.GRUCell`` on fastrnn's kernels (same arguments, plus keyword ``backend=``)."""
+    """``torch.nn.GRUCell`` on fastrnn's kernels (same arguments, plus keywords ``backend=`` and
+    ``recurrent_dropout=``, see :class:`LSTMCell`)."""
 
     _kind = "gru"
 
-    def __init__(self, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, backend: str | None = None, recurrent_dropout: float = 0.0,
+                 **kwargs: Any) -> None:
         nn.GRUCell.__init__(self, *args, **kwargs)
         self._set_backend(backend)
+        self._set_recurrent_dropout(recurrent_dropout)
 
 
 class RNNCell(_Cell, nn.RNNCell):
-    """``torch.nn.RNNCell`` on fastrnn's kernels (same arguments, plus keyword ``backend=``)."""
+    """``torch.nn.RNNCell`` on fastrnn's kernels (same arguments, plus keywords ``backend=`` and
+    ``recurrent_dropout=``, see :class:`LSTMCell`)."""
 
-    def __init__(self, *args: Any, backend: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, backend: str | None = None, recurrent_dropout: float = 0.0,
+                 **kwargs: Any) -> None:
         nn.RNNCell.__init__(self, *args, **kwargs)
         if self.nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"Unknown nonlinearity: {self.nonlinearity}")
         self._kind = "rnn_" + self.nonlinearity
         self._set_backend(backend)
+        self._set_recurrent_dropout(recurrent_dropout)
 
 
 _OWN_CLASSES = frozenset((LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell))  # see _Backend._weights
