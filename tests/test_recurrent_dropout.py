@@ -333,3 +333,42 @@ def test_cell_mask_lasts_until_reset():
 def test_bad_cell_recurrent_dropout_is_refused(cls, bad):
     with pytest.raises(ValueError, match="recurrent_dropout"):
         cls(3, 4, recurrent_dropout=bad)
+
+
+def test_c_abi_masked_cell_status_codes():
+    """fastrnn_cell_{forward,backward}_masked_*: every kind takes a mask; peepholes only the LSTM
+    kinds (else FASTRNN_ERR_UNSUPPORTED); backward with peep needs dpeep (else a NULL-pointer
+    status); the results equal fastrnn.capi.cell_forward's."""
+    capi = pytest.importorskip("fastrnn.capi", reason="the C ABI is not installed", exc_type=ImportError)
+    ffi, lib = capi.ffi, capi.lib
+    assert capi.abi_version() >= 5
+    B, I, H = 2, 3, 4
+
+    def buf(a):
+        return ffi.NULL if a is None else ffi.from_buffer("double[]", a)
+
+    m = _mask(B, H, np.float64, seed=9)
+    for kind in KINDS:
+        a = cell_args(kind, B, I, H, np.float64, seed=9)
+        lstm = a["c"] is not None
+        peep = np.zeros(3 * H)
+        h_new, c_new = np.empty((B, H)), np.empty((B, H))
+        ws = np.empty(int(lib.fastrnn_cell_workspace_size(capi.KIND_CODES[kind], B, H)))
+
+        def forward(peep_arg):
+            return lib.fastrnn_cell_forward_masked_f64(
+                capi.KIND_CODES[kind], B, I, H, buf(a["x"]), buf(a["h"]), buf(a["c"]), buf(a["w_ih"]),
+                buf(a["w_hh"]), buf(a["b_ih"]), buf(a["b_hh"]), peep_arg, buf(m), buf(h_new),
+                buf(c_new if lstm else None), buf(ws))
+
+        assert forward(buf(peep)) == (lib.FASTRNN_OK if lstm else lib.FASTRNN_ERR_UNSUPPORTED), kind
+        assert forward(ffi.NULL) == lib.FASTRNN_OK, kind
+        want = capi.cell_forward(kind, *a.values(), True, None, m)
+        np.testing.assert_array_equal(h_new, want[0])
+        if lstm:
+            g = {k: np.empty_like(v) for k, v in dict(x=a["x"], h=a["h"], w_ih=a["w_ih"], w_hh=a["w_hh"]).items()}
+            status = lib.fastrnn_cell_backward_masked_f64(
+                capi.KIND_CODES[kind], B, I, H, buf(a["x"]), buf(a["h"]), buf(a["c"]), buf(c_new), buf(a["w_ih"]),
+                buf(a["w_hh"]), buf(peep), buf(m), buf(ws), buf(np.ones((B, H))), ffi.NULL, buf(g["x"]),
+                buf(g["h"]), buf(np.empty((B, H))), buf(g["w_ih"]), buf(g["w_hh"]), ffi.NULL, ffi.NULL, ffi.NULL)
+            assert status == lib.FASTRNN_ERR_NULL_POINTER, kind  # peep without dpeep
