@@ -51,6 +51,14 @@ def _composition(m, x, masks):
     return inp, torch.stack(hs)
 
 
+def _assert_same_with_gradients(out, want, tensors, dtype):
+    """``out`` equals ``want``, and so do their gradients into ``tensors`` for one random output gradient."""
+    torch.testing.assert_close(out, want, **TOL[dtype])
+    g = torch.randn_like(want)
+    for a, b in zip(torch.autograd.grad(out, tensors, g), torch.autograd.grad(want, tensors, g)):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+
+
 @pytest.mark.parametrize("cls", [ft.LSTM, ft.GRU])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 def test_matches_the_equations_with_the_same_masks(cls, dtype):
@@ -64,11 +72,7 @@ def test_matches_the_equations_with_the_same_masks(cls, dtype):
     torch.manual_seed(7)  # the masks, drawn as the module draws them
     masks = [torch.bernoulli(x.new_full((B, H), 1 - p)).div_(1 - p) for _ in range(4)]
     want, _ = _composition(m, x, masks)
-    torch.testing.assert_close(out, want, **TOL[dtype])
-    g = torch.randn_like(want)
-    tensors = [x, *m.parameters()]
-    for a, b in zip(torch.autograd.grad(out, tensors, g), torch.autograd.grad(want, tensors, g)):
-        torch.testing.assert_close(a, b, **TOL[dtype])
+    _assert_same_with_gradients(out, want, [x, *m.parameters()], dtype)
     m.eval()  # no mask: torch.nn's module with the same weights
     ref = (nn.LSTM if cls is ft.LSTM else nn.GRU)(I, H, 2, bidirectional=True, dtype=dtype)
     ref.load_state_dict(m.state_dict())
@@ -147,11 +151,7 @@ def test_cell_sequence_matches_the_equations_with_one_mask(cls, dtype):
         h, c = _cell_equations(m, x[t], h, c, mask)
         want.append(h)
     want = torch.stack(want)
-    torch.testing.assert_close(out, want, **TOL[dtype])
-    g = torch.randn_like(want)
-    tensors = [x, *m.parameters()]
-    for a, b in zip(torch.autograd.grad(out, tensors, g), torch.autograd.grad(want, tensors, g)):
-        torch.testing.assert_close(a, b, **TOL[dtype])
+    _assert_same_with_gradients(out, want, [x, *m.parameters()], dtype)
     m.eval()  # no mask: torch.nn's cell with the same weights
     ref = getattr(nn, cls.__name__)(I, H, dtype=dtype)
     ref.load_state_dict(m.state_dict())
