@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,18 @@ def _dropout_mask(rng: np.random.Generator, shape: tuple[int, ...], p: float, dt
     mask = (rng.random(shape) >= p).astype(dtype)
     mask *= dtype.type(1.0 / (1.0 - p)) if p < 1 else 0
     return mask
+
+
+def _cell_mask(kept: Any, first: bool, B: int, draw: Callable[[], Any], error: type[Exception] = ValueError) -> Any:
+    """A cell's recurrent-dropout mask for a step of B rows: a new one, ``draw()``, at a sequence's
+    ``first`` step or when none is ``kept``; else the kept one, which must have B rows (``error``
+    says to reset it otherwise). The NumPy cells and fastrnn.torch's share this rule."""
+    if first or kept is None:
+        return draw()
+    if kept.shape[0] != B:
+        raise error(f"input has a batch of {B}, but the recurrent-dropout mask of the current sequence has "
+                    f"{kept.shape[0]} rows: call reset_dropout_mask() at the start of each sequence")
+    return kept
 
 
 #: The variants' parameters: (backend gradient key, parameter name prefix); present when the gradient is.
@@ -731,14 +744,10 @@ class _CellBase(_Recurrent):
     def _sequence_mask(self, B: int, first: bool) -> NDArray[Any]:
         """This thread's recurrent-dropout mask ``[B, hidden_size]`` for the current sequence, drawn
         from the cell's generator at its ``first`` step (or the first after a reset)."""
-        mask = None if first else getattr(self._local, "hmask", None)
-        if mask is None:
-            mask = self._local.hmask = _dropout_mask(self._rng, (B, self.hidden_size), self.recurrent_dropout,
-                                                     self.dtype)
-        elif mask.shape[0] != B:
-            raise ValueError(
-                f"input has a batch of {B}, but the recurrent-dropout mask of the current sequence has {mask.shape[0]} "
-                "rows: call reset_dropout_mask() at the start of each sequence")
+        mask: NDArray[Any] = _cell_mask(
+            getattr(self._local, "hmask", None), first, B,
+            lambda: _dropout_mask(self._rng, (B, self.hidden_size), self.recurrent_dropout, self.dtype))
+        self._local.hmask = mask
         return mask
 
     def _weights(self) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, NDArray[Any] | None]:

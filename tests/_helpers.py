@@ -9,7 +9,7 @@ import numpy as np
 
 from fastrnn import backends
 from fastrnn.backends import reference
-from fastrnn.backends.contract import GATES, has_cell_state
+from fastrnn.backends.contract import GATES, PEEPHOLES, has_cell_state
 
 # Tolerances against the reference: float64 to 1e-10, float32 to 1e-5.
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
@@ -44,6 +44,11 @@ def layer_args(kind, T, B, I, H, dtype, *, bias=True, seed=0, scale=0.5, rng=Non
     if P is not None:
         args["w_hr"] = r(P, H, s=scale)
     return args
+
+
+def peephole_weights(H, dtype, seed=0, scale=0.5):
+    """An LSTM's peephole weights ``[3 * H]`` (p_i, p_f, p_o), N(0, scale^2), in ``dtype``."""
+    return (np.random.default_rng(seed + 11).standard_normal(PEEPHOLES * H) * scale).astype(dtype)
 
 
 def cell_args(kind, B, I, H, dtype, **kw):

@@ -12,10 +12,9 @@ import pytest
 
 from fastrnn import backends
 from fastrnn.backends import reference
-from fastrnn.backends.contract import PEEPHOLES
 
 from _helpers import (assert_close, contract_module_of, layer_args, layer_grads, lstm_layer_matches_finite_differences,
-                      numeric_grad, random_lengths, same_on_one_and_two_threads)
+                      numeric_grad, peephole_weights, random_lengths, same_on_one_and_two_threads)
 
 
 def _tied(a, H, peep=None):
@@ -32,10 +31,6 @@ def _tied(a, H, peep=None):
     return t, peep
 
 
-def _peep(H, dtype, seed):
-    return (np.random.default_rng(seed + 11).standard_normal(PEEPHOLES * H) * 0.5).astype(dtype)
-
-
 @pytest.mark.parametrize("peepholes", [False, True], ids=["plain", "peep"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_reference_is_the_plain_lstm_with_tied_forget_rows(peepholes, reverse):
@@ -43,7 +38,7 @@ def test_reference_is_the_plain_lstm_with_tied_forget_rows(peepholes, reverse):
     is the tied LSTM's i-row gradient minus its f-row one (a_f = -a_i); the f rows get zero."""
     T, B, I, H = 5, 3, 4, 6
     a = layer_args("lstm_cifg", T, B, I, H, np.float64, seed=2)
-    peep = _peep(H, np.float64, 2) if peepholes else None
+    peep = peephole_weights(H, np.float64, 2) if peepholes else None
     lengths = np.array([5, 2, 4], np.int64)
     grads = layer_grads("lstm_cifg", T, B, H, np.float64, seed=2)
     got = reference.layer_forward("lstm_cifg", *a.values(), lengths, reverse, True, peep=peep)
@@ -73,7 +68,7 @@ def test_gradients_match_finite_differences(contract_module, peepholes, proj):
     a = layer_args("lstm_cifg", T, B, I, H, np.float64, seed=5, P=P)
     kw = {}
     if peepholes:
-        kw["peep"] = _peep(H, np.float64, 5)
+        kw["peep"] = peephole_weights(H, np.float64, 5)
     if proj:
         kw["w_hr"] = a.pop("w_hr")
     lengths = np.array([4, 1, 3], np.int64)
@@ -102,7 +97,7 @@ def test_backend_matches_reference(contract_module, dtype, T, B, I, H, P, peepho
     reverse, peepholes and a projection."""
     mod = contract_module_of(contract_module)
     a = layer_args("lstm_cifg", T, B, I, H, dtype, seed=T + H, P=P)
-    kw = dict(peep=_peep(H, dtype, H) if peepholes else None, w_hr=a.pop("w_hr", None))
+    kw = dict(peep=peephole_weights(H, dtype, H) if peepholes else None, w_hr=a.pop("w_hr", None))
     grads = layer_grads("lstm_cifg", T, B, H, dtype, seed=H, P=P)
     lengths = random_lengths(T, B, seed=H)
     for reverse in (False, True):
@@ -126,7 +121,7 @@ def test_results_do_not_depend_on_the_thread_count(B, H):
     mod = backends.get_backend("cpp")
     T, I = 12, 8
     a = layer_args("lstm_cifg", T, B, I, H, np.float32, seed=9)
-    peep = _peep(H, np.float32, 9)
+    peep = peephole_weights(H, np.float32, 9)
     grads = layer_grads("lstm_cifg", T, B, H, np.float32, 9)
     lengths = random_lengths(T, B, 9)
 
@@ -142,7 +137,7 @@ def test_cell_matches_reference(contract_module, dtype, B, I, H):
     mod = contract_module_of(contract_module)
     a = layer_args("lstm_cifg", 1, B, I, H, dtype, seed=B + H)
     args = (a["x"][0], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"])
-    peep = _peep(H, dtype, B)
+    peep = peephole_weights(H, dtype, B)
     rng = np.random.default_rng(H)
     gh, gc = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
     for p in (None, peep):

@@ -11,11 +11,7 @@ from fastrnn.backends import reference
 from fastrnn.backends.contract import PEEPHOLES
 
 from _helpers import (assert_close, contract_module_of, layer_args, layer_grads, lstm_layer_matches_finite_differences,
-                      numeric_grad, random_lengths, same_on_one_and_two_threads)
-
-
-def _peep(H, dtype, seed=0, scale=0.5):
-    return (np.random.default_rng(seed + 11).standard_normal(PEEPHOLES * H) * scale).astype(dtype)
+                      numeric_grad, peephole_weights, random_lengths, same_on_one_and_two_threads)
 
 
 def _run(mod, a, peep, lengths, reverse, grads):
@@ -28,7 +24,7 @@ def _run(mod, a, peep, lengths, reverse, grads):
 def test_reference_gradients_match_finite_differences(reverse, padded):
     T, B, I, H = 4, 3, 2, 3
     a = layer_args("lstm", T, B, I, H, np.float64, seed=1)
-    a["peep"] = _peep(H, np.float64, seed=1)
+    a["peep"] = peephole_weights(H, np.float64, seed=1)
     lengths = np.array([4, 2, 3], dtype=np.int64) if padded else None
     go, gh, gc = layer_grads("lstm", T, B, H, np.float64, seed=1)
 
@@ -52,7 +48,7 @@ def test_gradients_match_finite_differences(contract_module, reverse):
     mod = contract_module_of(contract_module)
     T, B, I, H = 4, 3, 2, 3
     a = layer_args("lstm", T, B, I, H, np.float64, seed=3)
-    a["peep"] = _peep(H, np.float64, seed=3)
+    a["peep"] = peephole_weights(H, np.float64, seed=3)
     lengths = np.array([4, 1, 3], dtype=np.int64)
     go, gh, gc = layer_grads("lstm", T, B, H, np.float64, seed=3)
     plain = [k for k in a if k != "peep"]
@@ -99,7 +95,7 @@ def test_backend_matches_reference(contract_module, dtype, T, B, I, H, reverse, 
     seed = T * 31 + H
     scale = min(0.5, 2 / H ** 0.5)  # a wide layer with N(0, 0.5^2) weights is chaotic: rounding would grow
     a = layer_args("lstm", T, B, I, H, dtype, seed=seed, bias=bias, scale=scale)
-    peep = _peep(H, dtype, seed, scale)
+    peep = peephole_weights(H, dtype, seed, scale)
     peep_before = peep.copy()
     lengths = random_lengths(T, B, seed) if padded else None
     grads = layer_grads("lstm", T, B, H, dtype, seed)
@@ -122,7 +118,7 @@ def test_backend_peephole_gradient_accumulates_with_acc(backend, dtype):
     mod = backends.get_backend(backend)
     T, B, I, H = 6, 4, 3, 10
     a = layer_args("lstm", T, B, I, H, dtype, seed=5)
-    peep = _peep(H, dtype, 5)
+    peep = peephole_weights(H, dtype, 5)
     grads = layer_grads("lstm", T, B, H, dtype, 5)
     want, want_g = _run(reference, a, peep, None, False, grads)
     out = mod.layer_forward("lstm", *a.values(), None, False, True, peep=peep)
@@ -235,7 +231,7 @@ def test_results_do_not_depend_on_the_thread_count(reverse):
     mod = backends.get_backend("cpp")
     T, B, I, H = 20, 64, 8, 200
     a = layer_args("lstm", T, B, I, H, np.float32, seed=9)
-    peep = _peep(H, np.float32, 9)
+    peep = peephole_weights(H, np.float32, 9)
     grads = layer_grads("lstm", T, B, H, np.float32, 9)
     lengths = random_lengths(T, B, 9)
     same_on_one_and_two_threads(lambda: _run(mod, a, peep, lengths, reverse, grads))
@@ -255,7 +251,7 @@ def _cell_args(B, I, H, dtype, seed):
 def test_cell_matches_reference(contract_module, dtype, B, I, H):
     mod = contract_module_of(contract_module)
     a = _cell_args(B, I, H, dtype, seed=B + H)
-    peep = _peep(H, dtype, B + H)
+    peep = peephole_weights(H, dtype, B + H)
     rng = np.random.default_rng(H)
     gh, gc = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
     got = mod.cell_forward("lstm", *a.values(), True, peep)
@@ -277,7 +273,7 @@ def test_cell_gradients_match_finite_differences(contract_module):
     mod = contract_module_of(contract_module)
     B, I, H = 2, 3, 4
     a = _cell_args(B, I, H, np.float64, seed=12)
-    a["peep"] = _peep(H, np.float64, 12)
+    a["peep"] = peephole_weights(H, np.float64, 12)
     rng = np.random.default_rng(12)
     gh, gc = rng.standard_normal((B, H)), rng.standard_normal((B, H))
     plain = [k for k in a if k != "peep"]

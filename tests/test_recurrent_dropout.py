@@ -12,7 +12,8 @@ from fastrnn import backends
 from fastrnn.backends import reference
 from fastrnn.backends.contract import KINDS
 
-from _helpers import assert_close, cell_args, contract_module_of, layer_args, layer_grads, numeric_grad, random_lengths
+from _helpers import (assert_close, cell_args, contract_module_of, layer_args, layer_grads, numeric_grad,
+                      peephole_weights, random_lengths)
 from conftest import contract_modules
 
 
@@ -169,10 +170,6 @@ def test_bad_recurrent_dropout_is_refused(bad):
 # ----------------------------------------------------------------------------
 
 
-def _cell_peep(kind, H, dtype, with_peep):
-    return (np.random.default_rng(H).standard_normal(3 * H) * 0.5).astype(dtype) if with_peep else None
-
-
 @pytest.mark.parametrize("kind,with_peep", [(k, False) for k in KINDS] + [("lstm", True), ("lstm_cifg", True)])
 @pytest.mark.parametrize("B,I,H", [(1, 3, 5), (2, 128, 130), (9, 4, 17)])  # units path (one part, parts), batch path
 @pytest.mark.parametrize("threads", [1, 2])
@@ -189,7 +186,7 @@ def test_cell_step_is_a_masked_layer_step(contract_module, dtype, kind, with_pee
 
 def _check_cell_step(mod, dtype, kind, with_peep, B, I, H):
     a = layer_args(kind, 1, B, I, H, dtype, seed=B + H, scale=min(0.5, 0.6 / H ** 0.5))
-    peep = _cell_peep(kind, H, dtype, with_peep)
+    peep = peephole_weights(H, dtype, seed=H) if with_peep else None
     m = _mask(B, H, dtype, seed=H)
     _, gh, gc = layer_grads(kind, 1, B, H, dtype, seed=H)
     h, c, ws = mod.cell_forward(kind, a["x"][0], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], True,

@@ -13,13 +13,31 @@ import fastrnn.torch as ft  # noqa: E402
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
 
 
+def _step_equations(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, mask):
+    """One step in plain PyTorch ("lstm", "gru" in PyTorch's form, "rnn_tanh"), the recurrent product
+    seeing h * mask (the GRU's r * (W_hn (h*mask) + b_hn); its z * h sees h itself): (h', c')."""
+    H = h.shape[1]
+    gx = x @ w_ih.T + b_ih
+    gh = (h * mask) @ w_hh.T + b_hh
+    if kind == "lstm":
+        a_i, a_f, a_g, a_o = (gx + gh).split(H, dim=1)
+        c = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(a_g)
+        return torch.sigmoid(a_o) * torch.tanh(c), c
+    if kind == "gru":
+        xr, xz, xn = gx.split(H, dim=1)
+        hr, hz, hn = gh.split(H, dim=1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        return (1 - z) * torch.tanh(xn + r * hn) + z * h, c
+    return torch.tanh(gx + gh), c
+
+
 def _composition(m, x, masks):
     """The module's forward in plain PyTorch (time-major, zero initial states), each layer and
     direction's product seeing h * its mask."""
     T, B, _ = x.shape
     D = 2 if m.bidirectional else 1
     H = m.hidden_size
-    lstm = isinstance(m, ft.LSTM)
+    kind = "lstm" if isinstance(m, ft.LSTM) else "gru"
     hs, inp = [], x
     for k in range(m.num_layers):
         outs = []
@@ -32,18 +50,7 @@ def _composition(m, x, masks):
             c = x.new_zeros(B, H)
             out = [None] * T
             for t in (range(T - 1, -1, -1) if d else range(T)):
-                gx = inp[t] @ w_ih.T + b_ih
-                gh = (h * mask) @ w_hh.T + b_hh
-                if lstm:
-                    a_i, a_f, a_g, a_o = (gx + gh).split(H, dim=1)
-                    c = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(a_g)
-                    h = torch.sigmoid(a_o) * torch.tanh(c)
-                else:  # GRU, PyTorch's form: r * (W_hn (h*mask) + b_hn); z * h sees h itself
-                    xr, xz, xn = gx.split(H, dim=1)
-                    hr, hz, hn = gh.split(H, dim=1)
-                    r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-                    n = torch.tanh(xn + r * hn)
-                    h = (1 - z) * n + z * h
+                h, c = _step_equations(kind, inp[t], h, c, w_ih, w_hh, b_ih, b_hh, mask)
                 out[t] = h
             outs.append(torch.stack(out))
             hs.append(h)
@@ -110,22 +117,6 @@ def test_bad_recurrent_dropout_is_refused(bad):
 # ----------------------------------------------------------------------------
 
 
-def _cell_equations(m, x, h, c, mask):
-    """One step of cell ``m`` in plain PyTorch, its product seeing h * mask."""
-    gx = x @ m.weight_ih.T + m.bias_ih
-    gh = (h * mask) @ m.weight_hh.T + m.bias_hh
-    if isinstance(m, ft.LSTMCell):
-        a_i, a_f, a_g, a_o = (gx + gh).split(m.hidden_size, dim=1)
-        c = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(a_g)
-        return torch.sigmoid(a_o) * torch.tanh(c), c
-    if isinstance(m, ft.GRUCell):
-        xr, xz, xn = gx.split(m.hidden_size, dim=1)
-        hr, hz, hn = gh.split(m.hidden_size, dim=1)
-        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-        return (1 - z) * torch.tanh(xn + r * hn) + z * h, None
-    return torch.tanh(gx + gh), None
-
-
 @pytest.mark.parametrize("cls", [ft.LSTMCell, ft.GRUCell, ft.RNNCell])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 def test_cell_sequence_matches_the_equations_with_one_mask(cls, dtype):
@@ -148,7 +139,7 @@ def test_cell_sequence_matches_the_equations_with_one_mask(cls, dtype):
     assert (mask == 0).any()
     h, c, want = x.new_zeros(B, H), x.new_zeros(B, H), []
     for t in range(T):
-        h, c = _cell_equations(m, x[t], h, c, mask)
+        h, c = _step_equations(m._kind, x[t], h, c, m.weight_ih, m.weight_hh, m.bias_ih, m.bias_hh, mask)
         want.append(h)
     want = torch.stack(want)
     _assert_same_with_gradients(out, want, [x, *m.parameters()], dtype)

@@ -85,8 +85,7 @@ int cell_backward(int kind, int64_t B, int64_t I, int64_t H, const T* x, const T
     FR_REQUIRE((db_ih == nullptr) == (db_hh == nullptr), FASTRNN_ERR_BAD_BIAS);
     return guarded([&] {
         fastrnn::cell_backward<T>(static_cast<Kind>(kind), B, I, H, x, h, c, c_new, w_ih, w_hh, peep, hmask,
-                                  ws,
-                                  grad_h, grad_c, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dpeep);
+                                  ws, grad_h, grad_c, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dpeep);
     });
 }
 

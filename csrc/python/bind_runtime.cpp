@@ -69,18 +69,7 @@ void bind_runtime(py::module_& m) {
     m.def("simd_path", &fastrnn::simd_path, "SIMD code path chosen at runtime for this CPU.");
     m.def(
         "reduced_precision_features",
-        []() {
-            py::list names;
-            const std::string all = fastrnn::reduced_precision_features();
-            size_t start = 0;
-            while (start < all.size()) {
-                size_t end = all.find(' ', start);
-                if (end == std::string::npos) end = all.size();
-                names.append(all.substr(start, end - start));
-                start = end + 1;
-            }
-            return names;
-        },
+        []() { return py::str(fastrnn::reduced_precision_features()).attr("split")(); },
         "The reduced-precision instructions this CPU has (names as in /proc/cpuinfo; no kernel uses them yet).");
     m.attr("REDUCED_PRECISION_FEATURES") = py::str(fastrnn::kReducedPrecisionFeatures).attr("split")();
     m.def(

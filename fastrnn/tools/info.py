@@ -117,8 +117,9 @@ def format_info(d: dict[str, Any]) -> str:
                                                "reduced_precision")]
         lines.append("extension: " + ", ".join(f"{k} {build[k]}" for k in facts))
         if "reduced_precision" in build:
-            lines.append("reduced precision: this CPU has " + (", ".join(build["reduced_precision"]) or "none") + "; the kernels compute in "
-                         "float32 and float64 only (no int8 or bfloat16 kernel yet)")
+            have = ", ".join(build["reduced_precision"]) or "none"
+            lines.append(f"reduced precision: this CPU has {have}; the kernels compute in float32 and float64 only "
+                         "(no int8 or bfloat16 kernel yet)")
         if "cache_limit_bytes" in build:
             lines.append(f"block cache: limit {build['cache_limit_bytes'] / 2**20:.0f} MiB "
                          f"(FASTRNN_CACHE_MB), holding {build['cache_held_bytes'] / 2**20:.1f} MiB")

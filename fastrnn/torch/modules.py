@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import PackedSequence
 from .. import backends as _backends
 from .._validate import flag, fraction
 from ..backends.contract import PEEPHOLES, has_cell_state
-from ..rnn import _lstm_kind, _lstm_variants_repr
+from ..rnn import _cell_mask, _lstm_kind, _lstm_variants_repr
 from . import _ops
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "InputError", "InputTypeError"]
@@ -128,6 +128,12 @@ class _Backend:
 # ---------------------------------------------------------------------------
 # Sequence layers
 # ---------------------------------------------------------------------------
+
+
+def _dropout_mask(like: torch.Tensor, shape: tuple[int, ...], p: float) -> torch.Tensor:
+    """Inverted dropout's mask of ``shape`` from torch's generator, of ``like``'s dtype and device: each
+    element kept with probability 1-p and scaled by 1/(1-p)."""
+    return torch.bernoulli(like.new_full(shape, 1 - p)).div_(1 - p)
 
 
 def _add_peepholes(module: nn.Module, names: Sequence[str], hidden_size: int) -> None:
@@ -256,7 +262,7 @@ class _RNNBase(nn.RNNBase, _Backend):
                 v = v if v is None or self.bias else (v[0], v[1], None, None)
                 hmask = None
                 if rdrop > 0:  # one mask per sequence, layer and direction, from torch's generator
-                    hmask = torch.bernoulli(x.new_full((B, P), 1 - rdrop)).div_(1 - rdrop)
+                    hmask = _dropout_mask(x, (B, P), rdrop)
                 out, h, c = _ops.layer(kind, inp, h0[i], None if c0 is None else c0[i], w[0], w[1], b_ih, b_hh,
                                        lengths, d == 1, self.backend, v, None if peeps is None else peeps[i], hmask,
                                        w[nw] if self.proj_size else None)
@@ -369,14 +375,10 @@ class _Cell(_Backend):
     def _sequence_mask(self, x: torch.Tensor, B: int, first: bool) -> torch.Tensor:
         """The current sequence's recurrent-dropout mask ``[B, hidden_size]``, drawn from torch's
         generator at its ``first`` step (or the first after a reset)."""
-        mask = None if first else self._hmask
-        if mask is None:
-            p = self.recurrent_dropout
-            mask = torch.bernoulli(x.new_full((B, self.hidden_size), 1 - p)).div_(1 - p)
-            self._hmask = mask
-        elif mask.shape[0] != B:
-            raise InputError(f"input has a batch of {B}, but the recurrent-dropout mask of the current sequence has "
-                             f"{mask.shape[0]} rows: call reset_dropout_mask() at the start of each sequence")
+        mask: torch.Tensor = _cell_mask(self._hmask, first, B,
+                                        lambda: _dropout_mask(x, (B, self.hidden_size), self.recurrent_dropout),
+                                        InputError)
+        self._hmask = mask
         return mask
 
     def forward(self, input: Any, hx: Any = None) -> Any:  # noqa: A002 - torch.nn's argument name
